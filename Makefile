@@ -1,0 +1,29 @@
+# The two commands the README promises: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?=
+
+.PHONY: run test host-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+## run: create the virtualenv, install gespann, and run it with its default config
+run: $(VENV)/.installed
+	$(BIN)/gespann run $(if $(CONFIG),--config $(CONFIG))
+
+host-deps:
+	tools/setup-host.sh
+
+## test: install what the tests need (Debian packages, virtualenv) and run the whole suite
+test: host-deps $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that gespann's tests use as oracles and peers.
+# None of them is needed at runtime. Idempotent: does nothing when all are present.
+set -euo pipefail
+
+packages=(
+    llvm-19          # llvm-mc / llvm-objdump: oracles for the assembler (cpu v4 needs LLVM >= 18)
+    bpftool          # oracle for BTF and for "nothing stays loaded"
+    iproute2         # ip netns / veth for namespace tests
+    nftables
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-host: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+fi
+echo "setup-host: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
