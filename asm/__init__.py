@@ -1,1 +1,50 @@
 """A standalone eBPF assembler: Python DSL, LLVM-syntax text, and bytecode. It never touches the kernel."""
+from .errors import AsmError
+from .helpers import HELPERS, helper_id
+from .instruction import Instruction, decode, encode
+from .opcodes import Size
+from .program import Program
+from .record import Array, Field, Record, Scalar, array, s8, s16, s32, s64, u8, u16, u32, u64
+from .registers import R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, Register
+
+B, H, W, DW = Size.B, Size.H, Size.W, Size.DW
+
+__all__ = [
+    "AsmError",
+    "HELPERS",
+    "helper_id",
+    "Instruction",
+    "decode",
+    "encode",
+    "Size",
+    "B",
+    "H",
+    "W",
+    "DW",
+    "Program",
+    "Array",
+    "Field",
+    "Record",
+    "Scalar",
+    "array",
+    "s8",
+    "s16",
+    "s32",
+    "s64",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "Register",
+    "R0",
+    "R1",
+    "R2",
+    "R3",
+    "R4",
+    "R5",
+    "R6",
+    "R7",
+    "R8",
+    "R9",
+    "R10",
+]
