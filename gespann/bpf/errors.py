@@ -1,0 +1,121 @@
+"""Errors a user can act on.
+
+Every failure of the kernel interface surfaces as a `BPFError`; the subclasses
+say what to do about it: which capability is missing, which tracepoint or
+kernel feature is absent, or what the verifier objected to. No bare OSError
+leaves `gespann.bpf`.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+from typing import Iterable, Optional
+
+# Capability numbers from include/uapi/linux/capability.h.
+CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+
+# The kernel's internal ENOTSUPP leaks out of bpf(); userspace has no name for it.
+ENOTSUPP = 524
+
+_VERIFIER_TAIL_LINES = 20
+
+
+def errno_name(err: int) -> str:
+    """`EPERM` for 1, `ENOTSUPP` for 524: the name a user can search for."""
+    if err == ENOTSUPP:
+        return "ENOTSUPP"
+    return _errno.errorcode.get(err, f"errno {err}")
+
+
+def describe_errno(err: int) -> str:
+    """`Operation not permitted (EPERM)`."""
+    text = "Operation not supported" if err == ENOTSUPP else os.strerror(err)
+    return f"{text} ({errno_name(err)})"
+
+
+class BPFError(Exception):
+    """Base of every error raised by gespann.bpf; `errno` is set when a system call failed."""
+
+    def __init__(self, message: str, errno: Optional[int] = None):
+        super().__init__(message)
+        self.errno = errno
+
+
+def effective_capabilities(status_path: str = "/proc/self/status") -> Optional[set[str]]:
+    """The capabilities in CAPABILITIES this process holds (CapEff), or None if unreadable."""
+    try:
+        with open(status_path) as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    mask = int(line.split()[1], 16)
+                    return {name for name, bit in CAPABILITIES.items() if mask >> bit & 1}
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def missing_capabilities(needs: Iterable[str], held: Optional[set[str]]) -> Optional[list[str]]:
+    """Which of `needs` the process lacks; CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON,
+    as bpf_capable() and perfmon_capable() do in the kernel. None if `held` is unknown."""
+    if held is None:
+        return None
+    if "CAP_SYS_ADMIN" in held:
+        return []
+    return [cap for cap in needs if cap not in held]
+
+
+class PermissionDeniedError(BPFError):
+    """The kernel said EPERM or EACCES; the message names the capability to grant."""
+
+    def __init__(self, operation: str, needs: tuple[str, ...], errno: int,
+                 held: Optional[set[str]] = None):
+        held = effective_capabilities() if held is None else held
+        self.operation, self.needs = operation, needs
+        self.missing = missing_capabilities(needs, held)
+        required = " and ".join(needs)
+        if needs != ("CAP_SYS_ADMIN",):
+            required += " (kernel 5.8+; or CAP_SYS_ADMIN; root has all)"
+        if self.missing:
+            verdict = f"this process lacks {', '.join(self.missing)}"
+        elif self.missing == []:
+            verdict = ("this process holds them, so something else refused it: "
+                       "kernel lockdown, an LSM, seccomp, or a kernel that does not allow this here")
+        else:
+            verdict = "this process's capabilities could not be read"
+        super().__init__(f"{operation}: {describe_errno(errno)}; needs {required}; {verdict}", errno)
+
+
+class TracepointNotFoundError(BPFError):
+    """The kernel has no such tracepoint; the message names it and the kernel release."""
+
+    def __init__(self, category: str, name: str, detail: str = ""):
+        self.category, self.name, self.release = category, name, os.uname().release
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(f"tracepoint {category}:{name} does not exist on kernel {self.release}{suffix}",
+                         _errno.ENOENT)
+
+
+class FeatureUnsupportedError(BPFError):
+    """The running kernel lacks a feature; the message names it and the release that added it."""
+
+    def __init__(self, feature: str, since: str, errno: Optional[int] = None):
+        self.feature, self.since, self.release = feature, since, os.uname().release
+        super().__init__(f"kernel {self.release} does not support {feature} (added in Linux {since})", errno)
+
+
+class VerifierError(BPFError):
+    """The verifier rejected a program. `log` holds its full output; the message ends with its tail."""
+
+    def __init__(self, program: str, errno: int, log: str):
+        self.program, self.log = program, log
+        tail = "\n".join(log.rstrip("\n").splitlines()[-_VERIFIER_TAIL_LINES:])
+        super().__init__(
+            f"the verifier rejected program {program!r}: {describe_errno(errno)}\n"
+            f"verifier log (last {_VERIFIER_TAIL_LINES} lines, full log in .log):\n{tail}", errno)
+
+
+class KeyNotFoundError(BPFError, KeyError):
+    """A map has no element with this key (ENOENT); also a KeyError, as for a dict."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])

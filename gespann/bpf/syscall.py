@@ -1,0 +1,469 @@
+"""The bpf(2) and perf_event_open(2) system calls through ctypes, and the uapi layouts they take.
+
+This module knows commands and structures, not what maps or programs are for.
+Wrappers are named as libbpf names them (`bpf_map_create`, `bpf_prog_load`,
+...), take and return plain values and ctypes buffers, and raise `BPFError`
+(or `PermissionDeniedError`) carrying the errno. Each attribute structure
+covers only the fields gespann uses: the kernel zero-fills the rest of
+`union bpf_attr`, which keeps the calls valid on older kernels.
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+import errno
+import fcntl
+import functools
+import os
+import platform
+import resource
+import weakref
+from typing import Optional
+
+from .errors import BPFError, PermissionDeniedError, describe_errno
+
+_SYSCALL_NUMBERS = {"x86_64": (321, 298), "aarch64": (280, 241)}
+try:
+    _NR_BPF, _NR_PERF_EVENT_OPEN = _SYSCALL_NUMBERS[platform.machine()]
+except KeyError:  # pragma: no cover - only the architectures above are supported
+    raise ImportError(f"gespann.bpf does not know the syscall numbers of {platform.machine()}") from None
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+OBJ_NAME_LEN = 16
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+class Cmd(enum.IntEnum):
+    """enum bpf_cmd (the commands gespann issues)."""
+    MAP_CREATE = 0
+    MAP_LOOKUP_ELEM = 1
+    MAP_UPDATE_ELEM = 2
+    MAP_DELETE_ELEM = 3
+    MAP_GET_NEXT_KEY = 4
+    PROG_LOAD = 5
+    OBJ_GET_INFO_BY_FD = 15
+    RAW_TRACEPOINT_OPEN = 17
+    MAP_LOOKUP_AND_DELETE_ELEM = 21
+    MAP_LOOKUP_BATCH = 24
+    MAP_LOOKUP_AND_DELETE_BATCH = 25
+    MAP_UPDATE_BATCH = 26
+    MAP_DELETE_BATCH = 27
+    LINK_CREATE = 28
+
+
+class MapType(enum.IntEnum):
+    """enum bpf_map_type (the kinds gespann creates)."""
+    HASH = 1
+    ARRAY = 2
+    PERF_EVENT_ARRAY = 4
+    PERCPU_HASH = 5
+    PERCPU_ARRAY = 6
+    LRU_HASH = 9
+    LRU_PERCPU_HASH = 10
+    RINGBUF = 27
+
+
+class ProgType(enum.IntEnum):
+    """enum bpf_prog_type (the tracing kinds)."""
+    KPROBE = 2
+    TRACEPOINT = 5
+    RAW_TRACEPOINT = 17
+    TRACING = 26
+
+
+class AttachType(enum.IntEnum):
+    """enum bpf_attach_type (those tracing programs use)."""
+    NONE = 0
+    TRACE_RAW_TP = 23
+    TRACE_FENTRY = 24
+    TRACE_FEXIT = 25
+    PERF_EVENT = 41
+
+
+class UpdateFlags(enum.IntFlag):
+    """Flags of BPF_MAP_UPDATE_ELEM: ANY creates or replaces, NOEXIST only creates, EXIST only replaces."""
+    ANY = 0
+    NOEXIST = 1
+    EXIST = 2
+    LOCK = 4
+
+
+BPF_F_NO_PREALLOC = 1 << 0
+BPF_F_CURRENT_CPU = 0xFFFFFFFF
+
+# Who may issue a command; CAP_SYS_ADMIN stands in for both (see errors.missing_capabilities).
+_NEEDS_BPF = ("CAP_BPF",)
+_NEEDS_TRACING = ("CAP_BPF", "CAP_PERFMON")
+_NEEDS = {Cmd.PROG_LOAD: _NEEDS_TRACING, Cmd.LINK_CREATE: _NEEDS_TRACING, Cmd.RAW_TRACEPOINT_OPEN: _NEEDS_TRACING}
+
+
+class Fd:
+    """An owned file descriptor: `close()` is idempotent, and a forgotten one is closed when collected."""
+
+    __slots__ = ("_fd", "_finalizer", "__weakref__")
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    def __int__(self) -> int:
+        if self._fd < 0:
+            raise BPFError("use of a closed file descriptor", errno.EBADF)
+        return self._fd
+
+    def fileno(self) -> int:
+        return int(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._fd = -1
+            self._finalizer()
+
+    def __repr__(self) -> str:
+        return f"Fd({self._fd})" if self._fd >= 0 else "Fd(closed)"
+
+
+def address(buffer: Optional[ctypes.Array]) -> int:
+    """The address of a ctypes buffer, 0 for None (a NULL pointer in bpf_attr)."""
+    return 0 if buffer is None else ctypes.addressof(buffer)
+
+
+def _syscall_error(operation: str, err: int, needs: tuple[str, ...]) -> BPFError:
+    if err in (errno.EPERM, errno.EACCES):
+        return PermissionDeniedError(operation, needs, err)
+    return BPFError(f"{operation}: {describe_errno(err)}", err)
+
+
+def bpf(cmd: Cmd, attr: ctypes.Structure) -> int:
+    """Issue bpf(cmd, &attr, sizeof(attr)); the result, or BPFError with the errno.
+
+    EINTR is retried, and EAGAIN for PROG_LOAD (the verifier gives up on a
+    pending signal) a few times, as libbpf does. EACCES from PROG_LOAD is the
+    verifier's verdict, so it stays a plain BPFError for the loader to explain.
+    """
+    attempts = 5 if cmd == Cmd.PROG_LOAD else 1
+    while True:
+        ret = _libc.syscall(ctypes.c_long(_NR_BPF), ctypes.c_int(cmd), ctypes.byref(attr),
+                            ctypes.c_uint(ctypes.sizeof(attr)))
+        if ret >= 0:
+            return ret
+        err = ctypes.get_errno()
+        if err == errno.EINTR or (err == errno.EAGAIN and attempts > 1):
+            attempts -= err == errno.EAGAIN
+            continue
+        if cmd == Cmd.PROG_LOAD and err == errno.EACCES:
+            raise BPFError(f"bpf(BPF_{cmd.name}): {describe_errno(err)}", err)
+        raise _syscall_error(f"bpf(BPF_{cmd.name})", err, _NEEDS.get(cmd, _NEEDS_BPF))
+
+
+def object_name(name: str) -> str:
+    """A map or program name as the kernel keeps it: [A-Za-z0-9_.], cut to 15 characters as libbpf does."""
+    if not name.isascii() or not all(c.isalnum() or c in "_." for c in name):
+        raise ValueError(f"BPF object name {name!r}: use only [A-Za-z0-9_.]")
+    return name[:OBJ_NAME_LEN - 1]
+
+
+@functools.cache
+def _lift_memlock_limit() -> None:
+    """Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK (later ones to the memory
+    cgroup); lift the limit there once, as libbpf does, so EPERM means a missing capability."""
+    if kernel_version_code() < 0x050B00:
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        except (OSError, ValueError):
+            pass  # unprivileged: creating the object reports what is missing
+
+
+# --- maps -------------------------------------------------------------------------------------
+
+class MapCreateAttr(ctypes.Structure):
+    _fields_ = [("map_type", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("inner_map_fd", ctypes.c_uint32),
+                ("numa_node", ctypes.c_uint32), ("map_name", ctypes.c_char * OBJ_NAME_LEN)]
+
+
+class MapElemAttr(ctypes.Structure):
+    _fields_ = [("map_fd", ctypes.c_uint32), ("key", ctypes.c_uint64),
+                ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]  # value doubles as next_key
+
+
+class MapBatchAttr(ctypes.Structure):
+    _fields_ = [("in_batch", ctypes.c_uint64), ("out_batch", ctypes.c_uint64),
+                ("keys", ctypes.c_uint64), ("values", ctypes.c_uint64),
+                ("count", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
+                ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+def bpf_map_create(map_type: MapType, key_size: int, value_size: int, max_entries: int,
+                   flags: int = 0, name: str = "") -> Fd:
+    attr = MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
+                         max_entries=max_entries, map_flags=flags, map_name=object_name(name).encode())
+    _lift_memlock_limit()
+    return Fd(bpf(Cmd.MAP_CREATE, attr))
+
+
+def _map_elem(cmd: Cmd, fd: int, key, value=None, flags: int = 0) -> int:
+    return bpf(cmd, MapElemAttr(map_fd=fd, key=address(key), value=address(value), flags=flags))
+
+
+def bpf_map_lookup_elem(fd: int, key: ctypes.Array, value: ctypes.Array, flags: int = 0) -> None:
+    _map_elem(Cmd.MAP_LOOKUP_ELEM, fd, key, value, flags)
+
+
+def bpf_map_update_elem(fd: int, key: ctypes.Array, value: ctypes.Array, flags: int = 0) -> None:
+    _map_elem(Cmd.MAP_UPDATE_ELEM, fd, key, value, flags)
+
+
+def bpf_map_delete_elem(fd: int, key: ctypes.Array) -> None:
+    _map_elem(Cmd.MAP_DELETE_ELEM, fd, key)
+
+
+def bpf_map_lookup_and_delete_elem(fd: int, key: ctypes.Array, value: ctypes.Array) -> None:
+    _map_elem(Cmd.MAP_LOOKUP_AND_DELETE_ELEM, fd, key, value)
+
+
+def bpf_map_get_next_key(fd: int, key: Optional[ctypes.Array], next_key: ctypes.Array) -> None:
+    """The key after `key` (the first key for None) into `next_key`; ENOENT after the last."""
+    _map_elem(Cmd.MAP_GET_NEXT_KEY, fd, key, next_key)
+
+
+def bpf_map_batch(cmd: Cmd, fd: int, count: int, keys: ctypes.Array, values: Optional[ctypes.Array] = None,
+                  in_batch: Optional[ctypes.Array] = None, out_batch: Optional[ctypes.Array] = None,
+                  elem_flags: int = 0) -> tuple[int, bool]:
+    """One BPF_MAP_*_BATCH call: (elements processed, whether the map is exhausted).
+
+    The kernel reports the end of a lookup with ENOENT, possibly after filling
+    some elements, so that errno is an answer here, not an error.
+    """
+    attr = MapBatchAttr(in_batch=address(in_batch), out_batch=address(out_batch), keys=address(keys),
+                        values=address(values), count=count, map_fd=fd, elem_flags=elem_flags)
+    try:
+        bpf(cmd, attr)
+    except BPFError as e:
+        if e.errno == errno.ENOENT and cmd in (Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH):
+            return attr.count, True
+        raise
+    return attr.count, False
+
+
+# --- programs ---------------------------------------------------------------------------------
+
+class ProgLoadAttr(ctypes.Structure):
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
+                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
+                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32), ("log_buf", ctypes.c_uint64),
+                ("kern_version", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
+                ("prog_name", ctypes.c_char * OBJ_NAME_LEN), ("prog_ifindex", ctypes.c_uint32),
+                ("expected_attach_type", ctypes.c_uint32), ("prog_btf_fd", ctypes.c_uint32),
+                ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64),
+                ("func_info_cnt", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
+                ("line_info", ctypes.c_uint64), ("line_info_cnt", ctypes.c_uint32),
+                ("attach_btf_id", ctypes.c_uint32), ("attach_btf_obj_fd", ctypes.c_uint32),
+                ("core_relo_cnt", ctypes.c_uint32), ("fd_array", ctypes.c_uint64),
+                ("core_relos", ctypes.c_uint64), ("core_relo_rec_size", ctypes.c_uint32),
+                ("log_true_size", ctypes.c_uint32)]  # out: 6.4+ reports the log size it needed
+
+
+def kernel_version_code(release: Optional[str] = None) -> int:
+    """LINUX_VERSION_CODE of the running kernel: kprobe programs needed it in kern_version before 5.0."""
+    numbers = (release or os.uname().release).split("-")[0].split(".")
+    major, minor, patch = (int("".join(ch for ch in n if ch.isdigit()) or 0) for n in (numbers + ["0", "0"])[:3])
+    return major << 16 | minor << 8 | min(patch, 255)
+
+
+def bpf_prog_load(prog_type: ProgType, insns: bytes, *, name: str = "", license: str = "GPL",
+                  expected_attach_type: AttachType = AttachType.NONE, attach_btf_id: int = 0,
+                  log: Optional[ctypes.Array] = None, log_level: int = 1) -> Fd:
+    """Load `insns` (8 bytes each); with `log`, the verifier writes its report there (ENOSPC: too small)."""
+    code = ctypes.create_string_buffer(bytes(insns), len(insns))
+    license_buf = ctypes.create_string_buffer(license.encode())
+    attr = ProgLoadAttr(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=address(code),
+                        license=address(license_buf), kern_version=kernel_version_code(),
+                        prog_name=object_name(name).encode(), expected_attach_type=expected_attach_type,
+                        attach_btf_id=attach_btf_id)
+    if log is not None:
+        attr.log_level, attr.log_size, attr.log_buf = log_level, len(log), address(log)
+    _lift_memlock_limit()
+    return Fd(bpf(Cmd.PROG_LOAD, attr))
+
+
+# --- object info ------------------------------------------------------------------------------
+
+class InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+class BpfProgInfo(ctypes.Structure):
+    """struct bpf_prog_info, up to attach_btf_id."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64),
+                ("name", ctypes.c_char * OBJ_NAME_LEN), ("ifindex", ctypes.c_uint32),
+                ("gpl_compatible", ctypes.c_uint32), ("netns_dev", ctypes.c_uint64),
+                ("netns_ino", ctypes.c_uint64), ("nr_jited_ksyms", ctypes.c_uint32),
+                ("nr_jited_func_lens", ctypes.c_uint32), ("jited_ksyms", ctypes.c_uint64),
+                ("jited_func_lens", ctypes.c_uint64), ("btf_id", ctypes.c_uint32),
+                ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64),
+                ("nr_func_info", ctypes.c_uint32), ("nr_line_info", ctypes.c_uint32),
+                ("line_info", ctypes.c_uint64), ("jited_line_info", ctypes.c_uint64),
+                ("nr_jited_line_info", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
+                ("jited_line_info_rec_size", ctypes.c_uint32), ("nr_prog_tags", ctypes.c_uint32),
+                ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64),
+                ("run_cnt", ctypes.c_uint64), ("recursion_misses", ctypes.c_uint64),
+                ("verified_insns", ctypes.c_uint32), ("attach_btf_obj_id", ctypes.c_uint32),
+                ("attach_btf_id", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+class BpfMapInfo(ctypes.Structure):
+    """struct bpf_map_info, up to map_extra."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * OBJ_NAME_LEN),
+                ("ifindex", ctypes.c_uint32), ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+                ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64),
+                ("btf_id", ctypes.c_uint32), ("btf_key_type_id", ctypes.c_uint32),
+                ("btf_value_type_id", ctypes.c_uint32), ("btf_vmlinux_id", ctypes.c_uint32),
+                ("map_extra", ctypes.c_uint64)]
+
+
+def bpf_obj_get_info_by_fd(fd: int, info: ctypes.Structure) -> None:
+    """Fill `info` (BpfProgInfo or BpfMapInfo, pointers in it set by the caller) for the object behind `fd`."""
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)))
+
+
+# --- attachment -------------------------------------------------------------------------------
+
+class _LinkTarget(ctypes.Union):
+    _fields_ = [("target_btf_id", ctypes.c_uint32), ("perf_event_bpf_cookie", ctypes.c_uint64)]
+
+
+class LinkCreateAttr(ctypes.Structure):
+    _anonymous_ = ("target",)
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("target_fd", ctypes.c_uint32),
+                ("attach_type", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("target", _LinkTarget)]
+
+
+class RawTracepointOpenAttr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32)]
+
+
+def bpf_link_create(prog_fd: int, target_fd: int, attach_type: AttachType, cookie: int = 0) -> Fd:
+    attr = LinkCreateAttr(prog_fd=prog_fd, target_fd=target_fd & 0xFFFFFFFF, attach_type=attach_type)
+    attr.perf_event_bpf_cookie = cookie
+    return Fd(bpf(Cmd.LINK_CREATE, attr))
+
+
+def bpf_raw_tracepoint_open(name: str, prog_fd: int) -> Fd:
+    name_buf = ctypes.create_string_buffer(name.encode())
+    return Fd(bpf(Cmd.RAW_TRACEPOINT_OPEN, RawTracepointOpenAttr(name=address(name_buf), prog_fd=prog_fd)))
+
+
+# --- perf events ------------------------------------------------------------------------------
+
+PERF_TYPE_SOFTWARE = 1
+PERF_TYPE_TRACEPOINT = 2
+PERF_COUNT_SW_BPF_OUTPUT = 10
+PERF_SAMPLE_RAW = 1 << 10
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_RECORD_LOST = 2
+PERF_RECORD_SAMPLE = 9
+PERF_EVENT_IOC_ENABLE = 0x2400               # _IO('$', 0)
+PERF_EVENT_IOC_DISABLE = 0x2401              # _IO('$', 1)
+PERF_EVENT_IOC_SET_BPF = 0x40042408          # _IOW('$', 8, __u32)
+
+
+class PerfEventAttr(ctypes.Structure):
+    """struct perf_event_attr up to sig_data (PERF_ATTR_SIZE_VER7); `flags` holds the bitfield word."""
+    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32), ("config", ctypes.c_uint64),
+                ("sample_period", ctypes.c_uint64), ("sample_type", ctypes.c_uint64),
+                ("read_format", ctypes.c_uint64), ("flags", ctypes.c_uint64),
+                ("wakeup_events", ctypes.c_uint32), ("bp_type", ctypes.c_uint32),
+                ("config1", ctypes.c_uint64), ("config2", ctypes.c_uint64),
+                ("branch_sample_type", ctypes.c_uint64), ("sample_regs_user", ctypes.c_uint64),
+                ("sample_stack_user", ctypes.c_uint32), ("clockid", ctypes.c_int32),
+                ("sample_regs_intr", ctypes.c_uint64), ("aux_watermark", ctypes.c_uint32),
+                ("sample_max_stack", ctypes.c_uint16), ("_reserved_2", ctypes.c_uint16),
+                ("aux_sample_size", ctypes.c_uint32), ("aux_action", ctypes.c_uint32),
+                ("sig_data", ctypes.c_uint64)]
+
+    def __init__(self, **fields):
+        super().__init__(size=ctypes.sizeof(PerfEventAttr), **fields)
+
+
+PERF_ATTR_FLAG_DISABLED = 1 << 0
+
+_NEEDS_PERFMON = ("CAP_PERFMON",)
+
+
+def perf_event_open(attr: PerfEventAttr, pid: int, cpu: int, group_fd: int = -1,
+                    flags: int = PERF_FLAG_FD_CLOEXEC) -> Fd:
+    """perf_event_open(2); EPERM/EACCES name CAP_PERFMON (kernel.perf_event_paranoid also applies)."""
+    while True:
+        ret = _libc.syscall(ctypes.c_long(_NR_PERF_EVENT_OPEN), ctypes.byref(attr), ctypes.c_int(pid),
+                            ctypes.c_int(cpu), ctypes.c_int(group_fd), ctypes.c_ulong(flags))
+        if ret >= 0:
+            return Fd(ret)
+        err = ctypes.get_errno()
+        if err != errno.EINTR:
+            raise _syscall_error(f"perf_event_open(type={attr.type}, config={attr.config}, cpu={cpu})",
+                                 err, _NEEDS_PERFMON)
+
+
+def perf_event_ioctl(fd: int, request: int, arg: int = 0) -> None:
+    """An ioctl on a perf event fd: ENABLE, DISABLE, or SET_BPF with a program fd."""
+    try:
+        fcntl.ioctl(fd, request, arg)
+    except OSError as e:
+        raise _syscall_error(f"ioctl(perf event, {request:#x})", e.errno, _NEEDS_PERFMON) from None
+
+
+# --- shared memory ----------------------------------------------------------------------------
+
+PROT_READ, PROT_WRITE, MAP_SHARED = 0x1, 0x2, 0x01
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class MemoryMapping:
+    """A region mmap(2)ed from an fd, read and written with aligned native loads and stores.
+
+    Python's mmap module cannot give the address of a read-only mapping, and
+    the ring buffers' producer pages must be mapped read-only, so this calls
+    libc's mmap. On x86-64 an aligned 8-byte load or store is atomic and
+    ordered (TSO), which is what the producer/consumer protocols need.
+    """
+
+    def __init__(self, fd: int, length: int, prot: int, offset: int = 0):
+        address = _libc.mmap(None, length, prot, MAP_SHARED, fd, offset)
+        if address in (None, _MAP_FAILED):
+            raise _syscall_error(f"mmap(fd {fd}, {length} bytes at offset {offset})", ctypes.get_errno(),
+                                 _NEEDS_BPF)
+        self.address, self.length = address, length
+
+    def u64(self, offset: int) -> int:
+        return ctypes.c_uint64.from_address(self.address + offset).value
+
+    def u32(self, offset: int) -> int:
+        return ctypes.c_uint32.from_address(self.address + offset).value
+
+    def set_u64(self, offset: int, value: int) -> None:
+        ctypes.c_uint64.from_address(self.address + offset).value = value
+
+    def read(self, offset: int, length: int) -> bytes:
+        return ctypes.string_at(self.address + offset, length)
+
+    def close(self) -> None:
+        if self.address:
+            _libc.munmap(self.address, self.length)
+            self.address = 0
