@@ -12,6 +12,8 @@ from typing import Callable, Iterator, Mapping, Optional, Union
 from .errors import AsmError
 from .helpers import helper_id
 from .instruction import S32, Instruction, encode, fits, to_s32
+from .linker import is_map_ref, link
+from .text import format_instruction
 from .opcodes import (
     FETCH,
     LD_IMM64,
@@ -34,7 +36,6 @@ from .registers import Register
 Operand = Union[Register, int]
 """A register selects the register form of an instruction, an int the immediate form."""
 
-_MAP_SOURCES = (PseudoSrc.MAP_FD, PseudoSrc.MAP_VALUE)
 _WIDTH = {InsnClass.ALU64: 64, InsnClass.ALU: 32, InsnClass.JMP: 64, InsnClass.JMP32: 32}
 
 
@@ -134,6 +135,20 @@ class Program:
     def __repr__(self) -> str:
         return f"Program({self.name!r}, {len(self)} slots)"
 
+    def __str__(self) -> str:
+        """A listing in LLVM syntax with labels and symbols, which `asm.assemble` reads back."""
+        at_slot: dict[int, list[str]] = {}
+        for name, slot in self._labels.items():
+            at_slot.setdefault(slot, []).append(f"{name}:")
+        lines = []
+        slot = 0
+        for insn in self._instructions:
+            lines += at_slot.pop(slot, [])
+            lines.append(f"\t{format_instruction(insn)}")
+            slot += insn.slots
+        lines += at_slot.pop(slot, [])
+        return "".join(f"{line}\n" for line in lines)
+
     @property
     def instructions(self) -> list[Instruction]:
         """The instructions as emitted, with jump targets and maps still symbolic."""
@@ -147,7 +162,7 @@ class Program:
     @property
     def map_names(self) -> set[str]:
         """The maps referenced by name; `assemble` needs a file descriptor for each."""
-        return {insn.symbol for insn in self._instructions if self._is_map_ref(insn)}
+        return {insn.symbol for insn in self._instructions if is_map_ref(insn)}
 
     # -- building -------------------------------------------------------
 
@@ -404,36 +419,9 @@ class Program:
 
     # -- resolution -----------------------------------------------------
 
-    @staticmethod
-    def _is_map_ref(insn: Instruction) -> bool:
-        return insn.is_ld_imm64 and insn.src in _MAP_SOURCES and insn.symbol is not None
-
     def resolve(self, maps: Optional[Mapping[str, int]] = None) -> list[Instruction]:
         """The instructions with labels turned into slot offsets and map names into `maps[name]` fds."""
-        maps = maps or {}
-        resolved = []
-        slot = 0
-        for insn in self._instructions:
-            if insn.symbol is not None:
-                try:
-                    insn = self._resolve(insn, slot, maps)
-                except AsmError as error:
-                    raise AsmError(f"{self.name}: insn {slot} {insn!r}: {error}") from None
-            resolved.append(insn)
-            slot += insn.slots
-        return resolved
-
-    def _resolve(self, insn: Instruction, slot: int, maps: Mapping[str, int]) -> Instruction:
-        name = insn.symbol
-        if self._is_map_ref(insn):
-            if name not in maps:
-                raise AsmError(f"map {name!r} has no file descriptor; given: {sorted(maps) or 'none'}")
-            return insn.with_fields(imm=maps[name])
-        if name not in self._labels:
-            raise AsmError(f"label {name!r} is not defined; defined: {sorted(self._labels) or 'none'}")
-        delta = self._labels[name] - (slot + 1)
-        in_off = insn.insn_class in (InsnClass.JMP, InsnClass.JMP32) and not (insn.is_call or insn.is_long_jump)
-        return insn.with_fields(off=delta) if in_off else insn.with_fields(imm=delta)
+        return link(self._instructions, self._labels, maps or {}, self.name)
 
     def assemble(self, maps: Optional[Mapping[str, int]] = None) -> bytes:
         """The bytecode, ready for BPF_PROG_LOAD; every referenced map needs an fd in `maps`."""
