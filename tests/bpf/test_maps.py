@@ -13,7 +13,7 @@ Key = construct.Struct("port" / construct.Int16un, "proto" / construct.Int16un)
 
 
 def test_hash_crud_and_flags():
-    with maps.HashMap(maps.U32, maps.U64, 8, name="t_hash") as m:
+    with maps.HashMap(maps.U32, maps.U64, 8, name="gt_hash") as m:
         m[1] = 10
         m.update(2, 20, UpdateFlags.NOEXIST)
         assert m[1] == 10 and m.lookup(2) == 20 and m.lookup(3) is None and 3 not in m
@@ -33,7 +33,7 @@ def test_hash_crud_and_flags():
 
 
 def test_bytes_keys_and_construct_codec():
-    with maps.HashMap(4, 8, 4, name="t_bytes") as raw, maps.HashMap(Key, maps.U64, 4, name="t_codec") as typed:
+    with maps.HashMap(4, 8, 4, name="gt_bytes") as raw, maps.HashMap(Key, maps.U64, 4, name="t_codec") as typed:
         raw[b"abcd"] = bytes(range(8))
         assert raw[b"abcd"] == bytes(range(8))
         with pytest.raises(ValueError):
@@ -44,15 +44,15 @@ def test_bytes_keys_and_construct_codec():
 
 
 def test_info_names_the_map():
-    with maps.LruHashMap(maps.U32, maps.U32, 16, name="t_lru") as m:
+    with maps.LruHashMap(maps.U32, maps.U32, 16, name="gt_lru") as m:
         info = m.info()
         assert (info.name, info.type, info.key_size, info.value_size, info.max_entries) == \
-            ("t_lru", MapType.LRU_HASH, 4, 4, 16)
+            ("gt_lru", MapType.LRU_HASH, 4, 4, 16)
         assert info.id > 0
 
 
 def test_iterate_while_deleting_terminates():
-    with maps.HashMap(maps.U32, maps.U32, 64, name="t_iter") as m:
+    with maps.HashMap(maps.U32, maps.U32, 64, name="gt_iter") as m:
         m.update_batch((i, i * i) for i in range(50))
         for key in m.keys():
             del m[key]
@@ -60,7 +60,7 @@ def test_iterate_while_deleting_terminates():
 
 
 def test_array_has_every_index_and_refuses_delete():
-    with maps.ArrayMap(maps.U64, 4, name="t_array") as m:
+    with maps.ArrayMap(maps.U64, 4, name="gt_array") as m:
         m[2] = 5
         assert list(m.items()) == [(0, 0), (1, 0), (2, 5), (3, 0)]
         with pytest.raises(BPFError) as refused:
@@ -72,7 +72,7 @@ def test_array_has_every_index_and_refuses_delete():
 
 @pytest.mark.parametrize("kind", [maps.HashMap, maps.LruHashMap])
 def test_batches(kind):
-    with kind(maps.U32, maps.U64, 600, name="t_batch") as m:
+    with kind(maps.U32, maps.U64, 600, name="gt_batch") as m:
         m.update_batch((i, i + 1000) for i in range(500))
         assert sorted(m.lookup_batch()) == [(i, i + 1000) for i in range(500)]
         m.delete_batch(range(0, 500, 2))
@@ -84,15 +84,15 @@ def test_batches(kind):
 
 
 def test_array_batch_lookup():
-    with maps.ArrayMap(maps.U32, 300, name="t_abatch") as m:
+    with maps.ArrayMap(maps.U32, 300, name="gt_abatch") as m:
         m.update_batch((i, 3 * i) for i in range(300))
         assert m.lookup_batch() == [(i, 3 * i) for i in range(300)]
 
 
 def test_per_cpu_values_are_a_list_per_possible_cpu():
     n = possible_cpus()
-    with maps.PerCpuHashMap(maps.U32, maps.U32, 4, name="t_pcpu_hash") as h, \
-            maps.PerCpuArrayMap(2, 2, name="t_pcpu_array") as a:
+    with maps.PerCpuHashMap(maps.U32, maps.U32, 4, name="gt_pcpu_hash") as h, \
+            maps.PerCpuArrayMap(2, 2, name="gt_pcpu_array") as a:
         h[7] = list(range(100, 100 + n))          # 4-byte values, padded to 8 per CPU in the kernel
         assert h[7] == list(range(100, 100 + n))
         h[8] = 1                                  # one value: every CPU gets it
@@ -111,7 +111,7 @@ def test_fallback_when_the_kernel_lacks_batches(monkeypatch):
 
     monkeypatch.setattr(maps.syscall, "bpf_map_batch", unsupported)
     monkeypatch.setattr(maps.syscall, "bpf_map_lookup_and_delete_elem", unsupported)
-    with maps.HashMap(maps.U32, maps.U32, 16, name="t_fallback") as m:
+    with maps.HashMap(maps.U32, maps.U32, 16, name="gt_fallback") as m:
         m.update_batch((i, i) for i in range(10))
         assert sorted(m.lookup_batch()) == [(i, i) for i in range(10)]
         m.delete_batch(range(5))
@@ -122,12 +122,12 @@ def test_fallback_when_the_kernel_lacks_batches(monkeypatch):
 def test_ring_buffer_size_must_be_a_power_of_two_pages():
     with pytest.raises(ValueError):
         maps.RingBufMap(12345)
-    with maps.RingBufMap(8192, name="t_ring") as ring:
+    with maps.RingBufMap(8192, name="gt_ring") as ring:
         assert ring.info().max_entries == 8192
 
 
 def test_closed_map_is_gone():
-    m = maps.HashMap(maps.U32, maps.U32, 1, name="t_closed")
+    m = maps.HashMap(maps.U32, maps.U32, 1, name="gt_closed")
     map_id = m.info().id
     m.close()
     m.close()  # idempotent

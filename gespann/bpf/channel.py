@@ -1,0 +1,97 @@
+"""EventChannel: how a program sends records to user space, chosen for the running kernel.
+
+A BPF ring buffer where the kernel has one (5.8+): one buffer for all CPUs,
+records in commit order, no per-CPU memory. A perf event array otherwise, or
+when `force_perf` asks for it. The channel owns the maps the program writes
+to, writes the output code into the program, and reads the records back.
+"""
+from __future__ import annotations
+
+from asm import R0, R1, R2, R3, R4, R5, R10, Program, Register
+
+from . import features
+from .maps import Map, PerCpuArrayMap, PerfEventArrayMap, RingBufMap
+from .perfbuf import PerfBufReader
+from .reader import EventReader
+from .ringbuf import RingBufReader, emit_count_lost, lost_counter_map
+from .syscall import BPF_F_CURRENT_CPU, OBJ_NAME_LEN
+
+
+class EventChannel:
+    """The maps and reader of one record stream; `kind` is "ringbuf" or "perf"."""
+
+    def __init__(self, name: str = "events", *, ringbuf_size: int = 256 * 1024, perf_pages_per_cpu: int = 8,
+                 force_perf: bool = False):
+        self.name = name
+        self.lost_name = f"{name[:OBJ_NAME_LEN - 6]}_lost"
+        self._lost_counter: PerCpuArrayMap | None = None
+        self.map: Map
+        self.reader: EventReader
+        if force_perf or not features.has_ringbuf():
+            self.kind = "perf"
+            self.map = PerfEventArrayMap(name=name)
+            try:
+                self.reader = PerfBufReader(self.map, perf_pages_per_cpu)
+            except BaseException:
+                self.map.close()
+                raise
+        else:
+            self.kind = "ringbuf"
+            self.map = RingBufMap(ringbuf_size, name=name)
+            try:
+                self._lost_counter = lost_counter_map(self.lost_name)
+                self.reader = RingBufReader(self.map, self._lost_counter)
+            except BaseException:
+                self._close_maps()
+                raise
+
+    @property
+    def maps(self) -> dict[str, Map]:
+        """The maps to pass to `load_program` for the code `emit_output` writes."""
+        maps = {self.name: self.map}
+        if self._lost_counter is not None:
+            maps[self.lost_name] = self._lost_counter
+        return maps
+
+    def emit_output(self, p: Program, ctx: Register, record_offset: int, size: int) -> None:
+        """Emit code sending the `size` bytes at R10 + `record_offset` (negative) as one record.
+
+        `ctx` holds the program's context (perf output needs it). Clobbers
+        R0-R5. On the ring buffer, a record that does not fit is counted in the
+        lost counter, whose key is written over the record's first 4 bytes.
+        """
+        if self.kind == "perf":
+            p.mov(R1, ctx)
+            p.ld_map(R2, self.name)
+            p.mov32(R3, BPF_F_CURRENT_CPU)  # a 32-bit move: no sign extension into the flag bits
+            p.mov(R4, R10)
+            p.add(R4, record_offset)
+            p.mov(R5, size)
+            p.call("perf_event_output")
+            return
+        sent = f"{self.name}.sent.{len(p)}"
+        p.ld_map(R1, self.name)
+        p.mov(R2, R10)
+        p.add(R2, record_offset)
+        p.mov(R3, size)
+        p.mov(R4, 0)
+        p.call("ringbuf_output")
+        p.jeq(R0, 0, sent)
+        emit_count_lost(p, self.lost_name, record_offset)
+        p.label(sent)
+
+    def _close_maps(self) -> None:
+        for m in self.maps.values():
+            m.close()
+
+    def close(self) -> None:
+        """Close the reader first: the perf reader takes its events out of the map."""
+        if hasattr(self, "reader"):
+            self.reader.close()
+        self._close_maps()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

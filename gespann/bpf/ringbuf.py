@@ -1,0 +1,91 @@
+"""Reading a BPF ring buffer (5.8+), and counting the records a program could not put in it.
+
+Layout, as the kernel maps it: the consumer page (position we have read up
+to, ours to write) at offset 0; from one page on, the producer page (position
+the kernel has reserved up to) and then the data pages, mapped twice in a row
+so a record that wraps around the end still reads as one span. Each record
+starts with an 8-byte header: a u32 length whose top bits say BUSY (reserved,
+not yet committed: stop there) and DISCARD (skip it), then a u32 page offset.
+Records are 8-byte aligned.
+
+The kernel counts nothing when a program's `ringbuf_reserve` (or
+`ringbuf_output`) fails. The convention here: the program bumps a per-CPU
+counter, `emit_count_lost` writes that code, and the reader's `lost` sums it.
+"""
+from __future__ import annotations
+
+from asm import DW, R0, R1, R2, R10, W, Program
+
+from .maps import U64, PerCpuArrayMap, RingBufMap
+from .reader import EventReader
+from .syscall import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
+
+BUSY_BIT = 1 << 31
+DISCARD_BIT = 1 << 30
+HEADER_SIZE = 8
+
+
+def lost_counter_map(name: str) -> PerCpuArrayMap:
+    """The counter `emit_count_lost` bumps: one u64 per CPU at index 0."""
+    return PerCpuArrayMap(U64, 1, name=name)
+
+
+def emit_count_lost(p: Program, lost_map: str, key_slot: int) -> None:
+    """Emit `lost_map[0] += 1` for this CPU, for the branch where ringbuf_reserve returned NULL.
+
+    `key_slot` is an R10-relative offset of 4 stack bytes the code may overwrite.
+    Clobbers R0-R5.
+    """
+    skip = f"{lost_map}.lost.{len(p)}"
+    p.st(W, R10, key_slot, 0)
+    p.ld_map(R1, lost_map)
+    p.mov(R2, R10)
+    p.add(R2, key_slot)
+    p.call("map_lookup_elem")
+    p.jeq(R0, 0, skip)
+    p.mov(R1, 1)
+    p.atomic_add(DW, R0, 0, R1)
+    p.label(skip)
+
+
+class RingBufReader(EventReader):
+    """Records from a RingBufMap; `lost` reads the program's lost counter if one is given."""
+
+    kind = "ringbuf"
+
+    def __init__(self, ring: RingBufMap, lost_counter: PerCpuArrayMap | None = None):
+        super().__init__()
+        fd, self._size, self._lost_counter = int(ring.fd), ring.max_entries, lost_counter
+        self._consumer = MemoryMapping(fd, PAGE_SIZE, PROT_READ | PROT_WRITE)
+        try:
+            self._producer = MemoryMapping(fd, PAGE_SIZE + 2 * self._size, PROT_READ, offset=PAGE_SIZE)
+            self._watch(fd)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def lost(self) -> int:
+        return sum(self._lost_counter[0]) if self._lost_counter is not None else 0
+
+    def _drain(self) -> list[bytes]:
+        records: list[bytes] = []
+        consumer, mask = self._consumer.u64(0), self._size - 1
+        while consumer < (producer := self._producer.u64(0)):
+            while consumer < producer:
+                at = PAGE_SIZE + (consumer & mask)
+                header = self._producer.u32(at)
+                if header & BUSY_BIT:
+                    return records
+                length = header & ~(BUSY_BIT | DISCARD_BIT)
+                if not header & DISCARD_BIT:
+                    records.append(self._producer.read(at + HEADER_SIZE, length))
+                consumer += (length + HEADER_SIZE + 7) & ~7
+                self._consumer.set_u64(0, consumer)
+        return records
+
+    def close(self) -> None:
+        super().close()
+        for mapping in (getattr(self, "_producer", None), self._consumer):
+            if mapping is not None:
+                mapping.close()

@@ -1,0 +1,97 @@
+"""Programs on sock:inet_sock_set_state for the tests, written in the asm DSL.
+
+Field offsets and sizes come from the tracefs format file; each program only
+looks at transitions of sockets on the test's own port.
+"""
+from asm import DW, R0, R1, R2, R6, R7, R10, Program, Record, Size, array, u8, u16, u32
+
+from gespann.bpf.channel import EventChannel
+from gespann.bpf.ringbuf import emit_count_lost
+from gespann.bpf.tracefs import TracepointFormat
+
+SIZES = {1: Size.B, 2: Size.H, 4: Size.W, 8: Size.DW}
+
+StateChange = Record("state_change", [
+    ("oldstate", u32), ("newstate", u32), ("sport", u16), ("dport", u16),
+    ("family", u16), ("protocol", u16), ("saddr", array(u8, 4)), ("daddr", array(u8, 4)),
+])
+
+
+def _load_field(p: Program, fmt: TracepointFormat, dst, name: str) -> None:
+    field = fmt.field(name)
+    p.ldx(SIZES[field.size], dst, R6, field.offset)
+
+
+def _only_port(p: Program, fmt: TracepointFormat, port: int, skip: str) -> None:
+    """R6 = ctx; fall through for events on `port` (either end), jump to `skip` otherwise."""
+    p.mov(R6, R1)
+    _load_field(p, fmt, R2, "sport")
+    p.jeq(R2, port, "mine")
+    _load_field(p, fmt, R2, "dport")
+    p.jne(R2, port, skip)
+    p.label("mine")
+
+
+def count_new_states(fmt: TracepointFormat, port: int, name: str = "gt_count") -> Program:
+    """counts[newstate] += 1 (an ArrayMap of u64 named "counts")."""
+    p = Program(name)
+    _only_port(p, fmt, port, "out")
+    _load_field(p, fmt, R2, "newstate")
+    p.stx(Size.W, R10, -4, R2)
+    p.ld_map(R1, "counts")
+    p.mov(R2, R10)
+    p.add(R2, -4)
+    p.call("map_lookup_elem")
+    p.jeq(R0, 0, "out")
+    p.mov(R1, 1)
+    p.atomic_add(DW, R0, 0, R1)
+    p.label("out")
+    p.mov(R0, 0)
+    p.exit()
+    return p
+
+
+def _copy_state_change(p: Program, fmt: TracepointFormat, base: int) -> None:
+    """Fill a StateChange at R10 + base from the tracepoint record at R6."""
+    for field in StateChange.fields:
+        _load_field(p, fmt, R2, field.name)
+        p.stx(SIZES[field.size], R10, base + field.offset, R2)
+
+
+def send_state_changes(fmt: TracepointFormat, port: int, channel: EventChannel,
+                       name: str = "gt_send") -> Program:
+    """One StateChange record per transition, through the channel's output code."""
+    p = Program(name)
+    base = -StateChange.size
+    _only_port(p, fmt, port, "out")
+    _copy_state_change(p, fmt, base)
+    channel.emit_output(p, R6, base, StateChange.size)
+    p.label("out")
+    p.mov(R0, 0)
+    p.exit()
+    return p
+
+
+def reserve_state_changes(fmt: TracepointFormat, port: int, name: str = "gt_reserve") -> Program:
+    """The ring buffer's reserve/submit path: a failed reserve bumps the "lost" counter."""
+    p = Program(name)
+    _only_port(p, fmt, port, "out")
+    p.ld_map(R1, "events")
+    p.mov(R2, StateChange.size)
+    p.mov(R3, 0)
+    p.call("ringbuf_reserve")
+    p.jne(R0, 0, "reserved")
+    emit_count_lost(p, "lost", -8)
+    p.ja("out")
+    p.label("reserved")
+    p.mov(R7, R0)
+    for field in StateChange.fields:
+        _load_field(p, fmt, R2, field.name)
+        p.stx(SIZES[field.size], R7, field.offset, R2)
+    p.mov(R1, R7)
+    p.mov(R2, 0)
+    p.call("ringbuf_submit")
+    p.label("out")
+    p.mov(R0, 0)
+    p.exit()
+    return p
