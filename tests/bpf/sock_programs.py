@@ -3,7 +3,7 @@
 Field offsets and sizes come from the tracefs format file; each program only
 looks at transitions of sockets on the test's own port.
 """
-from asm import DW, R0, R1, R2, R6, R7, R10, Program, Record, Size, array, u8, u16, u32
+from asm import DW, R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, array, u8, u16, u32
 
 from gespann.bpf.channel import EventChannel
 from gespann.bpf.ringbuf import emit_count_lost

@@ -24,6 +24,7 @@ def test_counts_every_transition_of_the_test_port(mode, loopback, state_format):
         with attach_tracepoint(prog, "sock", "inet_sock_set_state", mode=mode) as link:
             assert link.mode is mode
             loopback.run(CONNECTIONS)
+            loopback.close()
             wait_for(lambda: counts[7] == expected[7])
         observed = {state: n for state, n in counts.items() if n}
         assert observed == expected
@@ -69,7 +70,7 @@ def test_raw_tracepoint_fires(loopback):
         with attach_raw_tracepoint(prog, "inet_sock_set_state") as link:
             assert link.mode is AttachMode.RAW_TRACEPOINT
             loopback.run(1)
-        assert counts[0] >= 12
+        assert counts[0] >= 11  # listen, then ten transitions of one connection
         with pytest.raises(TracepointNotFoundError):
             attach_raw_tracepoint(prog, "no_such_tracepoint")
 
