@@ -431,8 +431,9 @@ def assemble(text: str, maps: Optional[Mapping[str, int]] = None) -> bytes:
         line = _COMMENT.sub("", raw)
         try:
             while (label := _LABEL.match(line)) is not None:
-                if labels.setdefault(label.group(1), slot) != slot:
+                if label.group(1) in labels:
                     raise AsmError(f"label {label.group(1)!r} is defined twice")
+                labels[label.group(1)] = slot
                 line = line[label.end() :]
             if line.strip():
                 instructions.append(parse_instruction(line))
