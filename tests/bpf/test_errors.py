@@ -1,0 +1,60 @@
+"""Errors say what to do: which capability is missing, what the verifier said, what errno meant."""
+import subprocess
+import sys
+
+import pytest
+
+from gespann.bpf.errors import (FeatureUnsupportedError, PermissionDeniedError, VerifierError,
+                                effective_capabilities, errno_name)
+
+
+def test_effective_capabilities_from_proc_status(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapEff:\t000000c000000000\n")  # bits 38 and 39
+    assert effective_capabilities(str(status)) == {"CAP_PERFMON", "CAP_BPF"}
+    status.write_text("CapEff:\t0000000000200000\n")  # bit 21
+    assert effective_capabilities(str(status)) == {"CAP_SYS_ADMIN"}
+    assert effective_capabilities(str(tmp_path / "absent")) is None
+
+
+@pytest.mark.parametrize("held, verdict", [
+    (set(), "lacks CAP_BPF, CAP_PERFMON"),
+    ({"CAP_BPF"}, "lacks CAP_PERFMON"),
+    ({"CAP_SYS_ADMIN"}, "holds them"),
+    ({"CAP_BPF", "CAP_PERFMON"}, "holds them"),
+])
+def test_permission_error_names_what_is_missing(held, verdict):
+    error = PermissionDeniedError("bpf(BPF_PROG_LOAD)", ("CAP_BPF", "CAP_PERFMON"), 1, held=held)
+    assert str(error).startswith("bpf(BPF_PROG_LOAD): Operation not permitted (EPERM); "
+                                 "needs CAP_BPF and CAP_PERFMON (kernel 5.8+; or CAP_SYS_ADMIN; root has all);")
+    assert verdict in str(error) and error.errno == 1
+
+
+def test_verifier_error_ends_with_the_tail_of_the_log():
+    log = "".join(f"{i}: line\n" for i in range(100)) + "R2 invalid mem access 'scalar'\n"
+    error = VerifierError("gt_prog", 13, log)
+    message = str(error)
+    assert "'gt_prog'" in message and "(EACCES)" in message
+    assert message.endswith("R2 invalid mem access 'scalar'")
+    assert "\n81: line" in message and "\n80: line" not in message  # 19 log lines and the verdict
+    assert error.log == log
+
+
+def test_feature_and_errno_names():
+    assert "ring buffer" in str(FeatureUnsupportedError("ring buffer", "5.8")) and "5.8" in str(
+        FeatureUnsupportedError("ring buffer", "5.8"))
+    assert errno_name(524) == "ENOTSUPP" and errno_name(1) == "EPERM"
+
+
+@pytest.mark.root
+def test_unprivileged_process_is_told_which_capability_it_lacks():
+    """As nobody with no capabilities, creating a map fails with a message naming CAP_BPF."""
+    script = ("from gespann.bpf import maps\n"
+              "from gespann.bpf.errors import PermissionDeniedError\n"
+              "try:\n    maps.HashMap(4, 4, 1, name='gt_denied')\n"
+              "except PermissionDeniedError as e:\n    print(e)\n")
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                             sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                            env={"PYTHONPATH": ":".join(p for p in sys.path if p)})
+    assert "bpf(BPF_MAP_CREATE): Operation not permitted (EPERM)" in result.stdout, result.stderr
+    assert "lacks CAP_BPF" in result.stdout

@@ -1,0 +1,72 @@
+"""Loading programs: from the DSL and from bytes, program info, and the verifier's report."""
+import errno
+
+import pytest
+from asm import DW, R0, R2, Program
+from sock_programs import count_new_states
+
+from gespann.bpf import maps, programs
+from gespann.bpf.errors import VerifierError
+from gespann.bpf.programs import load_program
+from gespann.bpf.syscall import ProgType
+
+pytestmark = pytest.mark.root
+RETURN_ZERO = bytes.fromhex("b700000000000000" "9500000000000000")
+
+
+def dereferences_a_number() -> Program:
+    """Loads through R2 after a dozen instructions made it a number, not a pointer."""
+    p = Program("gt_bad")
+    for i in range(6):
+        p.mov(R2, i)
+        p.add(R2, 1)
+    p.ldx(DW, R0, R2, 0)
+    p.exit()
+    return p
+
+
+def test_load_from_bytes_and_info():
+    with load_program(RETURN_ZERO, ProgType.TRACEPOINT, name="gt_zero") as prog:
+        info = prog.info()
+        assert (info.name, info.type, info.xlated_prog_len, info.map_ids) == ("gt_zero", ProgType.TRACEPOINT, 16, ())
+        assert len(info.tag) == 16 and info.id > 0 and info.jited_prog_len > 0 and info.verified_insns == 2
+
+
+def test_load_from_the_dsl_resolves_maps(state_format):
+    with maps.ArrayMap(maps.U64, 16, name="gt_counts") as counts, \
+            load_program(count_new_states(state_format, 80), maps={"counts": counts}) as prog:
+        assert prog.name == "gt_count" and prog.info().map_ids == (counts.info().id,)
+        assert prog.verifier_log == ""
+
+
+def test_long_names_are_cut_to_what_the_kernel_keeps():
+    with load_program(RETURN_ZERO, name="gt_a_rather_long_program_name") as prog:
+        assert prog.name == prog.info().name == "gt_a_rather_lon"
+
+
+def test_verifier_error_carries_the_log():
+    with pytest.raises(VerifierError) as refused:
+        load_program(dereferences_a_number())
+    error = refused.value
+    assert error.program == "gt_bad" and error.errno == errno.EACCES
+    assert error.log.startswith("0: R1=ctx() R10=fp0\n") and "processed 13 insns" in error.log
+    assert "gt_bad" in str(error) and "R2 invalid mem access 'scalar'" in str(error)
+
+
+def test_a_small_log_buffer_grows_until_the_log_fits(monkeypatch):
+    with pytest.raises(VerifierError) as complete:
+        load_program(dereferences_a_number())
+    monkeypatch.setattr(programs, "_LOG_SIZE_FIRST", 128)
+    with pytest.raises(VerifierError) as grown:
+        load_program(dereferences_a_number())
+    assert grown.value.log == complete.value.log and len(grown.value.log) > 128
+
+
+def test_log_on_request_even_when_loaded():
+    with load_program(RETURN_ZERO, name="gt_zero", log_level=2) as prog:
+        assert "processed 2 insns" in prog.verifier_log
+
+
+def test_not_whole_instructions():
+    with pytest.raises(ValueError):
+        load_program(RETURN_ZERO[:12], name="gt_half")
