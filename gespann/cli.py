@@ -1,0 +1,135 @@
+"""The `gespann` command line.
+
+Every failure a user can cause or fix (bad config, missing privilege, missing kernel
+feature) ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from . import __version__
+
+log = logging.getLogger("gespann")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # click's own status for bad usage; bad config uses it too
+
+
+def _fail(message: str, status: int = EXIT_FAILURE) -> "NoReturn":  # noqa: F821
+    click.echo(f"gespann: {message}", err=True)
+    sys.exit(status)
+
+
+def _load_config(path):
+    from .config import ConfigError, load
+
+    try:
+        return load(path)
+    except ConfigError as err:
+        _fail(f"config: {err}", EXIT_USAGE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gespann")
+def main() -> None:
+    """gespann: every TCP and UDP connection on this host, seen from the kernel with eBPF.
+
+    Needs root, or CAP_BPF and CAP_PERFMON. Needs no compiler and no kernel headers.
+    """
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML config file (default: built-in defaults).")
+def run(config_path: str | None) -> None:
+    """Load and attach the probes, and run until SIGINT or SIGTERM.
+
+    On exit everything is detached: nothing of gespann's stays loaded in the kernel.
+    """
+    from .bpf.errors import BPFError
+    from .probes import ProbeSet
+
+    config = _load_config(config_path)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        probes = ProbeSet.attach_all(config)
+    except BPFError as err:
+        _fail(str(err))
+    with probes:
+        log.info("gespann %s running: %s", __version__, probes.summary())
+        stop.wait()
+        log.info("stopping: detaching %d probes", len(probes))
+    sys.exit(0)
+
+
+@main.command("probes")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML config file whose attach settings to apply.")
+def list_probes(config_path: str | None) -> None:
+    """List the probe points and how each attaches on this kernel."""
+    from .probes import ALL_PROBES
+
+    _load_config(config_path)
+    for probe in ALL_PROBES:
+        click.echo(f"{probe.name:<20} {probe.attach_point:<36} {probe.summary}")
+
+
+@main.command()
+@click.argument("probe_name", metavar="PROBE")
+def disasm(probe_name: str) -> None:
+    """Print PROBE's eBPF bytecode in llvm-objdump syntax.
+
+    Field offsets come from this kernel's tracefs; map references print as
+    unresolved loads (fd 0), since nothing is loaded.
+    """
+    import asm
+
+    from .bpf.errors import BPFError
+    from .probes import find_probe
+
+    probe = find_probe(probe_name)
+    if probe is None:
+        _fail(f"no probe named {probe_name!r}; `gespann probes` lists them", EXIT_USAGE)
+    try:
+        program = probe.program()
+    except BPFError as err:
+        _fail(str(err))
+    code = program.assemble(maps={name: 0 for name in program.map_names})
+    click.echo(asm.disassemble(code), nl=False)
+
+
+@main.group()
+def btf() -> None:
+    """Kernel type information: struct layouts from BTF, without headers."""
+
+
+@btf.command()
+@click.argument("struct")
+@click.argument("field_path", metavar="FIELD.PATH")
+@click.option("--btf", "btf_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Raw BTF or ELF vmlinux file (default: the running kernel's BTF).")
+def offsetof(struct: str, field_path: str, btf_file: str | None) -> None:
+    """Print the byte offset and size of STRUCT's FIELD.PATH.
+
+    Example: gespann btf offsetof sock __sk_common.skc_dport
+    """
+    from .btf import BTFError, offsetof as resolve
+
+    try:
+        location = resolve(struct, field_path, btf=btf_file)
+    except BTFError as err:
+        _fail(str(err))
+    click.echo(location.describe())
+
+
+if __name__ == "__main__":
+    main()

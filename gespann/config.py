@@ -1,0 +1,162 @@
+"""gespann's YAML configuration: parsed once, validated strictly, every error names its key.
+
+The original gespann's format (``log_level`` plus a list of ``adapters``) is accepted
+unchanged; the other sections are gespann's own and all optional.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ADAPTER_TYPES = ("prometheus", "datadog", "jsonl")
+EVENT_READERS = ("auto", "ringbuf", "perf")
+TRACEPOINT_ATTACH = ("auto", "link", "ioctl")
+BTF_SOURCES = ("auto", "btf", "vendored")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, located by its dotted key (``adapters[0].settings.port``)."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapter:
+    type: str
+    settings: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    log_level: str = "info"
+    adapters: tuple[Adapter, ...] = (Adapter("prometheus", {"port": 8080}),)
+    #: Which reader carries records out of the kernel: the ring buffer (5.8+) or the perf event array.
+    event_reader: str = "auto"
+    #: How tracepoint programs are attached: a bpf_link (5.15+) or the perf ioctl.
+    tracepoint_attach: str = "auto"
+    #: Where kernel type information comes from: running kernel's BTF, vendored tables, or a file.
+    btf_source: str = "auto"
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate a config file; ``None`` gives the defaults."""
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(str(path), f"cannot read config file: {err.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(str(path), f"not valid YAML{where}") from None
+    return parse(document if document is not None else {})
+
+
+def parse(document: Any) -> Config:
+    """Validate an already-decoded YAML document."""
+    _expect(document, dict, "(top level)", "a mapping")
+    _reject_unknown(document, ("log_level", "adapters", "events", "attach", "btf"), "")
+    log_level = _choice(document.get("log_level", "info"), LOG_LEVELS, "log_level")
+    adapters = Config.adapters
+    if "adapters" in document:
+        adapters = _adapters(document["adapters"])
+    events = _section(document, "events", ("reader",))
+    attach = _section(document, "attach", ("tracepoint",))
+    btf = _section(document, "btf", ("source",))
+    return Config(
+        log_level=log_level,
+        adapters=adapters,
+        event_reader=_choice(events.get("reader", "auto"), EVENT_READERS, "events.reader"),
+        tracepoint_attach=_choice(attach.get("tracepoint", "auto"), TRACEPOINT_ATTACH, "attach.tracepoint"),
+        btf_source=_btf_source(btf.get("source", "auto")),
+    )
+
+
+def _adapters(value: Any) -> tuple[Adapter, ...]:
+    _expect(value, list, "adapters", "a list")
+    adapters = []
+    for index, item in enumerate(value):
+        key = f"adapters[{index}]"
+        _expect(item, dict, key, "a mapping with 'type' and 'settings'")
+        _reject_unknown(item, ("type", "settings"), key)
+        if "type" not in item:
+            raise ConfigError(f"{key}.type", "missing")
+        kind = _choice(item["type"], ADAPTER_TYPES, f"{key}.type", what="adapter type")
+        settings = item.get("settings") or {}
+        _expect(settings, dict, f"{key}.settings", "a mapping")
+        adapters.append(Adapter(kind, _adapter_settings(kind, settings, f"{key}.settings")))
+    return tuple(adapters)
+
+
+def _adapter_settings(kind: str, settings: dict, key: str) -> dict:
+    if kind == "prometheus":
+        _reject_unknown(settings, ("port", "address", "path"), key)
+        return {**settings, "port": _port(settings.get("port", 8080), f"{key}.port")}
+    if kind == "datadog":
+        _reject_unknown(settings, ("host", "prefix", "tags"), key)
+        host = settings.get("host", "localhost:8125")
+        _expect(host, str, f"{key}.host", "a string 'host:port'")
+        name, _, port = host.rpartition(":")
+        if not name:
+            raise ConfigError(f"{key}.host", f"expected 'host:port', got {host!r}")
+        _port(port, f"{key}.host")
+        return dict(settings)
+    _reject_unknown(settings, ("path",), key)
+    if "path" not in settings:
+        raise ConfigError(f"{key}.path", "missing")
+    _expect(settings["path"], str, f"{key}.path", "a file path")
+    return dict(settings)
+
+
+def _port(value: Any, key: str) -> int:
+    """Ports come as ints or, in the original format, as strings."""
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"expected a port number, got {value!r}") from None
+    if isinstance(value, bool) or not 1 <= port <= 65535:
+        raise ConfigError(key, f"port must be between 1 and 65535, got {value!r}")
+    return port
+
+
+def _btf_source(value: Any) -> str:
+    _expect(value, str, "btf.source", "'auto', 'btf', 'vendored' or a file path")
+    if value in BTF_SOURCES or "/" in value:
+        return value
+    raise ConfigError("btf.source", f"expected one of {', '.join(BTF_SOURCES)} or a file path, got {value!r}")
+
+
+def _section(document: dict, name: str, known: tuple[str, ...]) -> dict:
+    section = document.get(name) or {}
+    _expect(section, dict, name, "a mapping")
+    _reject_unknown(section, known, name)
+    return section
+
+
+def _choice(value: Any, choices: tuple[str, ...], key: str, what: str = "value") -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(key, f"unknown {what} {value!r}; expected one of: {', '.join(choices)}")
+    return value
+
+
+def _expect(value: Any, kind: type, key: str, description: str) -> None:
+    if not isinstance(value, kind):
+        raise ConfigError(key, f"expected {description}, got {type(value).__name__} {value!r}")
+
+
+def _reject_unknown(mapping: dict, known: tuple[str, ...], prefix: str) -> None:
+    for name in mapping:
+        if name not in known:
+            key = f"{prefix}.{name}" if prefix else str(name)
+            raise ConfigError(key, f"unknown key; expected one of: {', '.join(known)}")

@@ -1,0 +1,19 @@
+"""gespann's probe points, one module each, written with the asm DSL."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from . import tcp_states
+from .probe import Probe
+from .probeset import AttachedProbe, ProbeSet
+
+#: Every probe `gespann run` attaches, in attach order.
+ALL_PROBES: tuple[Probe, ...] = (tcp_states.PROBE,)
+
+
+def find_probe(name: str) -> Optional[Probe]:
+    return next((probe for probe in ALL_PROBES if probe.name == name), None)
+
+
+__all__ = ["ALL_PROBES", "AttachedProbe", "Probe", "ProbeSet", "find_probe"]
