@@ -1,0 +1,5 @@
+"""`python -m gespann` is the `gespann` command."""
+
+from .cli import main
+
+main()
