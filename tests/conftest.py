@@ -1,7 +1,13 @@
 """Shared test set-up: tests marked `root` need root and a real kernel, and skip (saying so) without them."""
 import os
+import sys
 
 import pytest
+
+# pytest put this directory on sys.path to import this file. Left there, tests/asm (a directory
+# without __init__.py) would shadow the `asm` package as an empty namespace package.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
