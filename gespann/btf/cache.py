@@ -1,0 +1,71 @@
+"""On-disk cache of resolved kernel types, keyed by the exact BTF they came from.
+
+The key is a SHA-256 of the whole BTF blob (about 3 ms for the kernel's 5-6 MB),
+not the release string or /sys/kernel/notes: two builds with the same release
+can differ, and some kernels carry a meaningless build-id note. The manifest
+digest and the document format are part of the key too, so a changed manifest
+never reads a stale entry.
+
+Every failure here (unwritable directory, corrupt entry) silently means "no
+cache": the cache only ever saves time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from . import manifest
+from .errors import BTFError
+from .kerneltypes import FORMAT, KernelTypes
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """$XDG_CACHE_HOME/gespann, else /var/cache/gespann for root, else ~/.cache/gespann."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "gespann"
+    if os.geteuid() == 0:
+        return Path("/var/cache/gespann")
+    return Path.home() / ".cache" / "gespann"
+
+
+def cache_key(btf: bytes, release: str, machine: str) -> str:
+    """Names one resolution: this BTF, labelled with this release and machine, by this manifest."""
+    digest = hashlib.sha256(btf)
+    digest.update(f"\0{release}\0{machine}".encode())
+    return f"btf-{digest.hexdigest()[:32]}-m{manifest.digest()}-f{FORMAT}"
+
+
+def load(key: str, directory: Optional[Path] = None) -> Optional[KernelTypes]:
+    path = (directory or cache_dir()) / f"{key}.json"
+    try:
+        types = KernelTypes.from_json(path.read_text(), source=f"cache {path}")
+    except (OSError, BTFError, UnicodeDecodeError) as err:
+        if not isinstance(err, FileNotFoundError):
+            log.debug("ignoring BTF cache entry %s: %s", path, err)
+        return None
+    return None if types.missing_fields() else types
+
+
+def store(key: str, types: KernelTypes, directory: Optional[Path] = None) -> None:
+    directory = directory or cache_dir()
+    temporary = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as out:
+            out.write(types.to_json())
+        os.replace(temporary, directory / f"{key}.json")  # atomic: readers never see half an entry
+    except OSError as err:
+        log.debug("not caching kernel types in %s: %s", directory, err)
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)

@@ -1,0 +1,72 @@
+"""The one call the rest of gespann makes: this kernel's field offsets and attach targets.
+
+    types = kernel_types()                      # BTF if the kernel has it, else a vendored table
+    types.offset("tcp_sock.srtt_us")
+
+Resolution from BTF is cached on disk (cache.py), so only the first start after
+a kernel change pays for parsing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from . import cache, vendored
+from .errors import NoKernelTypes
+from .kerneltypes import KernelTypes
+from .sources import VMLINUX_BTF, kernel_has_btf, read
+
+#: Values of `source` that are not paths.
+AUTO, BTF, VENDORED = "auto", "btf", "vendored"
+
+
+def kernel_types(
+    source: Union[str, Path] = AUTO,
+    *,
+    release: Optional[str] = None,
+    machine: Optional[str] = None,
+    use_cache: bool = True,
+    tables: Optional[Path] = None,
+    fallback: bool = True,
+) -> KernelTypes:
+    """Resolve the manifest for a kernel.
+
+    source: "auto" (the running kernel's BTF if it has any, else a vendored
+    table), "btf" (the running kernel's BTF only), "vendored" (a table only,
+    which is how the fallback is tested on kernels that have BTF), or a path:
+    a vendored .json table, a raw BTF file, or an ELF vmlinux.
+    release/machine default to this host's (os.uname()); they pick the table
+    and label the result. tables overrides the tables directory; fallback=False
+    allows only an exact table match.
+    """
+    uname = os.uname()
+    release, machine = release or uname.release, machine or uname.machine
+    if source == AUTO:
+        source = BTF if kernel_has_btf() else VENDORED
+    if source == VENDORED:
+        return vendored.load_table(vendored.choose_table(release, machine, tables, fallback=fallback))
+    if source == BTF:
+        if not kernel_has_btf():
+            raise NoKernelTypes(f"this kernel has no BTF at {VMLINUX_BTF} (source='btf' was asked for)")
+        return _from_btf(read(VMLINUX_BTF), str(VMLINUX_BTF), release, machine, use_cache)
+    path = Path(source)
+    if path.suffix == ".json":
+        return vendored.load_table(path)
+    return _from_btf(read(path), str(path), release, machine, use_cache)
+
+
+def _from_btf(data: bytes, name: str, release: str, machine: str, use_cache: bool) -> KernelTypes:
+    key = cache.cache_key(data, release, machine)
+    if use_cache:
+        cached = cache.load(key)
+        if cached is not None:
+            return cached
+    from .resolve import resolve_manifest  # the parser: imported only on a cache miss
+    from .sources import load_bytes
+
+    types = resolve_manifest(load_bytes(data, name=name), release=release, machine=machine)
+    if use_cache:
+        cache.store(key, types)
+    return types

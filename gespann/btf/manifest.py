@@ -1,0 +1,107 @@
+"""Exactly which kernel types the probes use: the only offsets gespann ever resolves.
+
+Keeping the list here, in one place, is what makes the vendored tables small and
+the disk cache exact: both hold this manifest resolved for one kernel, and its
+digest is part of the cache key. A probe that needs another field adds it here,
+then regenerates the tables (tools/vmlinux_tables.py).
+
+`required` entries must exist on every kernel gespann supports; resolving a
+kernel without one is an error. Optional entries are recorded as absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import astuple, dataclass
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """One member path of one struct, as probes read it with bpf_probe_read_kernel."""
+
+    struct: str
+    path: str
+    required: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.struct}.{self.path}"
+
+
+@dataclass(frozen=True)
+class AttachRef:
+    """A kernel function (for fentry/fexit) or a tracepoint (for tp_btf) probes may attach to."""
+
+    name: str
+    required: bool = False
+
+
+def _optional(struct: str, path: str) -> FieldRef:
+    return FieldRef(struct, path, required=False)
+
+
+FIELDS: tuple[FieldRef, ...] = (
+    # The connection tuple and state (struct sock_common, first member of every socket).
+    FieldRef("sock_common", "skc_family"),
+    FieldRef("sock_common", "skc_state"),
+    FieldRef("sock_common", "skc_num"),  # local port, host order
+    FieldRef("sock_common", "skc_dport"),  # remote port, network order
+    FieldRef("sock_common", "skc_daddr"),
+    FieldRef("sock_common", "skc_rcv_saddr"),
+    _optional("sock_common", "skc_v6_daddr"),  # only with CONFIG_IPV6
+    _optional("sock_common", "skc_v6_rcv_saddr"),
+    # struct sock: protocol and the error behind a failed connect. sk_protocol and
+    # sk_type were bitfields before 5.6; the resolver reports their bits.
+    FieldRef("sock", "sk_protocol"),
+    FieldRef("sock", "sk_type"),
+    FieldRef("sock", "sk_err"),
+    _optional("sock", "sk_cgrp_data"),  # only with CONFIG_SOCK_CGROUP_DATA
+    FieldRef("inet_sock", "inet_sport"),
+    # struct tcp_sock: byte, segment and RTT counters.
+    FieldRef("tcp_sock", "bytes_acked"),
+    FieldRef("tcp_sock", "bytes_received"),
+    FieldRef("tcp_sock", "srtt_us"),  # smoothed RTT << 3
+    FieldRef("tcp_sock", "total_retrans"),
+    FieldRef("tcp_sock", "segs_in"),
+    FieldRef("tcp_sock", "segs_out"),
+    FieldRef("tcp_sock", "data_segs_in"),
+    FieldRef("tcp_sock", "data_segs_out"),
+    _optional("tcp_sock", "bytes_sent"),  # 4.19+
+    FieldRef("tcp_sock", "delivered"),
+    # The minimum RTT as tcp_min_rtt() reads it: rtt_min is a windowed min-filter
+    # (struct minmax) whose first sample's value is the current minimum.
+    FieldRef("tcp_sock", "rtt_min.s[0].v"),
+)
+
+FUNCS: tuple[AttachRef, ...] = tuple(
+    AttachRef(name)
+    for name in (
+        "tcp_connect",
+        "tcp_close",
+        "tcp_set_state",
+        "tcp_sendmsg",
+        "tcp_cleanup_rbuf",
+        "udp_sendmsg",
+        "udp_recvmsg",
+    )
+)
+
+TRACEPOINTS: tuple[AttachRef, ...] = tuple(
+    AttachRef(name)
+    for name in (
+        "inet_sock_set_state",
+        "inet_sk_error_report",
+        "tcp_retransmit_skb",
+        "tcp_send_reset",
+        "tcp_receive_reset",
+        "tcp_destroy_sock",
+        "tcp_probe",
+    )
+)
+
+
+def digest() -> str:
+    """A short hash of the manifest: resolutions of another manifest are never reused."""
+    content = [[astuple(ref) for ref in group] for group in (FIELDS, FUNCS, TRACEPOINTS)]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
