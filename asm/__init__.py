@@ -1,4 +1,16 @@
-"""A standalone eBPF assembler: Python DSL, LLVM-syntax text, and bytecode. It never touches the kernel."""
+"""A standalone eBPF assembler: Python DSL, LLVM-syntax text, and bytecode. It never touches the kernel.
+
+    p = Program("count")              # the DSL, one method per instruction
+    p.ld_map(R1, "counts")            # maps and jump targets by name
+    p.jeq(R0, 0, "out")
+    p.label("out")
+    p.exit()
+    code = p.assemble(maps={"counts": fd})
+
+`assemble(text)` and `disassemble(code)` speak the syntax of llvm-mc and
+llvm-objdump; `Record` lays out a C struct once for the program's stores and
+userspace's decoding.
+"""
 from .errors import AsmError
 from .helpers import HELPERS, helper_id
 from .instruction import Instruction, decode, encode

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Iterator, Optional
 
 from .errors import AsmError
 from .opcodes import (
@@ -143,6 +143,14 @@ class Instruction:
 def encode(instructions: list[Instruction]) -> bytes:
     """Bytecode for a sequence of instructions."""
     return b"".join(insn.encode() for insn in instructions)
+
+
+def with_slots(instructions: list[Instruction]) -> Iterator[tuple[int, Instruction]]:
+    """Each instruction with the index of its first slot, the number jumps and the verifier count in."""
+    slot = 0
+    for insn in instructions:
+        yield slot, insn
+        slot += insn.slots
 
 
 def decode(code: bytes) -> list[Instruction]:

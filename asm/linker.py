@@ -6,10 +6,10 @@ slots from the slot after the instruction, as the kernel reads it.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 from .errors import AsmError
-from .instruction import Instruction
+from .instruction import Instruction, with_slots
 from .opcodes import CallSrc, InsnClass, JmpOp, PseudoSrc
 
 _MAP_SOURCES = (PseudoSrc.MAP_FD, PseudoSrc.MAP_VALUE)
@@ -29,18 +29,21 @@ def _offset_field(insn: Instruction) -> str:
     raise AsmError("this instruction cannot refer to a label")
 
 
-def link(instructions: list[Instruction], labels: Mapping[str, int], maps: Mapping[str, int], program: str) -> list[Instruction]:
-    """`instructions` with every symbol resolved; errors name `program` and the slot."""
+def link(
+    instructions: list[Instruction],
+    labels: Mapping[str, int],
+    maps: Mapping[str, int],
+    where: Callable[[int, Instruction], str],
+) -> list[Instruction]:
+    """`instructions` with every symbol resolved; an error starts with `where(slot, insn)` of the culprit."""
     linked = []
-    slot = 0
-    for insn in instructions:
+    for slot, insn in with_slots(instructions):
         if insn.symbol is not None:
             try:
                 insn = _resolve(insn, slot, labels, maps)
             except AsmError as error:
-                raise AsmError(f"{program}: insn {slot} {insn!r}: {error}") from None
+                raise AsmError(f"{where(slot, insn)}: {error}") from None
         linked.append(insn)
-        slot += insn.slots
     return linked
 
 

@@ -6,14 +6,13 @@ descriptors once everything is known, so code can be written top to bottom.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Optional, Union
+import functools
+from typing import Callable, Mapping, Optional, Union
 
 from .errors import AsmError
 from .helpers import helper_id
-from .instruction import S32, Instruction, encode, fits, to_s32
+from .instruction import S32, Instruction, encode, fits, to_s32, with_slots
 from .linker import is_map_ref, link
-from .text import format_instruction
 from .opcodes import (
     FETCH,
     LD_IMM64,
@@ -32,6 +31,7 @@ from .opcodes import (
     Source,
 )
 from .registers import Register
+from .text import format_instruction
 
 Operand = Union[Register, int]
 """A register selects the register form of an instruction, an int the immediate form."""
@@ -70,10 +70,24 @@ def _label(name: object) -> str:
     return name
 
 
+def _names_errors(method: Callable) -> Callable:
+    """Make an AsmError from a DSL method name the program, the slot and the call."""
+
+    @functools.wraps(method)
+    def checked(self: Program, *args: object, **kwargs: object) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except AsmError as error:
+            call = ", ".join([repr(arg) for arg in args] + [f"{key}={value!r}" for key, value in kwargs.items()])
+            raise AsmError(f"{self.name}: insn {len(self)} {method.__name__}({call}): {error}") from None
+
+    return checked
+
+
 def _method(name: str, doc: str, method: Callable) -> Callable:
     method.__name__ = method.__qualname__ = name
     method.__doc__ = doc
-    return method
+    return _names_errors(method)
 
 
 def _twin_name(name: str) -> str:
@@ -86,8 +100,7 @@ def _alu_methods(name: str, op: AluOp, symbol: str, off: int = 0) -> tuple[Calla
 
     def make(insn_class: InsnClass, method_name: str) -> Callable:
         def method(self: Program, dst: Register, operand: Operand) -> None:
-            with self._instruction(f"{method_name}({dst!r}, {operand!r})"):
-                self._alu(insn_class, op, dst, operand, off)
+            self._alu(insn_class, op, dst, operand, off)
 
         return _method(method_name, f"dst {symbol} operand, on {_WIDTH[insn_class]} bits.", method)
 
@@ -99,9 +112,8 @@ def _jump_methods(name: str, op: JmpOp, symbol: str) -> tuple[Callable, Callable
 
     def make(insn_class: InsnClass, method_name: str) -> Callable:
         def method(self: Program, dst: Register, operand: Operand, label: str) -> None:
-            with self._instruction(f"{method_name}({dst!r}, {operand!r}, {label!r})"):
-                opcode, src, imm = self._operands(insn_class, op, operand)
-                self._add(Instruction(opcode, _register(dst, "dst"), src, imm=imm, symbol=_label(label)))
+            opcode, src, imm = self._operands(insn_class, op, operand)
+            self.emit(Instruction(opcode, _register(dst, "dst"), src, imm=imm, symbol=_label(label)))
 
         doc = f"Jump to `label` if dst {symbol} operand, compared on {_WIDTH[insn_class]} bits."
         return _method(method_name, doc, method)
@@ -113,8 +125,7 @@ def _atomic_method(name: str, op: AtomicOp, description: str) -> Callable:
     """A method for one atomic read-modify-write operation."""
 
     def method(self: Program, size: Size, dst: Register, off: int, src: Register, fetch: bool = False) -> None:
-        with self._instruction(f"{name}({size!r}, {dst!r}, {off}, {src!r}, fetch={fetch})"):
-            self._atomic(size, dst, off, src, op | (FETCH if fetch else 0))
+        self._atomic(size, dst, off, src, op | (FETCH if fetch else 0))
 
     return _method(name, f"Atomically {description}; with `fetch`, src receives the old value.", method)
 
@@ -141,12 +152,10 @@ class Program:
         for name, slot in self._labels.items():
             at_slot.setdefault(slot, []).append(f"{name}:")
         lines = []
-        slot = 0
-        for insn in self._instructions:
+        for slot, insn in with_slots(self._instructions):
             lines += at_slot.pop(slot, [])
             lines.append(f"\t{format_instruction(insn)}")
-            slot += insn.slots
-        lines += at_slot.pop(slot, [])
+        lines += at_slot.pop(len(self), [])
         return "".join(f"{line}\n" for line in lines)
 
     @property
@@ -166,21 +175,10 @@ class Program:
 
     # -- building -------------------------------------------------------
 
-    @contextmanager
-    def _instruction(self, call: str) -> Iterator[None]:
-        """Name the program, the slot and the DSL call in any error raised while emitting."""
-        try:
-            yield
-        except AsmError as error:
-            raise AsmError(f"{self.name}: insn {len(self)} {call}: {error}") from None
-
-    def _add(self, insn: Instruction) -> None:
+    def emit(self, insn: Instruction) -> None:
+        """Append an instruction; every DSL method ends here."""
         self._instructions.append(insn)
         self._slots += insn.slots
-
-    def emit(self, insn: Instruction) -> None:
-        """Append a ready-made instruction."""
-        self._add(insn)
 
     def label(self, name: str) -> None:
         """Name the position of the next instruction as a jump or call target."""
@@ -202,7 +200,7 @@ class Program:
         if op in (AluOp.LSH, AluOp.RSH, AluOp.ARSH) and not isinstance(operand, Register):
             if not 0 <= imm < _WIDTH[insn_class]:
                 raise AsmError(f"shift by {imm} is out of range for {_WIDTH[insn_class]} bits")
-        self._add(Instruction(opcode, _register(dst, "dst"), src, off, imm))
+        self.emit(Instruction(opcode, _register(dst, "dst"), src, off, imm))
 
     # -- arithmetic -----------------------------------------------------
 
@@ -221,132 +219,132 @@ class Program:
     arsh, arsh32 = _alu_methods("arsh", AluOp.ARSH, ">>= (arithmetic)")
     mov, mov32 = _alu_methods("mov", AluOp.MOV, "=")
 
+    @_names_errors
     def neg(self, dst: Register) -> None:
         """dst = -dst, on 64 bits."""
-        with self._instruction(f"neg({dst!r})"):
-            self._alu(InsnClass.ALU64, AluOp.NEG, dst, 0)
+        self._alu(InsnClass.ALU64, AluOp.NEG, dst, 0)
 
+    @_names_errors
     def neg32(self, dst: Register) -> None:
         """dst = -dst, on 32 bits (the upper half is zeroed)."""
-        with self._instruction(f"neg32({dst!r})"):
-            self._alu(InsnClass.ALU, AluOp.NEG, dst, 0)
+        self._alu(InsnClass.ALU, AluOp.NEG, dst, 0)
 
+    @_names_errors
     def movsx(self, dst: Register, src: Register, width: int) -> None:
         """dst = src's low `width` bits (8, 16 or 32), sign-extended to 64 bits."""
-        with self._instruction(f"movsx({dst!r}, {src!r}, {width})"):
-            self._movsx(InsnClass.ALU64, dst, src, width)
+        self._movsx(InsnClass.ALU64, dst, src, width)
 
+    @_names_errors
     def movsx32(self, dst: Register, src: Register, width: int) -> None:
         """dst = src's low `width` bits (8 or 16), sign-extended to 32 bits."""
-        with self._instruction(f"movsx32({dst!r}, {src!r}, {width})"):
-            self._movsx(InsnClass.ALU, dst, src, width)
+        self._movsx(InsnClass.ALU, dst, src, width)
 
     def _movsx(self, insn_class: InsnClass, dst: Register, src: Register, width: int) -> None:
         if width not in MOVSX_WIDTHS or width >= _WIDTH[insn_class]:
             raise AsmError(f"cannot sign-extend {width} bits into {_WIDTH[insn_class]}")
         self._alu(insn_class, AluOp.MOV, dst, _register(src, "src"), off=width)
 
+    @_names_errors
     def to_le(self, dst: Register, width: int) -> None:
         """Convert dst's low `width` bits from host order to little endian, zeroing the rest."""
-        with self._instruction(f"to_le({dst!r}, {width})"):
-            self._swap(InsnClass.ALU, ByteOrder.LE, dst, width)
+        self._swap(InsnClass.ALU, ByteOrder.LE, dst, width)
 
+    @_names_errors
     def to_be(self, dst: Register, width: int) -> None:
         """Convert dst's low `width` bits from host order to big endian, zeroing the rest."""
-        with self._instruction(f"to_be({dst!r}, {width})"):
-            self._swap(InsnClass.ALU, ByteOrder.BE, dst, width)
+        self._swap(InsnClass.ALU, ByteOrder.BE, dst, width)
 
+    @_names_errors
     def bswap(self, dst: Register, width: int) -> None:
         """Reverse the order of dst's low `width` bytes whatever the host order, zeroing the rest."""
-        with self._instruction(f"bswap({dst!r}, {width})"):
-            self._swap(InsnClass.ALU64, ByteOrder.LE, dst, width)
+        self._swap(InsnClass.ALU64, ByteOrder.LE, dst, width)
 
     def _swap(self, insn_class: InsnClass, order: ByteOrder, dst: Register, width: int) -> None:
         if width not in SWAP_WIDTHS:
             raise AsmError(f"byte swaps take widths {SWAP_WIDTHS}, not {width}")
-        self._add(Instruction(insn_class | AluOp.END | order, _register(dst, "dst"), imm=width))
+        self.emit(Instruction(insn_class | AluOp.END | order, _register(dst, "dst"), imm=width))
 
     # -- memory ---------------------------------------------------------
 
+    @_names_errors
     def ldx(self, size: Size, dst: Register, src: Register, off: int) -> None:
         """dst = *(size *)(src + off), zero-extended."""
-        with self._instruction(f"ldx({size!r}, {dst!r}, {src!r}, {off})"):
-            opcode = InsnClass.LDX | size | Mode.MEM
-            self._add(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off))
+        opcode = InsnClass.LDX | _sizes(size, tuple(Size), "ldx") | Mode.MEM
+        self.emit(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off))
 
+    @_names_errors
     def ldxs(self, size: Size, dst: Register, src: Register, off: int) -> None:
         """dst = *(signed size *)(src + off), sign-extended to 64 bits."""
-        with self._instruction(f"ldxs({size!r}, {dst!r}, {src!r}, {off})"):
-            opcode = InsnClass.LDX | _sizes(size, (Size.B, Size.H, Size.W), "ldxs") | Mode.MEMSX
-            self._add(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off))
+        opcode = InsnClass.LDX | _sizes(size, (Size.B, Size.H, Size.W), "ldxs") | Mode.MEMSX
+        self.emit(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off))
 
+    @_names_errors
     def stx(self, size: Size, dst: Register, off: int, src: Register) -> None:
         """*(size *)(dst + off) = src."""
-        with self._instruction(f"stx({size!r}, {dst!r}, {off}, {src!r})"):
-            opcode = InsnClass.STX | size | Mode.MEM
-            self._add(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off))
+        opcode = InsnClass.STX | _sizes(size, tuple(Size), "stx") | Mode.MEM
+        self.emit(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off))
 
+    @_names_errors
     def st(self, size: Size, dst: Register, off: int, imm: int) -> None:
         """*(size *)(dst + off) = imm."""
-        with self._instruction(f"st({size!r}, {dst!r}, {off}, {imm})"):
-            opcode = InsnClass.ST | size | Mode.MEM
-            bits = 64 if size == Size.DW else 32
-            self._add(Instruction(opcode, _register(dst, "dst"), off=off, imm=_immediate(imm, bits)))
+        opcode = InsnClass.ST | _sizes(size, tuple(Size), "st") | Mode.MEM
+        bits = 64 if size == Size.DW else 32
+        self.emit(Instruction(opcode, _register(dst, "dst"), off=off, imm=_immediate(imm, bits)))
 
+    @_names_errors
     def ld_abs(self, size: Size, imm: int) -> None:
         """Legacy socket-filter load: r0 = ntoh(*(size *)(skb->data + imm))."""
-        with self._instruction(f"ld_abs({size!r}, {imm})"):
-            opcode = InsnClass.LD | _sizes(size, (Size.B, Size.H, Size.W), "ld_abs") | Mode.ABS
-            self._add(Instruction(opcode, imm=_immediate(imm, 64)))
+        opcode = InsnClass.LD | _sizes(size, (Size.B, Size.H, Size.W), "ld_abs") | Mode.ABS
+        self.emit(Instruction(opcode, imm=_immediate(imm, 64)))
 
+    @_names_errors
     def ld_ind(self, size: Size, src: Register, imm: int) -> None:
         """Legacy socket-filter load: r0 = ntoh(*(size *)(skb->data + src + imm))."""
-        with self._instruction(f"ld_ind({size!r}, {src!r}, {imm})"):
-            opcode = InsnClass.LD | _sizes(size, (Size.B, Size.H, Size.W), "ld_ind") | Mode.IND
-            self._add(Instruction(opcode, src=_register(src, "src"), imm=_immediate(imm, 64)))
+        opcode = InsnClass.LD | _sizes(size, (Size.B, Size.H, Size.W), "ld_ind") | Mode.IND
+        self.emit(Instruction(opcode, src=_register(src, "src"), imm=_immediate(imm, 64)))
 
     # -- atomics --------------------------------------------------------
 
     def _atomic(self, size: Size, dst: Register, off: int, src: Register, imm: int) -> None:
         opcode = InsnClass.STX | _sizes(size, (Size.W, Size.DW), "an atomic operation") | Mode.ATOMIC
-        self._add(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off, imm))
+        self.emit(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off, imm))
 
     atomic_add = _atomic_method("atomic_add", AtomicOp.ADD, "*(size *)(dst + off) += src")
     atomic_or = _atomic_method("atomic_or", AtomicOp.OR, "*(size *)(dst + off) |= src")
     atomic_and = _atomic_method("atomic_and", AtomicOp.AND, "*(size *)(dst + off) &= src")
     atomic_xor = _atomic_method("atomic_xor", AtomicOp.XOR, "*(size *)(dst + off) ^= src")
 
+    @_names_errors
     def atomic_xchg(self, size: Size, dst: Register, off: int, src: Register) -> None:
         """Atomically swap src and *(size *)(dst + off)."""
-        with self._instruction(f"atomic_xchg({size!r}, {dst!r}, {off}, {src!r})"):
-            self._atomic(size, dst, off, src, AtomicOp.XCHG)
+        self._atomic(size, dst, off, src, AtomicOp.XCHG)
 
+    @_names_errors
     def atomic_cmpxchg(self, size: Size, dst: Register, off: int, src: Register) -> None:
         """Atomically: if *(size *)(dst + off) == r0, store src there; r0 receives the old value."""
-        with self._instruction(f"atomic_cmpxchg({size!r}, {dst!r}, {off}, {src!r})"):
-            self._atomic(size, dst, off, src, AtomicOp.CMPXCHG)
+        self._atomic(size, dst, off, src, AtomicOp.CMPXCHG)
 
     # -- 64-bit immediate loads -----------------------------------------
 
     def _ld_imm64(self, dst: Register, pseudo: PseudoSrc, imm: int, next_imm: int = 0, symbol: Optional[str] = None) -> None:
-        self._add(Instruction(LD_IMM64, _register(dst, "dst"), pseudo, imm=imm, next_imm=next_imm, symbol=symbol))
+        self.emit(Instruction(LD_IMM64, _register(dst, "dst"), pseudo, imm=imm, next_imm=next_imm, symbol=symbol))
 
+    @_names_errors
     def ld_imm64(self, dst: Register, value: int) -> None:
         """dst = a 64-bit constant (signed or unsigned)."""
-        with self._instruction(f"ld_imm64({dst!r}, {value:#x})"):
-            if not -(1 << 63) <= value < 1 << 64:
-                raise AsmError(f"{value:#x} does not fit in 64 bits")
-            self._ld_imm64(dst, PseudoSrc.IMM64, to_s32(value), to_s32(value >> 32))
+        if not -(1 << 63) <= value < 1 << 64:
+            raise AsmError(f"{value:#x} does not fit in 64 bits")
+        self._ld_imm64(dst, PseudoSrc.IMM64, to_s32(value), to_s32(value >> 32))
 
+    @_names_errors
     def ld_map(self, dst: Register, map_ref: Union[str, int]) -> None:
         """dst = a pointer to a map, named (resolved by `assemble`) or given as a file descriptor."""
-        with self._instruction(f"ld_map({dst!r}, {map_ref!r})"):
-            self._ld_map_ref(dst, PseudoSrc.MAP_FD, map_ref, 0)
+        self._ld_map_ref(dst, PseudoSrc.MAP_FD, map_ref, 0)
 
+    @_names_errors
     def ld_map_value(self, dst: Register, map_ref: Union[str, int], offset: int) -> None:
         """dst = the address `offset` bytes into the value of an array map (element 0)."""
-        with self._instruction(f"ld_map_value({dst!r}, {map_ref!r}, {offset})"):
-            self._ld_map_ref(dst, PseudoSrc.MAP_VALUE, map_ref, offset)
+        self._ld_map_ref(dst, PseudoSrc.MAP_VALUE, map_ref, offset)
 
     def _ld_map_ref(self, dst: Register, pseudo: PseudoSrc, map_ref: Union[str, int], offset: int) -> None:
         if isinstance(map_ref, str):
@@ -354,37 +352,37 @@ class Program:
         else:
             self._ld_imm64(dst, pseudo, map_ref, offset)
 
+    @_names_errors
     def ld_map_idx(self, dst: Register, index: int) -> None:
         """dst = a pointer to the map at `index` in the fd array given at load time."""
-        with self._instruction(f"ld_map_idx({dst!r}, {index})"):
-            self._ld_imm64(dst, PseudoSrc.MAP_IDX, index)
+        self._ld_imm64(dst, PseudoSrc.MAP_IDX, index)
 
+    @_names_errors
     def ld_map_idx_value(self, dst: Register, index: int, offset: int) -> None:
         """dst = the address `offset` bytes into the value of the map at `index` in the fd array."""
-        with self._instruction(f"ld_map_idx_value({dst!r}, {index}, {offset})"):
-            self._ld_imm64(dst, PseudoSrc.MAP_IDX_VALUE, index, offset)
+        self._ld_imm64(dst, PseudoSrc.MAP_IDX_VALUE, index, offset)
 
+    @_names_errors
     def ld_btf_id(self, dst: Register, btf_id: int) -> None:
         """dst = the address of the kernel variable with this BTF id."""
-        with self._instruction(f"ld_btf_id({dst!r}, {btf_id})"):
-            self._ld_imm64(dst, PseudoSrc.BTF_ID, btf_id)
+        self._ld_imm64(dst, PseudoSrc.BTF_ID, btf_id)
 
+    @_names_errors
     def ld_func(self, dst: Register, label: str) -> None:
         """dst = a pointer to the subprogram at `label` (for callbacks such as bpf_loop)."""
-        with self._instruction(f"ld_func({dst!r}, {label!r})"):
-            self._ld_imm64(dst, PseudoSrc.FUNC, 0, symbol=_label(label))
+        self._ld_imm64(dst, PseudoSrc.FUNC, 0, symbol=_label(label))
 
     # -- control flow ---------------------------------------------------
 
+    @_names_errors
     def ja(self, label: str) -> None:
         """Jump to `label` (within ±32767 slots)."""
-        with self._instruction(f"ja({label!r})"):
-            self._add(Instruction(InsnClass.JMP | JmpOp.JA, symbol=_label(label)))
+        self.emit(Instruction(InsnClass.JMP | JmpOp.JA, symbol=_label(label)))
 
+    @_names_errors
     def gotol(self, label: str) -> None:
         """Jump to `label`, which may be further away than `ja` reaches."""
-        with self._instruction(f"gotol({label!r})"):
-            self._add(Instruction(InsnClass.JMP32 | JmpOp.JA, symbol=_label(label)))
+        self.emit(Instruction(InsnClass.JMP32 | JmpOp.JA, symbol=_label(label)))
 
     jeq, jeq32 = _jump_methods("jeq", JmpOp.JEQ, "==")
     jne, jne32 = _jump_methods("jne", JmpOp.JNE, "!=")
@@ -398,30 +396,33 @@ class Program:
     jslt, jslt32 = _jump_methods("jslt", JmpOp.JSLT, "< (signed)")
     jsle, jsle32 = _jump_methods("jsle", JmpOp.JSLE, "<= (signed)")
 
+    @_names_errors
     def call(self, helper: Union[str, int]) -> None:
         """Call a kernel helper by name (with or without `bpf_`) or id; arguments in R1-R5, result in R0."""
-        with self._instruction(f"call({helper!r})"):
-            self._add(Instruction(InsnClass.JMP | JmpOp.CALL, src=CallSrc.HELPER, imm=helper_id(helper)))
+        self.emit(Instruction(InsnClass.JMP | JmpOp.CALL, src=CallSrc.HELPER, imm=helper_id(helper)))
 
+    @_names_errors
     def call_local(self, label: str) -> None:
         """Call the subprogram at `label` (a BPF-to-BPF call)."""
-        with self._instruction(f"call_local({label!r})"):
-            self._add(Instruction(InsnClass.JMP | JmpOp.CALL, src=CallSrc.LOCAL, symbol=_label(label)))
+        self.emit(Instruction(InsnClass.JMP | JmpOp.CALL, src=CallSrc.LOCAL, symbol=_label(label)))
 
+    @_names_errors
     def call_kfunc(self, btf_id: int) -> None:
         """Call the kernel function with this BTF id."""
-        with self._instruction(f"call_kfunc({btf_id})"):
-            self._add(Instruction(InsnClass.JMP | JmpOp.CALL, src=CallSrc.KFUNC, imm=btf_id))
+        self.emit(Instruction(InsnClass.JMP | JmpOp.CALL, src=CallSrc.KFUNC, imm=btf_id))
 
     def exit(self) -> None:
         """Return R0 to the caller (or to the kernel, from the main program)."""
-        self._add(Instruction(InsnClass.JMP | JmpOp.EXIT))
+        self.emit(Instruction(InsnClass.JMP | JmpOp.EXIT))
 
     # -- resolution -----------------------------------------------------
 
     def resolve(self, maps: Optional[Mapping[str, int]] = None) -> list[Instruction]:
         """The instructions with labels turned into slot offsets and map names into `maps[name]` fds."""
-        return link(self._instructions, self._labels, maps or {}, self.name)
+        return link(self._instructions, self._labels, maps or {}, self._where)
+
+    def _where(self, slot: int, insn: Instruction) -> str:
+        return f"{self.name}: insn {slot} `{format_instruction(insn)}`"
 
     def assemble(self, maps: Optional[Mapping[str, int]] = None) -> bytes:
         """The bytecode, ready for BPF_PROG_LOAD; every referenced map needs an fd in `maps`."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Union
 
 from .errors import AsmError
-from .instruction import Instruction, decode, encode, to_s32
+from .instruction import Instruction, decode, encode, to_s32, with_slots
 from .opcodes import (
     FETCH,
     LD_IMM64,
@@ -65,7 +65,7 @@ def _in_range(value: int, bits: int) -> int:
 
 
 @dataclass(frozen=True)
-class _Kind:
+class _Style:
     """How one slot of a template prints a field and reads it back."""
 
     show: Callable[[int], str]
@@ -74,15 +74,15 @@ class _Kind:
     numbers: str = "num"  # the kind of token that carries the number
 
 
-_KINDS = {
-    "imm": _Kind(_hex, 32),
-    "uimm": _Kind(_unsigned, 32),
-    "ref": _Kind(_unsigned, 32, labels=True),
-    "imm64": _Kind(_hex, 64),
-    "mem": _Kind(_spaced, 0),
-    "jump": _Kind(_signed, 0, labels=True),
-    "pcrel": _Kind(lambda value: f"pc{_signed(value)}", 0, labels=True, numbers="pcrel"),
-    "hex": _Kind(_hex, 0),
+_STYLES = {
+    "imm": _Style(_hex, 32),
+    "uimm": _Style(_unsigned, 32),
+    "ref": _Style(_unsigned, 32, labels=True),
+    "imm64": _Style(_hex, 64),
+    "mem": _Style(_spaced, 0),
+    "jump": _Style(_signed, 0, labels=True),
+    "pcrel": _Style(lambda value: f"pc{_signed(value)}", 0, labels=True, numbers="pcrel"),
+    "hex": _Style(_hex, 0),
 }
 
 # -- tokens -------------------------------------------------------------
@@ -131,7 +131,7 @@ def _number(token: _Token) -> int:
 @dataclass(frozen=True)
 class _Slot:
     field: str  # dst, src, off, imm, next_imm, or value (imm and next_imm as one 64-bit number)
-    kind: str  # r or w for registers, else a key of _KINDS
+    style: str  # r or w for registers, else a key of _STYLES
 
 
 @dataclass(frozen=True)
@@ -167,15 +167,15 @@ class _Form:
 
     def show(self, insn: Instruction) -> str:
         def fill(match: re.Match) -> str:
-            field, kind = match.groups()
-            if kind in ("r", "w"):
-                return f"{kind}{getattr(insn, field)}"
-            if insn.symbol is not None and _KINDS[kind].labels:
+            field, style = match.groups()
+            if style in ("r", "w"):
+                return f"{style}{getattr(insn, field)}"
+            if insn.symbol is not None and _STYLES[style].labels:
                 return insn.symbol
             value = insn.value64 if field == "value" else getattr(insn, field)
             if field == "value" and value >= 1 << 63:
                 value -= 1 << 64
-            return _KINDS[kind].show(value)
+            return _STYLES[style].show(value)
 
         return _SLOT.sub(fill, self.template)
 
@@ -330,21 +330,12 @@ def format_instruction(insn: Instruction) -> str:
 def disassemble(code: bytes) -> str:
     """Bytecode as LLVM-syntax text, one instruction per line."""
     lines = []
-    for slot, insn in _with_slots(decode(code)):
+    for slot, insn in with_slots(decode(code)):
         try:
             lines.append(format_instruction(insn))
         except AsmError as error:
             raise AsmError(f"slot {slot}: {error}") from None
     return "".join(f"{line}\n" for line in lines)
-
-
-def _with_slots(instructions: list[Instruction]) -> list[tuple[int, Instruction]]:
-    slots = []
-    slot = 0
-    for insn in instructions:
-        slots.append((slot, insn))
-        slot += insn.slots
-    return slots
 
 
 # -- assembly -----------------------------------------------------------
@@ -353,9 +344,9 @@ def _with_slots(instructions: list[Instruction]) -> list[tuple[int, Instruction]
 def _shape(part: Union[_Token, _Slot], label: bool = False) -> str:
     """What a token or slot looks like, ignoring its value: how lines find their template."""
     if isinstance(part, _Slot):
-        if part.kind in ("r", "w"):
-            return part.kind
-        return "sym" if label else _KINDS[part.kind].numbers
+        if part.style in ("r", "w"):
+            return part.style
+        return "sym" if label else _STYLES[part.style].numbers
     if part.kind == "reg":
         return part.text[0]
     if part.kind in ("num", "pcrel"):
@@ -367,7 +358,7 @@ def _shape(part: Union[_Token, _Slot], label: bool = False) -> str:
 
 def _shapes(parts: list[Union[_Token, _Slot]]) -> list[tuple[str, ...]]:
     """The shapes a template accepts: with numbers, and with a name where a slot allows one."""
-    named = [part for part in parts if isinstance(part, _Slot) and part.kind in _KINDS and _KINDS[part.kind].labels]
+    named = [part for part in parts if isinstance(part, _Slot) and part.style in _STYLES and _STYLES[part.style].labels]
     shapes = [tuple(_shape(part) for part in parts)]
     if named:
         shapes.append(tuple(_shape(part, label=part is named[0]) for part in parts))
@@ -396,13 +387,13 @@ def parse_instruction(line: str) -> Instruction:
             if part.kind == "reg" and part.text != token.text:
                 raise AsmError(f"expected {part.text}, not {token.text}")
             continue
-        if part.kind in ("r", "w"):
+        if part.style in ("r", "w"):
             value = int(token.text[1:])
         elif token.kind == "word":
             symbol, value = token.text, 0
         else:
             value = _number(token)
-            bits = _KINDS[part.kind].read_bits
+            bits = _STYLES[part.style].read_bits
             if bits:
                 value = _in_range(value, bits)
             if bits == 32:
@@ -414,7 +405,7 @@ def parse_instruction(line: str) -> Instruction:
     return Instruction(form.opcode, symbol=symbol, **fields)
 
 
-_LABEL = re.compile(r"\s*([A-Za-z_.$][\w.$]*)\s*:(?!=)")
+_LABEL = re.compile(r"\s*([A-Za-z_.$][\w.$]*)\s*:")
 _COMMENT = re.compile(r"(#|//).*")
 
 
@@ -426,6 +417,7 @@ def assemble(text: str, maps: Optional[Mapping[str, int]] = None) -> bytes:
     """
     instructions: list[Instruction] = []
     labels: dict[str, int] = {}
+    line_at: dict[int, str] = {}
     slot = 0
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _COMMENT.sub("", raw)
@@ -437,7 +429,8 @@ def assemble(text: str, maps: Optional[Mapping[str, int]] = None) -> bytes:
                 line = line[label.end() :]
             if line.strip():
                 instructions.append(parse_instruction(line))
+                line_at[slot] = f"line {number}: {raw.strip()!r}"
                 slot += instructions[-1].slots
         except AsmError as error:
             raise AsmError(f"line {number}: {raw.strip()!r}: {error}") from None
-    return encode(link(instructions, labels, maps or {}, "text"))
+    return encode(link(instructions, labels, maps or {}, lambda slot, _: line_at[slot]))
