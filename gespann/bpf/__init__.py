@@ -1,0 +1,35 @@
+"""gespann.bpf: the kernel interface: bpf(2) and perf_event_open(2) through ctypes.
+
+It knows system calls, not connections: maps, programs, tracepoint
+attachment, and the buffers records come back through. Every object holding
+an fd releases it on `close()` or at the end of a `with` block, and then
+nothing of it stays in the kernel. Errors are `BPFError`s saying what to do.
+"""
+from .channel import EventChannel
+from .cpus import online_cpus, possible_cpus
+from .errors import (BPFError, FeatureUnsupportedError, KeyNotFoundError, PermissionDeniedError,
+                     TracepointNotFoundError, VerifierError)
+from .features import has_perf_link, has_ringbuf
+from .links import AttachMode, Link, attach_raw_tracepoint, attach_tracepoint
+from .maps import (U32, U64, ArrayMap, HashMap, KeyValueMap, LruHashMap, LruPerCpuHashMap, Map, MapInfo,
+                   PerCpuArrayMap, PerCpuHashMap, PerfEventArrayMap, RingBufMap, StructCodec)
+from .perfbuf import PerfBufReader
+from .programs import LoadedProgram, ProgramInfo, load_program
+from .reader import EventReader
+from .ringbuf import RingBufReader, emit_count_lost, lost_counter_map
+from .syscall import AttachType, MapType, ProgType, UpdateFlags
+from .tracefs import TracepointField, TracepointFormat, read_format, tracefs_root
+
+__all__ = [
+    "EventChannel", "online_cpus", "possible_cpus",
+    "BPFError", "FeatureUnsupportedError", "KeyNotFoundError", "PermissionDeniedError",
+    "TracepointNotFoundError", "VerifierError",
+    "has_perf_link", "has_ringbuf",
+    "AttachMode", "Link", "attach_raw_tracepoint", "attach_tracepoint",
+    "U32", "U64", "ArrayMap", "HashMap", "KeyValueMap", "LruHashMap", "LruPerCpuHashMap", "Map", "MapInfo",
+    "PerCpuArrayMap", "PerCpuHashMap", "PerfEventArrayMap", "RingBufMap", "StructCodec",
+    "PerfBufReader", "LoadedProgram", "ProgramInfo", "load_program", "EventReader",
+    "RingBufReader", "emit_count_lost", "lost_counter_map",
+    "AttachType", "MapType", "ProgType", "UpdateFlags",
+    "TracepointField", "TracepointFormat", "read_format", "tracefs_root",
+]

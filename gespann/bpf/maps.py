@@ -118,7 +118,7 @@ class KeyValueMap(Map):
         self._value_codec = None if isinstance(value, int) else value
         self._cpus = possible_cpus() if self.per_cpu else 1
         self._stride = (self.value_size + 7) & ~7 if self.per_cpu else self.value_size
-        self._batch_supported = True
+        self._unsupported: set[Cmd] = set()  # batch commands the kernel refused for this map
 
     # --- encoding -------------------------------------------------------------------------------
 
@@ -134,8 +134,12 @@ class KeyValueMap(Map):
     def _decode_key(self, raw: bytes) -> Any:
         return raw if self._key_codec is None else self._key_codec.parse(raw)
 
+    def _entry_size(self) -> int:
+        """Bytes of one value in the kernel's layout (all CPUs' values for a per-CPU map)."""
+        return self._stride * self._cpus
+
     def _value_buffer(self, count: int = 1) -> ctypes.Array:
-        return ctypes.create_string_buffer(self._stride * self._cpus * count)
+        return ctypes.create_string_buffer(self._entry_size() * count)
 
     def _value(self, value: Any) -> bytes:
         """The kernel's layout of one value: per CPU, every CPU's value padded to 8 bytes."""
@@ -154,9 +158,6 @@ class KeyValueMap(Map):
         if not self.per_cpu:
             return one(raw[:self.value_size])
         return [one(raw[cpu * self._stride:cpu * self._stride + self.value_size]) for cpu in range(self._cpus)]
-
-    def _entry_size(self) -> int:
-        return self._stride * self._cpus
 
     # --- single elements ------------------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class KeyValueMap(Map):
     def _batch_write(self, cmd: Cmd, count: int, keys: bytes, values: Optional[bytes] = None,
                      flags: int = 0) -> bool:
         """One batch syscall over all elements; False if the kernel has no such batch operation."""
-        if not self._batch_supported:
+        if cmd in self._unsupported:
             return False
         key_buf = ctypes.create_string_buffer(keys, len(keys))
         value_buf = None if values is None else ctypes.create_string_buffer(values, len(values))
@@ -292,18 +293,18 @@ class KeyValueMap(Map):
         except BPFError as e:
             if e.errno not in _UNSUPPORTED:
                 raise
-            self._batch_supported = False
+            self._unsupported.add(cmd)
             return False
         return True
 
     def _batch_read(self, cmd: Cmd) -> list[tuple[Any, Any]]:
-        if self._batch_supported:
+        if cmd not in self._unsupported:
             try:
                 return self._batch_read_chunks(cmd)
             except BPFError as e:
                 if e.errno not in _UNSUPPORTED:
                     raise
-                self._batch_supported = False
+                self._unsupported.add(cmd)
         if cmd == Cmd.MAP_LOOKUP_BATCH:
             return list(self.items())
         return [(key, self.pop(key)) for key in list(self.keys())]

@@ -57,6 +57,8 @@ class _CpuRing:
         head, tail = self.ring.u64(_DATA_HEAD), self.ring.u64(_DATA_TAIL)
         while tail < head:
             record_type, _, size = _HEADER.unpack(self._read(tail, _HEADER.size))
+            if size < _HEADER.size:
+                raise BPFError(f"perf buffer of CPU {self.cpu}: corrupt record of {size} bytes")
             body = self._read(tail + _HEADER.size, size - _HEADER.size)
             if record_type == syscall.PERF_RECORD_SAMPLE:
                 (raw_size,) = _SAMPLE_SIZE.unpack_from(body)

@@ -147,15 +147,17 @@ def bpf(cmd: Cmd, attr: ctypes.Structure) -> int:
     pending signal) a few times, as libbpf does. EACCES from PROG_LOAD is the
     verifier's verdict, so it stays a plain BPFError for the loader to explain.
     """
-    attempts = 5 if cmd == Cmd.PROG_LOAD else 1
+    eagain_retries = 5 if cmd == Cmd.PROG_LOAD else 0
     while True:
         ret = _libc.syscall(ctypes.c_long(_NR_BPF), ctypes.c_int(cmd), ctypes.byref(attr),
                             ctypes.c_uint(ctypes.sizeof(attr)))
         if ret >= 0:
             return ret
         err = ctypes.get_errno()
-        if err == errno.EINTR or (err == errno.EAGAIN and attempts > 1):
-            attempts -= err == errno.EAGAIN
+        if err == errno.EINTR:
+            continue
+        if err == errno.EAGAIN and eagain_retries:
+            eagain_retries -= 1
             continue
         if cmd == Cmd.PROG_LOAD and err == errno.EACCES:
             raise BPFError(f"bpf(BPF_{cmd.name}): {describe_errno(err)}", err)

@@ -3,7 +3,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import wait_for
+from loopback import wait_for
 from sock_programs import count_new_states, send_state_changes
 
 from gespann.bpf import maps

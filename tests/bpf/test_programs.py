@@ -1,14 +1,16 @@
 """Loading programs: from the DSL and from bytes, program info, and the verifier's report."""
 import errno
+import re
+import subprocess
 
 import pytest
 from asm import DW, R0, R2, Program
 from sock_programs import count_new_states
 
 from gespann.bpf import maps, programs
-from gespann.bpf.errors import VerifierError
+from gespann.bpf.errors import PermissionDeniedError, VerifierError
 from gespann.bpf.programs import load_program
-from gespann.bpf.syscall import ProgType
+from gespann.bpf.syscall import AttachType, ProgType
 
 pytestmark = pytest.mark.root
 RETURN_ZERO = bytes.fromhex("b700000000000000" "9500000000000000")
@@ -70,3 +72,25 @@ def test_log_on_request_even_when_loaded():
 def test_not_whole_instructions():
     with pytest.raises(ValueError):
         load_program(RETURN_ZERO[:12], name="gt_half")
+
+
+def test_kprobe_program_loads():
+    """Kprobe programs load here although this kernel cannot attach them (no CONFIG_KPROBES)."""
+    with load_program(RETURN_ZERO, ProgType.KPROBE, name="gt_kprobe") as prog:
+        assert prog.info().type is ProgType.KPROBE
+
+
+def test_fentry_program_loads_or_says_why_not():
+    """A TRACING program needs the BTF id of its kernel function (bpftool finds it for the test).
+    This kernel refuses trampolines with EPERM although the process holds every capability."""
+    dump = subprocess.run(["/usr/sbin/bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
+                          capture_output=True, text=True, check=True).stdout
+    btf_id = int(re.search(r"^\[(\d+)\] FUNC 'tcp_set_state'", dump, re.M).group(1))
+    try:
+        prog = load_program(RETURN_ZERO, ProgType.TRACING, name="gt_fentry",
+                            expected_attach_type=AttachType.TRACE_FENTRY, attach_btf_id=btf_id)
+    except PermissionDeniedError as refused:
+        assert refused.missing == [] and "holds them, so something else refused it" in str(refused)
+    else:
+        with prog:
+            assert prog.info().type is ProgType.TRACING

@@ -3,7 +3,7 @@ import os
 
 import pytest
 from asm import DW, R0, R1, R2, R10, W, Program
-from conftest import wait_for
+from loopback import wait_for
 from sock_programs import count_new_states
 
 from gespann.bpf import maps
