@@ -12,20 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
 from .errors import AsmError
-from .opcodes import (
-    CLASS_MASK,
-    LD_IMM64,
-    MODE_MASK,
-    OP_MASK,
-    SIZE_MASK,
-    SLOT_SIZE,
-    SOURCE_MASK,
-    InsnClass,
-    JmpOp,
-    Mode,
-    Size,
-    Source,
-)
+from .opcodes import CLASS_MASK, LD_IMM64, OP_MASK, SLOT_SIZE, InsnClass, JmpOp
 
 _SLOT = struct.Struct("<BBhi")
 
@@ -91,18 +78,6 @@ class Instruction:
     def op(self) -> int:
         """The ALU or JMP operation (high nibble); meaningless for loads and stores."""
         return self.opcode & OP_MASK
-
-    @property
-    def source(self) -> Source:
-        return Source(self.opcode & SOURCE_MASK)
-
-    @property
-    def size(self) -> Size:
-        return Size(self.opcode & SIZE_MASK)
-
-    @property
-    def mode(self) -> Mode:
-        return Mode(self.opcode & MODE_MASK)
 
     @property
     def is_ld_imm64(self) -> bool:

@@ -33,9 +33,6 @@ class Source(IntEnum):
     X = 0x08
 
 
-SOURCE_MASK = 0x08
-
-
 class Size(IntEnum):
     """Bits 3-4 of load and store opcodes: how many bytes are accessed."""
 
@@ -56,9 +53,6 @@ class Size(IntEnum):
         return self.bytes * 8
 
 
-SIZE_MASK = 0x18
-
-
 class Mode(IntEnum):
     """Bits 5-7 of load and store opcodes: how the address is formed."""
 
@@ -68,9 +62,6 @@ class Mode(IntEnum):
     MEM = 0x60
     MEMSX = 0x80  # sign-extending load
     ATOMIC = 0xC0
-
-
-MODE_MASK = 0xE0
 
 
 class AluOp(IntEnum):
