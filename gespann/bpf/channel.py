@@ -10,6 +10,7 @@ from __future__ import annotations
 from asm import R0, R1, R2, R3, R4, R5, R10, Program, Register
 
 from . import features
+from .fd import Closable
 from .maps import Map, PerCpuArrayMap, PerfEventArrayMap, RingBufMap
 from .perfbuf import PerfBufReader
 from .reader import EventReader
@@ -17,7 +18,7 @@ from .ringbuf import RingBufReader, emit_count_lost, lost_counter_map
 from .syscall import BPF_F_CURRENT_CPU, OBJ_NAME_LEN
 
 
-class EventChannel:
+class EventChannel(Closable):
     """The maps and reader of one record stream; `kind` is "ringbuf" or "perf"."""
 
     def __init__(self, name: str = "events", *, ringbuf_size: int = 256 * 1024, perf_pages_per_cpu: int = 8,
@@ -89,9 +90,3 @@ class EventChannel:
         if hasattr(self, "reader"):
             self.reader.close()
         self._close_maps()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

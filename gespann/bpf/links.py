@@ -14,6 +14,7 @@ from typing import Optional
 
 from . import features, syscall, tracefs
 from .errors import BPFError, FeatureUnsupportedError, TracepointNotFoundError
+from .fd import Closable, Fd
 from .programs import LoadedProgram
 from .syscall import AttachType, PerfEventAttr
 
@@ -24,11 +25,11 @@ class AttachMode(enum.Enum):
     RAW_TRACEPOINT = "raw_tracepoint_open"  # BPF_RAW_TRACEPOINT_OPEN (4.17+)
 
 
-class Link:
+class Link(Closable):
     """One attachment of a program: `mode` says which path was taken, `close()` detaches."""
 
     def __init__(self, program: LoadedProgram, target: str, mode: AttachMode,
-                 link_fd: Optional[syscall.Fd] = None, perf_fd: Optional[syscall.Fd] = None):
+                 link_fd: Optional[Fd] = None, perf_fd: Optional[Fd] = None):
         self.program_name, self.target, self.mode = program.name, target, mode
         self._link_fd, self._perf_fd = link_fd, perf_fd
 
@@ -41,12 +42,6 @@ class Link:
                     syscall.perf_event_ioctl(int(self._perf_fd), syscall.PERF_EVENT_IOC_DISABLE)
             finally:
                 self._perf_fd.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Link({self.program_name!r} -> {self.target}, {self.mode.value})"

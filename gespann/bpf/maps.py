@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Optional, Protocol, Union
 from . import syscall
 from .cpus import possible_cpus
 from .errors import ENOTSUPP, BPFError, KeyNotFoundError
+from .fd import Closable
 from .syscall import Cmd, MapType, UpdateFlags
 
 
@@ -66,7 +67,7 @@ class MapInfo:
     flags: int
 
 
-class Map:
+class Map(Closable):
     """A kernel map and the fd that keeps it alive; `close()` (or leaving a `with`) releases it.
 
     The kernel frees the map once no fd and no loaded program refers to it.
@@ -87,14 +88,13 @@ class Map:
     def close(self) -> None:
         self.fd.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.type.name}, fd={self.fd!r})"
+
+
+def _buffer(data: bytes) -> ctypes.Array:
+    """A mutable copy of `data` the kernel can read (and write) through its address."""
+    return ctypes.create_string_buffer(data, len(data))
 
 
 def _size(layout: Layout) -> int:
@@ -128,8 +128,11 @@ class KeyValueMap(Map):
             raise ValueError(f"map {self.name!r}: a {what} has {size} bytes, not {len(data)}")
         return data
 
+    def _key_bytes(self, key: Any) -> bytes:
+        return self._encode(self._key_codec, self.key_size, key, "key")
+
     def _key(self, key: Any) -> ctypes.Array:
-        return ctypes.create_string_buffer(self._encode(self._key_codec, self.key_size, key, "key"), self.key_size)
+        return _buffer(self._key_bytes(key))
 
     def _decode_key(self, raw: bytes) -> Any:
         return raw if self._key_codec is None else self._key_codec.parse(raw)
@@ -142,10 +145,11 @@ class KeyValueMap(Map):
         return ctypes.create_string_buffer(self._entry_size() * count)
 
     def _value(self, value: Any) -> bytes:
-        """The kernel's layout of one value: per CPU, every CPU's value padded to 8 bytes."""
+        """The kernel's layout of one value. For a per-CPU map, a list gives each CPU its value
+        and anything else is every CPU's value; each is padded to 8 bytes."""
         if not self.per_cpu:
             return self._encode(self._value_codec, self.value_size, value, "value")
-        values = value if isinstance(value, (list, tuple)) else [value] * self._cpus
+        values = value if isinstance(value, list) else [value] * self._cpus
         if len(values) != self._cpus:
             raise ValueError(f"map {self.name!r}: a per-CPU value needs {self._cpus} values, not {len(values)}")
         pad = bytes(self._stride - self.value_size)
@@ -174,16 +178,16 @@ class KeyValueMap(Map):
 
     def update(self, key: Any, value: Any, flags: UpdateFlags = UpdateFlags.ANY) -> None:
         """Store `value` at `key`; NOEXIST or EXIST make it fail (EEXIST/ENOENT) if the key is / is not there."""
-        data = self._value(value)
-        syscall.bpf_map_update_elem(int(self.fd), self._key(key), ctypes.create_string_buffer(data, len(data)),
-                                    flags)
+        syscall.bpf_map_update_elem(int(self.fd), self._key(key), _buffer(self._value(value)), flags)
 
     def delete(self, key: Any) -> None:
         """Remove `key`; KeyNotFoundError if it is not there. Arrays cannot delete (EINVAL)."""
         try:
             syscall.bpf_map_delete_elem(int(self.fd), self._key(key))
         except BPFError as e:
-            raise self._missing(key) if e.errno == errno.ENOENT else e
+            if e.errno == errno.ENOENT:
+                raise self._missing(key) from None
+            raise
 
     def pop(self, key: Any) -> Any:
         """Remove `key` and return its value, atomically where the kernel can (5.14+ for hashes)."""
@@ -261,7 +265,7 @@ class KeyValueMap(Map):
         pairs = list(items)
         if not pairs:
             return
-        keys = b"".join(self._encode(self._key_codec, self.key_size, k, "key") for k, _ in pairs)
+        keys = b"".join(self._key_bytes(k) for k, _ in pairs)
         values = b"".join(self._value(v) for _, v in pairs)
         if not self._batch_write(Cmd.MAP_UPDATE_BATCH, len(pairs), keys, values, flags):
             for key, value in pairs:
@@ -272,11 +276,13 @@ class KeyValueMap(Map):
         keys = list(keys)
         if not keys:
             return
-        raw = b"".join(self._encode(self._key_codec, self.key_size, k, "key") for k in keys)
+        raw = b"".join(self._key_bytes(k) for k in keys)
         try:
             done = self._batch_write(Cmd.MAP_DELETE_BATCH, len(keys), raw)
         except BPFError as e:
-            raise self._missing(keys) if e.errno == errno.ENOENT else e
+            if e.errno == errno.ENOENT:
+                raise self._missing(keys) from None
+            raise
         if not done:
             for key in keys:
                 self.delete(key)
@@ -286,10 +292,9 @@ class KeyValueMap(Map):
         """One batch syscall over all elements; False if the kernel has no such batch operation."""
         if cmd in self._unsupported:
             return False
-        key_buf = ctypes.create_string_buffer(keys, len(keys))
-        value_buf = None if values is None else ctypes.create_string_buffer(values, len(values))
+        value_buf = None if values is None else _buffer(values)
         try:
-            syscall.bpf_map_batch(cmd, int(self.fd), count, key_buf, value_buf, elem_flags=flags)
+            syscall.bpf_map_batch(cmd, int(self.fd), count, _buffer(keys), value_buf, elem_flags=flags)
         except BPFError as e:
             if e.errno not in _UNSUPPORTED:
                 raise

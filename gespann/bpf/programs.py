@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Union
 
 from . import syscall
 from .errors import BPFError, PermissionDeniedError, VerifierError, describe_errno
+from .fd import Closable, Fd
 from .maps import Map
 from .syscall import AttachType, ProgType
 
@@ -40,13 +41,13 @@ class ProgramInfo:
     map_ids: tuple[int, ...]
 
 
-class LoadedProgram:
+class LoadedProgram(Closable):
     """A program in the kernel, kept alive by its fd (and by any link attaching it).
 
     `verifier_log` holds the verifier's report when a log was asked for.
     """
 
-    def __init__(self, fd: syscall.Fd, name: str, prog_type: ProgType, verifier_log: str = ""):
+    def __init__(self, fd: Fd, name: str, prog_type: ProgType, verifier_log: str = ""):
         self.fd, self.name, self.type, self.verifier_log = fd, name, prog_type, verifier_log
 
     def info(self) -> ProgramInfo:
@@ -64,12 +65,6 @@ class LoadedProgram:
 
     def close(self) -> None:
         self.fd.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"LoadedProgram({self.name!r}, {self.type.name}, fd={self.fd!r})"
@@ -108,7 +103,7 @@ def load_program(source: Any, prog_type: ProgType = ProgType.TRACEPOINT, *,
 
 
 def _load_with_log(prog_type: ProgType, insns: bytes, name: str, log_level: int,
-                   load: dict) -> tuple[syscall.Fd, str]:
+                   load: dict) -> tuple[Fd, str]:
     size = _LOG_SIZE_FIRST
     while True:
         log = ctypes.create_string_buffer(size)

@@ -11,9 +11,10 @@ import select
 from typing import Callable, Iterator
 
 from .errors import BPFError
+from .fd import Closable
 
 
-class EventReader(abc.ABC):
+class EventReader(Closable, abc.ABC):
     """Records from a kernel buffer: `poll()` with a callback, `read()`, or iterate `records()`."""
 
     kind: str  # "ringbuf" or "perf"
@@ -63,9 +64,3 @@ class EventReader(abc.ABC):
 
     def close(self) -> None:
         self._epoll.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -14,8 +14,9 @@ counter, `emit_count_lost` writes that code, and the reader's `lost` sums it.
 """
 from __future__ import annotations
 
-from asm import DW, R0, R1, R2, R10, W, Program
+from asm import R10, W, Program
 
+from .counters import emit_increment
 from .maps import U64, PerCpuArrayMap, RingBufMap
 from .reader import EventReader
 from .syscall import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
@@ -36,16 +37,8 @@ def emit_count_lost(p: Program, lost_map: str, key_slot: int) -> None:
     `key_slot` is an R10-relative offset of 4 stack bytes the code may overwrite.
     Clobbers R0-R5.
     """
-    skip = f"{lost_map}.lost.{len(p)}"
     p.st(W, R10, key_slot, 0)
-    p.ld_map(R1, lost_map)
-    p.mov(R2, R10)
-    p.add(R2, key_slot)
-    p.call("map_lookup_elem")
-    p.jeq(R0, 0, skip)
-    p.mov(R1, 1)
-    p.atomic_add(DW, R0, 0, R1)
-    p.label(skip)
+    emit_increment(p, lost_map, key_slot)
 
 
 class RingBufReader(EventReader):

@@ -17,10 +17,10 @@ import functools
 import os
 import platform
 import resource
-import weakref
 from typing import Optional
 
 from .errors import BPFError, PermissionDeniedError, describe_errno
+from .fd import Fd
 
 _SYSCALL_NUMBERS = {"x86_64": (321, 298), "aarch64": (280, 241)}
 try:
@@ -97,36 +97,6 @@ BPF_F_CURRENT_CPU = 0xFFFFFFFF
 _NEEDS_BPF = ("CAP_BPF",)
 _NEEDS_TRACING = ("CAP_BPF", "CAP_PERFMON")
 _NEEDS = {Cmd.PROG_LOAD: _NEEDS_TRACING, Cmd.LINK_CREATE: _NEEDS_TRACING, Cmd.RAW_TRACEPOINT_OPEN: _NEEDS_TRACING}
-
-
-class Fd:
-    """An owned file descriptor: `close()` is idempotent, and a forgotten one is closed when collected."""
-
-    __slots__ = ("_fd", "_finalizer", "__weakref__")
-
-    def __init__(self, fd: int):
-        self._fd = fd
-        self._finalizer = weakref.finalize(self, os.close, fd)
-
-    def __int__(self) -> int:
-        if self._fd < 0:
-            raise BPFError("use of a closed file descriptor", errno.EBADF)
-        return self._fd
-
-    def fileno(self) -> int:
-        return int(self)
-
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            self._fd = -1
-            self._finalizer()
-
-    def __repr__(self) -> str:
-        return f"Fd({self._fd})" if self._fd >= 0 else "Fd(closed)"
 
 
 def address(buffer: Optional[ctypes.Array]) -> int:

@@ -3,9 +3,10 @@
 Field offsets and sizes come from the tracefs format file; each program only
 looks at transitions of sockets on the test's own port.
 """
-from asm import DW, R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, array, u8, u16, u32
+from asm import R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, array, u8, u16, u32
 
 from gespann.bpf.channel import EventChannel
+from gespann.bpf.counters import emit_increment
 from gespann.bpf.ringbuf import emit_count_lost
 from gespann.bpf.tracefs import TracepointFormat
 
@@ -32,22 +33,21 @@ def _only_port(p: Program, fmt: TracepointFormat, port: int, skip: str) -> None:
     p.label("mine")
 
 
+def count(p: Program, counts: str, key_slot: int, done: str) -> None:
+    """counts[key] += 1 for the u32 key at R10 + key_slot, then on to `done`; returns 0 there."""
+    emit_increment(p, counts, key_slot)
+    p.label(done)
+    p.mov(R0, 0)
+    p.exit()
+
+
 def count_new_states(fmt: TracepointFormat, port: int, name: str = "gt_count") -> Program:
     """counts[newstate] += 1 (an ArrayMap of u64 named "counts")."""
     p = Program(name)
     _only_port(p, fmt, port, "out")
     _load_field(p, fmt, R2, "newstate")
     p.stx(Size.W, R10, -4, R2)
-    p.ld_map(R1, "counts")
-    p.mov(R2, R10)
-    p.add(R2, -4)
-    p.call("map_lookup_elem")
-    p.jeq(R0, 0, "out")
-    p.mov(R1, 1)
-    p.atomic_add(DW, R0, 0, R1)
-    p.label("out")
-    p.mov(R0, 0)
-    p.exit()
+    count(p, "counts", -4, "out")
     return p
 
 

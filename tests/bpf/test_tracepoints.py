@@ -2,9 +2,9 @@
 import os
 
 import pytest
-from asm import DW, R0, R1, R2, R10, W, Program
+from asm import R10, W, Program
 from loopback import wait_for
-from sock_programs import count_new_states
+from sock_programs import count, count_new_states
 
 from gespann.bpf import maps
 from gespann.bpf.errors import TracepointNotFoundError
@@ -55,16 +55,7 @@ def test_raw_tracepoint_fires(loopback):
     """A raw tracepoint sees every socket's transitions (it has no port filter): at least ours."""
     p = Program("gt_raw_count")
     p.st(W, R10, -4, 0)
-    p.ld_map(R1, "counts")
-    p.mov(R2, R10)
-    p.add(R2, -4)
-    p.call("map_lookup_elem")
-    p.jeq(R0, 0, "out")
-    p.mov(R1, 1)
-    p.atomic_add(DW, R0, 0, R1)
-    p.label("out")
-    p.mov(R0, 0)
-    p.exit()
+    count(p, "counts", -4, "out")
     with maps.ArrayMap(maps.U64, 1, name="gt_raw_counts") as counts, \
             load_program(p, ProgType.RAW_TRACEPOINT, maps={"counts": counts}) as prog:
         with attach_raw_tracepoint(prog, "inet_sock_set_state") as link:
