@@ -37,8 +37,8 @@ class Instruction:
     """An instruction with numeric fields, or with a `symbol` still to resolve.
 
     `symbol` names a label (for jumps, local calls and function pointers) or a
-    map (for map loads); `Program.resolve` replaces it by the number it stands
-    for. Encoding an instruction whose symbol is unresolved is an error.
+    map (for map loads); the linker replaces it by the number it stands for.
+    Encoding an instruction whose symbol is unresolved is an error.
     """
 
     opcode: int

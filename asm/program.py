@@ -36,6 +36,9 @@ from .text import format_instruction
 Operand = Union[Register, int]
 """A register selects the register form of an instruction, an int the immediate form."""
 
+_ALL_SIZES = tuple(Size)
+_NARROW_SIZES = (Size.B, Size.H, Size.W)  # what sign-extending and legacy packet loads read
+_ATOMIC_SIZES = (Size.W, Size.DW)
 _WIDTH = {InsnClass.ALU64: 64, InsnClass.ALU: 32, InsnClass.JMP: 64, InsnClass.JMP32: 32}
 
 
@@ -58,9 +61,9 @@ def _immediate(value: int, bits: int) -> int:
     raise AsmError(f"immediate {value:#x} does not fit a {bits}-bit operation's 32-bit imm")
 
 
-def _sizes(size: Size, allowed: tuple[Size, ...], what: str) -> Size:
+def _sizes(size: Size, allowed: tuple[Size, ...]) -> Size:
     if size not in allowed:
-        raise AsmError(f"{what} takes sizes {', '.join(s.name for s in allowed)}, not {size!r}")
+        raise AsmError(f"sizes are {', '.join(s.name for s in allowed)}, not {size!r}")
     return size
 
 
@@ -266,48 +269,51 @@ class Program:
 
     # -- memory ---------------------------------------------------------
 
+    def _memory(
+        self, class_and_mode: int, size: Size, allowed: tuple[Size, ...], dst: Register, src: Register, off: int, imm: int = 0
+    ) -> None:
+        """A register-to-memory or memory-to-register instruction; `imm` selects an atomic operation."""
+        opcode = class_and_mode | _sizes(size, allowed)
+        self.emit(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off, imm))
+
     @_names_errors
     def ldx(self, size: Size, dst: Register, src: Register, off: int) -> None:
         """dst = *(size *)(src + off), zero-extended."""
-        opcode = InsnClass.LDX | _sizes(size, tuple(Size), "ldx") | Mode.MEM
-        self.emit(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off))
+        self._memory(InsnClass.LDX | Mode.MEM, size, _ALL_SIZES, dst, src, off)
 
     @_names_errors
     def ldxs(self, size: Size, dst: Register, src: Register, off: int) -> None:
         """dst = *(signed size *)(src + off), sign-extended to 64 bits."""
-        opcode = InsnClass.LDX | _sizes(size, (Size.B, Size.H, Size.W), "ldxs") | Mode.MEMSX
-        self.emit(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off))
+        self._memory(InsnClass.LDX | Mode.MEMSX, size, _NARROW_SIZES, dst, src, off)
 
     @_names_errors
     def stx(self, size: Size, dst: Register, off: int, src: Register) -> None:
         """*(size *)(dst + off) = src."""
-        opcode = InsnClass.STX | _sizes(size, tuple(Size), "stx") | Mode.MEM
-        self.emit(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off))
+        self._memory(InsnClass.STX | Mode.MEM, size, _ALL_SIZES, dst, src, off)
 
     @_names_errors
     def st(self, size: Size, dst: Register, off: int, imm: int) -> None:
         """*(size *)(dst + off) = imm."""
-        opcode = InsnClass.ST | _sizes(size, tuple(Size), "st") | Mode.MEM
+        opcode = InsnClass.ST | _sizes(size, _ALL_SIZES) | Mode.MEM
         bits = 64 if size == Size.DW else 32
         self.emit(Instruction(opcode, _register(dst, "dst"), off=off, imm=_immediate(imm, bits)))
 
     @_names_errors
     def ld_abs(self, size: Size, imm: int) -> None:
         """Legacy socket-filter load: r0 = ntoh(*(size *)(skb->data + imm))."""
-        opcode = InsnClass.LD | _sizes(size, (Size.B, Size.H, Size.W), "ld_abs") | Mode.ABS
+        opcode = InsnClass.LD | _sizes(size, _NARROW_SIZES) | Mode.ABS
         self.emit(Instruction(opcode, imm=_immediate(imm, 64)))
 
     @_names_errors
     def ld_ind(self, size: Size, src: Register, imm: int) -> None:
         """Legacy socket-filter load: r0 = ntoh(*(size *)(skb->data + src + imm))."""
-        opcode = InsnClass.LD | _sizes(size, (Size.B, Size.H, Size.W), "ld_ind") | Mode.IND
+        opcode = InsnClass.LD | _sizes(size, _NARROW_SIZES) | Mode.IND
         self.emit(Instruction(opcode, src=_register(src, "src"), imm=_immediate(imm, 64)))
 
     # -- atomics --------------------------------------------------------
 
     def _atomic(self, size: Size, dst: Register, off: int, src: Register, imm: int) -> None:
-        opcode = InsnClass.STX | _sizes(size, (Size.W, Size.DW), "an atomic operation") | Mode.ATOMIC
-        self.emit(Instruction(opcode, _register(dst, "dst"), _register(src, "src"), off, imm))
+        self._memory(InsnClass.STX | Mode.ATOMIC, size, _ATOMIC_SIZES, dst, src, off, imm)
 
     atomic_add = _atomic_method("atomic_add", AtomicOp.ADD, "*(size *)(dst + off) += src")
     atomic_or = _atomic_method("atomic_or", AtomicOp.OR, "*(size *)(dst + off) |= src")
