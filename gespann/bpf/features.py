@@ -10,6 +10,7 @@ import functools
 
 from . import syscall
 from .errors import BPFError
+from .memory import PAGE_SIZE
 from .syscall import AttachType, MapType, ProgType
 
 RING_BUFFER_SINCE = "5.8"
@@ -23,7 +24,7 @@ _RETURN_ZERO = bytes.fromhex("b700000000000000" "9500000000000000")
 def has_ringbuf() -> bool:
     """BPF_MAP_TYPE_RINGBUF (5.8): creating a one-page ring buffer succeeds."""
     try:
-        syscall.bpf_map_create(MapType.RINGBUF, 0, 0, syscall.PAGE_SIZE, name="probe_ringbuf").close()
+        syscall.bpf_map_create(MapType.RINGBUF, 0, 0, PAGE_SIZE, name="probe_ringbuf").close()
     except BPFError as e:
         if e.errno == errno.EINVAL:
             return False

@@ -12,11 +12,12 @@ import enum
 import errno
 from typing import Optional
 
-from . import features, syscall, tracefs
+from . import features, perf_event, syscall, tracefs
 from .errors import BPFError, FeatureUnsupportedError, TracepointNotFoundError
 from .fd import Closable, Fd
 from .programs import LoadedProgram
-from .syscall import AttachType, PerfEventAttr
+from .perf_event import PerfEventAttr
+from .syscall import AttachType
 
 
 class AttachMode(enum.Enum):
@@ -39,7 +40,7 @@ class Link(Closable):
         if self._perf_fd is not None and not self._perf_fd.closed:
             try:
                 if self.mode is AttachMode.PERF_IOCTL:
-                    syscall.perf_event_ioctl(int(self._perf_fd), syscall.PERF_EVENT_IOC_DISABLE)
+                    perf_event.perf_event_ioctl(int(self._perf_fd), perf_event.PERF_EVENT_IOC_DISABLE)
             finally:
                 self._perf_fd.close()
 
@@ -62,15 +63,15 @@ def attach_tracepoint(program: LoadedProgram, category: str, name: str,
     if mode not in (AttachMode.LINK, AttachMode.PERF_IOCTL):
         raise ValueError(f"a tracepoint attaches through {AttachMode.LINK} or {AttachMode.PERF_IOCTL}, not {mode}")
     tp = tracefs.read_format(category, name)
-    attr = PerfEventAttr(type=syscall.PERF_TYPE_TRACEPOINT, config=tp.id, sample_period=1, wakeup_events=1)
-    perf_fd = syscall.perf_event_open(attr, pid=-1, cpu=0)
+    attr = PerfEventAttr(type=perf_event.PERF_TYPE_TRACEPOINT, config=tp.id, sample_period=1, wakeup_events=1)
+    perf_fd = perf_event.perf_event_open(attr, pid=-1, cpu=0)
     try:
         if mode is AttachMode.LINK:
             return Link(program, f"{category}:{name}", mode,
                         link_fd=syscall.bpf_link_create(int(program.fd), int(perf_fd), AttachType.PERF_EVENT),
                         perf_fd=perf_fd)
-        syscall.perf_event_ioctl(int(perf_fd), syscall.PERF_EVENT_IOC_SET_BPF, int(program.fd))
-        syscall.perf_event_ioctl(int(perf_fd), syscall.PERF_EVENT_IOC_ENABLE)
+        perf_event.perf_event_ioctl(int(perf_fd), perf_event.PERF_EVENT_IOC_SET_BPF, int(program.fd))
+        perf_event.perf_event_ioctl(int(perf_fd), perf_event.PERF_EVENT_IOC_ENABLE)
         return Link(program, f"{category}:{name}", mode, perf_fd=perf_fd)
     except BaseException:
         perf_fd.close()

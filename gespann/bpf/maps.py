@@ -17,6 +17,7 @@ from . import syscall
 from .cpus import possible_cpus
 from .errors import ENOTSUPP, BPFError, KeyNotFoundError
 from .fd import Closable
+from .memory import PAGE_SIZE
 from .syscall import Cmd, MapType, UpdateFlags
 
 
@@ -383,6 +384,6 @@ class RingBufMap(Map):
     """A BPF ring buffer (5.8+) shared by all CPUs; `size` bytes, a power of two and a page multiple."""
 
     def __init__(self, size: int = 256 * 1024, *, name: str = ""):
-        if size < syscall.PAGE_SIZE or size & (size - 1):
-            raise ValueError(f"a ring buffer's size is a power of two of at least {syscall.PAGE_SIZE}, not {size}")
+        if size < PAGE_SIZE or size & (size - 1):
+            raise ValueError(f"a ring buffer's size is a power of two of at least {PAGE_SIZE}, not {size}")
         super().__init__(MapType.RINGBUF, 0, 0, size, name=name)

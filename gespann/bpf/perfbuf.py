@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import struct
 
-from . import syscall
+from . import perf_event
 from .cpus import online_cpus
 from .errors import BPFError
 from .maps import PerfEventArrayMap
 from .reader import EventReader
-from .syscall import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping, PerfEventAttr
+from .memory import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
+from .perf_event import PerfEventAttr
 
 # Offsets in struct perf_event_mmap_page.
 _DATA_HEAD, _DATA_TAIL, _DATA_OFFSET, _DATA_SIZE = 1024, 1032, 1040, 1048
@@ -32,9 +33,9 @@ class _CpuRing:
     """One CPU's perf event and its mmapped ring."""
 
     def __init__(self, cpu: int, pages: int):
-        attr = PerfEventAttr(type=syscall.PERF_TYPE_SOFTWARE, config=syscall.PERF_COUNT_SW_BPF_OUTPUT,
-                             sample_type=syscall.PERF_SAMPLE_RAW, sample_period=1, wakeup_events=1)
-        self.cpu, self.fd = cpu, syscall.perf_event_open(attr, pid=-1, cpu=cpu)
+        attr = PerfEventAttr(type=perf_event.PERF_TYPE_SOFTWARE, config=perf_event.PERF_COUNT_SW_BPF_OUTPUT,
+                             sample_type=perf_event.PERF_SAMPLE_RAW, sample_period=1, wakeup_events=1)
+        self.cpu, self.fd = cpu, perf_event.perf_event_open(attr, pid=-1, cpu=cpu)
         try:
             self.ring = MemoryMapping(int(self.fd), PAGE_SIZE * (1 + pages), PROT_READ | PROT_WRITE)
         except BaseException:
@@ -60,10 +61,10 @@ class _CpuRing:
             if size < _HEADER.size:
                 raise BPFError(f"perf buffer of CPU {self.cpu}: corrupt record of {size} bytes")
             body = self._read(tail + _HEADER.size, size - _HEADER.size)
-            if record_type == syscall.PERF_RECORD_SAMPLE:
+            if record_type == perf_event.PERF_RECORD_SAMPLE:
                 (raw_size,) = _SAMPLE_SIZE.unpack_from(body)
                 records.append(body[_SAMPLE_SIZE.size:_SAMPLE_SIZE.size + raw_size])
-            elif record_type == syscall.PERF_RECORD_LOST:
+            elif record_type == perf_event.PERF_RECORD_LOST:
                 lost += _LOST.unpack_from(body)[1]
             tail += size
         self.ring.set_u64(_DATA_TAIL, tail)
@@ -89,7 +90,7 @@ class PerfBufReader(EventReader):
                 ring = _CpuRing(cpu, pages_per_cpu)
                 self._rings.append(ring)
                 array[cpu] = int(ring.fd)
-                syscall.perf_event_ioctl(int(ring.fd), syscall.PERF_EVENT_IOC_ENABLE)
+                perf_event.perf_event_ioctl(int(ring.fd), perf_event.PERF_EVENT_IOC_ENABLE)
                 self._watch(int(ring.fd))
         except BaseException:
             self.close()

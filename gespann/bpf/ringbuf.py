@@ -19,7 +19,7 @@ from asm import R10, W, Program
 from .counters import emit_increment
 from .maps import U64, PerCpuArrayMap, RingBufMap
 from .reader import EventReader
-from .syscall import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
+from .memory import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30

@@ -1,4 +1,4 @@
-"""The bpf(2) and perf_event_open(2) system calls through ctypes, and the uapi layouts they take.
+"""The bpf(2) system call through ctypes, and the uapi layouts it takes.
 
 This module knows commands and structures, not what maps or programs are for.
 Wrappers are named as libbpf names them (`bpf_map_create`, `bpf_prog_load`,
@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import enum
 import errno
-import fcntl
 import functools
 import os
 import platform
@@ -22,17 +21,16 @@ from typing import Optional
 from .errors import BPFError, PermissionDeniedError, describe_errno
 from .fd import Fd
 
-_SYSCALL_NUMBERS = {"x86_64": (321, 298), "aarch64": (280, 241)}
+_SYSCALL_NUMBERS = {"x86_64": (321, 298), "aarch64": (280, 241)}  # bpf, perf_event_open
 try:
-    _NR_BPF, _NR_PERF_EVENT_OPEN = _SYSCALL_NUMBERS[platform.machine()]
+    NR_BPF, NR_PERF_EVENT_OPEN = _SYSCALL_NUMBERS[platform.machine()]
 except KeyError:  # pragma: no cover - only the architectures above are supported
     raise ImportError(f"gespann.bpf does not know the syscall numbers of {platform.machine()}") from None
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
 
 OBJ_NAME_LEN = 16
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 class Cmd(enum.IntEnum):
@@ -94,7 +92,7 @@ BPF_F_NO_PREALLOC = 1 << 0
 BPF_F_CURRENT_CPU = 0xFFFFFFFF
 
 # Who may issue a command; CAP_SYS_ADMIN stands in for both (see errors.missing_capabilities).
-_NEEDS_BPF = ("CAP_BPF",)
+NEEDS_BPF = ("CAP_BPF",)
 _NEEDS_TRACING = ("CAP_BPF", "CAP_PERFMON")
 _NEEDS = {Cmd.PROG_LOAD: _NEEDS_TRACING, Cmd.LINK_CREATE: _NEEDS_TRACING, Cmd.RAW_TRACEPOINT_OPEN: _NEEDS_TRACING}
 
@@ -104,7 +102,8 @@ def address(buffer: Optional[ctypes.Array]) -> int:
     return 0 if buffer is None else ctypes.addressof(buffer)
 
 
-def _syscall_error(operation: str, err: int, needs: tuple[str, ...]) -> BPFError:
+def syscall_error(operation: str, err: int, needs: tuple[str, ...]) -> BPFError:
+    """The error for a failed call: PermissionDeniedError naming `needs` for EPERM/EACCES."""
     if err in (errno.EPERM, errno.EACCES):
         return PermissionDeniedError(operation, needs, err)
     return BPFError(f"{operation}: {describe_errno(err)}", err)
@@ -119,7 +118,7 @@ def bpf(cmd: Cmd, attr: ctypes.Structure) -> int:
     """
     eagain_retries = 5 if cmd == Cmd.PROG_LOAD else 0
     while True:
-        ret = _libc.syscall(ctypes.c_long(_NR_BPF), ctypes.c_int(cmd), ctypes.byref(attr),
+        ret = libc.syscall(ctypes.c_long(NR_BPF), ctypes.c_int(cmd), ctypes.byref(attr),
                             ctypes.c_uint(ctypes.sizeof(attr)))
         if ret >= 0:
             return ret
@@ -131,7 +130,7 @@ def bpf(cmd: Cmd, attr: ctypes.Structure) -> int:
             continue
         if cmd == Cmd.PROG_LOAD and err == errno.EACCES:
             raise BPFError(f"bpf(BPF_{cmd.name}): {describe_errno(err)}", err)
-        raise _syscall_error(f"bpf(BPF_{cmd.name})", err, _NEEDS.get(cmd, _NEEDS_BPF))
+        raise syscall_error(f"bpf(BPF_{cmd.name})", err, _NEEDS.get(cmd, NEEDS_BPF))
 
 
 def object_name(name: str) -> str:
@@ -337,105 +336,3 @@ def bpf_link_create(prog_fd: int, target_fd: int, attach_type: AttachType, cooki
 def bpf_raw_tracepoint_open(name: str, prog_fd: int) -> Fd:
     name_buf = ctypes.create_string_buffer(name.encode())
     return Fd(bpf(Cmd.RAW_TRACEPOINT_OPEN, RawTracepointOpenAttr(name=address(name_buf), prog_fd=prog_fd)))
-
-
-# --- perf events ------------------------------------------------------------------------------
-
-PERF_TYPE_SOFTWARE = 1
-PERF_TYPE_TRACEPOINT = 2
-PERF_COUNT_SW_BPF_OUTPUT = 10
-PERF_SAMPLE_RAW = 1 << 10
-PERF_FLAG_FD_CLOEXEC = 1 << 3
-PERF_RECORD_LOST = 2
-PERF_RECORD_SAMPLE = 9
-PERF_EVENT_IOC_ENABLE = 0x2400               # _IO('$', 0)
-PERF_EVENT_IOC_DISABLE = 0x2401              # _IO('$', 1)
-PERF_EVENT_IOC_SET_BPF = 0x40042408          # _IOW('$', 8, __u32)
-
-
-class PerfEventAttr(ctypes.Structure):
-    """struct perf_event_attr up to sig_data (PERF_ATTR_SIZE_VER7); `flags` holds the bitfield word."""
-    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32), ("config", ctypes.c_uint64),
-                ("sample_period", ctypes.c_uint64), ("sample_type", ctypes.c_uint64),
-                ("read_format", ctypes.c_uint64), ("flags", ctypes.c_uint64),
-                ("wakeup_events", ctypes.c_uint32), ("bp_type", ctypes.c_uint32),
-                ("config1", ctypes.c_uint64), ("config2", ctypes.c_uint64),
-                ("branch_sample_type", ctypes.c_uint64), ("sample_regs_user", ctypes.c_uint64),
-                ("sample_stack_user", ctypes.c_uint32), ("clockid", ctypes.c_int32),
-                ("sample_regs_intr", ctypes.c_uint64), ("aux_watermark", ctypes.c_uint32),
-                ("sample_max_stack", ctypes.c_uint16), ("_reserved_2", ctypes.c_uint16),
-                ("aux_sample_size", ctypes.c_uint32), ("aux_action", ctypes.c_uint32),
-                ("sig_data", ctypes.c_uint64)]
-
-    def __init__(self, **fields):
-        super().__init__(size=ctypes.sizeof(PerfEventAttr), **fields)
-
-
-PERF_ATTR_FLAG_DISABLED = 1 << 0
-
-_NEEDS_PERFMON = ("CAP_PERFMON",)
-
-
-def perf_event_open(attr: PerfEventAttr, pid: int, cpu: int, group_fd: int = -1,
-                    flags: int = PERF_FLAG_FD_CLOEXEC) -> Fd:
-    """perf_event_open(2); EPERM/EACCES name CAP_PERFMON (kernel.perf_event_paranoid also applies)."""
-    while True:
-        ret = _libc.syscall(ctypes.c_long(_NR_PERF_EVENT_OPEN), ctypes.byref(attr), ctypes.c_int(pid),
-                            ctypes.c_int(cpu), ctypes.c_int(group_fd), ctypes.c_ulong(flags))
-        if ret >= 0:
-            return Fd(ret)
-        err = ctypes.get_errno()
-        if err != errno.EINTR:
-            raise _syscall_error(f"perf_event_open(type={attr.type}, config={attr.config}, cpu={cpu})",
-                                 err, _NEEDS_PERFMON)
-
-
-def perf_event_ioctl(fd: int, request: int, arg: int = 0) -> None:
-    """An ioctl on a perf event fd: ENABLE, DISABLE, or SET_BPF with a program fd."""
-    try:
-        fcntl.ioctl(fd, request, arg)
-    except OSError as e:
-        raise _syscall_error(f"ioctl(perf event, {request:#x})", e.errno, _NEEDS_PERFMON) from None
-
-
-# --- shared memory ----------------------------------------------------------------------------
-
-PROT_READ, PROT_WRITE, MAP_SHARED = 0x1, 0x2, 0x01
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
-_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-_MAP_FAILED = ctypes.c_void_p(-1).value
-
-
-class MemoryMapping:
-    """A region mmap(2)ed from an fd, read and written with aligned native loads and stores.
-
-    Python's mmap module cannot give the address of a read-only mapping, and
-    the ring buffers' producer pages must be mapped read-only, so this calls
-    libc's mmap. On x86-64 an aligned 8-byte load or store is atomic and
-    ordered (TSO), which is what the producer/consumer protocols need.
-    """
-
-    def __init__(self, fd: int, length: int, prot: int, offset: int = 0):
-        address = _libc.mmap(None, length, prot, MAP_SHARED, fd, offset)
-        if address in (None, _MAP_FAILED):
-            raise _syscall_error(f"mmap(fd {fd}, {length} bytes at offset {offset})", ctypes.get_errno(),
-                                 _NEEDS_BPF)
-        self.address, self.length = address, length
-
-    def u64(self, offset: int) -> int:
-        return ctypes.c_uint64.from_address(self.address + offset).value
-
-    def u32(self, offset: int) -> int:
-        return ctypes.c_uint32.from_address(self.address + offset).value
-
-    def set_u64(self, offset: int, value: int) -> None:
-        ctypes.c_uint64.from_address(self.address + offset).value = value
-
-    def read(self, offset: int, length: int) -> bytes:
-        return ctypes.string_at(self.address + offset, length)
-
-    def close(self) -> None:
-        if self.address:
-            _libc.munmap(self.address, self.length)
-            self.address = 0
