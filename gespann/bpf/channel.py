@@ -26,25 +26,19 @@ class EventChannel(Closable):
         self.name = name
         self.lost_name = f"{name[:OBJ_NAME_LEN - 6]}_lost"
         self._lost_counter: PerCpuArrayMap | None = None
-        self.map: Map
+        perf = force_perf or not features.has_ringbuf()
+        self.kind = "perf" if perf else "ringbuf"
+        self.map: Map = PerfEventArrayMap(name=name) if perf else RingBufMap(ringbuf_size, name=name)
         self.reader: EventReader
-        if force_perf or not features.has_ringbuf():
-            self.kind = "perf"
-            self.map = PerfEventArrayMap(name=name)
-            try:
+        try:
+            if perf:
                 self.reader = PerfBufReader(self.map, perf_pages_per_cpu)
-            except BaseException:
-                self.map.close()
-                raise
-        else:
-            self.kind = "ringbuf"
-            self.map = RingBufMap(ringbuf_size, name=name)
-            try:
+            else:
                 self._lost_counter = lost_counter_map(self.lost_name)
                 self.reader = RingBufReader(self.map, self._lost_counter)
-            except BaseException:
-                self._close_maps()
-                raise
+        except BaseException:
+            self._close_maps()
+            raise
 
     @property
     def maps(self) -> dict[str, Map]:

@@ -15,8 +15,8 @@ from typing import Optional
 from . import features, perf_event, syscall, tracefs
 from .errors import BPFError, FeatureUnsupportedError, TracepointNotFoundError
 from .fd import Closable, Fd
-from .programs import LoadedProgram
 from .perf_event import PerfEventAttr
+from .programs import LoadedProgram
 from .syscall import AttachType
 
 
@@ -27,7 +27,11 @@ class AttachMode(enum.Enum):
 
 
 class Link(Closable):
-    """One attachment of a program: `mode` says which path was taken, `close()` detaches."""
+    """One attachment of a program: `mode` says which path was taken, `close()` detaches.
+
+    The attachment holds the program in the kernel until it closes, even
+    after the LoadedProgram is closed.
+    """
 
     def __init__(self, program: LoadedProgram, target: str, mode: AttachMode,
                  link_fd: Optional[Fd] = None, perf_fd: Optional[Fd] = None):

@@ -18,8 +18,8 @@ from asm import R10, W, Program
 
 from .counters import emit_increment
 from .maps import U64, PerCpuArrayMap, RingBufMap
-from .reader import EventReader
 from .memory import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
+from .reader import EventReader
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
