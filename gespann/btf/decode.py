@@ -81,7 +81,10 @@ def _composite(cls: type) -> Callable[[_Record], t.Composite]:
 
 
 def _enum(r: _Record) -> t.Enum:
-    values = tuple(t.EnumValue(r.string(v.name_off), v.val) for v in r.rec.entries)
+    # btf_enum.val is declared s32; kind_flag says whether the enum is signed, else read it as u32.
+    values = tuple(
+        t.EnumValue(r.string(v.name_off), v.val if r.kind_flag else v.val & 0xFFFFFFFF) for v in r.rec.entries
+    )
     return t.Enum(r.id, r.name, r.size, r.kind_flag, values)
 
 

@@ -82,7 +82,7 @@ def _declarator(spec: Spec, type_id: int, inner: str, depth: int) -> str:
         if typ.variadic:
             params += ", ..."
         return _declarator(spec, typ.return_type, f"{inner}({params})", depth + 1)
-    return f"{_base_name(typ)} {inner}"
+    return _base_name(typ) + ("" if inner.startswith("[") else " ") + inner
 
 
 def _base_name(typ: t.Type) -> str:

@@ -142,6 +142,14 @@ class Spec:
             return self.base.kind_of(type_id)
         return Kind(self._words[self._offset(type_id) + 1] >> 24 & 0x1F)
 
+    def name_of(self, type_id: int) -> str:
+        """A type's name, read from its record without decoding it."""
+        if type_id == 0:
+            return ""
+        if type_id < self.first_id and self.base is not None:
+            return self.base.name_of(type_id)
+        return self.string(self._words[self._offset(type_id)])
+
     def type(self, type_id: int) -> t.Type:
         decoded = self._decoded.get(type_id)
         if decoded is not None:
@@ -263,7 +271,7 @@ class Spec:
         names = set()
         spec: Optional[Spec] = self
         while spec is not None:
-            names.update(spec.string(spec._words[spec._offset(i)]) for i in spec.ids(kinds))
+            names.update(spec.name_of(i) for i in spec.ids(kinds))
             spec = spec.base
         names.discard("")
         return tuple(difflib.get_close_matches(name, names, n=limit, cutoff=0.6))

@@ -1,0 +1,66 @@
+"""bpftool as the oracle: its JSON dump of a BTF blob, and C layout rules computed from it alone."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+BPFTOOL = shutil.which("bpftool") or "/usr/sbin/bpftool"
+ALIASES = {"TYPEDEF", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"}
+SIZED = {"INT", "STRUCT", "UNION", "ENUM", "ENUM64", "FLOAT", "DATASEC"}
+
+
+def need_bpftool() -> None:
+    if not Path(BPFTOOL).exists():
+        pytest.skip("bpftool is not installed (tools/setup-host.sh installs it)")
+
+
+@functools.lru_cache(maxsize=8)
+def dump(path: str, base: str | None = None) -> dict[int, dict]:
+    """bpftool -j btf dump file PATH [-B BASE], as {id: type}."""
+    need_bpftool()
+    argv = [BPFTOOL, "-j", "btf", "dump", "file", path]
+    if base:
+        argv[1:1] = ["-B", base]
+    out = subprocess.run(argv, check=True, capture_output=True).stdout
+    return {t["id"]: t for t in json.loads(out)["types"]}
+
+
+def name(t: dict) -> str:
+    return "" if t.get("name") == "(anon)" else t.get("name", "")
+
+
+def strip(types: dict, type_id: int) -> dict:
+    for _ in range(64):
+        t = types.get(type_id, {"kind": "VOID"})
+        if t["kind"] not in ALIASES:
+            return t
+        type_id = t["type_id"]
+    raise AssertionError("alias chain too long in bpftool output")
+
+
+def size(types: dict, type_id: int) -> int:
+    t = strip(types, type_id)
+    if t["kind"] == "ARRAY":
+        return t["nr_elems"] * size(types, t["type_id"])
+    if t["kind"] == "PTR":
+        return 8
+    assert t["kind"] in SIZED, t
+    return t["size"]
+
+
+def reachable_fields(types: dict, composite: dict, bit_base: int = 0):
+    """(name, absolute bit offset, bitfield size, member type id) of every member C lets you name."""
+    for m in composite["members"]:
+        bits = bit_base + m["bits_offset"]
+        if name(m):
+            yield name(m), bits, m.get("bitfield_size", 0), m["type_id"]
+        else:
+            inner = strip(types, m["type_id"])
+            if inner["kind"] in ("STRUCT", "UNION"):
+                yield from reachable_fields(types, inner, bits)
