@@ -15,7 +15,7 @@ from .links import AttachMode, Link, attach_raw_tracepoint, attach_tracepoint
 from .maps import (U32, U64, ArrayMap, HashMap, KeyValueMap, LruHashMap, LruPerCpuHashMap, Map, MapInfo,
                    PerCpuArrayMap, PerCpuHashMap, PerfEventArrayMap, RingBufMap, StructCodec)
 from .perfbuf import PerfBufReader
-from .programs import LoadedProgram, ProgramInfo, load_program
+from .programs import LoadedProgram, ProgramInfo, enable_run_stats, load_program
 from .reader import EventReader
 from .ringbuf import RingBufReader, emit_count_lost, lost_counter_map
 from .syscall import AttachType, MapType, ProgType, UpdateFlags
@@ -29,7 +29,7 @@ __all__ = [
     "AttachMode", "Link", "attach_raw_tracepoint", "attach_tracepoint",
     "U32", "U64", "ArrayMap", "HashMap", "KeyValueMap", "LruHashMap", "LruPerCpuHashMap", "Map", "MapInfo",
     "PerCpuArrayMap", "PerCpuHashMap", "PerfEventArrayMap", "RingBufMap", "StructCodec",
-    "PerfBufReader", "LoadedProgram", "ProgramInfo", "load_program", "EventReader",
+    "PerfBufReader", "LoadedProgram", "ProgramInfo", "enable_run_stats", "load_program", "EventReader",
     "RingBufReader", "emit_count_lost", "lost_counter_map",
     "AttachType", "MapType", "ProgType", "UpdateFlags",
     "TracepointField", "TracepointFormat", "read_format", "tracefs_root",

@@ -15,6 +15,8 @@ from .errors import BPFError
 class Closable:
     """`with obj:` closes `obj` at the end of the block."""
 
+    __slots__ = ()
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -25,7 +27,7 @@ class Closable:
         self.close()
 
 
-class Fd:
+class Fd(Closable):
     """An owned file descriptor: `close()` is idempotent, and a forgotten one is closed when collected."""
 
     __slots__ = ("_fd", "_finalizer", "__weakref__")

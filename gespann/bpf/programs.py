@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
 from . import syscall
-from .errors import BPFError, PermissionDeniedError, VerifierError, describe_errno
+from .errors import BPFError, FeatureUnsupportedError, PermissionDeniedError, VerifierError, describe_errno
 from .fd import Closable, Fd
 from .maps import Map
 from .syscall import AttachType, ProgType
@@ -27,7 +27,7 @@ _LOG_SIZE_MAX = (1 << 24) - 1  # UINT_MAX >> 8: the largest log every kernel acc
 class ProgramInfo:
     """What the kernel reports of a loaded program (BPF_OBJ_GET_INFO_BY_FD).
 
-    run_cnt and run_time_ns count only while kernel.bpf_stats_enabled is 1.
+    run_cnt and run_time_ns count only while statistics are on: see `enable_run_stats`.
     """
     id: int
     name: str
@@ -39,6 +39,20 @@ class ProgramInfo:
     xlated_prog_len: int
     verified_insns: int
     map_ids: tuple[int, ...]
+
+
+def enable_run_stats() -> Fd:
+    """Count run_cnt and run_time_ns of every program until the returned Fd closes (`with` it).
+
+    BPF_ENABLE_STATS (5.8+) leaves the kernel.bpf_stats_enabled sysctl alone
+    and ends with this process, so a crash cannot leave the overhead on.
+    """
+    try:
+        return syscall.bpf_enable_stats()
+    except BPFError as e:
+        if e.errno == errno.EINVAL:
+            raise FeatureUnsupportedError("BPF_ENABLE_STATS", "5.8", e.errno) from None
+        raise
 
 
 class LoadedProgram(Closable):

@@ -20,7 +20,10 @@ class EventReader(Closable, abc.ABC):
     kind: str  # "ringbuf" or "perf"
 
     def __init__(self) -> None:
-        self._epoll = select.epoll()
+        try:
+            self._epoll = select.epoll()
+        except OSError as e:
+            raise BPFError(f"epoll_create for a {self.kind} reader: {e.strerror}", e.errno) from None
 
     @abc.abstractmethod
     def _drain(self) -> list[bytes]:
@@ -32,7 +35,10 @@ class EventReader(Closable, abc.ABC):
         """Records the kernel dropped because the buffer was full, since the reader opened."""
 
     def _watch(self, fd: int) -> None:
-        self._epoll.register(fd, select.EPOLLIN)
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except OSError as e:
+            raise BPFError(f"epoll_ctl for a {self.kind} reader: {e.strerror}", e.errno) from None
 
     def read(self, timeout_ms: int = 0) -> list[bytes]:
         """The records available now; if none, wait up to `timeout_ms` (-1: forever) for some."""

@@ -49,6 +49,7 @@ class Cmd(enum.IntEnum):
     MAP_UPDATE_BATCH = 26
     MAP_DELETE_BATCH = 27
     LINK_CREATE = 28
+    ENABLE_STATS = 32
 
 
 class MapType(enum.IntEnum):
@@ -94,7 +95,8 @@ BPF_F_CURRENT_CPU = 0xFFFFFFFF
 # Who may issue a command; CAP_SYS_ADMIN stands in for both (see errors.missing_capabilities).
 NEEDS_BPF = ("CAP_BPF",)
 _NEEDS_TRACING = ("CAP_BPF", "CAP_PERFMON")
-_NEEDS = {Cmd.PROG_LOAD: _NEEDS_TRACING, Cmd.LINK_CREATE: _NEEDS_TRACING, Cmd.RAW_TRACEPOINT_OPEN: _NEEDS_TRACING}
+_NEEDS = {Cmd.PROG_LOAD: _NEEDS_TRACING, Cmd.LINK_CREATE: _NEEDS_TRACING, Cmd.RAW_TRACEPOINT_OPEN: _NEEDS_TRACING,
+          Cmd.ENABLE_STATS: ("CAP_SYS_ADMIN",)}
 
 
 def address(buffer: Optional[ctypes.Array]) -> int:
@@ -309,6 +311,18 @@ class BpfMapInfo(ctypes.Structure):
 def bpf_obj_get_info_by_fd(fd: int, info: ctypes.Structure) -> None:
     """Fill `info` (BpfProgInfo or BpfMapInfo, pointers in it set by the caller) for the object behind `fd`."""
     bpf(Cmd.OBJ_GET_INFO_BY_FD, InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)))
+
+
+class EnableStatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32)]
+
+
+BPF_STATS_RUN_TIME = 0
+
+
+def bpf_enable_stats(stats_type: int = BPF_STATS_RUN_TIME) -> Fd:
+    """Have the kernel count every program's runs and run time until the returned fd closes."""
+    return Fd(bpf(Cmd.ENABLE_STATS, EnableStatsAttr(type=stats_type)))
 
 
 # --- attachment -------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 Field offsets and sizes come from the tracefs format file; each program only
 looks at transitions of sockets on the test's own port.
 """
+from typing import Optional
+
 from asm import R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, array, u8, u16, u32
 
 from gespann.bpf.channel import EventChannel
@@ -72,8 +74,10 @@ def send_state_changes(fmt: TracepointFormat, port: int, channel: EventChannel,
     return p
 
 
-def reserve_state_changes(fmt: TracepointFormat, port: int, name: str = "gt_reserve") -> Program:
-    """The ring buffer's reserve/submit path: a failed reserve bumps the "lost" counter."""
+def reserve_state_changes(fmt: TracepointFormat, port: int, name: str = "gt_reserve",
+                          discard_unless: Optional[int] = None) -> Program:
+    """The ring buffer's reserve/submit path: a failed reserve bumps the "lost" counter.
+    With `discard_unless`, records of other new states are reserved, filled and discarded."""
     p = Program(name)
     _only_port(p, fmt, port, "out")
     p.ld_map(R1, "events")
@@ -90,6 +94,12 @@ def reserve_state_changes(fmt: TracepointFormat, port: int, name: str = "gt_rese
         p.stx(SIZES[field.size], R7, field.offset, R2)
     p.mov(R1, R7)
     p.mov(R2, 0)
+    if discard_unless is not None:
+        p.ldx(Size.W, R3, R7, StateChange.offset("newstate"))
+        p.jeq(R3, discard_unless, "submit")
+        p.call("ringbuf_discard")
+        p.ja("out")
+        p.label("submit")
     p.call("ringbuf_submit")
     p.label("out")
     p.mov(R0, 0)

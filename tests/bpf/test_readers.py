@@ -3,7 +3,7 @@ import os
 import select
 
 import pytest
-from loopback import wait_for
+from loopback import ESTABLISHED, wait_for
 from sock_programs import StateChange, reserve_state_changes, send_state_changes
 
 from gespann.bpf import maps
@@ -72,6 +72,20 @@ def test_ring_buffer_counts_failed_reserves_and_wraps(loopback, state_format):
         records = collect(reader, 30)
         assert sorted(map(decode, records)) == loopback.expected_records(clients, listener=())
         assert reader.lost == lost_before
+
+
+def test_ring_buffer_skips_discarded_records(loopback, state_format):
+    """Only ESTABLISHED transitions are submitted; the other eight of each connection are discarded."""
+    program = reserve_state_changes(state_format, loopback.port, discard_unless=ESTABLISHED)
+    with maps.RingBufMap(4096, name="gt_ring") as ring, lost_counter_map("gt_lost") as lost, \
+            RingBufReader(ring, lost) as reader, \
+            load_program(program, maps={"events": ring, "lost": lost}) as prog, \
+            attach_tracepoint(prog, "sock", "inet_sock_set_state"):
+        clients = loopback.run(CONNECTIONS)
+        records = collect(reader, 2 * CONNECTIONS)
+        assert sorted(map(decode, records)) == [r for r in loopback.expected_records(clients, listener=())
+                                                if r[1] == ESTABLISHED]
+        assert reader.lost == 0 and reader.read(0) == []
 
 
 def test_perf_buffer_counts_lost_samples_and_wraps(loopback, state_format):

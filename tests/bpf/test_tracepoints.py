@@ -9,7 +9,7 @@ from sock_programs import count, count_new_states
 from gespann.bpf import maps
 from gespann.bpf.errors import TracepointNotFoundError
 from gespann.bpf.links import AttachMode, attach_raw_tracepoint, attach_tracepoint
-from gespann.bpf.programs import load_program
+from gespann.bpf.programs import enable_run_stats, load_program
 from gespann.bpf.syscall import ProgType
 
 pytestmark = pytest.mark.root
@@ -29,6 +29,16 @@ def test_counts_every_transition_of_the_test_port(mode, loopback, state_format):
         observed = {state: n for state, n in counts.items() if n}
         assert observed == expected
         assert prog.info().map_ids == (counts.info().id,)
+
+
+def test_run_statistics(loopback, state_format):
+    """With statistics on, the kernel counts every run: at least one per transition counted."""
+    with maps.ArrayMap(maps.U64, 16, name="gt_counts") as counts, \
+            load_program(count_new_states(state_format, loopback.port), maps={"counts": counts}) as prog:
+        with enable_run_stats(), attach_tracepoint(prog, "sock", "inet_sock_set_state"):
+            loopback.run(2)
+        info = prog.info()
+        assert info.run_cnt >= sum(counts.values()) == 21 and info.run_time_ns > 0
 
 
 def test_detached_program_counts_nothing(loopback, state_format):
