@@ -112,13 +112,13 @@ def load_program(source: Any, prog_type: ProgType = ProgType.TRACEPOINT, *,
             raise
         except BPFError:
             log_level = 1  # load again, this time for the verifier's report
-    fd, log = _load_with_log(prog_type, insns, name, log_level, load)
+    fd, log = _load_with_log(prog_type, insns, log_level, load)
     return LoadedProgram(fd, name, prog_type, log)
 
 
-def _load_with_log(prog_type: ProgType, insns: bytes, name: str, log_level: int,
-                   load: dict) -> tuple[Fd, str]:
-    size = _LOG_SIZE_FIRST
+def _load_with_log(prog_type: ProgType, insns: bytes, log_level: int, load: dict) -> tuple[Fd, str]:
+    """Load with a verifier log buffer, grown while the kernel says ENOSPC (it did not fit)."""
+    name, size = load["name"], _LOG_SIZE_FIRST
     while True:
         log = ctypes.create_string_buffer(size)
         try:
