@@ -101,7 +101,10 @@ def _decompress(method: str, stream: bytes) -> bytes:
     if method == "bzip2":
         return bz2.BZ2Decompressor().decompress(stream)
     command = {"zstd": ["zstd", "-dcq"], "lz4": ["lz4", "-dcq"]}[method]
-    done = subprocess.run(command, input=stream, capture_output=True)
+    try:
+        done = subprocess.run(command, input=stream, capture_output=True)
+    except FileNotFoundError:
+        raise TableError(f"this kernel image is {method}-compressed: install the {method} command") from None
     if not done.stdout:  # both stop with an error on trailing padding after a good stream
         raise subprocess.CalledProcessError(done.returncode, command, stderr=done.stderr)
     return done.stdout

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -57,15 +56,13 @@ def load(key: str, directory: Optional[Path] = None) -> Optional[KernelTypes]:
 
 def store(key: str, types: KernelTypes, directory: Optional[Path] = None) -> None:
     directory = directory or cache_dir()
-    temporary = None
+    final = directory / f"{key}.json"
+    temporary = directory / f".{key}.{os.getpid()}.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as out:
-            out.write(types.to_json())
-        os.replace(temporary, directory / f"{key}.json")  # atomic: readers never see half an entry
+        temporary.write_text(types.to_json())
+        os.replace(temporary, final)  # atomic: readers never see half an entry
     except OSError as err:
         log.debug("not caching kernel types in %s: %s", directory, err)
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
