@@ -74,30 +74,19 @@ FIELDS: tuple[FieldRef, ...] = (
     FieldRef("tcp_sock", "rtt_min.s[0].v"),
 )
 
-FUNCS: tuple[AttachRef, ...] = tuple(
-    AttachRef(name)
-    for name in (
-        "tcp_connect",
-        "tcp_close",
-        "tcp_set_state",
-        "tcp_sendmsg",
-        "tcp_cleanup_rbuf",
-        "udp_sendmsg",
-        "udp_recvmsg",
-    )
+def _optional_attach(*names: str) -> tuple[AttachRef, ...]:
+    return tuple(AttachRef(name) for name in names)
+
+
+#: fentry/fexit targets (FUNC ids), used where the kernel has BPF trampolines.
+FUNCS = _optional_attach(
+    "tcp_connect", "tcp_close", "tcp_set_state", "tcp_sendmsg", "tcp_cleanup_rbuf", "udp_sendmsg", "udp_recvmsg",
 )
 
-TRACEPOINTS: tuple[AttachRef, ...] = tuple(
-    AttachRef(name)
-    for name in (
-        "inet_sock_set_state",
-        "inet_sk_error_report",
-        "tcp_retransmit_skb",
-        "tcp_send_reset",
-        "tcp_receive_reset",
-        "tcp_destroy_sock",
-        "tcp_probe",
-    )
+#: tp_btf targets (btf_trace_<name> typedef ids).
+TRACEPOINTS = _optional_attach(
+    "inet_sock_set_state", "inet_sk_error_report", "tcp_retransmit_skb", "tcp_send_reset",
+    "tcp_receive_reset", "tcp_destroy_sock", "tcp_probe",
 )
 
 

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from gespann.btf import types as gt
+from gespann.btf.fieldpath import locate
+
 BPFTOOL = shutil.which("bpftool") or "/usr/sbin/bpftool"
 ALIASES = {"TYPEDEF", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"}
 SIZED = {"INT", "STRUCT", "UNION", "ENUM", "ENUM64", "FLOAT", "DATASEC"}
@@ -64,3 +67,23 @@ def reachable_fields(types: dict, composite: dict, bit_base: int = 0):
             inner = strip(types, m["type_id"])
             if inner["kind"] in ("STRUCT", "UNION"):
                 yield from reachable_fields(types, inner, bits)
+
+
+def check_composites(spec, oracle, composite_ids) -> int:
+    """Compare members and every reachable field; returns the number of struct/field pairs checked."""
+    pairs = 0
+    for type_id in composite_ids:
+        want, got = oracle[type_id], spec.type(type_id)
+        assert isinstance(got, gt.Composite) and got.size == want["size"] and got.name == name(want)
+        assert [(m.name, m.type, m.bit_offset, m.bitfield_size) for m in got.members] == [
+            (name(m), m["type_id"], m["bits_offset"], m.get("bitfield_size", 0)) for m in want["members"]
+        ]
+        for field, bit_offset, bit_size, member_type in reachable_fields(oracle, want):
+            loc = locate(spec, got, field)
+            assert (loc.bit_offset, loc.bit_size) == (bit_offset, bit_size), (got.name, field)
+            if bit_size == 0:
+                assert (loc.offset, loc.size) == (bit_offset // 8, size(oracle, member_type)), (got.name, field)
+            else:
+                assert loc.offset * 8 <= bit_offset and bit_offset + bit_size <= (loc.offset + loc.size) * 8
+            pairs += 1
+    return pairs

@@ -6,37 +6,16 @@ from __future__ import annotations
 import random
 
 import pytest
-from btf_oracle import dump, name, reachable_fields, size
+from btf_oracle import check_composites, dump, name
 
 from gespann.btf import load_module, load_vmlinux
 from gespann.btf import types as t
-from gespann.btf.fieldpath import locate
 from gespann.btf.sources import SYSFS_BTF, VMLINUX_BTF
 
 pytestmark = pytest.mark.skipif(not VMLINUX_BTF.exists(), reason="kernel has no /sys/kernel/btf/vmlinux")
 
 SEED = 0x6E5A  # fixed: the same structs every run
 COMPOSITES_CHECKED = 400
-
-
-def check_composites(spec, oracle, composite_ids) -> int:
-    """Compare members and every reachable field; returns the number of struct/field pairs checked."""
-    pairs = 0
-    for type_id in composite_ids:
-        want, got = oracle[type_id], spec.type(type_id)
-        assert isinstance(got, t.Composite) and got.size == want["size"] and got.name == name(want)
-        assert [(m.name, m.type, m.bit_offset, m.bitfield_size) for m in got.members] == [
-            (name(m), m["type_id"], m["bits_offset"], m.get("bitfield_size", 0)) for m in want["members"]
-        ]
-        for field, bit_offset, bit_size, member_type in reachable_fields(oracle, want):
-            loc = locate(spec, got, field)
-            assert (loc.bit_offset, loc.bit_size) == (bit_offset, bit_size), (got.name, field)
-            if bit_size == 0:
-                assert (loc.offset, loc.size) == (bit_offset // 8, size(oracle, member_type)), (got.name, field)
-            else:
-                assert loc.offset * 8 <= bit_offset and bit_offset + bit_size <= (loc.offset + loc.size) * 8
-            pairs += 1
-    return pairs
 
 
 def test_every_type_kind_and_name():

@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from btf_oracle import dump, name, reachable_fields
-from test_btf_oracle import check_composites
+from btf_oracle import check_composites, dump, name, reachable_fields
 
 from gespann.btf import vendored
 from gespann.btf.elf import section
