@@ -10,7 +10,7 @@ from .fieldpath import locate
 from .functions import TRACEPOINT_TYPEDEF_PREFIX, func_signature, tracepoint_typedef_id
 from .kerneltypes import KernelTypes
 from .manifest import FIELDS, FUNCS, TRACEPOINTS
-from .spec import LONG_NAMES, Spec
+from .spec import Spec
 
 
 def resolve_manifest(
@@ -58,5 +58,5 @@ def _optional(lookup, spec: Spec, name: str, required: bool):
 
 def _names_used() -> set[str]:
     """Every type name the manifest looks up, so one pass over the types finds them all."""
-    names = {ref.struct for ref in FIELDS} | {ref.name for ref in FUNCS} | set(LONG_NAMES)
+    names = {ref.struct for ref in FIELDS} | {ref.name for ref in FUNCS}
     return names | {TRACEPOINT_TYPEDEF_PREFIX + ref.name for ref in TRACEPOINTS}
