@@ -66,6 +66,8 @@ def run(config_path: str | None) -> None:
         _fail(str(err))
     with probes:
         log.info("gespann %s running: %s", __version__, probes.summary())
+        for adapter in config.adapters:
+            log.warning("adapter %s is configured but not served by this build yet", adapter.type)
         stop.wait()
         log.info("stopping: detaching %d probes", len(probes))
     sys.exit(0)
@@ -75,12 +77,21 @@ def run(config_path: str | None) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML config file whose attach settings to apply.")
 def list_probes(config_path: str | None) -> None:
-    """List the probe points and how each attaches on this kernel."""
-    from .probes import ALL_PROBES
+    """List the probe points and how each would attach on this kernel.
 
-    _load_config(config_path)
+    Attaching is not tried: the mode is what the kernel's features and the
+    config's `attach` settings select.
+    """
+    from .bpf.errors import BPFError
+    from .probes import ALL_PROBES, planned_attach
+
+    config = _load_config(config_path)
     for probe in ALL_PROBES:
-        click.echo(f"{probe.name:<20} {probe.attach_point:<36} {probe.summary}")
+        try:
+            how = planned_attach(probe, config.tracepoint_attach)
+        except BPFError as err:
+            how = f"unavailable: {err}"
+        click.echo(f"{probe.name:<16} {probe.attach_point:<38} {how:<24} {probe.summary}")
 
 
 @main.command()
@@ -128,7 +139,7 @@ def offsetof(struct: str, field_path: str, btf_file: str | None) -> None:
         location = resolve(struct, field_path, btf=btf_file)
     except BTFError as err:
         _fail(str(err))
-    click.echo(location.describe())
+    click.echo(str(location))
 
 
 if __name__ == "__main__":

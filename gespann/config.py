@@ -7,6 +7,7 @@ unchanged; the other sections are gespann's own and all optional.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -44,6 +45,8 @@ class Config:
     tracepoint_attach: str = "auto"
     #: Where kernel type information comes from: running kernel's BTF, vendored tables, or a file.
     btf_source: str = "auto"
+    #: A network-namespace file (/proc/PID/ns/net, /run/netns/NAME): watch only that namespace.
+    netns: str | None = None
 
 
 def load(path: str | Path | None) -> Config:
@@ -66,7 +69,7 @@ def load(path: str | Path | None) -> Config:
 def parse(document: Any) -> Config:
     """Validate an already-decoded YAML document."""
     _expect(document, dict, "(top level)", "a mapping")
-    _reject_unknown(document, ("log_level", "adapters", "events", "attach", "btf"), "")
+    _reject_unknown(document, ("log_level", "adapters", "events", "attach", "btf", "scope"), "")
     log_level = _choice(document.get("log_level", "info"), LOG_LEVELS, "log_level")
     adapters = Config.adapters
     if "adapters" in document:
@@ -74,12 +77,14 @@ def parse(document: Any) -> Config:
     events = _section(document, "events", ("reader",))
     attach = _section(document, "attach", ("tracepoint",))
     btf = _section(document, "btf", ("source",))
+    scope = _section(document, "scope", ("netns",))
     return Config(
         log_level=log_level,
         adapters=adapters,
         event_reader=_choice(events.get("reader", "auto"), EVENT_READERS, "events.reader"),
         tracepoint_attach=_choice(attach.get("tracepoint", "auto"), TRACEPOINT_ATTACH, "attach.tracepoint"),
         btf_source=_btf_source(btf.get("source", "auto")),
+        netns=_namespace_file(scope.get("netns"), "scope.netns"),
     )
 
 
@@ -135,6 +140,17 @@ def _btf_source(value: Any) -> str:
     if value in BTF_SOURCES or "/" in value:
         return value
     raise ConfigError("btf.source", f"expected one of {', '.join(BTF_SOURCES)} or a file path, got {value!r}")
+
+
+def _namespace_file(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    _expect(value, str, key, "a namespace file path such as /proc/1/ns/net")
+    try:
+        os.stat(value)
+    except OSError as err:
+        raise ConfigError(key, f"cannot use namespace file {value!r}: {err.strerror}") from None
+    return value
 
 
 def _section(document: dict, name: str, known: tuple[str, ...]) -> dict:

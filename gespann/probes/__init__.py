@@ -6,7 +6,7 @@ from typing import Optional
 
 from . import tcp_states
 from .probe import Probe
-from .probeset import AttachedProbe, ProbeSet
+from .probeset import AttachedProbe, ProbeSet, planned_attach
 
 #: Every probe `gespann run` attaches, in attach order.
 ALL_PROBES: tuple[Probe, ...] = (tcp_states.PROBE,)
@@ -16,4 +16,4 @@ def find_probe(name: str) -> Optional[Probe]:
     return next((probe for probe in ALL_PROBES if probe.name == name), None)
 
 
-__all__ = ["ALL_PROBES", "AttachedProbe", "Probe", "ProbeSet", "find_probe"]
+__all__ = ["ALL_PROBES", "AttachedProbe", "Probe", "ProbeSet", "find_probe", "planned_attach"]

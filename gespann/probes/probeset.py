@@ -14,6 +14,7 @@ from typing import Iterable, Mapping, Optional
 from ..bpf.links import AttachMode, Link, attach_tracepoint
 from ..bpf.maps import Map
 from ..bpf.programs import LoadedProgram, load_program
+from .netns import namespace_inode
 from .probe import Probe
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,12 @@ class ProbeSet:
         self._resources = resources
 
     @classmethod
-    def attach(cls, probes: Iterable[Probe], tracepoint_attach: str = "auto") -> "ProbeSet":
+    def attach(cls, probes: Iterable[Probe], tracepoint_attach: str = "auto", btf_source: str = "auto",
+               netns: Optional[int] = None) -> "ProbeSet":
+        """Load and attach `probes`; `netns` (a namespace inode) limits them to one network namespace."""
         mode = TRACEPOINT_MODES[tracepoint_attach]
         with ExitStack() as stack:
-            attached = [_attach_one(probe, mode, stack) for probe in probes]
+            attached = [_attach_one(probe, mode, btf_source, netns, stack) for probe in probes]
             return cls(attached, stack.pop_all())
 
     @classmethod
@@ -53,7 +56,8 @@ class ProbeSet:
         """Every probe gespann has, attached as `config` asks."""
         from . import ALL_PROBES
 
-        return cls.attach(ALL_PROBES, config.tracepoint_attach)
+        netns = namespace_inode(config.netns) if config.netns else None
+        return cls.attach(ALL_PROBES, config.tracepoint_attach, config.btf_source, netns)
 
     def __getitem__(self, name: str) -> AttachedProbe:
         return self.probes[name]
@@ -75,9 +79,26 @@ class ProbeSet:
         self.close()
 
 
-def _attach_one(probe: Probe, mode: Optional[AttachMode], stack: ExitStack) -> AttachedProbe:
+def _attach_one(probe: Probe, mode: Optional[AttachMode], btf_source: str, netns: Optional[int],
+                stack: ExitStack) -> AttachedProbe:
     maps = {name: stack.enter_context(create()) for name, create in probe.maps.items()}
-    program = stack.enter_context(load_program(probe.program(), maps=maps))
+    program = stack.enter_context(load_program(probe.program(btf_source, netns), maps=maps))
     link = stack.enter_context(attach_tracepoint(program, probe.category, probe.event, mode=mode))
     log.debug("attached %s to %s via %s", probe.name, link.target, link.mode.value)
     return AttachedProbe(probe, maps, program, link)
+
+
+def planned_attach(probe: Probe, tracepoint_attach: str = "auto") -> str:
+    """How `probe` would attach here, without attaching: e.g. `bpf_link` or `perf_event_ioctl`.
+
+    Raises the bpf layer's error when the tracepoint is missing or a forced mode is unsupported.
+    """
+    from ..bpf import features
+    from ..bpf.errors import FeatureUnsupportedError
+
+    probe.tracepoint_format()  # TracepointNotFoundError names the tracepoint and kernel release
+    mode = TRACEPOINT_MODES[tracepoint_attach]
+    has_link = features.has_perf_link()
+    if mode is AttachMode.LINK and not has_link:
+        raise FeatureUnsupportedError("bpf_link for perf events", features.PERF_LINK_SINCE)
+    return (mode or (AttachMode.LINK if has_link else AttachMode.PERF_IOCTL)).value

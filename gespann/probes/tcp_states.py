@@ -1,40 +1,41 @@
 """Counts TCP state transitions by the state entered, from sock:inet_sock_set_state.
 
-`state_counts[newstate]` is a per-CPU counter: no atomics and no contention on
-the hot path; user space sums the CPUs when it reads. The tracepoint also fires
-for SCTP and MPTCP sockets, which are skipped.
+`state_counts[newstate]` is a per-CPU counter, so CPUs never share a cache
+line; user space sums the CPUs when it reads. The tracepoint also fires for
+SCTP and MPTCP sockets, which are skipped.
 """
 
 from __future__ import annotations
 
-from asm import DW, R0, R1, R2, R6, R10, W, Program
+from asm import R0, R1, R2, R6, R10, W, Program
 
+from ..bpf.counters import emit_increment
 from ..bpf.maps import U64, PerCpuArrayMap
-from ..bpf.tracefs import TracepointFormat
-from .probe import Probe
-from .tracepoint import load_field
+from .netns import emit_netns_check
+from .probe import BuildTarget, Probe
+from ..bpf.tracefs import emit_load_field
 
 IPPROTO_TCP = 6
 #: TCP_ESTABLISHED (1) .. TCP_NEW_SYN_RECV (12) and TCP_BOUND_INACTIVE (13), with room to spare.
 STATE_SLOTS = 16
 
+_KEY_SLOT = -4
+_SCRATCH_SLOT = -16
 
-def build(fmt: TracepointFormat) -> Program:
+
+def build(target: BuildTarget) -> Program:
+    fmt = target.tracepoint
     p = Program("gsp_tcp_states")
     p.mov(R6, R1)
-    load_field(p, fmt, R2, R6, "protocol")
+    emit_load_field(p, fmt, R2, R6, "protocol")
     p.jne(R2, IPPROTO_TCP, "out")
-    load_field(p, fmt, R2, R6, "newstate")
+    if target.netns is not None:
+        emit_load_field(p, fmt, R2, R6, "skaddr")
+        emit_netns_check(p, R2, target.kernel_types, target.netns, "out", _SCRATCH_SLOT)
+    emit_load_field(p, fmt, R2, R6, "newstate")
     p.jge(R2, STATE_SLOTS, "out")
-    p.stx(W, R10, -4, R2)
-    p.ld_map(R1, "state_counts")
-    p.mov(R2, R10)
-    p.add(R2, -4)
-    p.call("map_lookup_elem")
-    p.jeq(R0, 0, "out")
-    p.ldx(DW, R1, R0, 0)
-    p.add(R1, 1)
-    p.stx(DW, R0, 0, R1)
+    p.stx(W, R10, _KEY_SLOT, R2)
+    emit_increment(p, "state_counts", _KEY_SLOT)
     p.label("out")
     p.mov(R0, 0)
     p.exit()

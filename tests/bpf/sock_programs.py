@@ -10,9 +10,9 @@ from asm import R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, array, u8, u
 from gespann.bpf.channel import EventChannel
 from gespann.bpf.counters import emit_increment
 from gespann.bpf.ringbuf import emit_count_lost
-from gespann.bpf.tracefs import TracepointFormat
+from gespann.bpf.tracefs import TracepointFormat, emit_load_field
 
-SIZES = {1: Size.B, 2: Size.H, 4: Size.W, 8: Size.DW}
+STORE_SIZES = {1: Size.B, 2: Size.H, 4: Size.W, 8: Size.DW}
 
 StateChange = Record("state_change", [
     ("oldstate", u32), ("newstate", u32), ("sport", u16), ("dport", u16),
@@ -20,17 +20,12 @@ StateChange = Record("state_change", [
 ])
 
 
-def _load_field(p: Program, fmt: TracepointFormat, dst, name: str) -> None:
-    field = fmt.field(name)
-    p.ldx(SIZES[field.size], dst, R6, field.offset)
-
-
 def _only_port(p: Program, fmt: TracepointFormat, port: int, skip: str) -> None:
     """R6 = ctx; fall through for events on `port` (either end), jump to `skip` otherwise."""
     p.mov(R6, R1)
-    _load_field(p, fmt, R2, "sport")
+    emit_load_field(p, fmt, R2, R6, "sport")
     p.jeq(R2, port, "mine")
-    _load_field(p, fmt, R2, "dport")
+    emit_load_field(p, fmt, R2, R6, "dport")
     p.jne(R2, port, skip)
     p.label("mine")
 
@@ -47,7 +42,7 @@ def count_new_states(fmt: TracepointFormat, port: int, name: str = "gt_count") -
     """counts[newstate] += 1 (an ArrayMap of u64 named "counts")."""
     p = Program(name)
     _only_port(p, fmt, port, "out")
-    _load_field(p, fmt, R2, "newstate")
+    emit_load_field(p, fmt, R2, R6, "newstate")
     p.stx(Size.W, R10, -4, R2)
     count(p, "counts", -4, "out")
     return p
@@ -56,8 +51,8 @@ def count_new_states(fmt: TracepointFormat, port: int, name: str = "gt_count") -
 def _copy_state_change(p: Program, fmt: TracepointFormat, base: int) -> None:
     """Fill a StateChange at R10 + base from the tracepoint record at R6."""
     for field in StateChange.fields:
-        _load_field(p, fmt, R2, field.name)
-        p.stx(SIZES[field.size], R10, base + field.offset, R2)
+        emit_load_field(p, fmt, R2, R6, field.name)
+        p.stx(STORE_SIZES[field.size], R10, base + field.offset, R2)
 
 
 def send_state_changes(fmt: TracepointFormat, port: int, channel: EventChannel,
@@ -90,8 +85,8 @@ def reserve_state_changes(fmt: TracepointFormat, port: int, name: str = "gt_rese
     p.label("reserved")
     p.mov(R7, R0)
     for field in StateChange.fields:
-        _load_field(p, fmt, R2, field.name)
-        p.stx(SIZES[field.size], R7, field.offset, R2)
+        emit_load_field(p, fmt, R2, R6, field.name)
+        p.stx(STORE_SIZES[field.size], R7, field.offset, R2)
     p.mov(R1, R7)
     p.mov(R2, 0)
     if discard_unless is not None:

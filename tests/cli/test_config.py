@@ -39,6 +39,7 @@ def test_gespann_keys():
     config = parse({"events": {"reader": "perf"}, "attach": {"tracepoint": "ioctl"}, "btf": {"source": "vendored"}})
     assert (config.event_reader, config.tracepoint_attach, config.btf_source) == ("perf", "ioctl", "vendored")
     assert parse({"btf": {"source": "/boot/vmlinux"}}).btf_source == "/boot/vmlinux"
+    assert parse({"scope": {"netns": "/proc/self/ns/net"}}).netns == "/proc/self/ns/net"
 
 
 @pytest.mark.parametrize("document, key, words", [
@@ -58,6 +59,9 @@ def test_gespann_keys():
     ({"events": {"size": 1}}, "events.size", "unknown key"),
     ({"attach": "link"}, "attach", "expected a mapping"),
     ({"btf": {"source": "mine"}}, "btf.source", "file path"),
+    ({"scope": {"netns": "/nonexistent/ns/net"}}, "scope.netns", "No such file"),
+    ({"scope": {"netns": 4026531840}}, "scope.netns", "namespace file path"),
+    ({"scope": {"pid": 1}}, "scope.pid", "unknown key"),
     ({"adapters": [{"type": "jsonl", "settings": {}}]}, "adapters[0].settings.path", "missing"),
     (["log_level"], "(top level)", "expected a mapping"),
 ])
