@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import bz2
-import dataclasses
 import hashlib
 import lzma
 import os
@@ -133,7 +132,7 @@ def btf_from_file(path: Path) -> bytes:
 def make_table(btf: bytes, release: str, machine: str, source: str, out: Path = DEFAULT_OUT) -> Path:
     """Resolve the manifest against `btf` and write out/<machine>/<release>.json."""
     types = resolve_manifest(load_bytes(btf, name=source), release=release, machine=machine, attach=False)
-    types = dataclasses.replace(types, source=source)
+    types = types._replace(source=source)
     path = table_path(release, machine, out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(types.to_json(attach=False, extra={"btf_sha256": hashlib.sha256(btf).hexdigest()}))

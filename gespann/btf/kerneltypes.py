@@ -7,9 +7,7 @@ table never loads the BTF parser.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from .errors import FieldNotFound, MalformedBTF, TypeNotFound
 from .locations import FieldLocation, FuncParam, FuncSignature
@@ -19,8 +17,7 @@ from .manifest import FIELDS
 FORMAT = 1
 
 
-@dataclass(frozen=True)
-class KernelTypes:
+class KernelTypes(NamedTuple):
     """Field offsets and attach targets of one kernel, keyed as in manifest.py.
 
     A None value means "absent on this kernel". funcs and tracepoints are empty
@@ -33,8 +30,8 @@ class KernelTypes:
     little_endian: bool
     source: str  # where the types came from, for logs: a BTF path, a table, the cache
     fields: Mapping[str, Optional[FieldLocation]]
-    funcs: Mapping[str, Optional[FuncSignature]] = dataclass_field(default_factory=dict)
-    tracepoints: Mapping[str, Optional[int]] = dataclass_field(default_factory=dict)  # btf_trace_* typedef ids
+    funcs: Mapping[str, Optional[FuncSignature]] = {}  # never mutated: a shared empty default is safe
+    tracepoints: Mapping[str, Optional[int]] = {}  # btf_trace_* typedef ids
 
     def field(self, key: str) -> FieldLocation:
         """The location of a manifest field ("tcp_sock.srtt_us"); FieldNotFound if this kernel lacks it."""

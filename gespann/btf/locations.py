@@ -2,17 +2,16 @@
 
 These values outlive the BTF they came from (the disk cache and the vendored
 tables store them), so they hold plain numbers and C spellings, never type ids
-of a Spec, except the attach ids that the kernel itself asks for.
+of a Spec, except the attach ids that the kernel itself asks for. Named tuples,
+like the types, because a warm start imports this module and nothing heavier.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 
-@dataclass(frozen=True)
-class FieldLocation:
+class FieldLocation(NamedTuple):
     """Where a field lives in its struct: read `size` bytes at `offset`.
 
     For a bitfield, offset and size describe the smallest aligned load that holds
@@ -42,7 +41,8 @@ class FieldLocation:
         return lshift, 64 - self.bit_size
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """For JSON output (gespann btf offsetof --json)."""
+        return self._asdict()
 
     def __str__(self) -> str:
         where = f"offset {self.offset} (0x{self.offset:x}), size {self.size}"
@@ -51,14 +51,12 @@ class FieldLocation:
         return f"{self.struct}.{self.path}: {where}, type {self.type}"
 
 
-@dataclass(frozen=True)
-class FuncParam:
+class FuncParam(NamedTuple):
     name: str
     type: str  # C spelling, e.g. "struct sock *"
 
 
-@dataclass(frozen=True)
-class FuncSignature:
+class FuncSignature(NamedTuple):
     """A FUNC and its prototype: the attach_btf_id for fentry and the argument list."""
 
     name: str

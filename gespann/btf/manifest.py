@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import astuple, dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class FieldRef:
+class FieldRef(NamedTuple):
     """One member path of one struct, as probes read it with bpf_probe_read_kernel."""
 
     struct: str
@@ -29,8 +28,7 @@ class FieldRef:
         return f"{self.struct}.{self.path}"
 
 
-@dataclass(frozen=True)
-class AttachRef:
+class AttachRef(NamedTuple):
     """A kernel function (for fentry/fexit) or a tracepoint (for tp_btf) probes may attach to."""
 
     name: str
@@ -92,5 +90,5 @@ TRACEPOINTS = _optional_attach(
 
 def digest() -> str:
     """A short hash of the manifest: resolutions of another manifest are never reused."""
-    content = [[astuple(ref) for ref in group] for group in (FIELDS, FUNCS, TRACEPOINTS)]
+    content = [[tuple(ref) for ref in group] for group in (FIELDS, FUNCS, TRACEPOINTS)]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]

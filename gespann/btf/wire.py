@@ -12,7 +12,7 @@ BTF is written in the byte order of its target, so every layout exists in both.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from construct import (
     Array,
@@ -55,8 +55,7 @@ _ITEM_KINDS = {
 }
 
 
-@dataclass(frozen=True)
-class Layouts:
+class Layouts(NamedTuple):
     """Every BTF structure in one byte order."""
 
     little_endian: bool

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -181,7 +180,7 @@ def test_offsetof_cli_hook(tmp_path):
 def test_manifest_required_fields_missing_is_one_clear_error(monkeypatch):
     from gespann.btf import manifest, resolve
 
-    bogus = dataclasses.replace(FIELDS[0], path="skc_no_such_field")
+    bogus = FIELDS[0]._replace(path="skc_no_such_field")
     monkeypatch.setattr(resolve, "FIELDS", (bogus, *FIELDS))
     with pytest.raises(btf.FieldNotFound, match="lacks fields gespann requires: sock_common.skc_no_such_field"):
         resolve_manifest(btf.load_vmlinux())
