@@ -8,6 +8,7 @@ packages=(
     bpftool          # oracle for BTF and for "nothing stays loaded"
     iproute2         # ip netns / veth for namespace tests
     nftables
+    zstd             # the tools that build vendored_vmlinux tables unpack zstd-compressed kernels
 )
 
 missing=()

@@ -70,6 +70,10 @@ FIELDS: tuple[FieldRef, ...] = (
     # The minimum RTT as tcp_min_rtt() reads it: rtt_min is a windowed min-filter
     # (struct minmax) whose first sample's value is the current minimum.
     FieldRef("tcp_sock", "rtt_min.s[0].v"),
+    # The socket's network namespace, for scoping probes to one namespace:
+    # sk->__sk_common.skc_net.net->ns.inum is the inode of /proc/PID/ns/net.
+    FieldRef("sock_common", "skc_net.net"),
+    FieldRef("net", "ns.inum"),
 )
 
 def _optional_attach(*names: str) -> tuple[AttachRef, ...]:

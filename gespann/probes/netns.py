@@ -36,7 +36,7 @@ def emit_netns_check(p: Program, sk: Register, types: KernelTypes, netns: int, s
     _probe_read(p, scratch, W.bytes)
     p.jne(R0, 0, skip)
     p.ldx(W, R1, R10, scratch)
-    p.jne(R1, netns, skip)
+    p.jne32(R1, netns, skip)  # inode numbers are u32 and may exceed s32
 
 
 def _probe_read(p: Program, slot: int, size: int) -> None:
