@@ -1,0 +1,61 @@
+"""The matrix's modes: which tests speak for which way of attaching or reading.
+
+A mode is one row of the table (the brief calls them columns; kernels run
+across, modes down, because modes are the list that keeps growing). A test
+belongs to every mode one of whose patterns is a substring of its id
+(`tests.bpf.test_tracepoints::test_counts_every_transition_of_the_test_port[AttachMode.LINK]`).
+Tests no mode claims are gathered under OTHER, so a failure anywhere in the
+kernel-facing suite shows in the table. Adding a mode is one line in MODES.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+
+
+class Mode:
+    """A row of the matrix: the tests whose id contains any of `patterns`."""
+
+    def __init__(self, name: str, *patterns: str):
+        if not patterns:
+            raise ValueError(f"mode {name!r} needs at least one pattern")
+        self.name, self.patterns = name, patterns
+
+    def claims(self, test_id: str) -> bool:
+        return any(pattern in test_id for pattern in self.patterns)
+
+    def __repr__(self) -> str:
+        return f"Mode({self.name!r}, {', '.join(map(repr, self.patterns))})"
+
+
+MODES: tuple[Mode, ...] = (
+    Mode("tracepoint/link", "[AttachMode.LINK]"),
+    Mode("tracepoint/perf_ioctl", "[AttachMode.PERF_IOCTL]"),
+    Mode("raw_tracepoint", "::test_raw_tracepoint_"),
+    Mode("reader/ringbuf", "test_readers::test_channel_delivers_exact_records[ringbuf]",
+         "test_readers::test_ring_buffer_"),
+    Mode("reader/perf", "test_readers::test_channel_delivers_exact_records[perf]",
+         "test_readers::test_perf_buffer_"),
+)
+
+#: The row of every kernel-facing test that no mode claims.
+OTHER = "other root tests"
+
+T = TypeVar("T")
+
+
+def rows(modes: Sequence[Mode] = MODES) -> list[str]:
+    """The names of the matrix's rows, in order: each mode, then OTHER."""
+    names = [mode.name for mode in modes]
+    if len(set(names)) != len(names) or OTHER in names:
+        raise ValueError(f"mode names must be unique and not {OTHER!r}: {names}")
+    return [*names, OTHER]
+
+
+def group(items: Iterable[T], test_id: Callable[[T], str], modes: Sequence[Mode] = MODES) -> Mapping[str, list[T]]:
+    """`items` (tests, or their results) by row; a test in no mode goes to OTHER."""
+    grouped: dict[str, list[T]] = {name: [] for name in rows(modes)}
+    for item in items:
+        claimed = [mode.name for mode in modes if mode.claims(test_id(item))]
+        for name in claimed or [OTHER]:
+            grouped[name].append(item)
+    return grouped

@@ -1,0 +1,212 @@
+"""One run of the kernel-facing suite on one kernel: in a VM, or on the host directly.
+
+The same shell script runs in both places. It touches a marker when it
+starts (in a VM: when the kernel has booted), runs pytest with junit output,
+and writes pytest's exit status when done, all into one shared directory. The
+host reads the markers' modification times, which the host's own clock sets,
+to split a run into boot and test time, and reads the markers' presence to
+tell a kernel that did not boot from tests that failed.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from . import junit
+from .kernels import Target
+from .virtme import VirtmeNg
+
+#: pytest's exit statuses that mean the tests ran: all passed, or some failed.
+_TESTS_RAN = (0, 1)
+_TAIL_LINES = 15
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    NOT_FETCHED = "kernel not available"
+    NO_BOOT = "did not boot"
+    TIMED_OUT = "timed out"
+    CRASHED = "stopped during the tests"
+    INTERRUPTED = "interrupted"
+    PYTEST_ERROR = "pytest could not run the tests"
+
+
+@dataclass
+class KernelRun:
+    """What one kernel made of the suite. `results` is None when no junit XML came back."""
+
+    name: str
+    release: str
+    status: Status
+    detail: str = ""
+    boot_s: Optional[float] = None
+    test_s: Optional[float] = None
+    total_s: Optional[float] = None
+    results: Optional[list[junit.TestResult]] = None
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to run the suite: where the project is, what to run, how long to wait, how big a VM."""
+
+    repo: Path
+    python: Path
+    pytest_args: Sequence[str]
+    outdir: Path  # shared with the guest (--rwdir); per-kernel logs and junit XML land here
+    timeout_s: float
+    memory: str = "2G"
+    cpus: int = 2
+    kvm: bool = False
+
+
+class _Files:
+    """The files one run leaves in the shared directory, named after the kernel's column."""
+
+    def __init__(self, outdir: Path, name: str):
+        self.started = outdir / f"{name}.started"
+        self.exit = outdir / f"{name}.exit"
+        self.junit = outdir / f"{name}.xml"
+        self.pytest_log = outdir / f"{name}.pytest.log"
+        self.console_log = outdir / f"{name}.console.log"
+
+    def clear(self) -> None:
+        for path in vars(self).values():
+            path.unlink(missing_ok=True)
+
+
+def guest_script(settings: Settings, files: _Files) -> str:
+    """The POSIX shell script that runs the suite and leaves its markers."""
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
+    pytest = [str(settings.python), "-m", "pytest", *settings.pytest_args,
+              "-p", "no:cacheprovider", f"--junitxml={files.junit}"]
+    return "\n".join([
+        f"cd {q(settings.repo)} || exit 1",
+        f": > {q(files.started)}",
+        # The host's root is read-only in the guest: no bytecode caches to write.
+        f"PYTHONDONTWRITEBYTECODE=1 {shlex.join(pytest)} > {q(files.pytest_log)} 2>&1",
+        f"echo $? > {q(files.exit)}",
+    ])
+
+
+def run(target: Target, settings: Settings, virtme: VirtmeNg, say: Callable[[str], None],
+        stop: Optional[threading.Event] = None) -> KernelRun:
+    """Run the suite on `target` and tell what came of it; never raises for what the kernel does.
+    Setting `stop` (from another thread) ends the run early."""
+    files = _Files(settings.outdir, target.name)
+    files.clear()
+    script = guest_script(settings, files)
+    if target.is_host:
+        say("running the tests on the host")
+        argv, env = ["sh", "-c", script], None
+    else:
+        say(f"booting {target.release}")
+        argv = virtme.command(target.vmlinuz, settings.outdir, script,
+                              memory=settings.memory, cpus=settings.cpus, kvm=settings.kvm)
+        env = virtme.env()
+    started = time.time()
+    with open(files.console_log, "w") as console:
+        cut_short = _run_with_deadline(argv, env, console, settings.timeout_s, stop or threading.Event())
+    total = time.time() - started
+    return _outcome(target, files, started, total, cut_short, settings.timeout_s)
+
+
+def _run_with_deadline(argv: list[str], env: Optional[dict], console, timeout_s: float,
+                       stop: threading.Event) -> Optional[Status]:
+    """Run `argv` in a session of its own. At the deadline, or when `stop` is set, end all of it
+    (vng and its qemu) and say which of the two it was; None if it ended by itself."""
+    process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=console,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    cut_short = None
+    try:
+        while process.poll() is None and cut_short is None:
+            if stop.wait(min(0.25, max(0.0, deadline - time.monotonic()))):
+                cut_short = Status.INTERRUPTED
+            elif time.monotonic() >= deadline:
+                cut_short = Status.TIMED_OUT
+        if cut_short is not None:
+            _signal_session(process, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        return cut_short
+    finally:  # whatever happened, no VM outlives its run
+        _signal_session(process, signal.SIGKILL)
+        process.wait()
+
+
+def _signal_session(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _outcome(target: Target, files: _Files, started: float, total: float, cut_short: Optional[Status],
+             timeout_s: float) -> KernelRun:
+    run = KernelRun(target.name, target.release, Status.OK, total_s=total,
+                    logs=[p for p in (files.console_log, files.pytest_log) if p.exists()])
+    booted_at = _mtime(files.started)
+    ended_at = _mtime(files.exit)
+    if booted_at is not None and not target.is_host:
+        run.boot_s = booted_at - started
+    if booted_at is not None and ended_at is not None:
+        run.test_s = ended_at - booted_at
+    if files.junit.exists():
+        try:
+            run.results = junit.parse(files.junit)
+        except junit.ParseError as err:  # truncated: the guest stopped while pytest wrote it
+            run.detail = f"unreadable {files.junit.name}: {err}"
+    if cut_short is not None:
+        run.status = cut_short
+        where = "during the tests" if booted_at is not None else "before the tests started"
+        log = files.pytest_log if booted_at is not None else files.console_log
+        after = f" after {timeout_s:.0f} s" if cut_short is Status.TIMED_OUT else ""
+        run.detail = f"stopped{after}, {where}\n{tail(log)}"
+    elif booted_at is None:
+        run.status = Status.NO_BOOT
+        run.detail = tail(files.console_log)
+    elif ended_at is None:
+        run.status = Status.CRASHED
+        run.detail = tail(files.console_log)
+    else:
+        code = _read_int(files.exit)
+        if code not in _TESTS_RAN or run.results is None:
+            run.status = Status.PYTEST_ERROR
+            run.detail = f"pytest exited with status {code}\n{tail(files.pytest_log)}"
+    return run
+
+
+def tail(path: Path, lines: int = _TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+    except OSError:
+        return f"({path.name} is missing)"
+
+
+def _mtime(path: Path) -> Optional[float]:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _read_int(path: Path) -> Optional[int]:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,73 @@
+"""From test results to one verdict per cell: pass, fail, n/a, skipped, or none.
+
+n/a is a claim about the kernel, so it needs evidence: every test of the cell
+was skipped with the message of gespann.bpf.errors.FeatureUnsupportedError
+("kernel R does not support F (added in Linux V)"), which is what a test
+skipping on that error says. A skip for any other reason (no root, a missing
+oracle) says nothing about the kernel and shows as `skipped`. A failure that
+is really an unsupported feature stays a failure: the test should have skipped.
+"""
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from .junit import Outcome, TestResult
+from .modes import MODES, Mode, group
+
+#: The message of FeatureUnsupportedError, anywhere in a skip message.
+FEATURE_SKIP = re.compile(r"does not support (?P<feature>.+?) \(added in Linux (?P<since>[0-9][0-9.]*)\)")
+
+
+class State(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    NA = "n/a"  # the kernel lacks what these tests need
+    SKIPPED = "skipped"  # skipped for a reason that is not the kernel's
+    NONE = "none"  # no test of this row ran on this kernel
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One kernel's verdict on one row, with the results behind it; `reason` explains fail and n/a."""
+
+    state: State
+    results: tuple[TestResult, ...] = field(default=())
+    reason: str = ""
+
+
+def is_feature_skip(result: TestResult) -> bool:
+    return result.outcome is Outcome.SKIPPED and FEATURE_SKIP.search(result.message) is not None
+
+
+def verdict(results: Sequence[TestResult]) -> Cell:
+    """Any failure or error fails the cell; otherwise one pass passes it; all-skipped is n/a or skipped."""
+    results = tuple(results)
+    broken = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.ERROR)]
+    if broken:
+        return Cell(State.FAIL, results, "; ".join(f"{r.id}: {_first_line(r.message)}" for r in broken))
+    if any(r.outcome is Outcome.PASSED for r in results):
+        return Cell(State.PASS, results)
+    if not results:
+        return Cell(State.NONE)
+    if all(map(is_feature_skip, results)):
+        reasons = sorted({FEATURE_SKIP.search(r.message).group(0) for r in results})
+        return Cell(State.NA, results, "; ".join(reasons))
+    return Cell(State.SKIPPED, results, "; ".join(sorted({_first_line(r.message) for r in results})))
+
+
+def matrix(results_by_kernel: Mapping[str, Sequence[TestResult] | None],
+           modes: Sequence[Mode] = MODES) -> dict[str, dict[str, Cell]]:
+    """row -> kernel -> Cell. A kernel whose results are None (it never ran the suite) has NONE cells."""
+    table: dict[str, dict[str, Cell]] = {}
+    for kernel, results in results_by_kernel.items():
+        by_row = group(results or (), lambda r: r.id, modes)
+        for row, row_results in by_row.items():
+            table.setdefault(row, {})[kernel] = verdict(row_results)
+    return table
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "(no message)"
