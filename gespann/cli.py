@@ -77,43 +77,56 @@ def run(config_path: str | None) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML config file whose attach settings to apply.")
 def list_probes(config_path: str | None) -> None:
-    """List the probe points and how each would attach on this kernel.
+    """List the probe points, their flavours, and which one attaches on this kernel.
 
-    Attaching is not tried: the mode is what the kernel's features and the
-    config's `attach` settings select.
+    Each probe is attached and detached again, so the answer is the kernel's own:
+    for every flavour passed over, the reason is printed.
     """
     from .bpf.errors import BPFError
-    from .probes import ALL_PROBES, planned_attach
+    from .probes import ALL_PROBES, AttachSettings, ProbeSet
 
     config = _load_config(config_path)
+    settings = AttachSettings.from_config(config)
     for probe in ALL_PROBES:
+        click.echo(f"{probe.name}: {probe.summary}")
         try:
-            how = planned_attach(probe, config.tracepoint_attach)
+            with ProbeSet.attach([probe], settings) as attached:
+                chosen = attached[probe.name]
+                outcome = {str(flavour): why for flavour, why in chosen.passed_over.items()}
+                outcome[str(chosen.flavour)] = f"attached ({chosen.link.mode.value})"
         except BPFError as err:
-            how = f"unavailable: {err}"
-        click.echo(f"{probe.name:<16} {probe.attach_point:<38} {how:<24} {probe.summary}")
+            outcome = getattr(err, "reasons", {"(all)": str(err)})
+        for flavour in probe.flavours:
+            click.echo(f"  {str(flavour):<44} {outcome.get(str(flavour), 'not tried')}")
 
 
 @main.command()
 @click.argument("probe_name", metavar="PROBE")
-def disasm(probe_name: str) -> None:
+@click.option("--mode", default=None, help="The flavour to show (default: the probe's first).")
+def disasm(probe_name: str, mode: str | None) -> None:
     """Print PROBE's eBPF bytecode in llvm-objdump syntax.
 
-    Field offsets come from this kernel's tracefs; map references print as
+    Offsets come from this kernel's tracefs and BTF; map references print as
     unresolved loads (fd 0), since nothing is loaded.
     """
     import asm
 
     from .bpf.errors import BPFError
+    from .btf import BTFError
     from .probes import find_probe
 
     probe = find_probe(probe_name)
     if probe is None:
         _fail(f"no probe named {probe_name!r}; `gespann probes` lists them", EXIT_USAGE)
     try:
-        program = probe.program()
-    except BPFError as err:
+        flavour = probe.flavour(mode) if mode else probe.flavours[0]
+    except KeyError as err:
+        _fail(str(err.args[0]), EXIT_USAGE)
+    try:
+        program = probe.program(flavour)
+    except (BPFError, BTFError) as err:
         _fail(str(err))
+    click.echo(f"; {probe.name} as {flavour}")
     code = program.assemble(maps={name: 0 for name in program.map_names})
     click.echo(asm.disassemble(code), nl=False)
 

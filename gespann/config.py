@@ -17,6 +17,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 ADAPTER_TYPES = ("prometheus", "datadog", "jsonl")
 EVENT_READERS = ("auto", "ringbuf", "perf")
 TRACEPOINT_ATTACH = ("auto", "link", "ioctl")
+ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
 BTF_SOURCES = ("auto", "btf", "vendored")
 
 
@@ -41,6 +42,10 @@ class Config:
     adapters: tuple[Adapter, ...] = (Adapter("prometheus", {"port": 8080}),)
     #: Which reader carries records out of the kernel: the ring buffer (5.8+) or the perf event array.
     event_reader: str = "auto"
+    #: Which flavour every probe attaches with ("auto": the first the kernel accepts).
+    attach_mode: str = "auto"
+    #: Per-probe attach modes, over `attach_mode`.
+    probe_modes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: How tracepoint programs are attached: a bpf_link (5.15+) or the perf ioctl.
     tracepoint_attach: str = "auto"
     #: Where kernel type information comes from: running kernel's BTF, vendored tables, or a file.
@@ -75,13 +80,15 @@ def parse(document: Any) -> Config:
     if "adapters" in document:
         adapters = _adapters(document["adapters"])
     events = _section(document, "events", ("reader",))
-    attach = _section(document, "attach", ("tracepoint",))
+    attach = _section(document, "attach", ("mode", "probes", "tracepoint"))
     btf = _section(document, "btf", ("source",))
     scope = _section(document, "scope", ("netns",))
     return Config(
         log_level=log_level,
         adapters=adapters,
         event_reader=_choice(events.get("reader", "auto"), EVENT_READERS, "events.reader"),
+        attach_mode=_choice(attach.get("mode", "auto"), ATTACH_MODES, "attach.mode", what="attach mode"),
+        probe_modes=_probe_modes(attach.get("probes") or {}),
         tracepoint_attach=_choice(attach.get("tracepoint", "auto"), TRACEPOINT_ATTACH, "attach.tracepoint"),
         btf_source=_btf_source(btf.get("source", "auto")),
         netns=_namespace_file(scope.get("netns"), "scope.netns"),
@@ -140,6 +147,12 @@ def _btf_source(value: Any) -> str:
     if value in BTF_SOURCES or "/" in value:
         return value
     raise ConfigError("btf.source", f"expected one of {', '.join(BTF_SOURCES)} or a file path, got {value!r}")
+
+
+def _probe_modes(value: Any) -> dict[str, str]:
+    _expect(value, dict, "attach.probes", "a mapping of probe name to attach mode")
+    return {str(name): _choice(mode, ATTACH_MODES, f"attach.probes.{name}", what="attach mode")
+            for name, mode in value.items()}
 
 
 def _namespace_file(value: Any, key: str) -> str | None:

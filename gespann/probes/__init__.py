@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Optional
 
 from . import tcp_states
-from .probe import Probe
-from .probeset import AttachedProbe, ProbeSet, planned_attach
+from .probe import BuildTarget, Probe
+from .probeset import AttachedProbe, AttachSettings, ProbeSet, ProbeUnavailable
 
 #: Every probe `gespann run` attaches, in attach order.
 ALL_PROBES: tuple[Probe, ...] = (tcp_states.PROBE,)
@@ -16,4 +16,5 @@ def find_probe(name: str) -> Optional[Probe]:
     return next((probe for probe in ALL_PROBES if probe.name == name), None)
 
 
-__all__ = ["ALL_PROBES", "AttachedProbe", "Probe", "ProbeSet", "find_probe", "planned_attach"]
+__all__ = ["ALL_PROBES", "AttachSettings", "AttachedProbe", "BuildTarget", "Probe", "ProbeSet",
+           "ProbeUnavailable", "find_probe"]

@@ -1,7 +1,7 @@
-"""A probe: one kernel event, the maps its program writes, and how to build that program.
+"""A probe: one probe point, its flavours, the maps its program writes, and the program's body.
 
 A probe module (one per probe point, e.g. `tcp_states.py`) declares a `Probe`;
-`ProbeSet` turns the declarations into loaded, attached programs.
+`ProbeSet` picks the first flavour the kernel accepts and attaches it.
 """
 
 from __future__ import annotations
@@ -10,22 +10,22 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
-from asm import Program
+from asm import R1, R6, Program
 
 from ..bpf.maps import Map
-from ..bpf.tracefs import TracepointFormat, read_format
 from ..btf import KernelTypes, kernel_types
+from .events import Derivations, Event
+from .flavours import Flavour
 
 
 @dataclass(frozen=True)
 class BuildTarget:
-    """What a program is built for: this kernel's record layout and types, and the scope to watch.
+    """What a program is built for: where kernel types come from, and the scope to watch.
 
-    Kernel types are resolved on first use, so a probe that needs no struct
+    Kernel types are resolved on first use, so a flavour that needs no struct
     offsets never pays for BTF.
     """
 
-    tracepoint: TracepointFormat
     btf_source: str = "auto"
     #: Only sockets in this network namespace (its inode number) are seen; None sees all.
     netns: Optional[int] = None
@@ -35,25 +35,35 @@ class BuildTarget:
         return kernel_types(self.btf_source)
 
 
+Body = Callable[[Program, Event, BuildTarget], None]
+
+
 @dataclass(frozen=True)
 class Probe:
-    """A program on the tracepoint `category:event`.
+    """A probe point.
 
-    `maps` names each map the program references and how to create it; `build`
-    writes the program for a `BuildTarget`.
+    `flavours` are the ways in, in order of preference. `body` writes the
+    program after the context pointer has been saved in R6, reading the event's
+    arguments through the `Event`; `derived` says how to get arguments a flavour
+    lacks. `maps` names each map the program references and how to create it.
     """
 
     name: str
     summary: str
-    category: str
-    event: str
-    build: Callable[[BuildTarget], Program]
+    flavours: tuple[Flavour, ...]
+    body: Body
+    derived: Derivations = field(default_factory=dict)
     maps: Mapping[str, Callable[[], Map]] = field(default_factory=dict)
 
-    @property
-    def attach_point(self) -> str:
-        return f"tracepoint/{self.category}/{self.event}"
+    def flavour(self, mode: str) -> Flavour:
+        for flavour in self.flavours:
+            if flavour.mode == mode:
+                return flavour
+        raise KeyError(f"probe {self.name} has no {mode} flavour; it has {[f.mode for f in self.flavours]}")
 
-    def program(self, btf_source: str = "auto", netns: Optional[int] = None) -> Program:
-        """The program as this kernel lays out the event and its types."""
-        return self.build(BuildTarget(read_format(self.category, self.event), btf_source, netns))
+    def program(self, flavour: Flavour, target: BuildTarget = BuildTarget()) -> Program:
+        """The program for `flavour`, as this kernel lays out the event and its types."""
+        p = Program(f"gsp_{self.name}"[:15])
+        p.mov(R6, R1)
+        self.body(p, flavour.event(R6, self.derived, lambda: target.kernel_types), target)
+        return p

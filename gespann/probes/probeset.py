@@ -1,38 +1,72 @@
 """Loading and attaching a set of probes as one unit, and taking it all down again.
 
-Either every probe is attached or none is: a failure part-way closes what was
-already loaded, so a failed start leaves nothing in the kernel.
+For each probe the flavours are tried in order of preference (or only the one
+the config forces); the first that loads and attaches wins, and why each
+earlier one did not is kept for `gespann probes` and the logs. Either every
+probe is attached or none is: a failure part-way closes what was already
+loaded, so a failed start leaves nothing in the kernel.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
-from ..bpf.links import AttachMode, Link, attach_tracepoint
+from ..bpf.errors import BPFError
+from ..bpf.links import Link
 from ..bpf.maps import Map
 from ..bpf.programs import LoadedProgram, load_program
+from ..btf import BTFError
+from .flavours import Flavour
 from .netns import namespace_inode
-from .probe import Probe
+from .probe import BuildTarget, Probe
 
 log = logging.getLogger(__name__)
 
-#: config `attach.tracepoint` -> the bpf layer's mode (None lets it choose).
-TRACEPOINT_MODES: Mapping[str, Optional[AttachMode]] = {
-    "auto": None,
-    "link": AttachMode.LINK,
-    "ioctl": AttachMode.PERF_IOCTL,
-}
+
+@dataclass(frozen=True)
+class AttachSettings:
+    """How to attach: the config's `attach`, `btf` and `scope` sections."""
+
+    #: "auto" tries every flavour in order; a mode name forces that flavour for every probe.
+    mode: str = "auto"
+    #: Per-probe forced modes, over `mode`.
+    probe_modes: Mapping[str, str] = field(default_factory=dict)
+    #: Tracepoint flavours: "auto", "link" (bpf_link, 5.15+) or "ioctl" (the perf ioctl).
+    tracepoint_link: str = "auto"
+    btf_source: str = "auto"
+    netns: Optional[int] = None
+
+    @classmethod
+    def from_config(cls, config) -> "AttachSettings":
+        return cls(config.attach_mode, dict(config.probe_modes), config.tracepoint_attach, config.btf_source,
+                   namespace_inode(config.netns) if config.netns else None)
+
+    def candidates(self, probe: Probe) -> tuple[Flavour, ...]:
+        mode = self.probe_modes.get(probe.name, self.mode)
+        return probe.flavours if mode == "auto" else (probe.flavour(mode),)
+
+
+class ProbeUnavailable(BPFError):
+    """No flavour of a probe could be attached; the message gives each flavour's reason."""
+
+    def __init__(self, probe: str, reasons: Mapping[str, str]):
+        self.probe, self.reasons = probe, dict(reasons)
+        detail = "; ".join(f"{flavour}: {why}" for flavour, why in reasons.items())
+        super().__init__(f"probe {probe} cannot attach on this kernel: {detail}")
 
 
 @dataclass
 class AttachedProbe:
     probe: Probe
+    flavour: Flavour
     maps: dict[str, Map]
     program: LoadedProgram
     link: Link
+    #: Flavours tried before this one, with the reason each was not taken.
+    passed_over: dict[str, str] = field(default_factory=dict)
 
 
 class ProbeSet:
@@ -43,12 +77,10 @@ class ProbeSet:
         self._resources = resources
 
     @classmethod
-    def attach(cls, probes: Iterable[Probe], tracepoint_attach: str = "auto", btf_source: str = "auto",
-               netns: Optional[int] = None) -> "ProbeSet":
-        """Load and attach `probes`; `netns` (a namespace inode) limits them to one network namespace."""
-        mode = TRACEPOINT_MODES[tracepoint_attach]
+    def attach(cls, probes: Iterable[Probe], settings: AttachSettings = AttachSettings()) -> "ProbeSet":
+        target = BuildTarget(settings.btf_source, settings.netns)
         with ExitStack() as stack:
-            attached = [_attach_one(probe, mode, btf_source, netns, stack) for probe in probes]
+            attached = [_attach_first_flavour(probe, settings, target, stack) for probe in probes]
             return cls(attached, stack.pop_all())
 
     @classmethod
@@ -56,8 +88,7 @@ class ProbeSet:
         """Every probe gespann has, attached as `config` asks."""
         from . import ALL_PROBES
 
-        netns = namespace_inode(config.netns) if config.netns else None
-        return cls.attach(ALL_PROBES, config.tracepoint_attach, config.btf_source, netns)
+        return cls.attach(ALL_PROBES, AttachSettings.from_config(config))
 
     def __getitem__(self, name: str) -> AttachedProbe:
         return self.probes[name]
@@ -66,8 +97,8 @@ class ProbeSet:
         return len(self.probes)
 
     def summary(self) -> str:
-        """`tcp_states@sock:inet_sock_set_state(bpf_link), ...` for the start-up log line."""
-        return ", ".join(f"{name}@{a.link.target}({a.link.mode.value})" for name, a in self.probes.items())
+        """`tcp_states=raw_tracepoint/inet_sock_set_state, ...` for the start-up log line."""
+        return ", ".join(f"{name}={a.flavour}({a.link.mode.value})" for name, a in self.probes.items())
 
     def close(self) -> None:
         self._resources.close()
@@ -79,26 +110,29 @@ class ProbeSet:
         self.close()
 
 
-def _attach_one(probe: Probe, mode: Optional[AttachMode], btf_source: str, netns: Optional[int],
-                stack: ExitStack) -> AttachedProbe:
+def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildTarget,
+                          stack: ExitStack) -> AttachedProbe:
+    passed_over: dict[str, str] = {}
+    for flavour in settings.candidates(probe):
+        try:
+            with ExitStack() as attempt:
+                attached = _attach_flavour(probe, flavour, settings, target, attempt)
+                stack.enter_context(attempt.pop_all())
+        except (BPFError, BTFError) as err:
+            log.info("probe %s: %s not taken: %s", probe.name, flavour, err)
+            passed_over[str(flavour)] = str(err)
+            continue
+        attached.passed_over = passed_over
+        log.debug("probe %s attached as %s via %s", probe.name, flavour, attached.link.mode.value)
+        return attached
+    raise ProbeUnavailable(probe.name, passed_over)
+
+
+def _attach_flavour(probe: Probe, flavour: Flavour, settings: AttachSettings, target: BuildTarget,
+                    stack: ExitStack) -> AttachedProbe:
     maps = {name: stack.enter_context(create()) for name, create in probe.maps.items()}
-    program = stack.enter_context(load_program(probe.program(btf_source, netns), maps=maps))
-    link = stack.enter_context(attach_tracepoint(program, probe.category, probe.event, mode=mode))
-    log.debug("attached %s to %s via %s", probe.name, link.target, link.mode.value)
-    return AttachedProbe(probe, maps, program, link)
-
-
-def planned_attach(probe: Probe, tracepoint_attach: str = "auto") -> str:
-    """How `probe` would attach here, without attaching: e.g. `bpf_link` or `perf_event_ioctl`.
-
-    Raises the bpf layer's error when the tracepoint is missing or a forced mode is unsupported.
-    """
-    from ..bpf import features
-    from ..bpf.errors import FeatureUnsupportedError
-
-    probe.tracepoint_format()  # TracepointNotFoundError names the tracepoint and kernel release
-    mode = TRACEPOINT_MODES[tracepoint_attach]
-    has_link = features.has_perf_link()
-    if mode is AttachMode.LINK and not has_link:
-        raise FeatureUnsupportedError("bpf_link for perf events", features.PERF_LINK_SINCE)
-    return (mode or (AttachMode.LINK if has_link else AttachMode.PERF_IOCTL)).value
+    kernel_types = lambda: target.kernel_types  # noqa: E731 - resolved only if the flavour needs it
+    program = stack.enter_context(load_program(probe.program(flavour, target), maps=maps,
+                                               **flavour.load_options(kernel_types)))
+    link = stack.enter_context(flavour.attach(program, settings.tracepoint_link))
+    return AttachedProbe(probe, flavour, maps, program, link)

@@ -40,6 +40,8 @@ def test_gespann_keys():
     assert (config.event_reader, config.tracepoint_attach, config.btf_source) == ("perf", "ioctl", "vendored")
     assert parse({"btf": {"source": "/boot/vmlinux"}}).btf_source == "/boot/vmlinux"
     assert parse({"scope": {"netns": "/proc/self/ns/net"}}).netns == "/proc/self/ns/net"
+    forced = parse({"attach": {"mode": "tracepoint", "probes": {"tcp_states": "raw_tracepoint"}}})
+    assert (forced.attach_mode, forced.probe_modes) == ("tracepoint", {"tcp_states": "raw_tracepoint"})
 
 
 @pytest.mark.parametrize("document, key, words", [
@@ -58,6 +60,8 @@ def test_gespann_keys():
     ({"events": {"reader": "fast"}}, "events.reader", "ringbuf"),
     ({"events": {"size": 1}}, "events.size", "unknown key"),
     ({"attach": "link"}, "attach", "expected a mapping"),
+    ({"attach": {"mode": "uprobe"}}, "attach.mode", "unknown attach mode 'uprobe'"),
+    ({"attach": {"probes": {"tcp_states": "ebpf"}}}, "attach.probes.tcp_states", "unknown attach mode"),
     ({"btf": {"source": "mine"}}, "btf.source", "file path"),
     ({"scope": {"netns": "/nonexistent/ns/net"}}, "scope.netns", "No such file"),
     ({"scope": {"netns": 4026531840}}, "scope.netns", "namespace file path"),

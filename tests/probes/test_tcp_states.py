@@ -4,11 +4,14 @@ The probe is scoped to a fresh network namespace, so the host's own traffic,
 including connections the test makes outside the namespace at the same time,
 must not change a single count.
 """
+import dataclasses
+
 import pytest
 from loopback import CLOSE, Loopback, wait_for
 from namespaces import Namespace
 
-from gespann.probes import ProbeSet, tcp_states
+from gespann.probes import AttachSettings, ProbeSet, ProbeUnavailable, tcp_states
+from gespann.probes.flavours import RawTracepoint, Tracepoint
 
 pytestmark = pytest.mark.root
 CONNECTIONS = 7
@@ -27,11 +30,21 @@ def state_counts(probes: ProbeSet) -> dict[int, int]:
     return {state: sum(per_cpu) for state, per_cpu in counters.items() if sum(per_cpu)}
 
 
-@pytest.mark.parametrize("attach", ["link", "ioctl"])
+FLAVOURS = [  # (attach mode, tracepoint link, the bpf layer's path)
+    ("raw_tracepoint", "auto", "raw_tracepoint_open"),
+    ("tracepoint", "link", "bpf_link"),
+    ("tracepoint", "ioctl", "perf_event_ioctl"),
+]
+
+
+@pytest.mark.parametrize("mode, tracepoint_link, path", FLAVOURS)
 @pytest.mark.parametrize("btf_source", ["btf", "vendored"])
-def test_counts_exactly_the_namespace_traffic(namespace, attach, btf_source):
-    with ProbeSet.attach([tcp_states.PROBE], attach, btf_source, netns=namespace.inode) as probes:
-        assert probes["tcp_states"].link.mode.value == {"link": "bpf_link", "ioctl": "perf_event_ioctl"}[attach]
+def test_counts_exactly_the_namespace_traffic(namespace, mode, tracepoint_link, path, btf_source):
+    settings = AttachSettings(mode=mode, tracepoint_link=tracepoint_link, btf_source=btf_source,
+                              netns=namespace.inode)
+    with ProbeSet.attach([tcp_states.PROBE], settings) as probes:
+        assert probes["tcp_states"].flavour.mode == mode
+        assert probes["tcp_states"].link.mode.value == path
         with namespace.enter():
             inside = Loopback()
             inside.run(CONNECTIONS)
@@ -46,7 +59,7 @@ def test_counts_exactly_the_namespace_traffic(namespace, attach, btf_source):
 
 def test_unscoped_probe_sees_the_namespace_too(namespace):
     """Without a scope every namespace is watched: the namespace's traffic is a lower bound."""
-    with ProbeSet.attach([tcp_states.PROBE]) as probes:
+    with ProbeSet.attach([tcp_states.PROBE], AttachSettings()) as probes:
         with namespace.enter():
             inside = Loopback()
             inside.run(CONNECTIONS)
@@ -55,3 +68,39 @@ def test_unscoped_probe_sees_the_namespace_too(namespace):
         wait_for(lambda: state_counts(probes).get(CLOSE, 0) >= expected[CLOSE])
         observed = state_counts(probes)
         assert all(observed.get(state, 0) >= n for state, n in expected.items())
+
+
+def test_preferred_flavour_is_taken_first():
+    with ProbeSet.attach([tcp_states.PROBE], AttachSettings()) as probes:
+        assert probes["tcp_states"].flavour is tcp_states.PROBE.flavours[0]
+        assert probes["tcp_states"].passed_over == {}
+
+
+def test_falls_back_past_a_flavour_the_kernel_refuses(namespace):
+    """A raw tracepoint this kernel does not have is passed over, with its reason, for the next flavour."""
+    probe = dataclasses.replace(tcp_states.PROBE, flavours=(
+        RawTracepoint("gespann_no_such_tracepoint", args=("sk", "oldstate", "newstate")),
+        *tcp_states.PROBE.flavours,
+    ))
+    with ProbeSet.attach([probe], AttachSettings(netns=namespace.inode)) as probes:
+        attached = probes["tcp_states"]
+        assert attached.flavour is tcp_states.PROBE.flavours[0]
+        assert list(attached.passed_over) == ["raw_tracepoint/gespann_no_such_tracepoint"]
+        assert "gespann_no_such_tracepoint" in attached.passed_over["raw_tracepoint/gespann_no_such_tracepoint"]
+        with namespace.enter():
+            inside = Loopback()
+            inside.run(1)
+            inside.listener.close()
+        wait_for(lambda: state_counts(probes).get(CLOSE) == 3)
+        assert state_counts(probes) == inside.expected_counts(1)
+
+
+def test_no_flavour_left_is_one_error_naming_each_reason():
+    probe = dataclasses.replace(tcp_states.PROBE, flavours=(
+        RawTracepoint("gespann_no_such_tracepoint", args=("sk", "oldstate", "newstate")),
+        Tracepoint("gespann", "no_such_event", fields={"sk": "skaddr", "newstate": "newstate"}),
+    ))
+    with pytest.raises(ProbeUnavailable) as err:
+        ProbeSet.attach([probe], AttachSettings())
+    assert set(err.value.reasons) == {"raw_tracepoint/gespann_no_such_tracepoint", "tracepoint/gespann/no_such_event"}
+    assert "gespann:no_such_event" in str(err.value)
