@@ -8,7 +8,7 @@ for SCTP and MPTCP sockets, which are skipped.
 
 from __future__ import annotations
 
-from asm import R0, R2, R6, R10, W, Program
+from asm import R0, R2, R10, W, Program
 
 from ..bpf.counters import emit_increment
 from ..bpf.maps import U64, PerCpuArrayMap

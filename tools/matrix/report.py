@@ -51,7 +51,7 @@ class Report:
         lines += self._notes("Failures", State.FAIL)
         lines += self._notes("Not available on the kernel", State.NA)
         lines += self._notes("Skipped, not for a kernel reason", State.SKIPPED)
-        unfinished = [r for r in self.runs if not r.ok or r.detail]
+        unfinished = [r for r in self.runs if not r.ok]
         if unfinished:
             lines += ["", "## Runs that did not finish", ""]
             for r in unfinished:
