@@ -288,7 +288,7 @@ def _atomic_forms() -> list[_Form]:
     forms = []
     for size, reg, xchg, cmpxchg in ((Size.W, "w", "xchg32_32", "cmpxchg32_32"), (Size.DW, "r", "xchg_64", "cmpxchg_64")):
         opcode = InsnClass.STX | size | Mode.ATOMIC
-        address = f"({{dst:r}} {{off:mem}})"
+        address = "({dst:r} {off:mem})"
         for op, symbol in _ATOMIC_SYMBOLS.items():
             forms += _with_r_alias(_Form(opcode, f"lock *(u{size.bits} *){address} {symbol} {{src:{reg}}}", (("imm", op),)))
             fetch = f"{{src:{reg}}} = atomic_fetch_{op.name.lower()}((u{size.bits} *){address}, {{src:{reg}}})"
