@@ -84,6 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.python.exists():
+        print(f"kernel_matrix: no interpreter at {args.python}; run `make test` once, or pass --python",
+              file=sys.stderr)
+        return 2
     progress = Progress()
     logs = args.results / "kernel-matrix"
     if logs.exists():
@@ -93,10 +97,6 @@ def main(argv: list[str] | None = None) -> int:
                                outdir=logs, timeout_s=args.timeout, memory=args.memory, cpus=args.cpus,
                                kvm=args.kvm)
     virtme = VirtmeNg(args.cache / "vng-venv")
-    if not args.python.exists():
-        print(f"kernel_matrix: no interpreter at {args.python}; run `make test` once, or pass --python",
-              file=sys.stderr)
-        return 2
     if any(k != kernels.HOST for k in args.kernels):
         missing = prereqs.missing_packages()
         if missing:

@@ -2,8 +2,9 @@
 
 A mode is one row of the table (the brief calls them columns; kernels run
 across, modes down, because modes are the list that keeps growing). A test
-belongs to every mode one of whose patterns is a substring of its id
-(`tests.bpf.test_tracepoints::test_counts_every_transition_of_the_test_port[AttachMode.LINK]`).
+belongs to every mode one of whose patterns is a substring of its id, e.g.
+`tests.probes.test_tcp_states::test_counts_exactly_the_namespace_traffic[vendored-tracepoint-link-bpf_link]`
+counts for both "tracepoint/link" and "offsets/vendored BTF".
 Tests no mode claims are gathered under OTHER, so a failure anywhere in the
 kernel-facing suite shows in the table. Adding a mode is one line in MODES.
 """
@@ -28,13 +29,15 @@ class Mode:
 
 
 MODES: tuple[Mode, ...] = (
-    Mode("tracepoint/link", "[AttachMode.LINK]"),
-    Mode("tracepoint/perf_ioctl", "[AttachMode.PERF_IOCTL]"),
-    Mode("raw_tracepoint", "::test_raw_tracepoint_"),
+    Mode("tracepoint/link", "[AttachMode.LINK]", "-bpf_link]"),
+    Mode("tracepoint/perf_ioctl", "[AttachMode.PERF_IOCTL]", "-perf_event_ioctl]"),
+    Mode("raw_tracepoint", "::test_raw_tracepoint_", "-raw_tracepoint_open]"),
     Mode("reader/ringbuf", "test_readers::test_channel_delivers_exact_records[ringbuf]",
          "test_readers::test_ring_buffer_"),
     Mode("reader/perf", "test_readers::test_channel_delivers_exact_records[perf]",
          "test_readers::test_perf_buffer_"),
+    Mode("offsets/kernel BTF", "[btf-"),
+    Mode("offsets/vendored BTF", "[vendored-"),
 )
 
 #: The row of every kernel-facing test that no mode claims.

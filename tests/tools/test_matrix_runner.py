@@ -1,0 +1,143 @@
+"""A run of a suite on one kernel, told apart by its markers: ran, did not boot, crashed, timed out.
+
+A VM is stood in for by a command that runs the guest script on the host (or
+does not), so every way a run can end is exercised without booting a kernel.
+"""
+import os
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from matrix import runner
+from matrix.junit import Outcome
+from matrix.kernels import Target
+from matrix.runner import Settings, Status
+from matrix.virtme import VirtmeNg
+
+SUITE = """
+    import os, time, pytest
+
+    def test_passes():
+        pass
+
+    def test_fails():
+        assert 1 == 2
+
+    def test_sleeps_if_asked():
+        if os.environ.get("SLEEP_IN_TEST"):
+            open(os.environ["SLEEP_IN_TEST"], "w").write(str(os.getpid()))
+            time.sleep(60)
+"""
+
+
+class FakeVirtme(VirtmeNg):
+    """Boots nothing: runs `guest` (a function of the guest script) as the VM command."""
+
+    def __init__(self, guest):
+        super().__init__(Path("/nonexistent"))
+        self.guest = guest
+
+    def command(self, vmlinuz, rwdir, script, **vm):
+        return ["sh", "-c", self.guest(script)]
+
+    def env(self):
+        return dict(os.environ)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "test_suite.py").write_text(textwrap.dedent(SUITE))
+    (tmp_path / "out").mkdir()
+    return Settings(repo=tmp_path / "repo", python=Path(sys.executable), pytest_args=["test_suite.py"],
+                    outdir=tmp_path / "out", timeout_s=60)
+
+
+VM = Target("6.1", "6.1.0-37-amd64", Path("/boot/vmlinuz-none"))
+HOST = Target("host", os.uname().release)
+
+
+def run(target, settings, guest=lambda script: script, **kw):
+    return runner.run(target, settings, FakeVirtme(guest), lambda message: None, **kw)
+
+
+def test_the_host_runs_the_suite_directly(settings):
+    done = run(HOST, settings)
+    assert done.status is Status.OK, done.detail
+    assert {r.id: r.outcome for r in done.results} == {
+        "test_suite::test_passes": Outcome.PASSED, "test_suite::test_fails": Outcome.FAILED,
+        "test_suite::test_sleeps_if_asked": Outcome.PASSED}
+    assert done.boot_s is None and 0 < done.test_s <= done.total_s
+    assert settings.outdir / "host.pytest.log" in done.logs
+
+
+def test_a_vm_run_splits_boot_and_test_time(settings):
+    done = run(VM, settings, guest=lambda script: f"sleep 1.2; {script}")
+    assert done.status is Status.OK, done.detail
+    assert 1 <= done.boot_s < done.total_s and done.test_s > 0
+    assert len(done.results) == 3
+
+
+def test_a_kernel_that_never_runs_the_script_did_not_boot(settings):
+    done = run(VM, settings, guest=lambda script: "echo 'Kernel panic - not syncing: VFS'")
+    assert (done.status, done.results, done.boot_s) == (Status.NO_BOOT, None, None)
+    assert "Kernel panic" in done.detail
+
+
+def test_a_guest_that_stops_during_the_tests_crashed(settings):
+    started = settings.outdir / "6.1.started"
+    done = run(VM, settings, guest=lambda script: f": > {started}; echo 'BUG: kernel NULL pointer dereference'")
+    assert done.status is Status.CRASHED
+    assert "NULL pointer" in done.detail
+
+
+def test_pytest_that_cannot_run_the_tests_is_an_error(settings):
+    done = run(HOST, Settings(**{**vars(settings), "pytest_args": ["no_such_file.py"]}))
+    assert done.status is Status.PYTEST_ERROR
+    assert "pytest exited with status 4" in done.detail
+
+
+def test_the_deadline_ends_the_whole_run(settings, tmp_path, monkeypatch):
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv("SLEEP_IN_TEST", str(pid_file))
+    begun = time.monotonic()
+    done = run(VM, Settings(**{**vars(settings), "timeout_s": 3}))
+    assert time.monotonic() - begun < 20
+    assert done.status is Status.TIMED_OUT
+    assert done.detail.startswith("stopped after 3 s, during the tests")
+    pid = int(pid_file.read_text())  # the "guest" pytest goes with its session: SIGKILL takes effect soon
+    assert wait_for(lambda: process_state(pid) in ("gone", "Z")), process_state(pid)
+
+
+def test_stop_from_another_thread_interrupts(settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLEEP_IN_TEST", str(tmp_path / "pid"))
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    done = run(HOST, settings, stop=stop)
+    assert done.status is Status.INTERRUPTED
+    assert done.detail.startswith("stopped, during the tests")
+
+
+def test_the_guest_script_runs_from_the_repository_and_leaves_markers_in_the_shared_directory(settings):
+    script = runner.guest_script(settings, runner._Files(settings.outdir, "6.1"))
+    assert script.splitlines()[0] == f"cd {settings.repo} || exit 1"
+    assert f"--junitxml={settings.outdir}/6.1.xml" in script
+    assert script.splitlines()[-1] == f"echo $? > {settings.outdir}/6.1.exit"
+
+
+def wait_for(condition, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process ("Z" for a zombie that its new parent has yet to reap), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
