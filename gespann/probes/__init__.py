@@ -6,7 +6,7 @@ from typing import Optional
 
 from . import tcp_states
 from .probe import BuildTarget, Probe
-from .probeset import AttachedProbe, AttachSettings, ProbeSet, ProbeUnavailable
+from .probeset import AttachedProbe, AttachSettings, ProbeSet, ProbeUnavailable, TrialResult, trial_attach
 
 #: Every probe `gespann run` attaches, in attach order.
 ALL_PROBES: tuple[Probe, ...] = (tcp_states.PROBE,)
@@ -17,4 +17,4 @@ def find_probe(name: str) -> Optional[Probe]:
 
 
 __all__ = ["ALL_PROBES", "AttachSettings", "AttachedProbe", "BuildTarget", "Probe", "ProbeSet",
-           "ProbeUnavailable", "find_probe"]
+           "ProbeUnavailable", "TrialResult", "find_probe", "trial_attach"]

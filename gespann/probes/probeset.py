@@ -110,6 +110,29 @@ class ProbeSet:
         self.close()
 
 
+@dataclass(frozen=True)
+class TrialResult:
+    """What attaching one probe here gives: the flavour taken (or None) and why others were not."""
+
+    probe: str
+    flavour: Optional[str]
+    path: Optional[str]  # how the bpf layer attached it, e.g. "raw_tracepoint_open"
+    passed_over: Mapping[str, str]
+    error: Optional[str] = None
+
+
+def trial_attach(probe: Probe, settings: AttachSettings) -> TrialResult:
+    """Attach `probe` and detach it again: the kernel's own answer to "which flavour, and why"."""
+    try:
+        with ProbeSet.attach([probe], settings) as attached:
+            a = attached[probe.name]
+            return TrialResult(probe.name, str(a.flavour), a.link.mode.value, dict(a.passed_over))
+    except ProbeUnavailable as err:
+        return TrialResult(probe.name, None, None, err.reasons, str(err))
+    except BPFError as err:
+        return TrialResult(probe.name, None, None, {}, str(err))
+
+
 def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildTarget,
                           stack: ExitStack) -> AttachedProbe:
     passed_over: dict[str, str] = {}
