@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -33,12 +34,18 @@ TABLES_ENV = "GESPANN_VENDORED_VMLINUX"
 _RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.\d+)?(?:-\d+|\+deb\d+|-\d+\.\d+)?[-.+_]?(.*)$")
 
 
+#: Where a wheel install puts the tables (pyproject.toml's data-files).
+INSTALLED_TABLES = Path(sys.prefix) / "share" / "gespann" / "vendored_vmlinux"
+
+
 def tables_dir() -> Path:
-    """$GESPANN_VENDORED_VMLINUX, else vendored_vmlinux/ beside the gespann package."""
+    """$GESPANN_VENDORED_VMLINUX; else vendored_vmlinux/ beside the gespann package (a checkout
+    or an editable install); else the copy a wheel installs under sys.prefix."""
     override = os.environ.get(TABLES_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "vendored_vmlinux"
+    beside = Path(__file__).resolve().parents[2] / "vendored_vmlinux"
+    return beside if beside.is_dir() else INSTALLED_TABLES
 
 
 def table_path(release: str, machine: str, directory: Optional[Path] = None) -> Path:
