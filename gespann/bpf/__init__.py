@@ -1,7 +1,8 @@
 """gespann.bpf: the kernel interface: bpf(2) and perf_event_open(2) through ctypes.
 
-It knows system calls, not connections: maps, programs, tracepoint
-attachment, and the buffers records come back through. Every object holding
+It knows system calls, not connections: maps, programs, attachment to
+tracepoints, kprobes and BTF targets (fentry, fexit, tp_btf), probes of what
+the kernel supports (`features`), and the buffers records come back through. Every object holding
 an fd releases it on `close()` or at the end of a `with` block, and then
 nothing of it stays in the kernel. Errors are `BPFError`s saying what to do.
 """
@@ -9,13 +10,15 @@ from .channel import EventChannel
 from .counters import emit_increment
 from .cpus import online_cpus, possible_cpus
 from .errors import (BPFError, FeatureUnsupportedError, KeyNotFoundError, PermissionDeniedError,
-                     TracepointNotFoundError, VerifierError)
-from .features import has_perf_link, has_ringbuf
-from .links import AttachMode, Link, attach_raw_tracepoint, attach_tracepoint
+                     SymbolNotFoundError, TracepointNotFoundError, VerifierError)
+from .features import FeatureStatus, has_perf_link, has_ringbuf
+from .links import (AttachMode, KprobeSource, Link, attach_fentry, attach_fexit, attach_kprobe, attach_raw_tracepoint,
+                    attach_tp_btf, attach_tracepoint)
 from .maps import (U32, U64, ArrayMap, HashMap, KeyValueMap, LruHashMap, LruPerCpuHashMap, Map, MapInfo,
                    PerCpuArrayMap, PerCpuHashMap, PerfEventArrayMap, RingBufMap, StructCodec)
 from .perfbuf import PerfBufReader
 from .programs import LoadedProgram, ProgramInfo, enable_run_stats, load_program
+from .pt_regs import PT_REGS_ARG_OFFSETS, PT_REGS_RETURN_OFFSET, PtRegsLayout, pt_regs_layout
 from .reader import EventReader
 from .ringbuf import RingBufReader, emit_count_lost, lost_counter_map
 from .syscall import AttachType, MapType, ProgType, UpdateFlags
@@ -24,12 +27,14 @@ from .tracefs import TracepointField, TracepointFormat, read_format, tracefs_roo
 __all__ = [
     "EventChannel", "emit_increment", "online_cpus", "possible_cpus",
     "BPFError", "FeatureUnsupportedError", "KeyNotFoundError", "PermissionDeniedError",
-    "TracepointNotFoundError", "VerifierError",
-    "has_perf_link", "has_ringbuf",
-    "AttachMode", "Link", "attach_raw_tracepoint", "attach_tracepoint",
+    "SymbolNotFoundError", "TracepointNotFoundError", "VerifierError",
+    "FeatureStatus", "has_perf_link", "has_ringbuf",
+    "AttachMode", "KprobeSource", "Link", "attach_fentry", "attach_fexit", "attach_kprobe", "attach_raw_tracepoint",
+    "attach_tp_btf", "attach_tracepoint",
     "U32", "U64", "ArrayMap", "HashMap", "KeyValueMap", "LruHashMap", "LruPerCpuHashMap", "Map", "MapInfo",
     "PerCpuArrayMap", "PerCpuHashMap", "PerfEventArrayMap", "RingBufMap", "StructCodec",
-    "PerfBufReader", "LoadedProgram", "ProgramInfo", "enable_run_stats", "load_program", "EventReader",
+    "PerfBufReader", "LoadedProgram", "ProgramInfo", "enable_run_stats", "load_program",
+    "PT_REGS_ARG_OFFSETS", "PT_REGS_RETURN_OFFSET", "PtRegsLayout", "pt_regs_layout", "EventReader",
     "RingBufReader", "emit_count_lost", "lost_counter_map",
     "AttachType", "MapType", "ProgType", "UpdateFlags",
     "TracepointField", "TracepointFormat", "read_format", "tracefs_root",

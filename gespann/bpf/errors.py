@@ -96,11 +96,25 @@ class TracepointNotFoundError(BPFError):
 
 
 class FeatureUnsupportedError(BPFError):
-    """The running kernel lacks a feature; the message names it and the release that added it."""
+    """The running kernel lacks a feature; the message names it, the release that added it, and
+    `reason`, what showed it missing (a kernel can lack a feature its release has: a config option,
+    an architecture, a policy)."""
 
-    def __init__(self, feature: str, since: str, errno: Optional[int] = None):
-        self.feature, self.since, self.release = feature, since, os.uname().release
-        super().__init__(f"kernel {self.release} does not support {feature} (added in Linux {since})", errno)
+    def __init__(self, feature: str, since: str, errno: Optional[int] = None, reason: str = ""):
+        self.feature, self.since, self.reason, self.release = feature, since, reason, os.uname().release
+        suffix = f": {reason}" if reason else ""
+        super().__init__(f"kernel {self.release} does not support {feature} (added in Linux {since}){suffix}",
+                         errno)
+
+
+class SymbolNotFoundError(BPFError):
+    """A kernel function cannot be probed: it is not in the kernel's symbol table, or not uniquely."""
+
+    def __init__(self, symbol: str, errno: int, detail: str = ""):
+        self.symbol, self.release = symbol, os.uname().release
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(f"kernel function {symbol} cannot be probed on kernel {self.release}: "
+                         f"{describe_errno(errno)}{suffix}", errno)
 
 
 class VerifierError(BPFError):

@@ -13,7 +13,7 @@ import errno
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
-from . import syscall
+from . import features, syscall
 from .errors import BPFError, FeatureUnsupportedError, PermissionDeniedError, VerifierError, describe_errno
 from .fd import Closable, Fd
 from .maps import Map
@@ -21,6 +21,9 @@ from .syscall import AttachType, ProgType
 
 _LOG_SIZE_FIRST = 64 * 1024
 _LOG_SIZE_MAX = (1 << 24) - 1  # UINT_MAX >> 8: the largest log every kernel accepts
+
+#: Attach types whose programs run from a BPF trampoline.
+TRAMPOLINE_ATTACH_TYPES = (AttachType.TRACE_FENTRY, AttachType.TRACE_FEXIT)
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,15 @@ def enable_run_stats() -> Fd:
 class LoadedProgram(Closable):
     """A program in the kernel, kept alive by its fd (and by any link attaching it).
 
-    `verifier_log` holds the verifier's report when a log was asked for.
+    `verifier_log` holds the verifier's report when a log was asked for. A
+    TRACING program keeps what it was loaded for (`expected_attach_type`,
+    `attach_btf_id`): that is where it attaches.
     """
 
-    def __init__(self, fd: Fd, name: str, prog_type: ProgType, verifier_log: str = ""):
+    def __init__(self, fd: Fd, name: str, prog_type: ProgType, verifier_log: str = "", *,
+                 expected_attach_type: AttachType = AttachType.NONE, attach_btf_id: int = 0):
         self.fd, self.name, self.type, self.verifier_log = fd, name, prog_type, verifier_log
+        self.expected_attach_type, self.attach_btf_id = expected_attach_type, attach_btf_id
 
     def info(self) -> ProgramInfo:
         raw = syscall.BpfProgInfo()
@@ -91,9 +98,12 @@ def load_program(source: Any, prog_type: ProgType = ProgType.TRACEPOINT, *,
     """Load `source`, an `asm.Program` or raw instruction bytes.
 
     `maps` gives each map name the program references a Map (or an fd).
-    `expected_attach_type` and `attach_btf_id` are for TRACING (fentry/fexit)
-    programs. With `log_level` 1 or 2 the verifier's report is kept even on
-    success (2 adds per-instruction state).
+    `expected_attach_type` and `attach_btf_id` are for TRACING programs:
+    TRACE_FENTRY or TRACE_FEXIT with a kernel function's BTF id, TRACE_RAW_TP
+    with the id of a tracepoint's btf_trace_<name> typedef. With `log_level`
+    1 or 2 the verifier's report is kept even on success (2 adds
+    per-instruction state). A kernel that refuses fentry/fexit outright raises
+    FeatureUnsupportedError, not PermissionDeniedError.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         insns, name = bytes(source), name or ""
@@ -105,15 +115,30 @@ def load_program(source: Any, prog_type: ProgType = ProgType.TRACEPOINT, *,
     name = syscall.object_name(name)
     load = dict(name=name, license=license, expected_attach_type=expected_attach_type,
                 attach_btf_id=attach_btf_id)
+    try:
+        fd, log = _load(prog_type, insns, log_level, load)
+    except PermissionDeniedError as e:
+        if expected_attach_type in TRAMPOLINE_ATTACH_TYPES:
+            refusal = features.trampoline_refusal(
+                f"loading {expected_attach_type.name} program {name!r} (BTF id {attach_btf_id})", e)
+            if refusal is not None:
+                raise refusal from None
+        raise
+    return LoadedProgram(fd, name, prog_type, log, expected_attach_type=expected_attach_type,
+                         attach_btf_id=attach_btf_id)
+
+
+def _load(prog_type: ProgType, insns: bytes, log_level: int, load: dict) -> tuple[Fd, str]:
+    """Load without a log, the fastest way, unless a log is asked for; after a failure, load again
+    for the verifier's report."""
     if not log_level:
         try:
-            return LoadedProgram(syscall.bpf_prog_load(prog_type, insns, **load), name, prog_type)
+            return syscall.bpf_prog_load(prog_type, insns, **load), ""
         except PermissionDeniedError:
             raise
         except BPFError:
-            log_level = 1  # load again, this time for the verifier's report
-    fd, log = _load_with_log(prog_type, insns, log_level, load)
-    return LoadedProgram(fd, name, prog_type, log)
+            log_level = 1
+    return _load_with_log(prog_type, insns, log_level, load)
 
 
 def _load_with_log(prog_type: ProgType, insns: bytes, log_level: int, load: dict) -> tuple[Fd, str]:

@@ -342,11 +342,15 @@ class RawTracepointOpenAttr(ctypes.Structure):
 
 
 def bpf_link_create(prog_fd: int, target_fd: int, attach_type: AttachType, cookie: int = 0) -> Fd:
+    """A bpf_link: on a perf event (target_fd, PERF_EVENT), or for a TRACING program on the BTF
+    target it was loaded for (target_fd 0, its expected_attach_type)."""
     attr = LinkCreateAttr(prog_fd=prog_fd, target_fd=target_fd & 0xFFFFFFFF, attach_type=attach_type)
     attr.perf_event_bpf_cookie = cookie
     return Fd(bpf(Cmd.LINK_CREATE, attr))
 
 
-def bpf_raw_tracepoint_open(name: str, prog_fd: int) -> Fd:
-    name_buf = ctypes.create_string_buffer(name.encode())
+def bpf_raw_tracepoint_open(name: Optional[str], prog_fd: int) -> Fd:
+    """A raw tracepoint link by tracepoint name; None (NULL) attaches a TRACING program to the
+    BTF target it was loaded for, which is how fentry and tp_btf attach before BPF_LINK_CREATE can."""
+    name_buf = None if name is None else ctypes.create_string_buffer(name.encode())
     return Fd(bpf(Cmd.RAW_TRACEPOINT_OPEN, RawTracepointOpenAttr(name=address(name_buf), prog_fd=prog_fd)))
