@@ -1,0 +1,173 @@
+"""DogStatsD export: every flush sends gauges as values, counters as increments since the last flush.
+
+Histograms go out the way DataDog's own OpenMetrics check maps a Prometheus
+histogram, as counts only:
+
+    <name>.count                  observations since the last flush      (c)
+    <name>.sum                    their exact sum, in seconds             (c)
+    <name>.bucket{upper_bound:B}  observations <= B since the last flush  (c; no +Inf bucket: that is .count)
+
+Every number sent is exact, a mean is `.sum / .count` over any window, and
+`.bucket` answers "how many under B". gespann does not send DogStatsD
+distributions: it has per-bucket counts, not the observations, so a
+distribution would need invented sample values (bucket midpoints) whose avg,
+sum, min and max would be false, and the +Inf bucket has no midpoint at all.
+The limit: DataDog computes no percentiles from these counts. Where percentiles
+are needed, scrape gespann's Prometheus endpoint with the OpenMetrics check and
+`histogram_buckets_as_distributions`, which interpolates within buckets
+knowingly, with the same metric names.
+
+Names: `<prefix>.<name>`, prefix `gespann` unless configured, name from NAMES.
+Tags: every label as lowercase `key:value` (empty values left out), then the
+configured tags, then DataDog's own (DD_ENV, DD_SERVICE, DD_VERSION,
+DATADOG_TAGS), as the datadog package adds them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Hashable, Iterable, Iterator, Optional
+
+from gespann.collector import CATALOGUE, Collector, Histogram, Kind, Labels, Metric, Snapshot
+
+from .agent import AgentSocket
+from .deltas import CounterDeltas, Number
+from .dogstatsd import LineFormatter
+
+log = logging.getLogger(__name__)
+
+#: Catalogue name -> DataDog name (after the prefix). Counters lose `_total`: DataDog counts are increments.
+NAMES = {
+    "connections_open": "connections.open",
+    "connections_opened_total": "connections.opened",
+    "connections_closed_total": "connections.closed",
+    "connections_reset_total": "connections.reset",
+    "connections_failed_total": "connections.failed",
+    "connections_idle": "connections.idle",
+    "bytes_total": "bytes",
+    "datagrams_total": "udp.datagrams",
+    "retransmits_total": "tcp.retransmits",
+    "rtt_seconds": "tcp.rtt_seconds",
+    "connection_duration_seconds": "connections.duration_seconds",
+    "connect_latency_seconds": "tcp.connect_latency_seconds",
+    "records_lost_total": "records_lost",
+    "probe_info": "probe_info",
+    "build_info": "build_info",
+}
+
+#: Largest datagram, in bytes: DataDog's advice for UDP, an Ethernet frame less the IP and UDP headers.
+MAX_PAYLOAD = 1432
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One formatted value, and the counter baseline to commit once it has left."""
+
+    text: str
+    series: Optional[Hashable] = None
+    value: Number = 0
+
+
+class DogStatsdExporter:
+    def __init__(self, collector: Collector, *, host: str = "localhost", port: int = 8125,
+                 prefix: str = "gespann", tags: Iterable[str] = (), interval: float = 10.0):
+        self.prefix = prefix
+        self.interval = interval
+        self._collector = collector
+        self._formatter = LineFormatter(prefix, [tag.lower() for tag in tags])
+        self._agent = AgentSocket(host, port)
+        self._deltas = CounterDeltas()
+        self._unsent = 0
+        self._lock = threading.Lock()  # one flush at a time: the timer's, flush()'s or close()'s
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._flush_periodically, name="gespann-datadog", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+        self._agent.close()
+
+    def describe(self) -> str:
+        return f"datadog dogstatsd {self._agent.host}:{self._agent.port} every {self.interval:g}s as {self.prefix}.*"
+
+    def flush(self) -> None:
+        """Send what changed since the last flush; a line that cannot be sent is counted in `unsent()`."""
+        with self._lock:
+            lines = [line for line in self._lines(self._collector.snapshot()) if line.text]
+            for packet in _packets(lines):
+                if self._agent.send("\n".join(line.text for line in packet).encode("utf-8")):
+                    for line in packet:
+                        if line.series is not None:
+                            self._deltas.commit(line.series, line.value)
+                else:
+                    self._unsent += len(packet)
+
+    def unsent(self) -> int:
+        """Metric lines (one value each) that could not be sent since start."""
+        return self._unsent
+
+    def self_metrics(self) -> Iterable[Metric]:
+        return (Metric("datadog_unsent_total", Kind.COUNTER,
+                       "DogStatsD metric lines gespann could not send to the DataDog agent.",
+                       {(): self._unsent}),)
+
+    def _flush_periodically(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception:  # a bad snapshot must not end the flushing for good
+                log.exception("datadog: flush failed; next try in %gs", self.interval)
+
+    def _lines(self, snapshot: Snapshot) -> Iterator[_Line]:
+        for spec in CATALOGUE:
+            metric = snapshot.metrics.get(spec.name)
+            if metric is None:
+                continue
+            name = NAMES[spec.name]
+            for labels, value in sorted(metric.series.items()):
+                tags = _tags(labels)
+                if isinstance(value, Histogram):
+                    yield from self._histogram(name, value, tags)
+                elif metric.kind is Kind.COUNTER:
+                    yield self._count(name, value, tags)
+                else:
+                    yield _Line(self._formatter.gauge(name, value, tags))
+
+    def _histogram(self, name: str, histogram: Histogram, tags: tuple[str, ...]) -> Iterator[_Line]:
+        yield self._count(f"{name}.count", histogram.count, tags)
+        yield self._count(f"{name}.sum", histogram.sum, tags)
+        for bound, at_or_below in histogram.cumulative()[:-1]:
+            yield self._count(f"{name}.bucket", at_or_below, (*tags, f"upper_bound:{float(bound)!r}"))
+
+    def _count(self, name: str, cumulative: Number, tags: tuple[str, ...]) -> _Line:
+        series = (name, tags)
+        increment = self._deltas.delta(series, cumulative)
+        return _Line(self._formatter.count(name, increment, tags), series, cumulative)
+
+
+def _tags(labels: Labels) -> tuple[str, ...]:
+    return tuple(f"{name}:{value}".lower() for name, value in labels if value != "")
+
+
+def _packets(lines: list[_Line]) -> Iterator[list[_Line]]:
+    """Lines joined by newlines into datagrams of at most MAX_PAYLOAD bytes (a longer line goes alone)."""
+    packet: list[_Line] = []
+    size = 0
+    for line in lines:
+        length = len(line.text.encode("utf-8")) + 1
+        if packet and size + length > MAX_PAYLOAD:
+            yield packet
+            packet, size = [], 0
+        packet.append(line)
+        size += length
+    if packet:
+        yield packet

@@ -1,0 +1,166 @@
+"""Prometheus exposition: each scrape renders one collector snapshot; nothing is kept between scrapes.
+
+Exposed families:
+- the original gespann's names, derived with correct semantics (see `original.py` for the table);
+- every catalogue metric as `gespann_<name>` with its labels (histograms in seconds);
+- self-metrics of other exporters (`gespann_datadog_unsent_total`), when they run;
+- prometheus-client's `process_*` metrics for gespann's own CPU and memory.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from socketserver import ThreadingMixIn
+from typing import Iterable, Iterator, Optional, Sequence, Union
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+                                    UnknownMetricFamily)
+from prometheus_client.registry import Collector as PrometheusCollector
+from prometheus_client.utils import floatToGoString
+
+from gespann.collector import CATALOGUE, Collector, Histogram, Kind, Labels
+
+from . import original
+from .adapter import ExporterError, SelfMetricSource
+
+PREFIX = "gespann_"
+
+
+class SnapshotCollector(PrometheusCollector):
+    """Turns `Collector.snapshot()` into metric families at scrape time: no per-tick state, nothing re-added."""
+
+    def __init__(self, source: Collector, self_metric_sources: Sequence[SelfMetricSource] = ()):
+        self._source = source
+        self._self_metric_sources = tuple(self_metric_sources)
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._source.snapshot()
+        for metric in original.ORIGINAL_METRICS:
+            yield _family(metric.name, metric.kind, metric.help, metric.label_names, metric.samples(snapshot))
+        for spec in CATALOGUE:
+            found = snapshot.metrics.get(spec.name)
+            yield _family(PREFIX + spec.name, spec.kind, spec.help, spec.labels, found.series if found else {})
+        for source in self._self_metric_sources:
+            for metric in source.self_metrics():
+                yield _family(PREFIX + metric.name, metric.kind, metric.help, (), metric.series)
+
+    def describe(self) -> list[Metric]:
+        """No families up front: describing would take a snapshot at registration for nothing."""
+        return []
+
+
+def _family(name: str, kind: Union[Kind, str], help: str, label_names: Sequence[str],
+            series: dict) -> Metric:
+    """A prometheus-client family from series keyed by model Labels; labels beyond `label_names` pass through."""
+    extra = sorted({name for key in series for name, _ in key} - set(label_names))
+    names = [*label_names, *extra]
+    if kind is Kind.COUNTER:
+        family = CounterMetricFamily(name, help, labels=names)
+    elif kind is Kind.GAUGE:
+        family = GaugeMetricFamily(name, help, labels=names)
+    elif kind is Kind.HISTOGRAM:
+        family = HistogramMetricFamily(name, help, labels=names)
+    else:
+        family = UnknownMetricFamily(name, help, labels=names)
+    for key, value in sorted(series.items()):
+        values = _values(key, names)
+        if isinstance(value, Histogram):
+            buckets = [(floatToGoString(bound), count) for bound, count in value.cumulative()]
+            family.add_metric(values, buckets, value.sum)
+        else:
+            family.add_metric(values, value)
+    return family
+
+
+def _values(key: Labels, names: Sequence[str]) -> list[str]:
+    pairs = dict(key)
+    return [pairs.get(name, "") for name in names]
+
+
+class PrometheusExporter:
+    """Serves the metrics page on one address, port and path, from a thread; `close()` stops it cleanly."""
+
+    def __init__(self, collector: Collector, *, address: str = "0.0.0.0", port: int = 8080,
+                 path: str = "/metrics", self_metric_sources: Sequence[SelfMetricSource] = ()):
+        self.address = address
+        self.port = port
+        self.path = path if path.startswith("/") else "/" + path
+        self.registry = CollectorRegistry()
+        self.registry.register(SnapshotCollector(collector, self_metric_sources))
+        self.registry.register(ProcessCollector(registry=None))
+        self._server: Optional[WSGIServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        app = _only_at(self.path, make_wsgi_app(self.registry))
+        try:
+            server_class = _server_class(self.address, self.port)
+            self._server = make_server(self.address, self.port, app, server_class, _QuietHandler)
+        except OSError as err:
+            raise ExporterError(self._bind_problem(err)) from None
+        self.port = self._server.server_address[1]  # the real one when 0 asked for any free port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="gespann-prometheus", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        self._server = self._thread = None
+
+    def describe(self) -> str:
+        return f"prometheus {self.url}"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}{self.path}"
+
+    def _bind_problem(self, err: OSError) -> str:
+        where = f"{self.address}:{self.port}"
+        if err.errno == errno.EADDRINUSE:
+            return f"prometheus: port {self.port} is already in use ({where}); choose another port in the config"
+        if isinstance(err, socket.gaierror):
+            return f"prometheus: cannot resolve address {self.address!r}: {err.strerror}"
+        return f"prometheus: cannot listen on {where}: {err.strerror or err}"
+
+
+def _only_at(path: str, app):
+    """The metrics app at exactly `path`; every other path is a 404 that says where the metrics are."""
+
+    def routed(environ, start_response) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == path:
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"gespann serves metrics at {path}\n".encode()]
+
+    return routed
+
+
+class _ThreadedServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, so a slow scraper never holds up another."""
+
+    daemon_threads = True
+
+
+class _ThreadedServerV6(_ThreadedServer):
+    address_family = socket.AF_INET6
+
+
+def _server_class(address: str, port: int) -> type:
+    """The server class for the address family of `address`."""
+    family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return _ThreadedServerV6 if family == socket.AF_INET6 else _ThreadedServer
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format, *args) -> None:
+        pass
