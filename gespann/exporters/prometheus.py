@@ -29,6 +29,9 @@ from .adapter import ExporterError, SelfMetricSource
 
 PREFIX = "gespann_"
 
+#: How often the idle server checks for close(): bounds how long close() takes.
+SHUTDOWN_POLL_SECONDS = 0.1
+
 
 class SnapshotCollector(PrometheusCollector):
     """Turns `Collector.snapshot()` into metric families at scrape time: no per-tick state, nothing re-added."""
@@ -103,7 +106,8 @@ class PrometheusExporter:
         except OSError as err:
             raise ExporterError(self._bind_problem(err)) from None
         self.port = self._server.server_address[1]  # the real one when 0 asked for any free port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="gespann-prometheus", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,),
+                                        name="gespann-prometheus", daemon=True)
         self._thread.start()
 
     def close(self) -> None:

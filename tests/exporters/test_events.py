@@ -1,0 +1,72 @@
+"""Connection events as a tcplife-like table and as JSON lines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+from exporter_figures import event
+
+from gespann.collector import ConnectionEvent
+from gespann.exporters import json_line, json_object, table_header, table_line
+from gespann.exporters.events import JSON_KEYS
+
+
+def clock(timestamp: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+def test_header_names_every_column():
+    assert table_header().split() == ["TIME", "PID", "COMM", "PROTO", "ROLE", "LOCAL", "REMOTE", "OUTCOME",
+                                      "TX_B", "RX_B", "DUR_MS", "RTT_MS"]
+
+
+def test_a_tcp_close():
+    assert table_line(event()).split() == [
+        f"{clock(1_700_000_000)}.250", "4242", "curl", "tcp", "client", "10.0.0.1:43210", "93.184.216.34:443",
+        "close", "512", "2048", "120.500", "12.345"]
+
+
+def test_columns_line_up_with_the_header():
+    header, line = table_header(), table_line(event(pid=7, bytes_sent=5))
+    for title in ("PID", "TX_B", "RTT_MS"):  # right-aligned numbers end where their title ends
+        end = header.index(title) + len(title)
+        assert line[end - 1] != " " and (end == len(line) or line[end] == " "), title
+    for title in ("COMM", "LOCAL", "OUTCOME"):  # text starts where its title starts
+        assert line[header.index(title) - 1] == " " and line[header.index(title)] != " ", title
+
+
+def test_reset_failure_ipv6_and_udp():
+    reset = table_line(event(outcome="reset", reason="received", local_address="::1", remote_address="::1"))
+    assert "reset/received" in reset.split()
+    assert "[::1]:43210" in reset.split() and "[::1]:443" in reset.split()
+    failed = table_line(event(outcome="failed", reason="refused", bytes_sent=0, bytes_received=0,
+                              duration_seconds=0.0005, rtt_seconds=None))
+    assert failed.split()[-5:] == ["failed/refused", "0", "0", "0.500", "-"]
+    udp = table_line(event(protocol="udp", rtt_seconds=None, comm="a-very-long-process-name"))
+    assert udp.split()[2:4] == ["a-very-long-pro", "udp"], "comm cut to the kernel's 15 characters"
+
+
+def test_json_line_keys_values_and_types():
+    line = json_line(event(rtt_seconds=None, protocol="udp", datagrams_sent=3))
+    assert "\n" not in line
+    decoded = json.loads(line)
+    assert list(decoded) == list(JSON_KEYS)
+    assert decoded["timestamp"] == 1_700_000_000.25
+    assert decoded["local_port"] == 43210 and decoded["bytes_received"] == 2048
+    assert decoded["duration_seconds"] == 0.1205
+    assert decoded["rtt_seconds"] is None
+    assert decoded["datagrams_sent"] == 3
+    assert decoded["comm"] == "curl" and decoded["reason"] == ""
+
+
+def test_json_keys_cover_every_event_field():
+    """A new ConnectionEvent field must be given a JSON key on purpose: the keys are a contract."""
+    assert set(JSON_KEYS) == {field.name for field in dataclasses.fields(ConnectionEvent)}
+
+
+def test_json_object_round_trips():
+    original = event(comm="nginx: worker", container_id="3f2a")
+    assert ConnectionEvent(**json.loads(json_line(original))) == original
+    assert json_object(original)["container_id"] == "3f2a"
