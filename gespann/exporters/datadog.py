@@ -65,12 +65,14 @@ MAX_PAYLOAD = 1432
 class _Line:
     """One formatted value, and the counter baseline to commit once it has left."""
 
-    text: str
+    text: Optional[str]  # None while DogStatsD is disabled (DD_DOGSTATSD_DISABLE)
     series: Optional[Hashable] = None
     value: Number = 0
 
 
 class DogStatsdExporter:
+    """Sends the collector's figures to a DogStatsD agent every `interval` seconds from a thread, and on close."""
+
     def __init__(self, collector: Collector, *, host: str = "localhost", port: int = 8125,
                  prefix: str = "gespann", tags: Iterable[str] = (), interval: float = 10.0):
         self.prefix = prefix
@@ -99,7 +101,8 @@ class DogStatsdExporter:
         self._agent.close()
 
     def describe(self) -> str:
-        return f"datadog dogstatsd {self._agent.host}:{self._agent.port} every {self.interval:g}s as {self.prefix}.*"
+        names = f"{self.prefix}.*" if self.prefix else "*"
+        return f"datadog dogstatsd {self._agent.host}:{self._agent.port} every {self.interval:g}s as {names}"
 
     def flush(self) -> None:
         """Send what changed since the last flush; a line that cannot be sent is counted in `unsent()`."""

@@ -13,7 +13,7 @@ import errno
 import socket
 import threading
 from socketserver import ThreadingMixIn
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector as PrometheusCollector
 from prometheus_client.utils import floatToGoString
 
 from gespann.collector import CATALOGUE, Collector, Histogram, Kind, Labels
+from gespann.collector.model import Value
 
 from . import original
 from .adapter import ExporterError, SelfMetricSource
@@ -57,9 +58,9 @@ class SnapshotCollector(PrometheusCollector):
 
 
 def _family(name: str, kind: Union[Kind, str], help: str, label_names: Sequence[str],
-            series: dict) -> Metric:
+            series: Mapping[Labels, Value]) -> Metric:
     """A prometheus-client family from series keyed by model Labels; labels beyond `label_names` pass through."""
-    extra = sorted({name for key in series for name, _ in key} - set(label_names))
+    extra = sorted({label for key in series for label, _ in key} - set(label_names))
     names = [*label_names, *extra]
     if kind is Kind.COUNTER:
         family = CounterMetricFamily(name, help, labels=names)
