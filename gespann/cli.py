@@ -82,22 +82,44 @@ def list_probes(config_path: str | None) -> None:
     Each probe is attached and detached again, so the answer is the kernel's own:
     for every flavour passed over, the reason is printed.
     """
-    from .bpf.errors import BPFError
-    from .probes import ALL_PROBES, AttachSettings, ProbeSet
+    from .probes import ALL_PROBES, AttachSettings, trial_attach
 
-    config = _load_config(config_path)
-    settings = AttachSettings.from_config(config)
+    settings = AttachSettings.from_config(_load_config(config_path))
     for probe in ALL_PROBES:
         click.echo(f"{probe.name}: {probe.summary}")
-        try:
-            with ProbeSet.attach([probe], settings) as attached:
-                chosen = attached[probe.name]
-                outcome = {str(flavour): why for flavour, why in chosen.passed_over.items()}
-                outcome[str(chosen.flavour)] = f"attached ({chosen.link.mode.value})"
-        except BPFError as err:
-            outcome = getattr(err, "reasons", {"(all)": str(err)})
-        for flavour in probe.flavours:
-            click.echo(f"  {str(flavour):<44} {outcome.get(str(flavour), 'not tried')}")
+        trial = trial_attach(probe, settings)
+        for flavour in map(str, probe.flavours):
+            if flavour == trial.flavour:
+                outcome = f"attached ({trial.path})"
+            else:
+                outcome = trial.passed_over.get(flavour, "not tried")
+            click.echo(f"  {flavour:<44} {outcome}")
+        if trial.flavour is None and not trial.passed_over:
+            click.echo(f"  {trial.error}")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML config file whose attach and BTF settings to apply.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check(config_path: str | None, as_json: bool) -> None:
+    """Report what this host offers gespann: kernel, privileges, type information,
+    kernel features, and for each probe the flavour chosen and why better ones were not.
+
+    Exits 1 only when gespann cannot run at all, and says why.
+    """
+    import json
+
+    from .check import run_check
+
+    report = run_check(_load_config(config_path))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if report.fatal:
+        sys.exit(EXIT_FAILURE)
 
 
 @main.command()

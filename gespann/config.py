@@ -16,7 +16,7 @@ import yaml
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ADAPTER_TYPES = ("prometheus", "datadog", "jsonl")
 EVENT_READERS = ("auto", "ringbuf", "perf")
-TRACEPOINT_ATTACH = ("auto", "link", "ioctl")
+PERF_EVENT_ATTACH = ("auto", "link", "ioctl")
 ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
 BTF_SOURCES = ("auto", "btf", "vendored")
 
@@ -46,8 +46,8 @@ class Config:
     attach_mode: str = "auto"
     #: Per-probe attach modes, over `attach_mode`.
     probe_modes: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    #: How tracepoint programs are attached: a bpf_link (5.15+) or the perf ioctl.
-    tracepoint_attach: str = "auto"
+    #: How tracepoint and kprobe programs attach to their perf event: a bpf_link (5.15+) or the ioctl.
+    perf_event_attach: str = "auto"
     #: Where kernel type information comes from: running kernel's BTF, vendored tables, or a file.
     btf_source: str = "auto"
     #: A network-namespace file (/proc/PID/ns/net, /run/netns/NAME): watch only that namespace.
@@ -80,7 +80,7 @@ def parse(document: Any) -> Config:
     if "adapters" in document:
         adapters = _adapters(document["adapters"])
     events = _section(document, "events", ("reader",))
-    attach = _section(document, "attach", ("mode", "probes", "tracepoint"))
+    attach = _section(document, "attach", ("mode", "probes", "perf_event"))
     btf = _section(document, "btf", ("source",))
     scope = _section(document, "scope", ("netns",))
     return Config(
@@ -89,7 +89,7 @@ def parse(document: Any) -> Config:
         event_reader=_choice(events.get("reader", "auto"), EVENT_READERS, "events.reader"),
         attach_mode=_choice(attach.get("mode", "auto"), ATTACH_MODES, "attach.mode", what="attach mode"),
         probe_modes=_probe_modes(attach.get("probes") or {}),
-        tracepoint_attach=_choice(attach.get("tracepoint", "auto"), TRACEPOINT_ATTACH, "attach.tracepoint"),
+        perf_event_attach=_choice(attach.get("perf_event", "auto"), PERF_EVENT_ATTACH, "attach.perf_event"),
         btf_source=_btf_source(btf.get("source", "auto")),
         netns=_namespace_file(scope.get("netns"), "scope.netns"),
     )

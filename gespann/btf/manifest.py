@@ -83,6 +83,8 @@ def _optional_attach(*names: str) -> tuple[AttachRef, ...]:
 #: fentry/fexit targets (FUNC ids), used where the kernel has BPF trampolines.
 FUNCS = _optional_attach(
     "tcp_connect", "tcp_close", "tcp_set_state", "tcp_sendmsg", "tcp_cleanup_rbuf", "udp_sendmsg", "udp_recvmsg",
+    # The two functions that fire sock:inet_sock_set_state: every socket state change passes one.
+    "inet_sk_state_store", "inet_sk_set_state",
 )
 
 #: tp_btf targets (btf_trace_<name> typedef ids).

@@ -2,10 +2,13 @@
 
 Kernels differ in what they let a program attach to: this one has tracepoints
 but no kprobes, another has kprobes but lacks a tracepoint. A probe lists
-several flavours; each says what it needs, builds its `Event` (so the probe's
-body reads the same named arguments whichever flavour runs), and attaches.
+several flavours; each says what it attaches to, builds its `Event` (so the
+probe's body reads the same named arguments whichever flavour runs), and
+attaches. A flavour may need several attachments (a kprobe on each of the
+functions that fire one tracepoint); the program is loaded once per target.
 
 Order of preference, cheapest first:
+  fentry          a BPF trampoline on a kernel function (BTF, 5.5+)
   tp_btf          typed raw tracepoint (BTF, 5.5+): no record is formatted
   raw_tracepoint  raw tracepoint arguments (4.17+): no record is formatted
   tracepoint      the tracefs record through perf_event_open (4.7+)
@@ -17,84 +20,135 @@ from __future__ import annotations
 import abc
 from typing import Callable, ClassVar, Mapping, Optional, Sequence
 
-from ..bpf.links import AttachMode, Link, attach_raw_tracepoint, attach_tracepoint
+from ..bpf.links import AttachMode, Link, attach_fentry, attach_kprobe, attach_raw_tracepoint, attach_tp_btf, \
+    attach_tracepoint
 from ..bpf.programs import LoadedProgram
-from ..bpf.syscall import ProgType
+from ..bpf.pt_regs import PT_REGS
+from ..bpf.syscall import AttachType, ProgType
 from ..bpf.tracefs import read_format
 from ..btf import KernelTypes
-from .events import ArgumentArrayEvent, Derivations, Event, TracepointEvent
+from .events import ArgumentArrayEvent, Derivations, Event, RegisterEvent, TracepointEvent
 
-#: config `attach.tracepoint` -> the bpf layer's mode (None lets it choose).
-TRACEPOINT_LINK_MODES: Mapping[str, Optional[AttachMode]] = {
+#: config `attach.tracepoint` -> the bpf layer's mode for perf-event attachments (None lets it choose).
+PERF_EVENT_LINK_MODES: Mapping[str, Optional[AttachMode]] = {
     "auto": None,
     "link": AttachMode.LINK,
     "ioctl": AttachMode.PERF_IOCTL,
 }
 
+KernelTypesSource = Callable[[], KernelTypes]
+
 
 class Flavour(abc.ABC):
-    """One way into a probe point."""
+    """One way into a probe point: `targets` to attach to, all delivering the same event."""
 
     mode: ClassVar[str]
     prog_type: ClassVar[ProgType]
 
-    @property
-    @abc.abstractmethod
-    def target(self) -> str:
-        """What it attaches to, for people: `sock/inet_sock_set_state`, `tcp_connect`."""
+    def __init__(self, targets: Sequence[str]):
+        self.targets = tuple(targets)
 
     def __str__(self) -> str:
-        return f"{self.mode}/{self.target}"
+        return f"{self.mode}/{'+'.join(self.targets)}"
 
     @abc.abstractmethod
-    def event(self, ctx, derived: Derivations, kernel_types: Callable[[], KernelTypes]) -> Event:
+    def event(self, ctx, derived: Derivations, kernel_types: KernelTypesSource) -> Event:
         """The event's arguments as this flavour's programs see them."""
 
-    def load_options(self, kernel_types: Callable[[], KernelTypes]) -> dict:
-        """Extra `load_program` arguments (attach_btf_id for BTF-typed flavours)."""
+    def load_options(self, target: str, kernel_types: KernelTypesSource) -> dict:
+        """`load_program` arguments for the program attached to `target`."""
         return {"prog_type": self.prog_type}
 
     @abc.abstractmethod
-    def attach(self, program: LoadedProgram, tracepoint_link: str = "auto") -> Link: ...
+    def attach(self, program: LoadedProgram, target: str, perf_event_link: str = "auto") -> Link: ...
 
 
 class Tracepoint(Flavour):
-    """`category:event` through perf_event_open; `fields` maps argument names to record fields."""
+    """`category:name` through perf_event_open; `fields` maps argument names to record fields."""
 
     mode, prog_type = "tracepoint", ProgType.TRACEPOINT
 
     def __init__(self, category: str, name: str, fields: Mapping[str, str]):
+        super().__init__((f"{category}/{name}",))
         self.category, self.name, self.fields = category, name, dict(fields)
-
-    @property
-    def target(self) -> str:
-        return f"{self.category}/{self.name}"
 
     def event(self, ctx, derived, kernel_types) -> Event:
         return TracepointEvent(read_format(self.category, self.name), self.fields, ctx, derived, kernel_types)
 
-    def attach(self, program, tracepoint_link="auto") -> Link:
-        return attach_tracepoint(program, self.category, self.name, mode=TRACEPOINT_LINK_MODES[tracepoint_link])
+    def attach(self, program, target, perf_event_link="auto") -> Link:
+        return attach_tracepoint(program, self.category, self.name, mode=PERF_EVENT_LINK_MODES[perf_event_link])
 
 
-class RawTracepoint(Flavour):
-    """The tracepoint's raw arguments, `args` in its TP_PROTO order."""
+class _ArgumentArrayFlavour(Flavour):
+    """Flavours whose context is the arguments as u64 slots, `args` in the kernel's order."""
 
-    mode, prog_type = "raw_tracepoint", ProgType.RAW_TRACEPOINT
-
-    def __init__(self, name: str, args: Sequence[str]):
-        self.name, self.args = name, tuple(args)
-
-    @property
-    def target(self) -> str:
-        return self.name
+    def __init__(self, targets: Sequence[str], args: Sequence[str]):
+        super().__init__(targets)
+        self.args = tuple(args)
 
     def event(self, ctx, derived, kernel_types) -> Event:
         return ArgumentArrayEvent(self.args, ctx, derived, kernel_types)
 
-    def attach(self, program, tracepoint_link="auto") -> Link:
-        return attach_raw_tracepoint(program, self.name)
+
+class RawTracepoint(_ArgumentArrayFlavour):
+    """The tracepoint's raw arguments, in its TP_PROTO order."""
+
+    mode, prog_type = "raw_tracepoint", ProgType.RAW_TRACEPOINT
+
+    def __init__(self, name: str, args: Sequence[str]):
+        super().__init__((name,), args)
+
+    def attach(self, program, target, perf_event_link="auto") -> Link:
+        return attach_raw_tracepoint(program, target)
+
+
+class BtfTracepoint(_ArgumentArrayFlavour):
+    """tp_btf: the raw arguments, typed by the kernel's `btf_trace_<name>` (needs kernel BTF)."""
+
+    mode, prog_type = "tp_btf", ProgType.TRACING
+
+    def __init__(self, name: str, args: Sequence[str]):
+        super().__init__((name,), args)
+
+    def load_options(self, target, kernel_types) -> dict:
+        return {"prog_type": self.prog_type, "expected_attach_type": AttachType.TRACE_RAW_TP,
+                "attach_btf_id": kernel_types().tracepoint_id(target)}
+
+    def attach(self, program, target, perf_event_link="auto") -> Link:
+        return attach_tp_btf(program)
+
+
+class Fentry(_ArgumentArrayFlavour):
+    """fentry on each of `functions`, whose arguments are `args` (needs kernel BTF and trampolines)."""
+
+    mode, prog_type = "fentry", ProgType.TRACING
+
+    def __init__(self, functions: Sequence[str], args: Sequence[str]):
+        super().__init__(functions, args)
+
+    def load_options(self, target, kernel_types) -> dict:
+        return {"prog_type": self.prog_type, "expected_attach_type": AttachType.TRACE_FENTRY,
+                "attach_btf_id": kernel_types().func(target).btf_id}
+
+    def attach(self, program, target, perf_event_link="auto") -> Link:
+        return attach_fentry(program)
+
+
+class Kprobe(Flavour):
+    """A kprobe on each of `functions`; `args` name the leading arguments, read from pt_regs."""
+
+    mode, prog_type = "kprobe", ProgType.KPROBE
+
+    def __init__(self, functions: Sequence[str], args: Sequence[str]):
+        super().__init__(functions)
+        self.args = tuple(args)
+
+    def event(self, ctx, derived, kernel_types) -> Event:
+        return RegisterEvent(self.args, PT_REGS.args, ctx, derived, kernel_types)
+
+    def attach(self, program, target, perf_event_link="auto") -> Link:
+        return attach_kprobe(program, target, mode=PERF_EVENT_LINK_MODES[perf_event_link])
 
 
 #: Every mode, in order of preference.
-MODES: tuple[str, ...] = ("tp_btf", "raw_tracepoint", "tracepoint", "kprobe")
+MODES: tuple[str, ...] = ("fentry", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe")

@@ -34,14 +34,14 @@ class AttachSettings:
     mode: str = "auto"
     #: Per-probe forced modes, over `mode`.
     probe_modes: Mapping[str, str] = field(default_factory=dict)
-    #: Tracepoint flavours: "auto", "link" (bpf_link, 5.15+) or "ioctl" (the perf ioctl).
-    tracepoint_link: str = "auto"
+    #: Flavours on perf events (tracepoint, kprobe): "auto", "link" (bpf_link, 5.15+) or "ioctl".
+    perf_event_link: str = "auto"
     btf_source: str = "auto"
     netns: Optional[int] = None
 
     @classmethod
     def from_config(cls, config) -> "AttachSettings":
-        return cls(config.attach_mode, dict(config.probe_modes), config.tracepoint_attach, config.btf_source,
+        return cls(config.attach_mode, dict(config.probe_modes), config.perf_event_attach, config.btf_source,
                    namespace_inode(config.netns) if config.netns else None)
 
     def candidates(self, probe: Probe) -> tuple[Flavour, ...]:
@@ -63,10 +63,16 @@ class AttachedProbe:
     probe: Probe
     flavour: Flavour
     maps: dict[str, Map]
-    program: LoadedProgram
-    link: Link
+    #: One program and link per flavour target.
+    programs: tuple[LoadedProgram, ...]
+    links: tuple[Link, ...]
     #: Flavours tried before this one, with the reason each was not taken.
     passed_over: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        """How the bpf layer attached it: `bpf_link`, `perf_event_ioctl`, `raw_tracepoint_open`..."""
+        return self.links[0].mode.value
 
 
 class ProbeSet:
@@ -98,7 +104,7 @@ class ProbeSet:
 
     def summary(self) -> str:
         """`tcp_states=raw_tracepoint/inet_sock_set_state, ...` for the start-up log line."""
-        return ", ".join(f"{name}={a.flavour}({a.link.mode.value})" for name, a in self.probes.items())
+        return ", ".join(f"{name}={a.flavour}({a.path})" for name, a in self.probes.items())
 
     def close(self) -> None:
         self._resources.close()
@@ -126,7 +132,7 @@ def trial_attach(probe: Probe, settings: AttachSettings) -> TrialResult:
     try:
         with ProbeSet.attach([probe], settings) as attached:
             a = attached[probe.name]
-            return TrialResult(probe.name, str(a.flavour), a.link.mode.value, dict(a.passed_over))
+            return TrialResult(probe.name, str(a.flavour), a.path, dict(a.passed_over))
     except ProbeUnavailable as err:
         return TrialResult(probe.name, None, None, err.reasons, str(err))
     except BPFError as err:
@@ -146,7 +152,7 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
             passed_over[str(flavour)] = str(err)
             continue
         attached.passed_over = passed_over
-        log.debug("probe %s attached as %s via %s", probe.name, flavour, attached.link.mode.value)
+        log.debug("probe %s attached as %s via %s", probe.name, flavour, attached.path)
         return attached
     raise ProbeUnavailable(probe.name, passed_over)
 
@@ -154,8 +160,11 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
 def _attach_flavour(probe: Probe, flavour: Flavour, settings: AttachSettings, target: BuildTarget,
                     stack: ExitStack) -> AttachedProbe:
     maps = {name: stack.enter_context(create()) for name, create in probe.maps.items()}
+    code = probe.program(flavour, target)
     kernel_types = lambda: target.kernel_types  # noqa: E731 - resolved only if the flavour needs it
-    program = stack.enter_context(load_program(probe.program(flavour, target), maps=maps,
-                                               **flavour.load_options(kernel_types)))
-    link = stack.enter_context(flavour.attach(program, settings.tracepoint_link))
-    return AttachedProbe(probe, flavour, maps, program, link)
+    programs, links = [], []
+    for site in flavour.targets:
+        program = stack.enter_context(load_program(code, maps=maps, **flavour.load_options(site, kernel_types)))
+        links.append(stack.enter_context(flavour.attach(program, site, settings.perf_event_link)))
+        programs.append(program)
+    return AttachedProbe(probe, flavour, maps, tuple(programs), tuple(links))

@@ -36,8 +36,8 @@ def test_empty_file_gives_defaults(tmp_path):
 
 
 def test_gespann_keys():
-    config = parse({"events": {"reader": "perf"}, "attach": {"tracepoint": "ioctl"}, "btf": {"source": "vendored"}})
-    assert (config.event_reader, config.tracepoint_attach, config.btf_source) == ("perf", "ioctl", "vendored")
+    config = parse({"events": {"reader": "perf"}, "attach": {"perf_event": "ioctl"}, "btf": {"source": "vendored"}})
+    assert (config.event_reader, config.perf_event_attach, config.btf_source) == ("perf", "ioctl", "vendored")
     assert parse({"btf": {"source": "/boot/vmlinux"}}).btf_source == "/boot/vmlinux"
     assert parse({"scope": {"netns": "/proc/self/ns/net"}}).netns == "/proc/self/ns/net"
     forced = parse({"attach": {"mode": "tracepoint", "probes": {"tcp_states": "raw_tracepoint"}}})

@@ -5,11 +5,13 @@ including connections the test makes outside the namespace at the same time,
 must not change a single count.
 """
 import dataclasses
+import os
 
 import pytest
 from loopback import CLOSE, Loopback, wait_for
 from namespaces import Namespace
 
+from gespann.bpf import features
 from gespann.probes import AttachSettings, ProbeSet, ProbeUnavailable, tcp_states
 from gespann.probes.flavours import RawTracepoint, Tracepoint
 
@@ -30,21 +32,37 @@ def state_counts(probes: ProbeSet) -> dict[int, int]:
     return {state: sum(per_cpu) for state, per_cpu in counters.items() if sum(per_cpu)}
 
 
-FLAVOURS = [  # (attach mode, tracepoint link, the bpf layer's path)
-    ("raw_tracepoint", "auto", "raw_tracepoint_open"),
-    ("tracepoint", "link", "bpf_link"),
-    ("tracepoint", "ioctl", "perf_event_ioctl"),
+FLAVOURS = [  # (attach mode, perf event link, the feature it needs)
+    ("tp_btf", "auto", features.tp_btf),
+    ("raw_tracepoint", "auto", features.raw_tracepoint),
+    ("tracepoint", "link", features.perf_link),
+    ("tracepoint", "ioctl", features.tracepoint),
+    ("fentry", "auto", features.fentry),
+    ("kprobe", "link", lambda: features.kprobe_pmu() if features.kprobe_pmu().available else features.kprobe_events()),
+    ("kprobe", "ioctl", lambda: features.kprobe_pmu() if features.kprobe_pmu().available else features.kprobe_events()),
 ]
+#: What the bpf layer reports for each (mode, perf event link).
+PATHS = {"link": "bpf_link", "ioctl": "perf_event_ioctl"}
 
 
-@pytest.mark.parametrize("mode, tracepoint_link, path", FLAVOURS)
+def require(feature) -> None:
+    status = feature()
+    if not status.available:
+        pytest.skip(f"n/a: {status.description} unavailable on {os.uname().release}: {status.detail}")
+
+
+@pytest.mark.parametrize("mode, perf_event_link, feature", FLAVOURS)
 @pytest.mark.parametrize("btf_source", ["btf", "vendored"])
-def test_counts_exactly_the_namespace_traffic(namespace, mode, tracepoint_link, path, btf_source):
-    settings = AttachSettings(mode=mode, tracepoint_link=tracepoint_link, btf_source=btf_source,
+def test_counts_exactly_the_namespace_traffic(namespace, mode, perf_event_link, feature, btf_source):
+    require(feature)
+    if btf_source == "vendored" and mode in ("tp_btf", "fentry"):
+        pytest.skip(f"n/a: {mode} attaches by BTF id, which vendored tables do not carry")
+    settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, btf_source=btf_source,
                               netns=namespace.inode)
     with ProbeSet.attach([tcp_states.PROBE], settings) as probes:
         assert probes["tcp_states"].flavour.mode == mode
-        assert probes["tcp_states"].link.mode.value == path
+        if perf_event_link != "auto":
+            assert probes["tcp_states"].path == PATHS[perf_event_link]
         with namespace.enter():
             inside = Loopback()
             inside.run(CONNECTIONS)
@@ -72,7 +90,7 @@ def test_unscoped_probe_sees_the_namespace_too(namespace):
 
 def test_preferred_flavour_is_taken_first():
     with ProbeSet.attach([tcp_states.PROBE], AttachSettings()) as probes:
-        assert probes["tcp_states"].flavour is tcp_states.PROBE.flavours[0]
+        assert probes["tcp_states"].flavour is tcp_states.PROBE.flavours[0]  # tp_btf: this kernel has it
         assert probes["tcp_states"].passed_over == {}
 
 
@@ -84,7 +102,7 @@ def test_falls_back_past_a_flavour_the_kernel_refuses(namespace):
     ))
     with ProbeSet.attach([probe], AttachSettings(netns=namespace.inode)) as probes:
         attached = probes["tcp_states"]
-        assert attached.flavour is tcp_states.PROBE.flavours[0]
+        assert attached.flavour is probe.flavours[1]
         assert list(attached.passed_over) == ["raw_tracepoint/gespann_no_such_tracepoint"]
         assert "gespann_no_such_tracepoint" in attached.passed_over["raw_tracepoint/gespann_no_such_tracepoint"]
         with namespace.enter():

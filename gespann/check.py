@@ -1,0 +1,97 @@
+"""`gespann check`: what this host offers gespann, and what gespann would do with it.
+
+Every answer comes from asking the kernel (loading, attaching, reading), never
+from version numbers, so backports and locked-down nodes are reported as they
+are. The report is data first (`as_dict`), text second (`lines`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from .bpf import features
+from .bpf.errors import effective_capabilities
+from .btf import BTFError, kernel_types
+from .config import Config
+from .probes import ALL_PROBES, AttachSettings, TrialResult, trial_attach
+
+#: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).
+NEEDED_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON")
+
+
+@dataclass
+class CheckReport:
+    kernel: str
+    machine: str
+    capabilities: dict[str, bool]
+    missing_capabilities: list[str]
+    type_information: Optional[str]  # where struct offsets come from
+    type_information_error: Optional[str]
+    features: list[features.FeatureStatus]
+    probes: list[TrialResult]
+
+    @property
+    def fatal(self) -> Optional[str]:
+        """Why gespann cannot run at all, or None when it can (perhaps with fallbacks)."""
+        if self.missing_capabilities:
+            return f"missing {', '.join(self.missing_capabilities)}: run as root or grant them"
+        if not any(p.flavour for p in self.probes):
+            return "no probe could attach on this kernel"
+        return None
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "fatal": self.fatal}
+
+    def lines(self) -> list[str]:
+        out = [f"kernel          {self.kernel} ({self.machine})"]
+        held = ", ".join(f"{cap} {'yes' if ok else 'NO'}" for cap, ok in self.capabilities.items())
+        out.append(f"privileges      {held}")
+        out.append(f"type info       {self.type_information or 'unavailable: ' + str(self.type_information_error)}")
+        out.append("features")
+        for feature in self.features:
+            state = "yes" if feature.available else "no "
+            out.append(f"  {state} {feature.description:<58} Linux {feature.since:<5} {feature.detail}")
+        out.append("probes")
+        for probe in self.probes:
+            if probe.flavour:
+                out.append(f"  {probe.probe:<16} {probe.flavour} via {probe.path}")
+            else:
+                out.append(f"  {probe.probe:<16} UNAVAILABLE")
+            for flavour, why in probe.passed_over.items():
+                out.append(f"  {'':<16}   not {flavour}: {why}")
+        out.append(f"verdict         {'cannot run: ' + self.fatal if self.fatal else 'ready'}")
+        return out
+
+
+def run_check(config: Config) -> CheckReport:
+    uname = os.uname()
+    held = effective_capabilities() or set()
+    capabilities = {cap: cap in held or "CAP_SYS_ADMIN" in held for cap in NEEDED_CAPABILITIES}
+    missing = [cap for cap, ok in capabilities.items() if not ok]
+    types, types_error = _type_information(config.btf_source)
+    return CheckReport(
+        kernel=uname.release,
+        machine=uname.machine,
+        capabilities=capabilities,
+        missing_capabilities=missing,
+        type_information=types,
+        type_information_error=types_error,
+        features=[] if missing else features.report(),
+        probes=_probes(config, missing),
+    )
+
+
+def _type_information(source: str) -> tuple[Optional[str], Optional[str]]:
+    try:
+        return kernel_types(source).source, None
+    except BTFError as err:
+        return None, str(err)
+
+
+def _probes(config: Config, missing: list[str]) -> list[TrialResult]:
+    if missing:
+        return [TrialResult(p.name, None, None, {}, "not tried: missing privileges") for p in ALL_PROBES]
+    settings = AttachSettings.from_config(config)
+    return [trial_attach(probe, settings) for probe in ALL_PROBES]
