@@ -110,7 +110,9 @@ RINGBUF = Feature("ringbuf", "BPF ring buffer", RING_BUFFER_SINCE)
 
 
 def helper_feature(helper: str) -> Feature:
-    return Feature(f"helper:{helper}", f"helper bpf_{helper}", HELPERS_SINCE.get(helper, "?"))
+    if helper not in HELPERS_SINCE:
+        raise ValueError(f"helper {helper!r} is not in HELPERS_SINCE; add it there with the release that added it")
+    return Feature(f"helper:{helper}", f"helper bpf_{helper}", HELPERS_SINCE[helper])
 
 
 # --- BTF and the attach points built on it --------------------------------------------------
@@ -135,9 +137,8 @@ def tp_btf() -> FeatureStatus:
     try:
         with _load_probe(ProgType.TRACING, "probe_tp_btf", AttachType.TRACE_RAW_TP, target) as prog:
             syscall.bpf_raw_tracepoint_open(None, int(prog)).close()
-    except PermissionDeniedError:
-        raise
     except BPFError as e:
+        _raise_if_not_privileged(e)
         return TP_BTF.missing(f"a tp_btf program for {typedef}: {e}")
     return TP_BTF.present(f"a tp_btf program attached to tracepoint {PROBE_TRACEPOINT[1]}")
 
@@ -148,14 +149,13 @@ def tracing_link() -> FeatureStatus:
     if not tp_btf().available:
         return TRACING_LINK.missing(f"no tp_btf program to link: {tp_btf().detail}")
     target = _vmlinux_btf_id(f"btf_trace_{PROBE_TRACEPOINT[1]}")
-    with _load_probe(ProgType.TRACING, "probe_tr_link", AttachType.TRACE_RAW_TP, target) as prog:
-        try:
+
+    def link() -> None:
+        with _load_probe(ProgType.TRACING, "probe_tr_link", AttachType.TRACE_RAW_TP, target) as prog:
             syscall.bpf_link_create(int(prog), 0, AttachType.TRACE_RAW_TP).close()
-        except BPFError as e:
-            if e.errno == errno.EINVAL:
-                return TRACING_LINK.missing("BPF_LINK_CREATE rejects a tp_btf program (EINVAL)")
-            raise
-    return TRACING_LINK.present("BPF_LINK_CREATE attached a tp_btf program")
+
+    return _attempt(TRACING_LINK, link, "BPF_LINK_CREATE attached a tp_btf program",
+                    "BPF_LINK_CREATE rejects a tp_btf program (EINVAL)")
 
 
 @functools.cache
@@ -225,50 +225,39 @@ def tracepoint() -> FeatureStatus:
             raise
         return TRACEPOINT.missing(f"no tracepoint {category}:{name} to probe with")
     attr = perf_event.PerfEventAttr(type=perf_event.PERF_TYPE_TRACEPOINT, config=tp_id, sample_period=1)
-    with _load_probe(ProgType.TRACEPOINT, "probe_tp") as prog, \
-            perf_event.perf_event_open(attr, pid=-1, cpu=0) as event:
-        try:
+
+    def set_program() -> None:
+        with _load_probe(ProgType.TRACEPOINT, "probe_tp") as prog, \
+                perf_event.perf_event_open(attr, pid=-1, cpu=0) as event:
             perf_event.perf_event_ioctl(int(event), perf_event.PERF_EVENT_IOC_SET_BPF, int(prog))
-        except BPFError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            return TRACEPOINT.missing("PERF_EVENT_IOC_SET_BPF rejects a tracepoint program (EINVAL)")
-    return TRACEPOINT.present(f"a tracepoint program was set on {category}:{name}")
+
+    return _attempt(TRACEPOINT, set_program, f"a tracepoint program was set on {category}:{name}",
+                    "PERF_EVENT_IOC_SET_BPF rejects a tracepoint program (EINVAL)")
 
 
 @functools.cache
 def perf_link() -> FeatureStatus:
     """BPF_LINK_CREATE for perf events (5.15): given no perf event (fd -1), a kernel that knows
     the attach type looks the fd up and says EBADF; an older one rejects the attach type (EINVAL)."""
-    with _load_probe(ProgType.TRACEPOINT, "probe_perf_link") as prog:
-        try:
-            syscall.bpf_link_create(int(prog), -1, AttachType.PERF_EVENT).close()
-        except BPFError as e:
-            if e.errno == errno.EBADF:
-                return PERF_LINK.present("BPF_LINK_CREATE knows attach type PERF_EVENT (EBADF for fd -1)")
-            if e.errno == errno.EINVAL:
-                return PERF_LINK.missing("BPF_LINK_CREATE rejects attach type PERF_EVENT (EINVAL)")
-            raise
-    return PERF_LINK.present("BPF_LINK_CREATE took fd -1")  # pragma: no cover - fd -1 is never a perf event
+    def link() -> None:
+        with _load_probe(ProgType.TRACEPOINT, "probe_perf_link") as prog:
+            _expect(errno.EBADF, syscall.bpf_link_create, int(prog), -1, AttachType.PERF_EVENT)
+
+    return _attempt(PERF_LINK, link, "BPF_LINK_CREATE knows attach type PERF_EVENT (EBADF for fd -1)",
+                    "BPF_LINK_CREATE rejects attach type PERF_EVENT (EINVAL)")
 
 
 @functools.cache
 def raw_tracepoint() -> FeatureStatus:
     """RAW_TRACEPOINT programs load, and BPF_RAW_TRACEPOINT_OPEN looks names up: a name that is no
     tracepoint gives ENOENT, so nothing is attached."""
-    try:
-        prog = _load_probe(ProgType.RAW_TRACEPOINT, "probe_raw_tp")
-    except BPFError as e:
-        if e.errno != errno.EINVAL:
-            raise
-        return RAW_TRACEPOINT.missing("the kernel does not load RAW_TRACEPOINT programs (EINVAL)")
-    with prog:
-        try:
-            syscall.bpf_raw_tracepoint_open("gespann_no_such_tracepoint", int(prog)).close()
-        except BPFError as e:
-            if e.errno != errno.ENOENT:
-                raise
-    return RAW_TRACEPOINT.present("BPF_RAW_TRACEPOINT_OPEN looked up a tracepoint name (ENOENT for none)")
+    def open_none() -> None:
+        with _load_probe(ProgType.RAW_TRACEPOINT, "probe_raw_tp") as prog:
+            _expect(errno.ENOENT, syscall.bpf_raw_tracepoint_open, "gespann_no_such_tracepoint", int(prog))
+
+    return _attempt(RAW_TRACEPOINT, open_none,
+                    "BPF_RAW_TRACEPOINT_OPEN looked up a tracepoint name (ENOENT for none)",
+                    "the kernel does not load RAW_TRACEPOINT programs (EINVAL)")
 
 
 # --- kprobes ----------------------------------------------------------------------------------
@@ -299,13 +288,11 @@ def kprobe_events() -> FeatureStatus:
 @functools.cache
 def ringbuf() -> FeatureStatus:
     """BPF_MAP_TYPE_RINGBUF (5.8): creating a one-page ring buffer succeeds."""
-    try:
+    def create() -> None:
         syscall.bpf_map_create(MapType.RINGBUF, 0, 0, PAGE_SIZE, name="probe_ringbuf").close()
-    except BPFError as e:
-        if e.errno == errno.EINVAL:
-            return RINGBUF.missing("creating a ring buffer map: EINVAL (unknown map type)")
-        raise
-    return RINGBUF.present("created a one-page ring buffer")
+
+    return _attempt(RINGBUF, create, "created a one-page ring buffer",
+                    "creating a ring buffer map: EINVAL (unknown map type)")
 
 
 @functools.cache
@@ -320,9 +307,8 @@ def helper(name: str, prog_type: ProgType = ProgType.TRACEPOINT) -> FeatureStatu
     log = ctypes.create_string_buffer(_PROBE_LOG_SIZE)
     try:
         syscall.bpf_prog_load(prog_type, p.assemble(), name=p.name, log=log).close()
-    except PermissionDeniedError:
-        raise
     except BPFError as e:
+        _raise_if_not_privileged(e)
         refusal = next((line for line in log.value.decode(errors="replace").splitlines()
                         if any(words in line for words in _UNKNOWN_HELPER)), None)
         if refusal is not None:
@@ -375,6 +361,33 @@ def report() -> list[FeatureStatus]:
         except BPFError as e:
             statuses.append(feature.missing(f"could not probe: {e}"))
     return statuses
+
+
+def _raise_if_not_privileged(error: BPFError) -> None:
+    """A probe cannot tell anything without the capabilities it needs: that error goes to the caller."""
+    if isinstance(error, PermissionDeniedError) and error.missing != []:
+        raise error
+
+
+def _attempt(feature: Feature, attempt: Callable[[], None], present: str, missing: str) -> FeatureStatus:
+    """Run `attempt`: the feature is present if it succeeds and missing if the kernel says EINVAL,
+    which is how bpf() answers a command, type or flag it does not know. Other errors are raised."""
+    try:
+        attempt()
+    except BPFError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        return feature.missing(missing)
+    return feature.present(present)
+
+
+def _expect(err: int, call: Callable[..., Fd], *args) -> None:
+    """Make a call that is meant to fail with `err`, an answer that shows the kernel understood it."""
+    try:
+        call(*args).close()
+    except BPFError as e:
+        if e.errno != err:
+            raise
 
 
 def _load_probe(prog_type: ProgType, name: str, expected_attach_type: AttachType = AttachType.NONE,

@@ -55,7 +55,7 @@ def open_pmu_kprobe(symbol: str, retprobe: bool = False, offset: int = 0) -> Fd:
     if pmu is None:
         raise BPFError(f"kernel {os.uname().release} has no kprobe PMU ({PMU_DIR})", errno.ENOENT)
     name = ctypes.create_string_buffer(symbol.encode())  # the kernel copies it during the call
-    attr = PerfEventAttr(type=pmu, config=1 << retprobe_bit() if retprobe else 0, config1=ctypes.addressof(name),
+    attr = PerfEventAttr(type=pmu, config=(1 << retprobe_bit()) if retprobe else 0, config1=ctypes.addressof(name),
                          config2=offset, sample_period=1, wakeup_events=1)
     try:
         return perf_event.perf_event_open(attr, pid=-1, cpu=0)
@@ -80,7 +80,7 @@ class TracefsKprobe(Closable):
     def __init__(self, symbol: str, retprobe: bool = False, offset: int = 0, root: Optional[str] = None):
         self.root, self.symbol = root or tracefs.tracefs_root(), symbol
         self.path = kprobe_events_path(self.root)
-        self.name: Optional[str] = None
+        self.removed = False
         self.name = self._create(f"r:{GROUP}/{{name}} {symbol}" if retprobe else
                                  f"p:{GROUP}/{{name}} {symbol}+{offset}")
 
@@ -94,7 +94,8 @@ class TracefsKprobe(Closable):
             except OSError as e:
                 if e.errno == errno.EEXIST:
                     continue
-                raise self._error(f"writing {definition.format(name=name)!r} to {self.path}", e) from None
+                raise self._error(f"writing {definition.format(name=name)!r} to {self.path}", e,
+                                  creating=True) from None
 
     @property
     def id(self) -> int:
@@ -110,14 +111,10 @@ class TracefsKprobe(Closable):
         attr = PerfEventAttr(type=perf_event.PERF_TYPE_TRACEPOINT, config=self.id, sample_period=1, wakeup_events=1)
         return perf_event.perf_event_open(attr, pid=-1, cpu=0)
 
-    @property
-    def closed(self) -> bool:
-        return self.name is None
-
     def close(self) -> None:
         """Remove the event. It stays busy (EBUSY) until the kernel has let go of its last perf
         event, which a just-closed bpf_link may do a moment later."""
-        if self.name is None:
+        if self.removed:
             return
         deadline = time.monotonic() + _REMOVE_TIMEOUT
         while True:
@@ -130,7 +127,7 @@ class TracefsKprobe(Closable):
                 if e.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise self._error(f"removing kprobe event {GROUP}/{self.name} from {self.path}", e) from None
                 time.sleep(0.005)
-        self.name = None
+        self.removed = True
 
     def _write(self, line: str) -> None:
         """Append one command; opening kprobe_events without O_APPEND would delete every kprobe event."""
@@ -140,11 +137,11 @@ class TracefsKprobe(Closable):
         finally:
             os.close(fd)
 
-    def _error(self, operation: str, error: OSError) -> BPFError:
+    def _error(self, operation: str, error: OSError, creating: bool = False) -> BPFError:
         if error.errno in (errno.EPERM, errno.EACCES):
             return PermissionDeniedError(operation, ("CAP_SYS_ADMIN",), error.errno)
-        if error.errno in _NOT_FOUND or error.errno == errno.EINVAL and self.name is None:
-            # Creating: 5.x says EINVAL for an unknown function as for one it may not probe.
+        if creating and error.errno in (*_NOT_FOUND, errno.EINVAL):
+            # 5.x says EINVAL for an unknown function as for one it may not probe.
             return SymbolNotFoundError(self.symbol, error.errno, self._last_logged_error())
         return BPFError(f"{operation}: {describe_errno(error.errno)}", error.errno)
 
@@ -157,7 +154,8 @@ class TracefsKprobe(Closable):
         return next((line.split("error:", 1)[1].strip() for line in reversed(lines) if "error:" in line), "")
 
     def __repr__(self) -> str:
-        return f"TracefsKprobe({GROUP}/{self.name} on {self.symbol})"
+        state = ", removed" if self.removed else ""
+        return f"TracefsKprobe({GROUP}/{self.name} on {self.symbol}{state})"
 
 
 def _read(path: str) -> str:

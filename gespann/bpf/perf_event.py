@@ -1,6 +1,6 @@
 """perf_event_open(2) and the ioctls on perf event fds, through ctypes.
 
-Tracepoint programs hang off perf events, and perf buffers are perf events
+Tracepoint and kprobe programs hang off perf events, and perf buffers are perf events
 of the BPF output kind; both are opened here.
 """
 from __future__ import annotations

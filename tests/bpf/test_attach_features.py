@@ -13,6 +13,7 @@ import pytest
 
 from gespann.bpf import features, kprobes
 from gespann.bpf.errors import PermissionDeniedError
+from gespann.bpf.syscall import ProgType
 
 pytestmark = pytest.mark.root
 
@@ -77,9 +78,12 @@ def test_probes_are_memoized():
     assert features.helper("probe_read_kernel") is features.helper("probe_read_kernel")
 
 
-def test_a_helper_the_program_type_may_not_call_is_missing():
-    status = features.helper("skb_store_bytes")
-    assert not status.available and "TRACEPOINT" in status.detail
+def test_a_helper_the_program_type_may_not_call_is_missing(monkeypatch):
+    monkeypatch.setitem(features.HELPERS_SINCE, "skb_store_bytes", "4.4")  # a socket buffer helper
+    status = features.helper("skb_store_bytes", ProgType.KPROBE)
+    assert not status.available and "KPROBE" in status.detail
+    with pytest.raises(ValueError, match="HELPERS_SINCE"):
+        features.helper("get_socket_cookie")
 
 
 def test_a_probe_that_cannot_run_is_reported_not_raised(monkeypatch):
