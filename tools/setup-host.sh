@@ -9,6 +9,8 @@ packages=(
     iproute2         # ip netns / veth for namespace tests
     nftables
     zstd             # the tools that build vendored_vmlinux tables unpack zstd-compressed kernels
+    prometheus       # a real Prometheus scrapes gespann in the exporter tests (never started as a service)
+    libcap2-bin      # capsh: the least-privilege tests drop capabilities
 )
 
 missing=()

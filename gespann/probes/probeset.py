@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
-from ..bpf.errors import BPFError
+from ..bpf.errors import BPFError, PermissionDeniedError
 from ..bpf.links import Link
 from ..bpf.maps import Map
 from ..bpf.programs import LoadedProgram, load_program
@@ -147,6 +147,12 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
             with ExitStack() as attempt:
                 attached = _attach_flavour(probe, flavour, settings, target, attempt)
                 stack.enter_context(attempt.pop_all())
+        except PermissionDeniedError as err:
+            if err.missing:
+                raise  # no flavour can do better without the capability: say so once
+            log.info("probe %s: %s not taken: %s", probe.name, flavour, err)
+            passed_over[str(flavour)] = str(err)
+            continue
         except (BPFError, BTFError) as err:
             log.info("probe %s: %s not taken: %s", probe.name, flavour, err)
             passed_over[str(flavour)] = str(err)

@@ -1,0 +1,68 @@
+"""`gespann check` tells the truth: what it reports matches what attaching actually does here.
+
+These tests run on every kernel of the kernel matrix, so the report is checked
+against each kernel's own behaviour, not against a table of versions.
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gespann.check import run_check
+from gespann.config import Config
+from gespann.probes import ALL_PROBES, AttachSettings, trial_attach
+
+pytestmark = pytest.mark.root
+
+#: The feature(s) each attach mode rests on; a mode works when any of them is available.
+MODE_FEATURES = {
+    "fentry": ("fentry",),
+    "tp_btf": ("tp_btf",),
+    "raw_tracepoint": ("raw_tracepoint",),
+    "tracepoint": ("tracepoint",),
+    "kprobe": ("kprobe_pmu", "kprobe_events"),
+}
+
+
+def test_reported_features_match_what_attaches():
+    report = run_check(Config())
+    available = {feature.name: feature.available for feature in report.features}
+    for probe in ALL_PROBES:
+        for flavour in probe.flavours:
+            attached = trial_attach(probe, AttachSettings(mode=flavour.mode)).flavour is not None
+            expected = any(available[name] for name in MODE_FEATURES[flavour.mode])
+            assert attached == expected, f"{probe.name} as {flavour}: check says {expected}, attaching says {attached}"
+
+
+def test_each_probe_reports_the_flavour_that_attaches_first():
+    report = run_check(Config())
+    for trial in report.probes:
+        probe = next(p for p in ALL_PROBES if p.name == trial.probe)
+        assert trial.flavour is not None
+        chosen = [str(f) for f in probe.flavours].index(trial.flavour)
+        assert set(trial.passed_over) == {str(f) for f in probe.flavours[:chosen]}
+
+
+def run_cli(*args: str, drop: str = "") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "gespann", *args]
+    if drop:
+        command = ["capsh", f"--drop={drop}", "--", "-c", " ".join(command)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_ready_as_root():
+    result = run_cli("check")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "verdict         ready"
+    report = json.loads(run_cli("check", "--json").stdout)
+    assert report["fatal"] is None
+    assert report["missing_capabilities"] == []
+
+
+def test_cli_without_bpf_capabilities_says_which_and_fails():
+    result = run_cli("check", "--json", drop="cap_bpf,cap_perfmon,cap_sys_admin")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["missing_capabilities"] == ["CAP_BPF", "CAP_PERFMON"]
+    assert "CAP_BPF" in report["fatal"]
