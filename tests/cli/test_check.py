@@ -66,3 +66,12 @@ def test_cli_without_bpf_capabilities_says_which_and_fails():
     report = json.loads(result.stdout)
     assert report["missing_capabilities"] == ["CAP_BPF", "CAP_PERFMON"]
     assert "CAP_BPF" in report["fatal"]
+
+
+def test_run_without_bpf_capabilities_is_one_line_naming_the_capability():
+    result = run_cli("run", drop="cap_bpf,cap_perfmon,cap_sys_admin")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gespann: ")]
+    assert len(errors) == 1, result.stderr
+    assert "lacks CAP_BPF" in errors[0]
+    assert "Traceback" not in result.stderr
