@@ -2,9 +2,10 @@
 
 It knows system calls, not connections: maps, programs, attachment to
 tracepoints, kprobes and BTF targets (fentry, fexit, tp_btf), probes of what
-the kernel supports (`features`), and the buffers records come back through. Every object holding
-an fd releases it on `close()` or at the end of a `with` block, and then
-nothing of it stays in the kernel. Errors are `BPFError`s saying what to do.
+the kernel supports (`features`), and the buffers records come back through.
+Every object holding an fd releases it on `close()` or at the end of a `with`
+block, and then nothing of it stays in the kernel. Errors are `BPFError`s
+saying what to do.
 """
 from .channel import EventChannel
 from .counters import emit_increment

@@ -1,7 +1,8 @@
 """Counting programs for the attach-mode tests, written in the asm DSL, and what every such test shares.
 
 Each program finds a `struct sock *` where its attach point keeps one (a
-register, a kprobe's pt_regs, a u64 argument array), keeps only sockets with
+kprobe's saved registers, the u64 arguments of fentry, fexit and raw
+tracepoints), keeps only sockets with
 the test's port at either end, and counts into the ArrayMap "counts". Ports
 are read with bpf_probe_read_kernel at offsets from gespann.btf, as the
 tracepoint reports them: inet_sport (kept after a closing socket gives its
