@@ -5,7 +5,6 @@ including connections the test makes outside the namespace at the same time,
 must not change a single count.
 """
 import dataclasses
-import os
 
 import pytest
 from loopback import CLOSE, Loopback, wait_for
@@ -32,29 +31,37 @@ def state_counts(probes: ProbeSet) -> dict[int, int]:
     return {state: sum(per_cpu) for state, per_cpu in counters.items() if sum(per_cpu)}
 
 
-FLAVOURS = [  # (attach mode, perf event link, the feature it needs)
-    ("tp_btf", "auto", features.tp_btf),
-    ("raw_tracepoint", "auto", features.raw_tracepoint),
-    ("tracepoint", "link", features.perf_link),
-    ("tracepoint", "ioctl", features.tracepoint),
-    ("fentry", "auto", features.fentry),
-    ("kprobe", "link", lambda: features.kprobe_pmu() if features.kprobe_pmu().available else features.kprobe_events()),
-    ("kprobe", "ioctl", lambda: features.kprobe_pmu() if features.kprobe_pmu().available else features.kprobe_events()),
+def kprobes():
+    """kprobes from either source: the PMU, or tracefs kprobe_events."""
+    pmu = features.kprobe_pmu()
+    return pmu if pmu.available else features.kprobe_events()
+
+
+FLAVOURS = [  # (attach mode, perf event link, the features it needs), with ids the kernel matrix reads
+    pytest.param("tp_btf", "auto", (features.tp_btf,), id="tp_btf"),
+    pytest.param("raw_tracepoint", "auto", (features.raw_tracepoint,), id="raw_tracepoint_open"),
+    pytest.param("tracepoint", "link", (features.perf_link,), id="tracepoint-bpf_link"),
+    pytest.param("tracepoint", "ioctl", (features.tracepoint,), id="tracepoint-perf_event_ioctl"),
+    pytest.param("fentry", "auto", (features.fentry,), id="fentry"),
+    pytest.param("kprobe", "link", (kprobes, features.perf_link), id="kprobe-bpf_link"),
+    pytest.param("kprobe", "ioctl", (kprobes,), id="kprobe-perf_event_ioctl"),
 ]
-#: What the bpf layer reports for each (mode, perf event link).
+#: What the bpf layer reports for each perf event link.
 PATHS = {"link": "bpf_link", "ioctl": "perf_event_ioctl"}
 
 
-def require(feature) -> None:
-    status = feature()
-    if not status.available:
-        pytest.skip(f"n/a: {status.description} unavailable on {os.uname().release}: {status.detail}")
+def require(*needed) -> None:
+    """Skip as n/a, naming the feature and kernel, unless the kernel has everything `needed`."""
+    for feature in needed:
+        status = feature()
+        if not status.available:
+            pytest.skip(f"n/a: {status.error()}")
 
 
-@pytest.mark.parametrize("mode, perf_event_link, feature", FLAVOURS)
+@pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
 @pytest.mark.parametrize("btf_source", ["btf", "vendored"])
-def test_counts_exactly_the_namespace_traffic(namespace, mode, perf_event_link, feature, btf_source):
-    require(feature)
+def test_counts_exactly_the_namespace_traffic(namespace, mode, perf_event_link, needed, btf_source):
+    require(*needed)
     if btf_source == "vendored" and mode in ("tp_btf", "fentry"):
         pytest.skip(f"n/a: {mode} attaches by BTF id, which vendored tables do not carry")
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, btf_source=btf_source,
