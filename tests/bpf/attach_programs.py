@@ -15,27 +15,19 @@ import subprocess
 from typing import Callable
 
 import pytest
+from kernel_features import require  # noqa: F401 - re-exported for the attach tests
 from asm import DW, H, R0, R1, R2, R3, R6, R7, R10, W, Program, Register
 from loopback import wait_for
 
 from gespann import btf
 from gespann.bpf import kprobes
 from gespann.bpf.counters import emit_increment
-from gespann.bpf.features import FeatureStatus
 
 SCRATCH, KEY = -8, -16  # stack slots: probe_read_kernel's destination, the counter key
 BPFTOOL = "/usr/sbin/bpftool"
 CONNECTIONS = 3
 
 LoadSock = Callable[[Program], None]  # emits R6 = the struct sock * (or 0), from the context in R1
-
-
-def require(*statuses: FeatureStatus) -> None:
-    """Skip as n/a on this kernel unless every feature is there; the reason is the bpf layer's own
-    FeatureUnsupportedError message, which the kernel matrix reads as n/a."""
-    for status in statuses:
-        if not status.available:
-            pytest.skip(f"n/a: {status.error()}")
 
 
 def emit_port_filter(p: Program, sk: Register, port: int, skip: str) -> None:

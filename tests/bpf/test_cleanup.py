@@ -31,7 +31,7 @@ def test_nothing_stays_loaded(loopback, state_format):
                              maps=ring.maps)
     send_perf = load_program(send_state_changes(state_format, loopback.port, perf, name="gt_send_perf"),
                              maps=perf.maps)
-    links = [attach_tracepoint(count, "sock", "inet_sock_set_state", AttachMode.LINK),
+    links = [attach_tracepoint(count, "sock", "inet_sock_set_state"),  # a link where the kernel has one
              attach_tracepoint(send_ring, "sock", "inet_sock_set_state", AttachMode.PERF_IOCTL),
              attach_tracepoint(send_perf, "sock", "inet_sock_set_state")]
     loopback.run(1)

@@ -54,7 +54,7 @@ def test_unprivileged_process_is_told_which_capability_it_lacks():
               "try:\n    maps.HashMap(4, 4, 1, name='gt_denied')\n"
               "except PermissionDeniedError as e:\n    print(e)\n")
     result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-                             sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                             sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             env={"PYTHONPATH": ":".join(p for p in sys.path if p)})
     assert "bpf(BPF_MAP_CREATE): Operation not permitted (EPERM)" in result.stdout, result.stderr
     assert "lacks CAP_BPF" in result.stdout

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 from asm import DW, R0, R2, Program
+from kernel_features import kernel_at_least
 from sock_programs import count_new_states
 
 from gespann.bpf import maps, programs
@@ -31,7 +32,8 @@ def test_load_from_bytes_and_info():
     with load_program(RETURN_ZERO, ProgType.TRACEPOINT, name="gt_zero") as prog:
         info = prog.info()
         assert (info.name, info.type, info.xlated_prog_len, info.map_ids) == ("gt_zero", ProgType.TRACEPOINT, 16, ())
-        assert len(info.tag) == 16 and info.id > 0 and info.jited_prog_len > 0 and info.verified_insns == 2
+        assert len(info.tag) == 16 and info.id > 0 and info.jited_prog_len > 0
+        assert info.verified_insns == (2 if kernel_at_least(5, 16) else 0)  # the kernel reports it since 5.16
 
 
 def test_load_from_the_dsl_resolves_maps(state_format):
@@ -51,8 +53,9 @@ def test_verifier_error_carries_the_log():
         load_program(dereferences_a_number())
     error = refused.value
     assert error.program == "gt_bad" and error.errno == errno.EACCES
-    assert error.log.startswith("0: R1=ctx() R10=fp0\n") and "processed 13 insns" in error.log
-    assert "gt_bad" in str(error) and "R2 invalid mem access 'scalar'" in str(error)
+    assert error.log.startswith("0: R1=ctx(") and "processed 13 insns" in error.log
+    # Kernels before 5.18 call a plain number 'inv', later ones 'scalar'.
+    assert "gt_bad" in str(error) and re.search(r"R2 invalid mem access '(scalar|inv)'", str(error))
 
 
 def test_a_small_log_buffer_grows_until_the_log_fits(monkeypatch):

@@ -7,6 +7,7 @@ must not change a single count.
 import dataclasses
 
 import pytest
+from kernel_features import require
 from loopback import CLOSE, Loopback, wait_for
 from namespaces import Namespace
 
@@ -50,18 +51,10 @@ FLAVOURS = [  # (attach mode, perf event link, the features it needs), with ids 
 PATHS = {"link": "bpf_link", "ioctl": "perf_event_ioctl"}
 
 
-def require(*needed) -> None:
-    """Skip as n/a, naming the feature and kernel, unless the kernel has everything `needed`."""
-    for feature in needed:
-        status = feature()
-        if not status.available:
-            pytest.skip(f"n/a: {status.error()}")
-
-
 @pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
 @pytest.mark.parametrize("btf_source", ["btf", "vendored"])
 def test_counts_exactly_the_namespace_traffic(namespace, mode, perf_event_link, needed, btf_source):
-    require(*needed)
+    require(*(feature() for feature in needed))
     if btf_source == "vendored" and mode in ("tp_btf", "fentry"):
         pytest.skip(f"n/a: {mode} attaches by BTF id, which vendored tables do not carry")
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, btf_source=btf_source,

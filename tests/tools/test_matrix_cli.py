@@ -18,16 +18,22 @@ def test_the_kernels_keep_the_order_given():
     assert kernel_matrix.parse_args(["--kernels", "host, 6.12,5.10"]).kernels == ["host", "6.12", "5.10"]
 
 
+ROOT_TEST_PASSES = "import pytest\n\n@pytest.mark.root\ndef test_passes(): pass\n"
+
+
 def matrix_of(tmp_path, source, *extra):
     (tmp_path / "test_kernel.py").write_text(textwrap.dedent(source))
     results = tmp_path / "results"
     status = kernel_matrix.main(["--kernels", "host", "--python", sys.executable, "--results", str(results),
-                                 "--pytest-args", f"{tmp_path / 'test_kernel.py'}", *extra])
+                                 "--tests", str(tmp_path / "test_kernel.py"), *extra])
     return status, results
 
 
 def test_a_failing_test_fails_the_matrix_and_keeps_its_logs(tmp_path, capsys):
     status, results = matrix_of(tmp_path, """
+        import pytest
+
+        @pytest.mark.root
         def test_raw_tracepoint_fires():
             assert False, "no event"
     """)
@@ -42,11 +48,17 @@ def test_a_failing_test_fails_the_matrix_and_keeps_its_logs(tmp_path, capsys):
 
 
 def test_a_passing_matrix_cleans_up_its_logs_unless_kept(tmp_path, capsys):
-    status, results = matrix_of(tmp_path, "def test_passes(): pass\n")
+    status, results = matrix_of(tmp_path, ROOT_TEST_PASSES)
     assert status == 0 and not (results / "kernel-matrix").exists()
     assert "| other root tests | pass |" in capsys.readouterr().out
-    status, results = matrix_of(tmp_path, "def test_passes(): pass\n", "--keep")
+    status, results = matrix_of(tmp_path, ROOT_TEST_PASSES, "--keep")
     assert status == 0 and (results / "kernel-matrix" / "host.pytest.log").exists()
+
+
+def test_no_selected_test_is_an_error(tmp_path, capsys):
+    status, _ = matrix_of(tmp_path, "def test_not_marked_root(): pass\n")
+    assert status == 2
+    assert "no test in" in capsys.readouterr().err
 
 
 def test_a_missing_interpreter_is_named(tmp_path, capsys):
