@@ -2,14 +2,14 @@
 """Run gespann's kernel-facing tests on several kernels and print which modes work on which.
 
 Debian's generic amd64 kernels boot under qemu with virtme-ng (software
-emulation), each running the tests marked `root` against this checkout; the
+emulation), each running the tests marked `root` from this checkout; the
 machine's own kernel runs them directly. The table goes to stdout and, with
-JSON beside it, to results/; progress goes to stderr. Exit status 1 if any
-cell failed or a kernel did not run the suite to the end, 2 if the host lacks
-what the VMs need.
+JSON beside it, to results/; progress goes to stderr. Exit status 1 if a cell
+failed or a kernel did not run the suite to the end, 2 if the matrix could
+not start (the host lacks what the VMs need, or no test is selected).
 
     python3 tools/kernel_matrix.py
-    python3 tools/kernel_matrix.py --kernels 6.1,host --pytest-args "tests/bpf -m root -x"
+    python3 tools/kernel_matrix.py --kernels 6.1,host --tests tests/bpf --pytest-args "-x -k ringbuf"
 """
 from __future__ import annotations
 
@@ -25,15 +25,20 @@ import time
 from pathlib import Path
 
 import debian_kernels
-from matrix import kernels, prereqs, runner, verdicts
+from matrix import kernels, prereqs, runner, selection, verdicts
 from matrix.modes import MODES, rows
 from matrix.report import Report
 from matrix.virtme import VirtmeError, VirtmeNg
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_KERNELS = "5.10,6.1,6.12,host"
-DEFAULT_PYTEST_ARGS = "tests -m root -v"
 DEFAULT_CACHE = Path("/var/cache/gespann-test")
+#: What the matrix runs: the kernel-facing tests. --pytest-args come after, so they can narrow or override.
+BASE_PYTEST_ARGS = ("-m", "root", "-v")
+
+
+class CannotStart(Exception):
+    """The matrix cannot run at all; the message says what to do."""
 
 
 class Progress:
@@ -43,12 +48,12 @@ class Progress:
         self.start = time.monotonic()
         self._lock = threading.Lock()
 
-    def say(self, kernel: str, message: str) -> None:
+    def say(self, column: str, message: str) -> None:
         with self._lock:
-            print(f"[{time.monotonic() - self.start:6.0f} s] {kernel}: {message}", file=sys.stderr, flush=True)
+            print(f"[{time.monotonic() - self.start:6.0f} s] {column}: {message}", file=sys.stderr, flush=True)
 
-    def for_kernel(self, kernel: str):
-        return lambda message: self.say(kernel, message)
+    def to(self, column: str):
+        return lambda message: self.say(column, message)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,13 +61,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kernels", default=DEFAULT_KERNELS,
                         help=f"comma-separated columns: Debian series ({', '.join(debian_kernels.SUITES)}) "
                              f"or {kernels.HOST!r} for this machine's kernel (default: %(default)s)")
-    parser.add_argument("--pytest-args", default=DEFAULT_PYTEST_ARGS,
-                        help="what to run, as pytest arguments relative to the repository (default: %(default)s)")
+    parser.add_argument("--tests", default="tests",
+                        help="files or directories, relative to the repository, to take the tests marked root "
+                             "from (default: %(default)s)")
+    parser.add_argument("--pytest-args", default="", help=f"more pytest arguments, after {' '.join(BASE_PYTEST_ARGS)}")
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds one kernel may take, boot included (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=1, help="VMs run at once (default: %(default)s)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the logs and junit XML even when every cell passed")
+    parser.add_argument("--jobs", type=int, default=1, help="VMs that run at once (default: %(default)s)")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and junit XML even when all passed")
     parser.add_argument("--results", type=Path, default=REPO / "results",
                         help="where kernel-matrix.md, .json and the logs go (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
@@ -74,9 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kvm", action="store_true", help="use KVM instead of software emulation")
     args = parser.parse_args(argv)
     args.kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
-    unknown = [k for k in args.kernels if k != kernels.HOST and k not in debian_kernels.SUITES]
-    if unknown or not args.kernels or len(set(args.kernels)) != len(args.kernels):
-        parser.error(f"--kernels: expected distinct names among {', '.join([*debian_kernels.SUITES, kernels.HOST])}")
+    known = [*debian_kernels.SUITES, kernels.HOST]
+    if not args.kernels or len(set(args.kernels)) != len(args.kernels) or not set(args.kernels) <= set(known):
+        parser.error(f"--kernels: expected distinct names among {', '.join(known)}")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     return args
@@ -84,88 +90,122 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.python.exists():
-        print(f"kernel_matrix: no interpreter at {args.python}; run `make test` once, or pass --python",
-              file=sys.stderr)
-        return 2
     progress = Progress()
     logs = args.results / "kernel-matrix"
+    try:
+        settings = _settings(args, logs, progress)
+        virtme = _virtme(args, progress)
+    except CannotStart as err:
+        print(f"kernel_matrix: {err}", file=sys.stderr)
+        return 2
+    targets, runs = _targets(args, progress)
+    try:
+        runs.update(_run_all(targets, settings, virtme, args.jobs, progress))
+    except KeyboardInterrupt:
+        print("kernel_matrix: interrupted; its VMs are stopped", file=sys.stderr)
+        return 130
+    ordered = [runs[name] for name in args.kernels]
+    report = Report(rows(MODES), ordered, verdicts.matrix({r.name: r.results for r in ordered}),
+                    commit=_commit(), wall_s=time.monotonic() - progress.start)
+    _write(report, args.results)
+    if report.passed and not args.keep:
+        shutil.rmtree(logs)
+    else:
+        progress.say("matrix", f"logs, scripts and junit XML are in {logs}")
+    progress.say("matrix", f"{'passed' if report.passed else 'FAILED'}; wrote {args.results / 'kernel-matrix.md'}")
+    return 0 if report.passed else 1
+
+
+def _settings(args: argparse.Namespace, logs: Path, progress: Progress) -> runner.Settings:
+    """How every kernel runs the suite, with the test files collected once on the host."""
+    if not args.python.exists():
+        raise CannotStart(f"no interpreter at {args.python}; run `make test` once, or pass --python")
+    pytest_args = [*BASE_PYTEST_ARGS, *shlex.split(args.pytest_args)]
+    tests = shlex.split(args.tests)
+    try:
+        files = selection.files_with_tests(args.python, REPO, tests, pytest_args)
+    except selection.SelectionError as err:
+        progress.say("matrix", f"collecting on the host failed, so each kernel collects for itself: {err}")
+        files = tests  # each kernel's junit XML then reports the collection error as a failure
+    if not files:
+        raise CannotStart(f"no test in {args.tests} is selected by {' '.join(pytest_args)}")
+    progress.say("matrix", f"the selected tests are in {len(files)} files")
     if logs.exists():
         shutil.rmtree(logs)
     logs.mkdir(parents=True)
-    settings = runner.Settings(repo=REPO, python=args.python, pytest_args=shlex.split(args.pytest_args),
-                               outdir=logs, timeout_s=args.timeout, memory=args.memory, cpus=args.cpus,
-                               kvm=args.kvm)
-    virtme = VirtmeNg(args.cache / "vng-venv")
-    if any(k != kernels.HOST for k in args.kernels):
-        missing = prereqs.missing_packages()
-        if missing:
-            print(f"kernel_matrix: the VMs need these Debian packages: {' '.join(missing)} "
-                  "(tools/setup-host.sh installs them)", file=sys.stderr)
-            return 2
-        try:
-            virtme.ensure(progress.for_kernel("virtme-ng"))
-        except VirtmeError as err:
-            print(f"kernel_matrix: {err}", file=sys.stderr)
-            return 2
+    return runner.Settings(repo=REPO, python=args.python, pytest_args=[*files, *pytest_args], outdir=logs,
+                           timeout_s=args.timeout, memory=args.memory, cpus=args.cpus, kvm=args.kvm)
 
-    runs: dict[str, runner.KernelRun] = {}
-    targets = []
+
+def _virtme(args: argparse.Namespace, progress: Progress) -> VirtmeNg:
+    """virtme-ng, installed if any column needs a VM, after checking the host has what VMs need."""
+    virtme = VirtmeNg(args.cache / "vng-venv")
+    if all(name == kernels.HOST for name in args.kernels):
+        return virtme
+    missing = prereqs.missing_packages()
+    if missing:
+        raise CannotStart(f"the VMs need these Debian packages: {' '.join(missing)} (tools/setup-host.sh)")
+    try:
+        virtme.ensure(progress.to("virtme-ng"))
+    except VirtmeError as err:
+        raise CannotStart(str(err)) from None
+    return virtme
+
+
+def _targets(args: argparse.Namespace, progress: Progress) -> tuple[list[kernels.Target], dict[str, runner.KernelRun]]:
+    """The kernels ready to run, and a finished run for each kernel that could not be fetched."""
+    targets, unavailable = [], {}
     for name in args.kernels:
-        say = progress.for_kernel(name)
         if name == kernels.HOST:
             targets.append(kernels.host())
             continue
+        say = progress.to(name)
         say("fetching")
         try:
             target = kernels.debian(name, args.cache / "kernels", say)
         except (debian_kernels.DebianKernelError, subprocess.CalledProcessError, OSError) as err:
             say(f"not available: {err}")
-            runs[name] = runner.KernelRun(name, "?", runner.Status.NOT_FETCHED, detail=str(err))
+            unavailable[name] = runner.KernelRun(name, "?", runner.Status.NOT_FETCHED, detail=str(err))
             continue
         say(f"{target.release} is ready")
         targets.append(target)
+    return targets, unavailable
 
+
+def _run_all(targets: list[kernels.Target], settings: runner.Settings, virtme: VirtmeNg, jobs: int,
+             progress: Progress) -> dict[str, runner.KernelRun]:
+    """Run the host first and alone (its tests wait for events in real time and should not share
+    the CPUs with VMs), then the VMs, `jobs` at a time. Ctrl-C stops every VM."""
     stop = threading.Event()
 
     def run(target: kernels.Target) -> runner.KernelRun:
-        say = progress.for_kernel(target.name)
+        say = progress.to(target.name)
         done = runner.run(target, settings, virtme, say, stop)
-        timing = f"booted in {done.boot_s:.0f} s, " if done.boot_s is not None else ""
+        booted = f"booted in {done.boot_s:.0f} s, " if done.boot_s is not None else ""
         tested = f"tests took {done.test_s:.0f} s, " if done.test_s is not None else ""
-        say(f"{done.status.value}: {timing}{tested}done in {done.total_s:.0f} s")
+        say(f"{done.status.value}: {booted}{tested}done in {done.total_s:.0f} s")
         return done
 
-    # The host first and alone: its tests wait for events in real time and should not share the CPUs with VMs.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
+    runs = {t.name: run(t) for t in targets if t.is_host}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
     try:
-        for target in targets:
-            if target.is_host:
-                runs[target.name] = run(target)
         pending = {t.name: pool.submit(run, t) for t in targets if not t.is_host}
-        for name, future in pending.items():
-            runs[name] = future.result()
-    except KeyboardInterrupt:
+        runs.update((name, future.result()) for name, future in pending.items())
+    except BaseException:
         stop.set()
         pool.shutdown(cancel_futures=True)
-        print("kernel_matrix: interrupted; its VMs are stopped", file=sys.stderr)
-        return 130
+        raise
     finally:
         pool.shutdown()
+    return runs
 
-    ordered = [runs[name] for name in args.kernels]
-    report = Report(rows(MODES), ordered, verdicts.matrix({r.name: r.results for r in ordered}),
-                    commit=_commit(), wall_s=time.monotonic() - progress.start)
+
+def _write(report: Report, results: Path) -> None:
     markdown = report.markdown()
     sys.stdout.write(markdown)
-    (args.results / "kernel-matrix.md").write_text(markdown)
-    (args.results / "kernel-matrix.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    if report.passed and not args.keep:
-        shutil.rmtree(logs)
-    else:
-        progress.say("matrix", f"logs and junit XML are in {logs}")
-    progress.say("matrix", f"{'passed' if report.passed else 'FAILED'}; wrote {args.results / 'kernel-matrix.md'}")
-    return 0 if report.passed else 1
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "kernel-matrix.md").write_text(markdown)
+    (results / "kernel-matrix.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
 
 
 def _commit() -> str:

@@ -64,7 +64,7 @@ class Settings:
 
     repo: Path
     python: Path
-    pytest_args: Sequence[str]
+    pytest_args: Sequence[str]  # everything after `python -m pytest`, but the junit output
     outdir: Path  # shared with the guest (--rwdir); per-kernel logs and junit XML land here
     timeout_s: float
     memory: str = "2G"
@@ -76,6 +76,7 @@ class _Files:
     """The files one run leaves in the shared directory, named after the kernel's column."""
 
     def __init__(self, outdir: Path, name: str):
+        self.script = outdir / f"{name}.sh"
         self.started = outdir / f"{name}.started"
         self.exit = outdir / f"{name}.exit"
         self.junit = outdir / f"{name}.xml"
@@ -107,7 +108,9 @@ def run(target: Target, settings: Settings, virtme: VirtmeNg, say: Callable[[str
     Setting `stop` (from another thread) ends the run early."""
     files = _Files(settings.outdir, target.name)
     files.clear()
-    script = guest_script(settings, files)
+    # A file, not --exec's text: vng passes that on the kernel's command line, which holds 2 KiB.
+    files.script.write_text(guest_script(settings, files) + "\n")
+    script = f"sh {shlex.quote(str(files.script))}"
     if target.is_host:
         say("running the tests on the host")
         argv, env = ["sh", "-c", script], None
