@@ -20,7 +20,7 @@ SAMPLE = '''
         assert mode == "LINK", "perf refused"
 
     def test_skipped():
-        pytest.skip("kernel 5.10 does not support bpf_link for perf events (added in Linux 5.15)")
+        pytest.skip("n/a: kernel 5.10 does not support bpf_link for perf events (added in Linux 5.15)")
 
     def test_setup_error(broken_setup):
         pass
@@ -46,7 +46,7 @@ def test_outcomes_ids_and_messages_of_a_real_pytest_run(junit_of):
     }
     assert "perf refused" in results["test_sample::test_attach[PERF]"].message
     assert results["test_sample::test_skipped"].message == \
-        "kernel 5.10 does not support bpf_link for perf events (added in Linux 5.15)"
+        "n/a: kernel 5.10 does not support bpf_link for perf events (added in Linux 5.15)"
     assert "no tracefs" in results["test_sample::test_setup_error"].message
 
 

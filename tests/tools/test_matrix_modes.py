@@ -19,6 +19,25 @@ def test_a_test_belongs_to_each_mode_that_claims_it_and_to_other_only_if_none_do
     }
 
 
+@pytest.mark.parametrize("test_id, expected", [
+    ("tests.bpf.test_tracepoints::test_counts_every_transition_of_the_test_port[AttachMode.LINK]",
+     ["tracepoint/link"]),
+    ("tests.probes.test_tcp_states::test_counts_exactly_the_namespace_traffic[vendored-tracepoint-bpf_link]",
+     ["tracepoint/link", "offsets/vendored BTF"]),
+    ("tests.probes.test_tcp_states::test_counts_exactly_the_namespace_traffic[btf-raw_tracepoint_open]",
+     ["raw_tracepoint", "offsets/kernel BTF"]),
+    ("tests.bpf.test_attach_fentry::test_fentry_counts_tcp_connect[raw_tracepoint_open]", ["fentry/fexit"]),
+    ("tests.bpf.test_attach_tp_btf::test_tp_btf_counts_every_transition[bpf_link]", ["tp_btf"]),
+    ("tests.bpf.test_attach_kprobe::test_kprobe_counts_tcp_connect[pmu-bpf_link]", ["kprobe/pmu"]),
+    ("tests.bpf.test_attach_kprobe::test_kprobe_on_an_unknown_function_names_it[tracefs]", ["kprobe/tracefs"]),
+    ("tests.bpf.test_readers::test_ring_buffer_skips_discarded_records", ["reader/ringbuf"]),
+    ("tests.bpf.test_readers::test_channel_delivers_exact_records[perf]", ["reader/perf"]),
+    ("tests.bpf.test_maps::test_ring_buffer_size_must_be_a_power_of_two_pages", [OTHER]),
+])
+def test_the_suite_s_ids_land_in_the_rows_they_speak_for(test_id, expected):
+    assert [row for row, ids in group([test_id], str).items() if ids] == expected
+
+
 def test_every_row_is_present_even_without_tests():
     assert group([], str, (Mode("a", "x"),)) == {"a": [], OTHER: []}
     assert rows((Mode("a", "x"), Mode("b", "y"))) == ["a", "b", OTHER]

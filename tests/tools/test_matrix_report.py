@@ -8,7 +8,7 @@ from matrix.runner import KernelRun, Status
 from matrix.verdicts import matrix
 
 MODES = (Mode("tracepoint/link", "[LINK]"), Mode("reader/perf", "[perf]"))
-NO_LINK = "kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15)"
+NO_LINK = "n/a: kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15)"
 
 
 def run(name, release, results, status=Status.OK, **timing):
@@ -39,7 +39,7 @@ def test_markdown_puts_kernels_across_and_modes_down():
     assert "| 5.10 | 5.10.0-46-amd64 | ok | 18 s | 150 s | 171 s | 2 passed, 1 skipped |" in text
     assert "| host | 6.18.1 | ok | — | 4 s | 4 s | 2 passed, 1 failed |" in text
     assert "- host, other root tests: m::u: AssertionError: 3 != 4\n" in text
-    assert f"- 5.10, tracepoint/link: {NO_LINK[NO_LINK.index('does'):]}" in text
+    assert f"- 5.10, tracepoint/link: {NO_LINK[5:]}\n" in text
     assert "Commit abc123; the whole matrix took 612 s." in text
 
 
@@ -63,6 +63,6 @@ def test_json_has_the_same_facts():
                                   "boot_s": 17.6, "test_s": 150.2, "total_s": 171, "logs": [],
                                   "counts": {"passed": 2, "skipped": 1}}
     assert data["cells"]["tracepoint/link"]["5.10"] == {
-        "state": "n/a", "reason": "does not support bpf_link for perf events (added in Linux 5.15)",
+        "state": "n/a", "reason": "kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15)",
         "tests": {"m::t[LINK]": "skipped"}}
     assert data["cells"][OTHER]["host"]["state"] == "fail"

@@ -1,22 +1,34 @@
 """From results to cells: what makes a cell pass, fail, n/a, skipped or empty."""
+from pathlib import Path
+
 import pytest
+from matrix import junit
 from matrix.junit import Outcome, TestResult
 from matrix.modes import OTHER, Mode
-from matrix.verdicts import FEATURE_SKIP, Cell, State, matrix, verdict
+from matrix.verdicts import Cell, State, matrix, verdict
 
-from gespann.bpf.errors import FeatureUnsupportedError
-
-NO_LINK = "kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15)"
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
+NO_LINK = "n/a: kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15): EINVAL"
 
 
 def r(outcome: str, message: str = "", name: str = "t") -> TestResult:
     return TestResult(f"m::{name}", Outcome(outcome), message)
 
 
-def test_the_skip_pattern_matches_what_feature_unsupported_error_says():
-    """The pattern and the bpf layer's message must not drift apart: n/a depends on it."""
-    match = FEATURE_SKIP.search(f"Skipped: {FeatureUnsupportedError('fentry programs', '5.5')}")
-    assert match and (match["feature"], match["since"]) == ("fentry programs", "5.5")
+def test_the_tests_shared_helper_skips_in_the_words_the_matrix_reads_as_na(junit_of):
+    """tests/support/kernel_features.require() and the matrix must not drift apart: n/a depends on both."""
+    results = junit.parse(junit_of(f"""
+        import sys
+        sys.path.insert(0, {str(SUPPORT)!r})
+        from kernel_features import require
+        from gespann.bpf.features import Feature
+
+        def test_needs_perf_links():
+            require(Feature("perf_link", "bpf_link for perf events", "5.15").missing("EINVAL for BPF_PERF_EVENT"))
+    """))
+    cell = verdict(results)
+    assert cell.state is State.NA, results
+    assert "does not support bpf_link for perf events (added in Linux 5.15)" in cell.reason
 
 
 @pytest.mark.parametrize("outcomes, state", [
@@ -33,18 +45,19 @@ def test_a_failure_anywhere_fails_the_cell_and_one_pass_passes_it(outcomes, stat
 def test_all_skipped_for_a_missing_kernel_feature_is_not_available():
     cell = verdict([r("skipped", NO_LINK, "a"), r("skipped", NO_LINK, "b")])
     assert cell.state is State.NA
-    assert cell.reason == "does not support bpf_link for perf events (added in Linux 5.15)"
+    assert cell.reason == "kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15): EINVAL"
 
 
 def test_a_skip_for_another_reason_says_nothing_about_the_kernel():
     cell = verdict([r("skipped", NO_LINK, "a"), r("skipped", "needs root", "b")])
     assert (cell.state, cell.reason) == (State.SKIPPED, f"{NO_LINK}; needs root")
+    assert verdict([r("skipped", "bpftool is not installed; n/a: later words do not count")]).state is State.SKIPPED
 
 
 def test_a_feature_error_that_fails_a_test_is_a_failure_not_na():
-    cell = verdict([r("failed", f"gespann.bpf.errors.FeatureUnsupportedError: {NO_LINK}\nmore")])
-    assert cell.state is State.FAIL
-    assert cell.reason == f"m::t: gespann.bpf.errors.FeatureUnsupportedError: {NO_LINK}"
+    error = "gespann.bpf.errors.FeatureUnsupportedError: kernel 5.10 does not support bpf_link for perf events"
+    cell = verdict([r("failed", f"{error}\nmore")])
+    assert (cell.state, cell.reason) == (State.FAIL, f"m::t: {error}")
 
 
 def test_matrix_has_a_cell_for_every_row_and_kernel():

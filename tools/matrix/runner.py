@@ -162,9 +162,10 @@ def _signal_session(process: subprocess.Popen, sig: int) -> None:
 def _outcome(target: Target, files: _Files, started: float, total: float, cut_short: Optional[Status],
              timeout_s: float) -> KernelRun:
     run = KernelRun(target.name, target.release, Status.OK, total_s=total,
-                    logs=[p for p in (files.console_log, files.pytest_log) if p.exists()])
+                    logs=[p for p in (files.console_log, files.pytest_log) if p.exists() and p.stat().st_size])
     booted_at = _mtime(files.started)
     ended_at = _mtime(files.exit)
+    unreadable = ""
     if booted_at is not None and not target.is_host:
         run.boot_s = booted_at - started
     if booted_at is not None and ended_at is not None:
@@ -173,7 +174,7 @@ def _outcome(target: Target, files: _Files, started: float, total: float, cut_sh
         try:
             run.results = junit.parse(files.junit)
         except junit.ParseError as err:  # truncated: the guest stopped while pytest wrote it
-            run.detail = f"unreadable {files.junit.name}: {err}"
+            unreadable = f"{files.junit.name} is unreadable: {err}\n"
     if cut_short is not None:
         run.status = cut_short
         where = "during the tests" if booted_at is not None else "before the tests started"
@@ -190,7 +191,7 @@ def _outcome(target: Target, files: _Files, started: float, total: float, cut_sh
         code = _read_int(files.exit)
         if code not in _TESTS_RAN or run.results is None:
             run.status = Status.PYTEST_ERROR
-            run.detail = f"pytest exited with status {code}\n{tail(files.pytest_log)}"
+            run.detail = f"{unreadable}pytest exited with status {code}\n{tail(files.pytest_log)}"
     return run
 
 

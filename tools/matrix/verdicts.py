@@ -1,24 +1,24 @@
 """From test results to one verdict per cell: pass, fail, n/a, skipped, or none.
 
-n/a is a claim about the kernel, so it needs evidence: every test of the cell
-was skipped with the message of gespann.bpf.errors.FeatureUnsupportedError
-("kernel R does not support F (added in Linux V)"), which is what a test
-skipping on that error says. A skip for any other reason (no root, a missing
-oracle) says nothing about the kernel and shows as `skipped`. A failure that
-is really an unsupported feature stays a failure: the test should have skipped.
+n/a is a claim about the kernel, so the tests must make it: every test of the
+cell skipped with a reason that starts with "n/a:", as tests/support/
+kernel_features.require() does with the bpf layer's FeatureUnsupportedError
+("n/a: kernel R does not support F (added in Linux V): why"). A skip for any
+other reason (no root, a missing oracle) says nothing about the kernel and
+shows as `skipped`. A test that fails on an unsupported feature stays a
+failure: it should have skipped.
 """
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from .junit import Outcome, TestResult
 from .modes import MODES, Mode, group
 
-#: The message of FeatureUnsupportedError, anywhere in a skip message.
-FEATURE_SKIP = re.compile(r"does not support (?P<feature>.+?) \(added in Linux (?P<since>[0-9][0-9.]*)\)")
+#: How a skip reason says "not available on this kernel".
+NOT_AVAILABLE = "n/a:"
 
 
 class State(enum.Enum):
@@ -38,8 +38,8 @@ class Cell:
     reason: str = ""
 
 
-def is_feature_skip(result: TestResult) -> bool:
-    return result.outcome is Outcome.SKIPPED and FEATURE_SKIP.search(result.message) is not None
+def is_not_available(result: TestResult) -> bool:
+    return result.outcome is Outcome.SKIPPED and result.message.startswith(NOT_AVAILABLE)
 
 
 def verdict(results: Sequence[TestResult]) -> Cell:
@@ -52,8 +52,8 @@ def verdict(results: Sequence[TestResult]) -> Cell:
         return Cell(State.PASS, results)
     if not results:
         return Cell(State.NONE)
-    if all(map(is_feature_skip, results)):
-        reasons = sorted({FEATURE_SKIP.search(r.message).group(0) for r in results})
+    if all(map(is_not_available, results)):
+        reasons = sorted({_first_line(r.message[len(NOT_AVAILABLE):]) for r in results})
         return Cell(State.NA, results, "; ".join(reasons))
     return Cell(State.SKIPPED, results, "; ".join(sorted({_first_line(r.message) for r in results})))
 
