@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 import click
 
@@ -21,7 +22,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2  # click's own status for bad usage; bad config uses it too
 
 
-def _fail(message: str, status: int = EXIT_FAILURE) -> "NoReturn":  # noqa: F821
+def _fail(message: str, status: int = EXIT_FAILURE) -> NoReturn:
     click.echo(f"gespann: {message}", err=True)
     sys.exit(status)
 
