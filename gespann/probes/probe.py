@@ -46,6 +46,9 @@ class Probe:
     program after the context pointer has been saved in R6, reading the event's
     arguments through the `Event`; `derived` says how to get arguments a flavour
     lacks. `maps` names each map the program references and how to create it.
+    `shared_maps` are created once per `ProbeSet` and handed to every probe that
+    names them, so probes at different probe points can work on the same state
+    (e.g. one marks a connection that another ends).
     """
 
     name: str
@@ -54,6 +57,7 @@ class Probe:
     body: Body
     derived: Derivations = field(default_factory=dict)
     maps: Mapping[str, Callable[[], Map]] = field(default_factory=dict)
+    shared_maps: Mapping[str, Callable[[], Map]] = field(default_factory=dict)
 
     def flavour(self, mode: str) -> Flavour:
         for flavour in self.flavours:

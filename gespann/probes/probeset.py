@@ -5,6 +5,9 @@ the config forces); the first that loads and attaches wins, and why each
 earlier one did not is kept for `gespann probes` and the logs. Either every
 probe is attached or none is: a failure part-way closes what was already
 loaded, so a failed start leaves nothing in the kernel.
+
+Maps a probe declares as shared are created once for the whole set, by name,
+and outlive any one flavour attempt; every probe naming one gets the same map.
 """
 
 from __future__ import annotations
@@ -86,7 +89,8 @@ class ProbeSet:
     def attach(cls, probes: Iterable[Probe], settings: AttachSettings = AttachSettings()) -> "ProbeSet":
         target = BuildTarget(settings.btf_source, settings.netns)
         with ExitStack() as stack:
-            attached = [_attach_first_flavour(probe, settings, target, stack) for probe in probes]
+            shared: dict[str, Map] = {}
+            attached = [_attach_first_flavour(probe, settings, target, stack, shared) for probe in probes]
             return cls(attached, stack.pop_all())
 
     @classmethod
@@ -140,12 +144,16 @@ def trial_attach(probe: Probe, settings: AttachSettings) -> TrialResult:
 
 
 def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildTarget,
-                          stack: ExitStack) -> AttachedProbe:
+                          stack: ExitStack, shared: dict[str, Map]) -> AttachedProbe:
+    for name, create in probe.shared_maps.items():
+        if name not in shared:
+            shared[name] = stack.enter_context(create())
     passed_over: dict[str, str] = {}
     for flavour in settings.candidates(probe):
         try:
             with ExitStack() as attempt:
-                attached = _attach_flavour(probe, flavour, settings, target, attempt)
+                attached = _attach_flavour(probe, flavour, settings, target, attempt,
+                                           {name: shared[name] for name in probe.shared_maps})
                 stack.enter_context(attempt.pop_all())
         except PermissionDeniedError as err:
             if err.missing:
@@ -164,8 +172,8 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
 
 
 def _attach_flavour(probe: Probe, flavour: Flavour, settings: AttachSettings, target: BuildTarget,
-                    stack: ExitStack) -> AttachedProbe:
-    maps = {name: stack.enter_context(create()) for name, create in probe.maps.items()}
+                    stack: ExitStack, shared: Mapping[str, Map]) -> AttachedProbe:
+    maps = {**shared, **{name: stack.enter_context(create()) for name, create in probe.maps.items()}}
     code = probe.program(flavour, target)
     kernel_types = lambda: target.kernel_types  # noqa: E731 - resolved only if the flavour needs it
     programs, links = [], []

@@ -1,0 +1,54 @@
+"""The TCP connections gespann is following: a bounded LRU hash keyed by the socket's address.
+
+An entry is made when an active open starts (SYN_SENT) or a passive one
+completes, and deleted when the socket enters CLOSE, so the map holds about as
+many entries as there are connections in flight. It is LRU so that an entry
+whose end was never seen (the probe attached mid-way) cannot fill it for good.
+
+The map is shared: tcp_lifecycle owns the entries, tcp_resets only marks an
+entry with the direction of a reset seen before its end. The collector reads
+the ports and role of open connections, to correct for the SYN in a client's
+`bytes_acked`.
+"""
+
+from __future__ import annotations
+
+from asm import Record, u16, u32, u64
+
+from ..bpf.maps import U64, LruHashMap
+
+#: Most connections followed at once; beyond that the least recently updated entry is evicted.
+CAPACITY = 65536
+
+CLIENT, SERVER = 0, 1  # indices into tcp_stats.ROLES
+NO_RESET, RESET_SENT, RESET_RECEIVED = 0, 1, 2  # RESET_x - 1 indexes tcp_stats.RESET_DIRECTIONS
+
+ENTRY = Record("tcp_connection", [
+    ("syn_sent_ns", u64),  # ktime of SYN_SENT for an active open, 0 otherwise
+    ("established_ns", u64),  # ktime of ESTABLISHED, 0 before
+    ("role", u32),  # CLIENT or SERVER
+    ("reset", u32),  # NO_RESET, RESET_SENT or RESET_RECEIVED: the first reset seen
+    ("local_port", u16),  # host order
+    ("remote_port", u16),  # network order, as the socket keeps it
+])
+
+MAP_NAME = "tcp_connections"
+
+
+class _EntryCodec:
+    def build(self, obj) -> bytes:
+        return ENTRY.build(obj)
+
+    def parse(self, data: bytes):
+        return ENTRY.parse(data)
+
+    def sizeof(self) -> int:
+        return ENTRY.size
+
+
+ENTRY_CODEC = _EntryCodec()
+
+
+def connections_map() -> LruHashMap:
+    return LruHashMap(U64, ENTRY_CODEC, CAPACITY, name="gsp_tcp_conns")
+

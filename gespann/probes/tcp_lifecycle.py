@@ -1,0 +1,317 @@
+"""The life of each TCP connection, from its state changes, aggregated in the kernel.
+
+sock:inet_sock_set_state (or the two functions that fire it) tells the
+whole story:
+  CLOSE -> SYN_SENT           an active open starts: remember when
+  SYN_SENT -> ESTABLISHED     opened, role client; connect latency observed
+  SYN_RECV -> ESTABLISHED     opened, role server
+  SYN_SENT -> CLOSE           failed, the reason in sk->sk_err
+  (established) -> CLOSE      ended: close or reset; bytes, RTT, retransmits, duration
+
+How an end is told apart. A reset received marks the entry first
+(tcp:tcp_receive_reset fires in tcp_reset(), before tcp_done()), and so does a
+reset sent while the socket still has its state (tcp:tcp_send_reset; since
+6.10 it also fires from tcp_send_active_reset()). Otherwise the state left
+decides: an orderly end enters CLOSE only from FIN_WAIT2, LAST_ACK or CLOSING,
+while ESTABLISHED, SYN_RECV, CLOSE_WAIT and FIN_WAIT1 go straight to CLOSE only
+when this side aborts the connection: tcp_disconnect() (close() with SO_LINGER
+0), tcp_close() with unread data, tcp_abort(), keepalive or out-of-resources
+timeouts. Each of those sends an RST right after the state change, and older
+kernels have no tracepoint for it, so the abort itself is counted as a reset
+sent, the same way on 5.10 and 6.18. (A retransmission timeout also aborts
+without an RST; it is counted there too.)
+
+Payload bytes. `bytes_acked` counts acknowledged sequence space, which
+includes the client's SYN and this side's FIN once the peer acked it;
+`bytes_received` includes the peer's FIN. Both are taken off, from the role
+and the state left: an orderly end has both FINs behind it; a reset has our
+FIN acked only from FIN_WAIT2 and the peer's FIN only from CLOSE_WAIT,
+LAST_ACK or CLOSING. (A FIN_WAIT2 timeout, with no FIN from the peer, is off
+by that one byte.)
+"""
+
+from __future__ import annotations
+
+import errno
+
+from asm import DW, H, R0, R1, R2, R3, R4, R7, R8, R9, R10, W, Program
+
+from ..bpf.maps import U32, U64, HashMap
+from ..bpf.syscall import UpdateFlags
+from .events import Event
+from .flavours import BtfTracepoint, Fentry, Kprobe, RawTracepoint, Tracepoint
+from .kernel_memory import emit_read_field
+from .netns import emit_netns_check
+from .probe import BuildTarget, Probe
+from .tcp_connections import CLIENT, ENTRY, MAP_NAME, RESET_RECEIVED, RESET_SENT, SERVER, connections_map
+from .tcp_stats import FAILURE_REASONS, ROLES, Layout, emit_add, emit_add_indexed, emit_observe, \
+    emit_row_pointer, stats_map
+from .tcp_states import STATE_FUNCTIONS
+
+IPPROTO_TCP = 6
+# enum tcp_state (include/net/tcp_states.h)
+ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2 = 1, 2, 3, 4, 5
+CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING = 7, 8, 9, 11
+#: States only an abort by this side leaves straight for CLOSE.
+ABORTED_FROM = (ESTABLISHED, SYN_RECV, CLOSE_WAIT, FIN_WAIT1)
+#: States in which the peer's FIN has arrived.
+PEER_FIN_IN = (CLOSE_WAIT, LAST_ACK, CLOSING)
+
+FAILURE_ERRNOS = dict(zip(FAILURE_REASONS, (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+                                            errno.ENETUNREACH)))
+
+STATS = "tcp_stats"
+FAILED_ERRNOS = "tcp_failed_errnos"
+
+# Stack slots; -8 is the events' scratch slot.
+_KEY = -16  # the socket address: the connections map key
+_READ_SCRATCH = -24
+_OLDSTATE = -32
+_OUR_FIN_ACKED = -40
+_PEER_FIN_IN = -48
+_ROW_KEY = -56
+_ERRNO_KEY = -60
+_ONE = -72
+_ENTRY = -72 - ENTRY.size
+
+
+def _entry(field: str) -> int:
+    return _ENTRY + ENTRY.offset(field)
+
+
+def body(p: Program, event: Event, target: BuildTarget) -> None:
+    event.load(p, R2, "protocol")
+    p.jne(R2, IPPROTO_TCP, "out")
+    event.load(p, R7, "sk")
+    if target.netns is not None:
+        emit_netns_check(p, R7, target.kernel_types, target.netns, "out", _READ_SCRATCH)
+    event.load(p, R2, "oldstate")
+    p.stx(DW, R10, _OLDSTATE, R2)
+    event.load(p, R8, "newstate")
+    p.stx(DW, R10, _KEY, R7)
+    p.jeq32(R8, SYN_SENT, "syn_sent")
+    p.jeq32(R8, ESTABLISHED, "established")
+    p.jeq32(R8, CLOSE, "close")
+    p.ja("out")
+
+    p.label("syn_sent")
+    _emit_zero_entry(p)
+    p.call("ktime_get_ns")
+    p.stx(DW, R10, _entry("syn_sent_ns"), R0)
+    _emit_store_entry(p)
+    p.ja("out")
+
+    _emit_established(p, target)
+    _emit_close(p, target)
+
+    p.label("out")
+    p.mov(R0, 0)
+    p.exit()
+
+
+def _emit_zero_entry(p: Program) -> None:
+    for offset in range(0, ENTRY.size, 8):
+        p.st(DW, R10, _ENTRY + offset, 0)
+
+
+def _emit_store_entry(p: Program) -> None:
+    p.ld_map(R1, MAP_NAME)
+    p.mov(R2, R10)
+    p.add(R2, _KEY)
+    p.mov(R3, R10)
+    p.add(R3, _ENTRY)
+    p.mov(R4, UpdateFlags.ANY)
+    p.call("map_update_elem")
+
+
+def _emit_lookup_entry(p: Program, missing: str) -> None:
+    """R0 = connections[sk], or a jump to `missing`."""
+    p.ld_map(R1, MAP_NAME)
+    p.mov(R2, R10)
+    p.add(R2, _KEY)
+    p.call("map_lookup_elem")
+    p.jeq(R0, 0, missing)
+
+
+def _emit_established(p: Program, target: BuildTarget) -> None:
+    """A new connection: entry with its start, role and ports; opened counted; connect latency."""
+    p.label("established")
+    _emit_zero_entry(p)
+    p.ldx(DW, R1, R10, _OLDSTATE)
+    p.jeq32(R1, SYN_SENT, "established.client")
+    p.jeq32(R1, SYN_RECV, "established.server")
+    p.ja("out")
+
+    p.label("established.client")
+    p.st(W, R10, _entry("role"), CLIENT)
+    _emit_lookup_entry(p, "established.fill")
+    p.ldx(DW, R1, R0, ENTRY.offset("syn_sent_ns"))
+    p.stx(DW, R10, _entry("syn_sent_ns"), R1)
+    p.ja("established.fill")
+
+    p.label("established.server")
+    p.st(W, R10, _entry("role"), SERVER)
+
+    p.label("established.fill")
+    p.call("ktime_get_ns")
+    p.stx(DW, R10, _entry("established_ns"), R0)
+    types = target.kernel_types
+    emit_read_field(p, R1, R7, types.field("sock_common.skc_num"), _READ_SCRATCH)
+    p.stx(H, R10, _entry("local_port"), R1)
+    emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH)
+    p.stx(H, R10, _entry("remote_port"), R1)
+    _emit_store_entry(p)
+
+    emit_row_pointer(p, STATS, R9, _ROW_KEY, "out")
+    p.ldx(W, R8, R10, _entry("role"))
+    emit_add_indexed(p, R9, Layout.OPENED, R8, len(ROLES), 1, "out")
+    p.ldx(DW, R1, R10, _entry("syn_sent_ns"))
+    p.jeq(R1, 0, "out")
+    p.ldx(DW, R4, R10, _entry("established_ns"))
+    p.sub(R4, R1)
+    emit_observe(p, R9, Layout.CONNECT_LATENCY, R4)
+    p.ja("out")
+
+
+def _emit_close(p: Program, target: BuildTarget) -> None:
+    """CLOSE: a failed active open, or the end of a connection; the entry goes either way."""
+    p.label("close")
+    _emit_lookup_entry(p, "out")
+    p.mov(R8, R0)
+    emit_row_pointer(p, STATS, R9, _ROW_KEY, "forget")
+    p.ldx(DW, R1, R10, _OLDSTATE)
+    p.jeq32(R1, SYN_SENT, "failed")
+    p.ldx(DW, R1, R8, ENTRY.offset("established_ns"))
+    p.jeq(R1, 0, "forget")
+
+    # The outcome, and which FINs are in the byte counts.
+    p.st(DW, R10, _OUR_FIN_ACKED, 0)
+    p.st(DW, R10, _PEER_FIN_IN, 0)
+    p.ldx(W, R1, R8, ENTRY.offset("reset"))
+    p.jne(R1, 0, "reset")
+    p.ldx(DW, R2, R10, _OLDSTATE)
+    for state in ABORTED_FROM:
+        p.jeq32(R2, state, "aborted")
+    p.st(DW, R10, _OUR_FIN_ACKED, 1)
+    p.st(DW, R10, _PEER_FIN_IN, 1)
+    p.ldx(W, R4, R8, ENTRY.offset("role"))
+    emit_add_indexed(p, R9, Layout.CLOSED, R4, len(ROLES), 1, "forget")
+    p.ja("ended")
+
+    p.label("aborted")
+    p.mov(R1, RESET_SENT)
+    p.label("reset")
+    p.sub(R1, RESET_SENT)  # the mark, as an index into RESET_DIRECTIONS
+    p.mov(R4, R1)
+    emit_add_indexed(p, R9, Layout.RESET, R4, RESET_RECEIVED - RESET_SENT + 1, 1, "forget")
+    p.ldx(DW, R2, R10, _OLDSTATE)
+    p.jne32(R2, FIN_WAIT2, "reset.peer_fin")
+    p.st(DW, R10, _OUR_FIN_ACKED, 1)
+    p.label("reset.peer_fin")
+    for state in PEER_FIN_IN:
+        p.jeq32(R2, state, "reset.peer_fin_in")
+    p.ja("ended")
+    p.label("reset.peer_fin_in")
+    p.st(DW, R10, _PEER_FIN_IN, 1)
+
+    p.label("ended")
+    types = target.kernel_types
+    emit_read_field(p, R4, R7, types.field("tcp_sock.bytes_acked"), _READ_SCRATCH)
+    p.ldx(DW, R2, R10, _OUR_FIN_ACKED)
+    p.ldx(W, R1, R8, ENTRY.offset("role"))
+    p.jne(R1, CLIENT, "ended.no_syn")
+    p.add(R2, 1)
+    p.label("ended.no_syn")
+    _emit_saturating_sub(p, R4, R2)
+    emit_add(p, R9, Layout.BYTES_SENT, R4)
+    emit_read_field(p, R4, R7, types.field("tcp_sock.bytes_received"), _READ_SCRATCH)
+    p.ldx(DW, R2, R10, _PEER_FIN_IN)
+    _emit_saturating_sub(p, R4, R2)
+    emit_add(p, R9, Layout.BYTES_RECEIVED, R4)
+    emit_read_field(p, R4, R7, types.field("tcp_sock.total_retrans"), _READ_SCRATCH)
+    emit_add(p, R9, Layout.RETRANSMITS, R4)
+    emit_read_field(p, R4, R7, types.field("tcp_sock.srtt_us"), _READ_SCRATCH)
+    p.rsh(R4, 3)
+    emit_observe(p, R9, Layout.RTT, R4)
+    p.call("ktime_get_ns")
+    p.ldx(DW, R1, R8, ENTRY.offset("established_ns"))
+    p.mov(R4, R0)
+    p.sub(R4, R1)
+    emit_observe(p, R9, Layout.DURATION, R4)
+    p.ja("forget")
+
+    _emit_failed(p, target)
+
+    p.label("forget")
+    p.ld_map(R1, MAP_NAME)
+    p.mov(R2, R10)
+    p.add(R2, _KEY)
+    p.call("map_delete_elem")
+    p.ja("out")
+
+
+def _emit_saturating_sub(p: Program, value, amount) -> None:
+    """value -= amount, but never below 0 (clobbers `amount`)."""
+    done = f"sub.{len(p)}"
+    p.jge(value, amount, done)
+    p.mov(amount, value)
+    p.label(done)
+    p.sub(value, amount)
+
+
+def _emit_failed(p: Program, target: BuildTarget) -> None:
+    """SYN_SENT -> CLOSE: counted by sk->sk_err, a named reason or the errno itself."""
+    p.label("failed")
+    emit_read_field(p, R4, R7, target.kernel_types.field("sock.sk_err"), _READ_SCRATCH)
+    for index, (reason, number) in enumerate(FAILURE_ERRNOS.items()):
+        p.jne32(R4, number, f"failed.not_{reason}")
+        emit_add(p, R9, Layout.FAILED + index, 1)
+        p.ja("forget")
+        p.label(f"failed.not_{reason}")
+    p.stx(W, R10, _ERRNO_KEY, R4)
+    p.ld_map(R1, FAILED_ERRNOS)
+    p.mov(R2, R10)
+    p.add(R2, _ERRNO_KEY)
+    p.call("map_lookup_elem")
+    p.jne(R0, 0, "failed.count")
+    p.st(DW, R10, _ONE, 1)
+    p.ld_map(R1, FAILED_ERRNOS)
+    p.mov(R2, R10)
+    p.add(R2, _ERRNO_KEY)
+    p.mov(R3, R10)
+    p.add(R3, _ONE)
+    p.mov(R4, UpdateFlags.NOEXIST)
+    p.call("map_update_elem")
+    p.jeq(R0, 0, "forget")
+    p.ld_map(R1, FAILED_ERRNOS)  # another CPU inserted it first: add to its count
+    p.mov(R2, R10)
+    p.add(R2, _ERRNO_KEY)
+    p.call("map_lookup_elem")
+    p.jeq(R0, 0, "forget")
+    p.label("failed.count")
+    p.mov(R1, 1)
+    p.atomic_add(DW, R0, 0, R1)
+    p.ja("forget")
+
+
+def failed_errnos_map() -> HashMap:
+    """errno -> failed connects, for errnos without a reason of their own (few in practice)."""
+    return HashMap(U32, U64, 64, name="gsp_tcp_errnos")
+
+
+PROBE = Probe(
+    name="tcp_lifecycle",
+    summary="TCP connections opened, ended (close, reset) and failed, with bytes, RTT and timings",
+    flavours=(
+        BtfTracepoint("inet_sock_set_state", args=("sk", "oldstate", "newstate")),
+        RawTracepoint("inet_sock_set_state", args=("sk", "oldstate", "newstate")),
+        Tracepoint("sock", "inet_sock_set_state",
+                   fields={"sk": "skaddr", "oldstate": "oldstate", "newstate": "newstate", "protocol": "protocol"}),
+        Fentry(STATE_FUNCTIONS, args=("sk", "newstate")),
+        Kprobe(STATE_FUNCTIONS, args=("sk", "newstate")),
+    ),
+    body=body,
+    derived={"protocol": ("sk", "sock.sk_protocol"), "oldstate": ("sk", "sock_common.skc_state")},
+    maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map},
+    shared_maps={MAP_NAME: connections_map},
+)

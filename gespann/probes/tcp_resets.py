@@ -1,0 +1,73 @@
+"""Who reset a TCP connection: the reset tracepoints mark the connection before it ends.
+
+tcp:tcp_receive_reset fires in tcp_reset(), before the socket enters CLOSE;
+tcp:tcp_send_reset fires when an RST goes out for a socket. Both carry the
+socket first (`sk`, `skaddr` in the record) on every kernel gespann supports;
+tcp_send_reset gained a reason in 6.10, and its socket is NULL for an RST no
+socket owns. Only a connection tcp_lifecycle is following is marked, and only
+with the first reset seen; tcp_lifecycle counts the reset when the connection
+ends, so a connection is never counted twice, and a reset sent after the
+state change (tcp_send_active_reset() after tcp_disconnect() on 6.10+) finds
+no entry left to mark. See tcp_lifecycle for resets no tracepoint reports.
+"""
+
+from __future__ import annotations
+
+from asm import DW, R0, R1, R2, R7, R10, W, Program
+
+from .events import Event
+from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
+from .netns import emit_netns_check
+from .probe import Body, BuildTarget, Probe
+from .tcp_connections import ENTRY, MAP_NAME, NO_RESET, RESET_RECEIVED, RESET_SENT, connections_map
+
+_KEY = -16
+_READ_SCRATCH = -24
+
+
+def _marking(direction: int) -> Body:
+    """The body marking the event's connection, if followed and not yet marked, with `direction`."""
+
+    def body(p: Program, event: Event, target: BuildTarget) -> None:
+        event.load(p, R7, "sk")
+        p.jeq(R7, 0, "out")
+        if target.netns is not None:
+            emit_netns_check(p, R7, target.kernel_types, target.netns, "out", _READ_SCRATCH)
+        _emit_mark(p, direction)
+        p.label("out")
+        p.mov(R0, 0)
+        p.exit()
+
+    return body
+
+
+def _emit_mark(p: Program, direction: int) -> None:
+    p.stx(DW, R10, _KEY, R7)
+    p.ld_map(R1, MAP_NAME)
+    p.mov(R2, R10)
+    p.add(R2, _KEY)
+    p.call("map_lookup_elem")
+    p.jeq(R0, 0, "out")
+    p.ldx(W, R1, R0, ENTRY.offset("reset"))
+    p.jne(R1, NO_RESET, "out")
+    p.st(W, R0, ENTRY.offset("reset"), direction)
+
+
+def _probe(name: str, tracepoint: str, direction: int, summary: str) -> Probe:
+    return Probe(
+        name=name,
+        summary=summary,
+        flavours=(
+            BtfTracepoint(tracepoint, args=("sk",)),
+            RawTracepoint(tracepoint, args=("sk",)),
+            Tracepoint("tcp", tracepoint, fields={"sk": "skaddr"}),
+        ),
+        body=_marking(direction),
+        shared_maps={MAP_NAME: connections_map},
+    )
+
+
+SENT = _probe("tcp_reset_sent", "tcp_send_reset", RESET_SENT, "TCP resets sent, marked on the connection")
+RECEIVED = _probe("tcp_reset_received", "tcp_receive_reset", RESET_RECEIVED,
+                  "TCP resets received, marked on the connection")
+PROBES = (SENT, RECEIVED)

@@ -1,0 +1,145 @@
+"""The TCP aggregates kept in the kernel: one per-CPU row of u64 slots, and the code that bumps them.
+
+Every counter, histogram bucket and histogram sum is a slot of one per-CPU
+array element, so a probe finds all of them with a single map lookup and
+updates each with one atomic add at a constant (or bounded) offset. The cost
+per event is fixed; user space reads the row once per collection and sums the
+CPUs. The layout here is the one contract between the probes that write the
+row and the collector that reads it.
+
+Histogram buckets are powers of two microseconds: bucket i holds values in
+(2^(i-1), 2^i] µs (bucket 0 everything up to 1 µs), the last one everything
+above 2^(BOUNDS-1) µs. The bucket is the bit length of ceil(value) - 1, found
+with six shifts, no loop. Sums are exact, in the unit the value was read in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asm import DW, R0, R1, R2, R3, R10, Program, Register
+
+from ..bpf.maps import PerCpuArrayMap, StructCodec
+
+ROLES = ("client", "server")
+RESET_DIRECTIONS = ("sent", "received")
+#: Failures with a name of their own; any other errno is counted per errno in a hash map.
+FAILURE_REASONS = ("refused", "timeout", "host_unreachable", "network_unreachable")
+
+#: Bucket bounds 2^0 .. 2^36 µs (1 µs .. about 19 hours), then +Inf.
+BOUNDS = 37
+BUCKET_BOUNDS_US = tuple(1 << i for i in range(BOUNDS))
+
+
+@dataclass(frozen=True)
+class HistogramSlots:
+    """A histogram in the row: BOUNDS + 1 bucket slots from `first`, then the sum slot."""
+
+    first: int
+    #: Seconds per unit of the observed value (and of the sum): 1e-9 for ns, 1e-6 for µs.
+    unit: float
+
+    @property
+    def sum(self) -> int:
+        return self.first + BOUNDS + 1
+
+    @property
+    def end(self) -> int:
+        return self.sum + 1
+
+
+class Layout:
+    """Slot numbers in the row, in one place for the probes and the collector."""
+
+    OPENED = 0  # + role
+    CLOSED = OPENED + len(ROLES)  # + role
+    RESET = CLOSED + len(ROLES)  # + direction
+    FAILED = RESET + len(RESET_DIRECTIONS)  # + index in FAILURE_REASONS
+    BYTES_SENT = FAILED + len(FAILURE_REASONS)
+    BYTES_RECEIVED = BYTES_SENT + 1
+    RETRANSMITS = BYTES_RECEIVED + 1
+    RTT = HistogramSlots(RETRANSMITS + 1, 1e-6)  # smoothed RTT, µs
+    DURATION = HistogramSlots(RTT.end, 1e-9)  # ESTABLISHED to end, ns
+    CONNECT_LATENCY = HistogramSlots(DURATION.end, 1e-9)  # SYN_SENT to ESTABLISHED, ns
+    SLOTS = CONNECT_LATENCY.end
+
+
+ROW = StructCodec(f"={Layout.SLOTS}Q")
+
+
+def stats_map() -> PerCpuArrayMap:
+    return PerCpuArrayMap(ROW, 1, name="gsp_tcp_stats")
+
+
+def emit_row_pointer(p: Program, stats: str, dst: Register, key_slot: int, missing: str) -> None:
+    """Emit `dst = &stats[0]`, jumping to `missing` if the lookup fails (it cannot for an array).
+
+    `key_slot` is a free 4-byte stack slot. Clobbers R0-R5.
+    """
+    p.st(DW, R10, key_slot, 0)
+    p.ld_map(R1, stats)
+    p.mov(R2, R10)
+    p.add(R2, key_slot)
+    p.call("map_lookup_elem")
+    p.jeq(R0, 0, missing)
+    p.mov(dst, R0)
+
+
+def emit_add(p: Program, row: Register, slot: int, value: Register | int) -> None:
+    """Emit `row[slot] += value`; an immediate goes through R1 (clobbered)."""
+    if isinstance(value, int):
+        p.mov(R1, value)
+        value = R1
+    p.atomic_add(DW, row, 8 * slot, value)
+
+
+def emit_add_indexed(p: Program, row: Register, first: int, index: Register, count: int, value: int,
+                     skip: str) -> None:
+    """Emit `row[first + index] += value` for 0 <= index < count; jumps to `skip` otherwise.
+
+    The bound check is what lets the verifier accept the variable offset. Clobbers R1-R3.
+    """
+    p.jge(index, count, skip)
+    p.mov(R2, index)
+    p.lsh(R2, 3)
+    p.mov(R3, row)
+    p.add(R3, R2)
+    p.mov(R1, value)
+    p.atomic_add(DW, R3, 8 * first, R1)
+
+
+def emit_observe(p: Program, row: Register, histogram: HistogramSlots, value: Register) -> None:
+    """Emit an observation of `value` (in `histogram.unit`): one bucket count and the sum.
+
+    Clobbers R1-R3; `value` is kept.
+    """
+    p.atomic_add(DW, row, 8 * histogram.sum, value)
+    # R1 = ceil(value in µs) - 1, as an unsigned bit pattern whose bit length is the bucket.
+    per_us = round(1e-6 / histogram.unit)
+    p.mov(R1, value)
+    if per_us > 1:
+        p.add(R1, per_us - 1)
+        p.div(R1, per_us)
+    p.mov(R2, 0)
+    zero = f"observe.zero.{len(p)}"
+    p.jeq(R1, 0, zero)
+    p.sub(R1, 1)
+    p.label(zero)
+    for shift in (32, 16, 8, 4, 2, 1):
+        narrower = f"observe.{shift}.{len(p)}"
+        p.mov(R3, R1)
+        p.rsh(R3, shift)
+        p.jeq(R3, 0, narrower)
+        p.mov(R1, R3)
+        p.add(R2, shift)
+        p.label(narrower)
+    p.add(R2, R1)  # R1 is now 0 or 1: the last bit
+    clamped = f"observe.clamped.{len(p)}"
+    p.jle(R2, BOUNDS, clamped)
+    p.mov(R2, BOUNDS)
+    p.label(clamped)
+    p.lsh(R2, 3)
+    p.mov(R3, row)
+    p.add(R3, R2)
+    p.mov(R1, 1)
+    p.atomic_add(DW, R3, 8 * histogram.first, R1)
