@@ -15,8 +15,9 @@ from .model import Kind
 PROTOCOLS = ("tcp", "udp")
 ROLES = ("client", "server")
 RESET_DIRECTIONS = ("sent", "received")
-#: Failure reasons with names; any other errno is reported by its errno name (e.g. "EACCES").
-FAILURE_REASONS = ("refused", "timeout", "host_unreachable", "network_unreachable")
+#: Failure reasons with names; any other errno is reported by its errno name (e.g. "EACCES"), and a
+#: connect abandoned before any answer (no errno: close() on a connecting socket) as "aborted".
+FAILURE_REASONS = ("refused", "timeout", "host_unreachable", "network_unreachable", "aborted")
 DIRECTIONS = ("sent", "received")
 
 

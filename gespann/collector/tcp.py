@@ -1,0 +1,131 @@
+"""TCP metrics: the kernel's aggregates for ended connections, plus what open connections moved so far.
+
+Everything about a connection that has ended is summed in the kernel
+(tcp_lifecycle's per-CPU row); user space reads it once per collection. Bytes
+must also show while a connection is open, so each collection adds the bytes
+of the connections open now, from sock_diag.
+
+Why nothing is counted twice. The kernel unhashes a socket (sock_diag can no
+longer find it) before the state change to CLOSE that makes the probe add its
+bytes to the row. The row is read first and sock_diag asked after, so a
+connection is in the row read or in the dump, never both. A connection that
+ends between the two reads is in neither: the bytes total dips by at most
+what those connections moved, for one collection. The total is held at its
+highest value so far, so a counter never goes down, and the next collection,
+which finds them in the row, is exact again.
+
+A client's `bytes_acked` includes its SYN; the role of an open connection is
+taken from the kernel's entry for it (matched by ports), read after the dump
+so that every connection the dump shows established has its entry already.
+
+Connections open before gespann started are found at start-up. They count in
+`connections_open` but not as opened, and only the bytes they move after the
+start count: their counts at start are subtracted. The kernel does not follow
+them, so when one ends the bytes it moved since the last collection are not
+seen.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..probes import AttachedProbe
+from ..probes.tcp_connections import CLIENT, MAP_NAME
+from ..probes.tcp_lifecycle import FAILED_ERRNOS, STATS
+from ..probes.tcp_stats import BUCKET_BOUNDS_US, FAILURE_REASONS, RESET_DIRECTIONS, ROLES, HistogramSlots, Layout
+from .model import Histogram, Labels, Value, labels
+from .open_sockets import OpenConnection, OpenSockets
+
+#: A connect abandoned before any answer (sk_err still 0, e.g. close() on a connecting socket).
+ABORTED = "aborted"
+BOUNDS_SECONDS = tuple(bound * 1e-6 for bound in BUCKET_BOUNDS_US)
+
+Series = dict[str, dict[Labels, Value]]
+
+
+@dataclass
+class _Preexisting:
+    """A connection open at start-up: its payload counts then, and what it has moved since."""
+
+    at_start: tuple[int, int]
+    since_start: tuple[int, int] = (0, 0)
+
+
+class TcpMetrics:
+    """Reads tcp_lifecycle's maps and the open connections into catalogue series."""
+
+    def __init__(self, lifecycle: AttachedProbe, open_sockets: OpenSockets):
+        self._row, self._errnos = lifecycle.maps[STATS], lifecycle.maps[FAILED_ERRNOS]
+        self._connections = lifecycle.maps[MAP_NAME]
+        self._open_sockets = open_sockets
+        followed = set(self._roles())
+        self._preexisting = {c.cookie: _Preexisting(c.payload(is_client=False))
+                             for c in open_sockets.connections() if (c.local_port, c.remote_port) not in followed}
+        self._preexisting_ended = (0, 0)
+        self._bytes = (0, 0)  # the highest totals reported so far
+
+    def series(self) -> Series:
+        row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]
+        failed_errnos = dict(self._errnos.items())
+        open_now = self._open_sockets.connections()  # after the row: see the module docstring
+        roles = self._roles()
+        tcp = labels(protocol="tcp")
+        return {
+            "connections_open": {tcp: len(open_now)},
+            "connections_opened_total": {labels(protocol="tcp", role=role): row[Layout.OPENED + i]
+                                         for i, role in enumerate(ROLES)},
+            "connections_closed_total": {labels(protocol="tcp", role=role): row[Layout.CLOSED + i]
+                                         for i, role in enumerate(ROLES)},
+            "connections_reset_total": {labels(direction=d): row[Layout.RESET + i]
+                                        for i, d in enumerate(RESET_DIRECTIONS)},
+            "connections_failed_total": _failures(row, failed_errnos),
+            "bytes_total": self._bytes_total(row, open_now, roles),
+            "retransmits_total": {(): row[Layout.RETRANSMITS]},
+            "rtt_seconds": {(): _histogram(row, Layout.RTT)},
+            "connection_duration_seconds": {tcp: _histogram(row, Layout.DURATION)},
+            "connect_latency_seconds": {(): _histogram(row, Layout.CONNECT_LATENCY)},
+        }
+
+    def _roles(self) -> dict[tuple[int, int], int]:
+        """(local port, remote port) -> role of each connection the kernel follows."""
+        return {(entry.local_port, socket.ntohs(entry.remote_port)): entry.role
+                for entry in self._connections.values() if entry.established_ns}
+
+    def _bytes_total(self, row: list[int], open_now: list[OpenConnection],
+                     roles: Mapping[tuple[int, int], int]) -> dict[Labels, Value]:
+        sent, received = row[Layout.BYTES_SENT], row[Layout.BYTES_RECEIVED]
+        seen = set()
+        for connection in open_now:
+            earlier = self._preexisting.get(connection.cookie)
+            if earlier is None:
+                is_client = roles.get((connection.local_port, connection.remote_port)) == CLIENT
+                s, r = connection.payload(is_client)
+            else:
+                now = connection.payload(is_client=False)
+                earlier.since_start = s, r = (max(now[0] - earlier.at_start[0], 0),
+                                              max(now[1] - earlier.at_start[1], 0))
+                seen.add(connection.cookie)
+            sent, received = sent + s, received + r
+        for cookie in set(self._preexisting) - seen:  # ended: keep what was last seen of it
+            ended = self._preexisting.pop(cookie).since_start
+            self._preexisting_ended = (self._preexisting_ended[0] + ended[0], self._preexisting_ended[1] + ended[1])
+        sent, received = sent + self._preexisting_ended[0], received + self._preexisting_ended[1]
+        self._bytes = (max(self._bytes[0], sent), max(self._bytes[1], received))
+        return {labels(protocol="tcp", direction="sent"): self._bytes[0],
+                labels(protocol="tcp", direction="received"): self._bytes[1]}
+
+
+def _failures(row: list[int], failed_errnos: Mapping[int, int]) -> dict[Labels, Value]:
+    failures = {labels(reason=reason): row[Layout.FAILED + i] for i, reason in enumerate(FAILURE_REASONS)}
+    for number, count in failed_errnos.items():
+        reason = ABORTED if number == 0 else errno.errorcode.get(number, f"errno{number}")
+        failures[labels(reason=reason)] = failures.get(labels(reason=reason), 0) + count
+    return failures
+
+
+def _histogram(row: list[int], slots: HistogramSlots) -> Histogram:
+    counts = tuple(row[slots.first:slots.sum])
+    return Histogram(BOUNDS_SECONDS, counts, row[slots.sum] * slots.unit)
