@@ -1,0 +1,156 @@
+"""TCP lifecycle metrics, exact, in a namespace of the test's own, in every attach flavour.
+
+gespann is scoped to a fresh network namespace and the traffic runs inside it,
+so every figure in the snapshot is known in advance: opens per role, orderly
+closes, resets per direction, failures per reason, payload bytes (while
+connections are open, and after), and connections open before gespann started.
+"""
+import socket
+
+import pytest
+from kernel_features import require
+from loopback import wait_for
+from namespaces import Namespace
+from probe_flavours import FLAVOURS
+from tcp_traffic import DROPPED_PORT, TcpTraffic, drop_syns_to, refused, set_syn_retries, syn_timeouts
+
+from gespann.collector.collector import KernelCollector
+from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets
+
+pytestmark = pytest.mark.root
+PROBES = (tcp_lifecycle.PROBE, *tcp_resets.PROBES)
+FAMILIES = [pytest.param(socket.AF_INET, id="ipv4"), pytest.param(socket.AF_INET6, id="ipv6")]
+#: (client sends, server replies) per orderly connection
+EXCHANGES = [(1, 0), (0, 7), (1000, 3), (65536 + 17, 4096), (5, 250000)]
+REFUSED, RESETS, TIMEOUTS = 3, 2, 4
+
+
+@pytest.fixture
+def namespace():
+    ns = Namespace()
+    yield ns
+    ns.remove()
+
+
+def watching(namespace: Namespace, mode: str = "auto", perf_event_link: str = "auto"):
+    """The probes scoped to `namespace`, each in `mode` where it has that flavour."""
+    modes = {p.name: mode for p in PROBES if mode != "auto" and any(f.mode == mode for f in p.flavours)}
+    settings = AttachSettings(probe_modes=modes, perf_event_link=perf_event_link, netns=namespace.inode)
+    return ProbeSet.attach(PROBES, settings)
+
+
+def counts(snapshot, name: str) -> dict[tuple, int]:
+    """The metric's non-zero series, labels as plain tuples of values."""
+    return {tuple(value for _, value in key): n for key, n in snapshot[name].series.items() if n}
+
+
+def settled(collector: KernelCollector, ended: int):
+    """A snapshot once `ended` connection ends (by close or reset) are counted and none is open."""
+    def done():
+        s = collector.snapshot()
+        total = s["connections_closed_total"].total() + s["connections_reset_total"].total()
+        return total == ended and s["connections_open"].total() == 0
+    wait_for(done)
+    return collector.snapshot()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
+def test_opens_ends_failures_and_bytes_are_exact(namespace, mode, perf_event_link, needed, family):
+    require(*(feature() for feature in needed))
+    with watching(namespace, mode, perf_event_link) as probes, KernelCollector(probes, namespace.path) as collector:
+        assert probes["tcp_lifecycle"].flavour.mode == mode
+        with namespace.enter():
+            traffic = TcpTraffic(family)
+            for sent, replied in EXCHANGES:
+                traffic.exchange(sent, replied)
+            for by_client in (True, False):
+                for _ in range(RESETS):
+                    traffic.reset(by_client)
+            for _ in range(REFUSED):
+                refused(family)
+            traffic.close()
+        n, k = len(EXCHANGES), 2 * RESETS  # connections ended orderly, and by a reset
+        snapshot = settled(collector, 2 * (n + k))
+        assert counts(snapshot, "connections_opened_total") == {("tcp", "client"): n + k, ("tcp", "server"): n + k}
+        assert counts(snapshot, "connections_closed_total") == {("tcp", "client"): n, ("tcp", "server"): n}
+        assert counts(snapshot, "connections_reset_total") == {("sent",): k, ("received",): k}
+        assert counts(snapshot, "connections_failed_total") == {("refused",): REFUSED}
+        payload = sum(sent + replied for sent, replied in EXCHANGES)
+        assert counts(snapshot, "bytes_total") == {("sent", "tcp"): payload, ("received", "tcp"): payload}
+        assert snapshot["retransmits_total"].total() == 0
+        assert snapshot["rtt_seconds"].value().count == 2 * (n + k)
+        assert snapshot["connection_duration_seconds"].value(protocol="tcp").count == 2 * (n + k)
+        latency = snapshot["connect_latency_seconds"].value()
+        assert latency.count == n + k and 0 < latency.sum < 1
+        assert counts(snapshot, "probe_info")[(mode, "tcp_lifecycle")] == 1
+
+
+@pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
+def test_connects_whose_syns_are_dropped_fail_by_timeout(namespace, mode, perf_event_link, needed):
+    require(*(feature() for feature in needed))
+    with namespace.enter():
+        set_syn_retries(1)  # SYN, one retry after 1 s, given up after 3 s
+        drop_syns_to(DROPPED_PORT)
+    with watching(namespace, mode, perf_event_link) as probes, KernelCollector(probes, namespace.path) as collector:
+        with namespace.enter():
+            syn_timeouts([socket.AF_INET, socket.AF_INET6] * (TIMEOUTS // 2))
+        snapshot = collector.snapshot()
+        assert counts(snapshot, "connections_failed_total") == {("timeout",): TIMEOUTS}
+        assert counts(snapshot, "connections_opened_total") == {}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
+def test_bytes_of_an_open_connection_show_before_it_ends(namespace, mode, perf_event_link, needed, family):
+    require(*(feature() for feature in needed))
+    with watching(namespace, mode, perf_event_link) as probes, KernelCollector(probes, namespace.path) as collector:
+        with namespace.enter():
+            traffic = TcpTraffic(family)
+            client, server = traffic.connect()
+            totals = [0, 0]
+            for up, down in ((300, 20), (70000, 1)):
+                client.sendall(b"u" * up)
+                server.recv(up, socket.MSG_WAITALL)
+                server.sendall(b"d" * down)
+                client.recv(down, socket.MSG_WAITALL)
+                totals[0] += up + down
+                expected = {("sent", "tcp"): totals[0], ("received", "tcp"): totals[0]}
+                wait_for(lambda: counts(collector.snapshot(), "bytes_total") == expected)
+                snapshot = collector.snapshot()
+                assert counts(snapshot, "bytes_total") == expected
+                assert counts(snapshot, "connections_open") == {("tcp",): 2}
+                assert counts(snapshot, "connections_closed_total") == {}
+            client.close()
+            server.recv(1)
+            server.close()
+            traffic.close()
+        snapshot = settled(collector, 2)
+        assert counts(snapshot, "bytes_total") == expected  # now from the kernel's count at the end
+
+
+def test_connections_open_before_start_count_from_the_first_snapshot(namespace):
+    with namespace.enter():
+        traffic = TcpTraffic()
+        earlier = [traffic.connect() for _ in range(3)]
+        for client, server in earlier:
+            client.sendall(b"x" * 100)
+            server.recv(100, socket.MSG_WAITALL)
+    with watching(namespace) as probes, KernelCollector(probes, namespace.path) as collector:
+        first = collector.snapshot()
+        assert counts(first, "connections_open") == {("tcp",): 6}
+        assert counts(first, "connections_opened_total") == {}
+        assert counts(first, "bytes_total") == {}  # their bytes before gespann started are not gespann's
+        client, server = earlier[0]
+        client.sendall(b"y" * 11)
+        server.recv(11, socket.MSG_WAITALL)
+        wait_for(lambda: counts(collector.snapshot(), "bytes_total") == {("sent", "tcp"): 11, ("received", "tcp"): 11})
+        for client, server in earlier:
+            client.close()
+            server.close()
+        traffic.close()
+        wait_for(lambda: counts(collector.snapshot(), "connections_open") == {})
+        last = collector.snapshot()
+        assert counts(last, "connections_open") == {}
+        assert counts(last, "bytes_total") == {("sent", "tcp"): 11, ("received", "tcp"): 11}
+        assert counts(last, "connections_closed_total") == {}  # not opened since start: not gespann's to count
