@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import tcp_states
+from . import tcp_lifecycle, tcp_resets, tcp_states
 from .probe import BuildTarget, Probe
 from .probeset import AttachedProbe, AttachSettings, ProbeSet, ProbeUnavailable, TrialResult, trial_attach
 
 #: Every probe `gespann run` attaches, in attach order.
-ALL_PROBES: tuple[Probe, ...] = (tcp_states.PROBE,)
+ALL_PROBES: tuple[Probe, ...] = (tcp_states.PROBE, tcp_lifecycle.PROBE, *tcp_resets.PROBES)
 
 
 def find_probe(name: str) -> Optional[Probe]:

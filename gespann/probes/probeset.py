@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 class AttachSettings:
     """How to attach: the config's `attach`, `btf` and `scope` sections."""
 
-    #: "auto" tries every flavour in order; a mode name forces that flavour for every probe.
+    #: "auto" tries every flavour in order; a mode name forces that flavour for every probe that
+    #: has one (a probe without it, e.g. tcp_resets without kprobes, tries its own in order).
     mode: str = "auto"
     #: Per-probe forced modes, over `mode`.
     probe_modes: Mapping[str, str] = field(default_factory=dict)
@@ -48,8 +49,10 @@ class AttachSettings:
                    namespace_inode(config.netns) if config.netns else None)
 
     def candidates(self, probe: Probe) -> tuple[Flavour, ...]:
-        mode = self.probe_modes.get(probe.name, self.mode)
-        return probe.flavours if mode == "auto" else (probe.flavour(mode),)
+        mode = self.probe_modes.get(probe.name)
+        if mode is None and any(flavour.mode == self.mode for flavour in probe.flavours):
+            mode = self.mode
+        return probe.flavours if mode in (None, "auto") else (probe.flavour(mode),)
 
 
 class ProbeUnavailable(BPFError):

@@ -34,8 +34,7 @@ def namespace():
 
 def watching(namespace: Namespace, mode: str = "auto", perf_event_link: str = "auto"):
     """The probes scoped to `namespace`, each in `mode` where it has that flavour."""
-    modes = {p.name: mode for p in PROBES if mode != "auto" and any(f.mode == mode for f in p.flavours)}
-    settings = AttachSettings(probe_modes=modes, perf_event_link=perf_event_link, netns=namespace.inode)
+    settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=namespace.inode)
     return ProbeSet.attach(PROBES, settings)
 
 
