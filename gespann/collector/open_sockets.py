@@ -19,11 +19,18 @@ from typing import Optional
 
 from pyroute2 import DiagSocket, netns
 
-# enum tcp_state; sock_diag's state filter is a bit mask of these.
-ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING = 1, 4, 5, 8, 9, 11
+from ..probes.tcp_lifecycle import (
+    CLOSE_WAIT,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT1,
+    FIN_WAIT2,
+    LAST_ACK,
+    PEER_FIN_IN,
+)
+
+#: The states of a full socket whose connection is open; sock_diag's state filter is a bit mask of them.
 OPEN_STATES = (ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)
-#: States after the peer's FIN arrived: it is in bytes_received.
-PEER_FIN_IN = (CLOSE_WAIT, LAST_ACK, CLOSING)
 #: The state after our FIN was acked: it is in bytes_acked.
 OUR_FIN_ACKED = (FIN_WAIT2,)
 _INET_DIAG_INFO = 2  # extension number: the request's bit is 1 << (number - 1)

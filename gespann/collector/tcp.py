@@ -35,7 +35,14 @@ from typing import Mapping
 from ..probes import AttachedProbe
 from ..probes.tcp_connections import CLIENT, MAP_NAME
 from ..probes.tcp_lifecycle import FAILED_ERRNOS, STATS
-from ..probes.tcp_stats import BUCKET_BOUNDS_US, FAILURE_REASONS, RESET_DIRECTIONS, ROLES, HistogramSlots, Layout
+from ..probes.tcp_stats import (
+    BUCKET_BOUNDS_US,
+    FAILURE_REASONS,
+    RESET_DIRECTIONS,
+    ROLES,
+    HistogramSlots,
+    Layout,
+)
 from .model import Histogram, Labels, Value, labels
 from .open_sockets import OpenConnection, OpenSockets
 

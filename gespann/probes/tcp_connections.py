@@ -13,7 +13,7 @@ the ports and role of open connections, to correct for the SYN in a client's
 
 from __future__ import annotations
 
-from asm import Record, u16, u32, u64
+from asm import R0, R1, R2, R10, Program, Record, u16, u32, u64
 
 from ..bpf.maps import U64, LruHashMap
 
@@ -52,3 +52,15 @@ ENTRY_CODEC = _EntryCodec()
 def connections_map() -> LruHashMap:
     return LruHashMap(U64, ENTRY_CODEC, CAPACITY, name="gsp_tcp_conns")
 
+
+
+def emit_lookup_connection(p: Program, key_slot: int, missing: str) -> None:
+    """Emit `R0 = connections[sk]` for the sk stored at R10 + `key_slot`, or a jump to `missing`.
+
+    Clobbers R0-R5.
+    """
+    p.ld_map(R1, MAP_NAME)
+    p.mov(R2, R10)
+    p.add(R2, key_slot)
+    p.call("map_lookup_elem")
+    p.jeq(R0, 0, missing)

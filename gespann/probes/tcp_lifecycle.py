@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import errno
 
-from asm import DW, H, R0, R1, R2, R3, R4, R7, R8, R9, R10, W, Program
+from asm import DW, R0, R1, R2, R3, R4, R7, R8, R9, R10, H, Program, W
 
 from ..bpf.maps import U32, U64, HashMap
 from ..bpf.syscall import UpdateFlags
@@ -43,12 +43,28 @@ from .flavours import BtfTracepoint, Fentry, Kprobe, RawTracepoint, Tracepoint
 from .kernel_memory import emit_read_field
 from .netns import emit_netns_check
 from .probe import BuildTarget, Probe
-from .tcp_connections import CLIENT, ENTRY, MAP_NAME, RESET_RECEIVED, RESET_SENT, SERVER, connections_map
-from .tcp_stats import FAILURE_REASONS, ROLES, Layout, emit_add, emit_add_indexed, emit_observe, \
-    emit_row_pointer, stats_map
-from .tcp_states import STATE_FUNCTIONS
+from .tcp_connections import (
+    CLIENT,
+    ENTRY,
+    MAP_NAME,
+    RESET_RECEIVED,
+    RESET_SENT,
+    SERVER,
+    connections_map,
+    emit_lookup_connection,
+)
+from .tcp_states import IPPROTO_TCP, STATE_FUNCTIONS
+from .tcp_stats import (
+    FAILURE_REASONS,
+    ROLES,
+    Layout,
+    emit_add,
+    emit_add_indexed,
+    emit_observe,
+    emit_row_pointer,
+    stats_map,
+)
 
-IPPROTO_TCP = 6
 # enum tcp_state (include/net/tcp_states.h)
 ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2 = 1, 2, 3, 4, 5
 CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING = 7, 8, 9, 11
@@ -124,15 +140,6 @@ def _emit_store_entry(p: Program) -> None:
     p.call("map_update_elem")
 
 
-def _emit_lookup_entry(p: Program, missing: str) -> None:
-    """R0 = connections[sk], or a jump to `missing`."""
-    p.ld_map(R1, MAP_NAME)
-    p.mov(R2, R10)
-    p.add(R2, _KEY)
-    p.call("map_lookup_elem")
-    p.jeq(R0, 0, missing)
-
-
 def _emit_established(p: Program, target: BuildTarget) -> None:
     """A new connection: entry with its start, role and ports; opened counted; connect latency."""
     p.label("established")
@@ -144,7 +151,7 @@ def _emit_established(p: Program, target: BuildTarget) -> None:
 
     p.label("established.client")
     p.st(W, R10, _entry("role"), CLIENT)
-    _emit_lookup_entry(p, "established.fill")
+    emit_lookup_connection(p, _KEY, "established.fill")
     p.ldx(DW, R1, R0, ENTRY.offset("syn_sent_ns"))
     p.stx(DW, R10, _entry("syn_sent_ns"), R1)
     p.ja("established.fill")
@@ -176,7 +183,7 @@ def _emit_established(p: Program, target: BuildTarget) -> None:
 def _emit_close(p: Program, target: BuildTarget) -> None:
     """CLOSE: a failed active open, or the end of a connection; the entry goes either way."""
     p.label("close")
-    _emit_lookup_entry(p, "out")
+    emit_lookup_connection(p, _KEY, "out")
     p.mov(R8, R0)
     emit_row_pointer(p, STATS, R9, _ROW_KEY, "forget")
     p.ldx(DW, R1, R10, _OLDSTATE)

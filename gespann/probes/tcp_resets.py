@@ -13,13 +13,21 @@ no entry left to mark. See tcp_lifecycle for resets no tracepoint reports.
 
 from __future__ import annotations
 
-from asm import DW, R0, R1, R2, R7, R10, W, Program
+from asm import DW, R0, R1, R7, R10, Program, W
 
 from .events import Event
 from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from .netns import emit_netns_check
 from .probe import Body, BuildTarget, Probe
-from .tcp_connections import ENTRY, MAP_NAME, NO_RESET, RESET_RECEIVED, RESET_SENT, connections_map
+from .tcp_connections import (
+    ENTRY,
+    MAP_NAME,
+    NO_RESET,
+    RESET_RECEIVED,
+    RESET_SENT,
+    connections_map,
+    emit_lookup_connection,
+)
 
 _KEY = -16
 _READ_SCRATCH = -24
@@ -43,11 +51,7 @@ def _marking(direction: int) -> Body:
 
 def _emit_mark(p: Program, direction: int) -> None:
     p.stx(DW, R10, _KEY, R7)
-    p.ld_map(R1, MAP_NAME)
-    p.mov(R2, R10)
-    p.add(R2, _KEY)
-    p.call("map_lookup_elem")
-    p.jeq(R0, 0, "out")
+    emit_lookup_connection(p, _KEY, "out")
     p.ldx(W, R1, R0, ENTRY.offset("reset"))
     p.jne(R1, NO_RESET, "out")
     p.st(W, R0, ENTRY.offset("reset"), direction)

@@ -12,7 +12,14 @@ from kernel_features import require
 from loopback import wait_for
 from namespaces import Namespace
 from probe_flavours import FLAVOURS
-from tcp_traffic import DROPPED_PORT, TcpTraffic, drop_syns_to, refused, set_syn_retries, syn_timeouts
+from tcp_traffic import (
+    DROPPED_PORT,
+    TcpTraffic,
+    drop_syns_to,
+    refused,
+    set_syn_retries,
+    syn_timeouts,
+)
 
 from gespann.collector.collector import KernelCollector
 from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets
@@ -115,7 +122,7 @@ def test_bytes_of_an_open_connection_show_before_it_ends(namespace, mode, perf_e
                 client.recv(down, socket.MSG_WAITALL)
                 totals[0] += up + down
                 expected = {("sent", "tcp"): totals[0], ("received", "tcp"): totals[0]}
-                wait_for(lambda: counts(collector.snapshot(), "bytes_total") == expected)
+                wait_for(lambda expected=expected: counts(collector.snapshot(), "bytes_total") == expected)
                 snapshot = collector.snapshot()
                 assert counts(snapshot, "bytes_total") == expected
                 assert counts(snapshot, "connections_open") == {("tcp",): 2}
