@@ -47,13 +47,18 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML config file (default: built-in defaults).")
+              help="YAML config file (default: built-in defaults: Prometheus metrics on :8080/metrics).")
 def run(config_path: str | None) -> None:
-    """Load and attach the probes, and run until SIGINT or SIGTERM.
+    """Attach the probes, serve the configured exporters, and run until SIGINT or SIGTERM.
 
-    On exit everything is detached: nothing of gespann's stays loaded in the kernel.
+    On exit the exporters are flushed and everything is detached: nothing of
+    gespann's stays loaded in the kernel.
     """
+    from contextlib import ExitStack
+
     from .bpf.errors import BPFError
+    from .collector.collector import KernelCollector
+    from .exporters import ExporterError, build_exporters
     from .probes import ProbeSet
 
     config = _load_config(config_path)
@@ -61,16 +66,20 @@ def run(config_path: str | None) -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    try:
-        probes = ProbeSet.attach_all(config)
-    except BPFError as err:
-        _fail(str(err))
-    with probes:
-        log.info("gespann %s running: %s", __version__, probes.summary())
-        for adapter in config.adapters:
-            log.warning("adapter %s is configured but not served by this build yet", adapter.type)
+    with ExitStack() as running:
+        try:
+            probes = running.enter_context(ProbeSet.attach_all(config))
+            collector = running.enter_context(KernelCollector(probes, config.netns))
+            exporters = build_exporters(config.adapters, collector)
+            for exporter in exporters:
+                exporter.start()
+                running.callback(exporter.close)  # closed (and flushed) first, in reverse order
+        except (BPFError, ExporterError) as err:
+            _fail(str(err))
+        endpoints = "; ".join(exporter.describe() for exporter in exporters) or "no exporters"
+        log.info("gespann %s running: probes %s; exporting to %s", __version__, probes.summary(), endpoints)
         stop.wait()
-        log.info("stopping: detaching %d probes", len(probes))
+        log.info("stopping: flushing %d exporters, detaching %d probes", len(exporters), len(probes))
     sys.exit(0)
 
 

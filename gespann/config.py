@@ -116,19 +116,34 @@ def _adapter_settings(kind: str, settings: dict, key: str) -> dict:
         _reject_unknown(settings, ("port", "address", "path"), key)
         return {**settings, "port": _port(settings.get("port", 8080), f"{key}.port")}
     if kind == "datadog":
-        _reject_unknown(settings, ("host", "prefix", "tags"), key)
-        host = settings.get("host", "localhost:8125")
-        _expect(host, str, f"{key}.host", "a string 'host:port'")
-        name, _, port = host.rpartition(":")
-        if not name:
-            raise ConfigError(f"{key}.host", f"expected 'host:port', got {host!r}")
-        _port(port, f"{key}.host")
+        _reject_unknown(settings, ("host", "prefix", "tags", "flush_interval"), key)
+        if "host" in settings:  # absent: DataDog's DD_AGENT_HOST / DD_DOGSTATSD_PORT, then localhost:8125
+            host = settings["host"]
+            _expect(host, str, f"{key}.host", "a string 'host:port'")
+            name, _, port = host.rpartition(":")
+            if not name:
+                raise ConfigError(f"{key}.host", f"expected 'host:port', got {host!r}")
+            _port(port, f"{key}.host")
+        if "prefix" in settings:
+            _expect(settings["prefix"], str, f"{key}.prefix", "a metric name prefix")
+        _tags(settings.get("tags", ()), f"{key}.tags")
+        interval = settings.get("flush_interval", 10)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
+            raise ConfigError(f"{key}.flush_interval", f"expected a positive number of seconds, got {interval!r}")
         return dict(settings)
     _reject_unknown(settings, ("path",), key)
     if "path" not in settings:
         raise ConfigError(f"{key}.path", "missing")
     _expect(settings["path"], str, f"{key}.path", "a file path")
     return dict(settings)
+
+
+def _tags(value: Any, key: str) -> None:
+    """DataDog tags: a list of "key:value" strings, or a mapping of key to value."""
+    if isinstance(value, dict):
+        return
+    if not isinstance(value, (list, tuple)) or not all(isinstance(tag, str) for tag in value):
+        raise ConfigError(key, f"expected a list of 'key:value' strings or a mapping, got {value!r}")
 
 
 def _port(value: Any, key: str) -> int:

@@ -5,7 +5,9 @@ lasts for hours must show its bytes sooner, so each collection asks the
 kernel for every open connection's `tcpi_bytes_acked` and
 `tcpi_bytes_received`. The netlink socket is made inside the watched network
 namespace (a socket stays in the namespace it was made in), so the dump sees
-that namespace's connections and no other.
+that namespace's connections and no other. It is made afresh for each dump, in
+the calling thread: pyroute2 gives every thread its own underlying socket, and
+one made lazily in an exporter's thread would sit in gespann's own namespace.
 
 Only full sockets are reported: a TIME_WAIT socket can show up under its
 FIN_WAIT2 sub-state but carries no tcp_info, and its connection has ended.
@@ -53,31 +55,36 @@ class OpenConnection:
 
 
 class OpenSockets:
-    """A sock_diag socket in one network namespace (`netns_path`, or gespann's own)."""
+    """sock_diag dumps of one network namespace (`netns_path`, or gespann's own)."""
 
     def __init__(self, netns_path: Optional[str] = None):
-        if netns_path:
-            netns.pushns(netns_path)
+        self._netns_path = netns_path
+
+    def _diag_socket(self) -> DiagSocket:
+        if self._netns_path:
+            netns.pushns(self._netns_path)
         try:
-            self._diag = DiagSocket()
-            self._diag.bind()
+            diag = DiagSocket()
+            diag.bind()
+            return diag
         finally:
-            if netns_path:
+            if self._netns_path:
                 netns.popns()
 
     def connections(self) -> list[OpenConnection]:
         states = sum(1 << state for state in OPEN_STATES)
         found = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in self._diag.get_sock_stats(family=family, states=states,
-                                                 extensions=1 << (_INET_DIAG_INFO - 1)):
-                info = msg.get_attr("INET_DIAG_INFO")
-                if info is None:
-                    continue
-                found.append(OpenConnection(msg["idiag_cookie"], family, msg["idiag_state"], msg["idiag_sport"],
-                                            msg["idiag_dport"], info["tcpi_bytes_acked"],
-                                            info["tcpi_bytes_received"]))
+        with self._diag_socket() as diag:
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for msg in diag.get_sock_stats(family=family, states=states,
+                                               extensions=1 << (_INET_DIAG_INFO - 1)):
+                    info = msg.get_attr("INET_DIAG_INFO")
+                    if info is None:
+                        continue
+                    found.append(OpenConnection(msg["idiag_cookie"], family, msg["idiag_state"], msg["idiag_sport"],
+                                                msg["idiag_dport"], info["tcpi_bytes_acked"],
+                                                info["tcpi_bytes_received"]))
         return found
 
     def close(self) -> None:
-        self._diag.close()
+        """Nothing stays open between dumps; kept so a collector can close what it holds alike."""

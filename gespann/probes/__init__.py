@@ -9,12 +9,16 @@ from .probe import BuildTarget, Probe
 from .probeset import AttachedProbe, AttachSettings, ProbeSet, ProbeUnavailable, TrialResult, trial_attach
 
 #: Every probe `gespann run` attaches, in attach order.
-ALL_PROBES: tuple[Probe, ...] = (tcp_states.PROBE, tcp_lifecycle.PROBE, *tcp_resets.PROBES)
+ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES)
+
+#: Probes that are not part of the product: tcp_states is the smallest complete probe,
+#: the one to read (and copy) before writing a new one.
+EXAMPLE_PROBES: tuple[Probe, ...] = (tcp_states.PROBE,)
 
 
 def find_probe(name: str) -> Optional[Probe]:
-    return next((probe for probe in ALL_PROBES if probe.name == name), None)
+    return next((probe for probe in (*ALL_PROBES, *EXAMPLE_PROBES) if probe.name == name), None)
 
 
-__all__ = ["ALL_PROBES", "AttachSettings", "AttachedProbe", "BuildTarget", "Probe", "ProbeSet",
+__all__ = ["ALL_PROBES", "EXAMPLE_PROBES", "AttachSettings", "AttachedProbe", "BuildTarget", "Probe", "ProbeSet",
            "ProbeUnavailable", "TrialResult", "find_probe", "trial_attach"]

@@ -24,6 +24,11 @@ def test_original_format_is_accepted_unchanged(tmp_path):
     )
 
 
+def test_datadog_settings():
+    config = parse({"adapters": [{"type": "datadog", "settings": {"tags": {"env": "prod"}, "flush_interval": 2.5}}]})
+    assert config.adapters[0].settings == {"tags": {"env": "prod"}, "flush_interval": 2.5}
+
+
 def test_defaults_without_a_file():
     assert load(None) == Config()
     assert load(None).adapters[0].settings["port"] == 8080
@@ -53,6 +58,10 @@ def test_gespann_keys():
     ({"adapters": [{"type": "datadog", "settings": {"host": "nohost"}}]}, "adapters[0].settings.host",
      "host:port"),
     ({"adapters": [{"settings": {}}]}, "adapters[0].type", "missing"),
+    ({"adapters": [{"type": "datadog", "settings": {"tags": "env:prod"}}]}, "adapters[0].settings.tags",
+     "list of 'key:value' strings"),
+    ({"adapters": [{"type": "datadog", "settings": {"flush_interval": 0}}]}, "adapters[0].settings.flush_interval",
+     "positive number of seconds"),
     ({"adapters": {"type": "prometheus"}}, "adapters", "expected a list"),
     ({"log_lvl": "info"}, "log_lvl", "unknown key"),
     ({"log_level": "loud"}, "log_level", "unknown value 'loud'"),

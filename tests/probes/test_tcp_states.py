@@ -9,9 +9,9 @@ import dataclasses
 import pytest
 from kernel_features import require
 from loopback import CLOSE, Loopback, wait_for
+from probe_flavours import FLAVOURS
 from namespaces import Namespace
 
-from gespann.bpf import features
 from gespann.probes import AttachSettings, ProbeSet, ProbeUnavailable, tcp_states
 from gespann.probes.flavours import RawTracepoint, Tracepoint
 
@@ -32,21 +32,6 @@ def state_counts(probes: ProbeSet) -> dict[int, int]:
     return {state: sum(per_cpu) for state, per_cpu in counters.items() if sum(per_cpu)}
 
 
-def kprobes():
-    """kprobes from either source: the PMU, or tracefs kprobe_events."""
-    pmu = features.kprobe_pmu()
-    return pmu if pmu.available else features.kprobe_events()
-
-
-FLAVOURS = [  # (attach mode, perf event link, the features it needs), with ids the kernel matrix reads
-    pytest.param("tp_btf", "auto", (features.tp_btf,), id="tp_btf"),
-    pytest.param("raw_tracepoint", "auto", (features.raw_tracepoint,), id="raw_tracepoint_open"),
-    pytest.param("tracepoint", "link", (features.perf_link,), id="tracepoint-bpf_link"),
-    pytest.param("tracepoint", "ioctl", (features.tracepoint,), id="tracepoint-perf_event_ioctl"),
-    pytest.param("fentry", "auto", (features.fentry,), id="fentry"),
-    pytest.param("kprobe", "link", (kprobes, features.perf_link), id="kprobe-bpf_link"),
-    pytest.param("kprobe", "ioctl", (kprobes,), id="kprobe-perf_event_ioctl"),
-]
 #: What the bpf layer reports for each perf event link.
 PATHS = {"link": "bpf_link", "ioctl": "perf_event_ioctl"}
 

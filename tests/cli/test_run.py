@@ -1,0 +1,110 @@
+"""`gespann run` as a user runs it: a real process serving real figures, stopped by a signal.
+
+gespann is scoped to a namespace the test makes, the traffic runs there, and
+the metrics page must show exactly that traffic; SIGTERM must leave nothing of
+gespann's loaded in the kernel.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from loopback import wait_for
+from namespaces import Namespace
+from tcp_traffic import TcpTraffic, refused
+
+pytestmark = pytest.mark.root
+BPFTOOL = "/usr/sbin/bpftool"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loaded_programs() -> set[str]:
+    listing = json.loads(subprocess.run([BPFTOOL, "-j", "prog", "list"], capture_output=True, text=True,
+                                        check=True).stdout or "[]")
+    return {p.get("name", "") for p in listing if p.get("name", "").startswith("gsp_")}
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=5) as page:
+        text = page.read().decode()
+    return {name: float(value) for name, _, value in
+            (line.rpartition(" ") for line in text.splitlines() if line and not line.startswith("#"))}
+
+
+@pytest.fixture
+def namespace():
+    ns = Namespace()
+    yield ns
+    ns.remove()
+
+
+def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path):
+    assert loaded_programs() == set(), "gsp_ programs loaded before the test"
+    port = free_port()
+    config = tmp_path / "gespann.yaml"
+    config.write_text(f"log_level: info\n"
+                      f"adapters:\n  - type: prometheus\n    settings: {{port: \"{port}\", address: 127.0.0.1}}\n"
+                      f"scope: {{netns: {namespace.path}}}\n")
+    gespann = subprocess.Popen([sys.executable, "-m", "gespann", "run", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        wait_for(lambda: _serving(url), timeout=30)
+        with namespace.enter():
+            traffic = TcpTraffic()
+            for sent, replied in ((10, 20), (300, 4000), (0, 1)):
+                traffic.exchange(sent, replied)
+            refused(socket.AF_INET)
+            traffic.listener.close()
+        metrics = scrape(url)
+        assert metrics["gespann_total_connections"] == 6  # three connections, seen from both ends
+        assert metrics['gespann_connections_opened_total{protocol="tcp",role="client"}'] == 3
+        assert metrics["gespann_closed_connections_total"] == 6
+        assert metrics["gespann_failed_connections_total"] == 1
+        assert metrics['gespann_connections_failed_total{reason="refused"}'] == 1
+        assert metrics["gespann_bytes_sent_total"] == metrics["gespann_bytes_received_total"] == 4331
+        assert metrics["gespann_open_connections"] == 0
+    finally:
+        gespann.send_signal(signal.SIGTERM)
+        out, err = gespann.communicate(timeout=30)
+    assert gespann.returncode == 0, err
+    started = [line for line in err.splitlines() if "running: probes" in line]
+    assert len(started) == 1 and f"prometheus http://127.0.0.1:{port}/metrics" in started[0]
+    assert "Traceback" not in err
+    wait_for(lambda: loaded_programs() == set(), timeout=5)
+    assert loaded_programs() == set()
+
+
+def _serving(url: str) -> bool:
+    try:
+        scrape(url)
+        return True
+    except OSError:
+        time.sleep(0.1)
+        return False
+
+
+def test_port_in_use_is_one_line_and_nonzero(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        config = tmp_path / "gespann.yaml"
+        config.write_text(f"adapters: [{{type: prometheus, settings: {{port: {port}, address: 127.0.0.1}}}}]\n")
+        result = subprocess.run([sys.executable, "-m", "gespann", "run", "--config", str(config)],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gespann: ")]
+    assert len(errors) == 1 and str(port) in errors[0] and "in use" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert loaded_programs() == set()
