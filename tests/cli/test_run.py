@@ -5,7 +5,6 @@ the metrics page must show exactly that traffic; SIGTERM must leave nothing of
 gespann's loaded in the kernel.
 """
 import json
-import os
 import signal
 import socket
 import subprocess
