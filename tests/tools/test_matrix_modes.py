@@ -27,6 +27,8 @@ def test_a_test_belongs_to_each_mode_that_claims_it_and_to_other_only_if_none_do
     ("tests.probes.test_tcp_states::test_counts_exactly_the_namespace_traffic[btf-raw_tracepoint_open]",
      ["raw_tracepoint", "offsets/kernel BTF"]),
     ("tests.bpf.test_attach_fentry::test_fentry_counts_tcp_connect[raw_tracepoint_open]", ["fentry/fexit"]),
+    ("tests.bpf.test_attach_fentry::test_fexit_counts_inet_csk_accept[bpf_link]", ["fentry/fexit"]),
+    ("tests.bpf.test_attach_fentry::test_unavailable_fentry_is_reported_as_unsupported", [OTHER]),
     ("tests.bpf.test_attach_tp_btf::test_tp_btf_counts_every_transition[bpf_link]", ["tp_btf"]),
     ("tests.bpf.test_attach_kprobe::test_kprobe_counts_tcp_connect[pmu-bpf_link]", ["kprobe/pmu"]),
     ("tests.bpf.test_attach_kprobe::test_kprobe_on_an_unknown_function_names_it[tracefs]", ["kprobe/tracefs"]),

@@ -5,8 +5,11 @@ across, modes down, because modes are the list that keeps growing). A test
 belongs to every mode one of whose patterns is a substring of its id, e.g.
 `tests.probes.test_tcp_states::test_counts_exactly_the_namespace_traffic[vendored-tracepoint-bpf_link]`
 counts for both "tracepoint/link" and "offsets/vendored BTF".
-Tests no mode claims are gathered under OTHER, so a failure anywhere in the
-kernel-facing suite shows in the table. Adding a mode is one line in MODES.
+A mode's patterns name the tests that use the mode, not those that check how
+its absence is reported: those pass on every kernel and would make an
+unavailable mode look available. Tests no mode claims are gathered under
+OTHER, so a failure anywhere in the kernel-facing suite shows in the table.
+Adding a mode is one line in MODES.
 """
 from __future__ import annotations
 
@@ -32,8 +35,8 @@ MODES: tuple[Mode, ...] = (
     Mode("tracepoint/link", "[AttachMode.LINK]", "-tracepoint-bpf_link]"),
     Mode("tracepoint/perf_ioctl", "[AttachMode.PERF_IOCTL]", "-tracepoint-perf_event_ioctl]"),
     Mode("raw_tracepoint", "::test_raw_tracepoint_", "-raw_tracepoint_open]"),
-    Mode("tp_btf", "test_attach_tp_btf::", "-tp_btf]"),
-    Mode("fentry/fexit", "test_attach_fentry::", "-fentry]"),
+    Mode("tp_btf", "test_attach_tp_btf::test_tp_btf_", "-tp_btf]"),
+    Mode("fentry/fexit", "test_attach_fentry::test_fentry_", "test_attach_fentry::test_fexit_", "-fentry]"),
     Mode("kprobe/pmu", "[pmu-", "[pmu]"),
     Mode("kprobe/tracefs", "[tracefs-", "[tracefs]"),
     Mode("reader/ringbuf", "test_readers::test_channel_delivers_exact_records[ringbuf]",
