@@ -63,6 +63,12 @@ def test_json_has_the_same_facts():
                                   "boot_s": 17.6, "test_s": 150.2, "total_s": 171, "logs": [],
                                   "counts": {"passed": 2, "skipped": 1}}
     assert data["cells"]["tracepoint/link"]["5.10"] == {
-        "state": "n/a", "reason": "kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15)",
+        "state": "n/a", "reasons": ["kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15)"],
         "tests": {"m::t[LINK]": "skipped"}}
     assert data["cells"][OTHER]["host"]["state"] == "fail"
+
+
+def test_a_cell_with_several_reasons_lists_each():
+    broken = run("6.1", "6.1.0-37-amd64", [TestResult("m::a[perf]", Outcome.FAILED, "lost 3\nmore"),
+                                          TestResult("m::b[perf]", Outcome.ERROR, "no tracefs")])
+    assert "- 6.1, reader/perf:\n  - m::a[perf]: lost 3\n  - m::b[perf]: no tracefs\n" in report_of(broken).markdown()

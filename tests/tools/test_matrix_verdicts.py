@@ -28,7 +28,7 @@ def test_the_tests_shared_helper_skips_in_the_words_the_matrix_reads_as_na(junit
     """))
     cell = verdict(results)
     assert cell.state is State.NA, results
-    assert "does not support bpf_link for perf events (added in Linux 5.15)" in cell.reason
+    assert "does not support bpf_link for perf events (added in Linux 5.15)" in cell.reasons[0]
 
 
 @pytest.mark.parametrize("outcomes, state", [
@@ -45,19 +45,19 @@ def test_a_failure_anywhere_fails_the_cell_and_one_pass_passes_it(outcomes, stat
 def test_all_skipped_for_a_missing_kernel_feature_is_not_available():
     cell = verdict([r("skipped", NO_LINK, "a"), r("skipped", NO_LINK, "b")])
     assert cell.state is State.NA
-    assert cell.reason == "kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15): EINVAL"
+    assert cell.reasons == ("kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15): EINVAL",)
 
 
 def test_a_skip_for_another_reason_says_nothing_about_the_kernel():
     cell = verdict([r("skipped", NO_LINK, "a"), r("skipped", "needs root", "b")])
-    assert (cell.state, cell.reason) == (State.SKIPPED, f"{NO_LINK}; needs root")
+    assert (cell.state, cell.reasons) == (State.SKIPPED, (NO_LINK, "needs root"))
     assert verdict([r("skipped", "bpftool is not installed; n/a: later words do not count")]).state is State.SKIPPED
 
 
 def test_a_feature_error_that_fails_a_test_is_a_failure_not_na():
     error = "gespann.bpf.errors.FeatureUnsupportedError: kernel 5.10 does not support bpf_link for perf events"
-    cell = verdict([r("failed", f"{error}\nmore")])
-    assert (cell.state, cell.reason) == (State.FAIL, f"m::t: {error}")
+    cell = verdict([r("failed", f"{error}\nmore"), r("error", "", name="u"), r("passed", name="v")])
+    assert (cell.state, cell.reasons) == (State.FAIL, (f"m::t: {error}", "m::u: (no message)"))
 
 
 def test_matrix_has_a_cell_for_every_row_and_kernel():

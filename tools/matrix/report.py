@@ -60,9 +60,16 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def _notes(self, title: str, state: State) -> list[str]:
-        notes = [f"- {kernel}, {row}: {cell.reason}"
-                 for row in self.rows for kernel in (r.name for r in self.runs)
-                 if (cell := self.cell(row, kernel)).state is state]
+        notes = []
+        for row in self.rows:
+            for kernel in (r.name for r in self.runs):
+                cell = self.cell(row, kernel)
+                if cell.state is not state:
+                    continue
+                if len(cell.reasons) == 1:
+                    notes.append(f"- {kernel}, {row}: {cell.reasons[0]}")
+                else:
+                    notes += [f"- {kernel}, {row}:", *(f"  - {reason}" for reason in cell.reasons)]
         return ["", f"## {title}", "", *notes] if notes else []
 
     def to_json(self) -> dict[str, Any]:
@@ -81,7 +88,7 @@ class Report:
 
 
 def _cell_json(cell: Cell) -> dict[str, Any]:
-    return {"state": cell.state.value, "reason": cell.reason,
+    return {"state": cell.state.value, "reasons": list(cell.reasons),
             "tests": {r.id: r.outcome.value for r in cell.results}}
 
 

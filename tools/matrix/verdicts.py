@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .junit import Outcome, TestResult
 from .modes import MODES, Mode, group
@@ -31,11 +31,12 @@ class State(enum.Enum):
 
 @dataclass(frozen=True)
 class Cell:
-    """One kernel's verdict on one row, with the results behind it; `reason` explains fail and n/a."""
+    """One kernel's verdict on one row, with the results behind it. `reasons` explain fail (one per
+    broken test), n/a and skipped (one per distinct skip reason)."""
 
     state: State
     results: tuple[TestResult, ...] = field(default=())
-    reason: str = ""
+    reasons: tuple[str, ...] = field(default=())
 
 
 def is_not_available(result: TestResult) -> bool:
@@ -47,15 +48,14 @@ def verdict(results: Sequence[TestResult]) -> Cell:
     results = tuple(results)
     broken = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.ERROR)]
     if broken:
-        return Cell(State.FAIL, results, "; ".join(f"{r.id}: {_first_line(r.message)}" for r in broken))
+        return Cell(State.FAIL, results, tuple(f"{r.id}: {_first_line(r.message)}" for r in broken))
     if any(r.outcome is Outcome.PASSED for r in results):
         return Cell(State.PASS, results)
     if not results:
         return Cell(State.NONE)
     if all(map(is_not_available, results)):
-        reasons = sorted({_first_line(r.message[len(NOT_AVAILABLE):]) for r in results})
-        return Cell(State.NA, results, "; ".join(reasons))
-    return Cell(State.SKIPPED, results, "; ".join(sorted({_first_line(r.message) for r in results})))
+        return Cell(State.NA, results, _distinct(r.message[len(NOT_AVAILABLE):] for r in results))
+    return Cell(State.SKIPPED, results, _distinct(r.message for r in results))
 
 
 def matrix(results_by_kernel: Mapping[str, Sequence[TestResult] | None],
@@ -67,6 +67,10 @@ def matrix(results_by_kernel: Mapping[str, Sequence[TestResult] | None],
         for row, row_results in by_row.items():
             table.setdefault(row, {})[kernel] = verdict(row_results)
     return table
+
+
+def _distinct(messages: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted({_first_line(m) for m in messages}))
 
 
 def _first_line(text: str) -> str:
