@@ -60,7 +60,7 @@ def test_every_mode_claims_a_test_of_the_kernel_facing_suite():
     """A renamed test would otherwise leave its mode's row empty on every kernel, silently."""
     collected = subprocess.run(
         [sys.executable, "-m", "pytest", "tests", "-m", "root", "--collect-only", "-q", "-p", "no:cacheprovider"],
-        cwd=REPO, capture_output=True, text=True)
+        cwd=REPO, capture_output=True, text=True, check=False)
     assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
     ids = [junit_id(line) for line in collected.stdout.splitlines() if "::" in line]
     unclaimed = [mode.name for mode in MODES if not any(mode.claims(test_id) for test_id in ids)]

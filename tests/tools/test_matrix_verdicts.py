@@ -45,7 +45,7 @@ def test_a_failure_anywhere_fails_the_cell_and_one_pass_passes_it(outcomes, stat
 def test_all_skipped_for_a_missing_kernel_feature_is_not_available():
     cell = verdict([r("skipped", NO_LINK, "a"), r("skipped", NO_LINK, "b")])
     assert cell.state is State.NA
-    assert cell.reasons == ("kernel 5.10.0-46-amd64 does not support bpf_link for perf events (added in Linux 5.15): EINVAL",)
+    assert cell.reasons == (NO_LINK[len("n/a: "):],)
 
 
 def test_a_skip_for_another_reason_says_nothing_about_the_kernel():

@@ -10,7 +10,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-
 #: Raised by parse() for a file that is not (or not all) junit XML.
 ParseError = ET.ParseError
 

@@ -12,7 +12,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import debian_kernels
 
@@ -26,7 +26,7 @@ class Target:
 
     name: str  # "6.1", or HOST
     release: str  # what `uname -r` says under it
-    vmlinuz: Optional[Path] = None
+    vmlinuz: Path | None = None
 
     @property
     def is_host(self) -> bool:
@@ -50,7 +50,7 @@ def debian(series: str, cache: Path, say: Callable[[str], None]) -> Target:
     return Target(series, kernel.release, kernel.vmlinuz_path)
 
 
-def newest_cached(series: str, cache: Path) -> Optional[debian_kernels.KernelPackage]:
+def newest_cached(series: str, cache: Path) -> debian_kernels.KernelPackage | None:
     """The newest kernel of `series` an earlier fetch left under `cache`, if any."""
     kernels = [debian_kernels.cached_kernel(cache, d.name) for d in cache.iterdir() if d.is_dir()] \
         if cache.is_dir() else []

@@ -13,7 +13,8 @@ Adding a mode is one line in MODES.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Callable, TypeVar
 
 
 class Mode:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import struct
 from pathlib import Path
-from typing import Optional
 
 #: Where to look besides PATH: root's sbin directories are not on every PATH.
 _EXTRA_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin")
@@ -47,5 +46,5 @@ def is_static_elf(path: str | Path) -> bool:
     return _PT_INTERP not in types
 
 
-def _which(program: str) -> Optional[str]:
+def _which(program: str) -> str | None:
     return shutil.which(program) or shutil.which(program, path=":".join(_EXTRA_DIRS))

@@ -16,9 +16,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable
 
 from . import junit
 from .kernels import Target
@@ -47,10 +48,10 @@ class KernelRun:
     release: str
     status: Status
     detail: str = ""
-    boot_s: Optional[float] = None
-    test_s: Optional[float] = None
-    total_s: Optional[float] = None
-    results: Optional[list[junit.TestResult]] = None
+    boot_s: float | None = None
+    test_s: float | None = None
+    total_s: float | None = None
+    results: list[junit.TestResult] | None = None
     logs: list[Path] = field(default_factory=list)
 
     @property
@@ -90,27 +91,26 @@ class _Files:
 
 def guest_script(settings: Settings, files: _Files) -> str:
     """The POSIX shell script that runs the suite and leaves its markers."""
-    q = lambda p: shlex.quote(str(p))  # noqa: E731
     pytest = [str(settings.python), "-m", "pytest", *settings.pytest_args,
               "-p", "no:cacheprovider", f"--junitxml={files.junit}"]
     return "\n".join([
-        f"cd {q(settings.repo)} || exit 1",
-        f": > {q(files.started)}",
+        f"cd {_quote(settings.repo)} || exit 1",
+        f": > {_quote(files.started)}",
         # The host's root is read-only in the guest: no bytecode caches to write.
-        f"PYTHONDONTWRITEBYTECODE=1 {shlex.join(pytest)} > {q(files.pytest_log)} 2>&1",
-        f"echo $? > {q(files.exit)}",
+        f"PYTHONDONTWRITEBYTECODE=1 {shlex.join(pytest)} > {_quote(files.pytest_log)} 2>&1",
+        f"echo $? > {_quote(files.exit)}",
     ])
 
 
 def run(target: Target, settings: Settings, virtme: VirtmeNg, say: Callable[[str], None],
-        stop: Optional[threading.Event] = None) -> KernelRun:
+        stop: threading.Event | None = None) -> KernelRun:
     """Run the suite on `target` and tell what came of it; never raises for what the kernel does.
     Setting `stop` (from another thread) ends the run early."""
     files = _Files(settings.outdir, target.name)
     files.clear()
     # A file, not --exec's text: vng passes that on the kernel's command line, which holds 2 KiB.
     files.script.write_text(guest_script(settings, files) + "\n")
-    script = f"sh {shlex.quote(str(files.script))}"
+    script = f"sh {_quote(files.script)}"
     if target.is_host:
         say("running the tests on the host")
         argv, env = ["sh", "-c", script], None
@@ -126,8 +126,8 @@ def run(target: Target, settings: Settings, virtme: VirtmeNg, say: Callable[[str
     return _outcome(target, files, started, total, cut_short, settings.timeout_s)
 
 
-def _run_with_deadline(argv: list[str], env: Optional[dict], console, timeout_s: float,
-                       stop: threading.Event) -> Optional[Status]:
+def _run_with_deadline(argv: list[str], env: dict | None, console, timeout_s: float,
+                       stop: threading.Event) -> Status | None:
     """Run `argv` in a session of its own. At the deadline, or when `stop` is set, end all of it
     (vng and its qemu) and say which of the two it was; None if it ended by itself."""
     process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=console,
@@ -159,7 +159,7 @@ def _signal_session(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _outcome(target: Target, files: _Files, started: float, total: float, cut_short: Optional[Status],
+def _outcome(target: Target, files: _Files, started: float, total: float, cut_short: Status | None,
              timeout_s: float) -> KernelRun:
     run = KernelRun(target.name, target.release, Status.OK, total_s=total,
                     logs=[p for p in (files.console_log, files.pytest_log) if p.exists() and p.stat().st_size])
@@ -202,14 +202,18 @@ def tail(path: Path, lines: int = _TAIL_LINES) -> str:
         return f"({path.name} is missing)"
 
 
-def _mtime(path: Path) -> Optional[float]:
+def _quote(path: Path) -> str:
+    return shlex.quote(str(path))
+
+
+def _mtime(path: Path) -> float | None:
     try:
         return path.stat().st_mtime
     except OSError:
         return None
 
 
-def _read_int(path: Path) -> Optional[int]:
+def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):

@@ -11,8 +11,8 @@ failure: it should have skipped.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from .junit import Outcome, TestResult
 from .modes import MODES, Mode, group

@@ -41,7 +41,8 @@ class VirtmeNg:
 
     def installed_version(self) -> str | None:
         try:
-            done = subprocess.run([str(self.bin / "vng"), "--version"], capture_output=True, text=True, timeout=60)
+            done = subprocess.run([str(self.bin / "vng"), "--version"], capture_output=True, text=True, timeout=60,
+                                  check=False)
         except OSError:
             return None
         words = done.stdout.split()
@@ -66,6 +67,6 @@ class VirtmeNg:
 
 
 def _run(argv: list[str], what: str) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise VirtmeError(f"could not {what}:\n{(done.stderr or done.stdout).strip()}")
