@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import debian_kernels
-from matrix import kernels, prereqs, runner, selection, verdicts
+from matrix import kernels, prereqs, runner, selection, shares, verdicts
 from matrix.modes import MODES, rows
 from matrix.report import Report
 from matrix.virtme import VirtmeError, VirtmeNg
@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory", default="2G", help="guest memory (default: %(default)s)")
     parser.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: %(default)s)")
     parser.add_argument("--kvm", action="store_true", help="use KVM instead of software emulation")
+    parser.add_argument("--uncached", action="store_true",
+                        help="read the checkout and Python through virtme-ng's uncached root mount only "
+                             "(slower; rules out the guest's cache)")
     args = parser.parse_args(argv)
     args.kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
     known = [*debian_kernels.SUITES, kernels.HOST]
@@ -130,11 +133,17 @@ def _settings(args: argparse.Namespace, logs: Path, progress: Progress) -> runne
     if not files:
         raise CannotStart(f"no test in {args.tests} is selected by {' '.join(pytest_args)}")
     progress.say("matrix", f"the selected tests are in {len(files)} files")
+    cached = [] if args.uncached else shares.for_suite(REPO, args.python)
+    try:
+        shares.qemu_options([*cached, shares.Share(logs, writable=True)])
+    except shares.ShareError as err:
+        raise CannotStart(str(err)) from None
     if logs.exists():
         shutil.rmtree(logs)
     logs.mkdir(parents=True)
     return runner.Settings(repo=REPO, python=args.python, pytest_args=[*files, *pytest_args], outdir=logs,
-                           timeout_s=args.timeout, memory=args.memory, cpus=args.cpus, kvm=args.kvm)
+                           timeout_s=args.timeout, memory=args.memory, cpus=args.cpus, kvm=args.kvm,
+                           shares=cached)
 
 
 def _virtme(args: argparse.Namespace, progress: Progress) -> VirtmeNg:

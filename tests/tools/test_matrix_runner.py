@@ -15,6 +15,7 @@ from matrix import runner
 from matrix.junit import Outcome
 from matrix.kernels import Target
 from matrix.runner import Settings, Status
+from matrix.shares import Share
 from matrix.virtme import VirtmeNg
 
 SUITE = """
@@ -34,17 +35,22 @@ SUITE = """
 
 
 class FakeVirtme(VirtmeNg):
-    """Boots nothing: runs `guest` (a function of the guest script) as the VM command."""
+    """Boots nothing: runs `guest` (a function of the guest script) as the VM command,
+    with a `mount` that only writes down what it was asked to mount."""
 
-    def __init__(self, guest):
+    def __init__(self, guest, fake_bin: Path):
         super().__init__(Path("/nonexistent"))
-        self.guest = guest
+        self.guest, self.fake_bin = guest, fake_bin
+        fake_bin.mkdir(exist_ok=True)
+        (fake_bin / "mount").write_text(f'#!/bin/sh\necho "$@" >> {fake_bin / "mounts"}\n')
+        (fake_bin / "mount").chmod(0o755)
 
-    def command(self, vmlinuz, rwdir, script, **vm):
+    def command(self, vmlinuz, script, qemu_options, **vm):
+        self.qemu_options = qemu_options
         return ["sh", "-c", self.guest(script)]
 
     def env(self):
-        return dict(os.environ)
+        return dict(os.environ, PATH=f"{self.fake_bin}:{os.environ['PATH']}")
 
 
 @pytest.fixture
@@ -61,7 +67,7 @@ HOST = Target("host", os.uname().release)
 
 
 def run(target, settings, guest=lambda script: script, **kw):
-    return runner.run(target, settings, FakeVirtme(guest), lambda message: None, **kw)
+    return runner.run(target, settings, FakeVirtme(guest, settings.outdir.parent / "bin"), lambda message: None, **kw)
 
 
 def test_the_host_runs_the_suite_directly(settings):
@@ -79,6 +85,17 @@ def test_a_vm_run_splits_boot_and_test_time(settings):
     assert done.status is Status.OK, done.detail
     assert 1 <= done.boot_s < done.total_s and done.test_s > 0
     assert len(done.results) == 3
+
+
+def test_the_guest_mounts_the_shares_before_the_tests(settings):
+    settings = Settings(**{**vars(settings), "shares": [Share(settings.repo)]})
+    virtme = FakeVirtme(lambda script: script, settings.outdir.parent / "bin")
+    assert runner.run(VM, settings, virtme, lambda message: None).status is Status.OK
+    assert (virtme.fake_bin / "mounts").read_text().splitlines() == [
+        f"-t 9p -o ro,trans=virtio,version=9p2000.L,msize=524288,cache=loose gespann0 {settings.repo}",
+        f"-t 9p -o rw,trans=virtio,version=9p2000.L,msize=524288 gespann1 {settings.outdir}",
+    ]
+    assert "mount_tag=gespann1" in " ".join(virtme.qemu_options)
 
 
 def test_a_kernel_that_never_runs_the_script_did_not_boot(settings):

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import junit
+from . import junit, shares
 from .kernels import Target
+from .shares import Share
 from .virtme import VirtmeNg
 
 #: pytest's exit statuses that mean the tests ran: all passed, or some failed.
@@ -66,8 +67,9 @@ class Settings:
     repo: Path
     python: Path
     pytest_args: Sequence[str]  # everything after `python -m pytest`, but the junit output
-    outdir: Path  # shared with the guest (--rwdir); per-kernel logs and junit XML land here
+    outdir: Path  # shared with the guest, writable; per-kernel logs and junit XML land here
     timeout_s: float
+    shares: Sequence[Share] = ()  # read-only directories the guest mounts cached (see shares.py)
     memory: str = "2G"
     cpus: int = 2
     kvm: bool = False
@@ -89,11 +91,12 @@ class _Files:
             path.unlink(missing_ok=True)
 
 
-def guest_script(settings: Settings, files: _Files) -> str:
-    """The POSIX shell script that runs the suite and leaves its markers."""
+def guest_script(settings: Settings, files: _Files, prologue: Sequence[str] = ()) -> str:
+    """The POSIX shell script that runs the suite and leaves its markers, after `prologue`."""
     pytest = [str(settings.python), "-m", "pytest", *settings.pytest_args,
               "-p", "no:cacheprovider", f"--junitxml={files.junit}"]
     return "\n".join([
+        *prologue,
         f"cd {_quote(settings.repo)} || exit 1",
         f": > {_quote(files.started)}",
         # The host's root is read-only in the guest: no bytecode caches to write.
@@ -108,15 +111,18 @@ def run(target: Target, settings: Settings, virtme: VirtmeNg, say: Callable[[str
     Setting `stop` (from another thread) ends the run early."""
     files = _Files(settings.outdir, target.name)
     files.clear()
+    exported = [*settings.shares, Share(settings.outdir, writable=True)]
+    prologue = [] if target.is_host else shares.mount_commands(exported)
     # A file, not --exec's text: vng passes that on the kernel's command line, which holds 2 KiB.
-    files.script.write_text(guest_script(settings, files) + "\n")
+    # The guest reads it through the host's root before the shares are mounted.
+    files.script.write_text(guest_script(settings, files, prologue) + "\n")
     script = f"sh {_quote(files.script)}"
     if target.is_host:
         say("running the tests on the host")
         argv, env = ["sh", "-c", script], None
     else:
         say(f"booting {target.release}")
-        argv = virtme.command(target.vmlinuz, settings.outdir, script,
+        argv = virtme.command(target.vmlinuz, script, shares.qemu_options(exported),
                               memory=settings.memory, cpus=settings.cpus, kvm=settings.kvm)
         env = virtme.env()
     started = time.time()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
@@ -51,8 +52,9 @@ class VirtmeNg:
     def env(self) -> dict[str, str]:
         return dict(os.environ, PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}")
 
-    def command(self, vmlinuz: Path, rwdir: Path, script: str, *, memory: str, cpus: int, kvm: bool) -> list[str]:
-        """Boot `vmlinuz`, run the shell `script` as root, power off. `rwdir` is the one writable host path.
+    def command(self, vmlinuz: Path, script: str, qemu_options: Sequence[str], *,
+                memory: str, cpus: int, kvm: bool) -> list[str]:
+        """Boot `vmlinuz`, run the shell `script` as root, power off; `qemu_options` go to qemu as they are.
 
         --verbose puts the kernel's log on the console, which is what explains a boot that fails.
         """
@@ -61,8 +63,8 @@ class VirtmeNg:
             "--run", str(vmlinuz),
             *([] if kvm else ["--disable-kvm"]),
             "--memory", memory, "--cpus", str(cpus),
-            "--rwdir", str(rwdir),
             "--exec", script,
+            *([f"--qemu-opts={' '.join(qemu_options)}"] if qemu_options else []),  # vng wants it last
         ]
 
 
