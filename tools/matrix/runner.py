@@ -5,7 +5,10 @@ starts (in a VM: when the kernel has booted), runs pytest with junit output,
 and writes pytest's exit status when done, all into one shared directory. The
 host reads the markers' modification times, which the host's own clock sets,
 to split a run into boot and test time, and reads the markers' presence to
-tell a kernel that did not boot from tests that failed.
+tell a kernel that did not boot from tests that failed. vng's own exit status
+says nothing: without udev the guest finds no virtio-serial ports for the
+script's output and status, falls back to the console, and vng exits 255
+whatever the script did.
 """
 from __future__ import annotations
 
