@@ -51,6 +51,7 @@ def run_cli(*args: str, drop: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.process
 def test_cli_ready_as_root():
     result = run_cli("check")
     assert result.returncode == 0, result.stderr
@@ -60,6 +61,7 @@ def test_cli_ready_as_root():
     assert report["missing_capabilities"] == []
 
 
+@pytest.mark.process
 def test_cli_without_bpf_capabilities_says_which_and_fails():
     result = run_cli("check", "--json", drop="cap_bpf,cap_perfmon,cap_sys_admin")
     assert result.returncode == 1
@@ -68,6 +70,7 @@ def test_cli_without_bpf_capabilities_says_which_and_fails():
     assert "CAP_BPF" in report["fatal"]
 
 
+@pytest.mark.process
 def test_run_without_bpf_capabilities_is_one_line_naming_the_capability():
     result = run_cli("run", drop="cap_bpf,cap_perfmon,cap_sys_admin")
     assert result.returncode == 1

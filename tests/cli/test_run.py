@@ -17,7 +17,7 @@ from loopback import wait_for
 from namespaces import Namespace
 from tcp_traffic import TcpTraffic, refused
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.process]
 BPFTOOL = "/usr/sbin/bpftool"
 
 
