@@ -33,8 +33,12 @@ from matrix.virtme import VirtmeError, VirtmeNg
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_KERNELS = "5.10,6.1,6.12,host"
 DEFAULT_CACHE = Path("/var/cache/gespann-test")
-#: What the matrix runs: the kernel-facing tests. --pytest-args come after, so they can narrow or override.
-BASE_PYTEST_ARGS = ("-m", "root", "-v")
+#: What each column runs: the kernel-facing tests. Those marked `process` start gespann as a process,
+#: which costs minutes of Python start-up under emulation; they run on the host only.
+HOST_MARKERS = "root"
+GUEST_MARKERS = "root and not process"
+#: --pytest-args come after these, so they can add to them or override them.
+BASE_PYTEST_ARGS = ("-v",)
 
 
 class CannotStart(Exception):
@@ -64,7 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tests", default="tests",
                         help="files or directories, relative to the repository, to take the tests marked root "
                              "from (default: %(default)s)")
-    parser.add_argument("--pytest-args", default="", help=f"more pytest arguments, after {' '.join(BASE_PYTEST_ARGS)}")
+    parser.add_argument("--pytest-args", default="",
+                        help=f"more pytest arguments, after -m '{HOST_MARKERS}' on the host, "
+                             f"-m '{GUEST_MARKERS}' in VMs, and {' '.join(BASE_PYTEST_ARGS)}")
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds one kernel may take, boot included (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="VMs that run at once (default: %(default)s)")
@@ -126,12 +132,12 @@ def _settings(args: argparse.Namespace, logs: Path, progress: Progress) -> runne
     pytest_args = [*BASE_PYTEST_ARGS, *shlex.split(args.pytest_args)]
     tests = shlex.split(args.tests)
     try:
-        files = selection.files_with_tests(args.python, REPO, tests, pytest_args)
+        files = selection.files_with_tests(args.python, REPO, tests, ["-m", HOST_MARKERS, *pytest_args])
     except selection.SelectionError as err:
         progress.say("matrix", f"collecting on the host failed, so each kernel collects for itself: {err}")
         files = tests  # each kernel's junit XML then reports the collection error as a failure
     if not files:
-        raise CannotStart(f"no test in {args.tests} is selected by {' '.join(pytest_args)}")
+        raise CannotStart(f"no test in {args.tests} is selected by -m '{HOST_MARKERS}' {' '.join(pytest_args)}")
     progress.say("matrix", f"the selected tests are in {len(files)} files")
     cached = [] if args.uncached else shares.for_suite(REPO, args.python)
     try:
@@ -143,7 +149,7 @@ def _settings(args: argparse.Namespace, logs: Path, progress: Progress) -> runne
     logs.mkdir(parents=True)
     return runner.Settings(repo=REPO, python=args.python, pytest_args=[*files, *pytest_args], outdir=logs,
                            timeout_s=args.timeout, memory=args.memory, cpus=args.cpus, kvm=args.kvm,
-                           shares=cached)
+                           shares=cached, host_markers=HOST_MARKERS, guest_markers=GUEST_MARKERS)
 
 
 def _virtme(args: argparse.Namespace, progress: Progress) -> VirtmeNg:

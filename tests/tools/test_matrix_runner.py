@@ -21,6 +21,12 @@ from matrix.virtme import VirtmeNg
 SUITE = """
     import os, time, pytest
 
+    pytestmark = pytest.mark.root
+
+    @pytest.mark.process
+    def test_starts_a_process():
+        pass
+
     def test_passes():
         pass
 
@@ -58,8 +64,9 @@ def settings(tmp_path):
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / "test_suite.py").write_text(textwrap.dedent(SUITE))
     (tmp_path / "out").mkdir()
+    (tmp_path / "repo" / "pytest.ini").write_text("[pytest]\nmarkers =\n    root: kernel\n    process: host only\n")
     return Settings(repo=tmp_path / "repo", python=Path(sys.executable), pytest_args=["test_suite.py"],
-                    outdir=tmp_path / "out", timeout_s=60)
+                    outdir=tmp_path / "out", timeout_s=60, guest_markers="root and not process")
 
 
 VM = Target("6.1", "6.1.0-37-amd64", Path("/boot/vmlinuz-none"))
@@ -74,6 +81,7 @@ def test_the_host_runs_the_suite_directly(settings):
     done = run(HOST, settings)
     assert done.status is Status.OK, done.detail
     assert {r.id: r.outcome for r in done.results} == {
+        "test_suite::test_starts_a_process": Outcome.PASSED,
         "test_suite::test_passes": Outcome.PASSED, "test_suite::test_fails": Outcome.FAILED,
         "test_suite::test_sleeps_if_asked": Outcome.PASSED}
     assert done.boot_s is None and 0 < done.test_s <= done.total_s
@@ -84,6 +92,7 @@ def test_a_vm_run_splits_boot_and_test_time(settings):
     done = run(VM, settings, guest=lambda script: f"sleep 1.2; {script}")
     assert done.status is Status.OK, done.detail
     assert 1 <= done.boot_s < done.total_s and done.test_s > 0
+    assert "test_suite::test_starts_a_process" not in {r.id for r in done.results}  # host only
     assert len(done.results) == 3
 
 
@@ -139,8 +148,9 @@ def test_stop_from_another_thread_interrupts(settings, tmp_path, monkeypatch):
 
 
 def test_the_guest_script_runs_from_the_repository_and_leaves_markers_in_the_shared_directory(settings):
-    script = runner.guest_script(settings, runner._Files(settings.outdir, "6.1"))
+    script = runner.guest_script(settings, runner._Files(settings.outdir, "6.1"), "root and not process")
     assert script.splitlines()[0] == f"cd {settings.repo} || exit 1"
+    assert "-m pytest -m 'root and not process' test_suite.py -p no:cacheprovider" in script
     assert f"--junitxml={settings.outdir}/6.1.xml" in script
     assert script.splitlines()[-1] == f"echo $? > {settings.outdir}/6.1.exit"
 

@@ -69,10 +69,12 @@ class Settings:
 
     repo: Path
     python: Path
-    pytest_args: Sequence[str]  # everything after `python -m pytest`, but the junit output
+    pytest_args: Sequence[str]  # after `python -m pytest -m MARKERS`, but the junit output
     outdir: Path  # shared with the guest, writable; per-kernel logs and junit XML land here
     timeout_s: float
     shares: Sequence[Share] = ()  # read-only directories the guest mounts cached (see shares.py)
+    host_markers: str = "root"  # the marker expression that selects the tests, on the host
+    guest_markers: str = "root"  # and in a VM
     memory: str = "2G"
     cpus: int = 2
     kvm: bool = False
@@ -94,9 +96,9 @@ class _Files:
             path.unlink(missing_ok=True)
 
 
-def guest_script(settings: Settings, files: _Files, prologue: Sequence[str] = ()) -> str:
-    """The POSIX shell script that runs the suite and leaves its markers, after `prologue`."""
-    pytest = [str(settings.python), "-m", "pytest", *settings.pytest_args,
+def guest_script(settings: Settings, files: _Files, markers: str, prologue: Sequence[str] = ()) -> str:
+    """The POSIX shell script that runs the tests `markers` selects and leaves its markers, after `prologue`."""
+    pytest = [str(settings.python), "-m", "pytest", "-m", markers, *settings.pytest_args,
               "-p", "no:cacheprovider", f"--junitxml={files.junit}"]
     return "\n".join([
         *prologue,
@@ -118,7 +120,8 @@ def run(target: Target, settings: Settings, virtme: VirtmeNg, say: Callable[[str
     prologue = [] if target.is_host else shares.mount_commands(exported)
     # A file, not --exec's text: vng passes that on the kernel's command line, which holds 2 KiB.
     # The guest reads it through the host's root before the shares are mounted.
-    files.script.write_text(guest_script(settings, files, prologue) + "\n")
+    markers = settings.host_markers if target.is_host else settings.guest_markers
+    files.script.write_text(guest_script(settings, files, markers, prologue) + "\n")
     script = f"sh {_quote(files.script)}"
     if target.is_host:
         say("running the tests on the host")
