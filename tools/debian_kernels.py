@@ -9,7 +9,7 @@ directory whose sources are derived at run time from the machine's own
 suite), so the machine's apt configuration is never touched and no archive host
 is written anywhere in the repository.
 
-    python3 tools/debian_kernels.py 6.1 --dest /var/cache/gespann-test/kernels
+    python3 tools/debian_kernels.py 6.1 --dest /srv/gespann-test/kernels
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ from matrix.virtme import VirtmeError, VirtmeNg
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_KERNELS = "5.10,6.1,6.12,host"
-DEFAULT_CACHE = Path("/var/cache/gespann-test")
+#: Not under /var/cache: virtme-ng guests see a fresh tmpfs there, and the modules of the
+#: kernels kept here must stay reachable from inside the guest (modprobe for sock_diag, nf_tables).
+DEFAULT_CACHE = Path("/srv/gespann-test")
 #: What each column runs: the kernel-facing tests. Those marked `process` start gespann as a process,
 #: which costs minutes of Python start-up under emulation; they run on the host only.
 HOST_MARKERS = "root"

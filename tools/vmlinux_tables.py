@@ -37,7 +37,7 @@ from gespann.btf.sources import VMLINUX_BTF, load_bytes  # noqa: E402
 from gespann.btf.vendored import table_path  # noqa: E402
 
 DEFAULT_OUT = ROOT / "vendored_vmlinux"
-DEFAULT_DOWNLOADS = Path("/var/cache/gespann-test/kernels")
+DEFAULT_DOWNLOADS = Path("/srv/gespann-test/kernels")
 DEBIAN_MACHINE = "x86_64"  # Debian's amd64
 
 BTF_MAGICS = (b"\x9f\xeb", b"\xeb\x9f")

@@ -1,7 +1,7 @@
 """Every committed vendored table matches the BTF of the kernel it was generated from.
 
 Debian kernels are fetched with tools/debian_kernels.py and kept under
-$GESPANN_TEST_KERNELS (default /var/cache/gespann-test/kernels), so reruns
+$GESPANN_TEST_KERNELS (default /srv/gespann-test/kernels), so reruns
 touch no network. Their module BTF (split on vmlinux) is checked against
 bpftool too, since this machine's kernel has no modules.
 """
@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT / "tools")]
 import debian_kernels  # noqa: E402
 import vmlinux_tables  # noqa: E402
 
-KERNELS = Path(os.environ.get("GESPANN_TEST_KERNELS", "/var/cache/gespann-test/kernels"))
+KERNELS = Path(os.environ.get("GESPANN_TEST_KERNELS", "/srv/gespann-test/kernels"))
 TABLES = vendored.available()
 DEBIAN = [(m, r) for m, r in TABLES if r.endswith("-amd64")]
 MODULES = ["net/ipv4/tcp_bbr.ko", "net/netfilter/nf_conntrack.ko"]
