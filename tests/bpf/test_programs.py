@@ -53,7 +53,7 @@ def test_verifier_error_carries_the_log():
         load_program(dereferences_a_number())
     error = refused.value
     assert error.program == "gt_bad" and error.errno == errno.EACCES
-    assert error.log.startswith("0: R1=ctx(") and "processed 13 insns" in error.log
+    assert error.log.startswith("0: ") and "processed 13 insns" in error.log
     # Kernels before 5.18 call a plain number 'inv', later ones 'scalar'.
     assert "gt_bad" in str(error) and re.search(r"R2 invalid mem access '(scalar|inv)'", str(error))
 
