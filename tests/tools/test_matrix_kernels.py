@@ -38,7 +38,8 @@ def test_without_the_archive_the_kernel_fetched_earlier_is_used(tmp_path, monkey
     monkeypatch.setattr(debian_kernels, "fetch_kernel", offline)
     said = []
     target = kernels.debian("6.12", tmp_path, said.append)
-    assert target == kernels.Target("6.12", "6.12.43+deb13-amd64", kernel.vmlinuz_path)
+    assert target == kernels.Target("6.12", "6.12.43+deb13-amd64", kernel.vmlinuz_path, kernel.modules_dir)
+    assert target.modules == tmp_path / "6.12.43+deb13-amd64" / "usr/lib/modules/6.12.43+deb13-amd64"
     assert said == ["the archive did not answer (apt-get update failed:); using 6.12.43+deb13-amd64 fetched earlier"]
     with pytest.raises(debian_kernels.DebianKernelError):
         kernels.debian("5.10", tmp_path, said.append)

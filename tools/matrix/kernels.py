@@ -27,6 +27,7 @@ class Target:
     name: str  # "6.1", or HOST
     release: str  # what `uname -r` says under it
     vmlinuz: Path | None = None
+    modules: Path | None = None  # lib/modules/<release>, which the guest loads modules from on demand
 
     @property
     def is_host(self) -> bool:
@@ -47,7 +48,7 @@ def debian(series: str, cache: Path, say: Callable[[str], None]) -> Target:
             raise
         say(f"the archive did not answer ({_first_line(err)}); using {kernel.release} fetched earlier")
     index_modules(kernel)
-    return Target(series, kernel.release, kernel.vmlinuz_path)
+    return Target(series, kernel.release, kernel.vmlinuz_path, kernel.modules_dir)
 
 
 def newest_cached(series: str, cache: Path) -> debian_kernels.KernelPackage | None:

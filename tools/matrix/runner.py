@@ -116,7 +116,8 @@ def run(target: Target, settings: Settings, virtme: VirtmeNg, say: Callable[[str
     Setting `stop` (from another thread) ends the run early."""
     files = _Files(settings.outdir, target.name)
     files.clear()
-    exported = [*settings.shares, Share(settings.outdir, writable=True)]
+    modules = [Share(target.modules)] if target.modules else []
+    exported = [*settings.shares, *modules, Share(settings.outdir, writable=True)]
     prologue = [] if target.is_host else shares.mount_commands(exported)
     # A file, not --exec's text: vng passes that on the kernel's command line, which holds 2 KiB.
     # The guest reads it through the host's root before the shares are mounted.

@@ -4,9 +4,13 @@ virtme-ng mounts the host's root without a cache, so under software
 emulation every stat and read of Python's start-up crosses to the host:
 `import pytest` took 37 s in a 5.10 guest. The checkout, its virtualenv and
 Python's standard library, exported again read-only and mounted with
-cache=loose, took it to 16 s. The directory for results is exported
-writable and uncached, so the host sees what the guest writes. Nothing on
-the host changes these directories while a VM runs, so a cache cannot go stale.
+cache=loose, took it to 16 s. The kernel's module tree is exported too:
+virtme-ng links /lib/modules/<release> to it, but puts a tmpfs over
+/var/cache, where it may lie, and without it the kernel cannot load modules
+on demand (nf_tables for nft, tcp_diag for sock_diag). The directory for
+results is exported writable and uncached, so the host sees what the guest
+writes. Nothing on the host changes these directories while a VM runs, so a
+cache cannot go stale.
 """
 from __future__ import annotations
 
@@ -69,7 +73,8 @@ def mount_commands(shares: Sequence[Share]) -> list[str]:
     for tag, share in _tagged(shares):
         options = f"rw,{_MOUNT_OPTIONS}" if share.writable else f"ro,{_MOUNT_OPTIONS},cache=loose"
         path = shlex.quote(str(share.path))
-        lines.append(f"mount -t 9p -o {options} {tag} {path} || {{ echo kernel-matrix: cannot mount {path}; exit 1; }}")
+        lines.append(f"mkdir -p {path} && mount -t 9p -o {options} {tag} {path} "
+                     f"|| {{ echo kernel-matrix: cannot mount {path}; exit 1; }}")
     return lines
 
 
