@@ -32,8 +32,8 @@ from matrix.virtme import VirtmeError, VirtmeNg
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_KERNELS = "5.10,6.1,6.12,host"
-#: Not under /var/cache: virtme-ng guests see a fresh tmpfs there, and the modules of the
-#: kernels kept here must stay reachable from inside the guest (modprobe for sock_diag, nf_tables).
+#: Not under /var/cache, which virtme-ng guests see as an empty tmpfs. Each guest mounts its kernel's
+#: modules from here (matrix/shares.py), so that modprobe finds sock_diag and nf_tables.
 DEFAULT_CACHE = Path("/srv/gespann-test")
 #: What each column runs: the kernel-facing tests. Those marked `process` start gespann as a process,
 #: which costs minutes of Python start-up under emulation; they run on the host only.
