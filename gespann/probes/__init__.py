@@ -6,7 +6,14 @@ from typing import Optional
 
 from . import tcp_lifecycle, tcp_resets, tcp_states
 from .probe import BuildTarget, Probe
-from .probeset import AttachedProbe, AttachSettings, ProbeSet, ProbeUnavailable, TrialResult, trial_attach
+from .probeset import (
+    AttachedProbe,
+    AttachSettings,
+    ProbeSet,
+    ProbeUnavailable,
+    TrialResult,
+    trial_attach,
+)
 
 #: Every probe `gespann run` attaches, in attach order.
 ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES)

@@ -20,14 +20,27 @@ from __future__ import annotations
 import abc
 from typing import Callable, ClassVar, Mapping, Optional, Sequence
 
-from ..bpf.links import AttachMode, Link, attach_fentry, attach_kprobe, attach_raw_tracepoint, attach_tp_btf, \
-    attach_tracepoint
+from ..bpf.links import (
+    AttachMode,
+    Link,
+    attach_fentry,
+    attach_kprobe,
+    attach_raw_tracepoint,
+    attach_tp_btf,
+    attach_tracepoint,
+)
 from ..bpf.programs import LoadedProgram
 from ..bpf.pt_regs import PT_REGS
 from ..bpf.syscall import AttachType, ProgType
 from ..bpf.tracefs import read_format
 from ..btf import KernelTypes
-from .events import ArgumentArrayEvent, Derivations, Event, RegisterEvent, TracepointEvent
+from .events import (
+    ArgumentArrayEvent,
+    Derivations,
+    Event,
+    RegisterEvent,
+    TracepointEvent,
+)
 
 #: config `attach.tracepoint` -> the bpf layer's mode for perf-event attachments (None lets it choose).
 PERF_EVENT_LINK_MODES: Mapping[str, Optional[AttachMode]] = {

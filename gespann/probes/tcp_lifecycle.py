@@ -38,11 +38,12 @@ from asm import DW, R0, R1, R2, R3, R4, R7, R8, R9, R10, H, Program, W
 
 from ..bpf.maps import U32, U64, HashMap
 from ..bpf.syscall import UpdateFlags
+from . import socket_state
 from .events import Event
-from .flavours import BtfTracepoint, Fentry, Kprobe, RawTracepoint, Tracepoint
 from .kernel_memory import emit_read_field
 from .netns import emit_netns_check
 from .probe import BuildTarget, Probe
+from .socket_state import IPPROTO_TCP
 from .tcp_connections import (
     CLIENT,
     ENTRY,
@@ -53,7 +54,6 @@ from .tcp_connections import (
     connections_map,
     emit_lookup_connection,
 )
-from .tcp_states import IPPROTO_TCP, STATE_FUNCTIONS
 from .tcp_stats import (
     FAILURE_REASONS,
     ROLES,
@@ -309,16 +309,9 @@ def failed_errnos_map() -> HashMap:
 PROBE = Probe(
     name="tcp_lifecycle",
     summary="TCP connections opened, ended (close, reset) and failed, with bytes, RTT and timings",
-    flavours=(
-        BtfTracepoint("inet_sock_set_state", args=("sk", "oldstate", "newstate")),
-        RawTracepoint("inet_sock_set_state", args=("sk", "oldstate", "newstate")),
-        Tracepoint("sock", "inet_sock_set_state",
-                   fields={"sk": "skaddr", "oldstate": "oldstate", "newstate": "newstate", "protocol": "protocol"}),
-        Fentry(STATE_FUNCTIONS, args=("sk", "newstate")),
-        Kprobe(STATE_FUNCTIONS, args=("sk", "newstate")),
-    ),
+    flavours=socket_state.FLAVOURS,
     body=body,
-    derived={"protocol": ("sk", "sock.sk_protocol"), "oldstate": ("sk", "sock_common.skc_state")},
+    derived=socket_state.DERIVED,
     maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map},
     shared_maps={MAP_NAME: connections_map},
 )

@@ -1,0 +1,30 @@
+"""The socket state-change event, which several probes hook: its flavours and arguments.
+
+The kernel reports every inet socket state change through the
+sock:inet_sock_set_state tracepoint, fired from exactly two functions,
+inet_sk_state_store and inet_sk_set_state, both `(struct sock *sk, int state)`.
+The fentry and kprobe flavours hook those and read the old state from the
+socket before it changes. Arguments: sk, oldstate, newstate, protocol (the
+tracepoint also fires for SCTP and MPTCP sockets).
+"""
+
+from __future__ import annotations
+
+from .flavours import BtfTracepoint, Fentry, Kprobe, RawTracepoint, Tracepoint
+
+IPPROTO_TCP = 6
+
+STATE_FUNCTIONS = ("inet_sk_state_store", "inet_sk_set_state")
+
+#: In each probe's order of preference.
+FLAVOURS = (
+    BtfTracepoint("inet_sock_set_state", args=("sk", "oldstate", "newstate")),
+    RawTracepoint("inet_sock_set_state", args=("sk", "oldstate", "newstate")),
+    Tracepoint("sock", "inet_sock_set_state",
+               fields={"sk": "skaddr", "oldstate": "oldstate", "newstate": "newstate", "protocol": "protocol"}),
+    Fentry(STATE_FUNCTIONS, args=("sk", "newstate")),
+    Kprobe(STATE_FUNCTIONS, args=("sk", "newstate")),
+)
+
+#: What a flavour does not carry, read from the socket.
+DERIVED = {"protocol": ("sk", "sock.sk_protocol"), "oldstate": ("sk", "sock_common.skc_state")}
