@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?=
 
-.PHONY: run test host-deps clean
+.PHONY: run test host-deps kernel-matrix clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ host-deps:
 ## test: install what the tests need (Debian packages, virtualenv) and run the whole suite
 test: host-deps $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+## kernel-matrix: the kernel-facing tests on Debian's 5.10, 6.1 and 6.12 kernels in VMs, and on this one
+kernel-matrix: $(VENV)/.installed
+	tools/setup-host.sh matrix
+	$(BIN)/python tools/kernel_matrix.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

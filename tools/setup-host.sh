@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that gespann's tests use as oracles and peers.
 # None of them is needed at runtime. Idempotent: does nothing when all are present.
+# `setup-host.sh matrix` adds what the kernel matrix (VMs) needs.
 set -euo pipefail
 
 packages=(
@@ -12,6 +13,9 @@ packages=(
     prometheus       # a real Prometheus scrapes gespann in the exporter tests (never started as a service)
     libcap2-bin      # capsh: the least-privilege tests drop capabilities
 )
+if [ "${1:-}" = "matrix" ]; then   # tools/kernel_matrix.py: Debian kernels booted under qemu with virtme-ng
+    packages+=(qemu-system-x86 kmod busybox-static)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
