@@ -52,6 +52,10 @@ class Config:
     btf_source: str = "auto"
     #: A network-namespace file (/proc/PID/ns/net, /run/netns/NAME): watch only that namespace.
     netns: str | None = None
+    #: Seconds without payload after which an open connection counts as idle (the idle gauge).
+    idle_timeout: float = 60.0
+    #: Seconds without a datagram after which a UDP flow ends (and is reported as closed).
+    udp_flow_timeout: float = 120.0
 
 
 def load(path: str | Path | None) -> Config:
@@ -74,7 +78,7 @@ def load(path: str | Path | None) -> Config:
 def parse(document: Any) -> Config:
     """Validate an already-decoded YAML document."""
     _expect(document, dict, "(top level)", "a mapping")
-    _reject_unknown(document, ("log_level", "adapters", "events", "attach", "btf", "scope"), "")
+    _reject_unknown(document, ("log_level", "adapters", "events", "attach", "btf", "scope", "connections"), "")
     log_level = _choice(document.get("log_level", "info"), LOG_LEVELS, "log_level")
     adapters = Config.adapters
     if "adapters" in document:
@@ -83,6 +87,7 @@ def parse(document: Any) -> Config:
     attach = _section(document, "attach", ("mode", "probes", "perf_event"))
     btf = _section(document, "btf", ("source",))
     scope = _section(document, "scope", ("netns",))
+    connections = _section(document, "connections", ("idle_timeout", "udp_flow_timeout"))
     return Config(
         log_level=log_level,
         adapters=adapters,
@@ -92,6 +97,9 @@ def parse(document: Any) -> Config:
         perf_event_attach=_choice(attach.get("perf_event", "auto"), PERF_EVENT_ATTACH, "attach.perf_event"),
         btf_source=_btf_source(btf.get("source", "auto")),
         netns=_namespace_file(scope.get("netns"), "scope.netns"),
+        idle_timeout=_seconds(connections.get("idle_timeout", Config.idle_timeout), "connections.idle_timeout"),
+        udp_flow_timeout=_seconds(connections.get("udp_flow_timeout", Config.udp_flow_timeout),
+                                  "connections.udp_flow_timeout"),
     )
 
 
@@ -127,9 +135,7 @@ def _adapter_settings(kind: str, settings: dict, key: str) -> dict:
         if "prefix" in settings:
             _expect(settings["prefix"], str, f"{key}.prefix", "a metric name prefix")
         _tags(settings.get("tags", ()), f"{key}.tags")
-        interval = settings.get("flush_interval", 10)
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
-            raise ConfigError(f"{key}.flush_interval", f"expected a positive number of seconds, got {interval!r}")
+        _seconds(settings.get("flush_interval", 10), f"{key}.flush_interval")
         return dict(settings)
     _reject_unknown(settings, ("path",), key)
     if "path" not in settings:
@@ -155,6 +161,12 @@ def _port(value: Any, key: str) -> int:
     if isinstance(value, bool) or not 1 <= port <= 65535:
         raise ConfigError(key, f"port must be between 1 and 65535, got {value!r}")
     return port
+
+
+def _seconds(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(key, f"expected a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _btf_source(value: Any) -> str:

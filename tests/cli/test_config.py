@@ -76,6 +76,9 @@ def test_gespann_keys():
     ({"scope": {"netns": 4026531840}}, "scope.netns", "namespace file path"),
     ({"scope": {"pid": 1}}, "scope.pid", "unknown key"),
     ({"adapters": [{"type": "jsonl", "settings": {}}]}, "adapters[0].settings.path", "missing"),
+    ({"connections": {"idle_timeout": "1m"}}, "connections.idle_timeout", "positive number of seconds"),
+    ({"connections": {"udp_flow_timeout": -1}}, "connections.udp_flow_timeout", "positive number of seconds"),
+    ({"connections": {"idle": 5}}, "connections.idle", "unknown key"),
     (["log_level"], "(top level)", "expected a mapping"),
 ])
 def test_bad_config_names_the_key(document, key, words):
