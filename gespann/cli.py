@@ -7,6 +7,7 @@ feature) ends in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -45,6 +46,15 @@ def main() -> None:
     """
 
 
+def _foreign_namespace(path: str | None) -> str | None:
+    """scope.netns as the collector's sock_diag needs it: None when it is gespann's own network
+    namespace (a pod sidecar's), since a dump made there needs no setns, hence no CAP_SYS_ADMIN."""
+    if path is None:
+        return None
+    own, target = os.stat("/proc/self/ns/net"), os.stat(path)
+    return None if (own.st_dev, own.st_ino) == (target.st_dev, target.st_ino) else path
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML config file (default: built-in defaults: Prometheus metrics on :8080/metrics).")
@@ -56,7 +66,7 @@ def run(config_path: str | None) -> None:
     """
     from contextlib import ExitStack
 
-    from .bpf.errors import BPFError
+    from .bpf.errors import BPFError, PermissionDeniedError
     from .collector.collector import KernelCollector
     from .exporters import ExporterError, build_exporters
     from .probes import ProbeSet
@@ -69,13 +79,18 @@ def run(config_path: str | None) -> None:
     with ExitStack() as running:
         try:
             probes = running.enter_context(ProbeSet.attach_all(config))
-            collector = running.enter_context(KernelCollector(probes, config.netns))
+            collector = running.enter_context(KernelCollector(probes, _foreign_namespace(config.netns)))
             exporters = build_exporters(config.adapters, collector)
             for exporter in exporters:
                 exporter.start()
                 running.callback(exporter.close)  # closed (and flushed) first, in reverse order
         except (BPFError, ExporterError) as err:
             _fail(str(err))
+        except PermissionError as err:  # only the collector's setns into scope.netns raises it here
+            _fail(str(PermissionDeniedError(f"entering scope.netns {config.netns} for sock_diag (setns)",
+                                            ("CAP_SYS_ADMIN",), err.errno,
+                                            note="or run gespann inside that namespace, with scope.netns "
+                                                 "/proc/self/ns/net")))
         endpoints = "; ".join(exporter.describe() for exporter in exporters) or "no exporters"
         log.info("gespann %s running: probes %s; exporting to %s", __version__, probes.summary(), endpoints)
         stop.wait()

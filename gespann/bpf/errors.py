@@ -12,7 +12,9 @@ import os
 from typing import Iterable, Optional
 
 # Capability numbers from include/uapi/linux/capability.h.
-CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+CAPABILITIES = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+# What CAP_SYS_ADMIN also grants (bpf_capable(), perfmon_capable()); it does not bypass file permissions.
+_COVERED_BY_SYS_ADMIN = frozenset({"CAP_BPF", "CAP_PERFMON"})
 
 # The kernel's internal ENOTSUPP leaks out of bpf(); userspace has no name for it.
 ENOTSUPP = 524
@@ -59,22 +61,24 @@ def missing_capabilities(needs: Iterable[str], held: Optional[set[str]]) -> Opti
     as bpf_capable() and perfmon_capable() do in the kernel. None if `held` is unknown."""
     if held is None:
         return None
-    if "CAP_SYS_ADMIN" in held:
-        return []
-    return [cap for cap in needs if cap not in held]
+    return [cap for cap in needs
+            if cap not in held and not (cap in _COVERED_BY_SYS_ADMIN and "CAP_SYS_ADMIN" in held)]
 
 
 class PermissionDeniedError(BPFError):
-    """The kernel said EPERM or EACCES; the message names the capability to grant."""
+    """The kernel said EPERM or EACCES; the message names the capability to grant.
+    `note` says what else would do (default, for CAP_BPF and CAP_PERFMON: CAP_SYS_ADMIN)."""
 
     def __init__(self, operation: str, needs: tuple[str, ...], errno: int,
-                 held: Optional[set[str]] = None):
+                 held: Optional[set[str]] = None, note: Optional[str] = None):
         held = effective_capabilities() if held is None else held
         self.operation, self.needs = operation, needs
         self.missing = missing_capabilities(needs, held)
         required = " and ".join(needs)
-        if needs != ("CAP_SYS_ADMIN",):
-            required += " (kernel 5.8+; or CAP_SYS_ADMIN; root has all)"
+        if note is None and set(needs) <= _COVERED_BY_SYS_ADMIN:
+            note = "kernel 5.8+; or CAP_SYS_ADMIN; root has all"
+        if note:
+            required += f" ({note})"
         if self.missing:
             verdict = f"this process lacks {', '.join(self.missing)}"
         elif self.missing == []:

@@ -118,7 +118,9 @@ def _mount_tracefs(target: str) -> None:
     if libc.mount(b"nodev", target.encode(), b"tracefs", ctypes.c_ulong(0), None) != 0:
         err = ctypes.get_errno()
         if err in (errno.EPERM, errno.EACCES):
-            raise PermissionDeniedError(f"mount -t tracefs nodev {target}", ("CAP_SYS_ADMIN",), err)
+            raise PermissionDeniedError(f"mount -t tracefs nodev {target}", ("CAP_SYS_ADMIN",), err,
+                                        note="or mount tracefs there before gespann starts; "
+                                             "in a container, a hostPath volume")
         if err == errno.ENODEV:
             raise FeatureUnsupportedError("tracefs", "4.1", err)
         raise BPFError(f"mount -t tracefs nodev {target}: {os.strerror(err)}", err)
@@ -150,7 +152,9 @@ def read_format(category: str, name: str, root: Optional[str] = None) -> Tracepo
     except FileNotFoundError:
         raise TracepointNotFoundError(category, name) from None
     except PermissionError as e:
-        raise PermissionDeniedError(f"reading {path}", ("CAP_SYS_ADMIN",), e.errno) from None
+        # tracefs is root's, mode 0700: uid 0 reads it as its owner, any other uid needs to bypass DAC.
+        raise PermissionDeniedError(f"reading {path}", ("CAP_DAC_READ_SEARCH",), e.errno,
+                                    note="tracefs is root's, mode 0700: or run as uid 0") from None
     except OSError as e:
         raise BPFError(f"reading {path}: {e.strerror}", e.errno) from None
     return parse_format(text, category, name)

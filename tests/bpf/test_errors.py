@@ -30,6 +30,15 @@ def test_permission_error_names_what_is_missing(held, verdict):
     assert verdict in str(error) and error.errno == 1
 
 
+def test_sys_admin_does_not_stand_in_for_file_access():
+    """tracefs is root's (mode 0700): CAP_SYS_ADMIN does not open it, CAP_DAC_READ_SEARCH does."""
+    error = PermissionDeniedError("reading format", ("CAP_DAC_READ_SEARCH",), 13, held={"CAP_SYS_ADMIN"},
+                                  note="or run as uid 0")
+    assert str(error) == ("reading format: Permission denied (EACCES); needs CAP_DAC_READ_SEARCH "
+                          "(or run as uid 0); this process lacks CAP_DAC_READ_SEARCH")
+    assert PermissionDeniedError("x", ("CAP_DAC_READ_SEARCH",), 13, held={"CAP_DAC_READ_SEARCH"}).missing == []
+
+
 def test_verifier_error_ends_with_the_tail_of_the_log():
     log = "".join(f"{i}: line\n" for i in range(100)) + "R2 invalid mem access 'scalar'\n"
     error = VerifierError("gt_prog", 13, log)
