@@ -47,6 +47,8 @@ class OpenConnection:
     remote_port: int
     bytes_acked: int  # as tcp_info has them: sequence space, FINs and a client's SYN included
     bytes_received: int
+    #: Seconds since payload last went either way (tcp_info's last_data_sent / last_data_recv).
+    idle_seconds: float = 0.0
 
     def payload(self, is_client: bool) -> tuple[int, int]:
         """(sent, received) payload bytes: without the SYN and FINs the counts include."""
@@ -81,9 +83,10 @@ class OpenSockets:
                     info = msg.get_attr("INET_DIAG_INFO")
                     if info is None:
                         continue
+                    idle_ms = min(info["tcpi_last_data_sent"], info["tcpi_last_data_recv"])
                     found.append(OpenConnection(msg["idiag_cookie"], family, msg["idiag_state"], msg["idiag_sport"],
                                                 msg["idiag_dport"], info["tcpi_bytes_acked"],
-                                                info["tcpi_bytes_received"]))
+                                                info["tcpi_bytes_received"], idle_ms / 1000))
         return found
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ from typing import Mapping
 
 from ..probes import AttachedProbe
 from ..probes.tcp_connections import CLIENT, MAP_NAME
-from ..probes.tcp_lifecycle import FAILED_ERRNOS, STATS
+from ..probes.tcp_lifecycle import FAILED_ERRNOS, FAILURE_ERRNOS, STATS
 from ..probes.tcp_stats import (
     BUCKET_BOUNDS_US,
     FAILURE_REASONS,
@@ -64,7 +64,8 @@ class _Preexisting:
 class TcpMetrics:
     """Reads tcp_lifecycle's maps and the open connections into catalogue series."""
 
-    def __init__(self, lifecycle: AttachedProbe, open_sockets: OpenSockets):
+    def __init__(self, lifecycle: AttachedProbe, open_sockets: OpenSockets, idle_timeout: float = 60.0):
+        self._idle_timeout = idle_timeout
         self._row, self._errnos = lifecycle.maps[STATS], lifecycle.maps[FAILED_ERRNOS]
         self._connections = lifecycle.maps[MAP_NAME]
         self._open_sockets = open_sockets
@@ -82,6 +83,7 @@ class TcpMetrics:
         tcp = labels(protocol="tcp")
         return {
             "connections_open": {tcp: len(open_now)},
+            "connections_idle": {tcp: sum(c.idle_seconds > self._idle_timeout for c in open_now)},
             "connections_opened_total": {labels(protocol="tcp", role=role): row[Layout.OPENED + i]
                                          for i, role in enumerate(ROLES)},
             "connections_closed_total": {labels(protocol="tcp", role=role): row[Layout.CLOSED + i]
@@ -125,10 +127,20 @@ class TcpMetrics:
                 labels(protocol="tcp", direction="received"): self._bytes[1]}
 
 
+def failure_reason(number: int) -> str:
+    """The name a failed open's errno (sk_err) is reported under."""
+    if number == 0:
+        return ABORTED
+    return _REASON_BY_ERRNO.get(number) or errno.errorcode.get(number, f"errno{number}")
+
+
+_REASON_BY_ERRNO = {number: reason for reason, number in FAILURE_ERRNOS.items()}
+
+
 def _failures(row: list[int], failed_errnos: Mapping[int, int]) -> dict[Labels, Value]:
     failures = {labels(reason=reason): row[Layout.FAILED + i] for i, reason in enumerate(FAILURE_REASONS)}
     for number, count in failed_errnos.items():
-        reason = ABORTED if number == 0 else errno.errorcode.get(number, f"errno{number}")
+        reason = failure_reason(number)
         failures[labels(reason=reason)] = failures.get(labels(reason=reason), 0) + count
     return failures
 

@@ -12,6 +12,7 @@ from typing import Callable, Mapping, Optional
 
 from asm import R1, R6, Program
 
+from ..bpf.channel import EventChannel
 from ..bpf.maps import Map
 from ..btf import KernelTypes, kernel_types
 from .events import Derivations, Event
@@ -20,7 +21,8 @@ from .flavours import Flavour
 
 @dataclass(frozen=True)
 class BuildTarget:
-    """What a program is built for: where kernel types come from, and the scope to watch.
+    """What a program is built for: where kernel types come from, the scope to watch, and
+    whether connection records are wanted.
 
     Kernel types are resolved on first use, so a flavour that needs no struct
     offsets never pays for BTF.
@@ -29,6 +31,8 @@ class BuildTarget:
     btf_source: str = "auto"
     #: Only sockets in this network namespace (its inode number) are seen; None sees all.
     netns: Optional[int] = None
+    #: Where probes send per-connection records; None: no records, and no code for them.
+    records: Optional[EventChannel] = field(default=None, compare=False)
 
     @functools.cached_property
     def kernel_types(self) -> KernelTypes:

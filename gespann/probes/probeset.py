@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
+from ..bpf.channel import EventChannel
 from ..bpf.errors import BPFError, PermissionDeniedError
 from ..bpf.links import Link
 from ..bpf.maps import Map
@@ -89,19 +90,22 @@ class ProbeSet:
         self._resources = resources
 
     @classmethod
-    def attach(cls, probes: Iterable[Probe], settings: AttachSettings = AttachSettings()) -> "ProbeSet":
-        target = BuildTarget(settings.btf_source, settings.netns)
+    def attach(cls, probes: Iterable[Probe], settings: AttachSettings = AttachSettings(),
+               records: Optional[EventChannel] = None) -> "ProbeSet":
+        """Attach every probe, or none. With `records`, probes that make connection records send them
+        there (the caller owns the channel, and closes it after the set)."""
+        target = BuildTarget(settings.btf_source, settings.netns, records)
         with ExitStack() as stack:
-            shared: dict[str, Map] = {}
+            shared: dict[str, Map] = dict(records.maps) if records is not None else {}
             attached = [_attach_first_flavour(probe, settings, target, stack, shared) for probe in probes]
             return cls(attached, stack.pop_all())
 
     @classmethod
-    def attach_all(cls, config) -> "ProbeSet":
+    def attach_all(cls, config, records: Optional[EventChannel] = None) -> "ProbeSet":
         """Every probe gespann has, attached as `config` asks."""
         from . import ALL_PROBES
 
-        return cls.attach(ALL_PROBES, AttachSettings.from_config(config))
+        return cls.attach(ALL_PROBES, AttachSettings.from_config(config), records)
 
     def __getitem__(self, name: str) -> AttachedProbe:
         return self.probes[name]
@@ -155,8 +159,9 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
     for flavour in settings.candidates(probe):
         try:
             with ExitStack() as attempt:
+                wanted = (*probe.shared_maps, *(target.records.maps if target.records is not None else ()))
                 attached = _attach_flavour(probe, flavour, settings, target, attempt,
-                                           {name: shared[name] for name in probe.shared_maps})
+                                           {name: shared[name] for name in wanted})
                 stack.enter_context(attempt.pop_all())
         except PermissionDeniedError as err:
             if err.missing:

@@ -13,7 +13,7 @@ the ports and role of open connections, to correct for the SYN in a client's
 
 from __future__ import annotations
 
-from asm import R0, R1, R2, R10, Program, Record, u16, u32, u64
+from asm import R0, R1, R2, R10, Program, Record, array, u8, u16, u32, u64
 
 from ..bpf.maps import U64, LruHashMap
 
@@ -26,10 +26,13 @@ NO_RESET, RESET_SENT, RESET_RECEIVED = 0, 1, 2  # RESET_x - 1 indexes tcp_stats.
 ENTRY = Record("tcp_connection", [
     ("syn_sent_ns", u64),  # ktime of SYN_SENT for an active open, 0 otherwise
     ("established_ns", u64),  # ktime of ESTABLISHED, 0 before
+    ("cgroup_id", u64),  # of the process below; filled only when records are asked for
     ("role", u32),  # CLIENT or SERVER
     ("reset", u32),  # NO_RESET, RESET_SENT or RESET_RECEIVED: the first reset seen
+    ("pid", u32),  # the process that opened (client) or first closed (server) it; 0 until known
     ("local_port", u16),  # host order
     ("remote_port", u16),  # network order, as the socket keeps it
+    ("comm", array(u8, 16)),
 ])
 
 MAP_NAME = "tcp_connections"

@@ -28,17 +28,23 @@ and the state left: an orderly end has both FINs behind it; a reset has our
 FIN acked only from FIN_WAIT2 and the peer's FIN only from CLOSE_WAIT,
 LAST_ACK or CLOSING. (A FIN_WAIT2 timeout, with no FIN from the peer, is off
 by that one byte.)
+
+Records. When the build target carries a record channel, each end (and each
+failed open) also sends one `connection_records.RECORD`, and the entry keeps
+the process that owns the connection: see connection_records for which
+process that is and why.
 """
 
 from __future__ import annotations
 
 import errno
 
-from asm import DW, R0, R1, R2, R3, R4, R7, R8, R9, R10, H, Program, W
+from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, H, Program, W
 
 from ..bpf.maps import U32, U64, HashMap
 from ..bpf.syscall import UpdateFlags
-from . import socket_state
+from . import connection_records, socket_state
+from .connection_records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses, emit_zero
 from .events import Event
 from .kernel_memory import emit_read_field
 from .netns import emit_netns_check
@@ -89,10 +95,15 @@ _ROW_KEY = -56
 _ERRNO_KEY = -60
 _ONE = -72
 _ENTRY = -72 - ENTRY.size
+_RECORD = _ENTRY - RECORD.size  # only with records
 
 
 def _entry(field: str) -> int:
     return _ENTRY + ENTRY.offset(field)
+
+
+def _record(field: str) -> int:
+    return _RECORD + RECORD.offset(field)
 
 
 def body(p: Program, event: Event, target: BuildTarget) -> None:
@@ -108,17 +119,24 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     p.jeq32(R8, SYN_SENT, "syn_sent")
     p.jeq32(R8, ESTABLISHED, "established")
     p.jeq32(R8, CLOSE, "close")
+    if target.records is not None:
+        p.jeq32(R8, FIN_WAIT1, "closing")
+        p.jeq32(R8, LAST_ACK, "closing")
     p.ja("out")
 
     p.label("syn_sent")
     _emit_zero_entry(p)
     p.call("ktime_get_ns")
     p.stx(DW, R10, _entry("syn_sent_ns"), R0)
+    if target.records is not None:
+        emit_capture_process(p, R10, ENTRY, _ENTRY)
     _emit_store_entry(p)
     p.ja("out")
 
     _emit_established(p, target)
     _emit_close(p, target)
+    if target.records is not None:
+        _emit_closing(p)
 
     p.label("out")
     p.mov(R0, 0)
@@ -154,6 +172,8 @@ def _emit_established(p: Program, target: BuildTarget) -> None:
     emit_lookup_connection(p, _KEY, "established.fill")
     p.ldx(DW, R1, R0, ENTRY.offset("syn_sent_ns"))
     p.stx(DW, R10, _entry("syn_sent_ns"), R1)
+    if target.records is not None:
+        emit_copy_process(p, R0, ENTRY, _ENTRY, ENTRY)
     p.ja("established.fill")
 
     p.label("established.server")
@@ -182,9 +202,13 @@ def _emit_established(p: Program, target: BuildTarget) -> None:
 
 def _emit_close(p: Program, target: BuildTarget) -> None:
     """CLOSE: a failed active open, or the end of a connection; the entry goes either way."""
+    records = target.records is not None
+    ended = "record" if records else "forget"  # where a counted end goes next
     p.label("close")
     emit_lookup_connection(p, _KEY, "out")
     p.mov(R8, R0)
+    if records:
+        emit_zero(p, RECORD, _RECORD)
     emit_row_pointer(p, STATS, R9, _ROW_KEY, "forget")
     p.ldx(DW, R1, R10, _OLDSTATE)
     p.jeq32(R1, SYN_SENT, "failed")
@@ -203,6 +227,8 @@ def _emit_close(p: Program, target: BuildTarget) -> None:
     p.st(DW, R10, _PEER_FIN_IN, 1)
     p.ldx(W, R4, R8, ENTRY.offset("role"))
     emit_add_indexed(p, R9, Layout.CLOSED, R4, len(ROLES), 1, "forget")
+    if records:
+        p.st(B, R10, _record("outcome"), connection_records.CLOSE)
     p.ja("ended")
 
     p.label("aborted")
@@ -211,6 +237,9 @@ def _emit_close(p: Program, target: BuildTarget) -> None:
     p.sub(R1, RESET_SENT)  # the mark, as an index into RESET_DIRECTIONS
     p.mov(R4, R1)
     emit_add_indexed(p, R9, Layout.RESET, R4, RESET_RECEIVED - RESET_SENT + 1, 1, "forget")
+    if records:
+        p.stx(H, R10, _record("reason"), R4)
+        p.st(B, R10, _record("outcome"), connection_records.RESET)
     p.ldx(DW, R2, R10, _OLDSTATE)
     p.jne32(R2, FIN_WAIT2, "reset.peer_fin")
     p.st(DW, R10, _OUR_FIN_ACKED, 1)
@@ -230,30 +259,71 @@ def _emit_close(p: Program, target: BuildTarget) -> None:
     p.add(R2, 1)
     p.label("ended.no_syn")
     _emit_saturating_sub(p, R4, R2)
+    _emit_store_in_record(p, records, DW, "bytes_sent", R4)
     emit_add(p, R9, Layout.BYTES_SENT, R4)
     emit_read_field(p, R4, R7, types.field("tcp_sock.bytes_received"), _READ_SCRATCH)
     p.ldx(DW, R2, R10, _PEER_FIN_IN)
     _emit_saturating_sub(p, R4, R2)
+    _emit_store_in_record(p, records, DW, "bytes_received", R4)
     emit_add(p, R9, Layout.BYTES_RECEIVED, R4)
     emit_read_field(p, R4, R7, types.field("tcp_sock.total_retrans"), _READ_SCRATCH)
+    _emit_store_in_record(p, records, W, "retransmits", R4)
     emit_add(p, R9, Layout.RETRANSMITS, R4)
     emit_read_field(p, R4, R7, types.field("tcp_sock.srtt_us"), _READ_SCRATCH)
     p.rsh(R4, 3)
+    _emit_store_in_record(p, records, W, "srtt_us", R4)
     emit_observe(p, R9, Layout.RTT, R4)
     p.call("ktime_get_ns")
+    _emit_store_in_record(p, records, DW, "end_ns", R0)
     p.ldx(DW, R1, R8, ENTRY.offset("established_ns"))
     p.mov(R4, R0)
     p.sub(R4, R1)
+    _emit_store_in_record(p, records, DW, "duration_ns", R4)
     emit_observe(p, R9, Layout.DURATION, R4)
-    p.ja("forget")
+    p.ja(ended)
 
-    _emit_failed(p, target)
+    _emit_failed(p, target, ended)
+    if records:
+        _emit_record(p, target)
 
     p.label("forget")
     p.ld_map(R1, MAP_NAME)
     p.mov(R2, R10)
     p.add(R2, _KEY)
     p.call("map_delete_elem")
+    p.ja("out")
+
+
+def _emit_store_in_record(p: Program, records: bool, size, field: str, value) -> None:
+    if records:
+        p.stx(size, R10, _record(field), value)
+
+
+def _emit_record(p: Program, target: BuildTarget) -> None:
+    """The record of the end just counted: what the entry knows, the addresses, and out it goes."""
+    p.label("record")
+    p.ldx(W, R1, R8, ENTRY.offset("role"))
+    p.stx(B, R10, _record("role"), R1)
+    # The local port as ESTABLISHED saw it: by CLOSE the kernel has released it (skc_num is 0),
+    # and a failed open never had one for sure. The remote port stays on the socket.
+    p.ldx(H, R1, R8, ENTRY.offset("local_port"))
+    p.stx(H, R10, _record("local_port"), R1)
+    types = target.kernel_types
+    emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH)
+    p.stx(H, R10, _record("remote_port"), R1)
+    emit_copy_process(p, R8, ENTRY, _RECORD, RECORD)
+    emit_read_addresses(p, R7, types, _RECORD, _READ_SCRATCH)
+    target.records.emit_output(p, R6, _RECORD, RECORD.size)
+
+
+def _emit_closing(p: Program) -> None:
+    """FIN_WAIT1 or LAST_ACK: close() or shutdown(), in the owner's context; a server's owner is known now."""
+    p.label("closing")
+    emit_lookup_connection(p, _KEY, "out")
+    p.mov(R8, R0)
+    p.ldx(W, R1, R8, ENTRY.offset("pid"))
+    p.jne(R1, 0, "out")
+    emit_capture_process(p, R8, ENTRY)
     p.ja("out")
 
 
@@ -266,14 +336,23 @@ def _emit_saturating_sub(p: Program, value, amount) -> None:
     p.sub(value, amount)
 
 
-def _emit_failed(p: Program, target: BuildTarget) -> None:
+def _emit_failed(p: Program, target: BuildTarget, ended: str) -> None:
     """SYN_SENT -> CLOSE: counted by sk->sk_err, a named reason or the errno itself."""
     p.label("failed")
+    if target.records is not None:
+        p.call("ktime_get_ns")
+        p.stx(DW, R10, _record("end_ns"), R0)
+        p.ldx(DW, R1, R8, ENTRY.offset("syn_sent_ns"))
+        p.sub(R0, R1)
+        p.stx(DW, R10, _record("duration_ns"), R0)
+        p.st(B, R10, _record("outcome"), connection_records.FAILED)
     emit_read_field(p, R4, R7, target.kernel_types.field("sock.sk_err"), _READ_SCRATCH)
+    if target.records is not None:
+        p.stx(H, R10, _record("reason"), R4)
     for index, (reason, number) in enumerate(FAILURE_ERRNOS.items()):
         p.jne32(R4, number, f"failed.not_{reason}")
         emit_add(p, R9, Layout.FAILED + index, 1)
-        p.ja("forget")
+        p.ja(ended)
         p.label(f"failed.not_{reason}")
     p.stx(W, R10, _ERRNO_KEY, R4)
     p.ld_map(R1, FAILED_ERRNOS)
@@ -289,16 +368,16 @@ def _emit_failed(p: Program, target: BuildTarget) -> None:
     p.add(R3, _ONE)
     p.mov(R4, UpdateFlags.NOEXIST)
     p.call("map_update_elem")
-    p.jeq(R0, 0, "forget")
+    p.jeq(R0, 0, ended)
     p.ld_map(R1, FAILED_ERRNOS)  # another CPU inserted it first: add to its count
     p.mov(R2, R10)
     p.add(R2, _ERRNO_KEY)
     p.call("map_lookup_elem")
-    p.jeq(R0, 0, "forget")
+    p.jeq(R0, 0, ended)
     p.label("failed.count")
     p.mov(R1, 1)
     p.atomic_add(DW, R0, 0, R1)
-    p.ja("forget")
+    p.ja(ended)
 
 
 def failed_errnos_map() -> HashMap:

@@ -1,0 +1,82 @@
+"""Connection records from the kernel, decoded into ConnectionEvents.
+
+The probes write `connection_records.RECORD` into an EventChannel (ring
+buffer or perf buffer) when a connection ends; this turns each into the
+event the exporters print. Times arrive on the kernel's monotonic clock and
+leave as wall-clock seconds. Records the kernel could not deliver are counted
+by the channel's reader and reported as `records_lost_total`.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Optional
+
+from ..bpf.channel import EventChannel
+from ..probes.connection_records import AF_INET6, FAILED, OUTCOMES, RECORD, RESET
+from ..probes.tcp_stats import RESET_DIRECTIONS, ROLES
+from .containers import Cgroups
+from .model import ConnectionEvent
+from .tcp import failure_reason
+
+
+def wall_clock_offset() -> float:
+    """Seconds to add to a CLOCK_MONOTONIC reading (ktime_get_ns) to get wall-clock time."""
+    return time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def _address(family: int, raw: bytes) -> str:
+    if family == AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return socket.inet_ntop(socket.AF_INET, raw[:4])
+
+
+def decode(data: bytes, clock_offset: float, cgroups: Optional[Cgroups] = None) -> ConnectionEvent:
+    """One record as an event; `clock_offset` from `wall_clock_offset()`."""
+    r = RECORD.parse(data)
+    outcome = OUTCOMES[r.outcome] if r.outcome < len(OUTCOMES) else f"outcome{r.outcome}"
+    if r.outcome == RESET:
+        reason = RESET_DIRECTIONS[r.reason] if r.reason < len(RESET_DIRECTIONS) else f"direction{r.reason}"
+    elif r.outcome == FAILED:
+        reason = failure_reason(r.reason)
+    else:
+        reason = ""
+    return ConnectionEvent(
+        timestamp=r.end_ns / 1e9 + clock_offset,
+        protocol="tcp",
+        role=ROLES[r.role] if r.role < len(ROLES) else f"role{r.role}",
+        outcome=outcome,
+        reason=reason,
+        pid=r.pid,
+        comm=bytes(r.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
+        local_address=_address(r.family, bytes(r.local_address)),
+        local_port=r.local_port,
+        remote_address=_address(r.family, bytes(r.remote_address)),
+        remote_port=socket.ntohs(r.remote_port),
+        bytes_sent=r.bytes_sent,
+        bytes_received=r.bytes_received,
+        duration_seconds=r.duration_ns / 1e9,
+        rtt_seconds=None if r.outcome == FAILED else r.srtt_us / 1e6,
+        retransmits=r.retransmits,
+        cgroup_id=r.cgroup_id,
+        container_id=cgroups.container_id(r.cgroup_id) if cgroups is not None and r.cgroup_id else "",
+    )
+
+
+class ConnectionRecords:
+    """The events arriving on one channel, decoded."""
+
+    def __init__(self, channel: EventChannel, cgroups: Optional[Cgroups] = None):
+        self.channel = channel
+        self._cgroups = cgroups if cgroups is not None else Cgroups()
+
+    @property
+    def lost(self) -> int:
+        return self.channel.reader.lost
+
+    def read(self, timeout: float) -> list[ConnectionEvent]:
+        """The events waiting now; if none, those arriving within `timeout` seconds."""
+        raw = self.channel.reader.read(int(timeout * 1000) if timeout > 0 else 0)
+        offset = wall_clock_offset()
+        return [decode(data, offset, self._cgroups) for data in raw]

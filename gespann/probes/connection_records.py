@@ -1,0 +1,123 @@
+"""The record of one ended connection, and the code that fills it: sent only when something asks.
+
+Metrics never need records: the kernel aggregates them. A record per
+connection costs a ring-buffer write per end, so probes build the code for it
+only when their `BuildTarget` carries an `EventChannel` (gespann trace, or an
+event exporter in the config). The layout is the contract between the probe
+that writes a record and the collector that decodes it.
+
+Who a connection belongs to. The process is read with the current-task
+helpers, so only where the kernel runs in the process's own context: a
+client's SYN_SENT (connect()), and for a server the first of FIN_WAIT1 or
+LAST_ACK (close() or shutdown()). A server's ESTABLISHED runs in softirq, on
+behalf of whichever task happened to be on the CPU, so it cannot name the
+accepting process. The cgroup is the task's cgroup-v2 id.
+"""
+
+from __future__ import annotations
+
+from asm import DW, R0, R1, R2, R3, R10, H, Program, Record, Register, W, array, u8, u16, u32, u64
+
+from ..btf import KernelTypes
+from .kernel_memory import emit_read_field
+
+#: What ended the connection; `reason` qualifies it.
+OUTCOMES = ("close", "reset", "failed")
+CLOSE, RESET, FAILED = range(len(OUTCOMES))
+
+AF_INET, AF_INET6 = 2, 10
+
+RECORD = Record("connection_record", [
+    ("end_ns", u64),  # CLOCK_MONOTONIC (ktime_get_ns) of the end
+    ("duration_ns", u64),  # established to end; for a failed open, SYN_SENT to end
+    ("bytes_sent", u64),  # payload, exact
+    ("bytes_received", u64),
+    ("cgroup_id", u64),
+    # 8-aligned, so that they copy as whole words
+    ("local_address", array(u8, 16)),  # IPv4 in the first 4 bytes
+    ("remote_address", array(u8, 16)),
+    ("comm", array(u8, 16)),
+    ("pid", u32),  # thread-group id: the process, as ps shows it
+    ("srtt_us", u32),  # smoothed RTT at the end
+    ("retransmits", u32),
+    ("family", u16),  # AF_INET or AF_INET6
+    ("local_port", u16),  # host order
+    ("remote_port", u16),  # network order
+    ("reason", u16),  # reset: index in RESET_DIRECTIONS; failed: errno (0: abandoned before any answer)
+    ("role", u8),  # index in ROLES
+    ("outcome", u8),  # index in OUTCOMES
+])
+
+#: The process fields a connection entry keeps, where records can find them.
+PROCESS_FIELDS = ("pid", "cgroup_id", "comm")
+
+
+def emit_zero(p: Program, record: Record, at: int) -> None:
+    """Zero the `record` at R10 + `at`: helpers may read only initialised stack, padding included."""
+    for offset in range(0, record.size, 8):
+        p.st(DW, R10, at + offset, 0)
+
+
+def emit_capture_process(p: Program, base: Register, entry: Record, at: int = 0) -> None:
+    """Write the current task's pid, comm and cgroup id into the `entry` at `base` + `at`.
+
+    `base` is R10 (an entry on the stack) or a callee-saved register holding a
+    map value. Clobbers R0-R3.
+    """
+    p.call("get_current_pid_tgid")
+    p.rsh(R0, 32)
+    p.stx(W, base, at + entry.offset("pid"), R0)
+    p.call("get_current_cgroup_id")
+    p.stx(DW, base, at + entry.offset("cgroup_id"), R0)
+    p.mov(R1, base)
+    p.add(R1, at + entry.offset("comm"))
+    p.mov(R2, 16)
+    p.call("get_current_comm")
+
+
+def emit_copy_process(p: Program, src: Register, src_record: Record, dst_at: int, dst_record: Record,
+                      src_at: int = 0) -> None:
+    """Copy pid, cgroup id and comm from the record at `src` + `src_at` to the stack record at R10 + `dst_at`.
+
+    Clobbers R1.
+    """
+    p.ldx(W, R1, src, src_at + src_record.offset("pid"))
+    p.stx(W, R10, dst_at + dst_record.offset("pid"), R1)
+    p.ldx(DW, R1, src, src_at + src_record.offset("cgroup_id"))
+    p.stx(DW, R10, dst_at + dst_record.offset("cgroup_id"), R1)
+    for offset in (0, 8):
+        p.ldx(DW, R1, src, src_at + src_record.offset("comm") + offset)
+        p.stx(DW, R10, dst_at + dst_record.offset("comm") + offset, R1)
+
+
+def emit_read_addresses(p: Program, sk: Register, types: KernelTypes, at: int, scratch: int) -> None:
+    """Fill the record at R10 + `at` with the socket's family and both addresses.
+
+    IPv4 sockets (and kernels without IPv6) take the 4-byte addresses; IPv6
+    sockets the 16-byte ones, v4-mapped included. Clobbers R0-R5.
+    """
+    emit_read_field(p, R1, sk, types.field("sock_common.skc_family"), scratch)
+    p.stx(H, R10, at + RECORD.offset("family"), R1)
+    v6_local = types.optional_field("sock_common.skc_v6_rcv_saddr")
+    v6_remote = types.optional_field("sock_common.skc_v6_daddr")
+    done = f"addresses.done.{len(p)}"
+    if v6_local is not None and v6_remote is not None:
+        ipv4 = f"addresses.ipv4.{len(p)}"
+        p.jne(R1, AF_INET6, ipv4)
+        _emit_read_bytes(p, sk, v6_local.offset, 16, at + RECORD.offset("local_address"))
+        _emit_read_bytes(p, sk, v6_remote.offset, 16, at + RECORD.offset("remote_address"))
+        p.ja(done)
+        p.label(ipv4)
+    _emit_read_bytes(p, sk, types.field("sock_common.skc_rcv_saddr").offset, 4, at + RECORD.offset("local_address"))
+    _emit_read_bytes(p, sk, types.field("sock_common.skc_daddr").offset, 4, at + RECORD.offset("remote_address"))
+    p.label(done)
+
+
+def _emit_read_bytes(p: Program, base: Register, offset: int, size: int, at: int) -> None:
+    """probe_read_kernel(R10 + at, size, base + offset); a fault leaves the (zeroed) bytes as they were."""
+    p.mov(R3, base)
+    p.add(R3, offset)
+    p.mov(R1, R10)
+    p.add(R1, at)
+    p.mov(R2, size)
+    p.call("probe_read_kernel")
