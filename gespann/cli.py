@@ -55,6 +55,35 @@ def _foreign_namespace(path: str | None) -> str | None:
     return None if (own.st_dev, own.st_ino) == (target.st_dev, target.st_ino) else path
 
 
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM: the way every long-running command ends cleanly."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _attach(config, stack, *, records: bool):
+    """Attach every probe and open the collector over them, both closed by `stack`. With `records`,
+    the probes also send connection records, through the reader the config asks for."""
+    from .bpf.channel import EventChannel
+    from .bpf.errors import PermissionDeniedError
+    from .collector.collector import KernelCollector
+    from .probes import ProbeSet
+
+    channel = stack.enter_context(EventChannel.for_reader(config.event_reader, "gsp_records")) if records else None
+    probes = stack.enter_context(ProbeSet.attach_all(config, records=channel))
+    try:
+        collector = stack.enter_context(KernelCollector(probes, _foreign_namespace(config.netns), records=channel,
+                                                        idle_timeout=config.idle_timeout))
+    except PermissionError as err:  # only the collector's setns into scope.netns raises it here
+        raise PermissionDeniedError(f"entering scope.netns {config.netns} for sock_diag (setns)",
+                                    ("CAP_SYS_ADMIN",), err.errno,
+                                    note="or run gespann inside that namespace, with scope.netns "
+                                         "/proc/self/ns/net") from None
+    return probes, collector
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML config file (default: built-in defaults: Prometheus metrics on :8080/metrics).")
@@ -66,35 +95,73 @@ def run(config_path: str | None) -> None:
     """
     from contextlib import ExitStack
 
-    from .bpf.errors import BPFError, PermissionDeniedError
-    from .collector.collector import KernelCollector
+    from .bpf.errors import BPFError
     from .exporters import ExporterError, build_exporters
-    from .probes import ProbeSet
 
     config = _load_config(config_path)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = _stop_on_signals()
     with ExitStack() as running:
         try:
-            probes = running.enter_context(ProbeSet.attach_all(config))
-            collector = running.enter_context(KernelCollector(probes, _foreign_namespace(config.netns)))
+            wants_events = any(adapter.type == "jsonl" for adapter in config.adapters)
+            probes, collector = _attach(config, running, records=wants_events)
             exporters = build_exporters(config.adapters, collector)
             for exporter in exporters:
                 exporter.start()
                 running.callback(exporter.close)  # closed (and flushed) first, in reverse order
         except (BPFError, ExporterError) as err:
             _fail(str(err))
-        except PermissionError as err:  # only the collector's setns into scope.netns raises it here
-            _fail(str(PermissionDeniedError(f"entering scope.netns {config.netns} for sock_diag (setns)",
-                                            ("CAP_SYS_ADMIN",), err.errno,
-                                            note="or run gespann inside that namespace, with scope.netns "
-                                                 "/proc/self/ns/net")))
         endpoints = "; ".join(exporter.describe() for exporter in exporters) or "no exporters"
         log.info("gespann %s running: probes %s; exporting to %s", __version__, probes.summary(), endpoints)
         stop.wait()
         log.info("stopping: flushing %d exporters, detaching %d probes", len(exporters), len(probes))
+    sys.exit(0)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML config file whose attach, scope and events settings to apply (its adapters are not run).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line instead of a table.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Exit after this many events (default: run until SIGINT or SIGTERM).")
+def trace(config_path: str | None, as_json: bool, count: int | None) -> None:
+    """Print one line per connection as it ends: TCP closes, resets and failed opens, and UDP
+    flows that went idle.
+
+    Columns, as bcc's tcplife: time, pid and comm of the owning process, protocol,
+    role (client or server), local and remote endpoints, outcome and its reason
+    (reset sent/received; failed refused, timeout, ...), payload bytes each way,
+    duration and smoothed RTT in milliseconds. With --json the same fields, plus
+    retransmits, datagrams, cgroup and container id, come as JSON lines. Records
+    the kernel could not deliver are counted and reported on stderr at exit.
+    """
+    from contextlib import ExitStack
+
+    from .bpf.errors import BPFError
+    from .exporters.events import json_line, table_header, table_line
+
+    config = _load_config(config_path)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    stop = _stop_on_signals()
+    printed = 0
+    with ExitStack() as running:
+        try:
+            _, collector = _attach(config, running, records=True)
+        except BPFError as err:
+            _fail(str(err))
+        if not as_json:
+            click.echo(table_header())
+        while not stop.is_set() and (count is None or printed < count):
+            for event in collector.events(timeout=0.2):
+                click.echo(json_line(event) if as_json else table_line(event))
+                printed += 1
+                if count is not None and printed >= count:
+                    break
+            sys.stdout.flush()
+        lost = collector.snapshot()["records_lost_total"].total()
+    if lost:
+        click.echo(f"gespann: {lost} connection records were lost (the kernel's buffer was full)", err=True)
     sys.exit(0)
 
 

@@ -40,6 +40,14 @@ class EventChannel(Closable):
             self._close_maps()
             raise
 
+    @classmethod
+    def for_reader(cls, reader: str, name: str = "events") -> "EventChannel":
+        """The channel the config's `events.reader` asks for: "auto", "ringbuf" (an error where the
+        kernel has none) or "perf"."""
+        if reader == "ringbuf":
+            features.ringbuf().require()
+        return cls(name, force_perf=reader == "perf")
+
     @property
     def maps(self) -> dict[str, Map]:
         """The maps to pass to `load_program` for the code `emit_output` writes."""
