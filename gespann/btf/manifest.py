@@ -74,6 +74,20 @@ FIELDS: tuple[FieldRef, ...] = (
     # sk->__sk_common.skc_net.net->ns.inum is the inode of /proc/PID/ns/net.
     FieldRef("sock_common", "skc_net.net"),
     FieldRef("net", "ns.inum"),
+    # UDP flows, from the packet at the device (udp_send, udp_receive): the sending socket or the
+    # receiving device's namespace, the headers, and the GSO/GRO segment count.
+    FieldRef("sk_buff", "sk"),
+    FieldRef("sk_buff", "dev"),
+    FieldRef("sk_buff", "head"),
+    FieldRef("sk_buff", "data"),
+    FieldRef("sk_buff", "end"),  # skb_shinfo() is at head + end (an offset on 64-bit kernels)
+    FieldRef("sk_buff", "network_header"),
+    FieldRef("sk_buff", "protocol"),
+    FieldRef("sk_buff", "pkt_type"),  # a 3-bit bitfield
+    FieldRef("skb_shared_info", "gso_size"),
+    FieldRef("skb_shared_info", "gso_segs"),
+    FieldRef("net_device", "nd_net.net"),
+    FieldRef("task_struct", "flags"),  # PF_KTHREAD: who sent is noted only for user tasks
 )
 
 def _optional_attach(*names: str) -> tuple[AttachRef, ...]:
@@ -90,7 +104,7 @@ FUNCS = _optional_attach(
 #: tp_btf targets (btf_trace_<name> typedef ids).
 TRACEPOINTS = _optional_attach(
     "inet_sock_set_state", "inet_sk_error_report", "tcp_retransmit_skb", "tcp_send_reset",
-    "tcp_receive_reset", "tcp_destroy_sock", "tcp_probe",
+    "tcp_receive_reset", "tcp_destroy_sock", "tcp_probe", "net_dev_queue", "netif_receive_skb",
 )
 
 

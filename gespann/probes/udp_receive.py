@@ -1,0 +1,59 @@
+"""UDP datagrams received: counted in their flow as a device delivers them (net:netif_receive_skb).
+
+The tracepoint fires in __netif_receive_skb_core before the IP layer, with
+skb->data at the network header; the namespace is the receiving device's.
+The flow key is the sender's, turned round: local is the destination. See
+udp_flows for the flow entry and what seeing packets at the device implies.
+"""
+
+from __future__ import annotations
+
+from asm import R1, R7, R8, Program
+
+from .events import Event
+from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
+from .kernel_memory import emit_read_field
+from .probe import BuildTarget, Probe
+from .udp_flows import (
+    MAP_NAME,
+    PACKET_OTHERHOST,
+    RECEIVED,
+    emit_exit,
+    emit_flow_update,
+    emit_namespace,
+    emit_protocol,
+    flows_map,
+)
+
+_SCRATCH = -16
+
+FLAVOURS = (
+    BtfTracepoint("netif_receive_skb", args=("skb",)),
+    RawTracepoint("netif_receive_skb", args=("skb",)),
+    Tracepoint("net", "netif_receive_skb", fields={"skb": "skbaddr"}),
+)
+
+
+def body(p: Program, event: Event, target: BuildTarget) -> None:
+    types = target.kernel_types
+    event.load(p, R7, "skb")
+    emit_read_field(p, R1, R7, types.field("sk_buff.pkt_type"), _SCRATCH)
+    p.jeq(R1, PACKET_OTHERHOST, "out")  # for another host: the IP layer drops it
+    emit_protocol(p, R7, types)
+    emit_read_field(p, R8, R7, types.field("sk_buff.data"), _SCRATCH)
+
+    def namespace(p: Program, dst) -> None:
+        emit_read_field(p, dst, R7, types.field("sk_buff.dev"), _SCRATCH)
+        emit_namespace(p, dst, dst, "net_device.nd_net.net", types, target.netns)
+
+    emit_flow_update(p, R7, R8, namespace, types, RECEIVED)
+    emit_exit(p)
+
+
+PROBE = Probe(
+    name="udp_receive",
+    summary="UDP datagrams and payload bytes received, per flow (local and remote address and port)",
+    flavours=FLAVOURS,
+    body=body,
+    shared_maps={MAP_NAME: flows_map},
+)

@@ -1,0 +1,50 @@
+"""UDP datagrams sent: counted in their flow as a device is handed them (net:net_dev_queue).
+
+The packet's owning socket (skb->sk) says it was made here, and in which
+network namespace; its headers start at skb->head + skb->network_header. See
+udp_flows for the flow entry and what seeing packets at the device implies.
+"""
+
+from __future__ import annotations
+
+from asm import R1, R6, R7, R8, Program
+
+from .events import Event
+from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
+from .kernel_memory import emit_read_field
+from .probe import BuildTarget, Probe
+from .udp_flows import MAP_NAME, SENT, emit_exit, emit_flow_update, emit_namespace, emit_protocol, flows_map
+
+_SCRATCH = -16
+
+FLAVOURS = (
+    BtfTracepoint("net_dev_queue", args=("skb",)),
+    RawTracepoint("net_dev_queue", args=("skb",)),
+    Tracepoint("net", "net_dev_queue", fields={"skb": "skbaddr"}),
+)
+
+
+def body(p: Program, event: Event, target: BuildTarget) -> None:
+    types = target.kernel_types
+    event.load(p, R7, "skb")
+    emit_read_field(p, R6, R7, types.field("sk_buff.sk"), _SCRATCH)  # the context is not needed again
+    p.jeq(R6, 0, "out")  # not made by a local socket (forwarded, or a kernel reply)
+    emit_protocol(p, R7, types)
+    emit_read_field(p, R8, R7, types.field("sk_buff.head"), _SCRATCH)
+    emit_read_field(p, R1, R7, types.field("sk_buff.network_header"), _SCRATCH)
+    p.add(R8, R1)
+
+    def namespace(p: Program, dst) -> None:
+        emit_namespace(p, dst, R6, "sock_common.skc_net.net", types, target.netns)
+
+    emit_flow_update(p, R7, R8, namespace, types, SENT)
+    emit_exit(p)
+
+
+PROBE = Probe(
+    name="udp_send",
+    summary="UDP datagrams and payload bytes sent, per flow (local and remote address and port)",
+    flavours=FLAVOURS,
+    body=body,
+    shared_maps={MAP_NAME: flows_map},
+)
