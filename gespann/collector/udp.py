@@ -1,0 +1,214 @@
+"""UDP metrics and flow-end events: the kernel's flow map, read and expired when asked.
+
+The probes (udp_send, udp_receive) only add to the flow map; nothing runs in
+user space between collections, whatever the packet rate. Each collection
+reads the whole map once and:
+- counts each flow not seen before as opened, by the role the kernel gave it;
+- ends every flow idle for longer than `flow_timeout` seconds: it is removed
+  from the map (with lookup-and-delete where the kernel has it, so its final
+  counts come with the removal), its counts move to the ended totals, its
+  duration (first to last datagram) goes to the histogram, and an event is
+  queued for `expired_events()`;
+- counts a flow the kernel evicted (the map was full) as ended too, with the
+  counts last read; what it moved after that read is lost.
+Bytes and datagrams are the ended totals plus the current counts of the open
+flows, so they include flows still open and never go down.
+
+Times: the kernel stamps flows with bpf_ktime_get_ns (CLOCK_MONOTONIC), the
+clock of time.monotonic_ns(). A datagram that arrives while its expired flow
+is being removed is lost only if it lands between the read and the delete of
+that one entry (a single syscall on 5.14+); one arriving after makes a new flow.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+from ..bpf.errors import KeyNotFoundError
+from ..bpf.maps import Map
+from ..probes import AttachedProbe
+from ..probes.tcp_stats import BUCKET_BOUNDS_US
+from ..probes.udp_flows import CLIENT, MAP_NAME
+from .catalogue import DIRECTIONS, ROLES
+from .model import ConnectionEvent, Histogram, Labels, Value, labels
+
+Series = dict[str, dict[Labels, Value]]
+BOUNDS_SECONDS = tuple(bound * 1e-6 for bound in BUCKET_BOUNDS_US)
+_BOUNDS_NS = tuple(bound * 1000 for bound in BUCKET_BOUNDS_US)
+#: Ended flows kept for expired_events() at most; older ones are dropped (and counted) beyond that.
+MAX_PENDING_EVENTS = 65536
+#: The reason of an event for a flow the kernel evicted from a full map, rather than one that went idle.
+EVICTED = "evicted"
+
+
+@dataclass(frozen=True)
+class UdpFlow:
+    """One flow as last read from the kernel; ports in host order, addresses as text."""
+
+    family: int
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    netns: int
+    role: str
+    first_ns: int
+    last_ns: int
+    bytes_sent: int
+    bytes_received: int
+    datagrams_sent: int
+    datagrams_received: int
+    pid: int  # the thread group (process) id; 0 until the flow was seen sending from a process
+    comm: str
+    cgroup_id: int
+
+    @classmethod
+    def parse(cls, key: Any, value: Any) -> "UdpFlow":
+        """From the map's key and value records (udp_flows.KEY, udp_flows.FLOW)."""
+        return cls(
+            family=key.family,
+            local_address=address_text(key.family, key.local_address),
+            local_port=socket.ntohs(key.local_port),
+            remote_address=address_text(key.family, key.remote_address),
+            remote_port=socket.ntohs(key.remote_port),
+            netns=key.netns,
+            role=ROLES[value.role] if value.role < len(ROLES) else ROLES[CLIENT],
+            first_ns=value.first_ns,
+            last_ns=value.last_ns,
+            bytes_sent=value.bytes_sent,
+            bytes_received=value.bytes_received,
+            datagrams_sent=value.datagrams_sent,
+            datagrams_received=value.datagrams_received,
+            pid=value.pid_tgid >> 32,
+            comm=value.comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+            cgroup_id=value.cgroup_id,
+        )
+
+    @property
+    def identity(self) -> tuple:
+        """What tells one flow from another: its key."""
+        return (self.family, self.local_address, self.local_port, self.remote_address, self.remote_port, self.netns)
+
+    @property
+    def duration_ns(self) -> int:
+        return max(self.last_ns - self.first_ns, 0)
+
+
+def address_text(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(bytes(raw[:4])))
+    return str(ipaddress.IPv6Address(bytes(raw)))
+
+
+class UdpMetrics:
+    """Catalogue series for UDP, and the flows that ended, from the shared flow map.
+
+    `flows` is the flow map, or either attached UDP probe (both hold the same map).
+    `idle_timeout` and `flow_timeout` are seconds (config connections.idle_timeout and
+    connections.udp_flow_timeout). Safe to call from several threads.
+    """
+
+    def __init__(self, flows: Union[AttachedProbe, Map], idle_timeout: float, flow_timeout: float,
+                 clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], float] = time.time):
+        self._map = flows.maps[MAP_NAME] if isinstance(flows, AttachedProbe) else flows
+        self._idle_ns, self._timeout_ns = int(idle_timeout * 1e9), int(flow_timeout * 1e9)
+        self._clock, self._wall_clock = clock, wall_clock
+        self._lock = threading.Lock()
+        self._open: dict[tuple, UdpFlow] = {}
+        self._opened = dict.fromkeys(ROLES, 0)
+        self._closed = dict.fromkeys(ROLES, 0)
+        self._ended = dict.fromkeys(("bytes_sent", "bytes_received", "datagrams_sent", "datagrams_received"), 0)
+        self._durations = [0] * (len(_BOUNDS_NS) + 1)
+        self._duration_sum_ns = 0
+        self._pending: deque[ConnectionEvent] = deque()
+        #: Ended flows whose event was dropped because nobody took them in time.
+        self.events_dropped = 0
+
+    def series(self) -> Series:
+        with self._lock:
+            now = self._scan()
+            udp = labels(protocol="udp")
+            totals = dict(self._ended)
+            for flow in self._open.values():
+                for name in totals:
+                    totals[name] += getattr(flow, name)
+            idle = sum(1 for flow in self._open.values() if now - flow.last_ns > self._idle_ns)
+            return {
+                "connections_open": {udp: len(self._open)},
+                "connections_opened_total": {labels(protocol="udp", role=r): n for r, n in self._opened.items()},
+                "connections_closed_total": {labels(protocol="udp", role=r): n for r, n in self._closed.items()},
+                "connections_idle": {udp: idle},
+                "bytes_total": {labels(protocol="udp", direction=d): totals[f"bytes_{d}"] for d in DIRECTIONS},
+                "datagrams_total": {labels(direction=d): totals[f"datagrams_{d}"] for d in DIRECTIONS},
+                "connection_duration_seconds": {udp: Histogram(BOUNDS_SECONDS, tuple(self._durations),
+                                                               self._duration_sum_ns * 1e-9)},
+            }
+
+    def expired_events(self) -> list[ConnectionEvent]:
+        """The flows that ended since the last call (the map is read now, so it need not wait for a
+        collection), oldest first."""
+        with self._lock:
+            self._scan()
+            events = list(self._pending)
+            self._pending.clear()
+            return events
+
+    def open_flows(self) -> list[UdpFlow]:
+        """The flows open now, as read now (after ending the idle ones)."""
+        with self._lock:
+            self._scan()
+            return list(self._open.values())
+
+    def _scan(self) -> int:
+        """Read the map once: new flows opened, idle or evicted ones ended. Returns the time of the read."""
+        entries = self._map.lookup_batch()
+        now = self._clock()
+        current = {}
+        for key, value in entries:
+            flow = UdpFlow.parse(key, value)
+            current[flow.identity] = (key, flow)
+        for identity, known in list(self._open.items()):
+            found = current.get(identity)
+            if found is None or found[1].first_ns != known.first_ns:  # evicted (and perhaps made anew)
+                del self._open[identity]
+                self._end(known, EVICTED)
+        for identity, (key, flow) in current.items():
+            if identity not in self._open:
+                self._opened[flow.role] += 1
+            if now - flow.last_ns <= self._timeout_ns:
+                self._open[identity] = flow
+                continue
+            self._open.pop(identity, None)
+            try:
+                final = UdpFlow.parse(key, self._map.pop(key))
+            except KeyNotFoundError:  # evicted between the read and now: what was read is all there is
+                final = flow
+            if final.first_ns != flow.first_ns:  # evicted and made anew in between: two flows end
+                self._end(flow, EVICTED)
+                self._opened[final.role] += 1
+            self._end(final, "")
+        return now
+
+    def _end(self, flow: UdpFlow, reason: str) -> None:
+        self._closed[flow.role] += 1
+        for name in self._ended:
+            self._ended[name] += getattr(flow, name)
+        self._durations[bisect.bisect_left(_BOUNDS_NS, flow.duration_ns)] += 1
+        self._duration_sum_ns += flow.duration_ns
+        if len(self._pending) >= MAX_PENDING_EVENTS:
+            self._pending.popleft()
+            self.events_dropped += 1
+        self._pending.append(ConnectionEvent(
+            timestamp=self._wall_clock(), protocol="udp", role=flow.role, outcome="close", reason=reason,
+            pid=flow.pid, comm=flow.comm, local_address=flow.local_address, local_port=flow.local_port,
+            remote_address=flow.remote_address, remote_port=flow.remote_port, bytes_sent=flow.bytes_sent,
+            bytes_received=flow.bytes_received, duration_seconds=flow.duration_ns * 1e-9,
+            datagrams_sent=flow.datagrams_sent, datagrams_received=flow.datagrams_received,
+            cgroup_id=flow.cgroup_id))
