@@ -64,18 +64,23 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _attach(config, stack, *, records: bool):
-    """Attach every probe and open the collector over them, both closed by `stack`. With `records`,
-    the probes also send connection records, through the reader the config asks for."""
+    """Attach every probe and open the collector over them, both closed by `stack`. With `records`
+    (or per-process labels, which are built from them), the probes also send connection records,
+    through the reader the config asks for."""
     from .bpf.channel import EventChannel
     from .bpf.errors import PermissionDeniedError
+    from .collector.by_process import LabelSettings
     from .collector.collector import KernelCollector
     from .probes import ProbeSet
 
+    label_settings = LabelSettings(config.label_process, config.label_container, config.label_max_series)
+    records = records or label_settings.enabled
     channel = stack.enter_context(EventChannel.for_reader(config.event_reader, "gsp_records")) if records else None
     probes = stack.enter_context(ProbeSet.attach_all(config, records=channel))
     try:
         collector = stack.enter_context(KernelCollector(probes, _foreign_namespace(config.netns), records=channel,
-                                                        idle_timeout=config.idle_timeout))
+                                                        idle_timeout=config.idle_timeout,
+                                                        label_settings=label_settings))
     except PermissionError as err:  # only the collector's setns into scope.netns raises it here
         raise PermissionDeniedError(f"entering scope.netns {config.netns} for sock_diag (setns)",
                                     ("CAP_SYS_ADMIN",), err.errno,

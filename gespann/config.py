@@ -56,6 +56,11 @@ class Config:
     idle_timeout: float = 60.0
     #: Seconds without a datagram after which a UDP flow ends (and is reported as closed).
     udp_flow_timeout: float = 120.0
+    #: Opt-in labels on the per-process metrics: by process name (comm), by container id.
+    label_process: bool = False
+    label_container: bool = False
+    #: Most label sets each per-process metric gets; beyond it, connections count under "other".
+    label_max_series: int = 100
 
 
 def load(path: str | Path | None) -> Config:
@@ -78,7 +83,7 @@ def load(path: str | Path | None) -> Config:
 def parse(document: Any) -> Config:
     """Validate an already-decoded YAML document."""
     _expect(document, dict, "(top level)", "a mapping")
-    _reject_unknown(document, ("log_level", "adapters", "events", "attach", "btf", "scope", "connections"), "")
+    _reject_unknown(document, ("log_level", "adapters", "events", "attach", "btf", "scope", "connections", "labels"), "")
     log_level = _choice(document.get("log_level", "info"), LOG_LEVELS, "log_level")
     adapters = Config.adapters
     if "adapters" in document:
@@ -88,6 +93,7 @@ def parse(document: Any) -> Config:
     btf = _section(document, "btf", ("source",))
     scope = _section(document, "scope", ("netns",))
     connections = _section(document, "connections", ("idle_timeout", "udp_flow_timeout"))
+    label_section = _section(document, "labels", ("process", "container", "max_series"))
     return Config(
         log_level=log_level,
         adapters=adapters,
@@ -100,6 +106,9 @@ def parse(document: Any) -> Config:
         idle_timeout=_seconds(connections.get("idle_timeout", Config.idle_timeout), "connections.idle_timeout"),
         udp_flow_timeout=_seconds(connections.get("udp_flow_timeout", Config.udp_flow_timeout),
                                   "connections.udp_flow_timeout"),
+        label_process=_flag(label_section.get("process", False), "labels.process"),
+        label_container=_flag(label_section.get("container", False), "labels.container"),
+        label_max_series=_positive_int(label_section.get("max_series", Config.label_max_series), "labels.max_series"),
     )
 
 
@@ -161,6 +170,17 @@ def _port(value: Any, key: str) -> int:
     if isinstance(value, bool) or not 1 <= port <= 65535:
         raise ConfigError(key, f"port must be between 1 and 65535, got {value!r}")
     return port
+
+
+def _flag(value: Any, key: str) -> bool:
+    _expect(value, bool, key, "true or false")
+    return value
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, f"expected a whole number of at least 1, got {value!r}")
+    return value
 
 
 def _seconds(value: Any, key: str) -> float:

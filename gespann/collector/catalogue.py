@@ -51,7 +51,12 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _spec("rtt_seconds", H, (), "Smoothed TCP round-trip time of each connection, observed when it ends."),
     _spec("connection_duration_seconds", H, ("protocol",), "Time from open to end of each connection."),
     _spec("connect_latency_seconds", H, (), "Time from SYN sent to ESTABLISHED for each TCP active open."),
-    _spec("records_lost_total", C, ("reader",), "Connection records the kernel could not hand to gespann."),
+    _spec("records_lost_total", C, ("reader",),
+          "Connection records lost: the kernel's buffer was full (reader ringbuf/perf), or gespann's backlog."),
+    _spec("process_connections_total", C, ("comm", "container", "protocol", "outcome"),
+          "Ended connections by process and/or container (opt-in labels; beyond the cap: 'other')."),
+    _spec("process_bytes_total", C, ("comm", "container", "protocol", "direction"),
+          "Payload bytes of ended connections by process and/or container (opt-in, capped like the above)."),
     _spec("probe_info", G, ("probe", "mode"), "1 for each attached probe, with the attach flavour it uses."),
     _spec("build_info", G, ("version",), "1, labelled with gespann's version."),
 )

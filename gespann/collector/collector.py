@@ -3,17 +3,27 @@
 Nothing runs between collections: the kernel keeps the aggregates, and a
 snapshot reads the maps and the open connections at the moment an exporter
 asks. Connection events come from a record channel, when the probes were
-attached with one (`gespann trace`, or an event exporter).
+attached with one (`gespann trace`, an event exporter, or per-process labels).
+
+Records are taken from the channel by whichever thread asks first, under one
+lock: an exporter's snapshot (for the per-process counts) or an event
+consumer. Events wait in a bounded backlog once a consumer has asked for
+them; what overflows it is counted as lost, like what overflows the kernel's
+buffer.
 """
 
 from __future__ import annotations
 
+import select
+import threading
 import time
+from collections import deque
 from typing import Iterator, Optional
 
 from .. import __version__
 from ..bpf.channel import EventChannel
 from ..probes import ProbeSet
+from .by_process import ByProcess, LabelSettings
 from .catalogue import CATALOGUE
 from .model import ConnectionEvent, Metric, Snapshot, labels
 from .open_sockets import OpenSockets
@@ -26,20 +36,38 @@ class KernelCollector:
 
     `netns_path` is the network namespace the probes are scoped to (None: gespann's own),
     where open connections are looked up. `records` is the channel the probes
-    were attached with, if any: without one there are no events.
+    were attached with, if any: without one there are no events, and per-process
+    labels (`label_settings`) need one.
     """
 
+    #: Events kept for a consumer that has not come back for them yet.
+    BACKLOG = 65536
+
     def __init__(self, probes: ProbeSet, netns_path: Optional[str] = None, *,
-                 records: Optional[EventChannel] = None, idle_timeout: float = 60.0):
+                 records: Optional[EventChannel] = None, idle_timeout: float = 60.0,
+                 label_settings: LabelSettings = LabelSettings()):
+        if label_settings.enabled and records is None:
+            raise ValueError("per-process labels are built from connection records: attach with a record channel")
         self._probes = probes
         self._open_sockets = OpenSockets(netns_path)
         self._tcp = TcpMetrics(probes["tcp_lifecycle"], self._open_sockets, idle_timeout)
         self._records = ConnectionRecords(records) if records is not None else None
+        self._by_process = ByProcess(label_settings) if label_settings.enabled else None
+        self._lock = threading.Lock()
+        self._backlog: deque[ConnectionEvent] = deque()
+        self._backlog_lost = 0
+        self._events_wanted = False
 
     def snapshot(self) -> Snapshot:
         series = self._tcp.series()
         if self._records is not None:
-            series["records_lost_total"] = {labels(reader=self._records.channel.kind): self._records.lost}
+            if self._by_process is not None:
+                self._take_records()
+                series.update(self._by_process.series())
+            lost = {labels(reader=self._records.channel.kind): self._records.lost}
+            if self._backlog_lost:
+                lost[labels(reader="backlog")] = self._backlog_lost
+            series["records_lost_total"] = lost
         series["probe_info"] = {labels(probe=name, mode=attached.flavour.mode): 1
                                 for name, attached in self._probes.probes.items()}
         series["build_info"] = {labels(version=__version__): 1}
@@ -52,7 +80,25 @@ class KernelCollector:
         if self._records is None:
             time.sleep(timeout)
             return iter(())
-        return iter(self._records.read(timeout))
+        self._events_wanted = True
+        if not self._backlog and timeout > 0:
+            select.select([self._records.channel.reader.fileno()], [], [], timeout)
+        self._take_records()
+        with self._lock:
+            events = list(self._backlog)
+            self._backlog.clear()
+        return iter(events)
+
+    def _take_records(self) -> None:
+        with self._lock:
+            for event in self._records.read(0):
+                if self._by_process is not None:
+                    self._by_process.add(event)
+                if self._events_wanted:
+                    if len(self._backlog) < self.BACKLOG:
+                        self._backlog.append(event)
+                    else:
+                        self._backlog_lost += 1
 
     def close(self) -> None:
         self._open_sockets.close()

@@ -48,6 +48,8 @@ NAMES = {
     "connections_idle": "connections.idle",
     "bytes_total": "bytes",
     "datagrams_total": "udp.datagrams",
+    "process_connections_total": "process.connections",
+    "process_bytes_total": "process.bytes",
     "retransmits_total": "tcp.retransmits",
     "rtt_seconds": "tcp.rtt_seconds",
     "connection_duration_seconds": "connections.duration_seconds",

@@ -79,6 +79,9 @@ def test_gespann_keys():
     ({"connections": {"idle_timeout": "1m"}}, "connections.idle_timeout", "positive number of seconds"),
     ({"connections": {"udp_flow_timeout": -1}}, "connections.udp_flow_timeout", "positive number of seconds"),
     ({"connections": {"idle": 5}}, "connections.idle", "unknown key"),
+    ({"labels": {"process": "yes"}}, "labels.process", "true or false"),
+    ({"labels": {"max_series": 0}}, "labels.max_series", "at least 1"),
+    ({"labels": {"pid": True}}, "labels.pid", "unknown key"),
     (["log_level"], "(top level)", "expected a mapping"),
 ])
 def test_bad_config_names_the_key(document, key, words):

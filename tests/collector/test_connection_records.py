@@ -20,6 +20,7 @@ from tcp_traffic import CLOSED_PORT, LOOPBACK, TcpTraffic, refused
 
 from gespann.bpf import features
 from gespann.bpf.channel import EventChannel
+from gespann.collector.by_process import LabelSettings
 from gespann.collector.collector import KernelCollector
 from gespann.collector.containers import cgroup2_mount
 from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets
@@ -41,12 +42,13 @@ def namespace():
 class Watching:
     """Probes scoped to a namespace, with a record channel, and the collector over them."""
 
-    def __init__(self, namespace: Namespace, mode="auto", perf_event_link="auto", reader="auto", idle_timeout=60.0):
+    def __init__(self, namespace: Namespace, mode="auto", perf_event_link="auto", reader="auto", idle_timeout=60.0,
+                 label_settings=LabelSettings()):
         self.channel = EventChannel.for_reader(reader, "gsp_records")
         settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=namespace.inode)
         self.probes = ProbeSet.attach(PROBES, settings, records=self.channel)
         self.collector = KernelCollector(self.probes, namespace.path, records=self.channel,
-                                         idle_timeout=idle_timeout)
+                                         idle_timeout=idle_timeout, label_settings=label_settings)
 
     def events(self, expected: int, timeout: float = 5.0) -> list:
         """Exactly `expected` events (waiting up to `timeout` s for them), then a check that no more come."""
@@ -229,3 +231,30 @@ def test_a_containers_connections_carry_its_id(namespace, container_cgroup):
         assert client.container_id == container
         assert client.cgroup_id == os.stat(path).st_ino
         assert client.comm == os.path.basename(sys.executable)[:15] and client.pid not in (0, os.getpid())
+
+
+def test_per_process_counts_are_capped_with_the_rest_under_other(namespace):
+    with Watching(namespace, label_settings=LabelSettings(process=True, max_series=1)) as watching:
+        with namespace.enter():
+            traffic = TcpTraffic()
+            traffic.exchange(10, 20)  # both sides this process's: the one label set the cap admits
+            watching.collector.snapshot()
+            code = ("import socket; open('/proc/self/comm', 'w').write('gsp-child'); "
+                    f"c = socket.create_connection(('127.0.0.1', {traffic.port})); c.sendall(b'12345'); c.close()")
+            subprocess.run([sys.executable, "-c", code], timeout=30, check=True)
+            server, _ = traffic.listener.accept()
+            assert server.recv(5, socket.MSG_WAITALL) == b"12345"
+            assert server.recv(1) == b""
+            server.close()
+            traffic.close()
+        deadline = time.monotonic() + 5
+        while True:
+            snapshot = watching.collector.snapshot()
+            connections = {tuple(v for _, v in key): n for key, n in snapshot["process_connections_total"].series.items()}
+            if sum(connections.values()) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert connections == {(COMM, "", "close", "tcp"): 3, ("other", "", "close", "tcp"): 1}
+        payload = {tuple(v for _, v in key): n for key, n in snapshot["process_bytes_total"].series.items()}
+        assert payload == {(COMM, "", "sent", "tcp"): 30, (COMM, "", "received", "tcp"): 35,
+                           ("other", "", "sent", "tcp"): 5, ("other", "", "received", "tcp"): 0}

@@ -84,6 +84,8 @@ FIGURES_A = snapshot(
                                  UDP: Histogram(DURATION_BOUNDS, (0, 0, 1, 0, 0), 0.5)},
     connect_latency_seconds={(): Histogram(CONNECT_BOUNDS, (3, 1, 0, 0), 0.009765625)},
     records_lost_total={labels(reader="ringbuf"): 1},
+    process_connections_total={labels(comm="curl", container="4f1d", protocol="tcp", outcome="close"): 4},
+    process_bytes_total={labels(comm="curl", container="4f1d", protocol="tcp", direction="sent"): 700},
     probe_info=PROBES,
     build_info={labels(version="0.1.0"): 1},
 )
@@ -104,6 +106,9 @@ FIGURES_B = snapshot(
                                  UDP: Histogram(DURATION_BOUNDS, (0, 0, 1, 1, 0), 5.5)},
     connect_latency_seconds={(): Histogram(CONNECT_BOUNDS, (4, 2, 0, 0), 0.015625)},
     records_lost_total={labels(reader="ringbuf"): 3},
+    process_connections_total={labels(comm="curl", container="4f1d", protocol="tcp", outcome="close"): 6,
+                               labels(comm="other", container="4f1d", protocol="tcp", outcome="reset"): 1},
+    process_bytes_total={labels(comm="curl", container="4f1d", protocol="tcp", direction="sent"): 900},
     probe_info=PROBES,
     build_info={labels(version="0.1.0"): 1},
 )
