@@ -53,6 +53,7 @@ def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path)
     config = tmp_path / "gespann.yaml"
     config.write_text(f"log_level: info\n"
                       f"adapters:\n  - type: prometheus\n    settings: {{port: \"{port}\", address: 127.0.0.1}}\n"
+                      f"  - type: jsonl\n    settings: {{path: {tmp_path / 'events.jsonl'}}}\n"
                       f"scope: {{netns: {namespace.path}}}\n")
     gespann = subprocess.Popen([sys.executable, "-m", "gespann", "run", "--config", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,6 +80,11 @@ def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path)
     assert gespann.returncode == 0, err
     started = [line for line in err.splitlines() if "running: probes" in line]
     assert len(started) == 1 and f"prometheus http://127.0.0.1:{port}/metrics" in started[0]
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert sorted((e["outcome"], e["role"], e["bytes_sent"], e["bytes_received"]) for e in events) == sorted(
+        [("close", "client", s, r) for s, r in ((10, 20), (300, 4000), (0, 1))]
+        + [("close", "server", r, s) for s, r in ((10, 20), (300, 4000), (0, 1))]
+        + [("failed", "client", 0, 0)])  # every connection, once, written out before exit
     assert "Traceback" not in err
     wait_for(lambda: loaded_programs() == set(), timeout=5)
     assert loaded_programs() == set()

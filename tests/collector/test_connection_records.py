@@ -72,7 +72,10 @@ class Watching:
 
 
 def own_cgroup_id() -> int:
-    """The cgroup-v2 id of this process: the inode of its cgroup2 directory."""
+    """The cgroup-v2 id of this process: the inode of its cgroup2 directory (1, the root's, where
+    no cgroup2 hierarchy is mounted, as in the kernel matrix's guests)."""
+    if cgroup2_mount() is None:
+        return 1
     path = next(line.split("::", 1)[1].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
                 if line.startswith("0::"))
     return os.stat(cgroup2_mount() + path).st_ino
