@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from ..bpf.errors import KeyNotFoundError
 from ..bpf.maps import Map
@@ -70,7 +70,7 @@ class UdpFlow:
     cgroup_id: int
 
     @classmethod
-    def parse(cls, key: Any, value: Any) -> "UdpFlow":
+    def parse(cls, key: Any, value: Any) -> UdpFlow:
         """From the map's key and value records (udp_flows.KEY, udp_flows.FLOW)."""
         return cls(
             family=key.family,
@@ -115,7 +115,7 @@ class UdpMetrics:
     connections.udp_flow_timeout). Safe to call from several threads.
     """
 
-    def __init__(self, flows: Union[AttachedProbe, Map], idle_timeout: float, flow_timeout: float,
+    def __init__(self, flows: AttachedProbe | Map, idle_timeout: float, flow_timeout: float,
                  clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], float] = time.time):
         self._map = flows.maps[MAP_NAME] if isinstance(flows, AttachedProbe) else flows
         self._idle_ns, self._timeout_ns = int(idle_timeout * 1e9), int(flow_timeout * 1e9)

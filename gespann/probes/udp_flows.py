@@ -49,8 +49,7 @@ with the figures it last read.
 from __future__ import annotations
 
 import socket
-
-from typing import Callable, Optional
+from typing import Callable
 
 from asm import DW, R0, R1, R2, R3, R4, R8, R9, R10, B, H, Program, Record, Register, W, array, u8, u16, u32, u64
 
@@ -321,7 +320,7 @@ def emit_protocol(p: Program, skb, types: KernelTypes) -> None:
 
 
 def emit_namespace(p: Program, dst: Register, holder: Register, field: str, types: KernelTypes,
-                   netns: Optional[int]) -> None:
+                   netns: int | None) -> None:
     """dst = the inode of the namespace `holder->field` (a `struct net *`) points to; a jump to
     "out" if `netns` (an inode) is given and differs. `holder` may be `dst`. Clobbers R0-R5."""
     emit_read_field(p, dst, holder, types.field(field), _READ_SCRATCH)
