@@ -10,7 +10,8 @@ does not carry is derived from one it does, by reading a kernel struct field
 from __future__ import annotations
 
 import abc
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 from asm import DW, Program, Register
 
@@ -23,6 +24,50 @@ Derivations = Mapping[str, "tuple[str, str]"]
 
 #: The 8-byte stack slot derived loads use; probe bodies leave it free.
 SCRATCH_SLOT = -8
+
+
+class Arg(NamedTuple):
+    """An argument in a u64 slot (raw tracepoint, tp_btf, fentry) or a register (kprobe), and the C
+    integer type it has there.
+
+    Only the low `size` bytes of a narrower argument are defined: 5.10's BPF
+    trampoline stores an `int` argument's 4 bytes into its 8-byte slot and
+    leaves the upper half as stale stack, and the x86-64 ABI leaves the upper
+    half of an int's register unspecified. A narrow argument is therefore
+    extended from its low bytes on load, as C would convert it.
+    """
+
+    name: str
+    size: int = 8  # bytes: pointers and longs take the whole slot
+    signed: bool = False
+
+    @classmethod
+    def c_int(cls, name: str) -> Arg:
+        """A C `int`."""
+        return cls(name, 4, signed=True)
+
+
+ArgSpec = str | Arg  # a bare name is a whole slot: a pointer or a long
+
+
+def as_args(specs: Sequence[ArgSpec]) -> tuple[Arg, ...]:
+    args = tuple(spec if isinstance(spec, Arg) else Arg(spec) for spec in specs)
+    for arg in args:
+        if arg.size not in (1, 2, 4, 8):
+            raise ValueError(f"argument {arg.name!r} is {arg.size} bytes: not an integer or pointer size")
+    return args
+
+
+def emit_extend(p: Program, dst: Register, arg: Arg) -> None:
+    """Emit `dst = (s64 or u64)(the low arg.size bytes of dst)`; nothing for a whole slot."""
+    if arg.size == 8:
+        return
+    shift = 64 - 8 * arg.size
+    p.lsh(dst, shift)
+    if arg.signed:
+        p.arsh(dst, shift)
+    else:
+        p.rsh(dst, shift)
 
 
 class Event(abc.ABC):
@@ -72,30 +117,35 @@ class ArgumentArrayEvent(Event):
     """Arguments are u64 slots of the context, in the traced function's order
     (raw tracepoints, tp_btf, fentry/fexit)."""
 
-    def __init__(self, args: Sequence[str], ctx: Register, derived: Derivations,
+    def __init__(self, args: Sequence[ArgSpec], ctx: Register, derived: Derivations,
                  kernel_types: Callable[[], KernelTypes]):
         super().__init__(ctx, derived, kernel_types)
-        self.args = tuple(args)
+        self.args = {arg.name: (8 * slot, arg) for slot, arg in enumerate(as_args(args))}
 
     def native(self) -> Sequence[str]:
-        return self.args
+        return tuple(self.args)
 
     def _load_native(self, p: Program, dst: Register, name: str) -> None:
-        p.ldx(DW, dst, self.ctx, 8 * self.args.index(name))
+        offset, arg = self.args[name]
+        p.ldx(DW, dst, self.ctx, offset)
+        emit_extend(p, dst, arg)
 
 
 class RegisterEvent(Event):
     """Arguments are saved registers in the kprobe's pt_regs, at the ABI's argument offsets."""
 
-    def __init__(self, args: Sequence[str], register_offsets: Sequence[int], ctx: Register,
+    def __init__(self, args: Sequence[ArgSpec], register_offsets: Sequence[int], ctx: Register,
                  derived: Derivations, kernel_types: Callable[[], KernelTypes]):
         super().__init__(ctx, derived, kernel_types)
+        args = as_args(args)
         if len(args) > len(register_offsets):
             raise ValueError(f"{len(args)} arguments, but only {len(register_offsets)} pass in registers")
-        self.offsets = dict(zip(args, register_offsets))
+        self.args = {arg.name: (offset, arg) for arg, offset in zip(args, register_offsets)}
 
     def native(self) -> Sequence[str]:
-        return tuple(self.offsets)
+        return tuple(self.args)
 
     def _load_native(self, p: Program, dst: Register, name: str) -> None:
-        p.ldx(DW, dst, self.ctx, self.offsets[name])
+        offset, arg = self.args[name]
+        p.ldx(DW, dst, self.ctx, offset)
+        emit_extend(p, dst, arg)

@@ -35,11 +35,13 @@ from ..bpf.syscall import AttachType, ProgType
 from ..bpf.tracefs import read_format
 from ..btf import KernelTypes
 from .events import (
+    ArgSpec,
     ArgumentArrayEvent,
     Derivations,
     Event,
     RegisterEvent,
     TracepointEvent,
+    as_args,
 )
 
 #: config `attach.tracepoint` -> the bpf layer's mode for perf-event attachments (None lets it choose).
@@ -93,11 +95,12 @@ class Tracepoint(Flavour):
 
 
 class _ArgumentArrayFlavour(Flavour):
-    """Flavours whose context is the arguments as u64 slots, `args` in the kernel's order."""
+    """Flavours whose context is the arguments as u64 slots, `args` in the kernel's order
+    (an `Arg` for an integer narrower than the slot)."""
 
-    def __init__(self, targets: Sequence[str], args: Sequence[str]):
+    def __init__(self, targets: Sequence[str], args: Sequence[ArgSpec]):
         super().__init__(targets)
-        self.args = tuple(args)
+        self.args = as_args(args)
 
     def event(self, ctx, derived, kernel_types) -> Event:
         return ArgumentArrayEvent(self.args, ctx, derived, kernel_types)
@@ -108,7 +111,7 @@ class RawTracepoint(_ArgumentArrayFlavour):
 
     mode, prog_type = "raw_tracepoint", ProgType.RAW_TRACEPOINT
 
-    def __init__(self, name: str, args: Sequence[str]):
+    def __init__(self, name: str, args: Sequence[ArgSpec]):
         super().__init__((name,), args)
 
     def attach(self, program, target, perf_event_link="auto") -> Link:
@@ -120,7 +123,7 @@ class BtfTracepoint(_ArgumentArrayFlavour):
 
     mode, prog_type = "tp_btf", ProgType.TRACING
 
-    def __init__(self, name: str, args: Sequence[str]):
+    def __init__(self, name: str, args: Sequence[ArgSpec]):
         super().__init__((name,), args)
 
     def load_options(self, target, kernel_types) -> dict:
@@ -136,7 +139,7 @@ class Fentry(_ArgumentArrayFlavour):
 
     mode, prog_type = "fentry", ProgType.TRACING
 
-    def __init__(self, functions: Sequence[str], args: Sequence[str]):
+    def __init__(self, functions: Sequence[str], args: Sequence[ArgSpec]):
         super().__init__(functions, args)
 
     def load_options(self, target, kernel_types) -> dict:
@@ -152,9 +155,9 @@ class Kprobe(Flavour):
 
     mode, prog_type = "kprobe", ProgType.KPROBE
 
-    def __init__(self, functions: Sequence[str], args: Sequence[str]):
+    def __init__(self, functions: Sequence[str], args: Sequence[ArgSpec]):
         super().__init__(functions)
-        self.args = tuple(args)
+        self.args = as_args(args)
 
     def event(self, ctx, derived, kernel_types) -> Event:
         return RegisterEvent(self.args, PT_REGS.args, ctx, derived, kernel_types)

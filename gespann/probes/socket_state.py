@@ -6,24 +6,34 @@ inet_sk_state_store and inet_sk_set_state, both `(struct sock *sk, int state)`.
 The fentry and kprobe flavours hook those and read the old state from the
 socket before it changes. Arguments: sk, oldstate, newstate, protocol (the
 tracepoint also fires for SCTP and MPTCP sockets).
+
+The states are C ints, declared so: on 5.10 a fentry program sees stale
+stack in the upper half of `newstate`'s slot, and read whole, most
+transitions looked like states out of range.
 """
 
 from __future__ import annotations
 
+from .events import Arg
 from .flavours import BtfTracepoint, Fentry, Kprobe, RawTracepoint, Tracepoint
 
 IPPROTO_TCP = 6
 
 STATE_FUNCTIONS = ("inet_sk_state_store", "inet_sk_set_state")
 
+#: TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+TRACEPOINT_ARGS = ("sk", Arg.c_int("oldstate"), Arg.c_int("newstate"))
+#: inet_sk_state_store(struct sock *sk, int newstate), inet_sk_set_state(struct sock *sk, int state)
+FUNCTION_ARGS = ("sk", Arg.c_int("newstate"))
+
 #: In each probe's order of preference.
 FLAVOURS = (
-    BtfTracepoint("inet_sock_set_state", args=("sk", "oldstate", "newstate")),
-    RawTracepoint("inet_sock_set_state", args=("sk", "oldstate", "newstate")),
+    BtfTracepoint("inet_sock_set_state", args=TRACEPOINT_ARGS),
+    RawTracepoint("inet_sock_set_state", args=TRACEPOINT_ARGS),
     Tracepoint("sock", "inet_sock_set_state",
                fields={"sk": "skaddr", "oldstate": "oldstate", "newstate": "newstate", "protocol": "protocol"}),
-    Fentry(STATE_FUNCTIONS, args=("sk", "newstate")),
-    Kprobe(STATE_FUNCTIONS, args=("sk", "newstate")),
+    Fentry(STATE_FUNCTIONS, args=FUNCTION_ARGS),
+    Kprobe(STATE_FUNCTIONS, args=FUNCTION_ARGS),
 )
 
 #: What a flavour does not carry, read from the socket.
