@@ -35,6 +35,7 @@ def test_a_test_belongs_to_each_mode_that_claims_it_and_to_other_only_if_none_do
     ("tests.bpf.test_readers::test_ring_buffer_skips_discarded_records", ["reader/ringbuf"]),
     ("tests.bpf.test_readers::test_channel_delivers_exact_records[perf]", ["reader/perf"]),
     ("tests.bpf.test_maps::test_ring_buffer_size_must_be_a_power_of_two_pages", [OTHER]),
+    ("tests.cli.test_check::test_reported_features_match_what_attaches", ["gespann check"]),
 ])
 def test_the_suite_s_ids_land_in_the_rows_they_speak_for(test_id, expected):
     assert [row for row, ids in group([test_id], str).items() if ids] == expected

@@ -46,6 +46,8 @@ MODES: tuple[Mode, ...] = (
          "test_readers::test_perf_buffer_"),
     Mode("offsets/kernel BTF", "[btf-"),
     Mode("offsets/vendored BTF", "[vendored-"),
+    # `gespann check --json` against what attaching each probe in each mode does on the kernel.
+    Mode("gespann check", "tests.cli.test_check::"),
 )
 
 #: The row of every kernel-facing test that no mode claims.
