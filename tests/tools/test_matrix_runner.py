@@ -96,6 +96,17 @@ def test_a_vm_run_splits_boot_and_test_time(settings):
     assert len(done.results) == 3
 
 
+def test_a_long_run_says_how_far_it_has_got(settings):
+    """CI sees a line per heartbeat: first that the kernel is still booting, then tests done."""
+    said = []
+    settings = Settings(**{**vars(settings), "heartbeat_s": 0.5, "pytest_args": ["test_suite.py", "-v"]})
+    virtme = FakeVirtme(lambda script: f"sleep 1.2; {script}; sleep 1", settings.outdir.parent / "bin")
+    assert runner.run(VM, settings, virtme, said.append).status is Status.OK
+    beats = [line for line in said if " after " in line]
+    assert beats[0].startswith("not booted yet after ")
+    assert beats[-1].startswith("3 tests done after "), said
+
+
 def test_the_guest_mounts_the_shares_before_the_tests(settings):
     settings = Settings(**{**vars(settings), "shares": [Share(settings.repo)]})
     virtme = FakeVirtme(lambda script: script, settings.outdir.parent / "bin")

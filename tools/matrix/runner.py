@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -32,6 +33,8 @@ from .virtme import VirtmeNg
 #: pytest's exit statuses that mean the tests ran: all passed, or some failed.
 _TESTS_RAN = (0, 1)
 _TAIL_LINES = 15
+#: A test's outcome line in pytest -v output: `tests/x.py::test_y[z] PASSED  [ 12%]`.
+_OUTCOME_LINE = re.compile(r"::\S+ (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b", re.MULTILINE)
 
 
 class Status(enum.Enum):
@@ -78,6 +81,7 @@ class Settings:
     memory: str = "2G"
     cpus: int = 2
     kvm: bool = False
+    heartbeat_s: float = 60  # how often a run says how far it has got
 
 
 class _Files:
@@ -134,18 +138,34 @@ def run(target: Target, settings: Settings, virtme: VirtmeNg, say: Callable[[str
         env = virtme.env()
     started = time.time()
     with open(files.console_log, "w") as console:
-        cut_short = _run_with_deadline(argv, env, console, settings.timeout_s, stop or threading.Event())
+        cut_short = _run_with_deadline(argv, env, console, settings.timeout_s, stop or threading.Event(),
+                                       lambda: say(_how_far(files, started)), settings.heartbeat_s)
     total = time.time() - started
     return _outcome(target, files, started, total, cut_short, settings.timeout_s)
 
 
+def _how_far(files: _Files, started: float) -> str:
+    """A progress line for a run still going: booting, or how many tests have reported."""
+    elapsed = time.time() - started
+    if not files.started.exists():
+        return f"not booted yet after {elapsed:.0f} s"
+    try:
+        done = len(_OUTCOME_LINE.findall(files.pytest_log.read_text(errors="replace")))
+    except OSError:
+        done = 0
+    return f"{done} tests done after {elapsed:.0f} s"
+
+
 def _run_with_deadline(argv: list[str], env: dict | None, console, timeout_s: float,
-                       stop: threading.Event) -> Status | None:
-    """Run `argv` in a session of its own. At the deadline, or when `stop` is set, end all of it
-    (vng and its qemu) and say which of the two it was; None if it ended by itself."""
+                       stop: threading.Event, heartbeat: Callable[[], None] = lambda: None,
+                       heartbeat_s: float = 60) -> Status | None:
+    """Run `argv` in a session of its own, calling `heartbeat` every `heartbeat_s`. At the deadline,
+    or when `stop` is set, end all of it (vng and its qemu) and say which of the two it was; None if
+    it ended by itself."""
     process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=console,
                                stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout_s
+    next_beat = time.monotonic() + heartbeat_s
     cut_short = None
     try:
         while process.poll() is None and cut_short is None:
@@ -153,6 +173,9 @@ def _run_with_deadline(argv: list[str], env: dict | None, console, timeout_s: fl
                 cut_short = Status.INTERRUPTED
             elif time.monotonic() >= deadline:
                 cut_short = Status.TIMED_OUT
+            elif time.monotonic() >= next_beat:
+                heartbeat()
+                next_beat += heartbeat_s
         if cut_short is not None:
             _signal_session(process, signal.SIGTERM)
             try:
