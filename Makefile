@@ -21,9 +21,10 @@ run: $(VENV)/.installed
 host-deps:
 	tools/setup-host.sh
 
-## test: install what the tests need (Debian packages, virtualenv) and run the whole suite
+## test: install what the tests need (Debian packages, virtualenv), run the whole suite, then the kernel matrix
 test: host-deps $(VENV)/.installed
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory kernel-matrix
 
 ## kernel-matrix: the kernel-facing tests on Debian's 5.10, 6.1 and 6.12 kernels in VMs, and on this one
 kernel-matrix: $(VENV)/.installed
