@@ -80,6 +80,7 @@ def _attach(config, stack, *, records: bool):
     try:
         collector = stack.enter_context(KernelCollector(probes, _foreign_namespace(config.netns), records=channel,
                                                         idle_timeout=config.idle_timeout,
+                                                        udp_flow_timeout=config.udp_flow_timeout,
                                                         label_settings=label_settings))
     except PermissionError as err:  # only the collector's setns into scope.netns raises it here
         raise PermissionDeniedError(f"entering scope.netns {config.netns} for sock_diag (setns)",

@@ -29,6 +29,7 @@ from .model import ConnectionEvent, Metric, Snapshot, labels
 from .open_sockets import OpenSockets
 from .records import ConnectionRecords
 from .tcp import TcpMetrics
+from .udp import UdpMetrics
 
 
 class KernelCollector:
@@ -42,15 +43,20 @@ class KernelCollector:
 
     #: Events kept for a consumer that has not come back for them yet.
     BACKLOG = 65536
+    #: Least seconds between two reads of the UDP flow map for ended flows, between collections.
+    UDP_EXPIRY_INTERVAL = 1.0
 
     def __init__(self, probes: ProbeSet, netns_path: Optional[str] = None, *,
                  records: Optional[EventChannel] = None, idle_timeout: float = 60.0,
-                 label_settings: LabelSettings = LabelSettings()):
+                 udp_flow_timeout: float = 120.0, label_settings: LabelSettings = LabelSettings()):
         if label_settings.enabled and records is None:
             raise ValueError("per-process labels are built from connection records: attach with a record channel")
         self._probes = probes
         self._open_sockets = OpenSockets(netns_path)
         self._tcp = TcpMetrics(probes["tcp_lifecycle"], self._open_sockets, idle_timeout)
+        self._udp = (UdpMetrics(probes["udp_send"], idle_timeout, udp_flow_timeout)
+                     if "udp_send" in probes.probes else None)
+        self._udp_expired_at = 0.0
         self._records = ConnectionRecords(records) if records is not None else None
         self._by_process = ByProcess(label_settings) if label_settings.enabled else None
         self._lock = threading.Lock()
@@ -60,14 +66,20 @@ class KernelCollector:
 
     def snapshot(self) -> Snapshot:
         series = self._tcp.series()
+        if self._udp is not None:
+            for name, udp_series in self._udp.series().items():
+                series.setdefault(name, {}).update(udp_series)
         if self._records is not None:
             if self._by_process is not None:
-                self._take_records()
+                self._take_records(expire_udp=True)
                 series.update(self._by_process.series())
             lost = {labels(reader=self._records.channel.kind): self._records.lost}
-            if self._backlog_lost:
-                lost[labels(reader="backlog")] = self._backlog_lost
+            backlog_lost = self._backlog_lost + (self._udp.events_dropped if self._udp is not None else 0)
+            if backlog_lost:
+                lost[labels(reader="backlog")] = backlog_lost
             series["records_lost_total"] = lost
+        elif self._udp is not None:
+            self._udp.expired_events()  # nobody takes events: let the ended flows' go
         series["probe_info"] = {labels(probe=name, mode=attached.flavour.mode): 1
                                 for name, attached in self._probes.probes.items()}
         series["build_info"] = {labels(version=__version__): 1}
@@ -83,15 +95,21 @@ class KernelCollector:
         self._events_wanted = True
         if not self._backlog and timeout > 0:
             select.select([self._records.channel.reader.fileno()], [], [], timeout)
-        self._take_records()
+        self._take_records(expire_udp=time.monotonic() - self._udp_expired_at >= self.UDP_EXPIRY_INTERVAL)
         with self._lock:
             events = list(self._backlog)
             self._backlog.clear()
         return iter(events)
 
-    def _take_records(self) -> None:
+    def _take_records(self, expire_udp: bool = False) -> None:
+        """Records waiting in the kernel's buffer (and with `expire_udp`, UDP flows just ended) into the
+        per-process counts and, once a consumer asked for events, the backlog."""
         with self._lock:
-            for event in self._records.read(0):
+            events = self._records.read(0)
+            if expire_udp and self._udp is not None:
+                self._udp_expired_at = time.monotonic()
+                events.extend(self._udp.expired_events())
+            for event in events:
                 if self._by_process is not None:
                     self._by_process.add(event)
                 if self._events_wanted:
