@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?=
 
-.PHONY: run test host-deps kernel-matrix clean
+.PHONY: run test host-deps kernel-matrix bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: host-deps $(VENV)/.installed
 kernel-matrix: $(VENV)/.installed
 	tools/setup-host.sh matrix
 	$(BIN)/python tools/kernel_matrix.py
+
+## bench: gespann side by side with bpftrace, and bcc in a Debian 6.1 VM; writes results/bench/ (not part of test)
+BENCH_ARGS ?= --vm
+bench: $(VENV)/.installed
+	tools/setup-host.sh bench
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python tools/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -167,7 +167,8 @@ class PrivateArchive:
         directory.mkdir(parents=True, exist_ok=True)
         version = self.candidate_version(package)
         self._apt("apt-get", "-q", "download", f"{package}={version}", cwd=directory)
-        debs = sorted(directory.glob(f"{package}_*_{ARCH}.deb"), key=lambda p: p.stat().st_mtime)
+        debs = sorted((*directory.glob(f"{package}_*_{ARCH}.deb"), *directory.glob(f"{package}_*_all.deb")),
+                      key=lambda p: p.stat().st_mtime)  # headers' -common packages are Architecture: all
         if not debs:
             raise DebianKernelError(f"apt-get download {package} left no .deb in {directory}")
         return debs[-1]

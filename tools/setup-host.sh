@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that gespann's tests use as oracles and peers.
 # None of them is needed at runtime. Idempotent: does nothing when all are present.
-# `setup-host.sh matrix` adds what the kernel matrix (VMs) needs.
+# `setup-host.sh matrix` adds what the kernel matrix (VMs) needs; `setup-host.sh bench`, that and the bench's peers.
 set -euo pipefail
 
 packages=(
@@ -13,8 +13,11 @@ packages=(
     prometheus       # a real Prometheus scrapes gespann in the exporter tests (never started as a service)
     libcap2-bin      # capsh: the least-privilege tests drop capabilities
 )
-if [ "${1:-}" = "matrix" ]; then   # tools/kernel_matrix.py: Debian kernels booted under qemu with virtme-ng
+if [ "${1:-}" = "matrix" ] || [ "${1:-}" = "bench" ]; then   # Debian kernels booted under qemu with virtme-ng
     packages+=(qemu-system-x86 kmod busybox-static)
+fi
+if [ "${1:-}" = "bench" ]; then   # tools/bench.py: the peers, and gcc for its load generator
+    packages+=(bpftrace bpfcc-tools gcc)
 fi
 
 missing=()

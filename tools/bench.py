@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Benchmark gespann side by side with its peers, on this machine, in one run: `make bench`.
+
+Peers: bpftrace running tools/bench/lifecycle.bt (the same tracepoints, the same
+kind of counters), and bcc's tcplife and tcpstates where they can run (on this
+machine they are tried and recorded as they fail; with --vm, they are measured
+in a Debian 6.1 guest with the matching kernel headers, see tools/bench/vm.py).
+
+What is measured, all as medians over rounds in which the tracers take turns:
+start-up to probes attached and first metrics (or first output), wall and CPU;
+peak RSS; the kernel's own run time per event of each tracer's programs
+(BPF run statistics); loopback connections per second with no tracer, with
+gespann, with bpftrace; gespann's CPU per 10,000 connections; whether metrics
+mode counted every connection; trace mode's losses, if this build has it.
+
+Writes results/bench/bench.md, bench.json and bench.png; prints the table.
+Needs root, bpftrace, bpftool and gcc (tools/setup-host.sh bench).
+
+    python3 tools/bench.py [--rounds 5] [--cost-rounds 3] [--connections 30000] [--vm]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import bcc_tracer, chart, loadgen, report, runs
+from bench.bpftrace_tracer import Bpftrace, version as bpftrace_version
+from bench.gespann_tracer import GespannMetrics
+from bench.namespace import Namespace
+from bench.process import NotReady
+from bench.trace_mode import NOT_AVAILABLE, GespannTrace, available as trace_available
+
+REPO = Path(__file__).resolve().parent.parent
+GESPANN = REPO / ".venv" / "bin" / "gespann"
+NEEDED = {"bpftrace": "bpftrace", "bpftool": "bpftool", "gcc": "gcc", "ip": "iproute2"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of start-up and workload (default: %(default)s)")
+    parser.add_argument("--cost-rounds", type=int, default=3,
+                        help="rounds with BPF run statistics on, for in-kernel cost (default: %(default)s)")
+    parser.add_argument("--connections", type=int, default=30000,
+                        help="loopback connections per workload run (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="client threads of the workload (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=30, help="bound on one workload run (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=REPO / "results" / "bench",
+                        help="where bench.md, bench.json and bench.png go (default: %(default)s)")
+    parser.add_argument("--gespann", type=Path, default=GESPANN, help="the gespann executable (default: %(default)s)")
+    parser.add_argument("--vm", action="store_true",
+                        help="also measure bcc tcplife/tcpstates, gespann and bpftrace in a Debian 6.1 VM "
+                             "with kernel headers (slow: software emulation)")
+    parser.add_argument("--vm-only", action="store_true", help="only the VM part; merges into the existing bench.json")
+    # Inside the VM (bench/vm.py): where to write the figures, the load generator built by the host, the headers.
+    parser.add_argument("--guest", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--loadgen", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--kernel-source", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("rounds", "cost_rounds", "connections", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+class CannotRun(Exception):
+    """The bench cannot start; the message says what to install or do."""
+
+
+def preflight(gespann: Path) -> None:
+    if os.geteuid() != 0:
+        raise CannotRun("needs root (BPF programs, network namespaces)")
+    missing = [pkg for program, pkg in NEEDED.items() if not shutil.which(program)
+               and not shutil.which(program, path="/usr/sbin:/sbin")]
+    if missing:
+        raise CannotRun(f"missing Debian packages: {' '.join(sorted(set(missing)))} (tools/setup-host.sh bench)")
+    if not gespann.exists():
+        raise CannotRun(f"no gespann at {gespann}; `make bench` installs it")
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] bench: {message}", file=sys.stderr, flush=True)
+
+
+def meta(args: argparse.Namespace) -> dict:
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    return {"date": datetime.date.today().isoformat(), "kernel": os.uname().release, "cpus": os.cpu_count(),
+            "commit": commit, "bpftrace": bpftrace_version(), "rounds": args.rounds, "cost_rounds": args.cost_rounds,
+            "connections": args.connections, "threads": args.threads, "load_before": _load()}
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
+    binary = loadgen.build(workdir / "loadgen")
+    with Namespace() as ns:
+        workload = runs.Workload(binary, args.connections, args.seconds, args.threads, tuple(ns.exec_prefix))
+        runs.baseline(workload)  # warm-up: caches, the namespace's first ports
+        gespann = GespannMetrics(args.gespann, workdir, ns.path)
+        tracers = {
+            report.NONE: lambda stats=False: runs.baseline(workload),
+            report.GESPANN: lambda stats=False: runs.gespann_metrics(gespann, workload, stats),
+            report.BPFTRACE: lambda stats=False: runs.bpftrace(Bpftrace(ns.inode), workload, stats),
+        }
+        order = list(tracers)
+        for index in range(args.rounds):
+            turn = order[index % 3:] + order[:index % 3]  # each tracer takes each position in turn
+            results["rounds"].append({name: tracers[name]() for name in turn})
+            say(f"round {index + 1}/{args.rounds}: " + ", ".join(
+                f"{name} {r['rate']:.0f}/s" for name, r in results["rounds"][-1].items()))
+        results["meta"]["probes"] = results["rounds"][0][report.GESPANN]["probes"]
+
+        gespann_tp = GespannMetrics(args.gespann, workdir, ns.path, attach_mode="tracepoint")
+        tracers[report.GESPANN_TP] = lambda stats=False: runs.gespann_metrics(gespann_tp, workload, stats)
+        from gespann.bpf.programs import enable_run_stats
+
+        with enable_run_stats():
+            for index in range(args.cost_rounds):
+                results["kernel_cost"].append({name: tracers[name](stats=True)
+                                               for name in (report.GESPANN, report.GESPANN_TP, report.BPFTRACE)})
+                say(f"cost round {index + 1}/{args.cost_rounds} done")
+
+        if trace_available(args.gespann):
+            programs = len(results["kernel_cost"][-1][report.GESPANN]["per_tracepoint"])
+            trace = GespannTrace(args.gespann, workdir, gespann.config, programs)
+            measured = [runs.gespann_trace(trace, workload) for _ in range(args.rounds)]
+            results["trace"] = {"available": True, "runs": measured}
+        else:
+            results["trace"] = {"available": False, "note": NOT_AVAILABLE}
+            say(NOT_AVAILABLE)
+    results["bcc_host"] = bcc_on_host(workdir)
+
+
+def bcc_on_host(workdir: Path) -> dict[str, str]:
+    """Each bcc tool tried for real; what became of it, in one line."""
+    outcome = {}
+    for tool in bcc_tracer.TOOLS:
+        try:
+            launched, startup = bcc_tracer.Bcc(tool, workdir).start()
+            launched.stop()
+            outcome[tool.name] = f"runs (attached in {startup.wall_s:.2f} s): not expected on a host without headers"
+        except NotReady as err:
+            outcome[tool.name] = str(err).splitlines()[0]
+        say(f"{tool.name}: {outcome[tool.name]}")
+    return outcome
+
+
+def write(results: dict, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bench.json").write_text(json.dumps(results, indent=1) + "\n")
+    markdown = report.markdown(results)
+    (directory / "bench.md").write_text(markdown)
+    chart.write(results, directory / "bench.png")
+    sys.stdout.write(markdown)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.guest:
+        from bench import vm
+
+        return vm.guest_main(args)
+    try:
+        preflight(args.gespann)
+    except CannotRun as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 2
+    results = {"meta": meta(args), "rounds": [], "kernel_cost": []}
+    if args.vm_only:
+        try:
+            results = json.loads((args.results / "bench.json").read_text())
+        except (OSError, ValueError) as err:
+            print(f"bench: --vm-only needs an earlier {args.results / 'bench.json'}: {err}", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="gespann-bench-") as tmp:
+        workdir = Path(tmp)
+        if not args.vm_only:
+            host_bench(args, workdir, results)
+            results["meta"]["load_after"] = _load()
+        if args.vm or args.vm_only:
+            from bench import vm
+
+            results["vm"] = vm.run(REPO, args, say)
+    write(results, args.results)
+    missed = [name for name, met in report.verdicts(results).items() if met is False]
+    say(f"targets missed: {'; '.join(missed)}" if missed else "every judged target met")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (loadgen.LoadError, NotReady) as err:
+        print(f"bench: {err}", file=sys.stderr)
+        sys.exit(1)

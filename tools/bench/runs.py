@@ -1,0 +1,138 @@
+"""One measured run: a tracer started, the workload run once under it, the tracer stopped.
+
+Each run yields the figures of one round for one tracer: start-up (wall, CPU),
+the workload's rate, the tracer's CPU over the workload, its peak RSS, what it
+counted, and, when the caller holds BPF run statistics on, its programs' run
+counts and run time per tracepoint over the workload.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bpfstats, loadgen, procfs
+from .bcc_tracer import Bcc
+from .bpftrace_tracer import Bpftrace
+from .counts import Counts
+from .gespann_tracer import GespannMetrics, probes_attached
+from .process import Launched
+from .trace_mode import GespannTrace
+
+#: How long gespann's counters may take to show the last connections' ends after the workload returns.
+SETTLE_S = 5
+
+
+@dataclass(frozen=True)
+class Workload:
+    binary: Path
+    connections: int
+    seconds: float
+    threads: int
+    prefix: tuple[str, ...]  # `ip netns exec NAME`
+
+    def run(self, connections: int | None = None, threads: int | None = None) -> loadgen.LoadResult:
+        return loadgen.run(self.binary, connections or self.connections, self.seconds, threads or self.threads,
+                           list(self.prefix))
+
+
+def baseline(workload: Workload) -> dict:
+    load = workload.run()
+    return {"rate": load.per_second, "connections": load.connections,
+            "load_cpu_us_per_connection": load.cpu_us_per_connection}
+
+
+def _measure(launched: Launched, workload: Workload, stats: bool,
+             connections: int | None = None, threads: int | None = None) -> tuple[dict, loadgen.LoadResult]:
+    """The workload under `launched`: rate, CPU over it, programs' cost (if `stats`)."""
+    runs_before = bpfstats.snapshot(launched.pid) if stats else []
+    cpu_before = procfs.cpu_sample(launched.pid)
+    load = workload.run(connections, threads)
+    cpu_s = procfs.cpu_between(cpu_before, procfs.cpu_sample(launched.pid))
+    figures = {"rate": load.per_second, "connections": load.connections, "cpu_s": cpu_s,
+               "load_cpu_us_per_connection": load.cpu_us_per_connection}
+    if stats:
+        costs = bpfstats.costs(runs_before, bpfstats.snapshot(launched.pid))
+        figures["per_tracepoint"] = {tp: {"runs": c.runs, "run_time_ns": c.run_time_ns} for tp, c in costs.items()}
+    return figures, load
+
+
+def _startup(figures: dict, startup) -> None:
+    figures.update(startup_wall_s=startup.wall_s, startup_cpu_s=startup.cpu_s)
+
+
+def gespann_metrics(tracer: GespannMetrics, workload: Workload, stats: bool = False) -> dict:
+    launched, startup = tracer.start()
+    try:
+        before = tracer.counts()
+        time.sleep(0.3)  # the scrape's handler thread ends, not to be mistaken for work during the load
+        figures, load = _measure(launched, workload, stats)
+        counted = _settled(lambda: tracer.counts().minus(before), load.connections)
+        figures["peak_rss_bytes"] = launched.usage().peak_rss_bytes
+    finally:
+        launched.stop(signal.SIGTERM)
+    _startup(figures, startup)
+    figures.update(probes=probes_attached(launched.output()) or "(start-up line not found)", counts=vars(counted), missing=counted.missing(load.connections),
+                   counts_match=counted.matches(load.connections))
+    return figures
+
+
+def _settled(read: Callable[[], Counts], connections: int) -> Counts:
+    """The counts once they match `connections`, or as they are after SETTLE_S."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        counted = read()
+        if counted.matches(connections) or time.monotonic() > deadline:
+            return counted
+        time.sleep(0.1)
+
+
+def bpftrace(tracer: Bpftrace, workload: Workload, stats: bool = False) -> dict:
+    launched, startup, attaching = tracer.start()
+    try:
+        figures, load = _measure(launched, workload, stats)
+        figures["peak_rss_bytes"] = launched.usage().peak_rss_bytes
+    finally:
+        counted = tracer.stop_and_count(launched)
+    _startup(figures, startup)
+    figures.update(attaching_line_s=attaching, counts=vars(counted), missing=counted.missing(load.connections),
+                   counts_match=counted.matches(load.connections))
+    return figures
+
+
+def bcc(tracer: Bcc, workload: Workload, stats: bool = False) -> dict:
+    launched, startup = tracer.start()
+    try:
+        figures, load = _measure(launched, workload, stats)
+        time.sleep(1)  # let it drain its perf buffer to the output file
+        figures["peak_rss_bytes"] = launched.usage().peak_rss_bytes
+    finally:
+        launched.stop(signal.SIGINT)
+    _startup(figures, startup)
+    figures.update(events=tracer.events(), expected_events=tracer.tool.lines_per_connection * load.connections)
+    return figures
+
+
+def gespann_trace(tracer: GespannTrace, workload: Workload, calibration: int = 500) -> dict:
+    """Trace mode: a slow run to learn records per connection, then the full rate; losses, and CPU
+    from the start of the workload until every record is out."""
+    launched, startup = tracer.start()
+    try:
+        slow = workload.run(calibration, threads=1)
+        tracer.drain(expected=10 ** 9)  # unknown yet: until quiet
+        per_connection = round(tracer.records(launched).records / slow.connections, 3)
+        cpu_before = procfs.cpu_sample(launched.pid)
+        load = workload.run()
+        expected = round(per_connection * (slow.connections + load.connections))
+        tracer.drain(expected)
+        cpu_s = procfs.cpu_between(cpu_before, procfs.cpu_sample(launched.pid))
+        peak = launched.usage().peak_rss_bytes
+    finally:
+        launched.stop(signal.SIGTERM)
+    counted = tracer.records(launched)
+    return {"rate": load.per_second, "connections": load.connections, "cpu_s": cpu_s, "peak_rss_bytes": peak,
+            "startup_wall_s": startup.wall_s, "startup_cpu_s": startup.cpu_s, "records": counted.records,
+            "expected_records": expected, "per_connection": per_connection,
+            "lost": max(0, expected - counted.records), "reported_lost": counted.reported_lost}
