@@ -88,6 +88,8 @@ FIELDS: tuple[FieldRef, ...] = (
     FieldRef("skb_shared_info", "gso_segs"),
     FieldRef("net_device", "nd_net.net"),
     FieldRef("task_struct", "flags"),  # PF_KTHREAD: who sent is noted only for user tasks
+    FieldRef("task_struct", "stack"),  # is an event on the task's stack, or an interrupt's?
+    FieldRef("pt_regs", "sp"),  # a perf tracepoint's frame, from the pt_regs perf fills in
 )
 
 def _optional_attach(*names: str) -> tuple[AttachRef, ...]:

@@ -38,9 +38,11 @@ network namespace (two namespaces can each have a flow 127.0.0.1:53 <->
 way, the role (client when first seen sending, server when first seen
 receiving), and who sent: pid/tgid, comm and cgroup id of the task that sent
 one of its datagrams first, read at a send by a task that is not a kernel
-thread (UDP transmits within sendmsg(); a datagram released later by a softirq
-may still name the interrupted task). The kernel only adds; user space
-(collector/udp.py) reads the map when asked, ends flows idle past the flow
+thread, and not in an interrupt as far as cpu_context can tell. UDP transmits
+within sendmsg(), so that is the sender; but a first datagram that waited for
+neighbour resolution leaves from a softirq, and if that softirq interrupted a
+task in user mode, that task is named (a later datagram does not correct it).
+The kernel only adds; user space (collector/udp.py) reads the map when asked, ends flows idle past the flow
 timeout by deleting them, and keeps their totals. The map is LRU: when full,
 the least recently used flow is evicted, and user space counts it as ended
 with the figures it last read.
@@ -56,7 +58,10 @@ from asm import DW, R0, R1, R2, R3, R4, R8, R9, R10, B, H, Program, Record, Regi
 from ..bpf.maps import LruHashMap
 from ..bpf.syscall import UpdateFlags
 from ..btf import KernelTypes
+from .cpu_context import emit_skip_in_interrupt
+from .events import Event
 from .kernel_memory import emit_read_field
+from .probe import BuildTarget
 
 #: Most flows followed at once; beyond that the least recently used one is evicted.
 CAPACITY = 16384
@@ -130,6 +135,8 @@ _KEY = -48 - 48  # KEY.size (44) rounded up to 8
 _HEADER = _KEY - 48  # the IP header (40 bytes for IPv6) and, after it, an IPv6 fragment header
 _UDP = _HEADER - 8
 _FLOW = _UDP - FLOW.size
+#: Where udp_send keeps its context pointer for the task-context check.
+CONTEXT_SLOT = _FLOW - 8
 
 
 def _key(field: str) -> int:
@@ -145,17 +152,18 @@ def emit_ntohs(p: Program, register) -> None:
     p.to_be(register, 16)
 
 
-def emit_flow_update(p: Program, skb: Register, ip_header: Register, namespace: NamespaceCode,
-                     types: KernelTypes, direction: str) -> None:
+def emit_flow_update(p: Program, event: Event, skb: Register, ip_header: Register, namespace: NamespaceCode,
+                     target: BuildTarget, direction: str) -> None:
     """Emit the shared part of both probes: parse the packet at `ip_header`, count it in its flow.
 
-    `skb` is a callee-saved register holding the sk_buff; `ip_header` one with the kernel
+    The event's context was saved with `emit_save_context` (udp_send). `skb` is a callee-saved register holding the sk_buff; `ip_header` one with the kernel
     address of its network header. The protocol (skb->protocol) has been checked to be IPv4
     or IPv6 and is in R9 (host order). `namespace` emits the namespace's inode into a register
     (or a jump to "out"); it runs only for UDP, so other packets cost no more reads. Jumps to
     "out" for anything that is not a whole or first-fragment UDP datagram.
     Clobbers R0-R5, R8, R9.
     """
+    types = target.kernel_types
     local, remote = ("src", "dst") if direction == SENT else ("dst", "src")
     for offset in range(0, 48, 8):
         p.st(DW, R10, _KEY + offset, 0)
@@ -248,7 +256,7 @@ def emit_flow_update(p: Program, skb: Register, ip_header: Register, namespace: 
     p.ldx(DW, R1, R10, _DATAGRAMS)
     p.atomic_add(DW, R8, FLOW.offset(f"datagrams_{direction}"), R1)
     if direction == SENT:
-        _emit_note_sender(p, types)
+        _emit_note_sender(p, event, target)
 
 
 def _emit_read(p: Program, dst: int, size: int, address_slot: int) -> None:
@@ -291,13 +299,15 @@ def _emit_find_or_make_flow(p: Program, direction: str) -> None:
     p.label("found")
 
 
-def _emit_note_sender(p: Program, types: KernelTypes) -> None:
-    """Fill in pid/tgid, comm and cgroup id once, from a send by a task that is not a kernel thread."""
+def _emit_note_sender(p: Program, event: Event, target: BuildTarget) -> None:
+    """Fill in pid/tgid, comm and cgroup id once, from a send in the context of a task (not in an
+    interrupt, where `current` is any task) that is not a kernel thread."""
     p.ldx(DW, R1, R8, FLOW.offset("pid_tgid"))
     p.jne(R1, 0, "out")
+    emit_skip_in_interrupt(p, event, target, "out", CONTEXT_SLOT, _PAYLOAD)  # the payload is counted by now
     p.call("get_current_task")
     p.mov(R9, R0)
-    emit_read_field(p, R1, R9, types.field("task_struct.flags"), _READ_SCRATCH)
+    emit_read_field(p, R1, R9, target.kernel_types.field("task_struct.flags"), _READ_SCRATCH)
     p.jset(R1, PF_KTHREAD, "out")
     p.call("get_current_pid_tgid")
     p.jeq(R0, 0, "out")  # the idle task

@@ -46,7 +46,7 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
         emit_read_field(p, dst, R7, types.field("sk_buff.dev"), _SCRATCH)
         emit_namespace(p, dst, dst, "net_device.nd_net.net", types, target.netns)
 
-    emit_flow_update(p, R7, R8, namespace, types, RECEIVED)
+    emit_flow_update(p, event, R7, R8, namespace, target, RECEIVED)
     emit_exit(p)
 
 

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 from asm import R1, R6, R7, R8, Program
 
+from .cpu_context import emit_save_context
 from .events import Event
 from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from .kernel_memory import emit_read_field
 from .probe import BuildTarget, Probe
-from .udp_flows import MAP_NAME, SENT, emit_exit, emit_flow_update, emit_namespace, emit_protocol, flows_map
+from .udp_flows import (
+    CONTEXT_SLOT,
+    MAP_NAME,
+    SENT,
+    emit_exit,
+    emit_flow_update,
+    emit_namespace,
+    emit_protocol,
+    flows_map,
+)
 
 _SCRATCH = -16
 
@@ -26,6 +36,7 @@ FLAVOURS = (
 
 def body(p: Program, event: Event, target: BuildTarget) -> None:
     types = target.kernel_types
+    emit_save_context(p, event, CONTEXT_SLOT)
     event.load(p, R7, "skb")
     emit_read_field(p, R6, R7, types.field("sk_buff.sk"), _SCRATCH)  # the context is not needed again
     p.jeq(R6, 0, "out")  # not made by a local socket (forwarded, or a kernel reply)
@@ -37,7 +48,7 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     def namespace(p: Program, dst) -> None:
         emit_namespace(p, dst, R6, "sock_common.skc_net.net", types, target.netns)
 
-    emit_flow_update(p, R7, R8, namespace, types, SENT)
+    emit_flow_update(p, event, R7, R8, namespace, target, SENT)
     emit_exit(p)
 
 
