@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from . import tcp_lifecycle, tcp_resets, tcp_states
+from .udp import UDP_PROBES
 from .probe import BuildTarget, Probe
 from .probeset import (
     AttachedProbe,
@@ -16,7 +17,7 @@ from .probeset import (
 )
 
 #: Every probe `gespann run` attaches, in attach order.
-ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES)
+ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, *UDP_PROBES)
 
 #: Probes that are not part of the product: tcp_states is the smallest complete probe,
 #: the one to read (and copy) before writing a new one.
