@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -33,9 +34,9 @@ def namespace():
 class Trace:
     """A `gespann trace` process scoped to `namespace`, its stdout lines gathered by a thread."""
 
-    def __init__(self, namespace, tmp_path, *args):
+    def __init__(self, namespace, tmp_path, *args, config_text=""):
         config = tmp_path / "gespann.yaml"
-        config.write_text(f"scope: {{netns: {namespace.path}}}\n")
+        config.write_text(f"scope: {{netns: {namespace.path}}}\n{config_text}")
         self.namespace = namespace
         self.process = subprocess.Popen([sys.executable, "-m", "gespann", "trace", "--config", str(config), *args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -124,3 +125,33 @@ def test_trace_table_has_tcplife_columns_and_count_ends_it(namespace, tmp_path):
     finally:
         status, err = trace.stop()
     assert status == 0 and "Traceback" not in err, err
+
+
+def test_trace_shows_a_udp_flow_once_it_went_idle(namespace, tmp_path):
+    trace = Trace(namespace, tmp_path, "--json", config_text="connections: {udp_flow_timeout: 1}\n")
+    try:
+        trace.wait_attached()
+        with namespace.enter():
+            server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            server.bind(("127.0.0.1", 0))
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            client.connect(server.getsockname())
+            for size in (11, 222):
+                client.send(b"x" * size)
+                server.recv(1000)
+            client_port = client.getsockname()[1]
+            client.close()
+            server.close()
+        lines = []
+        while len(lines) < 2 and (line := trace.next_line(10)) is not None:
+            lines.append(json.loads(line))
+    finally:
+        status, err = trace.stop()
+    assert status == 0, err
+    flows = {line["role"]: line for line in lines}
+    assert set(flows) == {"client", "server"}, lines
+    client, server = flows["client"], flows["server"]
+    assert (client["protocol"], client["outcome"], client["local_port"]) == ("udp", "close", client_port)
+    assert (client["bytes_sent"], client["datagrams_sent"], client["bytes_received"]) == (233, 2, 0)
+    assert (server["bytes_received"], server["datagrams_received"], server["remote_port"]) == (233, 2, client_port)
+    assert (client["pid"], client["comm"]) == (os.getpid(), COMM)
