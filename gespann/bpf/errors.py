@@ -12,7 +12,8 @@ import os
 from typing import Iterable, Optional
 
 # Capability numbers from include/uapi/linux/capability.h.
-CAPABILITIES = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+CAPABILITIES = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38,
+                "CAP_BPF": 39}
 # What CAP_SYS_ADMIN also grants (bpf_capable(), perfmon_capable()); it does not bypass file permissions.
 _COVERED_BY_SYS_ADMIN = frozenset({"CAP_BPF", "CAP_PERFMON"})
 

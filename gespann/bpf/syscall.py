@@ -105,9 +105,18 @@ def address(buffer: Optional[ctypes.Array]) -> int:
 
 
 def syscall_error(operation: str, err: int, needs: tuple[str, ...]) -> BPFError:
-    """The error for a failed call: PermissionDeniedError naming `needs` for EPERM/EACCES."""
+    """The error for a failed call: PermissionDeniedError naming `needs` for EPERM/EACCES, or
+    CAP_SYS_RESOURCE when the process holds `needs` but RLIMIT_MEMLOCK, which kernels before
+    5.11 charge BPF memory to, stayed limited (`_lift_memlock_limit` could not lift it)."""
     if err in (errno.EPERM, errno.EACCES):
-        return PermissionDeniedError(operation, needs, err)
+        error = PermissionDeniedError(operation, needs, err)
+        memlock = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
+        if error.missing == [] and kernel_version_code() < 0x050B00 and memlock != resource.RLIM_INFINITY:
+            return PermissionDeniedError(
+                operation, ("CAP_SYS_RESOURCE",), err,
+                note=f"kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, here {memlock} bytes: "
+                     f"or raise it beforehand (systemd LimitMEMLOCK=infinity, ulimit -l unlimited)")
+        return error
     return BPFError(f"{operation}: {describe_errno(err)}", err)
 
 

@@ -67,3 +67,39 @@ def test_unprivileged_process_is_told_which_capability_it_lacks():
                             env={"PYTHONPATH": ":".join(p for p in sys.path if p)})
     assert "bpf(BPF_MAP_CREATE): Operation not permitted (EPERM)" in result.stdout, result.stderr
     assert "lacks CAP_BPF" in result.stdout
+
+
+def test_memlock_is_named_only_when_it_can_be_the_cause(monkeypatch):
+    """EPERM with the capabilities held, a limited RLIMIT_MEMLOCK and a kernel before 5.11:
+    CAP_SYS_RESOURCE is named; on 5.11+, or with a capability missing, the usual message."""
+    import resource
+
+    from gespann.bpf import syscall
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (65536, 65536))
+    monkeypatch.setattr("gespann.bpf.errors.effective_capabilities", lambda: {"CAP_BPF"})
+    monkeypatch.setattr(syscall, "kernel_version_code", lambda: 0x050A00)
+    old = str(syscall.syscall_error("bpf(BPF_MAP_CREATE)", 1, ("CAP_BPF",)))
+    assert "needs CAP_SYS_RESOURCE" in old and "here 65536 bytes" in old and "lacks CAP_SYS_RESOURCE" in old
+    assert "lacks CAP_PERFMON" in str(syscall.syscall_error("bpf(BPF_PROG_LOAD)", 1, ("CAP_BPF", "CAP_PERFMON")))
+    monkeypatch.setattr(syscall, "kernel_version_code", lambda: 0x050B00)
+    assert "holds them" in str(syscall.syscall_error("bpf(BPF_MAP_CREATE)", 1, ("CAP_BPF",)))
+
+
+@pytest.mark.root
+def test_memlock_limit_of_old_kernels_is_named():
+    """Before 5.11 maps are charged to RLIMIT_MEMLOCK: with CAP_BPF but a limit it cannot lift
+    (no CAP_SYS_RESOURCE), the error names CAP_SYS_RESOURCE and the limit, not a mystery."""
+    from gespann.bpf.syscall import kernel_version_code
+    if kernel_version_code() >= 0x050B00:
+        pytest.skip("5.11+ charges BPF memory to the memory cgroup, not RLIMIT_MEMLOCK")
+    script = ("from gespann.bpf import maps\n"
+              "from gespann.bpf.errors import PermissionDeniedError\n"
+              "try:\n    maps.HashMap(4, 4, 1024, name='gt_memlock')\n"
+              "except PermissionDeniedError as e:\n    print(e)\n")
+    caps = "-all,+bpf,+perfmon"
+    result = subprocess.run(["prlimit", "--memlock=0:0", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             f"--inh-caps={caps}", f"--ambient-caps={caps}", sys.executable, "-c", script],
+                            capture_output=True, text=True, timeout=120,
+                            env={"PYTHONPATH": ":".join(p for p in sys.path if p)})
+    assert "bpf(BPF_MAP_CREATE): Operation not permitted (EPERM); needs CAP_SYS_RESOURCE" in result.stdout, result.stderr
+    assert "RLIMIT_MEMLOCK, here 0 bytes" in result.stdout and "lacks CAP_SYS_RESOURCE" in result.stdout
