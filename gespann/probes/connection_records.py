@@ -52,12 +52,6 @@ RECORD = Record("connection_record", [
 PROCESS_FIELDS = ("pid", "cgroup_id", "comm")
 
 
-def emit_zero(p: Program, record: Record, at: int) -> None:
-    """Zero the `record` at R10 + `at`: helpers may read only initialised stack, padding included."""
-    for offset in range(0, record.size, 8):
-        p.st(DW, R10, at + offset, 0)
-
-
 def emit_capture_process(p: Program, base: Register, entry: Record, at: int = 0) -> None:
     """Write the current task's pid, comm and cgroup id into the `entry` at `base` + `at`.
 

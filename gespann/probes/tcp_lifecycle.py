@@ -44,12 +44,13 @@ from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, H, Program, W
 from ..bpf.maps import U32, U64, HashMap
 from ..bpf.syscall import UpdateFlags
 from . import connection_records, socket_state
-from .connection_records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses, emit_zero
+from .connection_records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses
 from .events import Event
 from .kernel_memory import emit_read_field
 from .netns import emit_netns_check
 from .probe import BuildTarget, Probe
 from .socket_state import IPPROTO_TCP
+from .stack import emit_zero
 from .tcp_connections import (
     CLIENT,
     ENTRY,
@@ -125,7 +126,7 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     p.ja("out")
 
     p.label("syn_sent")
-    _emit_zero_entry(p)
+    emit_zero(p, ENTRY, _ENTRY)
     p.call("ktime_get_ns")
     p.stx(DW, R10, _entry("syn_sent_ns"), R0)
     if target.records is not None:
@@ -143,11 +144,6 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     p.exit()
 
 
-def _emit_zero_entry(p: Program) -> None:
-    for offset in range(0, ENTRY.size, 8):
-        p.st(DW, R10, _ENTRY + offset, 0)
-
-
 def _emit_store_entry(p: Program) -> None:
     p.ld_map(R1, MAP_NAME)
     p.mov(R2, R10)
@@ -161,7 +157,7 @@ def _emit_store_entry(p: Program) -> None:
 def _emit_established(p: Program, target: BuildTarget) -> None:
     """A new connection: entry with its start, role and ports; opened counted; connect latency."""
     p.label("established")
-    _emit_zero_entry(p)
+    emit_zero(p, ENTRY, _ENTRY)
     p.ldx(DW, R1, R10, _OLDSTATE)
     p.jeq32(R1, SYN_SENT, "established.client")
     p.jeq32(R1, SYN_RECV, "established.server")

@@ -62,6 +62,7 @@ from .cpu_context import emit_skip_in_interrupt
 from .events import Event
 from .kernel_memory import emit_read_field
 from .probe import BuildTarget
+from .stack import emit_zero
 
 #: Most flows followed at once; beyond that the least recently used one is evicted.
 CAPACITY = 16384
@@ -283,8 +284,7 @@ def _emit_find_or_make_flow(p: Program, direction: str) -> None:
     _emit_lookup(p, "new_flow")
     p.ja("found")
     p.label("new_flow")
-    for offset in range(0, FLOW.size, 8):
-        p.st(DW, R10, _FLOW + offset, 0)
+    emit_zero(p, FLOW, _FLOW)
     p.call("ktime_get_ns")
     p.stx(DW, R10, _flow("first_ns"), R0)
     p.st(W, R10, _flow("role"), CLIENT if direction == SENT else SERVER)
