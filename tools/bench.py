@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark gespann side by side with its peers, on this machine, in one run: `make bench`.
 
-Peers: bpftrace running tools/bench/lifecycle.bt (the same tracepoints, the same
+Peers: bpftrace running tools/bench/connections.bt (the same tracepoints, the same
 kind of counters), and bcc's tcplife and tcpstates where they can run (on this
 machine they are tried and recorded as they fail; with --vm, they are measured
 in a Debian 6.1 guest with the matching kernel headers, see tools/bench/vm.py).
@@ -16,7 +16,7 @@ mode counted every connection; trace mode's losses, if this build has it.
 Writes results/bench/bench.md, bench.json and bench.png; prints the table.
 Needs root, bpftrace, bpftool and gcc (tools/setup-host.sh bench).
 
-    python3 tools/bench.py [--rounds 5] [--cost-rounds 3] [--connections 30000] [--vm]
+    python3 tools/bench.py [--rounds 9] [--cost-rounds 3] [--connections 30000] [--vm]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ NEEDED = {"bpftrace": "bpftrace", "bpftool": "bpftool", "gcc": "gcc", "ip": "ipr
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of start-up and workload (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of start-up and workload (default: %(default)s)")
     parser.add_argument("--cost-rounds", type=int, default=3,
                         help="rounds with BPF run statistics on, for in-kernel cost (default: %(default)s)")
     parser.add_argument("--connections", type=int, default=30000,
@@ -118,7 +118,6 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
             results["rounds"].append({name: tracers[name]() for name in turn})
             say(f"round {index + 1}/{args.rounds}: " + ", ".join(
                 f"{name} {r['rate']:.0f}/s" for name, r in results["rounds"][-1].items()))
-        results["meta"]["probes"] = results["rounds"][0][report.GESPANN]["probes"]
 
         gespann_tp = GespannMetrics(args.gespann, workdir, ns.path, attach_mode="tracepoint")
         tracers[report.GESPANN_TP] = lambda stats=False: runs.gespann_metrics(gespann_tp, workload, stats)
@@ -129,6 +128,7 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
                 results["kernel_cost"].append({name: tracers[name](stats=True)
                                                for name in (report.GESPANN, report.GESPANN_TP, report.BPFTRACE)})
                 say(f"cost round {index + 1}/{args.cost_rounds} done")
+        results["meta"].update(report.probe_sets(results))
 
         if trace_available(args.gespann):
             programs = len(results["kernel_cost"][-1][report.GESPANN]["per_tracepoint"])

@@ -63,8 +63,32 @@ def test_rows_hold_medians_ratios_and_verdicts():
     assert slow.peer.median == pytest.approx(0.1)
     lost = by_figure(rows, "Metrics mode")
     assert lost.met is True and "180000 connection ends" in lost.note
-    assert not any(r.figure.startswith("In-kernel cost per event, sock:inet_sock_set_state (gespann: tracepoint")
-                   for r in rows)  # not measured: no row
+    assert not any("tracepoint mode" in r.figure for r in rows)  # not measured: no row
+
+
+def test_each_tracepoint_gespann_ran_on_has_its_row_judged_only_against_a_measured_peer():
+    udp = {"runs": 300_000, "run_time_ns": 60_000_000}
+    samples = [{"gespann": {**cost(300), "per_tracepoint": {**cost(300)["per_tracepoint"], "net_dev_queue": udp}},
+                "gespann (tracepoint mode)": cost(280), "bpftrace": cost(500)}]
+    rows = report.rows({**RESULTS, "kernel_cost": samples})
+    kernel = [r for r in rows if r.figure.startswith("In-kernel cost per event")]
+    assert [r.figure for r in kernel] == [
+        "In-kernel cost per event, inet_sock_set_state (gespann: default attach)",
+        "In-kernel cost per event, inet_sock_set_state (gespann: tracepoint mode)",
+        "In-kernel cost per event, net_dev_queue (gespann: default attach)"]
+    assert kernel[1].met is True and kernel[2].gespann.median == 200 and kernel[2].met is None
+    assert "<= 1x: not judged" in report.markdown({**RESULTS, "kernel_cost": samples})
+    per_connection = by_figure(rows, "In-kernel cost per loopback connection")
+    assert per_connection.gespann.median == pytest.approx((90_000_000 + 60_000_000) / 30_000)
+
+
+def test_a_probe_set_that_changed_during_the_run_is_flagged():
+    runs = [{"gespann": {"probes": "tcp_lifecycle=a"}}, {"gespann": {"probes": "tcp_lifecycle=a, udp_send=b"}}]
+    assert report.probe_sets({"rounds": runs[:1], "kernel_cost": runs[:1]}) == {"probes": "tcp_lifecycle=a"}
+    assert report.probe_sets({"rounds": runs, "kernel_cost": runs[1:]}) == {
+        "probes": "tcp_lifecycle=a, udp_send=b", "probes_changed": ["tcp_lifecycle=a", "tcp_lifecycle=a, udp_send=b"]}
+    meta = {**RESULTS["meta"], "probes_changed": ["tcp_lifecycle=a", "tcp_lifecycle=a, udp_send=b"]}
+    assert "WARNING: the probe set changed during the run" in report.markdown({**RESULTS, "meta": meta})
 
 
 def test_a_missed_target_and_a_miscount_say_so():
@@ -100,12 +124,13 @@ def test_vm_section_tells_why_it_is_missing_or_shows_each_tracer():
     vm = {"release": "6.1.0-56-amd64", "summary": "once each",
           "tracers": {"bcc tcplife": {"startup_wall_s": 95.0, "startup_cpu_s": 90.0, "peak_rss_bytes": 300 * MIB,
                                       "cpu_s": 2.0, "connections": 2000, "events": 4000, "expected_events": 4000,
+                                      "reported_lost": 0,
                                       "per_tracepoint": {"inet_sock_set_state": {"runs": 20000,
                                                                                  "run_time_ns": 40_000_000}}},
                       "bpftrace": {"error": "bpftrace exited with status 1 before it was ready:"}}}
     text = "\n".join(report.vm_markdown(vm))
-    assert "| bcc tcplife | 95.00 | 90.00 | 300.0 | 2000 | 10000 | 4000 / 4000 |" in text
-    assert "| bpftrace | bpftrace exited with status 1 before it was ready: |" in text
+    assert "| bcc tcplife | 95.00 | 90.00 | 300.0 | 2000 | 20000 | 10000 | 4000 / 4000, said lost: 0 |" in text
+    assert "| bpftrace | bpftrace exited with status 1 before it was ready: | | | | | | |" in text
 
 
 def test_chart_is_a_png(tmp_path):

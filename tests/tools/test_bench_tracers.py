@@ -91,6 +91,11 @@ def test_bcc_failures_become_one_line_results():
         "cannot run: perf_event_open failed: Permission denied"
 
 
+def test_bcc_lost_samples_are_added_up():
+    assert bcc_tracer.lost_samples("Possibly lost 12 samples\nPID COMM\nPossibly lost 1 samples\n") == 13
+    assert bcc_tracer.lost_samples("") == 0
+
+
 def test_bcc_output_header_and_event_lines(tmp_path: Path):
     out = tmp_path / "tcplife.out"
     out.write_text("")

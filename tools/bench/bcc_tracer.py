@@ -11,6 +11,7 @@ to a file, so that reading it costs the bench nothing while it measures.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,11 @@ def why_not(output: str) -> str:
         return NO_HEADERS
     last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "no output")
     return f"cannot run: {last.strip()}"
+
+
+def lost_samples(output: str) -> int:
+    """What bcc said its perf buffer dropped ("Possibly lost N samples"), added up."""
+    return sum(int(n) for n in re.findall(r"Possibly lost (\d+) samples?", output))
 
 
 def header_seen(path: Path, header: str) -> bool:

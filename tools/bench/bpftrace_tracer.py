@@ -1,4 +1,4 @@
-"""bpftrace as the bench runs it: lifecycle.bt, ready when its BEGIN probe prints "ready".
+"""bpftrace as the bench runs it: connections.bt, ready when its BEGIN probe prints "ready".
 
 bpftrace runs BEGIN once every probe is attached, so "ready" is the moment it
 is tracing (the "Attaching N probes..." line comes before the attachment and
@@ -13,7 +13,7 @@ from pathlib import Path
 from .counts import Counts
 from .process import Launched, Startup
 
-SCRIPT = Path(__file__).with_name("lifecycle.bt")
+SCRIPT = Path(__file__).with_name("connections.bt")
 STARTUP_TIMEOUT_S = 120
 _MAP_LINE = re.compile(r"^@(?P<name>\w+)(?:\[(?P<key>[^\]]*)\])?: (?P<value>-?\d+)$")
 _ATTACHING = re.compile(r"^Attaching (\d+) probes?")

@@ -68,7 +68,7 @@ def write(results: dict, path: Path) -> None:
         ax.margins(y=0.15)
     if judged:
         ax = flat[len(panels)]
-        names = [_wrap(r.figure.split(" (")[0].split(",")[0], 18) for r in judged]
+        names = [r.short or _wrap(r.figure, 18) for r in judged]
         ratios = [r.ratio for r in judged]
         limits = [float(r.target.split()[1].rstrip("x")) for r in judged]
         drawn = ax.bar(names, ratios, color=[GESPANN_COLOUR if r.met else "#c0392b" for r in judged])

@@ -6,7 +6,7 @@ when both sides of it were measured; otherwise it says why it is not judged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .summary import Spread, per_10k, slowdown, spread
 
@@ -28,7 +28,7 @@ class Row:
     note: str = ""
     scale: float = 1.0  # what the unit's figure is of the raw values
     digits: int = 0
-    extra: dict = field(default_factory=dict)
+    short: str = ""  # the chart's label
 
 
 def _column(rounds: list[dict], tracer: str, key: str) -> list:
@@ -53,6 +53,13 @@ def kernel_cost(samples: list[dict], tracer: str, tracepoint: str = STATE_TRACEP
     return spread(values)
 
 
+def traced(samples: list[dict]) -> list[str]:
+    """The tracepoints gespann's programs ran on in the cost rounds, the state changes first."""
+    seen = {tp for sample in samples for tp, c in sample.get(GESPANN, {}).get("per_tracepoint", {}).items()
+            if c["runs"]}
+    return sorted(seen, key=lambda tp: (tp != STATE_TRACEPOINT, tp))
+
+
 def kernel_cost_per_connection(samples: list[dict], tracer: str) -> Spread | None:
     values = []
     for sample in samples:
@@ -68,24 +75,28 @@ def rows(results: dict) -> list[Row]:
     g, b = spread(_column(rounds, GESPANN, "startup_wall_s")), spread(_column(rounds, BPFTRACE, "startup_wall_s"))
     ratio = _ratio(g, b)
     out.append(Row("Start-up: probes attached, first metrics / first output (wall)", g, b, "s", ratio,
-                   "<= 0.5x", _judge(ratio, 0.5), digits=3))
+                   "<= 0.5x", _judge(ratio, 0.5), digits=3, short="start-up"))
     g, b = spread(_column(rounds, GESPANN, "startup_cpu_s")), spread(_column(rounds, BPFTRACE, "startup_cpu_s"))
     out.append(Row("Start-up CPU (user + system)", g, b, "s", _ratio(g, b), digits=3))
     g, b = spread(_column(rounds, GESPANN, "peak_rss_bytes")), spread(_column(rounds, BPFTRACE, "peak_rss_bytes"))
     ratio = _ratio(g, b)
-    out.append(Row("Peak RSS", g, b, "MiB", ratio, "<= 0.4x", _judge(ratio, 0.4), scale=1 / MIB, digits=1))
+    out.append(Row("Peak RSS", g, b, "MiB", ratio, "<= 0.4x", _judge(ratio, 0.4), scale=1 / MIB, digits=1,
+                   short="peak RSS"))
 
     cost = results.get("kernel_cost", [])
-    b = kernel_cost(cost, BPFTRACE)
-    for tracer, label in ((GESPANN, "default attach"), (GESPANN_TP, "tracepoint mode, as bpftrace")):
-        g = kernel_cost(cost, tracer)
-        if g is None and tracer == GESPANN_TP:
-            continue
-        ratio = _ratio(g, b)
-        out.append(Row(f"In-kernel cost per event, sock:{STATE_TRACEPOINT} (gespann: {label})", g, b, "ns", ratio,
-                       "<= 1x", _judge(ratio, 1.0), digits=0))
+    for tracepoint in traced(cost):
+        b = kernel_cost(cost, BPFTRACE, tracepoint)
+        for tracer, label, short in ((GESPANN, "default attach", "ns/event"), (GESPANN_TP, "tracepoint mode",
+                                                                               "ns/event, tp mode")):
+            g = kernel_cost(cost, tracer, tracepoint)
+            if g is None:
+                continue
+            ratio = _ratio(g, b)
+            out.append(Row(f"In-kernel cost per event, {tracepoint} (gespann: {label})", g, b, "ns", ratio,
+                           "<= 1x", _judge(ratio, 1.0), digits=0, short=f"{tracepoint}\n{short}"))
     g, b = kernel_cost_per_connection(cost, GESPANN), kernel_cost_per_connection(cost, BPFTRACE)
-    out.append(Row("In-kernel cost per loopback connection, all programs", g, b, "ns", _ratio(g, b), digits=0))
+    out.append(Row("In-kernel cost per loopback connection, all programs", g, b, "ns", _ratio(g, b), digits=0,
+                   short="ns/connection"))
 
     base = _column(rounds, NONE, "rate")
     out.append(Row("Workload, no tracer", spread(base), None, "conn/s", digits=0))
@@ -133,6 +144,14 @@ def rows(results: dict) -> list[Row]:
     return out
 
 
+def probe_sets(results: dict) -> dict:
+    """The probe set gespann attached (from its start-up line), and every set seen if it changed
+    during the run (an editable install picks up a probe added meanwhile)."""
+    seen = [run[GESPANN]["probes"] for run in (*results["rounds"], *results["kernel_cost"])]
+    distinct = list(dict.fromkeys(seen))
+    return {"probes": seen[-1], **({"probes_changed": distinct} if len(distinct) > 1 else {})}
+
+
 def _format(value: Spread | None, row: Row) -> str:
     if value is None:
         return "—"
@@ -157,10 +176,12 @@ def markdown(results: dict) -> str:
         f"commit {meta.get('commit', '?')}; load average {meta.get('load_before', '?')} before, "
         f"{meta.get('load_after', '?')} after (other people's work shares this machine).",
         f"gespann probes measured: {meta.get('probes', '?')}. Peer: {meta.get('bpftrace', '?')} running "
-        "tools/bench/lifecycle.bt on the same tracepoints.",
+        "tools/bench/connections.bt on the same tracepoints.",
         f"Medians of {meta.get('rounds', '?')} rounds (min–max in brackets); workload: {meta.get('connections', '?')} "
         f"loopback connections per run, {meta.get('threads', '?')} client threads, "
         f"in-kernel cost over {meta.get('cost_rounds', '?')} rounds with BPF run statistics on.",
+        *([f"WARNING: the probe set changed during the run (the figures mix them): "
+           f"{' / '.join(meta['probes_changed'])}"] if meta.get("probes_changed") else []),
         "",
         "| figure | gespann | bpftrace | gespann / bpftrace | target |",
         "|---|---|---|---|---|",
@@ -188,19 +209,22 @@ def vm_markdown(vm: dict) -> list[str]:
     head = f"### In a VM: Debian {vm.get('release', '6.1')}, software emulation (qemu TCG), kernel headers installed"
     if vm.get("note"):
         return [head, "", f"- {vm['note']}"]
-    lines = [head, "", f"{vm.get('summary', '')}", "",
+    lines = [head, "", f"{vm.get('summary', '')} Headers: {vm.get('headers', '?')}.", "",
              "| tracer | start-up wall (s) | start-up CPU (s) | peak RSS (MiB) | in-kernel ns per event "
-             f"(sock:{STATE_TRACEPOINT}) | userspace CPU per 10,000 connections (ms) | events out / expected |",
-             "|---|---|---|---|---|---|---|"]
+             f"({STATE_TRACEPOINT}) | in-kernel ns per connection (all programs) | userspace CPU per 10,000 "
+             "connections (ms) | lines out / expected, lost |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, run in vm.get("tracers", {}).items():
         if "error" in run:
-            lines.append(f"| {name} | {run['error']} | | | | | |")
+            lines.append(f"| {name} | {run['error']} | | | | | | |")
             continue
         cost = run.get("per_tracepoint", {}).get(STATE_TRACEPOINT)
         ns = f"{cost['run_time_ns'] / cost['runs']:.0f}" if cost and cost["runs"] else "—"
-        out = f"{run['events']} / {run['expected_events']}" if "events" in run else ""
+        out = (f"{run['events']} / {run['expected_events']}, said lost: {run.get('reported_lost', '?')}"
+               if "events" in run else "")
+        all_ns = sum(c["run_time_ns"] for c in run.get("per_tracepoint", {}).values()) / run["connections"]
         lines.append(f"| {name} | {run['startup_wall_s']:.2f} | {run['startup_cpu_s']:.2f} | "
-                     f"{run['peak_rss_bytes'] / MIB:.1f} | {ns} | "
+                     f"{run['peak_rss_bytes'] / MIB:.1f} | {ns} | {all_ns:.0f} | "
                      f"{per_10k(run['cpu_s'], run['connections']):.0f} | {out} |")
     return lines
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bpfstats, loadgen, procfs
+from . import bcc_tracer, bpfstats, loadgen, procfs
 from .bcc_tracer import Bcc
 from .bpftrace_tracer import Bpftrace
 from .counts import Counts
@@ -111,7 +111,8 @@ def bcc(tracer: Bcc, workload: Workload, stats: bool = False) -> dict:
     finally:
         launched.stop(signal.SIGINT)
     _startup(figures, startup)
-    figures.update(events=tracer.events(), expected_events=tracer.tool.lines_per_connection * load.connections)
+    figures.update(events=tracer.events(), expected_events=tracer.tool.lines_per_connection * load.connections,
+                   reported_lost=bcc_tracer.lost_samples(launched.output()))
     return figures
 
 
