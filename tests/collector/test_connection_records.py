@@ -102,7 +102,7 @@ def check_exact(events, family, exchanges, client_ports):
         assert (server.outcome, server.reason, server.bytes_sent, server.bytes_received) == ("close", "", replied, sent)
         for e in (client, server):
             assert (e.pid, e.comm) == (pid, COMM)  # the server's owner is known from its close()
-            assert 0 < e.rtt_seconds < 1 and e.retransmits == 0
+            assert 0 < e.rtt_seconds < 1
     for by_client, (client_port, server_port) in client_ports["reset"]:
         client = index[("client", client_port, server_port)]
         server = index[("server", server_port, client_port)]
@@ -162,8 +162,12 @@ def test_every_connection_ends_in_one_exact_record(namespace, mode, perf_event_l
         assert watching.probes["tcp_lifecycle"].flavour.mode == mode
         with namespace.enter():
             ports = make_traffic(socket.AF_INET)
-        check_exact(watching.events(EVENTS), socket.AF_INET, EXCHANGES, ports)
-        assert watching.collector.snapshot()["records_lost_total"].total() == 0
+        events = watching.events(EVENTS)
+        check_exact(events, socket.AF_INET, EXCHANGES, ports)
+        snapshot = watching.collector.snapshot()
+        assert snapshot["records_lost_total"].total() == 0
+        # A slow guest may retransmit (a tail loss probe): each record must carry what the aggregate counted.
+        assert sum(e.retransmits for e in events) == snapshot["retransmits_total"].total()
 
 
 @pytest.mark.parametrize("reader", ["ringbuf", "perf"])
@@ -174,8 +178,11 @@ def test_records_over_ipv6_through_either_reader(namespace, reader):
         assert watching.channel.kind == reader
         with namespace.enter():
             ports = make_traffic(socket.AF_INET6)
-        check_exact(watching.events(EVENTS), socket.AF_INET6, EXCHANGES, ports)
-        lost = watching.collector.snapshot()["records_lost_total"]
+        events = watching.events(EVENTS)
+        check_exact(events, socket.AF_INET6, EXCHANGES, ports)
+        snapshot = watching.collector.snapshot()
+        assert sum(e.retransmits for e in events) == snapshot["retransmits_total"].total()
+        lost = snapshot["records_lost_total"]
         assert dict(lost.series) == {(("reader", reader),): 0}
 
 
