@@ -48,6 +48,8 @@ def namespace():
 
 
 def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path):
+    # The kernel frees a program some time after its last fd closes: an earlier test's may still show.
+    wait_for(lambda: loaded_programs() == set(), timeout=10)
     assert loaded_programs() == set(), "gsp_ programs loaded before the test"
     port = free_port()
     config = tmp_path / "gespann.yaml"
@@ -112,4 +114,5 @@ def test_port_in_use_is_one_line_and_nonzero(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("gespann: ")]
     assert len(errors) == 1 and str(port) in errors[0] and "in use" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+    wait_for(lambda: loaded_programs() == set(), timeout=10)
     assert loaded_programs() == set()
