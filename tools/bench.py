@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also measure bcc tcplife/tcpstates, gespann and bpftrace in a Debian 6.1 VM "
                              "with kernel headers (slow: software emulation)")
     parser.add_argument("--vm-only", action="store_true", help="only the VM part; merges into the existing bench.json")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: write bench.md and bench.png again from the existing bench.json")
     # Inside the VM (bench/vm.py): where to write the figures, the load generator built by the host, the headers.
     parser.add_argument("--guest", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--loadgen", type=Path, help=argparse.SUPPRESS)
@@ -170,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench import vm
 
         return vm.guest_main(args)
+    if args.report_only:
+        try:
+            write(json.loads((args.results / "bench.json").read_text()), args.results)
+        except (OSError, ValueError) as err:
+            print(f"bench: --report-only needs an earlier {args.results / 'bench.json'}: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         preflight(args.gespann)
     except CannotRun as err:

@@ -104,7 +104,7 @@ def test_a_missed_target_and_a_miscount_say_so():
 def test_markdown_table_and_notes():
     text = report.markdown(RESULTS)
     assert "| figure | gespann | bpftrace | gespann / bpftrace | target |" in text
-    assert "| Peak RSS (MiB) | 40.0 (40.0–41.0) | 110.0 (110.0–111.0) | 0.36x | <= 0.4x: met |" in text
+    assert "| Peak RSS (MiB) | 40.0 (40.0–41.0) | 110.0 (110.0–111.0) | 0.364x | <= 0.4x: met |" in text
     assert "- trace mode: not available in this build" in text
     assert "- bcc tcplife on this machine: cannot run: no kernel headers" in text
     assert "tcp_lifecycle=tp_btf/inet_sock_set_state(bpf_link)" in text

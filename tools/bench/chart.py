@@ -12,14 +12,43 @@ from pathlib import Path
 from .report import Row, rows
 
 GESPANN_COLOUR, PEER_COLOUR, BASE_COLOUR = "#2a7ab0", "#d9822b", "#8c8c8c"
+BCC_COLOURS = {"bcc tcplife": "#7a5195", "bcc tcpstates": "#bc5090"}
+MIB = 2 ** 20
+KERNEL_ROWS = "In-kernel cost per event"
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _vm_panels(vm: dict) -> list[tuple[str, list[tuple[str, float, str]]]]:
+    """The 6.1 guest's tracers side by side, bcc included: start-up, peak RSS, in-kernel ns per event."""
+    measured = {name: run for name, run in vm.get("tracers", {}).items() if "error" not in run}
+    if not measured:
+        return []
+    colour = {"gespann": GESPANN_COLOUR, "bpftrace": PEER_COLOUR, **BCC_COLOURS}
+
+    def bars(value) -> list[tuple[str, float, str]]:
+        return [(name.replace("bcc ", ""), value(run), colour.get(name, BASE_COLOUR)) for name, run in measured.items()
+                if value(run) is not None]
+
+    def per_event(run: dict) -> float | None:
+        cost = run.get("per_tracepoint", {}).get("inet_sock_set_state")
+        return cost["run_time_ns"] / cost["runs"] if cost and cost["runs"] else None
+
+    where = f"VM {vm.get('release', '')}, emulated:"
+    return [(f"{where}\nstart-up wall (s)", bars(lambda r: r["startup_wall_s"])),
+            (f"{where}\npeak RSS (MiB)", bars(lambda r: r["peak_rss_bytes"] / MIB)),
+            (f"{where}\nin-kernel ns per inet_sock_set_state event", bars(per_event))]
 
 
 def _panels(table: list[Row]) -> list[tuple[str, list[tuple[str, float, str]]]]:
-    """(title, [(bar label, value, colour)]) for each row with a figure on both sides, or a baseline."""
+    """(title, [(bar label, value, colour)]) for each row with a figure on both sides, or a baseline.
+    In-kernel cost per event has a panel of its own (`_kernel_panel`)."""
     panels = []
     for row in table:
         bars = []
-        if row.figure.startswith("Workload, no tracer") and row.gespann:
+        if row.figure.startswith(("Workload, no tracer", KERNEL_ROWS)):
             continue
         if row.figure.startswith("Workload with the tracer"):
             base = next((r.gespann for r in table if r.figure.startswith("Workload, no tracer")), None)
@@ -33,6 +62,28 @@ def _panels(table: list[Row]) -> list[tuple[str, list[tuple[str, float, str]]]]:
             unit = f" ({row.unit})" if row.unit else ""
             panels.append((_wrap(row.figure + unit), bars))
     return panels
+
+
+def _kernel_panel(ax, table: list[Row]) -> None:
+    """ns per event on each tracepoint: gespann (default attach, tracepoint mode) and bpftrace, grouped."""
+    rows = [r for r in table if r.figure.startswith(KERNEL_ROWS)]
+    tracepoints = list(dict.fromkeys(r.figure.split(", ")[1].split(" (")[0] for r in rows))
+    series = {"gespann": ("default attach", GESPANN_COLOUR), "gespann, tracepoint mode": ("tracepoint mode", "#7fb3d5"),
+              "bpftrace": (None, PEER_COLOUR)}
+    width = 0.8 / len(series)
+    for index, (label, (mode, colour)) in enumerate(series.items()):
+        values = []
+        for tracepoint in tracepoints:
+            match = [r for r in rows if f", {tracepoint} (" in r.figure and (mode is None or mode in r.figure)]
+            spread = (match[0].peer if mode is None else match[0].gespann) if match else None
+            values.append(spread.median if spread else 0)
+        drawn = ax.bar([i + (index - 1) * width for i in range(len(tracepoints))], values, width, label=label,
+                       color=colour)
+        ax.bar_label(drawn, labels=[_number(v) if v else "" for v in values], fontsize=7)
+    ax.set_xticks(range(len(tracepoints)), tracepoints, fontsize=8)
+    ax.set_title("In-kernel cost per event (ns), by tracepoint", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.margins(y=0.15)
 
 
 def _wrap(text: str, width: int = 34) -> str:
@@ -53,37 +104,55 @@ def write(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     table = rows(results)
-    panels = _panels(table)
+    panels = _panels(table) + _vm_panels(results.get("vm") or {})
+    kernel = any(r.figure.startswith(KERNEL_ROWS) for r in table)
     judged = [r for r in table if r.target and r.ratio is not None]
-    count = len(panels) + (1 if judged else 0)
     columns = 3
-    lines = max(1, -(-count // columns))
-    figure, axes = plt.subplots(lines, columns, figsize=(5 * columns, 3.8 * lines), squeeze=False)
-    flat = list(axes.flat)
-    for ax, (title, bars) in zip(flat, panels):
-        labels, values, colours = zip(*bars)
-        drawn = ax.bar(labels, values, color=colours)
-        ax.bar_label(drawn, fmt="%.3g", fontsize=8)
-        ax.set_title(title, fontsize=9)
-        ax.margins(y=0.15)
+    cells = len(panels) + (2 if kernel else 0)  # the kernel panel is two cells wide
+    lines = -(-cells // columns) + (1 if judged else 0)
+    figure = plt.figure(figsize=(5 * columns, 3.8 * lines))
+    grid = figure.add_gridspec(lines, columns)
+    cell = 0
+
+    def next_axes(span: int = 1):
+        nonlocal cell
+        if cell % columns + span > columns:
+            cell += columns - cell % columns
+        ax = figure.add_subplot(grid[cell // columns, cell % columns:cell % columns + span])
+        cell += span
+        return ax
+
+    for title, bars in panels[:3]:
+        _bars(next_axes(), title, bars)
+    if kernel:
+        _kernel_panel(next_axes(2), table)
+    for title, bars in panels[3:]:
+        _bars(next_axes(), title, bars)
     if judged:
-        ax = flat[len(panels)]
-        names = [r.short or _wrap(r.figure, 18) for r in judged]
+        ax = figure.add_subplot(grid[lines - 1, :])
+        names = [r.short or r.figure for r in judged]
         ratios = [r.ratio for r in judged]
         limits = [float(r.target.split()[1].rstrip("x")) for r in judged]
         drawn = ax.bar(names, ratios, color=[GESPANN_COLOUR if r.met else "#c0392b" for r in judged])
-        ax.bar_label(drawn, fmt="%.2fx", fontsize=8)
-        ax.scatter(names, limits, marker="_", s=900, color="black", zorder=3, label="target (at most)")
-        ax.set_title("gespann / bpftrace, against the targets", fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.legend(fontsize=7)
+        ax.bar_label(drawn, labels=[f"{r:.3g}x" for r in ratios], fontsize=8)
+        ax.scatter(names, limits, marker="_", s=1500, color="black", zorder=3, label="target (at most)")
+        ax.set_title("gespann / bpftrace against the targets (red: missed)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.legend(fontsize=7, loc="upper left")
         ax.margins(y=0.15)
-    for ax in flat[count:]:
-        ax.axis("off")
     meta = results.get("meta", {})
     figure.suptitle(f"gespann vs bpftrace — kernel {meta.get('kernel', '?')}, {meta.get('date', '?')}, "
                     f"medians of {meta.get('rounds', '?')} rounds", fontsize=11)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _bars(ax, title: str, bars: list[tuple[str, float, str]]) -> None:
+    labels, values, colours = zip(*bars)
+    drawn = ax.bar(labels, values, color=colours)
+    ax.bar_label(drawn, labels=[_number(v) for v in values], fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.margins(y=0.15)

@@ -188,7 +188,7 @@ def markdown(results: dict) -> str:
     ]
     for row in rows(results):
         unit = f" ({row.unit})" if row.unit else ""
-        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        ratio = f"{row.ratio:.3g}x" if row.ratio is not None else ""  # 3 digits: 0.502x is not 0.5x
         figure = f"{row.figure}{unit}" + (f" — {row.note}" if row.note else "")
         lines.append(f"| {figure} | {_format(row.gespann, row)} | {_format(row.peer, row)} | {ratio} | "
                      f"{_verdict(row)} |")
