@@ -32,11 +32,13 @@ import time
 from pathlib import Path
 
 from bench import bcc_tracer, chart, loadgen, report, runs
-from bench.bpftrace_tracer import Bpftrace, version as bpftrace_version
+from bench.bpftrace_tracer import Bpftrace
+from bench.bpftrace_tracer import version as bpftrace_version
 from bench.gespann_tracer import GespannMetrics
 from bench.namespace import Namespace
 from bench.process import NotReady
-from bench.trace_mode import NOT_AVAILABLE, GespannTrace, available as trace_available
+from bench.trace_mode import NOT_AVAILABLE, GespannTrace
+from bench.trace_mode import available as trace_available
 
 REPO = Path(__file__).resolve().parent.parent
 GESPANN = REPO / ".venv" / "bin" / "gespann"

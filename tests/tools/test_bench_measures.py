@@ -3,7 +3,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from bench import bpfstats, loadgen, procfs
 
 STAT = ("4242 (my (odd) comm) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 3 0 12345 "

@@ -1,6 +1,5 @@
 """From raw rounds to medians, ratios, verdicts, the markdown table and the chart."""
 import pytest
-
 from bench import headers, report, summary
 
 MIB = 2 ** 20

@@ -3,7 +3,6 @@ trace-mode records and losses, bcc's output and failures."""
 from pathlib import Path
 
 import yaml
-
 from bench import bcc_tracer, bpftrace_tracer, gespann_tracer, trace_mode
 from bench.counts import ZERO, Counts
 

@@ -26,7 +26,7 @@ class Counts:
         """Connection ends not counted (per side), out of 2 * connections."""
         return 2 * connections - min(self.opened_client + self.opened_server, self.closed_client + self.closed_server)
 
-    def minus(self, earlier: "Counts") -> "Counts":
+    def minus(self, earlier: Counts) -> Counts:
         return Counts(*(a - b for a, b in zip(vars(self).values(), vars(earlier).values())))
 
     def describe(self) -> str:

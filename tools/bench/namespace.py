@@ -43,7 +43,7 @@ class Namespace:
     def remove(self) -> None:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
 
-    def __enter__(self) -> "Namespace":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

@@ -36,7 +36,7 @@ class Launched:
         """With `stdout_path`, standard output goes to that file (a record stream the bench should not
         spend CPU reading while it is measured) and only standard error is collected."""
         self.argv = list(argv)
-        self._stdout = open(stdout_path, "w") if stdout_path else None
+        self._stdout = open(stdout_path, "w") if stdout_path else None  # noqa: SIM115 (closed by stop())
         self.lines: list[tuple[float, str]] = []  # (seconds since start, line)
         self._lock = threading.Lock()
         self.started = time.monotonic()
@@ -106,7 +106,7 @@ class Launched:
             self._stdout.close()
         return self.proc.returncode
 
-    def __enter__(self) -> "Launched":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

@@ -172,16 +172,16 @@ def _verdict(row: Row) -> str:
 def markdown(results: dict) -> str:
     meta = results.get("meta", {})
     lines = [
-        f"Measured {meta.get('date', '?')} on kernel {meta.get('kernel', '?')}, {meta.get('cpus', '?')} CPUs, "
+        (f"Measured {meta.get('date', '?')} on kernel {meta.get('kernel', '?')}, {meta.get('cpus', '?')} CPUs, "
         f"commit {meta.get('commit', '?')}; load average {meta.get('load_before', '?')} before, "
-        f"{meta.get('load_after', '?')} after (other people's work shares this machine).",
-        f"gespann probes measured: {meta.get('probes', '?')}. Peer: {meta.get('bpftrace', '?')} running "
-        "tools/bench/connections.bt on the same tracepoints.",
-        f"Medians of {meta.get('rounds', '?')} rounds (min–max in brackets); workload: {meta.get('connections', '?')} "
+        f"{meta.get('load_after', '?')} after (other people's work shares this machine)."),
+        (f"gespann probes measured: {meta.get('probes', '?')}. Peer: {meta.get('bpftrace', '?')} running "
+        "tools/bench/connections.bt on the same tracepoints."),
+        (f"Medians of {meta.get('rounds', '?')} rounds (min–max in brackets); workload: {meta.get('connections', '?')} "
         f"loopback connections per run, {meta.get('threads', '?')} client threads, "
-        f"in-kernel cost over {meta.get('cost_rounds', '?')} rounds with BPF run statistics on.",
-        *([f"WARNING: the probe set changed during the run (the figures mix them): "
-           f"{' / '.join(meta['probes_changed'])}"] if meta.get("probes_changed") else []),
+        f"in-kernel cost over {meta.get('cost_rounds', '?')} rounds with BPF run statistics on."),
+        *([(f"WARNING: the probe set changed during the run (the figures mix them): "
+           f"{' / '.join(meta['probes_changed'])}")] if meta.get("probes_changed") else []),
         "",
         "| figure | gespann | bpftrace | gespann / bpftrace | target |",
         "|---|---|---|---|---|",
@@ -210,9 +210,9 @@ def vm_markdown(vm: dict) -> list[str]:
     if vm.get("note"):
         return [head, "", f"- {vm['note']}"]
     lines = [head, "", f"{vm.get('summary', '')} Headers: {vm.get('headers', '?')}.", "",
-             "| tracer | start-up wall (s) | start-up CPU (s) | peak RSS (MiB) | in-kernel ns per event "
+             ("| tracer | start-up wall (s) | start-up CPU (s) | peak RSS (MiB) | in-kernel ns per event "
              f"({STATE_TRACEPOINT}) | in-kernel ns per connection (all programs) | userspace CPU per 10,000 "
-             "connections (ms) | lines out / expected, lost |",
+             "connections (ms) | lines out / expected, lost |"),
              "|---|---|---|---|---|---|---|---|"]
     for name, run in vm.get("tracers", {}).items():
         if "error" in run:
