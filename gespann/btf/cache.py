@@ -1,7 +1,7 @@
 """On-disk cache of resolved kernel types, keyed by the exact BTF they came from.
 
-The key is a SHA-256 of the whole BTF blob (about 3 ms for the kernel's 5-6 MB),
-not the release string or /sys/kernel/notes: two builds with the same release
+The key is a SHA-256 of the whole BTF file (about 3 ms for the kernel's 5-6 MB,
+read in chunks: a warm start never holds the blob in memory), not the release string or /sys/kernel/notes: two builds with the same release
 can differ, and some kernels carry a meaningless build-id note. The manifest
 digest and the document format are part of the key too, so a changed manifest
 never reads a stale entry.
@@ -36,9 +36,15 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "gespann"
 
 
-def cache_key(btf: bytes, release: str, machine: str) -> str:
-    """Names one resolution: this BTF, labelled with this release and machine, by this manifest."""
-    digest = hashlib.sha256(btf)
+def cache_key(btf: Path, release: str, machine: str) -> str:
+    """Names one resolution: the BTF in file `btf`, labelled with this release and machine, by this manifest."""
+    digest = hashlib.sha256()
+    try:
+        with btf.open("rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as err:
+        raise BTFError(f"{btf}: {err.strerror or err}") from None
     digest.update(f"\0{release}\0{machine}".encode())
     return f"btf-{digest.hexdigest()[:32]}-m{manifest.digest()}-f{FORMAT}"
 

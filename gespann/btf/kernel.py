@@ -50,23 +50,24 @@ def kernel_types(
     if source == BTF:
         if not kernel_has_btf():
             raise NoKernelTypes(f"this kernel has no BTF at {VMLINUX_BTF} (source='btf' was asked for)")
-        return _from_btf(read(VMLINUX_BTF), str(VMLINUX_BTF), release, machine, use_cache)
+        return _from_btf(VMLINUX_BTF, release, machine, use_cache)
     path = Path(source)
     if path.suffix == ".json":
         return vendored.load_table(path)
-    return _from_btf(read(path), str(path), release, machine, use_cache)
+    return _from_btf(path, release, machine, use_cache)
 
 
-def _from_btf(data: bytes, name: str, release: str, machine: str, use_cache: bool) -> KernelTypes:
-    key = cache.cache_key(data, release, machine)
-    if use_cache:
+def _from_btf(path: Path, release: str, machine: str, use_cache: bool) -> KernelTypes:
+    """The manifest resolved from BTF at `path`; the file is read whole only on a cache miss."""
+    key = cache.cache_key(path, release, machine) if use_cache else None
+    if key is not None:
         cached = cache.load(key)
         if cached is not None:
             return cached
     from .resolve import resolve_manifest  # the parser: imported only on a cache miss
     from .sources import load_bytes
 
-    types = resolve_manifest(load_bytes(data, name=name), release=release, machine=machine)
-    if use_cache:
+    types = resolve_manifest(load_bytes(read(path), name=str(path)), release=release, machine=machine)
+    if key is not None:
         cache.store(key, types)
     return types

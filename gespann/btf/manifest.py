@@ -101,12 +101,16 @@ FUNCS = _optional_attach(
     "tcp_connect", "tcp_close", "tcp_set_state", "tcp_sendmsg", "tcp_cleanup_rbuf", "udp_sendmsg", "udp_recvmsg",
     # The two functions that fire sock:inet_sock_set_state: every socket state change passes one.
     "inet_sk_state_store", "inet_sk_set_state",
+    # The target of gespann.bpf.features' fentry probe: a function that exists for testing.
+    "bpf_fentry_test1",
 )
 
 #: tp_btf targets (btf_trace_<name> typedef ids).
 TRACEPOINTS = _optional_attach(
     "inet_sock_set_state", "inet_sk_error_report", "tcp_retransmit_skb", "tcp_send_reset",
     "tcp_receive_reset", "tcp_destroy_sock", "tcp_probe", "net_dev_queue", "netif_receive_skb",
+    # The target of gespann.bpf.features' tp_btf probes: a tracepoint that only BPF_PROG_TEST_RUN fires.
+    "bpf_test_finish",
 )
 
 

@@ -4,18 +4,21 @@
 adapter, in order; `gespann run` starts them, prints `describe()` for each, and
 closes them on the way out. When DataDog and Prometheus both run, Prometheus
 also exposes what DataDog could not send (`gespann_datadog_unsent_total`).
+
+The DataDog exporter is imported only when an adapter asks for it: the
+datadog package (and the HTTP client it brings) adds a third to gespann's
+memory, which a Prometheus-only sidecar should not carry.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
 
 from gespann.collector import Collector
 from gespann.config import Adapter
 
 from .adapter import Exporter, ExporterError, SelfMetricSource
-from .datadog import DogStatsdExporter
 from .events import json_line, json_object, table_header, table_line
 from .jsonl import JsonlExporter
 from .prometheus import PrometheusExporter, SnapshotCollector
@@ -23,6 +26,17 @@ from .prometheus import PrometheusExporter, SnapshotCollector
 __all__ = ["DogStatsdExporter", "Exporter", "ExporterError", "JsonlExporter", "PrometheusExporter",
            "SelfMetricSource", "SnapshotCollector", "build_exporters", "json_line", "json_object",
            "table_header", "table_line"]
+
+if TYPE_CHECKING:
+    from .datadog import DogStatsdExporter
+
+
+def __getattr__(name: str):
+    if name == "DogStatsdExporter":
+        from .datadog import DogStatsdExporter
+
+        return DogStatsdExporter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: The DataDog agent when the config names none: DataDog's own variables, then its default.
 DEFAULT_AGENT_HOST = "localhost"
@@ -54,6 +68,8 @@ def build_exporters(adapters: Sequence[Adapter], collector: Collector) -> list[E
 
 
 def _datadog(settings: Mapping[str, Any], collector: Collector) -> DogStatsdExporter:
+    from .datadog import DogStatsdExporter
+
     host, port = _agent_address(settings.get("host"))
     return DogStatsdExporter(
         collector,
