@@ -3,11 +3,10 @@
 The kernel probes count a connection's bytes when it ends; a connection that
 lasts for hours must show its bytes sooner, so each collection asks the
 kernel for every open connection's `tcpi_bytes_acked` and
-`tcpi_bytes_received`. The netlink socket is made inside the watched network
-namespace (a socket stays in the namespace it was made in), so the dump sees
-that namespace's connections and no other. It is made afresh for each dump, in
-the calling thread: pyroute2 gives every thread its own underlying socket, and
-one made lazily in an exporter's thread would sit in gespann's own namespace.
+`tcpi_bytes_received`. The netlink socket (sock_diag.py) is made once, inside
+the watched network namespace (a socket stays in the namespace it was made
+in), so every dump sees that namespace's connections and no other, whichever
+thread asks.
 
 Only full sockets are reported: a TIME_WAIT socket can show up under its
 FIN_WAIT2 sub-state but carries no tcp_info, and its connection has ended.
@@ -19,8 +18,6 @@ import socket
 from dataclasses import dataclass
 from typing import Optional
 
-from pyroute2 import DiagSocket, netns
-
 from ..probes.tcp_lifecycle import (
     CLOSE_WAIT,
     CLOSING,
@@ -30,12 +27,12 @@ from ..probes.tcp_lifecycle import (
     LAST_ACK,
     PEER_FIN_IN,
 )
+from .sock_diag import DiagSocket
 
 #: The states of a full socket whose connection is open; sock_diag's state filter is a bit mask of them.
 OPEN_STATES = (ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)
 #: The state after our FIN was acked: it is in bytes_acked.
 OUR_FIN_ACKED = (FIN_WAIT2,)
-_INET_DIAG_INFO = 2  # extension number: the request's bit is 1 << (number - 1)
 
 
 @dataclass(frozen=True)
@@ -60,34 +57,14 @@ class OpenSockets:
     """sock_diag dumps of one network namespace (`netns_path`, or gespann's own)."""
 
     def __init__(self, netns_path: Optional[str] = None):
-        self._netns_path = netns_path
-
-    def _diag_socket(self) -> DiagSocket:
-        if self._netns_path:
-            netns.pushns(self._netns_path)
-        try:
-            diag = DiagSocket()
-            diag.bind()
-            return diag
-        finally:
-            if self._netns_path:
-                netns.popns()
+        self._diag = DiagSocket(netns_path)  # PermissionError without CAP_SYS_ADMIN for another namespace
 
     def connections(self) -> list[OpenConnection]:
         states = sum(1 << state for state in OPEN_STATES)
-        found = []
-        with self._diag_socket() as diag:
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for msg in diag.get_sock_stats(family=family, states=states,
-                                               extensions=1 << (_INET_DIAG_INFO - 1)):
-                    info = msg.get_attr("INET_DIAG_INFO")
-                    if info is None:
-                        continue
-                    idle_ms = min(info["tcpi_last_data_sent"], info["tcpi_last_data_recv"])
-                    found.append(OpenConnection(msg["idiag_cookie"], family, msg["idiag_state"], msg["idiag_sport"],
-                                                msg["idiag_dport"], info["tcpi_bytes_acked"],
-                                                info["tcpi_bytes_received"], idle_ms / 1000))
-        return found
+        return [OpenConnection(s.cookie, s.family, s.state, s.local_port, s.remote_port, s.bytes_acked,
+                               s.bytes_received, min(s.last_data_sent_ms, s.last_data_recv_ms) / 1000)
+                for family in (socket.AF_INET, socket.AF_INET6)
+                for s in self._diag.tcp_sockets(family, states)]
 
     def close(self) -> None:
-        """Nothing stays open between dumps; kept so a collector can close what it holds alike."""
+        self._diag.close()
