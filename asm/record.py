@@ -117,6 +117,7 @@ class Record:
         if self.size > offset:
             members.append(construct.Padding(self.size - offset))
         self.struct = construct.Struct(*members)
+        self._parser: construct.Construct | None = None
 
     def __repr__(self) -> str:
         return f"Record({self.name!r}, size={self.size})"
@@ -142,7 +143,11 @@ class Record:
         """Decode one record from the start of `data` (trailing bytes, such as sample padding, are ignored)."""
         if len(data) < self.size:
             raise AsmError(f"record {self.name!r} needs {self.size} bytes, got {len(data)}")
-        return self.struct.parse(data)
+        if self._parser is None:
+            # construct's compiled form parses the same Container about 3x faster: records and map
+            # entries are decoded by the thousand. Compiled on first use, as most Records never parse.
+            self._parser = self.struct.compile()
+        return self._parser.parse(data)
 
     def build(self, values: Mapping[str, Any]) -> bytes:
         """Encode one record; padding is zero."""
