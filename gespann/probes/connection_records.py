@@ -84,13 +84,15 @@ def emit_copy_process(p: Program, src: Register, src_record: Record, dst_at: int
         p.stx(DW, R10, dst_at + dst_record.offset("comm") + offset, R1)
 
 
-def emit_read_addresses(p: Program, sk: Register, types: KernelTypes, at: int, scratch: int) -> None:
+def emit_read_addresses(p: Program, sk: Register, types: KernelTypes, at: int, scratch: int,
+                        direct: bool = False) -> None:
     """Fill the record at R10 + `at` with the socket's family and both addresses.
 
     IPv4 sockets (and kernels without IPv6) take the 4-byte addresses; IPv6
-    sockets the 16-byte ones, v4-mapped included. Clobbers R0-R5.
+    sockets the 16-byte ones, v4-mapped included. `direct`: `sk` is BTF-typed
+    (see emit_read_field). Clobbers R0-R5.
     """
-    emit_read_field(p, R1, sk, types.field("sock_common.skc_family"), scratch)
+    emit_read_field(p, R1, sk, types.field("sock_common.skc_family"), scratch, direct)
     p.stx(H, R10, at + RECORD.offset("family"), R1)
     v6_local = types.optional_field("sock_common.skc_v6_rcv_saddr")
     v6_remote = types.optional_field("sock_common.skc_v6_daddr")
@@ -98,17 +100,26 @@ def emit_read_addresses(p: Program, sk: Register, types: KernelTypes, at: int, s
     if v6_local is not None and v6_remote is not None:
         ipv4 = f"addresses.ipv4.{len(p)}"
         p.jne(R1, AF_INET6, ipv4)
-        _emit_read_bytes(p, sk, v6_local.offset, 16, at + RECORD.offset("local_address"))
-        _emit_read_bytes(p, sk, v6_remote.offset, 16, at + RECORD.offset("remote_address"))
+        _emit_read_bytes(p, sk, v6_local.offset, 16, at + RECORD.offset("local_address"), direct)
+        _emit_read_bytes(p, sk, v6_remote.offset, 16, at + RECORD.offset("remote_address"), direct)
         p.ja(done)
         p.label(ipv4)
-    _emit_read_bytes(p, sk, types.field("sock_common.skc_rcv_saddr").offset, 4, at + RECORD.offset("local_address"))
-    _emit_read_bytes(p, sk, types.field("sock_common.skc_daddr").offset, 4, at + RECORD.offset("remote_address"))
+    _emit_read_bytes(p, sk, types.field("sock_common.skc_rcv_saddr").offset, 4, at + RECORD.offset("local_address"),
+                     direct)
+    _emit_read_bytes(p, sk, types.field("sock_common.skc_daddr").offset, 4, at + RECORD.offset("remote_address"),
+                     direct)
     p.label(done)
 
 
-def _emit_read_bytes(p: Program, base: Register, offset: int, size: int, at: int) -> None:
-    """probe_read_kernel(R10 + at, size, base + offset); a fault leaves the (zeroed) bytes as they were."""
+def _emit_read_bytes(p: Program, base: Register, offset: int, size: int, at: int, direct: bool) -> None:
+    """Copy `size` (4 or 16) bytes at `base` + `offset` to R10 + `at`; a fault leaves the (zeroed) bytes as
+    they were (probe_read_kernel) or copies zeros (direct loads, in 4- or 8-byte words)."""
+    if direct:
+        word, step = (W, 4) if size == 4 else (DW, 8)
+        for part in range(0, size, step):
+            p.ldx(word, R1, base, offset + part)
+            p.stx(word, R10, at + part, R1)
+        return
     p.mov(R3, base)
     p.add(R3, offset)
     p.mov(R1, R10)

@@ -73,6 +73,12 @@ def emit_extend(p: Program, dst: Register, arg: Arg) -> None:
 class Event(abc.ABC):
     """The arguments of one event; the program's context pointer is kept in `ctx` (R6 by convention)."""
 
+    #: The pointer arguments are BTF-typed (tp_btf, fentry): a probe may read their struct fields,
+    #: and those of struct pointers it loaded from them, with direct loads, much cheaper than
+    #: bpf_probe_read_kernel (`emit_read_field(..., direct=event.btf_pointers)`). Elsewhere they
+    #: are plain integers to the verifier.
+    btf_pointers: bool = False
+
     def __init__(self, ctx: Register, derived: Derivations, kernel_types: Callable[[], KernelTypes]):
         self.ctx = ctx
         self._derived = derived
@@ -95,7 +101,7 @@ class Event(abc.ABC):
             raise KeyError(f"event has no argument {name!r}; it has {sorted({*self.native(), *self._derived})}")
         pointer, field = self._derived[name]
         self.load(p, dst, pointer)
-        emit_read_field(p, dst, dst, self._kernel_types().field(field), SCRATCH_SLOT)
+        emit_read_field(p, dst, dst, self._kernel_types().field(field), SCRATCH_SLOT, direct=self.btf_pointers)
 
 
 class TracepointEvent(Event):
@@ -115,11 +121,12 @@ class TracepointEvent(Event):
 
 class ArgumentArrayEvent(Event):
     """Arguments are u64 slots of the context, in the traced function's order
-    (raw tracepoints, tp_btf, fentry/fexit)."""
+    (raw tracepoints, tp_btf, fentry/fexit); `btf_pointers` for tp_btf and fentry."""
 
     def __init__(self, args: Sequence[ArgSpec], ctx: Register, derived: Derivations,
-                 kernel_types: Callable[[], KernelTypes]):
+                 kernel_types: Callable[[], KernelTypes], btf_pointers: bool = False):
         super().__init__(ctx, derived, kernel_types)
+        self.btf_pointers = btf_pointers
         self.args = {arg.name: (8 * slot, arg) for slot, arg in enumerate(as_args(args))}
 
     def native(self) -> Sequence[str]:

@@ -59,6 +59,8 @@ class Flavour(abc.ABC):
 
     mode: ClassVar[str]
     prog_type: ClassVar[ProgType]
+    #: The event's pointer arguments are BTF-typed (see Event.btf_pointers).
+    btf_pointers: ClassVar[bool] = False
 
     def __init__(self, targets: Sequence[str]):
         self.targets = tuple(targets)
@@ -103,7 +105,7 @@ class _ArgumentArrayFlavour(Flavour):
         self.args = as_args(args)
 
     def event(self, ctx, derived, kernel_types) -> Event:
-        return ArgumentArrayEvent(self.args, ctx, derived, kernel_types)
+        return ArgumentArrayEvent(self.args, ctx, derived, kernel_types, btf_pointers=self.btf_pointers)
 
 
 class RawTracepoint(_ArgumentArrayFlavour):
@@ -122,6 +124,7 @@ class BtfTracepoint(_ArgumentArrayFlavour):
     """tp_btf: the raw arguments, typed by the kernel's `btf_trace_<name>` (needs kernel BTF)."""
 
     mode, prog_type = "tp_btf", ProgType.TRACING
+    btf_pointers = True
 
     def __init__(self, name: str, args: Sequence[ArgSpec]):
         super().__init__((name,), args)
@@ -138,6 +141,7 @@ class Fentry(_ArgumentArrayFlavour):
     """fentry on each of `functions`, whose arguments are `args` (needs kernel BTF and trampolines)."""
 
     mode, prog_type = "fentry", ProgType.TRACING
+    btf_pointers = True
 
     def __init__(self, functions: Sequence[str], args: Sequence[ArgSpec]):
         super().__init__(functions, args)

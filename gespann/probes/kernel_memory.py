@@ -1,8 +1,12 @@
 """Reading kernel struct fields from a probe, at offsets from BTF or a vendored table.
 
-Programs other than tp_btf/fentry may not dereference kernel pointers
-directly; they copy through bpf_probe_read_kernel (5.5+). The stack slot is
-zeroed first, so a read that faults yields 0 rather than stale stack bytes.
+Two ways to read. Through bpf_probe_read_kernel (5.5+): works on any kernel
+address, in every program type; the stack slot is zeroed first, so a read that
+faults yields 0 rather than stale stack bytes. Or directly, with one load, where
+the base register holds a BTF-typed pointer (`Event.btf_pointers`): the verifier
+checks the load against the struct's BTF and the JIT makes it fault-safe (a NULL
+or bad pointer reads 0, as a faulted probe read does). A load costs about a
+nanosecond, a helper call twenty or more.
 """
 
 from __future__ import annotations
@@ -14,22 +18,31 @@ from ..btf import FieldLocation
 _LOAD_SIZES = {1: Size.B, 2: Size.H, 4: Size.W, 8: Size.DW}
 
 
-def emit_read_field(p: Program, dst: Register, base: Register, field: FieldLocation, scratch: int) -> None:
+def emit_read_field(p: Program, dst: Register, base: Register, field: FieldLocation, scratch: int,
+                    direct: bool = False) -> None:
     """Emit `dst = base->field` (zero-extended; bitfields extracted), 0 if the read faults.
 
-    `scratch` is a free 8-byte stack slot (negative offset from R10). Clobbers R0-R5;
+    `direct`: `base` holds a BTF-typed pointer to the field's struct (an argument
+    of an event with `btf_pointers`, or a struct pointer loaded directly from
+    one), so one load does; it clobbers nothing else. Otherwise `scratch` is a
+    free 8-byte stack slot (negative offset from R10) and R0-R5 are clobbered.
     `base` may be any register, `dst` any but R10.
     """
     if field.size not in _LOAD_SIZES:
         raise ValueError(f"{field.struct}.{field.path} is {field.size} bytes: too wide for a register")
-    p.mov(R3, base)
-    p.add(R3, field.offset)
-    p.st(DW, R10, scratch, 0)
-    p.mov(R1, R10)
-    p.add(R1, scratch)
-    p.mov(R2, field.size)
-    p.call("probe_read_kernel")
-    p.ldx(_LOAD_SIZES[field.size], dst, R10, scratch)
+    if direct:
+        # A bitfield's load covers its whole storage unit, as the verifier wants (it starts at
+        # or before the bitfield's first byte and ends at or after its last).
+        p.ldx(_LOAD_SIZES[field.size], dst, base, field.offset)
+    else:
+        p.mov(R3, base)
+        p.add(R3, field.offset)
+        p.st(DW, R10, scratch, 0)
+        p.mov(R1, R10)
+        p.add(R1, scratch)
+        p.mov(R2, field.size)
+        p.call("probe_read_kernel")
+        p.ldx(_LOAD_SIZES[field.size], dst, R10, scratch)
     if field.is_bitfield:
         lshift, rshift = field.bitfield_shifts()
         p.lsh(dst, lshift)

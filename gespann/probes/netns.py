@@ -21,11 +21,12 @@ def namespace_inode(path: str) -> int:
 
 
 def emit_netns_check(p: Program, sk: Register, types: KernelTypes, netns: int, skip: str,
-                     scratch: int) -> None:
+                     scratch: int, direct: bool = False) -> None:
     """Emit code that jumps to `skip` unless the socket at `sk` lives in namespace `netns`.
 
-    `scratch` is a free 8-byte stack slot. Clobbers R0-R5.
+    `scratch` is a free 8-byte stack slot; `direct`: `sk` is BTF-typed (see emit_read_field).
+    Clobbers R0-R5 (only R2 if direct).
     """
-    emit_read_field(p, R2, sk, types.field("sock_common.skc_net.net"), scratch)
-    emit_read_field(p, R2, R2, types.field("net.ns.inum"), scratch)
+    emit_read_field(p, R2, sk, types.field("sock_common.skc_net.net"), scratch, direct)
+    emit_read_field(p, R2, R2, types.field("net.ns.inum"), scratch, direct)
     p.jne32(R2, netns, skip)  # inode numbers are u32 and may exceed s32

@@ -97,6 +97,13 @@ _ERRNO_KEY = -60
 _ONE = -72
 _ENTRY = -72 - ENTRY.size
 _RECORD = _ENTRY - RECORD.size  # only with records
+#: tcp_sock counters read at an end, each a u64.
+_COUNTERS = _RECORD - 8 * 4
+TCP_COUNTERS = ("bytes_acked", "bytes_received", "total_retrans", "srtt_us")
+
+
+def _counter(name: str) -> int:
+    return _COUNTERS + 8 * TCP_COUNTERS.index(name)
 
 
 def _entry(field: str) -> int:
@@ -108,11 +115,12 @@ def _record(field: str) -> int:
 
 
 def body(p: Program, event: Event, target: BuildTarget) -> None:
+    direct = event.btf_pointers  # R7, the socket, may be read with direct loads
     event.load(p, R2, "protocol")
     p.jne(R2, IPPROTO_TCP, "out")
     event.load(p, R7, "sk")
     if target.netns is not None:
-        emit_netns_check(p, R7, target.kernel_types, target.netns, "out", _READ_SCRATCH)
+        emit_netns_check(p, R7, target.kernel_types, target.netns, "out", _READ_SCRATCH, direct)
     event.load(p, R2, "oldstate")
     p.stx(DW, R10, _OLDSTATE, R2)
     event.load(p, R8, "newstate")
@@ -134,8 +142,8 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     _emit_store_entry(p)
     p.ja("out")
 
-    _emit_established(p, target)
-    _emit_close(p, target)
+    _emit_established(p, target, direct)
+    _emit_close(p, target, direct)
     if target.records is not None:
         _emit_closing(p)
 
@@ -154,7 +162,7 @@ def _emit_store_entry(p: Program) -> None:
     p.call("map_update_elem")
 
 
-def _emit_established(p: Program, target: BuildTarget) -> None:
+def _emit_established(p: Program, target: BuildTarget, direct: bool) -> None:
     """A new connection: entry with its start, role and ports; opened counted; connect latency."""
     p.label("established")
     emit_zero(p, ENTRY, _ENTRY)
@@ -179,9 +187,9 @@ def _emit_established(p: Program, target: BuildTarget) -> None:
     p.call("ktime_get_ns")
     p.stx(DW, R10, _entry("established_ns"), R0)
     types = target.kernel_types
-    emit_read_field(p, R1, R7, types.field("sock_common.skc_num"), _READ_SCRATCH)
+    emit_read_field(p, R1, R7, types.field("sock_common.skc_num"), _READ_SCRATCH, direct)
     p.stx(H, R10, _entry("local_port"), R1)
-    emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH)
+    emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH, direct)
     p.stx(H, R10, _entry("remote_port"), R1)
     _emit_store_entry(p)
 
@@ -196,7 +204,7 @@ def _emit_established(p: Program, target: BuildTarget) -> None:
     p.ja("out")
 
 
-def _emit_close(p: Program, target: BuildTarget) -> None:
+def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     """CLOSE: a failed active open, or the end of a connection; the entry goes either way."""
     records = target.records is not None
     ended = "record" if records else "forget"  # where a counted end goes next
@@ -247,8 +255,8 @@ def _emit_close(p: Program, target: BuildTarget) -> None:
     p.st(DW, R10, _PEER_FIN_IN, 1)
 
     p.label("ended")
-    types = target.kernel_types
-    emit_read_field(p, R4, R7, types.field("tcp_sock.bytes_acked"), _READ_SCRATCH)
+    _emit_read_tcp_counters(p, target, direct)
+    p.ldx(DW, R4, R10, _counter("bytes_acked"))
     p.ldx(DW, R2, R10, _OUR_FIN_ACKED)
     p.ldx(W, R1, R8, ENTRY.offset("role"))
     p.jne(R1, CLIENT, "ended.no_syn")
@@ -257,15 +265,15 @@ def _emit_close(p: Program, target: BuildTarget) -> None:
     _emit_saturating_sub(p, R4, R2)
     _emit_store_in_record(p, records, DW, "bytes_sent", R4)
     emit_add(p, R9, Layout.BYTES_SENT, R4)
-    emit_read_field(p, R4, R7, types.field("tcp_sock.bytes_received"), _READ_SCRATCH)
+    p.ldx(DW, R4, R10, _counter("bytes_received"))
     p.ldx(DW, R2, R10, _PEER_FIN_IN)
     _emit_saturating_sub(p, R4, R2)
     _emit_store_in_record(p, records, DW, "bytes_received", R4)
     emit_add(p, R9, Layout.BYTES_RECEIVED, R4)
-    emit_read_field(p, R4, R7, types.field("tcp_sock.total_retrans"), _READ_SCRATCH)
+    p.ldx(DW, R4, R10, _counter("total_retrans"))
     _emit_store_in_record(p, records, W, "retransmits", R4)
     emit_add(p, R9, Layout.RETRANSMITS, R4)
-    emit_read_field(p, R4, R7, types.field("tcp_sock.srtt_us"), _READ_SCRATCH)
+    p.ldx(DW, R4, R10, _counter("srtt_us"))
     p.rsh(R4, 3)
     _emit_store_in_record(p, records, W, "srtt_us", R4)
     emit_observe(p, R9, Layout.RTT, R4)
@@ -278,9 +286,9 @@ def _emit_close(p: Program, target: BuildTarget) -> None:
     emit_observe(p, R9, Layout.DURATION, R4)
     p.ja(ended)
 
-    _emit_failed(p, target, ended)
+    _emit_failed(p, target, ended, direct)
     if records:
-        _emit_record(p, target)
+        _emit_record(p, target, direct)
 
     p.label("forget")
     p.ld_map(R1, MAP_NAME)
@@ -295,7 +303,30 @@ def _emit_store_in_record(p: Program, records: bool, size, field: str, value) ->
         p.stx(size, R10, _record(field), value)
 
 
-def _emit_record(p: Program, target: BuildTarget) -> None:
+def _emit_read_tcp_counters(p: Program, target: BuildTarget, direct: bool) -> None:
+    """The TCP_COUNTERS of the socket in R7, each into its u64 stack slot. Clobbers R0-R5.
+
+    The verifier types R7 as a struct sock, too small for tcp_sock's fields: with
+    direct loads, bpf_skc_to_tcp_sock (5.9+) gives the same address typed as a
+    tcp_sock, for one cheap call instead of a read per field.
+    """
+    fields = [(_counter(name), target.kernel_types.field(f"tcp_sock.{name}")) for name in TCP_COUNTERS]
+    if direct:
+        p.mov(R1, R7)
+        p.call("skc_to_tcp_sock")
+        p.jeq(R0, 0, "counters.read")  # not a full TCP socket (never at an end): read as elsewhere
+        for slot, field in fields:
+            emit_read_field(p, R1, R0, field, _READ_SCRATCH, direct=True)
+            p.stx(DW, R10, slot, R1)
+        p.ja("counters.done")
+        p.label("counters.read")
+    for slot, field in fields:
+        emit_read_field(p, R1, R7, field, _READ_SCRATCH)
+        p.stx(DW, R10, slot, R1)
+    p.label("counters.done")
+
+
+def _emit_record(p: Program, target: BuildTarget, direct: bool) -> None:
     """The record of the end just counted: what the entry knows, the addresses, and out it goes."""
     p.label("record")
     p.ldx(W, R1, R8, ENTRY.offset("role"))
@@ -305,10 +336,10 @@ def _emit_record(p: Program, target: BuildTarget) -> None:
     p.ldx(H, R1, R8, ENTRY.offset("local_port"))
     p.stx(H, R10, _record("local_port"), R1)
     types = target.kernel_types
-    emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH)
+    emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH, direct)
     p.stx(H, R10, _record("remote_port"), R1)
     emit_copy_process(p, R8, ENTRY, _RECORD, RECORD)
-    emit_read_addresses(p, R7, types, _RECORD, _READ_SCRATCH)
+    emit_read_addresses(p, R7, types, _RECORD, _READ_SCRATCH, direct)
     target.records.emit_output(p, R6, _RECORD, RECORD.size)
 
 
@@ -332,7 +363,7 @@ def _emit_saturating_sub(p: Program, value, amount) -> None:
     p.sub(value, amount)
 
 
-def _emit_failed(p: Program, target: BuildTarget, ended: str) -> None:
+def _emit_failed(p: Program, target: BuildTarget, ended: str, direct: bool) -> None:
     """SYN_SENT -> CLOSE: counted by sk->sk_err, a named reason or the errno itself."""
     p.label("failed")
     if target.records is not None:
@@ -342,7 +373,7 @@ def _emit_failed(p: Program, target: BuildTarget, ended: str) -> None:
         p.sub(R0, R1)
         p.stx(DW, R10, _record("duration_ns"), R0)
         p.st(B, R10, _record("outcome"), connection_records.FAILED)
-    emit_read_field(p, R4, R7, target.kernel_types.field("sock.sk_err"), _READ_SCRATCH)
+    emit_read_field(p, R4, R7, target.kernel_types.field("sock.sk_err"), _READ_SCRATCH, direct)
     if target.records is not None:
         p.stx(H, R10, _record("reason"), R4)
     for index, (reason, number) in enumerate(FAILURE_ERRNOS.items()):

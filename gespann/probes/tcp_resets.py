@@ -40,7 +40,8 @@ def _marking(direction: int) -> Body:
         event.load(p, R7, "sk")
         p.jeq(R7, 0, "out")
         if target.netns is not None:
-            emit_netns_check(p, R7, target.kernel_types, target.netns, "out", _READ_SCRATCH)
+            emit_netns_check(p, R7, target.kernel_types, target.netns, "out", _READ_SCRATCH,
+                             event.btf_pointers)
         _emit_mark(p, direction)
         p.label("out")
         p.mov(R0, 0)

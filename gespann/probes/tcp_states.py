@@ -29,7 +29,7 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     p.jne(R2, IPPROTO_TCP, "out")
     if target.netns is not None:
         event.load(p, R2, "sk")
-        emit_netns_check(p, R2, target.kernel_types, target.netns, "out", _NETNS_SCRATCH)
+        emit_netns_check(p, R2, target.kernel_types, target.netns, "out", _NETNS_SCRATCH, event.btf_pointers)
     event.load(p, R2, "newstate")
     p.jge(R2, STATE_SLOTS, "out")
     p.stx(W, R10, _KEY_SLOT, R2)

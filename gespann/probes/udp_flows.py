@@ -165,6 +165,7 @@ def emit_flow_update(p: Program, event: Event, skb: Register, ip_header: Registe
     Clobbers R0-R5, R8, R9.
     """
     types = target.kernel_types
+    direct = event.btf_pointers  # for skb's own fields; the headers and skb_shinfo are plain addresses
     local, remote = ("src", "dst") if direction == SENT else ("dst", "src")
     for offset in range(0, 48, 8):
         p.st(DW, R10, _KEY + offset, 0)
@@ -239,8 +240,8 @@ def emit_flow_update(p: Program, event: Event, skb: Register, ip_header: Registe
 
     # Datagrams: one, or the segments of a GSO (sent) or GRO (received) packet.
     p.st(DW, R10, _DATAGRAMS, 1)
-    emit_read_field(p, R8, skb, types.field("sk_buff.head"), _READ_SCRATCH)
-    emit_read_field(p, R1, skb, types.field("sk_buff.end"), _READ_SCRATCH)
+    emit_read_field(p, R8, skb, types.field("sk_buff.head"), _READ_SCRATCH, direct)
+    emit_read_field(p, R1, skb, types.field("sk_buff.end"), _READ_SCRATCH, direct)
     p.add(R8, R1)  # skb_shinfo(skb): the end offset from head (64-bit kernels)
     emit_read_field(p, R9, R8, types.field("skb_shared_info.gso_size"), _READ_SCRATCH)
     p.jeq(R9, 0, "counted")
@@ -320,9 +321,10 @@ def _emit_note_sender(p: Program, event: Event, target: BuildTarget) -> None:
     p.stx(DW, R8, FLOW.offset("cgroup_id"), R0)
 
 
-def emit_protocol(p: Program, skb, types: KernelTypes) -> None:
-    """R9 = skb->protocol in host order; jumps to "out" unless it is IPv4 or IPv6. Clobbers R0-R5."""
-    emit_read_field(p, R9, skb, types.field("sk_buff.protocol"), _READ_SCRATCH)
+def emit_protocol(p: Program, skb, types: KernelTypes, direct: bool) -> None:
+    """R9 = skb->protocol in host order; jumps to "out" unless it is IPv4 or IPv6. `direct`: `skb` is
+    BTF-typed (see emit_read_field). Clobbers R0-R5."""
+    emit_read_field(p, R9, skb, types.field("sk_buff.protocol"), _READ_SCRATCH, direct)
     emit_ntohs(p, R9)
     p.jeq(R9, ETH_P_IP, "ip")
     p.jne(R9, ETH_P_IPV6, "out")
@@ -330,11 +332,12 @@ def emit_protocol(p: Program, skb, types: KernelTypes) -> None:
 
 
 def emit_namespace(p: Program, dst: Register, holder: Register, field: str, types: KernelTypes,
-                   netns: int | None) -> None:
+                   netns: int | None, direct: bool) -> None:
     """dst = the inode of the namespace `holder->field` (a `struct net *`) points to; a jump to
-    "out" if `netns` (an inode) is given and differs. `holder` may be `dst`. Clobbers R0-R5."""
-    emit_read_field(p, dst, holder, types.field(field), _READ_SCRATCH)
-    emit_read_field(p, dst, dst, types.field("net.ns.inum"), _READ_SCRATCH)
+    "out" if `netns` (an inode) is given and differs. `holder` may be `dst`; `direct`: it is
+    BTF-typed (see emit_read_field). Clobbers R0-R5."""
+    emit_read_field(p, dst, holder, types.field(field), _READ_SCRATCH, direct)
+    emit_read_field(p, dst, dst, types.field("net.ns.inum"), _READ_SCRATCH, direct)
     if netns is not None:
         p.jne32(dst, netns, "out")  # inode numbers are u32 and may exceed s32
 

@@ -36,15 +36,17 @@ FLAVOURS = (
 
 def body(p: Program, event: Event, target: BuildTarget) -> None:
     types = target.kernel_types
+    direct = event.btf_pointers  # skb, and the device loaded from it, may be read with direct loads
     event.load(p, R7, "skb")
-    emit_read_field(p, R1, R7, types.field("sk_buff.pkt_type"), _SCRATCH)
+    emit_read_field(p, R1, R7, types.field("sk_buff.pkt_type"), _SCRATCH, direct)
     p.jeq(R1, PACKET_OTHERHOST, "out")  # for another host: the IP layer drops it
-    emit_protocol(p, R7, types)
-    emit_read_field(p, R8, R7, types.field("sk_buff.data"), _SCRATCH)
+    emit_protocol(p, R7, types, direct)
+    # The IP header's protocol says whether it is UDP: a packet that is not pays that one read.
+    emit_read_field(p, R8, R7, types.field("sk_buff.data"), _SCRATCH, direct)
 
     def namespace(p: Program, dst) -> None:
-        emit_read_field(p, dst, R7, types.field("sk_buff.dev"), _SCRATCH)
-        emit_namespace(p, dst, dst, "net_device.nd_net.net", types, target.netns)
+        emit_read_field(p, dst, R7, types.field("sk_buff.dev"), _SCRATCH, direct)
+        emit_namespace(p, dst, dst, "net_device.nd_net.net", types, target.netns, direct)
 
     emit_flow_update(p, event, R7, R8, namespace, target, RECEIVED)
     emit_exit(p)

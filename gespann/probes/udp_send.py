@@ -1,8 +1,11 @@
 """UDP datagrams sent: counted in their flow as a device is handed them (net:net_dev_queue).
 
 The packet's owning socket (skb->sk) says it was made here, and in which
-network namespace; its headers start at skb->head + skb->network_header. See
-udp_flows for the flow entry and what seeing packets at the device implies.
+network namespace; its headers start at skb->head + skb->network_header. Only
+packets of UDP sockets (sk_protocol 17) are looked at further, so a TCP packet
+costs two field reads; a raw or packet socket writing its own UDP headers is
+not counted. See udp_flows for the flow entry and what seeing packets at the
+device implies.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from .kernel_memory import emit_read_field
 from .probe import BuildTarget, Probe
 from .udp_flows import (
     CONTEXT_SLOT,
+    IPPROTO_UDP,
     MAP_NAME,
     SENT,
     emit_exit,
@@ -36,17 +40,21 @@ FLAVOURS = (
 
 def body(p: Program, event: Event, target: BuildTarget) -> None:
     types = target.kernel_types
+    direct = event.btf_pointers  # skb, and the socket loaded from it, may be read with direct loads
     emit_save_context(p, event, CONTEXT_SLOT)
     event.load(p, R7, "skb")
-    emit_read_field(p, R6, R7, types.field("sk_buff.sk"), _SCRATCH)  # the context is not needed again
+    emit_read_field(p, R6, R7, types.field("sk_buff.sk"), _SCRATCH, direct)  # the context is not needed again
     p.jeq(R6, 0, "out")  # not made by a local socket (forwarded, or a kernel reply)
-    emit_protocol(p, R7, types)
-    emit_read_field(p, R8, R7, types.field("sk_buff.head"), _SCRATCH)
-    emit_read_field(p, R1, R7, types.field("sk_buff.network_header"), _SCRATCH)
+    # Most packets are not UDP (TCP's go by here too): out before any header is read.
+    emit_read_field(p, R1, R6, types.field("sock.sk_protocol"), _SCRATCH, direct)
+    p.jne(R1, IPPROTO_UDP, "out")
+    emit_protocol(p, R7, types, direct)
+    emit_read_field(p, R8, R7, types.field("sk_buff.head"), _SCRATCH, direct)  # a plain address from here
+    emit_read_field(p, R1, R7, types.field("sk_buff.network_header"), _SCRATCH, direct)
     p.add(R8, R1)
 
     def namespace(p: Program, dst) -> None:
-        emit_namespace(p, dst, R6, "sock_common.skc_net.net", types, target.netns)
+        emit_namespace(p, dst, R6, "sock_common.skc_net.net", types, target.netns, direct)
 
     emit_flow_update(p, event, R7, R8, namespace, target, SENT)
     emit_exit(p)
