@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 
 class FieldRef(NamedTuple):
-    """One member path of one struct, as probes read it with bpf_probe_read_kernel."""
+    """One member path of one struct, as probes read it (a direct load or bpf_probe_read_kernel)."""
 
     struct: str
     path: str
