@@ -80,9 +80,10 @@ HOT_PATHS = [(tcp_lifecycle.PROBE, 3), (tcp_states.PROBE, 3), (tcp_resets.SENT, 
 
 
 def first_block(probe: Probe, mode: str) -> str:
-    """The listing up to the first label: straight-line code every event runs (scoped to a namespace)."""
-    program = probe.program(probe.flavour(mode), BuildTarget(netns=4026531840))
-    return str(program).split(":\n")[0]
+    """The listing up to the first label: straight-line code every event runs (scoped to a namespace).
+    A probe that first filters on an argument alone (tcp_lifecycle's new state) starts after it."""
+    listing = str(probe.program(probe.flavour(mode), BuildTarget(netns=4026531840)))
+    return listing.split("\nfollowed:\n", 1)[-1].split(":\n")[0]
 
 
 @pytest.mark.parametrize("probe, helper_reads", HOT_PATHS, ids=[probe.name for probe, _ in HOT_PATHS])
