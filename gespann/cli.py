@@ -158,13 +158,15 @@ def trace(config_path: str | None, as_json: bool, count: int | None) -> None:
             _fail(str(err))
         if not as_json:
             click.echo(table_header())
+        format_line = json_line if as_json else table_line
         while not stop.is_set() and (count is None or printed < count):
-            for event in collector.events(timeout=0.2):
-                click.echo(json_line(event) if as_json else table_line(event))
-                printed += 1
-                if count is not None and printed >= count:
-                    break
-            sys.stdout.flush()
+            events = list(collector.events(timeout=0.2))
+            if count is not None:
+                events = events[:count - printed]
+            if events:  # one write per batch: click.echo flushes every line, 4 µs a record at the highest rates
+                sys.stdout.write("".join(f"{format_line(event)}\n" for event in events))
+                sys.stdout.flush()
+                printed += len(events)
         lost = collector.snapshot()["records_lost_total"].total()
     if lost:
         click.echo(f"gespann: {lost} connection records were lost (the kernel's buffer was full)", err=True)
