@@ -1,8 +1,9 @@
 """On-disk cache of resolved kernel types, keyed by the exact BTF they came from.
 
 The key is a SHA-256 of the whole BTF file (about 3 ms for the kernel's 5-6 MB,
-read in chunks: a warm start never holds the blob in memory), not the release string or /sys/kernel/notes: two builds with the same release
-can differ, and some kernels carry a meaningless build-id note. The manifest
+read in chunks: a warm start never holds the blob in memory), not the release
+string or /sys/kernel/notes: two builds with the same release can differ, and
+some kernels carry a meaningless build-id note. The manifest
 digest and the document format are part of the key too, so a changed manifest
 never reads a stale entry.
 
