@@ -21,6 +21,11 @@ kernels have no tracepoint for it, so the abort itself is counted as a reset
 sent, the same way on 5.10 and 6.18. (A retransmission timeout also aborts
 without an RST; it is counted there too.)
 
+A failed open's reason is sk->sk_err as the state change finds it. The
+kernel sets it a moment before (the socket polls as failed from then on), so
+an application that reads SO_ERROR, which clears it, in those microseconds
+leaves no reason: that open counts as failed, reason "aborted" (errno 0).
+
 Payload bytes. `bytes_acked` counts acknowledged sequence space, which
 includes the client's SYN and this side's FIN once the peer acked it;
 `bytes_received` includes the peer's FIN. Both are taken off, from the role

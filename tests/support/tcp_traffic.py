@@ -11,6 +11,7 @@ import subprocess
 import time
 
 LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+TCP_CLOSE = 7  # tcp_info.tcpi_state of a socket whose connection has ended or failed
 #: A port nothing listens on, for refused connects; SYNs to DROPPED_PORT are dropped by `drop_syns_to`.
 CLOSED_PORT, DROPPED_PORT = 1, 9
 _LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -84,6 +85,11 @@ def syn_timeouts(families: list[int], limit: float = 10.0) -> None:
     while pending and time.monotonic() < deadline:
         _, writable, _ = select.select([], pending, [], 0.2)
         for s in writable:
+            # Writable once the kernel has set sk_err, a moment before the state change that the
+            # probes read sk_err at; reading SO_ERROR (which clears it) in between would hide the
+            # reason from them. So wait for CLOSE: tcp_info, unlike SO_ERROR, clears nothing.
+            if s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_CLOSE:
+                continue
             assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 110  # ETIMEDOUT
             s.close()
             pending.remove(s)
