@@ -78,6 +78,33 @@ def test_a_dump_decodes_as_the_oracle_does_and_counts_what_was_sent(family, addr
         namespace.remove()
 
 
+def test_a_dump_longer_than_one_read_is_whole():
+    """400 sockets' replies fill several netlink reads (each at most 32 KiB): none is missed."""
+    namespace = Namespace()
+    try:
+        with namespace.enter():
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(256)
+            sockets = []
+            for _ in range(200):
+                sockets.append(socket.create_connection(listener.getsockname()))
+                sockets.append(listener.accept()[0])
+        with DiagSocket(namespace.path) as diag:
+            ours = diag.tcp_sockets(socket.AF_INET, 1 << ESTABLISHED)
+        netns.pushns(namespace.name)
+        try:
+            oracle = _oracle(socket.AF_INET)
+        finally:
+            netns.popns()
+        assert len(ours) == 400
+        assert {s.cookie for s in ours} == {cookie for cookie, seen in oracle.items() if seen[0] == ESTABLISHED}
+        for sock in (*sockets, listener):
+            sock.close()
+    finally:
+        namespace.remove()
+
+
 def test_a_state_filter_is_applied_by_the_kernel():
     namespace = Namespace()
     try:
