@@ -51,7 +51,6 @@ HELPERS_SINCE = {
     "ringbuf_reserve": "5.8",
     "ringbuf_submit": "5.8",
     "ringbuf_discard": "5.8",
-    "skc_to_tcp_sock": "5.9",
 }
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
