@@ -19,6 +19,7 @@ EVENT_READERS = ("auto", "ringbuf", "perf")
 PERF_EVENT_ATTACH = ("auto", "link", "ioctl")
 ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
 BTF_SOURCES = ("auto", "btf", "vendored")
+PROTOCOLS = ("tcp", "udp")
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,9 @@ class Config:
     btf_source: str = "auto"
     #: A network-namespace file (/proc/PID/ns/net, /run/netns/NAME): watch only that namespace.
     netns: str | None = None
+    #: The protocols watched. UDP's probes run on every packet, TCP's included: a host that
+    #: needs no UDP figures saves that cost by leaving it out.
+    protocols: tuple[str, ...] = PROTOCOLS
     #: Seconds without payload after which an open connection counts as idle (the idle gauge).
     idle_timeout: float = 60.0
     #: Seconds without a datagram after which a UDP flow ends (and is reported as closed).
@@ -91,7 +95,7 @@ def parse(document: Any) -> Config:
     events = _section(document, "events", ("reader",))
     attach = _section(document, "attach", ("mode", "probes", "perf_event"))
     btf = _section(document, "btf", ("source",))
-    scope = _section(document, "scope", ("netns",))
+    scope = _section(document, "scope", ("netns", "protocols"))
     connections = _section(document, "connections", ("idle_timeout", "udp_flow_timeout"))
     label_section = _section(document, "labels", ("process", "container", "max_series"))
     return Config(
@@ -103,6 +107,7 @@ def parse(document: Any) -> Config:
         perf_event_attach=_choice(attach.get("perf_event", "auto"), PERF_EVENT_ATTACH, "attach.perf_event"),
         btf_source=_btf_source(btf.get("source", "auto")),
         netns=_namespace_file(scope.get("netns"), "scope.netns"),
+        protocols=_protocols(scope.get("protocols", list(PROTOCOLS)), "scope.protocols"),
         idle_timeout=_seconds(connections.get("idle_timeout", Config.idle_timeout), "connections.idle_timeout"),
         udp_flow_timeout=_seconds(connections.get("udp_flow_timeout", Config.udp_flow_timeout),
                                   "connections.udp_flow_timeout"),
@@ -170,6 +175,14 @@ def _port(value: Any, key: str) -> int:
     if isinstance(value, bool) or not 1 <= port <= 65535:
         raise ConfigError(key, f"port must be between 1 and 65535, got {value!r}")
     return port
+
+
+def _protocols(value: Any, key: str) -> tuple[str, ...]:
+    _expect(value, list, key, f"a list of protocols ({', '.join(PROTOCOLS)})")
+    if not value:
+        raise ConfigError(key, "empty: watch at least one protocol")
+    chosen = {_choice(item, PROTOCOLS, f"{key}[{index}]", what="protocol") for index, item in enumerate(value)}
+    return tuple(protocol for protocol in PROTOCOLS if protocol in chosen)
 
 
 def _flag(value: Any, key: str) -> bool:

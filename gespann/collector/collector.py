@@ -33,7 +33,8 @@ from .udp import UdpMetrics
 
 
 class KernelCollector:
-    """The `Collector` over an attached `ProbeSet` with tcp_lifecycle in it.
+    """The `Collector` over an attached `ProbeSet`: TCP figures where tcp_lifecycle is in it, UDP
+    figures where udp_send is (`scope.protocols` may leave either out).
 
     `netns_path` is the network namespace the probes are scoped to (None: gespann's own),
     where open connections are looked up. `records` is the channel the probes
@@ -52,8 +53,9 @@ class KernelCollector:
         if label_settings.enabled and records is None:
             raise ValueError("per-process labels are built from connection records: attach with a record channel")
         self._probes = probes
-        self._open_sockets = OpenSockets(netns_path)
-        self._tcp = TcpMetrics(probes["tcp_lifecycle"], self._open_sockets, idle_timeout)
+        watches_tcp = "tcp_lifecycle" in probes.probes
+        self._open_sockets = OpenSockets(netns_path) if watches_tcp else None
+        self._tcp = TcpMetrics(probes["tcp_lifecycle"], self._open_sockets, idle_timeout) if watches_tcp else None
         self._udp = (UdpMetrics(probes["udp_send"], idle_timeout, udp_flow_timeout)
                      if "udp_send" in probes.probes else None)
         self._udp_expired_at = 0.0
@@ -65,7 +67,7 @@ class KernelCollector:
         self._events_wanted = False
 
     def snapshot(self) -> Snapshot:
-        series = self._tcp.series()
+        series = self._tcp.series() if self._tcp is not None else {}
         if self._udp is not None:
             for name, udp_series in self._udp.series().items():
                 series.setdefault(name, {}).update(udp_series)
@@ -119,7 +121,8 @@ class KernelCollector:
                         self._backlog_lost += 1
 
     def close(self) -> None:
-        self._open_sockets.close()
+        if self._open_sockets is not None:
+            self._open_sockets.close()
 
     def __enter__(self) -> "KernelCollector":
         return self

@@ -62,6 +62,8 @@ class Probe:
     derived: Derivations = field(default_factory=dict)
     maps: Mapping[str, Callable[[], Map]] = field(default_factory=dict)
     shared_maps: Mapping[str, Callable[[], Map]] = field(default_factory=dict)
+    #: The traffic it watches ("tcp" or "udp"): `scope.protocols` leaves out the probes of the others.
+    protocol: str = "tcp"
 
     def flavour(self, mode: str) -> Flavour:
         for flavour in self.flavours:

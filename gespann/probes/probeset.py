@@ -102,10 +102,11 @@ class ProbeSet:
 
     @classmethod
     def attach_all(cls, config, records: Optional[EventChannel] = None) -> "ProbeSet":
-        """Every probe gespann has, attached as `config` asks."""
+        """Every probe gespann has for the protocols `config` watches, attached as it asks."""
         from . import ALL_PROBES
 
-        return cls.attach(ALL_PROBES, AttachSettings.from_config(config), records)
+        probes = [probe for probe in ALL_PROBES if probe.protocol in config.protocols]
+        return cls.attach(probes, AttachSettings.from_config(config), records)
 
     def __getitem__(self, name: str) -> AttachedProbe:
         return self.probes[name]

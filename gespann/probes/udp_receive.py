@@ -58,4 +58,5 @@ PROBE = Probe(
     flavours=FLAVOURS,
     body=body,
     shared_maps={MAP_NAME: flows_map},
+    protocol="udp",
 )

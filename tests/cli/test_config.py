@@ -45,6 +45,9 @@ def test_gespann_keys():
     assert (config.event_reader, config.perf_event_attach, config.btf_source) == ("perf", "ioctl", "vendored")
     assert parse({"btf": {"source": "/boot/vmlinux"}}).btf_source == "/boot/vmlinux"
     assert parse({"scope": {"netns": "/proc/self/ns/net"}}).netns == "/proc/self/ns/net"
+    assert parse({}).protocols == ("tcp", "udp")
+    assert parse({"scope": {"protocols": ["udp", "tcp", "udp"]}}).protocols == ("tcp", "udp")
+    assert parse({"scope": {"protocols": ["tcp"]}}).protocols == ("tcp",)
     forced = parse({"attach": {"mode": "tracepoint", "probes": {"tcp_states": "raw_tracepoint"}}})
     assert (forced.attach_mode, forced.probe_modes) == ("tracepoint", {"tcp_states": "raw_tracepoint"})
 
@@ -75,6 +78,9 @@ def test_gespann_keys():
     ({"scope": {"netns": "/nonexistent/ns/net"}}, "scope.netns", "No such file"),
     ({"scope": {"netns": 4026531840}}, "scope.netns", "namespace file path"),
     ({"scope": {"pid": 1}}, "scope.pid", "unknown key"),
+    ({"scope": {"protocols": "tcp"}}, "scope.protocols", "a list of protocols (tcp, udp)"),
+    ({"scope": {"protocols": []}}, "scope.protocols", "watch at least one protocol"),
+    ({"scope": {"protocols": ["tcp", "sctp"]}}, "scope.protocols[1]", "unknown protocol 'sctp'"),
     ({"adapters": [{"type": "jsonl", "settings": {}}]}, "adapters[0].settings.path", "missing"),
     ({"connections": {"idle_timeout": "1m"}}, "connections.idle_timeout", "positive number of seconds"),
     ({"connections": {"udp_flow_timeout": -1}}, "connections.udp_flow_timeout", "positive number of seconds"),
