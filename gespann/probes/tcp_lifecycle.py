@@ -29,10 +29,11 @@ leaves no reason: that open counts as failed, reason "aborted" (errno 0).
 Payload bytes. `bytes_acked` counts acknowledged sequence space, which
 includes the client's SYN and this side's FIN once the peer acked it;
 `bytes_received` includes the peer's FIN. Both are taken off, from the role
-and the state left: an orderly end has both FINs behind it; a reset has our
-FIN acked only from FIN_WAIT2 and the peer's FIN only from CLOSE_WAIT,
-LAST_ACK or CLOSING. (A FIN_WAIT2 timeout, with no FIN from the peer, is off
-by that one byte.)
+and the state left: an orderly end has our FIN acked, and the peer's FIN in
+unless it leaves FIN_WAIT2 before that FIN came (close() of a socket already
+in FIN_WAIT2 hands it to a timewait socket at once; a FIN_WAIT2 timeout), which
+the socket's SOCK_DONE flag tells; a reset has our FIN acked only from
+FIN_WAIT2 and the peer's FIN only from CLOSE_WAIT, LAST_ACK or CLOSING.
 
 Records. When the build target carries a record channel, each end (and each
 failed open) also sends one `connection_records.RECORD`, and the entry keeps
@@ -84,6 +85,8 @@ CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING = 7, 8, 9, 11
 ABORTED_FROM = (ESTABLISHED, SYN_RECV, CLOSE_WAIT, FIN_WAIT1)
 #: States in which the peer's FIN has arrived.
 PEER_FIN_IN = (CLOSE_WAIT, LAST_ACK, CLOSING)
+#: enum sock_flags: set when the peer's FIN arrives (tcp_fin), and by nothing else on the way to CLOSE.
+SOCK_DONE = 1
 
 FAILURE_ERRNOS = dict(zip(FAILURE_REASONS, (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
                                             errno.ENETUNREACH)))
@@ -240,6 +243,14 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
         p.jeq32(R2, state, "aborted")
     p.st(DW, R10, _OUR_FIN_ACKED, 1)
     p.st(DW, R10, _PEER_FIN_IN, 1)
+    p.jne32(R2, FIN_WAIT2, "orderly.counted")
+    # From FIN_WAIT2 the peer's FIN is in only if it arrived (SOCK_DONE): close() of a socket
+    # already in FIN_WAIT2, and its timeout, end it before any FIN.
+    emit_read_field(p, R1, R7, target.kernel_types.field("sock_common.skc_flags"), _READ_SCRATCH, direct)
+    p.rsh(R1, SOCK_DONE)
+    p.and_(R1, 1)
+    p.stx(DW, R10, _PEER_FIN_IN, R1)
+    p.label("orderly.counted")
     p.ldx(W, R4, R8, ENTRY.offset("role"))
     emit_add_indexed(p, R9, Layout.CLOSED, R4, len(ROLES), 1, "forget")
     if records:

@@ -93,6 +93,32 @@ def test_opens_ends_failures_and_bytes_are_exact(namespace, mode, perf_event_lin
 
 
 @pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
+def test_a_close_in_fin_wait2_before_the_peers_fin_counts_exact_bytes(namespace, mode, perf_event_link, needed):
+    """shutdown(SHUT_WR), the FIN acked, then close(): the kernel ends the socket from FIN_WAIT2
+    before the peer's FIN, so none is in its bytes_received (on a loopback where the peer's ACK
+    comes at once, a plain close() can end the same way)."""
+    require(*(feature() for feature in needed))
+    with watching(namespace, mode, perf_event_link) as probes, KernelCollector(probes, namespace.path) as collector:
+        with namespace.enter():
+            traffic = TcpTraffic()
+            client, server = traffic.connect()
+            client.sendall(b"a" * 30)
+            server.recv(30, socket.MSG_WAITALL)
+            server.sendall(b"b" * 5)
+            client.recv(5, socket.MSG_WAITALL)
+            client.shutdown(socket.SHUT_WR)
+            assert server.recv(1) == b""
+            wait_for(lambda: client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+                     == tcp_lifecycle.FIN_WAIT2)
+            client.close()  # ends it from FIN_WAIT2 at once: a timewait socket waits for the FIN
+            server.close()
+            traffic.close()
+        snapshot = settled(collector, 2)
+        assert counts(snapshot, "connections_closed_total") == {("tcp", "client"): 1, ("tcp", "server"): 1}
+        assert counts(snapshot, "bytes_total") == {("sent", "tcp"): 35, ("received", "tcp"): 35}
+
+
+@pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
 def test_connects_whose_syns_are_dropped_fail_by_timeout(namespace, mode, perf_event_link, needed):
     require(*(feature() for feature in needed))
     with namespace.enter():
