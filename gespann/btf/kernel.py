@@ -29,7 +29,6 @@ def kernel_types(
     machine: Optional[str] = None,
     use_cache: bool = True,
     tables: Optional[Path] = None,
-    fallback: bool = True,
 ) -> KernelTypes:
     """Resolve the manifest for a kernel.
 
@@ -38,17 +37,18 @@ def kernel_types(
     which is how the fallback is tested on kernels that have BTF), or a path:
     a vendored .json table, a raw BTF file, or an ELF vmlinux.
     release/machine default to this host's (os.uname()); they pick the table
-    and label the result. tables overrides the tables directory; fallback=False
-    allows only an exact table match.
+    and label the result. tables overrides the tables directory. A table is
+    used only for the exact release it was made from (see vendored.py).
     """
     uname = os.uname()
     release, machine = release or uname.release, machine or uname.machine
+    has_btf = kernel_has_btf()
     if source == AUTO:
-        source = BTF if kernel_has_btf() else VENDORED
+        source = BTF if has_btf else VENDORED
     if source == VENDORED:
-        return vendored.load_table(vendored.choose_table(release, machine, tables, fallback=fallback))
+        return vendored.load_table(vendored.choose_table(release, machine, tables, kernel_has_btf=has_btf))
     if source == BTF:
-        if not kernel_has_btf():
+        if not has_btf:
             raise NoKernelTypes(f"this kernel has no BTF at {VMLINUX_BTF} (source='btf' was asked for)")
         return _from_btf(VMLINUX_BTF, release, machine, use_cache)
     path = Path(source)

@@ -3,19 +3,17 @@
 Each table is vendored_vmlinux/<machine>/<release>.json: the manifest resolved
 against that kernel's BTF by tools/vmlinux_tables.py, reviewable as plain text.
 
-Choosing a table for a host:
-1. the exact (machine, release) table;
-2. otherwise, only if allowed, the nearest release of the same machine, the same
-   major.minor series and the same flavour (what follows the version and the
-   distribution's ABI number: "amd64", "cloud-amd64", "generic"). Within one
-   stable series and one kernel config the probed structs rarely move, but they
-   can, so this is logged as a warning naming both releases. Another flavour or
-   series is never used: their configs change struct layouts.
+A table is used only for the exact (machine, release) it was made from. Another
+build of the same release series is never used in its place: within one series
+the probed structs rarely move, but they can (a backported field, a config
+change), and a wrong offset reads the wrong bytes without any error. So when
+only a near table exists, gespann refuses to start, names that table, the
+command that makes the right one, and how to use the near one knowingly (its
+path as btf.source): a choice the user makes, never one made silently.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
@@ -25,8 +23,6 @@ from typing import Optional
 from .errors import NoKernelTypes
 from .kerneltypes import KernelTypes
 from .sources import VMLINUX_BTF, read
-
-log = logging.getLogger(__name__)
 
 #: Environment variable that points gespann at another tables directory.
 TABLES_ENV = "GESPANN_VENDORED_VMLINUX"
@@ -66,25 +62,27 @@ def series_and_flavour(release: str) -> tuple[str, str]:
     return f"{match[1]}.{match[2]}", match[3]
 
 
-def choose_table(release: str, machine: str, directory: Optional[Path] = None, *, fallback: bool = True) -> Path:
-    """The table to use for this kernel (see the module docstring); NoKernelTypes if there is none."""
+def choose_table(release: str, machine: str, directory: Optional[Path] = None, *,
+                 kernel_has_btf: bool = False) -> Path:
+    """The table made for exactly this kernel; NoKernelTypes naming the nearest one otherwise.
+
+    kernel_has_btf only shapes the error: the table was asked for although the
+    kernel has BTF (it can make its own table), or the kernel has none.
+    """
     exact = table_path(release, machine, directory)
     if exact.is_file():
         return exact
-    if fallback:
-        series, flavour = series_and_flavour(release)
-        near = [
-            r for m, r in available(directory)
-            if m == machine and series_and_flavour(r) == (series, flavour)
-        ]
-        if near:
-            chosen = min(near, key=lambda r: _distance(r, release))
-            log.warning(
-                "no vendored kernel types for %s; using those of %s (same %s series and %s flavour)",
-                release, chosen, series, flavour or "no",
-            )
-            return table_path(chosen, machine, directory)
-    raise NoKernelTypes(no_types_message(release, machine, directory))
+    raise NoKernelTypes(no_types_message(release, machine, directory, kernel_has_btf=kernel_has_btf))
+
+
+def nearest_table(release: str, machine: str, directory: Optional[Path] = None) -> Optional[str]:
+    """The release of the table nearest to `release`: same machine and major.minor series, the same
+    flavour first, then the nearest build (older first). None when the series has no table."""
+    series, flavour = series_and_flavour(release)
+    near = [r for m, r in available(directory) if m == machine and series_and_flavour(r)[0] == series]
+    if not near:
+        return None
+    return min(near, key=lambda r: (series_and_flavour(r)[1] != flavour, _distance(r, release)))
 
 
 def load_table(path: Path) -> KernelTypes:
@@ -92,16 +90,25 @@ def load_table(path: Path) -> KernelTypes:
     return KernelTypes.from_json(read(path).decode(), source=f"vendored table {path}")
 
 
-def no_types_message(release: str, machine: str, directory: Optional[Path] = None) -> str:
-    """The error for a host with neither BTF nor a table, naming the command that makes a table."""
+def no_types_message(release: str, machine: str, directory: Optional[Path] = None, *,
+                     kernel_has_btf: bool = False) -> str:
+    """One line: why there are no kernel types, the nearest table if any, and the command that makes one."""
     where = directory or tables_dir()
-    return (
-        f"kernel {release} ({machine}) exposes no BTF at {VMLINUX_BTF} and gespann has no table "
-        f"for it in {where}. Generate one from the kernel image (it must have been built with "
-        f"CONFIG_DEBUG_INFO_BTF, or pass a BTF file made with `pahole --btf_encode_detached`):\n"
-        f"    python3 tools/vmlinux_tables.py file /boot/vmlinuz-{release} --release {release} --machine {machine}\n"
-        f"or, for Debian's generic kernels: python3 tools/vmlinux_tables.py debian 5.10 6.1 6.12"
-    )
+    if kernel_has_btf:
+        problem = f"btf.source 'vendored' was asked for, but {where} holds no table for kernel {release} ({machine})"
+        make = (f"make one from this kernel's BTF: python3 tools/vmlinux_tables.py --out {where} running "
+                f"(in gespann's source tree), or set btf.source to auto to read the kernel's BTF directly")
+    else:
+        problem = (f"kernel {release} ({machine}) exposes no BTF at {VMLINUX_BTF}, and {where} holds no table "
+                   f"for it")
+        make = (f"make its table from the kernel image (built with CONFIG_DEBUG_INFO_BTF, or a BTF file made with "
+                f"`pahole --btf_encode_detached`): python3 tools/vmlinux_tables.py --out {where} file "
+                f"/boot/vmlinuz-{release} --release {release} --machine {machine} (in gespann's source tree)")
+    nearest = nearest_table(release, machine, directory)
+    if nearest is None:
+        return f"{problem}; {make}"
+    return (f"{problem}; the nearest, {nearest}, is another build, whose struct offsets may differ, so it is not "
+            f"used; {make}; or, knowing the risk, name it as btf.source: {table_path(nearest, machine, directory)}")
 
 
 def _distance(candidate: str, release: str) -> tuple[int, tuple[int, ...]]:

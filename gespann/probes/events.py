@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 from asm import DW, Program, Register
 
@@ -47,7 +47,7 @@ class Arg(NamedTuple):
         return cls(name, 4, signed=True)
 
 
-ArgSpec = str | Arg  # a bare name is a whole slot: a pointer or a long
+ArgSpec = Union[str, Arg]  # a bare name is a whole slot: a pointer or a long
 
 
 def as_args(specs: Sequence[ArgSpec]) -> tuple[Arg, ...]:

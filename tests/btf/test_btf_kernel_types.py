@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,15 +15,7 @@ from gespann.btf.manifest import FIELDS
 from gespann.btf.resolve import resolve_manifest
 from gespann.btf.sources import VMLINUX_BTF
 
-ROOT = Path(__file__).resolve().parents[2]
 needs_btf = pytest.mark.skipif(not VMLINUX_BTF.exists(), reason="kernel has no /sys/kernel/btf/vmlinux")
-
-
-def tools():
-    sys.path[:0] = [str(ROOT / "tools")]
-    import vmlinux_tables
-
-    return vmlinux_tables
 
 
 @pytest.fixture
@@ -35,11 +25,9 @@ def cache_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def running_tables(tmp_path) -> Path:
-    """A tables directory holding a table made from this kernel's BTF."""
-    out = tmp_path / "tables"
-    tools().running_table(out)
-    return out
+def running_tables(running_kernel_tables) -> Path:
+    """A tables directory holding a table made now from this kernel's BTF (tests/conftest.py)."""
+    return running_kernel_tables
 
 
 @needs_btf
@@ -84,15 +72,6 @@ def test_forced_vendored_path_matches_btf(running_tables, cache_home):
 
 
 @needs_btf
-def test_committed_table_of_the_running_kernel_matches_btf():
-    release = os.uname().release
-    path = vendored.table_path(release, os.uname().machine)
-    if not path.exists():
-        pytest.skip(f"no committed table for {release}: python3 tools/vmlinux_tables.py running")
-    assert vendored.load_table(path).fields == btf.kernel_types("btf", use_cache=False).fields
-
-
-@needs_btf
 def test_auto_falls_back_to_a_table_without_btf(running_tables, monkeypatch):
     monkeypatch.setattr(kernel, "kernel_has_btf", lambda: False)
     assert btf.kernel_types(tables=running_tables).source.startswith("vendored table")
@@ -103,8 +82,25 @@ def test_no_btf_and_no_table_names_the_generating_command(tmp_path, monkeypatch)
     with pytest.raises(NoKernelTypes) as raised:
         btf.kernel_types(release="4.19.0-99-amd64", machine="x86_64", tables=tmp_path)
     message = str(raised.value)
-    assert "tools/vmlinux_tables.py file /boot/vmlinuz-4.19.0-99-amd64 --release 4.19.0-99-amd64" in message
-    assert "/sys/kernel/btf/vmlinux" in message
+    assert "\n" not in message
+    assert (f"tools/vmlinux_tables.py --out {tmp_path} file /boot/vmlinuz-4.19.0-99-amd64 "
+            "--release 4.19.0-99-amd64 --machine x86_64") in message
+    assert "exposes no BTF at /sys/kernel/btf/vmlinux" in message and "nearest" not in message
+
+
+def test_vendored_asked_for_on_a_kernel_with_btf_says_so(tmp_path, monkeypatch):
+    """Forcing btf.source vendored where the kernel has BTF: no claim that the kernel lacks BTF, and the
+    command that makes a table from the kernel's own BTF."""
+    monkeypatch.setattr(kernel, "kernel_has_btf", lambda: True)
+    _table(tmp_path, "6.1.0-56-amd64")
+    with pytest.raises(NoKernelTypes) as raised:
+        btf.kernel_types("vendored", release="6.1.0-57-amd64", machine="x86_64", tables=tmp_path)
+    message = str(raised.value)
+    assert "\n" not in message and "exposes no BTF" not in message
+    assert message.startswith(f"btf.source 'vendored' was asked for, but {tmp_path} holds no table for kernel "
+                              "6.1.0-57-amd64 (x86_64)")
+    assert f"python3 tools/vmlinux_tables.py --out {tmp_path} running" in message
+    assert "the nearest, 6.1.0-56-amd64, is another build" in message
 
 
 def _table(directory: Path, release: str, machine: str = "x86_64") -> None:
@@ -114,21 +110,34 @@ def _table(directory: Path, release: str, machine: str = "x86_64") -> None:
     path.write_text(types.to_json(attach=False))
 
 
-def test_table_selection_exact_then_same_series_and_flavour(tmp_path, caplog):
+def test_only_the_exact_build_is_used_and_the_nearest_is_named(tmp_path, monkeypatch):
+    """Another build of the same series is refused, never used silently: the error names the nearest
+    table (same flavour first, then the nearest build, older first), and the path that uses it knowingly."""
+    monkeypatch.setattr(kernel, "kernel_has_btf", lambda: False)
     for release in ("6.1.0-30-amd64", "6.1.0-37-amd64", "6.1.0-37-cloud-amd64", "6.12.5+deb13-amd64"):
         _table(tmp_path, release)
     choose = vendored.choose_table
     assert choose("6.1.0-37-amd64", "x86_64", tmp_path).stem == "6.1.0-37-amd64"
-    with caplog.at_level(logging.WARNING, logger="gespann.btf.vendored"):
-        assert choose("6.1.0-38-amd64", "x86_64", tmp_path).stem == "6.1.0-37-amd64"  # nearest older
-    assert "using those of 6.1.0-37-amd64" in caplog.text
-    assert choose("6.1.0-20-amd64", "x86_64", tmp_path).stem == "6.1.0-30-amd64"  # nearest newer
-    assert choose("6.1.0-40-cloud-amd64", "x86_64", tmp_path).stem == "6.1.0-37-cloud-amd64"
-    for release, machine in (("6.1.0-38-rt-amd64", "x86_64"), ("5.10.0-1-amd64", "x86_64"), ("6.1.0-37-amd64", "aarch64")):
-        with pytest.raises(NoKernelTypes):
+    assert btf.kernel_types(release="6.1.0-37-amd64", machine="x86_64", tables=tmp_path).release == "6.1.0-37-amd64"
+    nearest = {
+        "6.1.0-38-amd64": "6.1.0-37-amd64",  # nearest older
+        "6.1.0-20-amd64": "6.1.0-30-amd64",  # nearest newer, when none is older
+        "6.1.0-40-cloud-amd64": "6.1.0-37-cloud-amd64",  # the same flavour first
+        "6.1.0-38-rt-amd64": "6.1.0-37-amd64",  # another flavour: named, and refused like the rest
+    }
+    for release, near in nearest.items():
+        with pytest.raises(NoKernelTypes) as raised:
+            btf.kernel_types(release=release, machine="x86_64", tables=tmp_path)
+        message = str(raised.value)
+        assert f"the nearest, {near}, is another build" in message, release
+        assert f"name it as btf.source: {vendored.table_path(near, 'x86_64', tmp_path)}" in message
+    for release, machine in (("5.10.0-1-amd64", "x86_64"), ("6.1.0-37-amd64", "aarch64")):
+        with pytest.raises(NoKernelTypes) as raised:
             choose(release, machine, tmp_path)
-    with pytest.raises(NoKernelTypes):
-        choose("6.1.0-38-amd64", "x86_64", tmp_path, fallback=False)
+        assert "nearest" not in str(raised.value)
+    # Named explicitly, the near table is used: the user's choice, not gespann's.
+    explicit = btf.kernel_types(vendored.table_path("6.1.0-37-amd64", "x86_64", tmp_path), release="6.1.0-38-amd64")
+    assert explicit.release == "6.1.0-37-amd64" and explicit.source.startswith("vendored table")
 
 
 def test_json_round_trip_and_stale_documents():

@@ -21,11 +21,14 @@ def test_every_command_has_help():
     ("adapters: [{type: prometheus, settings: {port: '99999'}}]\n", "adapters[0].settings.port"),
     ("colour: blue\n", "colour"),
     ("log_level: [info]\n", "log_level"),
+    ("attach: {probes: {udp_send: kprobe}}\n", "attach.probes.udp_send"),
+    ("attach: {probes: {tcp_lifecyle: tp_btf}}\n", "attach.probes.tcp_lifecyle"),
 ])
-def test_bad_config_is_one_line_and_status_2(tmp_path, text, key):
+@pytest.mark.parametrize("command", ["run", "probes", "check", "trace"])
+def test_bad_config_is_one_line_and_status_2(tmp_path, text, key, command):
     path = tmp_path / "gespann.yaml"
     path.write_text(text)
-    result = subprocess.run([sys.executable, "-m", "gespann", "run", "--config", str(path)],
+    result = subprocess.run([sys.executable, "-m", "gespann", command, "--config", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stdout == ""

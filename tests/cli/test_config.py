@@ -40,16 +40,20 @@ def test_empty_file_gives_defaults(tmp_path):
     assert load(path) == Config()
 
 
-def test_gespann_keys():
+def test_gespann_keys(tmp_path):
     config = parse({"events": {"reader": "perf"}, "attach": {"perf_event": "ioctl"}, "btf": {"source": "vendored"}})
     assert (config.event_reader, config.perf_event_attach, config.btf_source) == ("perf", "ioctl", "vendored")
-    assert parse({"btf": {"source": "/boot/vmlinux"}}).btf_source == "/boot/vmlinux"
+    table = tmp_path / "6.1.0-56-amd64.json"
+    table.write_text("{}")
+    assert parse({"btf": {"source": str(table)}}).btf_source == str(table)
     assert parse({"scope": {"netns": "/proc/self/ns/net"}}).netns == "/proc/self/ns/net"
     assert parse({}).protocols == ("tcp", "udp")
     assert parse({"scope": {"protocols": ["udp", "tcp", "udp"]}}).protocols == ("tcp", "udp")
     assert parse({"scope": {"protocols": ["tcp"]}}).protocols == ("tcp",)
-    forced = parse({"attach": {"mode": "tracepoint", "probes": {"tcp_states": "raw_tracepoint"}}})
-    assert (forced.attach_mode, forced.probe_modes) == ("tracepoint", {"tcp_states": "raw_tracepoint"})
+    forced = parse({"attach": {"mode": "tracepoint", "probes": {"tcp_lifecycle": "raw_tracepoint", "udp_send": "auto"}}})
+    assert (forced.attach_mode, forced.probe_modes) == ("tracepoint", {"tcp_lifecycle": "raw_tracepoint",
+                                                                       "udp_send": "auto"})
+    assert parse({"attach": None, "scope": {"protocols": None}, "adapters": None}) == Config()
 
 
 @pytest.mark.parametrize("document, key, words", [
@@ -73,8 +77,34 @@ def test_gespann_keys():
     ({"events": {"size": 1}}, "events.size", "unknown key"),
     ({"attach": "link"}, "attach", "expected a mapping"),
     ({"attach": {"mode": "uprobe"}}, "attach.mode", "unknown attach mode 'uprobe'"),
-    ({"attach": {"probes": {"tcp_states": "ebpf"}}}, "attach.probes.tcp_states", "unknown attach mode"),
+    ({"attach": {"probes": {"tcp_lifecycle": "ebpf"}}}, "attach.probes.tcp_lifecycle",
+     "probe tcp_lifecycle has no 'ebpf' flavour; its flavours are: auto, tp_btf, raw_tracepoint, tracepoint, "
+     "fentry, kprobe"),
+    ({"attach": {"probes": {"udp_send": "kprobe"}}}, "attach.probes.udp_send",
+     "probe udp_send has no 'kprobe' flavour; its flavours are: auto, tp_btf, raw_tracepoint, tracepoint"),
+    ({"attach": {"probes": {"tcp_lifecyle": "tp_btf"}}}, "attach.probes.tcp_lifecyle",
+     "no probe is called 'tcp_lifecyle'; the probes are: tcp_lifecycle, tcp_reset_sent, tcp_reset_received, "
+     "udp_send, udp_receive"),
+    ({"attach": {"probes": {"tcp_states": "tp_btf"}}}, "attach.probes.tcp_states", "no probe is called"),
+    ({"attach": {"probes": {3: "tp_btf"}}}, "attach.probes.3", "no probe is called 3"),
+    ({"attach": {"probes": {"udp_send": "tp_btf"}}, "scope": {"protocols": ["tcp"]}}, "attach.probes.udp_send",
+     "probe udp_send watches udp, which scope.protocols leaves out"),
+    ({"attach": {"probes": ["tcp_lifecycle"]}}, "attach.probes", "a mapping of probe name to attach mode"),
+    ({"attach": False}, "attach", "expected a mapping"),
+    ({"labels": 0}, "labels", "expected a mapping"),
     ({"btf": {"source": "mine"}}, "btf.source", "file path"),
+    ({"btf": {"source": "/nonexistent/vmlinux.btf"}}, "btf.source", "No such file"),
+    ({"scope": {"netns": "/proc/self/ns/\x00net"}}, "scope.netns", "embedded null"),
+    ({"connections": {"idle_timeout": float("nan")}}, "connections.idle_timeout", "positive number of seconds"),
+    ({"connections": {"idle_timeout": float("inf")}}, "connections.idle_timeout", "positive number of seconds"),
+    ({"adapters": [{"type": "prometheus", "settings": {"port": float("inf")}}]}, "adapters[0].settings.port",
+     "expected a port number"),
+    ({"adapters": [{"type": "prometheus", "settings": {"port": 8080.5}}]}, "adapters[0].settings.port",
+     "expected a port number"),
+    ({"adapters": [{"type": "prometheus", "settings": {"address": 10}}]}, "adapters[0].settings.address",
+     "an address to listen on"),
+    ({"adapters": [{"type": "jsonl", "settings": {"path": "a\nb"}}]}, "adapters[0].settings.path", "a file path"),
+    ({"log_level\nx": 1}, "'log_level\\nx'", "unknown key"),
     ({"scope": {"netns": "/nonexistent/ns/net"}}, "scope.netns", "No such file"),
     ({"scope": {"netns": 4026531840}}, "scope.netns", "namespace file path"),
     ({"scope": {"pid": 1}}, "scope.pid", "unknown key"),
@@ -95,6 +125,13 @@ def test_bad_config_names_the_key(document, key, words):
         parse(document)
     assert err.value.key == key
     assert words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_long_value_is_cut_in_the_error():
+    with pytest.raises(ConfigError) as err:
+        parse({"log_level": "x" * 500})
+    assert len(str(err.value)) < 200 and "..." in str(err.value)
 
 
 def test_unreadable_file_is_a_config_error(tmp_path):

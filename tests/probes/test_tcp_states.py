@@ -38,10 +38,13 @@ PATHS = {"link": "bpf_link", "ioctl": "perf_event_ioctl"}
 
 @pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
 @pytest.mark.parametrize("btf_source", ["btf", "vendored"])
-def test_counts_exactly_the_namespace_traffic(namespace, mode, perf_event_link, needed, btf_source):
+def test_counts_exactly_the_namespace_traffic(namespace, mode, perf_event_link, needed, btf_source, request):
+    """With btf_source "vendored", offsets come from a table made at test time for this exact kernel."""
     require(*(feature() for feature in needed))
     if btf_source == "vendored" and mode in ("tp_btf", "fentry"):
         pytest.skip(f"n/a: {mode} attaches by BTF id, which vendored tables do not carry")
+    if btf_source == "vendored":
+        request.getfixturevalue("vendored_tables_of_this_kernel")
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, btf_source=btf_source,
                               netns=namespace.inode)
     with ProbeSet.attach([tcp_states.PROBE], settings) as probes:
