@@ -15,7 +15,7 @@ from .bpf import features
 from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
-from .probes import ALL_PROBES, AttachSettings, TrialResult, trial_attach
+from .probes import ALL_PROBES, AttachSettings, TrialResult, group_reasons, trial_attach
 
 #: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).
 NEEDED_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON")
@@ -37,8 +37,9 @@ class CheckReport:
         """Why gespann cannot run at all, or None when it can (perhaps with fallbacks)."""
         if self.missing_capabilities:
             return f"missing {', '.join(self.missing_capabilities)}: run as root or grant them"
-        if not any(p.flavour for p in self.probes):
-            return "no probe could attach on this kernel"
+        unavailable = [p.probe for p in self.probes if not p.flavour]
+        if unavailable:  # `gespann run` attaches every probe or none
+            return f"{', '.join(unavailable)} cannot attach on this kernel (reasons above)"
         return None
 
     def as_dict(self) -> dict:
@@ -59,8 +60,8 @@ class CheckReport:
                 out.append(f"  {probe.probe:<16} {probe.flavour} via {probe.path}")
             else:
                 out.append(f"  {probe.probe:<16} UNAVAILABLE")
-            for flavour, why in probe.passed_over.items():
-                out.append(f"  {'':<16}   not {flavour}: {why}")
+            for flavours, why in group_reasons(probe.passed_over):
+                out.append(f"  {'':<16}   not {', '.join(flavours)}: {why}")
         out.append(f"verdict         {'cannot run: ' + self.fatal if self.fatal else 'ready'}")
         return out
 

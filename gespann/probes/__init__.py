@@ -13,6 +13,7 @@ from .probeset import (
     ProbeSet,
     ProbeUnavailable,
     TrialResult,
+    group_reasons,
     trial_attach,
 )
 
@@ -29,4 +30,4 @@ def find_probe(name: str) -> Optional[Probe]:
 
 
 __all__ = ["ALL_PROBES", "EXAMPLE_PROBES", "AttachSettings", "AttachedProbe", "BuildTarget", "Probe", "ProbeSet",
-           "ProbeUnavailable", "TrialResult", "find_probe", "trial_attach"]
+           "ProbeUnavailable", "TrialResult", "find_probe", "group_reasons", "trial_attach"]

@@ -56,12 +56,21 @@ class AttachSettings:
         return probe.flavours if mode in (None, "auto") else (probe.flavour(mode),)
 
 
+def group_reasons(reasons: Mapping[str, str]) -> list[tuple[tuple[str, ...], str]]:
+    """Flavours grouped by the reason they were not taken, in order: a reason that is not the flavour's
+    own (no kernel types at all, say) is then said once, not once per flavour."""
+    grouped: dict[str, list[str]] = {}
+    for flavour, why in reasons.items():
+        grouped.setdefault(why, []).append(flavour)
+    return [(tuple(flavours), why) for why, flavours in grouped.items()]
+
+
 class ProbeUnavailable(BPFError):
     """No flavour of a probe could be attached; the message gives each flavour's reason."""
 
     def __init__(self, probe: str, reasons: Mapping[str, str]):
         self.probe, self.reasons = probe, dict(reasons)
-        detail = "; ".join(f"{flavour}: {why}" for flavour, why in reasons.items())
+        detail = "; ".join(f"{', '.join(flavours)}: {why}" for flavours, why in group_reasons(reasons))
         super().__init__(f"probe {probe} cannot attach on this kernel: {detail}")
 
 
