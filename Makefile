@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?=
+#: The oldest Python pyproject.toml declares gets a virtualenv of its own, and the whole suite.
+MIN_VENV ?= .venv-min
 
-.PHONY: run test host-deps kernel-matrix bench clean
+.PHONY: run test host-deps minimum-python kernel-matrix bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +23,24 @@ run: $(VENV)/.installed
 host-deps:
 	tools/setup-host.sh
 
-## test: install what the tests need (Debian packages, virtualenv), run the whole suite, then the kernel matrix
+$(MIN_VENV)/.installed: pyproject.toml
+	rm -rf $(MIN_VENV)
+	"$$(tools/python-minimum.sh)" -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install -q --upgrade pip
+	$(MIN_VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+## test: install what the tests need (Debian packages, virtualenvs), run the whole suite, again under the
+## oldest Python gespann declares, then the kernel matrix
 test: host-deps $(VENV)/.installed
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory minimum-python
 	$(MAKE) --no-print-directory kernel-matrix
+
+## minimum-python: the whole suite under the oldest Python that pyproject.toml's requires-python allows
+minimum-python: $(MIN_VENV)/.installed
+	$(MIN_VENV)/bin/python -c 'import sys; print("minimum-python: suite under Python", sys.version.split()[0])'
+	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider
 
 ## kernel-matrix: the kernel-facing tests on Debian's 5.10, 6.1 and 6.12 kernels in VMs, and on this one
 kernel-matrix: $(VENV)/.installed
@@ -39,4 +55,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python tools/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(MIN_VENV) build *.egg-info .pytest_cache .hypothesis

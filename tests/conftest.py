@@ -33,3 +33,13 @@ def vendored_tables_of_this_kernel(running_kernel_tables, monkeypatch) -> Path:
 
     monkeypatch.setenv(TABLES_ENV, str(running_kernel_tables))
     return running_kernel_tables
+
+
+@pytest.fixture
+def namespace():
+    """A network namespace of the test's own (loopback up), removed afterwards."""
+    from namespaces import Namespace
+
+    ns = Namespace()
+    yield ns
+    ns.remove()

@@ -54,13 +54,6 @@ def gespann_command(config: str, uid: int, caps, netns: str | None = None) -> li
 
 
 @pytest.fixture
-def namespace():
-    ns = Namespace()
-    yield ns
-    ns.remove()
-
-
-@pytest.fixture
 def write_config():
     """Config files an unprivileged uid can read (pytest's tmp_path is root's alone)."""
     directory = tempfile.mkdtemp(prefix="gespann-lp-")

@@ -14,7 +14,6 @@ import urllib.request
 
 import pytest
 from loopback import wait_for
-from namespaces import Namespace
 from tcp_traffic import TcpTraffic, refused
 
 pytestmark = [pytest.mark.root, pytest.mark.process]
@@ -38,13 +37,6 @@ def scrape(url: str) -> dict[str, float]:
         text = page.read().decode()
     return {name: float(value) for name, _, value in
             (line.rpartition(" ") for line in text.splitlines() if line and not line.startswith("#"))}
-
-
-@pytest.fixture
-def namespace():
-    ns = Namespace()
-    yield ns
-    ns.remove()
 
 
 def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path):

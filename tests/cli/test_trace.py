@@ -3,6 +3,8 @@
 gespann is scoped to a namespace the test makes; the lines must be exactly the
 connections the test made there, and the process must leave nothing loaded.
 """
+from __future__ import annotations
+
 import json
 import os
 import queue
@@ -15,20 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from namespaces import Namespace
 from tcp_traffic import CLOSED_PORT, TcpTraffic, refused
 
 from gespann.exporters.events import JSON_KEYS, table_header
 
 pytestmark = [pytest.mark.root, pytest.mark.process]
 COMM = Path("/proc/self/comm").read_text().strip()
-
-
-@pytest.fixture
-def namespace():
-    ns = Namespace()
-    yield ns
-    ns.remove()
 
 
 class Trace:

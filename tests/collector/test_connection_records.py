@@ -32,13 +32,6 @@ REFUSED = 2
 COMM = Path("/proc/self/comm").read_text().strip()
 
 
-@pytest.fixture
-def namespace():
-    ns = Namespace()
-    yield ns
-    ns.remove()
-
-
 class Watching:
     """Probes scoped to a namespace, with a record channel, and the collector over them."""
 

@@ -24,13 +24,6 @@ UDP_PROBES = {"udp_send", "udp_receive"}
 REQUEST, REPLY = 40, 9  # bytes of the TCP exchange and of the UDP datagram and its answer
 
 
-@pytest.fixture
-def namespace():
-    ns = Namespace()
-    yield ns
-    ns.remove()
-
-
 def traffic_of_both(namespace: Namespace) -> None:
     """One TCP connection (a request and a reply, then closed) and one UDP exchange."""
     with namespace.enter():

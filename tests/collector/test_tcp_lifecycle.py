@@ -33,13 +33,6 @@ EXCHANGES = [(1, 0), (0, 7), (1000, 3), (65536 + 17, 4096), (5, 250000)]
 REFUSED, RESETS, TIMEOUTS = 3, 2, 4
 
 
-@pytest.fixture
-def namespace():
-    ns = Namespace()
-    yield ns
-    ns.remove()
-
-
 def watching(namespace: Namespace, mode: str = "auto", perf_event_link: str = "auto"):
     """The probes scoped to `namespace`, each in `mode` where it has that flavour."""
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=namespace.inode)

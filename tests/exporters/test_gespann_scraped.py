@@ -12,7 +12,6 @@ import time
 import urllib.request
 
 import pytest
-from namespaces import Namespace
 from prometheus_server import BINARY, SKIP_REASON, Prometheus, free_port
 from tcp_traffic import TcpTraffic, refused
 
@@ -23,13 +22,6 @@ pytestmark = [pytest.mark.root, pytest.mark.process]
 EXCHANGES = ((10, 20), (300, 4000))  # TCP: (client sends, server replies)
 UDP_SENT, UDP_REPLY = (100, 120, 80), (50,)  # datagram sizes: client to server, and the reply
 NO_LABELS = frozenset()
-
-
-@pytest.fixture
-def namespace():
-    ns = Namespace()
-    yield ns
-    ns.remove()
 
 
 def udp_exchange() -> None:

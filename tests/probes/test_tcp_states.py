@@ -10,7 +10,6 @@ import pytest
 from kernel_features import require
 from loopback import CLOSE, Loopback, wait_for
 from probe_flavours import FLAVOURS
-from namespaces import Namespace
 
 from gespann.probes import AttachSettings, ProbeSet, ProbeUnavailable, tcp_states
 from gespann.probes.flavours import RawTracepoint, Tracepoint
@@ -18,13 +17,6 @@ from gespann.probes.flavours import RawTracepoint, Tracepoint
 pytestmark = pytest.mark.root
 CONNECTIONS = 7
 HOST_CONNECTIONS = 3
-
-
-@pytest.fixture
-def namespace():
-    ns = Namespace()
-    yield ns
-    ns.remove()
 
 
 def state_counts(probes: ProbeSet) -> dict[int, int]:

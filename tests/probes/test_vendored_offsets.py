@@ -30,13 +30,6 @@ CONNECTIONS = 3
 
 
 @pytest.fixture
-def namespace():
-    ns = Namespace()
-    yield ns
-    ns.remove()
-
-
-@pytest.fixture
 def near_only(running_kernel_tables, tmp_path, monkeypatch):
     """A tables directory holding only another build's table (this kernel's content, another release)."""
     near = vendored.table_path(OTHER_BUILD, MACHINE, tmp_path)
