@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from identities import require_interpreter_usable_by
 
 from gespann.bpf.errors import (FeatureUnsupportedError, PermissionDeniedError, VerifierError,
                                 effective_capabilities, errno_name)
@@ -58,6 +59,7 @@ def test_feature_and_errno_names():
 @pytest.mark.root
 def test_unprivileged_process_is_told_which_capability_it_lacks():
     """As nobody with no capabilities, creating a map fails with a message naming CAP_BPF."""
+    require_interpreter_usable_by(65534)
     script = ("from gespann.bpf import maps\n"
               "from gespann.bpf.errors import PermissionDeniedError\n"
               "try:\n    maps.HashMap(4, 4, 1, name='gt_denied')\n"
@@ -92,6 +94,7 @@ def test_memlock_limit_of_old_kernels_is_named():
     from gespann.bpf.syscall import kernel_version_code
     if kernel_version_code() >= 0x050B00:
         pytest.skip("5.11+ charges BPF memory to the memory cgroup, not RLIMIT_MEMLOCK")
+    require_interpreter_usable_by(65534)
     script = ("from gespann.bpf import maps\n"
               "from gespann.bpf.errors import PermissionDeniedError\n"
               "try:\n    maps.HashMap(4, 4, 1024, name='gt_memlock')\n"

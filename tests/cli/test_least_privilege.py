@@ -23,6 +23,7 @@ import tempfile
 import time
 
 import pytest
+from identities import require_interpreter_usable_by
 from loopback import wait_for
 from namespaces import Namespace
 from tcp_traffic import TcpTraffic, refused
@@ -44,6 +45,7 @@ def privileges(uid: int, caps) -> list[str]:
     wanted = "".join(f",+{cap.removeprefix('CAP_').lower()}" for cap in caps)
     args = ["setpriv", f"--bounding-set=-all{wanted}", f"--inh-caps=-all{wanted}"]
     if uid:
+        require_interpreter_usable_by(uid)
         args += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups", f"--ambient-caps=-all{wanted}"]
     return args
 
