@@ -25,7 +25,7 @@ host-deps:
 
 $(MIN_VENV)/.installed: pyproject.toml
 	rm -rf $(MIN_VENV)
-	"$$(tools/python-minimum.sh)" -m venv $(MIN_VENV)
+	python=$$(tools/python-minimum.sh) && "$$python" -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/pip install -q --upgrade pip
 	$(MIN_VENV)/bin/pip install -q -e '.[test]'
 	touch $@
