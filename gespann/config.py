@@ -22,6 +22,10 @@ PERF_EVENT_ATTACH = ("auto", "link", "ioctl")
 ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
 BTF_SOURCES = ("auto", "btf", "vendored")
 PROTOCOLS = ("tcp", "udp")
+#: limits.<map>: the kernel maps whose capacity the config sets (each a probe's map name).
+LIMITS = ("tcp_connections", "udp_flows")
+#: The largest capacity accepted: 2^24 entries is already about 2 GiB of kernel memory for these maps.
+MAX_CAPACITY = 1 << 24
 
 
 class ConfigError(ValueError):
@@ -92,6 +96,8 @@ class Config:
     label_container: bool = False
     #: Most label sets each per-process metric gets; beyond it, connections count under "other".
     label_max_series: int = 100
+    #: Kernel map capacities, by map (limits.tcp_connections, limits.udp_flows); absent: the probes' defaults.
+    map_capacities: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 def load(path: str | Path | None) -> Config:
@@ -118,7 +124,8 @@ def load(path: str | Path | None) -> Config:
 def parse(document: Any) -> Config:
     """Validate an already-decoded YAML document."""
     _expect(document, dict, "(top level)", "a mapping")
-    _reject_unknown(document, ("log_level", "adapters", "events", "attach", "btf", "scope", "connections", "labels"), "")
+    _reject_unknown(document, ("log_level", "adapters", "events", "attach", "btf", "scope", "connections", "labels",
+                               "limits"), "")
     log_level = _choice(_given(document, "log_level", "info"), LOG_LEVELS, "log_level")
     adapters = Config.adapters
     if document.get("adapters") is not None:
@@ -129,6 +136,7 @@ def parse(document: Any) -> Config:
     scope = _section(document, "scope", ("netns", "protocols"))
     connections = _section(document, "connections", ("idle_timeout", "udp_flow_timeout"))
     label_section = _section(document, "labels", ("process", "container", "max_series"))
+    limits = _section(document, "limits", LIMITS)
     protocols = _protocols(_given(scope, "protocols", list(PROTOCOLS)), "scope.protocols")
     return Config(
         log_level=log_level,
@@ -146,6 +154,8 @@ def parse(document: Any) -> Config:
         label_process=_flag(_given(label_section, "process", False), "labels.process"),
         label_container=_flag(_given(label_section, "container", False), "labels.container"),
         label_max_series=_positive_int(_given(label_section, "max_series", Config.label_max_series), "labels.max_series"),
+        map_capacities={name: _capacity(limits[name], f"limits.{name}") for name in LIMITS
+                        if limits.get(name) is not None},
     )
 
 
@@ -239,6 +249,13 @@ def _positive_int(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(key, f"expected a whole number of at least 1, got {_show(value)}")
     return value
+
+
+def _capacity(value: Any, key: str) -> int:
+    number = _positive_int(value, key)
+    if number > MAX_CAPACITY:
+        raise ConfigError(key, f"at most {MAX_CAPACITY} entries, got {number}")
+    return number
 
 
 def _seconds(value: Any, key: str) -> float:

@@ -51,6 +51,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _spec("rtt_seconds", H, (), "Smoothed TCP round-trip time of each connection, observed when it ends."),
     _spec("connection_duration_seconds", H, ("protocol",), "Time from open to end of each connection."),
     _spec("connect_latency_seconds", H, (), "Time from SYN sent to ESTABLISHED for each TCP active open."),
+    _spec("connection_ends_untracked_total", C, ("protocol",),
+          "TCP connection ends seen without gespann's entry for the connection, so not counted as closed or "
+          "reset: evicted from a full connection map (config limits.tcp_connections) or open before gespann "
+          "started."),
+    _spec("flows_evicted_total", C, ("protocol",),
+          "UDP flows the kernel evicted from the full flow map (config limits.udp_flows) before they went idle: "
+          "counted as closed, their own figures incomplete; datagram and byte totals stay exact."),
     _spec("records_lost_total", C, ("reader",),
           "Connection records lost: the kernel's buffer was full (reader ringbuf/perf), or gespann's backlog."),
     _spec("process_connections_total", C, ("comm", "container", "protocol", "outcome"),

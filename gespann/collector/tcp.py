@@ -22,12 +22,17 @@ Connections open before gespann started are found at start-up. They count in
 `connections_open` but not as opened, and only the bytes they move after the
 start count: their counts at start are subtracted. The kernel does not follow
 them, so when one ends the bytes it moved since the last collection are not
-seen.
+seen, and its end counts as untracked (`connection_ends_untracked_total`), as
+does the end of a connection whose entry a full connection map evicted. The
+second is logged once, with the config key that raises the bound
+(limits.tcp_connections), when untracked ends outnumber the pre-existing
+connections seen to end.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 from dataclasses import dataclass
 from typing import Mapping
@@ -45,6 +50,8 @@ from ..probes.tcp_stats import (
 )
 from .model import Histogram, Labels, Value, labels
 from .open_sockets import OpenConnection, OpenSockets
+
+log = logging.getLogger(__name__)
 
 #: A connect abandoned before any answer (sk_err still 0, e.g. close() on a connecting socket).
 ABORTED = "aborted"
@@ -73,6 +80,8 @@ class TcpMetrics:
         self._preexisting = {c.cookie: _Preexisting(c.payload(is_client=False))
                              for c in open_sockets.connections() if (c.local_port, c.remote_port) not in followed}
         self._preexisting_ended = (0, 0)
+        self._preexisting_ends = 0  # pre-existing connections seen to end
+        self._eviction_logged = False
         self._bytes = (0, 0)  # the highest totals reported so far
 
     def series(self) -> Series:
@@ -81,6 +90,8 @@ class TcpMetrics:
         open_now = self._open_sockets.connections()  # after the row: see the module docstring
         roles = self._roles()
         tcp = labels(protocol="tcp")
+        bytes_total = self._bytes_total(row, open_now, roles)
+        self._log_evictions(row[Layout.UNTRACKED])
         return {
             "connections_open": {tcp: len(open_now)},
             "connections_idle": {tcp: sum(c.idle_seconds > self._idle_timeout for c in open_now)},
@@ -91,12 +102,22 @@ class TcpMetrics:
             "connections_reset_total": {labels(direction=d): row[Layout.RESET + i]
                                         for i, d in enumerate(RESET_DIRECTIONS)},
             "connections_failed_total": _failures(row, failed_errnos),
-            "bytes_total": self._bytes_total(row, open_now, roles),
+            "bytes_total": bytes_total,
+            "connection_ends_untracked_total": {tcp: row[Layout.UNTRACKED]},
             "retransmits_total": {(): row[Layout.RETRANSMITS]},
             "rtt_seconds": {(): _histogram(row, Layout.RTT)},
             "connection_duration_seconds": {tcp: _histogram(row, Layout.DURATION)},
             "connect_latency_seconds": {(): _histogram(row, Layout.CONNECT_LATENCY)},
         }
+
+    def _log_evictions(self, untracked: int) -> None:
+        """Once: ends without an entry beyond those of connections open before the start mean evictions."""
+        if self._eviction_logged or untracked <= self._preexisting_ends:
+            return
+        self._eviction_logged = True
+        log.warning("tcp: connections outnumber the connection map (%d entries): an evicted connection's end is "
+                    "counted in gespann_connection_ends_untracked_total, not as closed or reset; raise "
+                    "limits.tcp_connections to follow them all", self._connections.max_entries)
 
     def _roles(self) -> dict[tuple[int, int], int]:
         """(local port, remote port) -> role of each connection the kernel follows."""
@@ -120,6 +141,7 @@ class TcpMetrics:
             sent, received = sent + s, received + r
         for cookie in set(self._preexisting) - seen:  # ended: keep what was last seen of it
             ended = self._preexisting.pop(cookie).since_start
+            self._preexisting_ends += 1
             self._preexisting_ended = (self._preexisting_ended[0] + ended[0], self._preexisting_ended[1] + ended[1])
         sent, received = sent + self._preexisting_ended[0], received + self._preexisting_ended[1]
         self._bytes = (max(self._bytes[0], sent), max(self._bytes[1], received))

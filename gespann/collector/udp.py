@@ -1,18 +1,23 @@
-"""UDP metrics and flow-end events: the kernel's flow map, read and expired when asked.
+"""UDP metrics and flow-end events: the kernel's totals row and flow map, read and expired when asked.
 
-The probes (udp_send, udp_receive) only add to the flow map; nothing runs in
-user space between collections, whatever the packet rate. Each collection
-reads the whole map once and:
-- counts each flow not seen before as opened, by the role the kernel gave it;
+The probes (udp_send, udp_receive) only add, to the totals row and the flow
+map; nothing runs in user space between collections, whatever the packet rate.
+Datagrams, bytes and flows opened come from the totals row, counted in the
+kernel as each datagram is seen: exact whatever the flow map could keep.
+Each collection reads the row, then the whole map once, and:
 - ends every flow idle for longer than `flow_timeout` seconds: it is removed
   from the map (with lookup-and-delete where the kernel has it, so its final
-  counts come with the removal), its counts move to the ended totals, its
-  duration (first to last datagram) goes to the histogram, and an event is
-  queued for `expired_events()`;
-- counts a flow the kernel evicted (the map was full) as ended too, with the
-  counts last read; what it moved after that read is lost.
-Bytes and datagrams are the ended totals plus the current counts of the open
-flows, so they include flows still open and never go down.
+  counts come with the removal), its duration (first to last datagram) goes to
+  the histogram, and an event is queued for `expired_events()`;
+- ends a flow the kernel evicted (the map was full), with the figures last
+  read for its event, and counts the eviction;
+- counts as ended, and evicted, the flows the kernel made and evicted again
+  between two reads, which user space never saw: every flow made is open (in
+  the map), or ended. The row is read before the map, so a flow made between
+  the two reads can only lower that count for one collection, never raise it;
+  the count is held at its highest.
+A flow evicted from a full map is logged once, with the config key
+(limits.udp_flows) that raises the bound.
 
 Times: the kernel stamps flows with bpf_ktime_get_ns (CLOCK_MONOTONIC), the
 clock of time.monotonic_ns(). A datagram that arrives while its expired flow
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -35,9 +41,11 @@ from ..bpf.errors import KeyNotFoundError
 from ..bpf.maps import Map
 from ..probes import AttachedProbe
 from ..probes.tcp_stats import BUCKET_BOUNDS_US
-from ..probes.udp_flows import CLIENT, MAP_NAME
+from ..probes.udp_flows import CLIENT, MAP_NAME, TOTALS, Totals
 from .catalogue import DIRECTIONS, ROLES
 from .model import ConnectionEvent, Histogram, Labels, Value, labels
+
+log = logging.getLogger(__name__)
 
 Series = dict[str, dict[Labels, Value]]
 BOUNDS_SECONDS = tuple(bound * 1e-6 for bound in BUCKET_BOUNDS_US)
@@ -110,21 +118,28 @@ def address_text(family: int, raw: bytes) -> str:
 class UdpMetrics:
     """Catalogue series for UDP, and the flows that ended, from the shared flow map.
 
-    `flows` is the flow map, or either attached UDP probe (both hold the same map).
-    `idle_timeout` and `flow_timeout` are seconds (config connections.idle_timeout and
-    connections.udp_flow_timeout). Safe to call from several threads.
+    `flows` is either attached UDP probe (both hold the same maps), or the flow map
+    itself with the totals row as `totals`. `idle_timeout` and `flow_timeout` are
+    seconds (config connections.idle_timeout and connections.udp_flow_timeout).
+    Safe to call from several threads.
     """
 
     def __init__(self, flows: AttachedProbe | Map, idle_timeout: float, flow_timeout: float,
-                 clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], float] = time.time):
-        self._map = flows.maps[MAP_NAME] if isinstance(flows, AttachedProbe) else flows
+                 clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], float] = time.time,
+                 *, totals: Map | None = None):
+        if isinstance(flows, AttachedProbe):
+            flows, totals = flows.maps[MAP_NAME], flows.maps[TOTALS]
+        if totals is None:
+            raise ValueError("UdpMetrics needs the totals row with a bare flow map")
+        self._map, self._totals = flows, totals
         self._idle_ns, self._timeout_ns = int(idle_timeout * 1e9), int(flow_timeout * 1e9)
         self._clock, self._wall_clock = clock, wall_clock
         self._lock = threading.Lock()
         self._open: dict[tuple, UdpFlow] = {}
-        self._opened = dict.fromkeys(ROLES, 0)
-        self._closed = dict.fromkeys(ROLES, 0)
-        self._ended = dict.fromkeys(("bytes_sent", "bytes_received", "datagrams_sent", "datagrams_received"), 0)
+        self._closed = dict.fromkeys(ROLES, 0)  # flows user space saw end
+        self._ended_unseen = dict.fromkeys(ROLES, 0)  # flows made and evicted between two reads
+        self._evicted_seen = 0
+        self._eviction_logged = False
         self._durations = [0] * (len(_BOUNDS_NS) + 1)
         self._duration_sum_ns = 0
         self._pending: deque[ConnectionEvent] = deque()
@@ -133,20 +148,34 @@ class UdpMetrics:
 
     def series(self) -> Series:
         with self._lock:
+            row = [sum(per_cpu) for per_cpu in zip(*self._totals[0])]  # before the map: see the docstring
             now = self._scan()
-            udp = labels(protocol="udp")
-            totals = dict(self._ended)
+            opened = {role: row[Totals.FLOWS_MADE + i] for i, role in enumerate(ROLES)}
+            open_by_role = dict.fromkeys(ROLES, 0)
             for flow in self._open.values():
-                for name in totals:
-                    totals[name] += getattr(flow, name)
+                open_by_role[flow.role] += 1
+            for role in ROLES:
+                unseen = opened[role] - self._closed[role] - open_by_role[role]
+                self._ended_unseen[role] = max(self._ended_unseen[role], unseen)
+            evicted = self._evicted_seen + sum(self._ended_unseen.values())
+            if evicted and not self._eviction_logged:
+                self._eviction_logged = True
+                log.warning("udp: the flow map is full (%d flows) and the kernel evicts flows before they go idle: "
+                            "totals stay exact, but an evicted flow's own figures are incomplete (counted in "
+                            "gespann_flows_evicted_total); raise limits.udp_flows to keep them",
+                            self._map.max_entries)
+            udp = labels(protocol="udp")
             idle = sum(1 for flow in self._open.values() if now - flow.last_ns > self._idle_ns)
             return {
                 "connections_open": {udp: len(self._open)},
-                "connections_opened_total": {labels(protocol="udp", role=r): n for r, n in self._opened.items()},
-                "connections_closed_total": {labels(protocol="udp", role=r): n for r, n in self._closed.items()},
+                "connections_opened_total": {labels(protocol="udp", role=r): n for r, n in opened.items()},
+                "connections_closed_total": {labels(protocol="udp", role=r): self._closed[r] + self._ended_unseen[r]
+                                             for r in ROLES},
                 "connections_idle": {udp: idle},
-                "bytes_total": {labels(protocol="udp", direction=d): totals[f"bytes_{d}"] for d in DIRECTIONS},
-                "datagrams_total": {labels(direction=d): totals[f"datagrams_{d}"] for d in DIRECTIONS},
+                "bytes_total": {labels(protocol="udp", direction=d): row[Totals.BYTES + i]
+                                for i, d in enumerate(DIRECTIONS)},
+                "datagrams_total": {labels(direction=d): row[Totals.DATAGRAMS + i] for i, d in enumerate(DIRECTIONS)},
+                "flows_evicted_total": {udp: evicted},
                 "connection_duration_seconds": {udp: Histogram(BOUNDS_SECONDS, tuple(self._durations),
                                                                self._duration_sum_ns * 1e-9)},
             }
@@ -180,8 +209,6 @@ class UdpMetrics:
                 del self._open[identity]
                 self._end(known, EVICTED)
         for identity, (key, flow) in current.items():
-            if identity not in self._open:
-                self._opened[flow.role] += 1
             if now - flow.last_ns <= self._timeout_ns:
                 self._open[identity] = flow
                 continue
@@ -192,14 +219,12 @@ class UdpMetrics:
                 final = flow
             if final.first_ns != flow.first_ns:  # evicted and made anew in between: two flows end
                 self._end(flow, EVICTED)
-                self._opened[final.role] += 1
             self._end(final, "")
         return now
 
     def _end(self, flow: UdpFlow, reason: str) -> None:
         self._closed[flow.role] += 1
-        for name in self._ended:
-            self._ended[name] += getattr(flow, name)
+        self._evicted_seen += reason == EVICTED
         self._durations[bisect.bisect_left(_BOUNDS_NS, flow.duration_ns)] += 1
         self._duration_sum_ns += flow.duration_ns
         if len(self._pending) >= MAX_PENDING_EVENTS:

@@ -54,6 +54,8 @@ NAMES = {
     "rtt_seconds": "tcp.rtt_seconds",
     "connection_duration_seconds": "connections.duration_seconds",
     "connect_latency_seconds": "tcp.connect_latency_seconds",
+    "connection_ends_untracked_total": "connections.untracked",
+    "flows_evicted_total": "udp.flows_evicted",
     "records_lost_total": "records_lost",
     "probe_info": "probe_info",
     "build_info": "build_info",

@@ -52,7 +52,8 @@ class Probe:
     lacks. `maps` names each map the program references and how to create it.
     `shared_maps` are created once per `ProbeSet` and handed to every probe that
     names them, so probes at different probe points can work on the same state
-    (e.g. one marks a connection that another ends).
+    (e.g. one marks a connection that another ends); a factory that takes a
+    capacity gets the one the config sets for that map name (limits.*).
     """
 
     name: str
@@ -61,7 +62,7 @@ class Probe:
     body: Body
     derived: Derivations = field(default_factory=dict)
     maps: Mapping[str, Callable[[], Map]] = field(default_factory=dict)
-    shared_maps: Mapping[str, Callable[[], Map]] = field(default_factory=dict)
+    shared_maps: Mapping[str, Callable[..., Map]] = field(default_factory=dict)
     #: The traffic it watches ("tcp" or "udp"): `scope.protocols` leaves out the probes of the others.
     protocol: str = "tcp"
 

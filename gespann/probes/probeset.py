@@ -43,11 +43,13 @@ class AttachSettings:
     perf_event_link: str = "auto"
     btf_source: str = "auto"
     netns: Optional[int] = None
+    #: Capacities of shared maps, by map name (config limits.*); a map not named keeps its probe's default.
+    capacities: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config) -> "AttachSettings":
         return cls(config.attach_mode, dict(config.probe_modes), config.perf_event_attach, config.btf_source,
-                   namespace_inode(config.netns) if config.netns else None)
+                   namespace_inode(config.netns) if config.netns else None, dict(config.map_capacities))
 
     def candidates(self, probe: Probe) -> tuple[Flavour, ...]:
         mode = self.probe_modes.get(probe.name)
@@ -164,7 +166,8 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
                           stack: ExitStack, shared: dict[str, Map]) -> AttachedProbe:
     for name, create in probe.shared_maps.items():
         if name not in shared:
-            shared[name] = stack.enter_context(create())
+            capacity = settings.capacities.get(name)
+            shared[name] = stack.enter_context(create() if capacity is None else create(capacity))
     passed_over: dict[str, str] = {}
     for flavour in settings.candidates(probe):
         try:

@@ -17,7 +17,8 @@ from asm import R0, R1, R2, R10, Program, Record, array, u8, u16, u32, u64
 
 from ..bpf.maps import U64, LruHashMap
 
-#: Most connections followed at once; beyond that the least recently updated entry is evicted.
+#: Most connections followed at once by default (config limits.tcp_connections); beyond that the
+#: least recently updated entry is evicted.
 CAPACITY = 65536
 
 CLIENT, SERVER = 0, 1  # indices into tcp_stats.ROLES
@@ -52,8 +53,8 @@ class _EntryCodec:
 ENTRY_CODEC = _EntryCodec()
 
 
-def connections_map() -> LruHashMap:
-    return LruHashMap(U64, ENTRY_CODEC, CAPACITY, name="gsp_tcp_conns")
+def connections_map(capacity: int = CAPACITY) -> LruHashMap:
+    return LruHashMap(U64, ENTRY_CODEC, capacity, name="gsp_tcp_conns")
 
 
 

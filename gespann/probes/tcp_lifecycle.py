@@ -85,6 +85,9 @@ CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING = 7, 8, 9, 11
 ABORTED_FROM = (ESTABLISHED, SYN_RECV, CLOSE_WAIT, FIN_WAIT1)
 #: States in which the peer's FIN has arrived.
 PEER_FIN_IN = (CLOSE_WAIT, LAST_ACK, CLOSING)
+#: States whose CLOSE ends a connection (or a failed open) that has an entry, unless it was evicted
+#: from a full map or began before gespann started.
+TRACKED_FROM = (SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)
 #: enum sock_flags: set when the peer's FIN arrives (tcp_fin), and by nothing else on the way to CLOSE.
 SOCK_DONE = 1
 
@@ -223,7 +226,7 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     records = target.records is not None
     ended = "record" if records else "forget"  # where a counted end goes next
     p.label("close")
-    emit_lookup_connection(p, _KEY, "out")
+    emit_lookup_connection(p, _KEY, "untracked")
     p.mov(R8, R0)
     if records:
         emit_zero(p, RECORD, _RECORD)
@@ -311,12 +314,27 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     _emit_failed(p, target, ended, direct)
     if records:
         _emit_record(p, target, direct)
+    _emit_untracked(p)
 
     p.label("forget")
     p.ld_map(R1, MAP_NAME)
     p.mov(R2, R10)
     p.add(R2, _KEY)
     p.call("map_delete_elem")
+    p.ja("out")
+
+
+def _emit_untracked(p: Program) -> None:
+    """CLOSE without an entry: counted as untracked when it ends a connection or an open (a
+    listener's or a never-established server socket's CLOSE has no entry to miss)."""
+    p.label("untracked")
+    p.ldx(DW, R1, R10, _OLDSTATE)
+    for state in TRACKED_FROM:
+        p.jeq32(R1, state, "untracked.count")
+    p.ja("out")
+    p.label("untracked.count")
+    emit_row_pointer(p, STATS, R9, _ROW_KEY, "out")
+    emit_add(p, R9, Layout.UNTRACKED, 1)
     p.ja("out")
 
 

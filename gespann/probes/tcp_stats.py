@@ -61,7 +61,8 @@ class Layout:
     RTT = HistogramSlots(RETRANSMITS + 1, 1e-6)  # smoothed RTT, µs
     DURATION = HistogramSlots(RTT.end, 1e-9)  # ESTABLISHED to end, ns
     CONNECT_LATENCY = HistogramSlots(DURATION.end, 1e-9)  # SYN_SENT to ESTABLISHED, ns
-    SLOTS = CONNECT_LATENCY.end
+    UNTRACKED = CONNECT_LATENCY.end  # ends (and failed opens) that came without their connection's entry
+    SLOTS = UNTRACKED + 1
 
 
 ROW = StructCodec(f"={Layout.SLOTS}Q")

@@ -42,10 +42,17 @@ thread, and not in an interrupt as far as cpu_context can tell. UDP transmits
 within sendmsg(), so that is the sender; but a first datagram that waited for
 neighbour resolution leaves from a softirq, and if that softirq interrupted a
 task in user mode, that task is named (a later datagram does not correct it).
+The totals. Datagrams and payload bytes each way, and flows made by role,
+are also added to one per-CPU row (`udp_totals`) as each datagram is seen, so
+the totals are exact whatever happens to the flow entries: the flow map bounds
+only what is kept per flow, never what is counted.
+
 The kernel only adds; user space (collector/udp.py) reads the map when asked, ends flows idle past the flow
-timeout by deleting them, and keeps their totals. The map is LRU: when full,
-the least recently used flow is evicted, and user space counts it as ended
-with the figures it last read.
+timeout by deleting them, and keeps their totals. The map is LRU, its capacity
+the config's `limits.udp_flows`: when full, the least recently used flow is
+evicted. User space counts an evicted flow as ended (with the figures it last
+read, for its event) and counts the eviction, since that flow's own figures
+are then incomplete.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ from typing import Callable
 
 from asm import DW, R0, R1, R2, R3, R4, R8, R9, R10, B, H, Program, Record, Register, W, array, u8, u16, u32, u64
 
-from ..bpf.maps import LruHashMap
+from ..bpf.maps import LruHashMap, PerCpuArrayMap, StructCodec
 from ..bpf.syscall import UpdateFlags
 from ..btf import KernelTypes
 from .cpu_context import emit_skip_in_interrupt
@@ -64,12 +71,27 @@ from .kernel_memory import emit_read_field
 from .probe import BuildTarget
 from .stack import emit_zero
 
-#: Most flows followed at once; beyond that the least recently used one is evicted.
+#: Most flows followed at once by default (config limits.udp_flows); beyond that the least
+#: recently used one is evicted.
 CAPACITY = 16384
 MAP_NAME = "udp_flows"
+TOTALS = "udp_totals"
 
 CLIENT, SERVER = 0, 1  # indices into catalogue.ROLES
 SENT, RECEIVED = "sent", "received"
+DIRECTION_INDEX = {SENT: 0, RECEIVED: 1}  # as catalogue.DIRECTIONS
+
+
+class Totals:
+    """Slots of the per-CPU totals row: the one contract between the probes and the collector."""
+
+    DATAGRAMS = 0  # + direction index
+    BYTES = DATAGRAMS + len(DIRECTION_INDEX)  # + direction index
+    FLOWS_MADE = BYTES + len(DIRECTION_INDEX)  # + role
+    SLOTS = FLOWS_MADE + 2
+
+
+TOTALS_ROW = StructCodec(f"={Totals.SLOTS}Q")
 
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 IPPROTO_UDP, NEXTHDR_FRAGMENT = 17, 44
@@ -122,8 +144,12 @@ class RecordCodec:
 NamespaceCode = Callable[[Program, Register], None]
 
 
-def flows_map() -> LruHashMap:
-    return LruHashMap(RecordCodec(KEY), RecordCodec(FLOW), CAPACITY, name="gsp_udp_flows")
+def flows_map(capacity: int = CAPACITY) -> LruHashMap:
+    return LruHashMap(RecordCodec(KEY), RecordCodec(FLOW), capacity, name="gsp_udp_flows")
+
+
+def totals_map() -> PerCpuArrayMap:
+    return PerCpuArrayMap(TOTALS_ROW, 1, name="gsp_udp_totals")
 
 
 # Stack slots of both probes' programs; -8 is the events' scratch slot.
@@ -138,6 +164,7 @@ _UDP = _HEADER - 8
 _FLOW = _UDP - FLOW.size
 #: Where udp_send keeps its context pointer for the task-context check.
 CONTEXT_SLOT = _FLOW - 8
+_ROW_KEY = CONTEXT_SLOT - 8
 
 
 def _key(field: str) -> int:
@@ -250,6 +277,19 @@ def emit_flow_update(p: Program, event: Event, skb: Register, ip_header: Registe
     p.stx(DW, R10, _DATAGRAMS, R9)
     p.label("counted")
 
+    # The totals first: they must not depend on the flow entry. R9 keeps the row.
+    p.st(DW, R10, _ROW_KEY, 0)
+    p.ld_map(R1, TOTALS)
+    p.mov(R2, R10)
+    p.add(R2, _ROW_KEY)
+    p.call("map_lookup_elem")
+    p.jeq(R0, 0, "out")
+    p.mov(R9, R0)
+    p.ldx(DW, R1, R10, _DATAGRAMS)
+    p.atomic_add(DW, R9, 8 * (Totals.DATAGRAMS + DIRECTION_INDEX[direction]), R1)
+    p.ldx(DW, R1, R10, _PAYLOAD)
+    p.atomic_add(DW, R9, 8 * (Totals.BYTES + DIRECTION_INDEX[direction]), R1)
+
     _emit_find_or_make_flow(p, direction)
     p.call("ktime_get_ns")
     p.stx(DW, R8, FLOW.offset("last_ns"), R0)
@@ -281,14 +321,16 @@ def _emit_lookup(p: Program, missing: str) -> None:
 
 
 def _emit_find_or_make_flow(p: Program, direction: str) -> None:
-    """R8 = the flow's entry, made first (counts zero, role by direction) if there is none."""
+    """R8 = the flow's entry, made first (counts zero, role by direction) if there is none; a flow
+    made here is counted in the totals row at R9, by its role."""
+    role = CLIENT if direction == SENT else SERVER
     _emit_lookup(p, "new_flow")
     p.ja("found")
     p.label("new_flow")
     emit_zero(p, FLOW, _FLOW)
     p.call("ktime_get_ns")
     p.stx(DW, R10, _flow("first_ns"), R0)
-    p.st(W, R10, _flow("role"), CLIENT if direction == SENT else SERVER)
+    p.st(W, R10, _flow("role"), role)
     p.ld_map(R1, MAP_NAME)
     p.mov(R2, R10)
     p.add(R2, _KEY)
@@ -296,6 +338,10 @@ def _emit_find_or_make_flow(p: Program, direction: str) -> None:
     p.add(R3, _FLOW)
     p.mov(R4, UpdateFlags.NOEXIST)
     p.call("map_update_elem")  # another CPU may have made it first: either way, look it up
+    p.jne(R0, 0, "made_elsewhere")
+    p.mov(R1, 1)
+    p.atomic_add(DW, R9, 8 * (Totals.FLOWS_MADE + role), R1)
+    p.label("made_elsewhere")
     _emit_lookup(p, "out")
     p.label("found")
 

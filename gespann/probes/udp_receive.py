@@ -18,11 +18,13 @@ from .udp_flows import (
     MAP_NAME,
     PACKET_OTHERHOST,
     RECEIVED,
+    TOTALS,
     emit_exit,
     emit_flow_update,
     emit_namespace,
     emit_protocol,
     flows_map,
+    totals_map,
 )
 
 _SCRATCH = -16
@@ -57,6 +59,6 @@ PROBE = Probe(
     summary="UDP datagrams and payload bytes received, per flow (local and remote address and port)",
     flavours=FLAVOURS,
     body=body,
-    shared_maps={MAP_NAME: flows_map},
+    shared_maps={MAP_NAME: flows_map, TOTALS: totals_map},
     protocol="udp",
 )

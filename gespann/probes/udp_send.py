@@ -22,11 +22,13 @@ from .udp_flows import (
     IPPROTO_UDP,
     MAP_NAME,
     SENT,
+    TOTALS,
     emit_exit,
     emit_flow_update,
     emit_namespace,
     emit_protocol,
     flows_map,
+    totals_map,
 )
 
 _SCRATCH = -16
@@ -65,6 +67,6 @@ PROBE = Probe(
     summary="UDP datagrams and payload bytes sent, per flow (local and remote address and port)",
     flavours=FLAVOURS,
     body=body,
-    shared_maps={MAP_NAME: flows_map},
+    shared_maps={MAP_NAME: flows_map, TOTALS: totals_map},
     protocol="udp",
 )

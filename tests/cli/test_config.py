@@ -54,6 +54,9 @@ def test_gespann_keys(tmp_path):
     assert (forced.attach_mode, forced.probe_modes) == ("tracepoint", {"tcp_lifecycle": "raw_tracepoint",
                                                                        "udp_send": "auto"})
     assert parse({"attach": None, "scope": {"protocols": None}, "adapters": None}) == Config()
+    limits = parse({"limits": {"tcp_connections": 8, "udp_flows": 1 << 20}}).map_capacities
+    assert limits == {"tcp_connections": 8, "udp_flows": 1 << 20}
+    assert parse({"limits": {"udp_flows": None}}).map_capacities == {}
 
 
 @pytest.mark.parametrize("document, key, words", [
@@ -118,6 +121,10 @@ def test_gespann_keys(tmp_path):
     ({"labels": {"process": "yes"}}, "labels.process", "true or false"),
     ({"labels": {"max_series": 0}}, "labels.max_series", "at least 1"),
     ({"labels": {"pid": True}}, "labels.pid", "unknown key"),
+    ({"limits": {"tcp_connections": 0}}, "limits.tcp_connections", "at least 1"),
+    ({"limits": {"udp_flows": "lots"}}, "limits.udp_flows", "at least 1"),
+    ({"limits": {"udp_flows": 1 << 30}}, "limits.udp_flows", "at most 16777216 entries"),
+    ({"limits": {"records": 5}}, "limits.records", "unknown key; expected one of: tcp_connections, udp_flows"),
     (["log_level"], "(top level)", "expected a mapping"),
 ])
 def test_bad_config_names_the_key(document, key, words):

@@ -60,6 +60,7 @@ documents = st.fixed_dictionaries({}, optional={
         "protocols": st.one_of(st.lists(st.sampled_from(config.PROTOCOLS + ("sctp",)), max_size=3), trees)}), trees),
     "connections": st.one_of(section(["idle_timeout", "udp_flow_timeout"]), trees),
     "labels": st.one_of(section(["process", "container", "max_series"]), trees),
+    "limits": st.one_of(section(list(config.LIMITS)), trees),
     "colour": trees,
 }) | trees
 
@@ -82,6 +83,7 @@ def sane(loaded: Config) -> None:
     assert all(0 < t < math.inf for t in (loaded.idle_timeout, loaded.udp_flow_timeout))
     assert loaded.protocols and set(loaded.protocols) <= set(config.PROTOCOLS)
     assert isinstance(loaded.label_max_series, int) and loaded.label_max_series >= 1
+    assert all(name in config.LIMITS and 1 <= n <= config.MAX_CAPACITY for name, n in loaded.map_capacities.items())
     names = {probe.name: probe for probe in ALL_PROBES}
     for name, mode in loaded.probe_modes.items():
         assert mode == "auto" or mode in {f.mode for f in names[name].flavours}

@@ -25,7 +25,7 @@ from gespann.bpf.errors import KeyNotFoundError
 from gespann.collector.udp import UdpMetrics
 from gespann.probes import AttachSettings, ProbeSet
 from gespann.probes.udp import UDP_PROBES
-from gespann.probes.udp_flows import CLIENT, FLOW, KEY, SERVER
+from gespann.probes.udp_flows import CLIENT, FLOW, KEY, SERVER, Totals
 
 FAMILIES = [pytest.param(socket.AF_INET, id="ipv4"), pytest.param(socket.AF_INET6, id="ipv6")]
 UDP_FLAVOURS = [flavour for flavour in FLAVOURS if flavour.values[0] in {f.mode for f in UDP_PROBES[0].flavours}]
@@ -49,18 +49,47 @@ NUD_REACHABLE = 0x02
 
 # --- user space alone: expiry, eviction, totals ----------------------------------------------------
 
+class _Row:
+    def __init__(self, row: list):
+        self.row = row
+
+    def __getitem__(self, index: int) -> list:
+        assert index == 0
+        return [tuple(self.row)]
+
+
 class DictMap:
-    """The part of a flow map UdpMetrics uses, over a dict of raw key and value bytes."""
+    """The part of a flow map UdpMetrics uses, over a dict of raw key and value bytes, and the totals row
+    the kernel keeps beside it: every put adds what the flow moved since, as a datagram would."""
 
     def __init__(self):
         self.entries: dict[bytes, bytes] = {}
         self.lose_on_pop: set[bytes] = set()
+        self.row = [0] * Totals.SLOTS
+        self.max_entries = 4
 
-    def put(self, port: int, role: int, first: int, last: int, sent=(0, 0), received=(0, 0), pid=0) -> bytes:
+    @property
+    def totals(self):
+        """The totals row as UdpMetrics reads a per-CPU array (index 0, one CPU), read when indexed."""
+        return _Row(self.row)
+
+    def made_and_evicted(self, role: int) -> None:
+        """A flow the kernel made and evicted again before user space read the map."""
+        self.row[Totals.FLOWS_MADE + role] += 1
+
+    def put(self, port: int, role: int, first: int, last: int, sent=(0, 0), received=(0, 0), pid: int = 0) -> bytes:
         key = KEY.build({"local_address": bytes([127, 0, 0, 1, *[0] * 12]),
                          "remote_address": bytes([127, 0, 0, 2, *[0] * 12]), "netns": 1,
                          "local_port": socket.htons(port), "remote_port": socket.htons(53),
                          "family": socket.AF_INET, "pad": 0})
+        before = FLOW.parse(self.entries[key]) if key in self.entries else None
+        if before is None or before.first_ns != first:
+            self.row[Totals.FLOWS_MADE + role] += 1
+            before = SimpleNamespace(bytes_sent=0, datagrams_sent=0, bytes_received=0, datagrams_received=0)
+        self.row[Totals.BYTES] += sent[0] - before.bytes_sent
+        self.row[Totals.DATAGRAMS] += sent[1] - before.datagrams_sent
+        self.row[Totals.BYTES + 1] += received[0] - before.bytes_received
+        self.row[Totals.DATAGRAMS + 1] += received[1] - before.datagrams_received
         self.entries[key] = FLOW.build({
             "first_ns": first, "last_ns": last, "bytes_sent": sent[0], "datagrams_sent": sent[1],
             "bytes_received": received[0], "datagrams_received": received[1], "cgroup_id": 9,
@@ -81,12 +110,13 @@ class DictMap:
 def totals(series) -> dict:
     return {name: {tuple(v for _, v in labels): n for labels, n in series[name].items()}
             for name in ("connections_open", "connections_opened_total", "connections_closed_total",
-                         "connections_idle", "bytes_total", "datagrams_total")}
+                         "connections_idle", "bytes_total", "datagrams_total", "flows_evicted_total")}
 
 
 def test_idle_flows_expire_with_their_totals_kept():
     flows, clock = DictMap(), SimpleNamespace(now=10_000_000_000)
-    metrics = UdpMetrics(flows, idle_timeout=1, flow_timeout=5, clock=lambda: clock.now, wall_clock=lambda: 123.0)
+    metrics = UdpMetrics(flows, idle_timeout=1, flow_timeout=5, clock=lambda: clock.now, wall_clock=lambda: 123.0,
+                         totals=flows.totals)
     flows.put(40000, CLIENT, first=9_000_000_000, last=9_500_000_000, sent=(100, 2), received=(7, 1), pid=42)
     flows.put(53, SERVER, first=9_900_000_000, last=9_999_999_000, received=(30, 3))
     first = totals(metrics.series())
@@ -118,7 +148,7 @@ def test_idle_flows_expire_with_their_totals_kept():
 
 def test_a_flow_made_again_after_expiry_counts_as_a_new_one():
     flows, clock = DictMap(), SimpleNamespace(now=10_000_000_000)
-    metrics = UdpMetrics(flows, idle_timeout=1, flow_timeout=5, clock=lambda: clock.now)
+    metrics = UdpMetrics(flows, idle_timeout=1, flow_timeout=5, clock=lambda: clock.now, totals=flows.totals)
     flows.put(40000, CLIENT, first=1_000_000_000, last=2_000_000_000, sent=(5, 1))
     metrics.series()
     flows.put(40000, SERVER, first=11_000_000_000, last=11_000_000_000, received=(8, 1))
@@ -131,7 +161,7 @@ def test_a_flow_made_again_after_expiry_counts_as_a_new_one():
 
 def test_evicted_flows_end_with_what_was_last_read():
     flows, clock = DictMap(), SimpleNamespace(now=10_000_000_000)
-    metrics = UdpMetrics(flows, idle_timeout=1, flow_timeout=5, clock=lambda: clock.now)
+    metrics = UdpMetrics(flows, idle_timeout=1, flow_timeout=5, clock=lambda: clock.now, totals=flows.totals)
     key = flows.put(40000, CLIENT, first=9_000_000_000, last=9_000_000_000, sent=(100, 1))
     assert totals(metrics.series())["bytes_total"][("sent", "udp")] == 100
     flows.put(40000, CLIENT, first=9_000_000_000, last=9_100_000_000, sent=(150, 2))
@@ -140,13 +170,33 @@ def test_evicted_flows_end_with_what_was_last_read():
     flows.put(40001, CLIENT, first=9_500_000_000, last=9_500_000_000, sent=(1, 1))
     series = totals(metrics.series())
     assert series["connections_closed_total"][("udp", "client")] == 1
-    assert series["bytes_total"][("sent", "udp")] == 151  # never below what was reported
+    assert series["bytes_total"][("sent", "udp")] == 151  # the kernel's totals: the 50 unread bytes too
+    assert series["flows_evicted_total"] == {("udp",): 1}
     assert [e.reason for e in metrics.expired_events()] == ["evicted"]
     # Expired, but evicted before the delete: it ends with the figures just read.
     flows.lose_on_pop.add(flows.put(40002, SERVER, first=1, last=2, received=(9, 1)))
     series = totals(metrics.series())
     assert series["connections_closed_total"] == {("udp", "client"): 1, ("udp", "server"): 1}
     assert series["bytes_total"][("received", "udp")] == 9
+
+
+def test_flows_made_and_evicted_between_two_reads_count_as_ended_and_evicted(caplog):
+    """Flows user space never saw: every flow the kernel made is open (in the map) or ended."""
+    flows, clock = DictMap(), SimpleNamespace(now=10_000_000_000)
+    metrics = UdpMetrics(flows, idle_timeout=1, flow_timeout=5, clock=lambda: clock.now, totals=flows.totals)
+    flows.put(40000, CLIENT, first=9_000_000_000, last=9_000_000_000, sent=(10, 1))
+    for _ in range(3):
+        flows.made_and_evicted(SERVER)
+    flows.made_and_evicted(CLIENT)
+    with caplog.at_level("WARNING", logger="gespann.collector.udp"):
+        series = totals(metrics.series())
+        metrics.series()
+    assert series["connections_opened_total"] == {("udp", "client"): 2, ("udp", "server"): 3}
+    assert series["connections_closed_total"] == {("udp", "client"): 1, ("udp", "server"): 3}
+    assert series["connections_open"] == {("udp",): 1}
+    assert series["flows_evicted_total"] == {("udp",): 4}
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "raise limits.udp_flows" in warnings[0] and "(4 flows)" in warnings[0]
 
 
 # --- the kernel: real traffic across a veth pair --------------------------------------------------
