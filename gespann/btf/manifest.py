@@ -66,7 +66,8 @@ FIELDS: tuple[FieldRef, ...] = (
     FieldRef("tcp_sock", "segs_out"),
     FieldRef("tcp_sock", "data_segs_in"),
     FieldRef("tcp_sock", "data_segs_out"),
-    _optional("tcp_sock", "bytes_sent"),  # 4.19+
+    _optional("tcp_sock", "bytes_sent"),  # 4.19+: payload transmitted, retransmissions included
+    _optional("tcp_sock", "bytes_retrans"),  # 4.19+: payload retransmitted
     FieldRef("tcp_sock", "delivered"),
     # The minimum RTT as tcp_min_rtt() reads it: rtt_min is a windowed min-filter
     # (struct minmax) whose first sample's value is the current minimum.

@@ -46,11 +46,22 @@ class OpenConnection:
     bytes_received: int
     #: Seconds since payload last went either way (tcp_info's last_data_sent / last_data_recv).
     idle_seconds: float = 0.0
+    #: Payload transmitted at least once (4.19+): what "sent" means (tcp_lifecycle's docstring).
+    bytes_transmitted: Optional[int] = None
 
-    def payload(self, is_client: bool) -> tuple[int, int]:
-        """(sent, received) payload bytes: without the SYN and FINs the counts include."""
-        sent = self.bytes_acked - is_client - (self.state in OUR_FIN_ACKED)
-        return max(sent, 0), max(self.bytes_received - (self.state in PEER_FIN_IN), 0)
+    @property
+    def needs_role(self) -> bool:
+        """Whether payload() depends on the role: only where the kernel lacks bytes_sent (before 4.19)."""
+        return self.bytes_transmitted is None
+
+    def payload(self, is_client: bool = False) -> tuple[int, int]:
+        """(sent, received) payload bytes: without the peer's FIN, and before 4.19, without the SYN and our FIN
+        that bytes_acked counts."""
+        if self.bytes_transmitted is not None:
+            sent = self.bytes_transmitted
+        else:
+            sent = max(self.bytes_acked - is_client - (self.state in OUR_FIN_ACKED), 0)
+        return sent, max(self.bytes_received - (self.state in PEER_FIN_IN), 0)
 
 
 class OpenSockets:
@@ -62,7 +73,8 @@ class OpenSockets:
     def connections(self) -> list[OpenConnection]:
         states = sum(1 << state for state in OPEN_STATES)
         return [OpenConnection(s.cookie, s.family, s.state, s.local_port, s.remote_port, s.bytes_acked,
-                               s.bytes_received, min(s.last_data_sent_ms, s.last_data_recv_ms) / 1000)
+                               s.bytes_received, min(s.last_data_sent_ms, s.last_data_recv_ms) / 1000,
+                               s.bytes_transmitted)
                 for family in (socket.AF_INET, socket.AF_INET6)
                 for s in self._diag.tcp_sockets(family, states)]
 

@@ -51,6 +51,9 @@ _U32 = struct.Struct("=I")
 _BYTES_ACKED_AND_RECEIVED = struct.Struct("=QQ")
 _LAST_DATA_SENT, _LAST_DATA_RECV, _BYTES_ACKED = 44, 52, 120
 _TCP_INFO_NEEDED = 136  # through tcpi_bytes_received (Linux 4.2 on)
+#: tcpi_bytes_sent and tcpi_bytes_retrans (Linux 4.19 on): payload transmitted, and retransmitted.
+_BYTES_SENT_AND_RETRANS = struct.Struct("=QQ")
+_BYTES_SENT = 200
 _RECEIVE_BUFFER = 1 << 16
 _DUMP_ATTEMPTS = 3  # a dump the kernel marks interrupted (sockets changed under it) is asked again
 
@@ -68,6 +71,8 @@ class TcpSocket:
     bytes_received: int
     last_data_sent_ms: int
     last_data_recv_ms: int
+    #: Payload transmitted at least once (tcpi_bytes_sent - tcpi_bytes_retrans); None before 4.19.
+    bytes_transmitted: Optional[int] = None
 
 
 class DiagSocket:
@@ -138,12 +143,17 @@ def _tcp_socket(payload: memoryview) -> Optional[TcpSocket]:
     if info is None or len(info) < _TCP_INFO_NEEDED:
         return None
     bytes_acked, bytes_received = _BYTES_ACKED_AND_RECEIVED.unpack_from(info, _BYTES_ACKED)
+    transmitted = None
+    if len(info) >= _BYTES_SENT + _BYTES_SENT_AND_RETRANS.size:
+        sent, retransmitted = _BYTES_SENT_AND_RETRANS.unpack_from(info, _BYTES_SENT)
+        transmitted = max(sent - retransmitted, 0)
     return TcpSocket(
         cookie=cookie_high << 32 | cookie_low, family=family, state=state,
         local_port=local_port, remote_port=remote_port,
         bytes_acked=bytes_acked, bytes_received=bytes_received,
         last_data_sent_ms=_U32.unpack_from(info, _LAST_DATA_SENT)[0],
         last_data_recv_ms=_U32.unpack_from(info, _LAST_DATA_RECV)[0],
+        bytes_transmitted=transmitted,
     )
 
 

@@ -14,9 +14,12 @@ what those connections moved, for one collection. The total is held at its
 highest value so far, so a counter never goes down, and the next collection,
 which finds them in the row, is exact again.
 
-A client's `bytes_acked` includes its SYN; the role of an open connection is
-taken from the kernel's entry for it (matched by ports), read after the dump
-so that every connection the dump shows established has its entry already.
+Sent bytes are payload transmitted at least once (tcpi_bytes_sent less
+tcpi_bytes_retrans), as the kernel counts them at the end. Only before 4.19,
+without those, are they taken from `bytes_acked`, which includes a client's
+SYN: then the role of an open connection is taken from the kernel's entry for
+it (matched by ports), read after the dump so that every connection the dump
+shows established has its entry already. From 4.19 a collection reads no entry.
 
 Connections open before gespann started are found at start-up. They count in
 `connections_open` but not as opened, and only the bytes they move after the
@@ -77,7 +80,7 @@ class TcpMetrics:
         self._connections = lifecycle.maps[MAP_NAME]
         self._open_sockets = open_sockets
         followed = set(self._roles())
-        self._preexisting = {c.cookie: _Preexisting(c.payload(is_client=False))
+        self._preexisting = {c.cookie: _Preexisting(c.payload())
                              for c in open_sockets.connections() if (c.local_port, c.remote_port) not in followed}
         self._preexisting_ended = (0, 0)
         self._preexisting_ends = 0  # pre-existing connections seen to end
@@ -88,7 +91,7 @@ class TcpMetrics:
         row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]
         failed_errnos = dict(self._errnos.items())
         open_now = self._open_sockets.connections()  # after the row: see the module docstring
-        roles = self._roles()
+        roles = self._roles() if any(c.needs_role for c in open_now) else {}
         tcp = labels(protocol="tcp")
         bytes_total = self._bytes_total(row, open_now, roles)
         self._log_evictions(row[Layout.UNTRACKED])
@@ -134,7 +137,7 @@ class TcpMetrics:
                 is_client = roles.get((connection.local_port, connection.remote_port)) == CLIENT
                 s, r = connection.payload(is_client)
             else:
-                now = connection.payload(is_client=False)
+                now = connection.payload()
                 earlier.since_start = s, r = (max(now[0] - earlier.at_start[0], 0),
                                               max(now[1] - earlier.at_start[1], 0))
                 seen.add(connection.cookie)

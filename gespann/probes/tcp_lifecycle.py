@@ -26,14 +26,20 @@ kernel sets it a moment before (the socket polls as failed from then on), so
 an application that reads SO_ERROR, which clears it, in those microseconds
 leaves no reason: that open counts as failed, reason "aborted" (errno 0).
 
-Payload bytes. `bytes_acked` counts acknowledged sequence space, which
-includes the client's SYN and this side's FIN once the peer acked it;
-`bytes_received` includes the peer's FIN. Both are taken off, from the role
-and the state left: an orderly end has our FIN acked, and the peer's FIN in
-unless it leaves FIN_WAIT2 before that FIN came (close() of a socket already
-in FIN_WAIT2 hands it to a timewait socket at once; a FIN_WAIT2 timeout), which
-the socket's SOCK_DONE flag tells; a reset has our FIN acked only from
-FIN_WAIT2 and the peer's FIN only from CLOSE_WAIT, LAST_ACK or CLOSING.
+Payload bytes. Sent means payload transmitted at least once: `bytes_sent`
+less `bytes_retrans` (4.19+), whatever the outcome. So a connection reset with
+data in flight (sent, not yet acknowledged) counts that data as sent, as the
+peer that received it counts it as received, and both sides of one connection
+agree. (Data lost in flight and never retransmitted before a reset is counted
+by the sender alone.) Kernels without those fields fall back to `bytes_acked`,
+acknowledged sequence space, less the client's SYN and this side's FIN once
+acked (an orderly end; a reset from FIN_WAIT2), which misses what was in
+flight at a reset. Received is `bytes_received`, which includes the peer's FIN:
+taken off when it came, which the state left tells: an orderly end has it
+unless it leaves FIN_WAIT2 before that FIN came (close() of a socket already in
+FIN_WAIT2 hands it to a timewait socket at once; a FIN_WAIT2 timeout), which
+the socket's SOCK_DONE flag tells; a reset has it only from CLOSE_WAIT,
+LAST_ACK or CLOSING.
 
 Records. When the build target carries a record channel, each end (and each
 failed open) also sends one `connection_records.RECORD`, and the entry keeps
@@ -108,13 +114,22 @@ _ERRNO_KEY = -60
 _ONE = -72
 _ENTRY = -72 - ENTRY.size
 _RECORD = _ENTRY - RECORD.size  # only with records
-#: tcp_sock counters read at an end, each a u64.
-_COUNTERS = _RECORD - 8 * 4
-TCP_COUNTERS = ("bytes_acked", "bytes_received", "total_retrans", "srtt_us")
+#: tcp_sock counters read at an end, each in a u64 slot (bytes_acked only where bytes_sent is missing).
+TCP_COUNTERS = ("bytes_sent", "bytes_retrans", "bytes_acked", "bytes_received", "total_retrans", "srtt_us")
+_COUNTERS = _RECORD - 8 * len(TCP_COUNTERS)
+#: Payload transmitted at least once, when the kernel has the fields (4.19+).
+TRANSMITTED = ("bytes_sent", "bytes_retrans")
 
 
 def _counter(name: str) -> int:
     return _COUNTERS + 8 * TCP_COUNTERS.index(name)
+
+
+def counters_read(types) -> tuple[str, ...]:
+    """The TCP_COUNTERS this kernel's tcp_sock has that an end needs."""
+    if all(types.optional_field(f"tcp_sock.{name}") is not None for name in TRANSMITTED):
+        return tuple(name for name in TCP_COUNTERS if name != "bytes_acked")
+    return tuple(name for name in TCP_COUNTERS if name not in TRANSMITTED)
 
 
 def _entry(field: str) -> int:
@@ -281,12 +296,16 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
 
     p.label("ended")
     _emit_read_tcp_counters(p, target, direct)
-    p.ldx(DW, R4, R10, _counter("bytes_acked"))
-    p.ldx(DW, R2, R10, _OUR_FIN_ACKED)
-    p.ldx(W, R1, R8, ENTRY.offset("role"))
-    p.jne(R1, CLIENT, "ended.no_syn")
-    p.add(R2, 1)
-    p.label("ended.no_syn")
+    if "bytes_sent" in counters_read(target.kernel_types):
+        p.ldx(DW, R4, R10, _counter("bytes_sent"))
+        p.ldx(DW, R2, R10, _counter("bytes_retrans"))
+    else:
+        p.ldx(DW, R4, R10, _counter("bytes_acked"))
+        p.ldx(DW, R2, R10, _OUR_FIN_ACKED)
+        p.ldx(W, R1, R8, ENTRY.offset("role"))
+        p.jne(R1, CLIENT, "ended.no_syn")
+        p.add(R2, 1)
+        p.label("ended.no_syn")
     _emit_saturating_sub(p, R4, R2)
     _emit_store_in_record(p, records, DW, "bytes_sent", R4)
     emit_add(p, R9, Layout.BYTES_SENT, R4)
@@ -350,7 +369,8 @@ def _emit_read_tcp_counters(p: Program, target: BuildTarget, direct: bool) -> No
     direct loads, bpf_skc_to_tcp_sock (5.9+) gives the same address typed as a
     tcp_sock, for one cheap call instead of a read per field.
     """
-    fields = [(_counter(name), target.kernel_types.field(f"tcp_sock.{name}")) for name in TCP_COUNTERS]
+    fields = [(_counter(name), target.kernel_types.field(f"tcp_sock.{name}"))
+              for name in counters_read(target.kernel_types)]
     if direct:
         p.mov(R1, R7)
         p.call("skc_to_tcp_sock")

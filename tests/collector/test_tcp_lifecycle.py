@@ -5,7 +5,9 @@ so every figure in the snapshot is known in advance: opens per role, orderly
 closes, resets per direction, failures per reason, payload bytes (while
 connections are open, and after), and connections open before gespann started.
 """
+import select
 import socket
+import struct
 
 import mib
 import pytest
@@ -114,6 +116,46 @@ def test_a_close_in_fin_wait2_before_the_peers_fin_counts_exact_bytes(namespace,
         snapshot = settled(collector, 2)
         assert counts(snapshot, "connections_closed_total") == {("tcp", "client"): 1, ("tcp", "server"): 1}
         assert counts(snapshot, "bytes_total") == {("sent", "tcp"): 35, ("received", "tcp"): 35}
+
+
+#: struct tcp_info: tcpi_unacked, segments sent and not yet acknowledged.
+TCPI_UNACKED = 24
+LINGER_ZERO = struct.pack("ii", 1, 0)
+IN_FLIGHT_ATTEMPTS = 5
+
+
+@pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
+def test_a_reset_with_data_in_flight_counts_it_sent_on_one_side_as_received_on_the_other(
+        namespace, mode, perf_event_link, needed):
+    """The server delays its ACKs, takes the client's data into its queue, and aborts before acknowledging
+    it: the client's sent bytes are what the server received (payload transmitted, not payload acked)."""
+    require(*(feature() for feature in needed))
+    payload, in_flight = 1000, 0
+    with watching(namespace, mode, perf_event_link) as probes, KernelCollector(probes, namespace.path) as collector:
+        with namespace.enter():
+            traffic = TcpTraffic()
+            for _ in range(IN_FLIGHT_ATTEMPTS):
+                client, server = traffic.connect()
+                server.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)  # delayed ACKs from now
+                client.sendall(b"f" * payload)
+                select.select([server], [], [], 5)  # the data is in the server's queue, unread
+                unacked = struct.unpack_from("=I", client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104),
+                                             TCPI_UNACKED)[0]
+                in_flight += unacked > 0
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+                server.close()  # unread data: an RST, whatever SO_LINGER says
+                with pytest.raises(ConnectionResetError):
+                    client.recv(1)
+                client.close()
+                if in_flight:
+                    break
+            traffic.close()
+        attempts = _ + 1
+        snapshot = settled(collector, 2 * attempts)
+        assert in_flight, "every ACK came before the reset: no attempt had data in flight"
+        assert counts(snapshot, "connections_reset_total") == {("sent",): attempts, ("received",): attempts}
+        assert counts(snapshot, "bytes_total") == {("sent", "tcp"): payload * attempts,
+                                                   ("received", "tcp"): payload * attempts}
 
 
 @pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
