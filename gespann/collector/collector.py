@@ -81,7 +81,7 @@ class KernelCollector:
                 lost[labels(reader="backlog")] = backlog_lost
             series["records_lost_total"] = lost
         elif self._udp is not None:
-            self._udp.expired_events()  # nobody takes events: let the ended flows' go
+            self._udp.expired_events(scan=False)  # nobody takes events: let the ended flows' go
         series["probe_info"] = {labels(probe=name, mode=attached.flavour.mode): 1
                                 for name, attached in self._probes.probes.items()}
         series["build_info"] = {labels(version=__version__): 1}

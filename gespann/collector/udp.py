@@ -58,12 +58,16 @@ EVICTED = "evicted"
 
 @dataclass(frozen=True)
 class UdpFlow:
-    """One flow as last read from the kernel; ports in host order, addresses as text."""
+    """One flow as last read from the kernel; ports in host order.
+
+    Addresses and the command name are turned into text only when asked for (an
+    event, open_flows()): a collection reads every flow, and most are never shown.
+    """
 
     family: int
-    local_address: str
+    local_raw: bytes  # as the key holds it: IPv4 in the first 4 bytes
     local_port: int
-    remote_address: str
+    remote_raw: bytes
     remote_port: int
     netns: int
     role: str
@@ -74,35 +78,36 @@ class UdpFlow:
     datagrams_sent: int
     datagrams_received: int
     pid: int  # the thread group (process) id; 0 until the flow was seen sending from a process
-    comm: str
+    comm_raw: bytes
     cgroup_id: int
 
     @classmethod
     def parse(cls, key: Any, value: Any) -> UdpFlow:
         """From the map's key and value records (udp_flows.KEY, udp_flows.FLOW)."""
         return cls(
-            family=key.family,
-            local_address=address_text(key.family, key.local_address),
-            local_port=socket.ntohs(key.local_port),
-            remote_address=address_text(key.family, key.remote_address),
-            remote_port=socket.ntohs(key.remote_port),
-            netns=key.netns,
-            role=ROLES[value.role] if value.role < len(ROLES) else ROLES[CLIENT],
-            first_ns=value.first_ns,
-            last_ns=value.last_ns,
-            bytes_sent=value.bytes_sent,
-            bytes_received=value.bytes_received,
-            datagrams_sent=value.datagrams_sent,
-            datagrams_received=value.datagrams_received,
-            pid=value.pid_tgid >> 32,
-            comm=value.comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-            cgroup_id=value.cgroup_id,
+            key.family, bytes(key.local_address), socket.ntohs(key.local_port), bytes(key.remote_address),
+            socket.ntohs(key.remote_port), key.netns,
+            ROLES[value.role] if value.role < len(ROLES) else ROLES[CLIENT],
+            value.first_ns, value.last_ns, value.bytes_sent, value.bytes_received, value.datagrams_sent,
+            value.datagrams_received, value.pid_tgid >> 32, bytes(value.comm), value.cgroup_id,
         )
+
+    @property
+    def local_address(self) -> str:
+        return address_text(self.family, self.local_raw)
+
+    @property
+    def remote_address(self) -> str:
+        return address_text(self.family, self.remote_raw)
+
+    @property
+    def comm(self) -> str:
+        return self.comm_raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
     @property
     def identity(self) -> tuple:
         """What tells one flow from another: its key."""
-        return (self.family, self.local_address, self.local_port, self.remote_address, self.remote_port, self.netns)
+        return (self.family, self.local_raw, self.local_port, self.remote_raw, self.remote_port, self.netns)
 
     @property
     def duration_ns(self) -> int:
@@ -180,11 +185,12 @@ class UdpMetrics:
                                                                self._duration_sum_ns * 1e-9)},
             }
 
-    def expired_events(self) -> list[ConnectionEvent]:
-        """The flows that ended since the last call (the map is read now, so it need not wait for a
-        collection), oldest first."""
+    def expired_events(self, scan: bool = True) -> list[ConnectionEvent]:
+        """The flows that ended since the last call, oldest first. The map is read now, so it need not
+        wait for a collection; scan=False takes only what the last read found (right after series())."""
         with self._lock:
-            self._scan()
+            if scan:
+                self._scan()
             events = list(self._pending)
             self._pending.clear()
             return events

@@ -58,6 +58,8 @@ are then incomplete.
 from __future__ import annotations
 
 import socket
+import struct
+from collections import namedtuple
 from typing import Callable
 
 from asm import DW, R0, R1, R2, R3, R4, R8, R9, R10, B, H, Program, Record, Register, W, array, u8, u16, u32, u64
@@ -124,20 +126,34 @@ FLOW = Record("udp_flow", [
 ])
 
 
-class RecordCodec:
-    """A map codec for a `Record`: values parse to construct Containers."""
+class TupleCodec:
+    """A map codec for a `Record` of integers and byte strings, parsed with struct into a named tuple.
 
-    def __init__(self, record: Record):
-        self.record = record
+    A collection reads every flow; construct took about 25 µs to parse one entry,
+    struct takes well under one. `fmt` must lay the record out exactly (checked).
+    """
+
+    def __init__(self, record: Record, fmt: str):
+        self.record, self._struct = record, struct.Struct(fmt)
+        if self._struct.size != record.size:
+            raise ValueError(f"{record.name}: {fmt!r} is {self._struct.size} bytes, the record {record.size}")
+        self._tuple = namedtuple(record.name, [field.name for field in record.fields])
 
     def build(self, obj) -> bytes:
+        """From a tuple this codec parsed, or a mapping of field names."""
+        if isinstance(obj, self._tuple):
+            return self._struct.pack(*obj)
         return self.record.build(obj)
 
     def parse(self, data: bytes):
-        return self.record.parse(data)
+        return self._tuple._make(self._struct.unpack(data))
 
     def sizeof(self) -> int:
         return self.record.size
+
+
+KEY_CODEC = TupleCodec(KEY, "=16s16sIHHHH")
+FLOW_CODEC = TupleCodec(FLOW, "=8Q16sII")
 
 
 #: Emits `register = inode of the packet's network namespace`, or a jump to "out"; clobbers R0-R5.
@@ -145,7 +161,7 @@ NamespaceCode = Callable[[Program, Register], None]
 
 
 def flows_map(capacity: int = CAPACITY) -> LruHashMap:
-    return LruHashMap(RecordCodec(KEY), RecordCodec(FLOW), capacity, name="gsp_udp_flows")
+    return LruHashMap(KEY_CODEC, FLOW_CODEC, capacity, name="gsp_udp_flows")
 
 
 def totals_map() -> PerCpuArrayMap:
