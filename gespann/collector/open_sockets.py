@@ -15,8 +15,7 @@ FIN_WAIT2 sub-state but carries no tcp_info, and its connection has ended.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ..probes.tcp_lifecycle import (
     CLOSE_WAIT,
@@ -35,8 +34,9 @@ OPEN_STATES = (ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)
 OUR_FIN_ACKED = (FIN_WAIT2,)
 
 
-@dataclass(frozen=True)
-class OpenConnection:
+class OpenConnection(NamedTuple):
+    """One open connection, as a dump shows it (a named tuple, for the same reason as TcpSocket)."""
+
     cookie: int  # the socket's cookie: stable for its life, never reused
     family: int
     state: int

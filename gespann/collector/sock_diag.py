@@ -24,8 +24,7 @@ import os
 import socket
 import struct
 import threading
-from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 from ..bpf.syscall import libc
 
@@ -58,9 +57,9 @@ _RECEIVE_BUFFER = 1 << 16
 _DUMP_ATTEMPTS = 3  # a dump the kernel marks interrupted (sockets changed under it) is asked again
 
 
-@dataclass(frozen=True)
-class TcpSocket:
-    """One socket of a dump, with what gespann reads of its tcp_info."""
+class TcpSocket(NamedTuple):
+    """One socket of a dump, with what gespann reads of its tcp_info (a named tuple: a collection makes
+    one per open socket, and a frozen dataclass cost several times as much to make)."""
 
     cookie: int  # stable for the socket's life, never reused
     family: int
