@@ -64,9 +64,9 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _attach(config, stack, *, records: bool):
-    """Attach every probe and open the collector over them, both closed by `stack`. With `records`
-    (or per-process labels, which are built from them), the probes also send connection records,
-    through the reader the config asks for."""
+    """Attach every probe and open the collector over them, both closed by `stack`. With `records`,
+    the probes also send connection records, through the reader the config asks for (per-process
+    labels need none: the kernel counts TCP ends by owner)."""
     from .bpf.channel import EventChannel
     from .bpf.errors import PermissionDeniedError
     from .collector.by_process import LabelSettings
@@ -74,7 +74,6 @@ def _attach(config, stack, *, records: bool):
     from .probes import ProbeSet
 
     label_settings = LabelSettings(config.label_process, config.label_container, config.label_max_series)
-    records = records or label_settings.enabled
     channel = stack.enter_context(EventChannel.for_reader(config.event_reader, "gsp_records")) if records else None
     probes = stack.enter_context(ProbeSet.attach_all(config, records=channel))
     try:

@@ -1,19 +1,31 @@
 """Per-process and per-container counts: opt-in labels, capped so the series stay bounded.
 
 The host-wide metrics carry bounded labels only. Which process or container a
-connection belonged to is known from its record (connection_records), so these
-counts are built from the record stream, only when the config asks for them.
-The first `max_series` label sets each get a series; connections of any later
-one are counted under `other`, so a host with thousands of short-lived
-processes still exposes at most `max_series + 1` series per metric.
+connection belonged to is known where it ends:
+- TCP ends are counted by the kernel as they happen, per owner (cgroup id and
+  comm: tcp_lifecycle's by-process map), exact at any rate; a collection reads
+  those rows, a bounded number;
+- UDP flows end in user space (idle expiry), with the process that first sent.
+The cgroup id gives the container id. The first `max_series` label sets each
+get a series; connections of any later one are counted under `other`, as are
+owners past the kernel map's own cap, so a host with thousands of short-lived
+processes still exposes at most `max_series + 1` series per metric. A label set
+keeps its series once it has one, so every series only goes up.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
+from typing import Iterable, Optional
 
+from ..probes.connection_records import OUTCOMES
+from ..probes.tcp_lifecycle import BYTES_RECEIVED_SLOT, BYTES_SENT_SLOT, OTHER_OWNER
+from .containers import Cgroups
 from .model import ConnectionEvent, Labels, Value, labels
+
+log = logging.getLogger(__name__)
 
 #: The label value that stands for every label set beyond the cap.
 OTHER = "other"
@@ -33,33 +45,78 @@ class LabelSettings:
 class ByProcess:
     """Ended connections and their payload bytes, by process and/or container, capped."""
 
-    def __init__(self, settings: LabelSettings):
+    def __init__(self, settings: LabelSettings, cgroups: Optional[Cgroups] = None):
         self.settings = settings
+        self._cgroups = cgroups if cgroups is not None else (Cgroups() if settings.container else None)
         self._admitted: set[tuple[str, str]] = set()
-        self._connections: Counter = Counter()
+        self._owners: dict[tuple[int, bytes], tuple[str, str]] = {}  # kernel owner -> its label set, for good
+        self._connections: Counter = Counter()  # from events (UDP)
         self._bytes: Counter = Counter()
+        self._tcp_connections: Counter = Counter()  # from the kernel's rows, read whole each time
+        self._tcp_bytes: Counter = Counter()
+        self._kernel_cap_logged = False
 
     def add(self, event: ConnectionEvent) -> None:
-        who = self._who(event)
+        """A connection that ended in user space's view (a UDP flow); TCP ends come from `set_tcp_owners`."""
+        container = event.container_id or self._container(event.cgroup_id)
+        who = self._who(event.comm, container)
         self._connections[(*who, event.protocol, event.outcome)] += 1
         self._bytes[(*who, event.protocol, "sent")] += event.bytes_sent
         self._bytes[(*who, event.protocol, "received")] += event.bytes_received
 
-    def _who(self, event: ConnectionEvent) -> tuple[str, str]:
-        who = (event.comm if self.settings.process else "", event.container_id if self.settings.container else "")
+    def set_tcp_owners(self, rows: Iterable[tuple[object, tuple[int, ...]]]) -> None:
+        """The kernel's by-process rows, as read now: (owner key with cgroup_id and comm, counts)."""
+        connections, payload = Counter(), Counter()
+        for owner, counts in rows:
+            if not any(counts):  # OTHER_OWNER's row, made in advance and not needed yet
+                continue
+            key = (owner.cgroup_id, bytes(owner.comm))
+            who = self._owners.get(key)
+            if who is None:
+                if owner.cgroup_id == OTHER_OWNER["cgroup_id"]:
+                    who = self._other()
+                    self._log_kernel_cap()
+                else:
+                    comm = key[1].split(b"\0", 1)[0].decode("utf-8", "replace")
+                    who = self._who(comm, self._container(owner.cgroup_id))
+                self._owners[key] = who
+            for index, outcome in enumerate(OUTCOMES):
+                if counts[index]:
+                    connections[(*who, "tcp", outcome)] += counts[index]
+            payload[(*who, "tcp", "sent")] += counts[BYTES_SENT_SLOT]
+            payload[(*who, "tcp", "received")] += counts[BYTES_RECEIVED_SLOT]
+        self._tcp_connections, self._tcp_bytes = connections, payload
+
+    def _log_kernel_cap(self) -> None:
+        if not self._kernel_cap_logged:
+            self._kernel_cap_logged = True
+            log.warning("tcp: more connection owners (cgroup and comm) than the kernel's by-process map holds: "
+                        "later ones count under '%s'; raising labels.max_series raises that map too", OTHER)
+
+    def _container(self, cgroup_id: int) -> str:
+        return self._cgroups.container_id(cgroup_id) if self._cgroups is not None and cgroup_id else ""
+
+    def _who(self, comm: str, container: str) -> tuple[str, str]:
+        who = (comm if self.settings.process else "", container if self.settings.container else "")
         if who in self._admitted:
             return who
         if len(self._admitted) < self.settings.max_series:
             self._admitted.add(who)
             return who
+        return self._other()
+
+    def _other(self) -> tuple[str, str]:
         return (OTHER if self.settings.process else "", OTHER if self.settings.container else "")
 
     def series(self) -> dict[str, dict[Labels, Value]]:
+        connections = self._connections + self._tcp_connections
+        payload = Counter(self._bytes)
+        payload.update(self._tcp_bytes)
         return {
             "process_connections_total": {
                 labels(comm=comm, container=container, protocol=protocol, outcome=outcome): n
-                for (comm, container, protocol, outcome), n in self._connections.items()},
+                for (comm, container, protocol, outcome), n in connections.items()},
             "process_bytes_total": {
                 labels(comm=comm, container=container, protocol=protocol, direction=direction): n
-                for (comm, container, protocol, direction), n in self._bytes.items()},
+                for (comm, container, protocol, direction), n in payload.items()},
         }

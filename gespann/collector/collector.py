@@ -5,9 +5,10 @@ snapshot reads the maps and the open connections at the moment an exporter
 asks. Connection events come from a record channel, when the probes were
 attached with one (`gespann trace`, an event exporter, or per-process labels).
 
-Records are taken from the channel by whichever thread asks first, under one
-lock: an exporter's snapshot (for the per-process counts) or an event
-consumer. Events wait in a bounded backlog once a consumer has asked for
+Per-process counts (opt-in labels) need no records: TCP ends are counted per
+owner in the kernel, UDP flows end in user space. Records are taken from the
+channel by whichever thread asks first, under one lock: an exporter's snapshot
+or an event consumer. Events wait in a bounded backlog once a consumer has asked for
 them; what overflows it is counted as lost, like what overflows the kernel's
 buffer.
 """
@@ -24,6 +25,7 @@ from .. import __version__
 from ..bpf.channel import EventChannel
 from ..probes import ProbeSet
 from .by_process import ByProcess, LabelSettings
+from ..probes.tcp_lifecycle import BY_PROCESS
 from .catalogue import CATALOGUE
 from .model import ConnectionEvent, Metric, Snapshot, labels
 from .open_sockets import OpenSockets
@@ -38,8 +40,9 @@ class KernelCollector:
 
     `netns_path` is the network namespace the probes are scoped to (None: gespann's own),
     where open connections are looked up. `records` is the channel the probes
-    were attached with, if any: without one there are no events, and per-process
-    labels (`label_settings`) need one.
+    were attached with, if any: without one there are no events. Per-process
+    labels (`label_settings`) need tcp_lifecycle attached with by-process counts
+    (AttachSettings.by_process), where TCP is watched.
     """
 
     #: Events kept for a consumer that has not come back for them yet.
@@ -50,10 +53,11 @@ class KernelCollector:
     def __init__(self, probes: ProbeSet, netns_path: Optional[str] = None, *,
                  records: Optional[EventChannel] = None, idle_timeout: float = 60.0,
                  udp_flow_timeout: float = 120.0, label_settings: LabelSettings = LabelSettings()):
-        if label_settings.enabled and records is None:
-            raise ValueError("per-process labels are built from connection records: attach with a record channel")
         self._probes = probes
         watches_tcp = "tcp_lifecycle" in probes.probes
+        self._owners = probes["tcp_lifecycle"].maps.get(BY_PROCESS) if watches_tcp else None
+        if label_settings.enabled and watches_tcp and self._owners is None:
+            raise ValueError("per-process labels need tcp_lifecycle attached with by-process counts")
         self._open_sockets = OpenSockets(netns_path) if watches_tcp else None
         self._tcp = TcpMetrics(probes["tcp_lifecycle"], self._open_sockets, idle_timeout) if watches_tcp else None
         self._udp = (UdpMetrics(probes["udp_send"], idle_timeout, udp_flow_timeout)
@@ -71,16 +75,18 @@ class KernelCollector:
         if self._udp is not None:
             for name, udp_series in self._udp.series().items():
                 series.setdefault(name, {}).update(udp_series)
+        if self._by_process is not None:
+            if self._owners is not None:
+                self._by_process.set_tcp_owners(self._owners.items())
+            self._take_records(expire_udp=True, scan_udp=False)
+            series.update(self._by_process.series())
         if self._records is not None:
-            if self._by_process is not None:
-                self._take_records(expire_udp=True)
-                series.update(self._by_process.series())
             lost = {labels(reader=self._records.channel.kind): self._records.lost}
             backlog_lost = self._backlog_lost + (self._udp.events_dropped if self._udp is not None else 0)
             if backlog_lost:
                 lost[labels(reader="backlog")] = backlog_lost
             series["records_lost_total"] = lost
-        elif self._udp is not None:
+        elif self._udp is not None and self._by_process is None:
             self._udp.expired_events(scan=False)  # nobody takes events: let the ended flows' go
         series["probe_info"] = {labels(probe=name, mode=attached.flavour.mode): 1
                                 for name, attached in self._probes.probes.items()}
@@ -103,16 +109,17 @@ class KernelCollector:
             self._backlog.clear()
         return iter(events)
 
-    def _take_records(self, expire_udp: bool = False) -> None:
-        """Records waiting in the kernel's buffer (and with `expire_udp`, UDP flows just ended) into the
-        per-process counts and, once a consumer asked for events, the backlog."""
+    def _take_records(self, expire_udp: bool = False, scan_udp: bool = True) -> None:
+        """Records waiting in the kernel's buffer (and with `expire_udp`, UDP flows just ended; `scan_udp`
+        False: those the last read found) into the backlog, once a consumer asked for events, and UDP's into
+        the per-process counts (TCP's are the kernel's)."""
         with self._lock:
-            events = self._records.read(0)
+            events = self._records.read(0) if self._records is not None else []
             if expire_udp and self._udp is not None:
                 self._udp_expired_at = time.monotonic()
-                events.extend(self._udp.expired_events())
+                events.extend(self._udp.expired_events(scan=scan_udp))
             for event in events:
-                if self._by_process is not None:
+                if self._by_process is not None and event.protocol != "tcp":
                     self._by_process.add(event)
                 if self._events_wanted:
                     if len(self._backlog) < self.BACKLOG:

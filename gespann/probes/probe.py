@@ -33,6 +33,13 @@ class BuildTarget:
     netns: Optional[int] = None
     #: Where probes send per-connection records; None: no records, and no code for them.
     records: Optional[EventChannel] = field(default=None, compare=False)
+    #: Count ended connections by process (cgroup and comm) in the kernel: per-process labels asked for.
+    by_process: bool = False
+
+    @property
+    def knows_process(self) -> bool:
+        """Whether connection entries must keep their process: for records, or for per-process counts."""
+        return self.records is not None or self.by_process
 
     @functools.cached_property
     def kernel_types(self) -> KernelTypes:
@@ -63,6 +70,8 @@ class Probe:
     derived: Derivations = field(default_factory=dict)
     maps: Mapping[str, Callable[[], Map]] = field(default_factory=dict)
     shared_maps: Mapping[str, Callable[..., Map]] = field(default_factory=dict)
+    #: Maps of `maps` made only when this says the build target needs them (their code is built only then).
+    optional_maps: Mapping[str, Callable[[BuildTarget], bool]] = field(default_factory=dict)
     #: The traffic it watches ("tcp" or "udp"): `scope.protocols` leaves out the probes of the others.
     protocol: str = "tcp"
 

@@ -43,13 +43,20 @@ class AttachSettings:
     perf_event_link: str = "auto"
     btf_source: str = "auto"
     netns: Optional[int] = None
-    #: Capacities of shared maps, by map name (config limits.*); a map not named keeps its probe's default.
+    #: Capacities of maps, by map name (config limits.*); a map not named keeps its probe's default.
     capacities: Mapping[str, int] = field(default_factory=dict)
+    #: Count ended connections by process in the kernel (config labels.process or labels.container).
+    by_process: bool = False
 
     @classmethod
     def from_config(cls, config) -> "AttachSettings":
+        by_process = config.label_process or config.label_container
+        capacities = dict(config.map_capacities)
+        if by_process:
+            from .tcp_lifecycle import BY_PROCESS, by_process_capacity
+            capacities.setdefault(BY_PROCESS, by_process_capacity(config.label_max_series))
         return cls(config.attach_mode, dict(config.probe_modes), config.perf_event_attach, config.btf_source,
-                   namespace_inode(config.netns) if config.netns else None, dict(config.map_capacities))
+                   namespace_inode(config.netns) if config.netns else None, capacities, by_process)
 
     def candidates(self, probe: Probe) -> tuple[Flavour, ...]:
         mode = self.probe_modes.get(probe.name)
@@ -105,7 +112,7 @@ class ProbeSet:
                records: Optional[EventChannel] = None) -> "ProbeSet":
         """Attach every probe, or none. With `records`, probes that make connection records send them
         there (the caller owns the channel, and closes it after the set)."""
-        target = BuildTarget(settings.btf_source, settings.netns, records)
+        target = BuildTarget(settings.btf_source, settings.netns, records, settings.by_process)
         with ExitStack() as stack:
             shared: dict[str, Map] = dict(records.maps) if records is not None else {}
             attached = [_attach_first_flavour(probe, settings, target, stack, shared) for probe in probes]
@@ -166,8 +173,7 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
                           stack: ExitStack, shared: dict[str, Map]) -> AttachedProbe:
     for name, create in probe.shared_maps.items():
         if name not in shared:
-            capacity = settings.capacities.get(name)
-            shared[name] = stack.enter_context(create() if capacity is None else create(capacity))
+            shared[name] = stack.enter_context(_create(name, create, settings))
     passed_over: dict[str, str] = {}
     for flavour in settings.candidates(probe):
         try:
@@ -192,9 +198,17 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
     raise ProbeUnavailable(probe.name, passed_over)
 
 
+def _create(name: str, create, settings: AttachSettings) -> Map:
+    """A probe's map, with the capacity the settings give its name, if any."""
+    capacity = settings.capacities.get(name)
+    return create() if capacity is None else create(capacity)
+
+
 def _attach_flavour(probe: Probe, flavour: Flavour, settings: AttachSettings, target: BuildTarget,
                     stack: ExitStack, shared: Mapping[str, Map]) -> AttachedProbe:
-    maps = {**shared, **{name: stack.enter_context(create()) for name, create in probe.maps.items()}}
+    maps = {**shared, **{name: stack.enter_context(_create(name, create, settings))
+                         for name, create in probe.maps.items() if name not in probe.optional_maps or
+                         probe.optional_maps[name](target)}}
     code = probe.program(flavour, target)
     kernel_types = lambda: target.kernel_types  # noqa: E731 - resolved only if the flavour needs it
     programs, links = [], []

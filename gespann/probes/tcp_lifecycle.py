@@ -45,15 +45,22 @@ Records. When the build target carries a record channel, each end (and each
 failed open) also sends one `connection_records.RECORD`, and the entry keeps
 the process that owns the connection: see connection_records for which
 process that is and why.
+
+By process. When per-process labels are asked for, each end and failed open
+is also counted in `tcp_by_process`, a hash keyed by the owner's cgroup id and
+comm: by outcome, with its payload bytes. Counted when it happens, exact at any
+rate (records, which user space reads later, are lost when their buffer is
+full). The map is capped; once full, a new owner is counted under the OTHER
+key, which user space made at the start, so nothing goes uncounted.
 """
 
 from __future__ import annotations
 
 import errno
 
-from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, H, Program, W
+from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, H, Program, Record, W, array, u8, u64
 
-from ..bpf.maps import U32, U64, HashMap
+from ..bpf.maps import U32, U64, HashMap, StructCodec
 from ..bpf.syscall import UpdateFlags
 from . import connection_records, socket_state
 from .connection_records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses
@@ -102,6 +109,16 @@ FAILURE_ERRNOS = dict(zip(FAILURE_REASONS, (errno.ECONNREFUSED, errno.ETIMEDOUT,
 
 STATS = "tcp_stats"
 FAILED_ERRNOS = "tcp_failed_errnos"
+BY_PROCESS = "tcp_by_process"
+#: Owners the kernel tells apart per label set the config allows (labels.max_series): one label set can be
+#: several owners (a comm in several cgroups, say). Past that, owners count under OTHER_OWNER.
+OWNERS_PER_SERIES = 4
+#: The by-process map's key: the owner's cgroup id and comm. OTHER_OWNER stands for every owner past the cap.
+OWNER = Record("tcp_owner", [("cgroup_id", u64), ("comm", array(u8, 16))])
+OTHER_OWNER = {"cgroup_id": (1 << 64) - 1, "comm": bytes(16)}
+#: The by-process map's value: ends by outcome (connection_records.OUTCOMES), then payload bytes.
+BY_PROCESS_COUNTS = StructCodec("=5Q")
+BYTES_SENT_SLOT, BYTES_RECEIVED_SLOT = 3, 4
 
 # Stack slots; -8 is the events' scratch slot.
 _KEY = -16  # the socket address: the connections map key
@@ -117,6 +134,12 @@ _RECORD = _ENTRY - RECORD.size  # only with records
 #: tcp_sock counters read at an end, each in a u64 slot (bytes_acked only where bytes_sent is missing).
 TCP_COUNTERS = ("bytes_sent", "bytes_retrans", "bytes_acked", "bytes_received", "total_retrans", "srtt_us")
 _COUNTERS = _RECORD - 8 * len(TCP_COUNTERS)
+# Only with by-process counts: the end's outcome and payload, and the owner key.
+_OUTCOME = _COUNTERS - 8
+_SENT = _OUTCOME - 8
+_RECEIVED = _SENT - 8
+_OWNER = _RECEIVED - OWNER.size
+_NEW_ROW = _OWNER - BY_PROCESS_COUNTS.sizeof()  # a zeroed row for a new owner
 #: Payload transmitted at least once, when the kernel has the fields (4.19+).
 TRANSMITTED = ("bytes_sent", "bytes_retrans")
 
@@ -145,7 +168,7 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     # The new state first: it is an argument, and about half of all changes (FIN_WAIT2,
     # CLOSE_WAIT, TIME_WAIT, ...) matter to nothing here, so they leave before any read.
     event.load(p, R8, "newstate")
-    for state in (SYN_SENT, ESTABLISHED, CLOSE) + ((FIN_WAIT1, LAST_ACK) if target.records is not None else ()):
+    for state in (SYN_SENT, ESTABLISHED, CLOSE) + ((FIN_WAIT1, LAST_ACK) if target.knows_process else ()):
         p.jeq32(R8, state, "followed")
     p.ja("out")
     p.label("followed")
@@ -160,7 +183,7 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     p.jeq32(R8, SYN_SENT, "syn_sent")
     p.jeq32(R8, ESTABLISHED, "established")
     p.jeq32(R8, CLOSE, "close")
-    if target.records is not None:
+    if target.knows_process:
         p.jeq32(R8, FIN_WAIT1, "closing")
         p.jeq32(R8, LAST_ACK, "closing")
     p.ja("out")
@@ -169,14 +192,14 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     emit_zero(p, ENTRY, _ENTRY)
     p.call("ktime_get_ns")
     p.stx(DW, R10, _entry("syn_sent_ns"), R0)
-    if target.records is not None:
+    if target.knows_process:
         emit_capture_process(p, R10, ENTRY, _ENTRY)
     _emit_store_entry(p)
     p.ja("out")
 
     _emit_established(p, target, direct)
     _emit_close(p, target, direct)
-    if target.records is not None:
+    if target.knows_process:
         _emit_closing(p)
 
     p.label("out")
@@ -208,7 +231,7 @@ def _emit_established(p: Program, target: BuildTarget, direct: bool) -> None:
     emit_lookup_connection(p, _KEY, "established.fill")
     p.ldx(DW, R1, R0, ENTRY.offset("syn_sent_ns"))
     p.stx(DW, R10, _entry("syn_sent_ns"), R1)
-    if target.records is not None:
+    if target.knows_process:
         emit_copy_process(p, R0, ENTRY, _ENTRY, ENTRY)
     p.ja("established.fill")
 
@@ -238,8 +261,9 @@ def _emit_established(p: Program, target: BuildTarget, direct: bool) -> None:
 
 def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     """CLOSE: a failed active open, or the end of a connection; the entry goes either way."""
-    records = target.records is not None
-    ended = "record" if records else "forget"  # where a counted end goes next
+    records, by_process = target.records is not None, target.by_process
+    # Where a counted end goes next: its owner's counts, its record, then the entry is forgotten.
+    ended = "by_process" if by_process else "record" if records else "forget"
     p.label("close")
     emit_lookup_connection(p, _KEY, "untracked")
     p.mov(R8, R0)
@@ -273,6 +297,8 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     emit_add_indexed(p, R9, Layout.CLOSED, R4, len(ROLES), 1, "forget")
     if records:
         p.st(B, R10, _record("outcome"), connection_records.CLOSE)
+    if by_process:
+        p.st(DW, R10, _OUTCOME, connection_records.CLOSE)
     p.ja("ended")
 
     p.label("aborted")
@@ -284,6 +310,8 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     if records:
         p.stx(H, R10, _record("reason"), R4)
         p.st(B, R10, _record("outcome"), connection_records.RESET)
+    if by_process:
+        p.st(DW, R10, _OUTCOME, connection_records.RESET)
     p.ldx(DW, R2, R10, _OLDSTATE)
     p.jne32(R2, FIN_WAIT2, "reset.peer_fin")
     p.st(DW, R10, _OUR_FIN_ACKED, 1)
@@ -308,11 +336,15 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
         p.label("ended.no_syn")
     _emit_saturating_sub(p, R4, R2)
     _emit_store_in_record(p, records, DW, "bytes_sent", R4)
+    if by_process:
+        p.stx(DW, R10, _SENT, R4)
     emit_add(p, R9, Layout.BYTES_SENT, R4)
     p.ldx(DW, R4, R10, _counter("bytes_received"))
     p.ldx(DW, R2, R10, _PEER_FIN_IN)
     _emit_saturating_sub(p, R4, R2)
     _emit_store_in_record(p, records, DW, "bytes_received", R4)
+    if by_process:
+        p.stx(DW, R10, _RECEIVED, R4)
     emit_add(p, R9, Layout.BYTES_RECEIVED, R4)
     p.ldx(DW, R4, R10, _counter("total_retrans"))
     _emit_store_in_record(p, records, W, "retransmits", R4)
@@ -331,6 +363,8 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     p.ja(ended)
 
     _emit_failed(p, target, ended, direct)
+    if by_process:
+        _emit_count_by_process(p, next_step="record" if records else "forget")
     if records:
         _emit_record(p, target, direct)
     _emit_untracked(p)
@@ -341,6 +375,52 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     p.add(R2, _KEY)
     p.call("map_delete_elem")
     p.ja("out")
+
+
+def _emit_count_by_process(p: Program, next_step: str) -> None:
+    """The end just counted, counted again under its owner (the entry at R8): the outcome in _OUTCOME, the
+    payload in _SENT and _RECEIVED. A new owner gets a zeroed row; once the map is full, OTHER_OWNER's row
+    (made by user space) takes the count. Goes on to `next_step`."""
+    p.label("by_process")
+    p.ldx(DW, R1, R8, ENTRY.offset("cgroup_id"))
+    p.stx(DW, R10, _OWNER + OWNER.offset("cgroup_id"), R1)
+    for offset in (0, 8):
+        p.ldx(DW, R1, R8, ENTRY.offset("comm") + offset)
+        p.stx(DW, R10, _OWNER + OWNER.offset("comm") + offset, R1)
+    _emit_owner_lookup(p, "by_process.count")
+    for offset in range(0, BY_PROCESS_COUNTS.sizeof(), 8):
+        p.st(DW, R10, _NEW_ROW + offset, 0)
+    p.ld_map(R1, BY_PROCESS)
+    p.mov(R2, R10)
+    p.add(R2, _OWNER)
+    p.mov(R3, R10)
+    p.add(R3, _NEW_ROW)
+    p.mov(R4, UpdateFlags.NOEXIST)
+    p.call("map_update_elem")  # full (E2BIG), or made by another CPU first (EEXIST): look again either way
+    _emit_owner_lookup(p, "by_process.count")
+    p.st(DW, R10, _OWNER + OWNER.offset("cgroup_id"), -1)  # the map is full: OTHER_OWNER's row
+    p.st(DW, R10, _OWNER + OWNER.offset("comm"), 0)
+    p.st(DW, R10, _OWNER + OWNER.offset("comm") + 8, 0)
+    _emit_owner_lookup(p, "by_process.count")
+    p.ja(next_step)
+
+    p.label("by_process.count")
+    p.ldx(DW, R1, R10, _OUTCOME)
+    emit_add_indexed(p, R0, 0, R1, len(connection_records.OUTCOMES), 1, next_step)
+    p.ldx(DW, R1, R10, _SENT)
+    p.atomic_add(DW, R0, 8 * BYTES_SENT_SLOT, R1)
+    p.ldx(DW, R1, R10, _RECEIVED)
+    p.atomic_add(DW, R0, 8 * BYTES_RECEIVED_SLOT, R1)
+    p.ja(next_step)
+
+
+def _emit_owner_lookup(p: Program, found: str) -> None:
+    """R0 = tcp_by_process[owner at _OWNER]; a jump to `found` if there is one. Clobbers R0-R5."""
+    p.ld_map(R1, BY_PROCESS)
+    p.mov(R2, R10)
+    p.add(R2, _OWNER)
+    p.call("map_lookup_elem")
+    p.jne(R0, 0, found)
 
 
 def _emit_untracked(p: Program) -> None:
@@ -433,6 +513,10 @@ def _emit_failed(p: Program, target: BuildTarget, ended: str, direct: bool) -> N
         p.sub(R0, R1)
         p.stx(DW, R10, _record("duration_ns"), R0)
         p.st(B, R10, _record("outcome"), connection_records.FAILED)
+    if target.by_process:
+        p.st(DW, R10, _OUTCOME, connection_records.FAILED)
+        p.st(DW, R10, _SENT, 0)
+        p.st(DW, R10, _RECEIVED, 0)
     emit_read_field(p, R4, R7, target.kernel_types.field("sock.sk_err"), _READ_SCRATCH, direct)
     if target.records is not None:
         p.stx(H, R10, _record("reason"), R4)
@@ -467,6 +551,29 @@ def _emit_failed(p: Program, target: BuildTarget, ended: str, direct: bool) -> N
     p.ja(ended)
 
 
+class _OwnerCodec:
+    def build(self, obj) -> bytes:
+        return OWNER.build(obj)
+
+    def parse(self, data: bytes):
+        return OWNER.parse(data)
+
+    def sizeof(self) -> int:
+        return OWNER.size
+
+
+def by_process_capacity(max_series: int) -> int:
+    """Owners the by-process map keeps for `labels.max_series` label sets, OTHER_OWNER's row included."""
+    return OWNERS_PER_SERIES * max_series + 1
+
+
+def by_process_map(capacity: int = by_process_capacity(100)) -> HashMap:
+    """(cgroup id, comm) -> ends by outcome and payload bytes; OTHER_OWNER's row is made here, first."""
+    counts = HashMap(_OwnerCodec(), BY_PROCESS_COUNTS, capacity, name="gsp_tcp_owners")
+    counts[OTHER_OWNER] = (0,) * 5
+    return counts
+
+
 def failed_errnos_map() -> HashMap:
     """errno -> failed connects, for errnos without a reason of their own (few in practice)."""
     return HashMap(U32, U64, 64, name="gsp_tcp_errnos")
@@ -478,6 +585,7 @@ PROBE = Probe(
     flavours=socket_state.FLAVOURS,
     body=body,
     derived=socket_state.DERIVED,
-    maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map},
+    maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map, BY_PROCESS: by_process_map},
     shared_maps={MAP_NAME: connections_map},
+    optional_maps={BY_PROCESS: lambda target: target.by_process},
 )

@@ -36,9 +36,10 @@ class Watching:
     """Probes scoped to a namespace, with a record channel, and the collector over them."""
 
     def __init__(self, namespace: Namespace, mode="auto", perf_event_link="auto", reader="auto", idle_timeout=60.0,
-                 label_settings=LabelSettings()):
+                 label_settings=LabelSettings(), capacities=None):
         self.channel = EventChannel.for_reader(reader, "gsp_records")
-        settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=namespace.inode)
+        settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=namespace.inode,
+                                  by_process=label_settings.enabled, capacities=capacities or {})
         self.probes = ProbeSet.attach(PROBES, settings, records=self.channel)
         self.collector = KernelCollector(self.probes, namespace.path, records=self.channel,
                                          idle_timeout=idle_timeout, label_settings=label_settings)
@@ -236,8 +237,39 @@ def test_a_containers_connections_carry_its_id(namespace, container_cgroup):
         assert client.comm == os.path.basename(sys.executable)[:15] and client.pid not in (0, os.getpid())
 
 
-def test_per_process_counts_are_capped_with_the_rest_under_other(namespace):
-    with Watching(namespace, label_settings=LabelSettings(process=True, max_series=1)) as watching:
+def test_per_process_counts_are_exact_whatever_records_are_lost(namespace):
+    """12,000 ends while nobody reads records: the ring buffer overflows (and says so), but the kernel
+    counts every end by its owner, so the per-process figures stay exact."""
+    n = 6000  # each ends on both sides: 12,000 records of 112 bytes, more than the 1 MiB ring holds
+    with Watching(namespace, label_settings=LabelSettings(process=True)) as watching:
+        with namespace.enter():
+            traffic = TcpTraffic()
+            for _ in range(n):
+                traffic.exchange(3, 5)
+            traffic.close()
+        deadline = time.monotonic() + 10
+        while True:
+            snapshot = watching.collector.snapshot()
+            connections = {tuple(v for _, v in key): n for key, n in snapshot["process_connections_total"].series.items()}
+            if sum(connections.values()) >= 2 * n or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert snapshot["records_lost_total"].total() > 0, "the ring buffer did not overflow: the test proves nothing"
+        assert connections == {(COMM, "", "close", "tcp"): 2 * n}
+        payload = {tuple(v for _, v in key): n for key, n in snapshot["process_bytes_total"].series.items()}
+        assert payload == {(COMM, "", "sent", "tcp"): 8 * n, (COMM, "", "received", "tcp"): 8 * n}
+
+
+@pytest.mark.parametrize("max_series, owners", [
+    pytest.param(1, None, id="label-cap"),
+    pytest.param(100, 2, id="kernel-cap"),  # room for one owner, and OTHER_OWNER's row
+])
+def test_per_process_counts_are_capped_with_the_rest_under_other(namespace, max_series, owners, caplog):
+    """The second process is counted under `other`: past the label cap (labels.max_series), or past the
+    kernel's by-process map (its capacity forced to one owner), which is logged once."""
+    capacities = {} if owners is None else {tcp_lifecycle.BY_PROCESS: owners}
+    with Watching(namespace, label_settings=LabelSettings(process=True, max_series=max_series),
+                  capacities=capacities) as watching:
         with namespace.enter():
             traffic = TcpTraffic()
             traffic.exchange(10, 20)  # both sides this process's: the one label set the cap admits
@@ -261,3 +293,5 @@ def test_per_process_counts_are_capped_with_the_rest_under_other(namespace):
         payload = {tuple(v for _, v in key): n for key, n in snapshot["process_bytes_total"].series.items()}
         assert payload == {(COMM, "", "sent", "tcp"): 30, (COMM, "", "received", "tcp"): 35,
                            ("other", "", "sent", "tcp"): 5, ("other", "", "received", "tcp"): 0}
+        warned = [r for r in caplog.records if "by-process map" in r.getMessage()]
+        assert len(warned) == (0 if owners is None else 1)
