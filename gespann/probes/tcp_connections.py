@@ -13,9 +13,11 @@ the ports and role of open connections, to correct for the SYN in a client's
 
 from __future__ import annotations
 
-from asm import R0, R1, R2, R10, Program, Record, array, u8, u16, u32, u64
+from asm import R0, Program, Record, array, u8, u16, u32, u64
 
 from ..bpf.maps import U64, LruHashMap
+from .map_calls import emit_map_lookup
+from .record_codec import RecordCodec
 
 #: Most connections followed at once by default (config limits.tcp_connections); beyond that the
 #: least recently updated entry is evicted.
@@ -39,18 +41,7 @@ ENTRY = Record("tcp_connection", [
 MAP_NAME = "tcp_connections"
 
 
-class _EntryCodec:
-    def build(self, obj) -> bytes:
-        return ENTRY.build(obj)
-
-    def parse(self, data: bytes):
-        return ENTRY.parse(data)
-
-    def sizeof(self) -> int:
-        return ENTRY.size
-
-
-ENTRY_CODEC = _EntryCodec()
+ENTRY_CODEC = RecordCodec(ENTRY)
 
 
 def connections_map(capacity: int = CAPACITY) -> LruHashMap:
@@ -63,8 +54,5 @@ def emit_lookup_connection(p: Program, key_slot: int, missing: str) -> None:
 
     Clobbers R0-R5.
     """
-    p.ld_map(R1, MAP_NAME)
-    p.mov(R2, R10)
-    p.add(R2, key_slot)
-    p.call("map_lookup_elem")
+    emit_map_lookup(p, MAP_NAME, key_slot)
     p.jeq(R0, 0, missing)

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import errno
 
-from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, H, Program, Record, W, array, u8, u64
+from asm import B, DW, R0, R1, R2, R4, R6, R7, R8, R9, R10, H, Program, Record, W, array, u8, u64
 
 from ..bpf.maps import U32, U64, HashMap, StructCodec
 from ..bpf.syscall import UpdateFlags
@@ -66,8 +66,10 @@ from . import connection_records, socket_state
 from .connection_records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses
 from .events import Event
 from .kernel_memory import emit_read_field
+from .map_calls import emit_map_delete, emit_map_lookup, emit_map_update
 from .netns import emit_netns_check
 from .probe import BuildTarget, Probe
+from .record_codec import RecordCodec
 from .socket_state import IPPROTO_TCP
 from .stack import emit_zero
 from .tcp_connections import (
@@ -208,13 +210,7 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
 
 
 def _emit_store_entry(p: Program) -> None:
-    p.ld_map(R1, MAP_NAME)
-    p.mov(R2, R10)
-    p.add(R2, _KEY)
-    p.mov(R3, R10)
-    p.add(R3, _ENTRY)
-    p.mov(R4, UpdateFlags.ANY)
-    p.call("map_update_elem")
+    emit_map_update(p, MAP_NAME, _KEY, _ENTRY, UpdateFlags.ANY)
 
 
 def _emit_established(p: Program, target: BuildTarget, direct: bool) -> None:
@@ -370,10 +366,7 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     _emit_untracked(p)
 
     p.label("forget")
-    p.ld_map(R1, MAP_NAME)
-    p.mov(R2, R10)
-    p.add(R2, _KEY)
-    p.call("map_delete_elem")
+    emit_map_delete(p, MAP_NAME, _KEY)
     p.ja("out")
 
 
@@ -390,13 +383,8 @@ def _emit_count_by_process(p: Program, next_step: str) -> None:
     _emit_owner_lookup(p, "by_process.count")
     for offset in range(0, BY_PROCESS_COUNTS.sizeof(), 8):
         p.st(DW, R10, _NEW_ROW + offset, 0)
-    p.ld_map(R1, BY_PROCESS)
-    p.mov(R2, R10)
-    p.add(R2, _OWNER)
-    p.mov(R3, R10)
-    p.add(R3, _NEW_ROW)
-    p.mov(R4, UpdateFlags.NOEXIST)
-    p.call("map_update_elem")  # full (E2BIG), or made by another CPU first (EEXIST): look again either way
+    # Full (E2BIG), or made by another CPU first (EEXIST): look again either way.
+    emit_map_update(p, BY_PROCESS, _OWNER, _NEW_ROW, UpdateFlags.NOEXIST)
     _emit_owner_lookup(p, "by_process.count")
     p.st(DW, R10, _OWNER + OWNER.offset("cgroup_id"), -1)  # the map is full: OTHER_OWNER's row
     p.st(DW, R10, _OWNER + OWNER.offset("comm"), 0)
@@ -416,10 +404,7 @@ def _emit_count_by_process(p: Program, next_step: str) -> None:
 
 def _emit_owner_lookup(p: Program, found: str) -> None:
     """R0 = tcp_by_process[owner at _OWNER]; a jump to `found` if there is one. Clobbers R0-R5."""
-    p.ld_map(R1, BY_PROCESS)
-    p.mov(R2, R10)
-    p.add(R2, _OWNER)
-    p.call("map_lookup_elem")
+    emit_map_lookup(p, BY_PROCESS, _OWNER)
     p.jne(R0, 0, found)
 
 
@@ -526,40 +511,17 @@ def _emit_failed(p: Program, target: BuildTarget, ended: str, direct: bool) -> N
         p.ja(ended)
         p.label(f"failed.not_{reason}")
     p.stx(W, R10, _ERRNO_KEY, R4)
-    p.ld_map(R1, FAILED_ERRNOS)
-    p.mov(R2, R10)
-    p.add(R2, _ERRNO_KEY)
-    p.call("map_lookup_elem")
+    emit_map_lookup(p, FAILED_ERRNOS, _ERRNO_KEY)
     p.jne(R0, 0, "failed.count")
     p.st(DW, R10, _ONE, 1)
-    p.ld_map(R1, FAILED_ERRNOS)
-    p.mov(R2, R10)
-    p.add(R2, _ERRNO_KEY)
-    p.mov(R3, R10)
-    p.add(R3, _ONE)
-    p.mov(R4, UpdateFlags.NOEXIST)
-    p.call("map_update_elem")
+    emit_map_update(p, FAILED_ERRNOS, _ERRNO_KEY, _ONE, UpdateFlags.NOEXIST)
     p.jeq(R0, 0, ended)
-    p.ld_map(R1, FAILED_ERRNOS)  # another CPU inserted it first: add to its count
-    p.mov(R2, R10)
-    p.add(R2, _ERRNO_KEY)
-    p.call("map_lookup_elem")
+    emit_map_lookup(p, FAILED_ERRNOS, _ERRNO_KEY)  # another CPU inserted it first: add to its count
     p.jeq(R0, 0, ended)
     p.label("failed.count")
     p.mov(R1, 1)
     p.atomic_add(DW, R0, 0, R1)
     p.ja(ended)
-
-
-class _OwnerCodec:
-    def build(self, obj) -> bytes:
-        return OWNER.build(obj)
-
-    def parse(self, data: bytes):
-        return OWNER.parse(data)
-
-    def sizeof(self) -> int:
-        return OWNER.size
 
 
 def by_process_capacity(max_series: int) -> int:
@@ -569,7 +531,7 @@ def by_process_capacity(max_series: int) -> int:
 
 def by_process_map(capacity: int = by_process_capacity(100)) -> HashMap:
     """(cgroup id, comm) -> ends by outcome and payload bytes; OTHER_OWNER's row is made here, first."""
-    counts = HashMap(_OwnerCodec(), BY_PROCESS_COUNTS, capacity, name="gsp_tcp_owners")
+    counts = HashMap(RecordCodec(OWNER), BY_PROCESS_COUNTS, capacity, name="gsp_tcp_owners")
     counts[OTHER_OWNER] = (0,) * 5
     return counts
 

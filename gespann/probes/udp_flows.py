@@ -58,11 +58,9 @@ are then incomplete.
 from __future__ import annotations
 
 import socket
-import struct
-from collections import namedtuple
 from typing import Callable
 
-from asm import DW, R0, R1, R2, R3, R4, R8, R9, R10, B, H, Program, Record, Register, W, array, u8, u16, u32, u64
+from asm import DW, R0, R1, R2, R3, R8, R9, R10, B, H, Program, Record, Register, W, array, u8, u16, u32, u64
 
 from ..bpf.maps import LruHashMap, PerCpuArrayMap, StructCodec
 from ..bpf.syscall import UpdateFlags
@@ -70,7 +68,9 @@ from ..btf import KernelTypes
 from .cpu_context import emit_skip_in_interrupt
 from .events import Event
 from .kernel_memory import emit_read_field
+from .map_calls import emit_map_lookup, emit_map_update
 from .probe import BuildTarget
+from .record_codec import RecordCodec
 from .stack import emit_zero
 
 #: Most flows followed at once by default (config limits.udp_flows); beyond that the least
@@ -126,34 +126,7 @@ FLOW = Record("udp_flow", [
 ])
 
 
-class TupleCodec:
-    """A map codec for a `Record` of integers and byte strings, parsed with struct into a named tuple.
-
-    A collection reads every flow; construct took about 25 µs to parse one entry,
-    struct takes well under one. `fmt` must lay the record out exactly (checked).
-    """
-
-    def __init__(self, record: Record, fmt: str):
-        self.record, self._struct = record, struct.Struct(fmt)
-        if self._struct.size != record.size:
-            raise ValueError(f"{record.name}: {fmt!r} is {self._struct.size} bytes, the record {record.size}")
-        self._tuple = namedtuple(record.name, [field.name for field in record.fields])
-
-    def build(self, obj) -> bytes:
-        """From a tuple this codec parsed, or a mapping of field names."""
-        if isinstance(obj, self._tuple):
-            return self._struct.pack(*obj)
-        return self.record.build(obj)
-
-    def parse(self, data: bytes):
-        return self._tuple._make(self._struct.unpack(data))
-
-    def sizeof(self) -> int:
-        return self.record.size
-
-
-KEY_CODEC = TupleCodec(KEY, "=16s16sIHHHH")
-FLOW_CODEC = TupleCodec(FLOW, "=8Q16sII")
+KEY_CODEC, FLOW_CODEC = RecordCodec(KEY), RecordCodec(FLOW)
 
 
 #: Emits `register = inode of the packet's network namespace`, or a jump to "out"; clobbers R0-R5.
@@ -295,10 +268,7 @@ def emit_flow_update(p: Program, event: Event, skb: Register, ip_header: Registe
 
     # The totals first: they must not depend on the flow entry. R9 keeps the row.
     p.st(DW, R10, _ROW_KEY, 0)
-    p.ld_map(R1, TOTALS)
-    p.mov(R2, R10)
-    p.add(R2, _ROW_KEY)
-    p.call("map_lookup_elem")
+    emit_map_lookup(p, TOTALS, _ROW_KEY)
     p.jeq(R0, 0, "out")
     p.mov(R9, R0)
     p.ldx(DW, R1, R10, _DATAGRAMS)
@@ -328,10 +298,7 @@ def _emit_read(p: Program, dst: int, size: int, address_slot: int) -> None:
 
 
 def _emit_lookup(p: Program, missing: str) -> None:
-    p.ld_map(R1, MAP_NAME)
-    p.mov(R2, R10)
-    p.add(R2, _KEY)
-    p.call("map_lookup_elem")
+    emit_map_lookup(p, MAP_NAME, _KEY)
     p.jeq(R0, 0, missing)
     p.mov(R8, R0)
 
@@ -347,13 +314,7 @@ def _emit_find_or_make_flow(p: Program, direction: str) -> None:
     p.call("ktime_get_ns")
     p.stx(DW, R10, _flow("first_ns"), R0)
     p.st(W, R10, _flow("role"), role)
-    p.ld_map(R1, MAP_NAME)
-    p.mov(R2, R10)
-    p.add(R2, _KEY)
-    p.mov(R3, R10)
-    p.add(R3, _FLOW)
-    p.mov(R4, UpdateFlags.NOEXIST)
-    p.call("map_update_elem")  # another CPU may have made it first: either way, look it up
+    emit_map_update(p, MAP_NAME, _KEY, _FLOW, UpdateFlags.NOEXIST)  # made first elsewhere? Either way, look it up
     p.jne(R0, 0, "made_elsewhere")
     p.mov(R1, 1)
     p.atomic_add(DW, R9, 8 * (Totals.FLOWS_MADE + role), R1)

@@ -1,0 +1,36 @@
+"""Map helper calls from a probe program, with keys and values in stack slots.
+
+Every probe looks up and updates maps the same way: the map's fd into R1, the
+stack addresses of key (and value) into R2 (and R3), the flags into R4.
+"""
+
+from __future__ import annotations
+
+from asm import R1, R2, R3, R4, R10, Program
+
+
+def emit_map_lookup(p: Program, map_name: str, key_slot: int) -> None:
+    """R0 = map_name[the key at R10 + key_slot], or 0 when there is none. Clobbers R0-R5."""
+    p.ld_map(R1, map_name)
+    p.mov(R2, R10)
+    p.add(R2, key_slot)
+    p.call("map_lookup_elem")
+
+
+def emit_map_update(p: Program, map_name: str, key_slot: int, value_slot: int, flags: int) -> None:
+    """map_name[key at R10 + key_slot] = the value at R10 + value_slot; R0 = 0 or -errno. Clobbers R0-R5."""
+    p.ld_map(R1, map_name)
+    p.mov(R2, R10)
+    p.add(R2, key_slot)
+    p.mov(R3, R10)
+    p.add(R3, value_slot)
+    p.mov(R4, flags)
+    p.call("map_update_elem")
+
+
+def emit_map_delete(p: Program, map_name: str, key_slot: int) -> None:
+    """Delete map_name[the key at R10 + key_slot]; R0 = 0 or -errno. Clobbers R0-R5."""
+    p.ld_map(R1, map_name)
+    p.mov(R2, R10)
+    p.add(R2, key_slot)
+    p.call("map_delete_elem")
