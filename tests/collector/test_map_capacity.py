@@ -38,7 +38,7 @@ def udp_mib() -> dict:
 
 @pytest.mark.parametrize("datagrams, capacity", [
     pytest.param(600, 64, id="600-datagrams-64-flow-map"),
-    pytest.param(30000, None, id=f"30000-datagrams-default-{UDP_FLOWS_DEFAULT}-flow-map"),
+    pytest.param(30000, None, id=f"30000-datagrams-default-{UDP_FLOWS_DEFAULT}-flow-map", marks=pytest.mark.scale),
 ])
 def test_udp_totals_are_exact_past_the_flow_map_and_evictions_are_counted(namespace, datagrams, capacity, caplog):
     """One socket sends a datagram to each of `datagrams` ports inside one collection: twice as many flows
