@@ -53,8 +53,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _spec("connect_latency_seconds", H, (), "Time from SYN sent to ESTABLISHED for each TCP active open."),
     _spec("connection_ends_untracked_total", C, ("protocol",),
           "TCP connection ends seen without gespann's entry for the connection, so not counted as closed or "
-          "reset: evicted from a full connection map (config limits.tcp_connections) or open before gespann "
-          "started."),
+          "reset: evicted from a full connection map (config limits.tcp_connections), or open before gespann "
+          "started and not adopted (the adopted map, as large, was full)."),
     _spec("flows_evicted_total", C, ("protocol",),
           "UDP flows the kernel evicted from the full flow map (config limits.udp_flows) before they went idle: "
           "counted as closed, their own figures incomplete; datagram and byte totals stay exact."),

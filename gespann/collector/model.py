@@ -125,6 +125,8 @@ class ConnectionEvent:
     datagrams_received: int = 0
     cgroup_id: int = 0
     container_id: str = ""
+    #: Open before gespann started: its bytes and duration are those since the start.
+    preexisting: bool = False
 
 
 class Collector(Protocol):

@@ -18,6 +18,7 @@ import socket
 from typing import NamedTuple, Optional
 
 from ..probes.tcp_lifecycle import (
+    LISTEN,
     CLOSE_WAIT,
     CLOSING,
     ESTABLISHED,
@@ -77,6 +78,11 @@ class OpenSockets:
                                s.bytes_transmitted)
                 for family in (socket.AF_INET, socket.AF_INET6)
                 for s in self._diag.tcp_sockets(family, states)]
+
+    def listening_ports(self) -> set[int]:
+        """Local ports that something listens on: a connection on one is a server's."""
+        return {s.local_port for family in (socket.AF_INET, socket.AF_INET6)
+                for s in self._diag.tcp_sockets(family, 1 << LISTEN)}
 
     def close(self) -> None:
         self._diag.close()

@@ -66,6 +66,7 @@ def decode(data: bytes, clock_offset: float, cgroups: Optional[Cgroups] = None) 
         retransmits=r["retransmits"],
         cgroup_id=cgroup_id,
         container_id=cgroups.container_id(cgroup_id) if cgroups is not None and cgroup_id else "",
+        preexisting=bool(r["preexisting"]),
     )
 
 

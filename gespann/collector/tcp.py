@@ -21,15 +21,19 @@ SYN: then the role of an open connection is taken from the kernel's entry for
 it (matched by ports), read after the dump so that every connection the dump
 shows established has its entry already. From 4.19 a collection reads no entry.
 
-Connections open before gespann started are found at start-up. They count in
-`connections_open` but not as opened, and only the bytes they move after the
-start count: their counts at start are subtracted. The kernel does not follow
-them, so when one ends the bytes it moved since the last collection are not
-seen, and its end counts as untracked (`connection_ends_untracked_total`), as
-does the end of a connection whose entry a full connection map evicted. The
-second is logged once, with the config key that raises the bound
-(limits.tcp_connections), when untracked ends outnumber the pre-existing
-connections seen to end.
+Connections open before gespann started are found at start-up and adopted:
+each goes into the kernel's adopted map by its cookie, with its payload at
+that moment and a role (server when something listens on its local port,
+client otherwise: a guess, the one thing the kernel cannot tell afterwards).
+They count in `connections_open` but not as opened, and only the bytes they
+move after the start count: while open, from the dump less their counts at
+start; when one ends, the kernel counts that end (close or reset, its bytes
+since the start, a record marked pre-existing) like any other. One the
+adopted map could not take (full) is left to user space as before: its end is
+untracked (`connection_ends_untracked_total`), and what it moved since the last
+collection is not seen. An end without its entry is otherwise an eviction from
+a full connection map, logged once with the config key that raises the bound
+(limits.tcp_connections).
 """
 
 from __future__ import annotations
@@ -37,11 +41,15 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Mapping
 
 from ..probes import AttachedProbe
-from ..probes.tcp_connections import CLIENT, MAP_NAME
+from ..bpf.errors import BPFError
+from ..bpf.maps import Map
+from ..bpf.syscall import UpdateFlags
+from ..probes.tcp_connections import ADOPTED, CLIENT, ENTRY, MAP_NAME, SERVER
 from ..probes.tcp_lifecycle import FAILED_ERRNOS, FAILURE_ERRNOS, STATS
 from ..probes.tcp_stats import (
     BUCKET_BOUNDS_US,
@@ -69,6 +77,8 @@ class _Preexisting:
 
     at_start: tuple[int, int]
     since_start: tuple[int, int] = (0, 0)
+    #: In the kernel's adopted map: its end is counted there, with its bytes since the start.
+    adopted: bool = False
 
 
 class TcpMetrics:
@@ -79,9 +89,7 @@ class TcpMetrics:
         self._row, self._errnos = lifecycle.maps[STATS], lifecycle.maps[FAILED_ERRNOS]
         self._connections = lifecycle.maps[MAP_NAME]
         self._open_sockets = open_sockets
-        followed = set(self._roles())
-        self._preexisting = {c.cookie: _Preexisting(c.payload())
-                             for c in open_sockets.connections() if (c.local_port, c.remote_port) not in followed}
+        self._preexisting = self._adopt(lifecycle.maps[ADOPTED])
         self._preexisting_ended = (0, 0)
         self._preexisting_ends = 0  # pre-existing connections seen to end
         self._eviction_logged = False
@@ -113,6 +121,30 @@ class TcpMetrics:
             "connect_latency_seconds": {(): _histogram(row, Layout.CONNECT_LATENCY)},
         }
 
+    def _adopt(self, adopted: Map) -> dict[int, _Preexisting]:
+        """The connections open now that the kernel does not follow, each put in the adopted map if it can."""
+        followed = set(self._roles())
+        listening = self._open_sockets.listening_ports()
+        now_ns = time.monotonic_ns()  # bpf_ktime_get_ns's clock: the adopted ones' durations start now
+        preexisting = {}
+        for connection in self._open_sockets.connections():
+            if (connection.local_port, connection.remote_port) in followed:
+                continue
+            role = SERVER if connection.local_port in listening else CLIENT
+            at_start = connection.payload(is_client=role == CLIENT)
+            entry = dict.fromkeys((field.name for field in ENTRY.fields), 0)
+            entry.update(established_ns=now_ns, role=role, local_port=connection.local_port,
+                         remote_port=socket.htons(connection.remote_port), comm=bytes(16),
+                         sent_at_start=at_start[0], received_at_start=at_start[1])
+            try:
+                adopted.update(connection.cookie, entry, UpdateFlags.NOEXIST)
+                is_adopted = True
+            except BPFError as err:  # full: its end will be untracked, and said
+                log.debug("connection %d not adopted: %s", connection.cookie, err)
+                is_adopted = False
+            preexisting[connection.cookie] = _Preexisting(at_start, adopted=is_adopted)
+        return preexisting
+
     def _log_evictions(self, untracked: int) -> None:
         """Once: ends without an entry beyond those of connections open before the start mean evictions."""
         if self._eviction_logged or untracked <= self._preexisting_ends:
@@ -142,9 +174,12 @@ class TcpMetrics:
                                               max(now[1] - earlier.at_start[1], 0))
                 seen.add(connection.cookie)
             sent, received = sent + s, received + r
-        for cookie in set(self._preexisting) - seen:  # ended: keep what was last seen of it
-            ended = self._preexisting.pop(cookie).since_start
-            self._preexisting_ends += 1
+        for cookie in set(self._preexisting) - seen:  # ended
+            gone = self._preexisting.pop(cookie)
+            if gone.adopted:  # the kernel counted its end, bytes since the start included
+                continue
+            self._preexisting_ends += 1  # untracked: keep what was last seen of it
+            ended = gone.since_start
             self._preexisting_ended = (self._preexisting_ended[0] + ended[0], self._preexisting_ended[1] + ended[1])
         sent, received = sent + self._preexisting_ended[0], received + self._preexisting_ended[1]
         self._bytes = (max(self._bytes[0], sent), max(self._bytes[1], received))

@@ -46,6 +46,7 @@ RECORD = Record("connection_record", [
     ("reason", u16),  # reset: index in RESET_DIRECTIONS; failed: errno (0: abandoned before any answer)
     ("role", u8),  # index in ROLES
     ("outcome", u8),  # index in OUTCOMES
+    ("preexisting", u8),  # 1: open before gespann started (adopted); its bytes are those since the start
 ])
 
 #: The process fields a connection entry keeps, where records can find them.

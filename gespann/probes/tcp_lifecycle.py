@@ -73,13 +73,16 @@ from .record_codec import RecordCodec
 from .socket_state import IPPROTO_TCP
 from .stack import emit_zero
 from .tcp_connections import (
+    ADOPTED,
     CLIENT,
     ENTRY,
     MAP_NAME,
     RESET_RECEIVED,
     RESET_SENT,
     SERVER,
+    adopted_map,
     connections_map,
+    emit_lookup_adopted,
     emit_lookup_connection,
 )
 from .tcp_stats import (
@@ -95,7 +98,7 @@ from .tcp_stats import (
 
 # enum tcp_state (include/net/tcp_states.h)
 ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2 = 1, 2, 3, 4, 5
-CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING = 7, 8, 9, 11
+CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING = 7, 8, 9, 10, 11
 #: States only an abort by this side leaves straight for CLOSE.
 ABORTED_FROM = (ESTABLISHED, SYN_RECV, CLOSE_WAIT, FIN_WAIT1)
 #: States in which the peer's FIN has arrived.
@@ -142,6 +145,8 @@ _SENT = _OUTCOME - 8
 _RECEIVED = _SENT - 8
 _OWNER = _RECEIVED - OWNER.size
 _NEW_ROW = _OWNER - BY_PROCESS_COUNTS.sizeof()  # a zeroed row for a new owner
+_COOKIE = _NEW_ROW - 8  # the socket's cookie, when its end looks for an adopted entry
+_ADOPTED = _COOKIE - 8  # 1 when the entry is an adopted one (keyed by cookie)
 #: Payload transmitted at least once, when the kernel has the fields (4.19+).
 TRANSMITTED = ("bytes_sent", "bytes_retrans")
 
@@ -261,7 +266,9 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     # Where a counted end goes next: its owner's counts, its record, then the entry is forgotten.
     ended = "by_process" if by_process else "record" if records else "forget"
     p.label("close")
-    emit_lookup_connection(p, _KEY, "untracked")
+    p.st(DW, R10, _ADOPTED, 0)
+    emit_lookup_connection(p, _KEY, "adopted")
+    p.label("close.entry")
     p.mov(R8, R0)
     if records:
         emit_zero(p, RECORD, _RECORD)
@@ -331,12 +338,16 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
         p.add(R2, 1)
         p.label("ended.no_syn")
     _emit_saturating_sub(p, R4, R2)
+    p.ldx(DW, R2, R8, ENTRY.offset("sent_at_start"))  # 0 but for an adopted connection
+    _emit_saturating_sub(p, R4, R2)
     _emit_store_in_record(p, records, DW, "bytes_sent", R4)
     if by_process:
         p.stx(DW, R10, _SENT, R4)
     emit_add(p, R9, Layout.BYTES_SENT, R4)
     p.ldx(DW, R4, R10, _counter("bytes_received"))
     p.ldx(DW, R2, R10, _PEER_FIN_IN)
+    _emit_saturating_sub(p, R4, R2)
+    p.ldx(DW, R2, R8, ENTRY.offset("received_at_start"))
     _emit_saturating_sub(p, R4, R2)
     _emit_store_in_record(p, records, DW, "bytes_received", R4)
     if by_process:
@@ -363,11 +374,18 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
         _emit_count_by_process(p, next_step="record" if records else "forget")
     if records:
         _emit_record(p, target, direct)
-    _emit_untracked(p)
 
-    p.label("forget")
+    p.label("forget")  # the record falls through to here
+    p.ldx(DW, R1, R10, _ADOPTED)
+    p.jne(R1, 0, "forget.adopted")
     emit_map_delete(p, MAP_NAME, _KEY)
     p.ja("out")
+    p.label("forget.adopted")
+    emit_map_delete(p, ADOPTED, _COOKIE)
+    p.ja("out")
+
+    _emit_adopted(p, target, direct)
+    _emit_untracked(p)
 
 
 def _emit_count_by_process(p: Program, next_step: str) -> None:
@@ -406,6 +424,17 @@ def _emit_owner_lookup(p: Program, found: str) -> None:
     """R0 = tcp_by_process[owner at _OWNER]; a jump to `found` if there is one. Clobbers R0-R5."""
     emit_map_lookup(p, BY_PROCESS, _OWNER)
     p.jne(R0, 0, found)
+
+
+def _emit_adopted(p: Program, target: BuildTarget, direct: bool) -> None:
+    """CLOSE without an entry by address: a connection adopted at start (by its cookie) ends as any other."""
+    p.label("adopted")
+    p.ldx(DW, R1, R10, _OLDSTATE)
+    p.jeq32(R1, SYN_SENT, "untracked")  # an open in progress at start was never adopted
+    emit_lookup_adopted(p, R7, target.kernel_types.field("sock_common.skc_cookie.counter"), _COOKIE, _READ_SCRATCH,
+                        direct, "untracked")
+    p.st(DW, R10, _ADOPTED, 1)
+    p.ja("close.entry")
 
 
 def _emit_untracked(p: Program) -> None:
@@ -464,6 +493,8 @@ def _emit_record(p: Program, target: BuildTarget, direct: bool) -> None:
     emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH, direct)
     p.stx(H, R10, _record("remote_port"), R1)
     emit_copy_process(p, R8, ENTRY, _RECORD, RECORD)
+    p.ldx(DW, R1, R10, _ADOPTED)
+    p.stx(B, R10, _record("preexisting"), R1)
     emit_read_addresses(p, R7, types, _RECORD, _READ_SCRATCH, direct)
     target.records.emit_output(p, R6, _RECORD, RECORD.size)
 
@@ -548,6 +579,6 @@ PROBE = Probe(
     body=body,
     derived=socket_state.DERIVED,
     maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map, BY_PROCESS: by_process_map},
-    shared_maps={MAP_NAME: connections_map},
+    shared_maps={MAP_NAME: connections_map, ADOPTED: adopted_map},
     optional_maps={BY_PROCESS: lambda target: target.by_process},
 )

@@ -4,8 +4,8 @@ tcp:tcp_receive_reset fires in tcp_reset(), before the socket enters CLOSE;
 tcp:tcp_send_reset fires when an RST goes out for a socket. Both carry the
 socket first (`sk`, `skaddr` in the record) on every kernel gespann supports;
 tcp_send_reset gained a reason in 6.10, and its socket is NULL for an RST no
-socket owns. Only a connection tcp_lifecycle is following is marked, and only
-with the first reset seen; tcp_lifecycle counts the reset when the connection
+socket owns. Only a connection tcp_lifecycle is following (by address, or
+adopted at start by cookie) is marked, and only with the first reset seen; tcp_lifecycle counts the reset when the connection
 ends, so a connection is never counted twice, and a reset sent after the
 state change (tcp_send_active_reset() after tcp_disconnect() on 6.10+) finds
 no entry left to mark. See tcp_lifecycle for resets no tracepoint reports.
@@ -20,17 +20,21 @@ from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from .netns import emit_netns_check
 from .probe import Body, BuildTarget, Probe
 from .tcp_connections import (
+    ADOPTED,
     ENTRY,
     MAP_NAME,
     NO_RESET,
     RESET_RECEIVED,
     RESET_SENT,
+    adopted_map,
     connections_map,
+    emit_lookup_adopted,
     emit_lookup_connection,
 )
 
 _KEY = -16
 _READ_SCRATCH = -24
+_COOKIE = -32
 
 
 def _marking(direction: int) -> Body:
@@ -42,7 +46,7 @@ def _marking(direction: int) -> Body:
         if target.netns is not None:
             emit_netns_check(p, R7, target.kernel_types, target.netns, "out", _READ_SCRATCH,
                              event.btf_pointers)
-        _emit_mark(p, direction)
+        _emit_mark(p, direction, target, event.btf_pointers)
         p.label("out")
         p.mov(R0, 0)
         p.exit()
@@ -50,9 +54,14 @@ def _marking(direction: int) -> Body:
     return body
 
 
-def _emit_mark(p: Program, direction: int) -> None:
+def _emit_mark(p: Program, direction: int, target: BuildTarget, direct: bool) -> None:
     p.stx(DW, R10, _KEY, R7)
-    emit_lookup_connection(p, _KEY, "out")
+    emit_lookup_connection(p, _KEY, "adopted")
+    p.ja("mark")
+    p.label("adopted")
+    emit_lookup_adopted(p, R7, target.kernel_types.field("sock_common.skc_cookie.counter"), _COOKIE, _READ_SCRATCH,
+                        direct, "out")
+    p.label("mark")
     p.ldx(W, R1, R0, ENTRY.offset("reset"))
     p.jne(R1, NO_RESET, "out")
     p.st(W, R0, ENTRY.offset("reset"), direction)
@@ -68,7 +77,7 @@ def _probe(name: str, tracepoint: str, direction: int, summary: str) -> Probe:
             Tracepoint("tcp", tracepoint, fields={"sk": "skaddr"}),
         ),
         body=_marking(direction),
-        shared_maps={MAP_NAME: connections_map},
+        shared_maps={MAP_NAME: connections_map, ADOPTED: adopted_map},
     )
 
 

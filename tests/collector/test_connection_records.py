@@ -237,6 +237,36 @@ def test_a_containers_connections_carry_its_id(namespace, container_cgroup):
         assert client.comm == os.path.basename(sys.executable)[:15] and client.pid not in (0, os.getpid())
 
 
+def test_connections_open_before_the_start_end_once_with_a_record_marked_pre_existing(namespace):
+    """Adopted at start by their cookies: each end is counted, with a record carrying the bytes moved since
+    the start and the mark; the role is the listener's side."""
+    with namespace.enter():
+        traffic = TcpTraffic()
+        earlier = [traffic.connect() for _ in range(2)]
+        for client, server in earlier:
+            client.sendall(b"x" * 100)
+            server.recv(100, socket.MSG_WAITALL)
+    with Watching(namespace) as watching:
+        for client, server in earlier:
+            client.sendall(b"y" * 7)
+            server.recv(7, socket.MSG_WAITALL)
+            server.sendall(b"z" * 3)
+            client.recv(3, socket.MSG_WAITALL)
+            client.close()
+            assert server.recv(1) == b""
+            server.close()
+        traffic.close()
+        events = watching.events(4)
+        assert sorted((e.role, e.outcome, e.bytes_sent, e.bytes_received, e.preexisting) for e in events) == [
+            ("client", "close", 7, 3, True), ("client", "close", 7, 3, True),
+            ("server", "close", 3, 7, True), ("server", "close", 3, 7, True)]
+        snapshot = watching.collector.snapshot()
+        assert snapshot["connections_closed_total"].total() == 4
+        assert snapshot["connection_ends_untracked_total"].total() == 0
+        assert {tuple(v for _, v in k): n for k, n in snapshot["bytes_total"].series.items()} == {
+            ("sent", "tcp"): 20, ("received", "tcp"): 20}
+
+
 def test_per_process_counts_are_exact_whatever_records_are_lost(namespace):
     """12,000 ends while nobody reads records: the ring buffer overflows (and says so), but the kernel
     counts every end by its owner, so the per-process figures stay exact."""
