@@ -11,12 +11,14 @@ start-up to probes attached and first metrics (or first output), wall and CPU;
 peak RSS; the kernel's own run time per event of each tracer's programs
 (BPF run statistics); loopback connections per second with no tracer, with
 gespann, with bpftrace; gespann's CPU per 10,000 connections; whether metrics
-mode counted every connection; trace mode's losses, if this build has it.
+mode counted every connection; trace mode's losses, if this build has it. Then the
+scale section (tools/bench/scale.py): CPU, wall time and RSS of one scrape at 0 to
+100,000 open sockets and 0 and 100,000 UDP flows, beside `ss -tin` and a batch map read.
 
 Writes results/bench/bench.md, bench.json and bench.png; prints the table.
 Needs root, bpftrace, bpftool and gcc (tools/setup-host.sh bench).
 
-    python3 tools/bench.py [--rounds 9] [--cost-rounds 3] [--connections 30000] [--vm]
+    python3 tools/bench.py [--rounds 9] [--cost-rounds 3] [--connections 30000] [--vm] [--no-scale | --scale-only]
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import bcc_tracer, chart, loadgen, report, runs
+from bench import bcc_tracer, chart, loadgen, report, runs, scale
 from bench.bpftrace_tracer import Bpftrace
 from bench.bpftrace_tracer import version as bpftrace_version
 from bench.gespann_tracer import GespannMetrics
@@ -61,6 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also measure bcc tcplife/tcpstates, gespann and bpftrace in a Debian 6.1 VM "
                              "with kernel headers (slow: software emulation)")
     parser.add_argument("--vm-only", action="store_true", help="only the VM part; merges into the existing bench.json")
+    parser.add_argument("--no-scale", action="store_true", help="leave out the scale section (scrape cost at 100,000 "
+                                                                 "sockets and flows: about a minute)")
+    parser.add_argument("--scale-only", action="store_true",
+                        help="only the scale section; merges into the existing bench.json")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: write bench.md and bench.png again from the existing bench.json")
     # Inside the VM (bench/vm.py): where to write the figures, the load generator built by the host, the headers.
@@ -78,10 +84,11 @@ class CannotRun(Exception):
     """The bench cannot start; the message says what to install or do."""
 
 
-def preflight(gespann: Path) -> None:
+def preflight(gespann: Path, scale_only: bool = False) -> None:
     if os.geteuid() != 0:
         raise CannotRun("needs root (BPF programs, network namespaces)")
-    missing = [pkg for program, pkg in NEEDED.items() if not shutil.which(program)
+    needed = {"ip": "iproute2", "ss": "iproute2"} if scale_only else NEEDED
+    missing = [pkg for program, pkg in needed.items() if not shutil.which(program)
                and not shutil.which(program, path="/usr/sbin:/sbin")]
     if missing:
         raise CannotRun(f"missing Debian packages: {' '.join(sorted(set(missing)))} (tools/setup-host.sh bench)")
@@ -182,22 +189,28 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        preflight(args.gespann)
+        preflight(args.gespann, scale_only=args.scale_only)
     except CannotRun as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2
     results = {"meta": meta(args), "rounds": [], "kernel_cost": []}
-    if args.vm_only:
+    merging = args.vm_only or args.scale_only
+    if merging:
         try:
             results = json.loads((args.results / "bench.json").read_text())
         except (OSError, ValueError) as err:
-            print(f"bench: --vm-only needs an earlier {args.results / 'bench.json'}: {err}", file=sys.stderr)
+            print(f"bench: --vm-only and --scale-only need an earlier {args.results / 'bench.json'}: {err}",
+                  file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="gespann-bench-") as tmp:
         workdir = Path(tmp)
-        if not args.vm_only:
+        if not merging:
             host_bench(args, workdir, results)
             results["meta"]["load_after"] = _load()
+        if args.scale_only or not (args.vm_only or args.no_scale):
+            results["scale"] = scale.run(args.gespann, workdir, say)
+            now = meta(args)
+            results["scale"]["measured"] = {key: now[key] for key in ("date", "kernel", "cpus", "commit")}
         if args.vm or args.vm_only:
             from bench import vm
 

@@ -62,7 +62,12 @@ class UdpFlow:
 
     Addresses and the command name are turned into text only when asked for (an
     event, open_flows()): a collection reads every flow, and most are never shown.
+    Slots, not a dict per instance: user space keeps one per open flow.
     """
+
+    __slots__ = ("family", "local_raw", "local_port", "remote_raw", "remote_port", "netns", "role", "first_ns",
+                 "last_ns", "bytes_sent", "bytes_received", "datagrams_sent", "datagrams_received", "pid",
+                 "comm_raw", "cgroup_id")
 
     family: int
     local_raw: bytes  # as the key holds it: IPv4 in the first 4 bytes

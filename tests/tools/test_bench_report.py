@@ -145,3 +145,26 @@ def test_header_packages_of_a_debian_release():
                                                        "linux-headers-6.1.0-56-common", "linux-kbuild-6.1"]
     with pytest.raises(headers.HeadersError, match="not a Debian kernel release"):
         headers.package_names("6.18.44-fc-v595")
+
+
+def _state(count, cpu_ms, rss_mib, floor):
+    return {"state": count, "cpu_ms": cpu_ms, "wall_ms": [c + 1 for c in cpu_ms], "rss_mib": rss_mib,
+            floor: {"cpu_ms": 9.0, "wall_ms": 11.0}}
+
+
+def test_scale_section_tables_each_state_and_judges_the_targets():
+    from bench import scale
+
+    measured = {"sockets": [_state(0, [2.0, 3.0, 2.5], 40.0, "ss"), _state(72000, [800.0, 820.0, 810.0], 48.0, "ss")],
+                "flows": [_state(0, [2.0, 2.0, 2.0], 40.0, "floor"), _state(100000, [90.0, 95.0, 99.0], 52.0, "floor")]}
+    results = {**RESULTS, "scale": measured}
+    text = report.markdown(results)
+    assert "| 72,000 open sockets | 810.0 | 811.0 | 48.0 | 9.0 | 11.0 |" in text
+    assert "| 100,000 UDP flows | 95.0 | 96.0 |" in text
+    assert "- at most 50 ms of CPU per scrape at 72,000 open sockets (measured 810 ms): MISSED" in text
+    assert "- RSS at most 1.25x idle at every state (measured 1.30x): MISSED" in text
+    judged = report.verdicts(results)
+    assert judged["scale: at most 50 ms of CPU per scrape at 72,000 open sockets (measured 810 ms)"] is False
+    assert scale.verdicts({"sockets": [_state(0, [1.0], 40.0, "ss"), _state(72000, [40.0], 41.0, "ss")]}) == {
+        "at most 50 ms of CPU per scrape at 72,000 open sockets (measured 40 ms)": True,
+        "RSS at most 1.25x idle at every state (measured 1.02x)": True}

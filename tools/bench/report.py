@@ -201,6 +201,10 @@ def markdown(results: dict) -> str:
     vm = results.get("vm")
     if vm:
         lines += ["", *vm_markdown(vm)]
+    if results.get("scale"):
+        from .scale import markdown as scale_markdown
+
+        lines += scale_markdown(results["scale"])
     return "\n".join(lines) + "\n"
 
 
@@ -231,4 +235,9 @@ def vm_markdown(vm: dict) -> list[str]:
 
 def verdicts(results: dict) -> dict[str, bool | None]:
     """Target -> met (None: not judged), for the summary line and the exit status."""
-    return {f"{row.figure}: {row.target}": row.met for row in rows(results) if row.target}
+    judged = {f"{row.figure}: {row.target}": row.met for row in rows(results) if row.target}
+    if results.get("scale"):
+        from .scale import verdicts as scale_verdicts
+
+        judged.update({f"scale: {target}": met for target, met in scale_verdicts(results["scale"]).items()})
+    return judged
