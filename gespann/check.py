@@ -15,7 +15,7 @@ from .bpf import features
 from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
-from .probes import ALL_PROBES, AttachSettings, TrialResult, group_reasons, trial_attach
+from .probes import ALL_PROBES, AttachSettings, TrialResult, group_reasons, tcp_walk, trial_attach
 
 #: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).
 NEEDED_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON")
@@ -31,6 +31,8 @@ class CheckReport:
     type_information_error: Optional[str]
     features: list[features.FeatureStatus]
     probes: list[TrialResult]
+    #: How a collection reads open TCP connections, and why that way.
+    open_connections: str = ""
 
     @property
     def fatal(self) -> Optional[str]:
@@ -62,6 +64,8 @@ class CheckReport:
                 out.append(f"  {probe.probe:<16} UNAVAILABLE")
             for flavours, why in group_reasons(probe.passed_over):
                 out.append(f"  {'':<16}   not {', '.join(flavours)}: {why}")
+        if self.open_connections:
+            out.append(f"open conns      {self.open_connections}")
         out.append(f"verdict         {'cannot run: ' + self.fatal if self.fatal else 'ready'}")
         return out
 
@@ -80,8 +84,25 @@ def run_check(config: Config) -> CheckReport:
         type_information=types,
         type_information_error=types_error,
         features=[] if missing else features.report(),
-        probes=_probes(config, missing),
+        probes=(probes := _probes(config, missing)),
+        open_connections="" if missing else _open_connections(config, probes),
     )
+
+
+def _open_connections(config: Config, probes: list[TrialResult]) -> str:
+    """The path `gespann run` takes to read open TCP connections (see probes/tcp_walk.py), and why."""
+    if "tcp" not in config.protocols:
+        return "not read: scope.protocols leaves out tcp"
+    fallback = "sock_diag, a dump per collection whose cost grows with the connections open"
+    if config.open_connections == "sock_diag":
+        return f"{fallback} (attach.open_connections: sock_diag)"
+    why = tcp_walk.unavailable_reason(config.btf_source)
+    if why is not None:
+        return f"{fallback}: {why}"
+    lifecycle = next((p for p in probes if p.probe == "tcp_lifecycle"), None)
+    if lifecycle is not None and lifecycle.flavour and not lifecycle.flavour.startswith(tcp_walk.STORAGE_FLAVOURS):
+        return f"{fallback}: tcp_lifecycle attaches as {lifecycle.flavour}, which cannot keep the walk's storage"
+    return "kernel walk (iter/tcp over socket storage): counted in the kernel, once, at any number of connections"
 
 
 def _type_information(source: str) -> tuple[Optional[str], Optional[str]]:

@@ -19,6 +19,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 ADAPTER_TYPES = ("prometheus", "datadog", "jsonl")
 EVENT_READERS = ("auto", "ringbuf", "perf")
 PERF_EVENT_ATTACH = ("auto", "link", "ioctl")
+#: attach.open_connections: how a collection reads open TCP connections (see probes/tcp_walk.py).
+OPEN_CONNECTIONS = ("auto", "kernel_walk", "sock_diag")
 ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
 BTF_SOURCES = ("auto", "btf", "vendored")
 PROTOCOLS = ("tcp", "udp")
@@ -80,6 +82,8 @@ class Config:
     probe_modes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: How tracepoint and kprobe programs attach to their perf event: a bpf_link (5.15+) or the ioctl.
     perf_event_attach: str = "auto"
+    #: How open TCP connections are read at a collection: the kernel walk where it runs, or sock_diag.
+    open_connections: str = "auto"
     #: Where kernel type information comes from: running kernel's BTF, vendored tables, or a file.
     btf_source: str = "auto"
     #: A network-namespace file (/proc/PID/ns/net, /run/netns/NAME): watch only that namespace.
@@ -131,7 +135,7 @@ def parse(document: Any) -> Config:
     if document.get("adapters") is not None:
         adapters = _adapters(document["adapters"])
     events = _section(document, "events", ("reader",))
-    attach = _section(document, "attach", ("mode", "probes", "perf_event"))
+    attach = _section(document, "attach", ("mode", "probes", "perf_event", "open_connections"))
     btf = _section(document, "btf", ("source",))
     scope = _section(document, "scope", ("netns", "protocols"))
     connections = _section(document, "connections", ("idle_timeout", "udp_flow_timeout"))
@@ -145,6 +149,8 @@ def parse(document: Any) -> Config:
         attach_mode=_choice(_given(attach, "mode", "auto"), ATTACH_MODES, "attach.mode", what="attach mode"),
         probe_modes=_probe_modes(_given(attach, "probes", {}), protocols),
         perf_event_attach=_choice(_given(attach, "perf_event", "auto"), PERF_EVENT_ATTACH, "attach.perf_event"),
+        open_connections=_choice(_given(attach, "open_connections", "auto"), OPEN_CONNECTIONS,
+                                 "attach.open_connections"),
         btf_source=_btf_source(_given(btf, "source", "auto")),
         netns=_namespace_file(scope.get("netns"), "scope.netns"),
         protocols=protocols,

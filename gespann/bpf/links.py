@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import os
 from typing import Optional
 
 from . import features, kprobes, perf_event, syscall, tracefs
@@ -228,3 +229,38 @@ def _check_program(program: LoadedProgram, function: str, prog_type: ProgType,
         wanted = prog_type.name + (f" with expected_attach_type {attach_type.name}" if attach_type else "")
         raise ValueError(f"{function} takes a {wanted} program; {program.name!r} is {program.type.name}"
                          f" with expected_attach_type {program.expected_attach_type.name}")
+
+
+# --- iterators -----------------------------------------------------------------------------------
+
+class IteratorLink(Link):
+    """An iterator program linked to its kernel object walk (BPF_TRACE_ITER, 5.8+).
+
+    Nothing runs until a pass is made: `run()` opens a new pass (BPF_ITER_CREATE)
+    and reads it to the end, which calls the program once per element, then once
+    more with a NULL element. It returns what the program wrote with
+    bpf_seq_write / bpf_seq_printf. A walk whose scope is a network namespace
+    (TCP sockets) walks the one the calling thread is in when the pass is made.
+    """
+
+    _CHUNK = 1 << 16
+
+    def run(self) -> bytes:
+        fd = syscall.bpf_iter_create(int(self._link_fd))
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(int(fd), self._CHUNK)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        finally:
+            fd.close()
+
+
+def attach_iterator(program: LoadedProgram) -> IteratorLink:
+    """Link a TRACING program loaded with expected_attach_type TRACE_ITER (and the BTF id of the
+    kernel's `bpf_iter_<target>` function) to its walk; `IteratorLink.run()` makes each pass."""
+    _check_program(program, "attach_iterator", ProgType.TRACING, AttachType.TRACE_ITER)
+    link_fd = syscall.bpf_link_create(int(program.fd), 0, AttachType.TRACE_ITER)
+    return IteratorLink(program, f"iter:btf#{program.attach_btf_id}", AttachMode.LINK, link_fd=link_fd)

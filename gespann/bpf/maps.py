@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Optional, Protocol, Union
 
 from . import syscall
 from .cpus import possible_cpus
-from .errors import ENOTSUPP, BPFError, KeyNotFoundError
+from .errors import ENOTSUPP, BPFError, KeyNotFoundError, PermissionDeniedError
 from .fd import Closable
 from .memory import PAGE_SIZE
 from .syscall import Cmd, MapType, UpdateFlags
@@ -75,10 +75,10 @@ class Map(Closable):
     """
 
     def __init__(self, map_type: MapType, key_size: int, value_size: int, max_entries: int,
-                 *, flags: int = 0, name: str = ""):
+                 *, flags: int = 0, name: str = "", btf: Optional[tuple[int, int, int]] = None):
         self.type, self.name = MapType(map_type), syscall.object_name(name)
         self.key_size, self.value_size, self.max_entries, self.flags = key_size, value_size, max_entries, flags
-        self.fd = syscall.bpf_map_create(map_type, key_size, value_size, max_entries, flags, self.name)
+        self.fd = syscall.bpf_map_create(map_type, key_size, value_size, max_entries, flags, self.name, btf)
 
     def info(self) -> MapInfo:
         raw = syscall.BpfMapInfo()
@@ -387,3 +387,38 @@ class RingBufMap(Map):
         if size < PAGE_SIZE or size & (size - 1):
             raise ValueError(f"a ring buffer's size is a power of two of at least {PAGE_SIZE}, not {size}")
         super().__init__(MapType.RINGBUF, 0, 0, size, name=name)
+
+
+class SocketStorageMap(Map):
+    """Socket-local storage (BPF_MAP_TYPE_SK_STORAGE, from tracing programs 5.11+): one value per socket,
+    made by a program with bpf_sk_storage_get and freed with the socket, so it can never be evicted
+    nor outlive what it describes. Programs alone read and write it.
+
+    The kernel wants the value described in BTF: `btf_blob` holds a 32-bit int key type and the value
+    type, with their ids (gespann.btf.writer makes it). The BTF is loaded here and kept with the map.
+    """
+
+    #: BPF_F_NO_PREALLOC: required; storage exists only for the sockets that have it.
+    NO_PREALLOC = 1
+
+    def __init__(self, value_size: int, btf_blob: bytes, key_type_id: int, value_type_id: int, *, name: str = ""):
+        log = ctypes.create_string_buffer(4096)
+        try:
+            self.btf_fd = syscall.bpf_btf_load(btf_blob, log)
+        except PermissionDeniedError:
+            raise
+        except BPFError as e:
+            raise BPFError(f"loading the BTF of map {name!r}: {e}; {log.value.decode(errors='replace')}",
+                           e.errno) from None
+        try:
+            super().__init__(MapType.SK_STORAGE, 4, value_size, 0, flags=self.NO_PREALLOC, name=name,
+                             btf=(int(self.btf_fd), key_type_id, value_type_id))
+        except BaseException:
+            self.btf_fd.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.btf_fd.close()

@@ -42,6 +42,7 @@ class Cmd(enum.IntEnum):
     MAP_GET_NEXT_KEY = 4
     PROG_LOAD = 5
     OBJ_GET_INFO_BY_FD = 15
+    BTF_LOAD = 18
     RAW_TRACEPOINT_OPEN = 17
     MAP_LOOKUP_AND_DELETE_ELEM = 21
     MAP_LOOKUP_BATCH = 24
@@ -50,6 +51,7 @@ class Cmd(enum.IntEnum):
     MAP_DELETE_BATCH = 27
     LINK_CREATE = 28
     ENABLE_STATS = 32
+    ITER_CREATE = 33
 
 
 class MapType(enum.IntEnum):
@@ -61,6 +63,7 @@ class MapType(enum.IntEnum):
     PERCPU_ARRAY = 6
     LRU_HASH = 9
     LRU_PERCPU_HASH = 10
+    SK_STORAGE = 24
     RINGBUF = 27
 
 
@@ -78,6 +81,7 @@ class AttachType(enum.IntEnum):
     TRACE_RAW_TP = 23
     TRACE_FENTRY = 24
     TRACE_FEXIT = 25
+    TRACE_ITER = 28
     PERF_EVENT = 41
 
 
@@ -168,7 +172,9 @@ class MapCreateAttr(ctypes.Structure):
     _fields_ = [("map_type", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
                 ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
                 ("map_flags", ctypes.c_uint32), ("inner_map_fd", ctypes.c_uint32),
-                ("numa_node", ctypes.c_uint32), ("map_name", ctypes.c_char * OBJ_NAME_LEN)]
+                ("numa_node", ctypes.c_uint32), ("map_name", ctypes.c_char * OBJ_NAME_LEN),
+                ("map_ifindex", ctypes.c_uint32), ("btf_fd", ctypes.c_uint32),
+                ("btf_key_type_id", ctypes.c_uint32), ("btf_value_type_id", ctypes.c_uint32)]
 
 
 class MapElemAttr(ctypes.Structure):
@@ -184,9 +190,13 @@ class MapBatchAttr(ctypes.Structure):
 
 
 def bpf_map_create(map_type: MapType, key_size: int, value_size: int, max_entries: int,
-                   flags: int = 0, name: str = "") -> Fd:
+                   flags: int = 0, name: str = "", btf: Optional[tuple[int, int, int]] = None) -> Fd:
+    """A map; `btf` is (BTF fd, key type id, value type id) for the map types that need their types
+    described (socket storage)."""
     attr = MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
                          max_entries=max_entries, map_flags=flags, map_name=object_name(name).encode())
+    if btf is not None:
+        attr.btf_fd, attr.btf_key_type_id, attr.btf_value_type_id = btf
     _lift_memlock_limit()
     return Fd(bpf(Cmd.MAP_CREATE, attr))
 
@@ -332,6 +342,31 @@ BPF_STATS_RUN_TIME = 0
 def bpf_enable_stats(stats_type: int = BPF_STATS_RUN_TIME) -> Fd:
     """Have the kernel count every program's runs and run time until the returned fd closes."""
     return Fd(bpf(Cmd.ENABLE_STATS, EnableStatsAttr(type=stats_type)))
+
+
+# --- BTF and iterators -----------------------------------------------------------------------
+
+class BtfLoadAttr(ctypes.Structure):
+    _fields_ = [("btf", ctypes.c_uint64), ("btf_log_buf", ctypes.c_uint64), ("btf_size", ctypes.c_uint32),
+                ("btf_log_size", ctypes.c_uint32), ("btf_log_level", ctypes.c_uint32)]
+
+
+def bpf_btf_load(blob: bytes, log: Optional[ctypes.Array] = None) -> Fd:
+    """BTF of gespann's own types into the kernel (BPF_BTF_LOAD), for maps that must be described."""
+    data = ctypes.create_string_buffer(blob, len(blob))
+    attr = BtfLoadAttr(btf=address(data), btf_size=len(blob), btf_log_buf=address(log),
+                       btf_log_size=len(log) if log is not None else 0, btf_log_level=1 if log is not None else 0)
+    _lift_memlock_limit()
+    return Fd(bpf(Cmd.BTF_LOAD, attr))
+
+
+class IterCreateAttr(ctypes.Structure):
+    _fields_ = [("link_fd", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+def bpf_iter_create(link_fd: int) -> Fd:
+    """A new pass of an iterator link: reading the fd to its end runs the program on every element."""
+    return Fd(bpf(Cmd.ITER_CREATE, IterCreateAttr(link_fd=link_fd)))
 
 
 # --- attachment -------------------------------------------------------------------------------

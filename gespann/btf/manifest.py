@@ -70,6 +70,10 @@ FIELDS: tuple[FieldRef, ...] = (
     _optional("tcp_sock", "bytes_sent"),  # 4.19+: payload transmitted, retransmissions included
     _optional("tcp_sock", "bytes_retrans"),  # 4.19+: payload retransmitted
     FieldRef("tcp_sock", "delivered"),
+    # When payload last went each way (jiffies), as tcp_info's last_data_sent / last_data_recv: the kernel
+    # walk's idle count.
+    _optional("tcp_sock", "lsndtime"),
+    _optional("inet_connection_sock", "icsk_ack.lrcvtime"),
     # The minimum RTT as tcp_min_rtt() reads it: rtt_min is a windowed min-filter
     # (struct minmax) whose first sample's value is the current minimum.
     FieldRef("tcp_sock", "rtt_min.s[0].v"),
@@ -106,6 +110,9 @@ FUNCS = _optional_attach(
     "inet_sk_state_store", "inet_sk_set_state",
     # The target of gespann.bpf.features' fentry probe: a function that exists for testing.
     "bpf_fentry_test1",
+    # Iterators (BPF_TRACE_ITER) attach by the id of their bpf_iter_<target> FUNC: the kernel walk of
+    # open TCP sockets, and a walk of BPF maps that serves as the walk's clock.
+    "bpf_iter_tcp", "bpf_iter_bpf_map",
 )
 
 #: tp_btf targets (btf_trace_<name> typedef ids).

@@ -59,7 +59,8 @@ class KernelCollector:
         if label_settings.enabled and watches_tcp and self._owners is None:
             raise ValueError("per-process labels need tcp_lifecycle attached with by-process counts")
         self._open_sockets = OpenSockets(netns_path) if watches_tcp else None
-        self._tcp = TcpMetrics(probes["tcp_lifecycle"], self._open_sockets, idle_timeout) if watches_tcp else None
+        self._tcp = (TcpMetrics(probes["tcp_lifecycle"], self._open_sockets, idle_timeout, probes.tcp_walk,
+                                netns_path) if watches_tcp else None)
         self._udp = (UdpMetrics(probes["udp_send"], idle_timeout, udp_flow_timeout)
                      if "udp_send" in probes.probes else None)
         self._udp_expired_at = 0.0

@@ -17,7 +17,6 @@ CAP_SYS_ADMIN; the PermissionError says so to the caller.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import itertools
 import os
@@ -26,14 +25,13 @@ import struct
 import threading
 from typing import Iterator, NamedTuple, Optional
 
-from ..bpf.syscall import libc
+from ..probes.netns import in_namespace as _in_namespace
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 INET_DIAG_INFO = 2  # the attribute carrying struct tcp_info; its request bit is 1 << (2 - 1)
-CLONE_NEWNET = 0x40000000
 
 #: struct nlmsghdr: length, type, flags, sequence, port id.
 _HEADER = struct.Struct("=IHHII")
@@ -171,28 +169,3 @@ def _netlink_socket() -> socket.socket:
     diag = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
     diag.bind((0, 0))
     return diag
-
-
-def _in_namespace(netns_path: Optional[str], make):
-    """`make()` run in the network namespace `netns_path` (the calling thread's, if None)."""
-    if netns_path is None:
-        return make()
-    own = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target, netns_path)
-            try:
-                return make()
-            finally:
-                _setns(own, "gespann's own network namespace")
-        finally:
-            os.close(target)
-    finally:
-        os.close(own)
-
-
-def _setns(fd: int, what: str) -> None:
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise (PermissionError if code == errno.EPERM else OSError)(code, f"setns into {what}: {os.strerror(code)}")

@@ -21,6 +21,15 @@ SYN: then the role of an open connection is taken from the kernel's entry for
 it (matched by ports), read after the dump so that every connection the dump
 shows established has its entry already. From 4.19 a collection reads no entry.
 
+Where the kernel runs it (probes/tcp_walk.py), a collection does not read
+open connections at all: it runs the kernel walk, which adds what each open
+connection moved since it was last counted to the same row, once, and counts
+the open and idle ones. The row is then read after the walk, and every figure
+is the kernel's own: nothing is held at a maximum, and the cost in user space
+does not grow with the connections open. The walk's idle threshold is in
+jiffies, so the kernel's HZ is measured from two walks' clocks (`JiffyClock`).
+The rest of this docstring is the sock_diag path, taken where the walk cannot run.
+
 Connections open before gespann started are found at start-up and adopted:
 each goes into the kernel's adopted map by its cookie, with its payload at
 that moment and a role (server when something listens on its local port,
@@ -43,13 +52,14 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Optional
 
 from ..probes import AttachedProbe
 from ..bpf.errors import BPFError
 from ..bpf.maps import Map
 from ..bpf.syscall import UpdateFlags
 from ..probes.tcp_connections import ADOPTED, CLIENT, ENTRY, MAP_NAME, SERVER
+from ..probes.tcp_walk import TcpWalk, WalkTotals
 from ..probes.tcp_lifecycle import FAILED_ERRNOS, FAILURE_ERRNOS, STATS
 from ..probes.tcp_stats import (
     BUCKET_BOUNDS_US,
@@ -81,31 +91,76 @@ class _Preexisting:
     adopted: bool = False
 
 
-class TcpMetrics:
-    """Reads tcp_lifecycle's maps and the open connections into catalogue series."""
+class JiffyClock:
+    """The kernel's HZ, from two (jiffies, ktime) readings taken by walks at least MIN_SPAN apart: the
+    nearest of the values Linux is configured with on the architectures gespann runs on."""
 
-    def __init__(self, lifecycle: AttachedProbe, open_sockets: OpenSockets, idle_timeout: float = 60.0):
+    CHOICES = (100, 250, 300, 1000)
+    MIN_SPAN_NS = 50_000_000  # 50 ms: 5 jiffies at 100 Hz, and 250 and 300 Hz are 2.5 jiffies apart
+
+    def __init__(self, first: WalkTotals):
+        self._first = first
+        self.hz: Optional[int] = None
+
+    def measure(self, later: WalkTotals) -> Optional[int]:
+        span = later.ktime_ns - self._first.ktime_ns
+        if span >= self.MIN_SPAN_NS:
+            rate = (later.jiffies - self._first.jiffies) * 1e9 / span
+            self.hz = min(self.CHOICES, key=lambda hz: abs(hz - rate))
+        return self.hz
+
+    def wait_ns(self) -> int:
+        """How long to wait before a reading can measure, counted from the first one."""
+        return max(self.MIN_SPAN_NS - (time.monotonic_ns() - self._first.ktime_ns), 0)
+
+
+class TcpMetrics:
+    """Reads tcp_lifecycle's maps and the open connections into catalogue series: through the kernel
+    walk where there is one (`walk`, run in `netns_path`), from sock_diag otherwise."""
+
+    def __init__(self, lifecycle: AttachedProbe, open_sockets: OpenSockets, idle_timeout: float = 60.0,
+                 walk: Optional[TcpWalk] = None, netns_path: Optional[str] = None):
         self._idle_timeout = idle_timeout
         self._row, self._errnos = lifecycle.maps[STATS], lifecycle.maps[FAILED_ERRNOS]
         self._connections = lifecycle.maps[MAP_NAME]
         self._open_sockets = open_sockets
+        self._walk, self._netns_path = walk, netns_path
         self._preexisting = self._adopt(lifecycle.maps[ADOPTED])
         self._preexisting_ended = (0, 0)
         self._preexisting_ends = 0  # pre-existing connections seen to end
         self._eviction_logged = False
-        self._bytes = (0, 0)  # the highest totals reported so far
+        self._bytes = (0, 0)  # the highest totals reported so far (sock_diag path)
+        self._clock: Optional[JiffyClock] = None
+        if walk is not None:
+            # The walk counts their bytes now; those the adopted map could not take end untracked.
+            self._preexisting_ends = sum(not p.adopted for p in self._preexisting.values())
+            self._preexisting = {}
+            self._clock = JiffyClock(walk.run(0, netns_path, adopt=True))
+
+    @property
+    def reads_open_connections_with(self) -> str:
+        return "kernel_walk" if self._walk is not None else "sock_diag"
 
     def series(self) -> Series:
-        row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]
+        if self._walk is not None:
+            walked = self._run_walk()
+            row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]  # after the walk, which adds to it
+            open_count, idle_count = walked.open, walked.idle
+            bytes_total = {labels(protocol="tcp", direction="sent"): row[Layout.BYTES_SENT],
+                           labels(protocol="tcp", direction="received"): row[Layout.BYTES_RECEIVED]}
+        else:
+            row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]
+            open_now = self._open_sockets.connections()  # after the row: see the module docstring
+            roles = self._roles() if any(c.needs_role for c in open_now) else {}
+            bytes_total = self._bytes_total(row, open_now, roles)
+            open_count = len(open_now)
+            idle_count = sum(c.idle_seconds > self._idle_timeout for c in open_now)
         failed_errnos = dict(self._errnos.items())
-        open_now = self._open_sockets.connections()  # after the row: see the module docstring
-        roles = self._roles() if any(c.needs_role for c in open_now) else {}
         tcp = labels(protocol="tcp")
-        bytes_total = self._bytes_total(row, open_now, roles)
         self._log_evictions(row[Layout.UNTRACKED])
         return {
-            "connections_open": {tcp: len(open_now)},
-            "connections_idle": {tcp: sum(c.idle_seconds > self._idle_timeout for c in open_now)},
+            "connections_open": {tcp: open_count},
+            "connections_idle": {tcp: idle_count},
             "connections_opened_total": {labels(protocol="tcp", role=role): row[Layout.OPENED + i]
                                          for i, role in enumerate(ROLES)},
             "connections_closed_total": {labels(protocol="tcp", role=role): row[Layout.CLOSED + i]
@@ -120,6 +175,18 @@ class TcpMetrics:
             "connection_duration_seconds": {tcp: _histogram(row, Layout.DURATION)},
             "connect_latency_seconds": {(): _histogram(row, Layout.CONNECT_LATENCY)},
         }
+
+    def _run_walk(self) -> WalkTotals:
+        """One kernel walk with the idle threshold in jiffies; the first also measures HZ, with a walk
+        before it if the start-up walk was too recent to measure from."""
+        assert self._walk is not None and self._clock is not None
+        if self._clock.hz is None:
+            time.sleep(self._clock.wait_ns() / 1e9)
+            self._clock.measure(self._walk.run(0, self._netns_path))
+        threshold = int(self._idle_timeout * (self._clock.hz or 1000))
+        walked = self._walk.run(threshold, self._netns_path)
+        self._clock.measure(walked)
+        return walked
 
     def _adopt(self, adopted: Map) -> dict[int, _Preexisting]:
         """The connections open now that the kernel does not follow, each put in the adopted map if it can."""

@@ -35,6 +35,8 @@ class BuildTarget:
     records: Optional[EventChannel] = field(default=None, compare=False)
     #: Count ended connections by process (cgroup and comm) in the kernel: per-process labels asked for.
     by_process: bool = False
+    #: Open connections are counted by the kernel walk (tcp_walk), which tcp_lifecycle must keep storage for.
+    kernel_walk: bool = False
 
     @property
     def knows_process(self) -> bool:

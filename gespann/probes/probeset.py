@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
 from ..bpf.channel import EventChannel
-from ..bpf.errors import BPFError, PermissionDeniedError
+from ..bpf.errors import BPFError, FeatureUnsupportedError, PermissionDeniedError
 from ..bpf.links import Link
 from ..bpf.maps import Map
 from ..bpf.programs import LoadedProgram, load_program
@@ -47,6 +47,9 @@ class AttachSettings:
     capacities: Mapping[str, int] = field(default_factory=dict)
     #: Count ended connections by process in the kernel (config labels.process or labels.container).
     by_process: bool = False
+    #: How open TCP connections are read at a collection (config attach.open_connections): "auto" takes
+    #: the kernel walk where the kernel can run it, "kernel_walk" insists on it, "sock_diag" never uses it.
+    open_connections: str = "auto"
 
     @classmethod
     def from_config(cls, config) -> "AttachSettings":
@@ -56,7 +59,22 @@ class AttachSettings:
             from .tcp_lifecycle import BY_PROCESS, by_process_capacity
             capacities.setdefault(BY_PROCESS, by_process_capacity(config.label_max_series))
         return cls(config.attach_mode, dict(config.probe_modes), config.perf_event_attach, config.btf_source,
-                   namespace_inode(config.netns) if config.netns else None, capacities, by_process)
+                   namespace_inode(config.netns) if config.netns else None, capacities, by_process,
+                   config.open_connections)
+
+    def kernel_walk(self, probes: Iterable[Probe]) -> bool:
+        """Whether tcp_lifecycle keeps storage for the kernel walk: asked for, and this kernel runs it."""
+        if self.open_connections == "sock_diag" or not any(probe.name == "tcp_lifecycle" for probe in probes):
+            return False
+        from .tcp_walk import unavailable_reason
+
+        why = unavailable_reason(self.btf_source)
+        if why is not None and self.open_connections == "kernel_walk":
+            raise FeatureUnsupportedError("the kernel walk of open connections (attach.open_connections: "
+                                          "kernel_walk)", "5.12", reason=why)
+        if why is not None:
+            log.info("open connections are read with sock_diag, not the kernel walk: %s", why)
+        return why is None
 
     def candidates(self, probe: Probe) -> tuple[Flavour, ...]:
         mode = self.probe_modes.get(probe.name)
@@ -103,8 +121,10 @@ class AttachedProbe:
 class ProbeSet:
     """Attached probes by name; closing the set detaches and unloads all of them."""
 
-    def __init__(self, attached: Iterable[AttachedProbe], resources: ExitStack):
+    def __init__(self, attached: Iterable[AttachedProbe], resources: ExitStack, tcp_walk=None):
         self.probes = {a.probe.name: a for a in attached}
+        #: The kernel walk of open TCP connections (tcp_walk.TcpWalk), where it runs; None: sock_diag reads them.
+        self.tcp_walk = tcp_walk
         self._resources = resources
 
     @classmethod
@@ -112,11 +132,14 @@ class ProbeSet:
                records: Optional[EventChannel] = None) -> "ProbeSet":
         """Attach every probe, or none. With `records`, probes that make connection records send them
         there (the caller owns the channel, and closes it after the set)."""
-        target = BuildTarget(settings.btf_source, settings.netns, records, settings.by_process)
+        probes = tuple(probes)
+        target = BuildTarget(settings.btf_source, settings.netns, records, settings.by_process,
+                             settings.kernel_walk(probes))
         with ExitStack() as stack:
             shared: dict[str, Map] = dict(records.maps) if records is not None else {}
             attached = [_attach_first_flavour(probe, settings, target, stack, shared) for probe in probes]
-            return cls(attached, stack.pop_all())
+            walk = _attach_walk(attached, target, settings, stack)
+            return cls(attached, stack.pop_all(), walk)
 
     @classmethod
     def attach_all(cls, config, records: Optional[EventChannel] = None) -> "ProbeSet":
@@ -196,6 +219,26 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
         log.debug("probe %s attached as %s via %s", probe.name, flavour, attached.path)
         return attached
     raise ProbeUnavailable(probe.name, passed_over)
+
+
+def _attach_walk(attached: list[AttachedProbe], target: BuildTarget, settings: AttachSettings, stack: ExitStack):
+    """The kernel walk over tcp_lifecycle's maps, where its program keeps the walk's storage (a flavour
+    with BTF-typed sockets: another flavour, forced by the config, leaves open connections to sock_diag)."""
+    from .tcp_lifecycle import STATS, uses_storage
+    from .tcp_walk import COUNTED_MAP, TcpWalk
+
+    lifecycle = next((a for a in attached if a.probe.name == "tcp_lifecycle"), None)
+    if lifecycle is None or COUNTED_MAP not in lifecycle.maps:
+        return None
+    if not uses_storage(target, lifecycle.flavour.btf_pointers):
+        if settings.open_connections == "kernel_walk":
+            raise FeatureUnsupportedError("the kernel walk of open connections with tcp_lifecycle attached as "
+                                          f"{lifecycle.flavour.mode}", "5.12",
+                                          reason="only its fentry and tp_btf flavours keep the walk's storage")
+        log.info("open connections are read with sock_diag: tcp_lifecycle's %s flavour cannot keep the kernel "
+                 "walk's storage", lifecycle.flavour.mode)
+        return None
+    return stack.enter_context(TcpWalk(lifecycle.maps, STATS, target.kernel_types))
 
 
 def _create(name: str, create, settings: AttachSettings) -> Map:

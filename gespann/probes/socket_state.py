@@ -19,6 +19,14 @@ from .flavours import BtfTracepoint, Fentry, Kprobe, RawTracepoint, Tracepoint
 
 IPPROTO_TCP = 6
 
+# enum tcp_state (include/net/tcp_states.h)
+ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2 = 1, 2, 3, 4, 5
+CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING = 7, 8, 9, 10, 11
+#: The states of a full socket whose connection is open.
+OPEN_STATES = (ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)
+#: States in which the peer's FIN has arrived (bytes_received counts its sequence number).
+PEER_FIN_IN = (CLOSE_WAIT, LAST_ACK, CLOSING)
+
 STATE_FUNCTIONS = ("inet_sk_state_store", "inet_sk_set_state")
 
 #: TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)

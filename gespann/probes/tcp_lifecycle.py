@@ -71,6 +71,7 @@ from .netns import emit_netns_check
 from .probe import BuildTarget, Probe
 from .record_codec import RecordCodec
 from .socket_state import IPPROTO_TCP
+from .tcp_walk import COUNTED, COUNTED_MAP, STORAGE_CREATE, counted_map, emit_storage_get
 from .stack import emit_zero
 from .tcp_connections import (
     ADOPTED,
@@ -96,13 +97,11 @@ from .tcp_stats import (
     stats_map,
 )
 
-# enum tcp_state (include/net/tcp_states.h)
-ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2 = 1, 2, 3, 4, 5
-CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING = 7, 8, 9, 10, 11
+from .socket_state import (  # noqa: F401 - the states are part of this module's vocabulary
+    CLOSE, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, LISTEN, PEER_FIN_IN, SYN_RECV, SYN_SENT,
+)
 #: States only an abort by this side leaves straight for CLOSE.
 ABORTED_FROM = (ESTABLISHED, SYN_RECV, CLOSE_WAIT, FIN_WAIT1)
-#: States in which the peer's FIN has arrived.
-PEER_FIN_IN = (CLOSE_WAIT, LAST_ACK, CLOSING)
 #: States whose CLOSE ends a connection (or a failed open) that has an entry, unless it was evicted
 #: from a full map or began before gespann started.
 TRACKED_FROM = (SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)
@@ -147,6 +146,10 @@ _OWNER = _RECEIVED - OWNER.size
 _NEW_ROW = _OWNER - BY_PROCESS_COUNTS.sizeof()  # a zeroed row for a new owner
 _COOKIE = _NEW_ROW - 8  # the socket's cookie, when its end looks for an adopted entry
 _ADOPTED = _COOKIE - 8  # 1 when the entry is an adopted one (keyed by cookie)
+# At an end: payload in the socket's own terms, and how much of it the row has already (tcp_walk).
+_ABSOLUTE = _ADOPTED - 8
+_COUNTED_SENT = _ABSOLUTE - 8
+_COUNTED_RECEIVED = _COUNTED_SENT - 8
 #: Payload transmitted at least once, when the kernel has the fields (4.19+).
 TRANSMITTED = ("bytes_sent", "bytes_retrans")
 
@@ -168,6 +171,12 @@ def _entry(field: str) -> int:
 
 def _record(field: str) -> int:
     return _RECORD + RECORD.offset(field)
+
+
+def uses_storage(target: BuildTarget, direct: bool) -> bool:
+    """Whether the program keeps each connection's COUNTED storage for the kernel walk (tcp_walk):
+    where the walk runs, and the socket is a BTF pointer, as bpf_sk_storage_get wants it."""
+    return direct and target.kernel_walk
 
 
 def body(p: Program, event: Event, target: BuildTarget) -> None:
@@ -248,6 +257,8 @@ def _emit_established(p: Program, target: BuildTarget, direct: bool) -> None:
     emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH, direct)
     p.stx(H, R10, _entry("remote_port"), R1)
     _emit_store_entry(p)
+    if uses_storage(target, direct):
+        _emit_storage_reset(p)
 
     emit_row_pointer(p, STATS, R9, _ROW_KEY, "out")
     p.ldx(W, R8, R10, _entry("role"))
@@ -327,6 +338,7 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
 
     p.label("ended")
     _emit_read_tcp_counters(p, target, direct)
+    _emit_take_counted(p, uses_storage(target, direct))
     if "bytes_sent" in counters_read(target.kernel_types):
         p.ldx(DW, R4, R10, _counter("bytes_sent"))
         p.ldx(DW, R2, R10, _counter("bytes_retrans"))
@@ -338,21 +350,12 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
         p.add(R2, 1)
         p.label("ended.no_syn")
     _emit_saturating_sub(p, R4, R2)
-    p.ldx(DW, R2, R8, ENTRY.offset("sent_at_start"))  # 0 but for an adopted connection
-    _emit_saturating_sub(p, R4, R2)
-    _emit_store_in_record(p, records, DW, "bytes_sent", R4)
-    if by_process:
-        p.stx(DW, R10, _SENT, R4)
-    emit_add(p, R9, Layout.BYTES_SENT, R4)
+    _emit_payload(p, records, by_process, "sent_at_start", _COUNTED_SENT, _SENT, "bytes_sent", Layout.BYTES_SENT)
     p.ldx(DW, R4, R10, _counter("bytes_received"))
     p.ldx(DW, R2, R10, _PEER_FIN_IN)
     _emit_saturating_sub(p, R4, R2)
-    p.ldx(DW, R2, R8, ENTRY.offset("received_at_start"))
-    _emit_saturating_sub(p, R4, R2)
-    _emit_store_in_record(p, records, DW, "bytes_received", R4)
-    if by_process:
-        p.stx(DW, R10, _RECEIVED, R4)
-    emit_add(p, R9, Layout.BYTES_RECEIVED, R4)
+    _emit_payload(p, records, by_process, "received_at_start", _COUNTED_RECEIVED, _RECEIVED, "bytes_received",
+                  Layout.BYTES_RECEIVED)
     p.ldx(DW, R4, R10, _counter("total_retrans"))
     _emit_store_in_record(p, records, W, "retransmits", R4)
     emit_add(p, R9, Layout.RETRANSMITS, R4)
@@ -386,6 +389,52 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
 
     _emit_adopted(p, target, direct)
     _emit_untracked(p)
+
+
+def _emit_storage_reset(p: Program) -> None:
+    """A connection established (socket in R7): its COUNTED storage made, or zeroed if the socket had one
+    from a connection before (tcp_disconnect() zeroes its counters, and it may connect again). Without
+    memory for it, the walk never counts the connection and its end counts it whole. Clobbers R0-R5."""
+    emit_storage_get(p, R7, STORAGE_CREATE)
+    p.jeq(R0, 0, "storage.none")
+    for field in COUNTED.fields:
+        p.st(DW, R0, COUNTED.offset(field.name), 0)
+    p.label("storage.none")
+
+
+def _emit_take_counted(p: Program, storage: bool) -> None:
+    """_COUNTED_SENT and _COUNTED_RECEIVED: how much of the connection's payload the row has already. With
+    storage, what walks counted, swapped for ENDED at once so that no walk adds more; otherwise (or if the
+    socket has none) its payload at start: 0, or an adopted connection's figures then."""
+    p.ldx(DW, R1, R8, ENTRY.offset("sent_at_start"))
+    p.stx(DW, R10, _COUNTED_SENT, R1)
+    p.ldx(DW, R1, R8, ENTRY.offset("received_at_start"))
+    p.stx(DW, R10, _COUNTED_RECEIVED, R1)
+    if not storage:
+        return
+    emit_storage_get(p, R7, 0)
+    p.jeq(R0, 0, "counted.none")
+    for field, slot in (("sent", _COUNTED_SENT), ("received", _COUNTED_RECEIVED)):
+        p.mov(R1, -1)  # ENDED
+        p.atomic_xchg(DW, R0, COUNTED.offset(field), R1)
+        p.stx(DW, R10, slot, R1)
+    p.label("counted.none")
+
+
+def _emit_payload(p: Program, records: bool, by_process: bool, at_start: str, counted: int, process_slot: int,
+                  record_field: str, row_slot: int) -> None:
+    """The payload one way (R4, in the socket's own terms): since start into the record and the
+    owner's counts, and what the row lacks of it into the row. Clobbers R1-R4."""
+    p.stx(DW, R10, _ABSOLUTE, R4)
+    p.ldx(DW, R2, R8, ENTRY.offset(at_start))  # 0 but for an adopted connection
+    _emit_saturating_sub(p, R4, R2)
+    _emit_store_in_record(p, records, DW, record_field, R4)
+    if by_process:
+        p.stx(DW, R10, process_slot, R4)
+    p.ldx(DW, R4, R10, _ABSOLUTE)
+    p.ldx(DW, R2, R10, counted)
+    _emit_saturating_sub(p, R4, R2)
+    emit_add(p, R9, row_slot, R4)
 
 
 def _emit_count_by_process(p: Program, next_step: str) -> None:
@@ -578,7 +627,8 @@ PROBE = Probe(
     flavours=socket_state.FLAVOURS,
     body=body,
     derived=socket_state.DERIVED,
-    maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map, BY_PROCESS: by_process_map},
+    maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map, BY_PROCESS: by_process_map,
+          COUNTED_MAP: counted_map},
     shared_maps={MAP_NAME: connections_map, ADOPTED: adopted_map},
-    optional_maps={BY_PROCESS: lambda target: target.by_process},
+    optional_maps={BY_PROCESS: lambda target: target.by_process, COUNTED_MAP: lambda target: target.kernel_walk},
 )

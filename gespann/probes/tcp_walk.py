@@ -1,0 +1,325 @@
+"""The kernel walk of open TCP connections: what they moved so far, counted once, at any number of them.
+
+tcp_lifecycle counts a connection's bytes in its per-CPU row when the
+connection ends. A connection open for hours must show its bytes sooner, and
+reading every open socket from user space costs tens of microseconds each. So a
+collection runs this walk instead: an iterator over the TCP sockets of the
+watched network namespace (iter/tcp, 5.9+), which for each open connection
+adds to the same row what it moved since it was last counted, and counts the
+open and the idle ones. User space reads a handful of numbers.
+
+Counted once, without a lock. Each socket carries socket-local storage
+(`COUNTED`, BPF_MAP_TYPE_SK_STORAGE, 5.11+ from tracing programs): how much of
+its payload is in the row already. tcp_lifecycle makes it, zeroed, when the
+connection is established, and at the end swaps each figure for `ENDED`
+(atomically) and adds what is left. The walk moves a figure forward only by
+compare-and-swap from the value it read: if the end came first, the swap fails
+and the walk adds nothing. So every byte is added once, by a walk or by the
+end, and the row never goes down: no figure is held at a maximum in user space.
+The storage dies with its socket, so it can neither be evicted nor leak.
+
+Payload means what tcp_lifecycle's end counts: sent is `bytes_sent` less
+`bytes_retrans`, received is `bytes_received` less the peer's FIN. Each pair is
+read in the order that can only under-read (sent before retransmitted, bytes
+before the state that says a FIN came), so a figure counted is never more than
+the end finds.
+
+Adoption. The walk made at start-up, with `adopt` set, finds connections open
+before gespann: they have no storage yet. It makes theirs holding what they had
+moved then, adds nothing, and writes the same figures into their adopted
+entry (by cookie), so a pre-existing connection's record and the row both
+count from that moment. Later walks never make storage: a socket without it is
+counted whole by its end.
+
+Idle. A connection is idle when no payload went either way for longer than
+the threshold, as tcp_info tells it (`lsndtime`, `icsk_ack.lrcvtime`, in
+jiffies). The threshold comes in jiffies, so user space needs the kernel's HZ:
+each walk's last call writes `bpf_jiffies64` and `bpf_ktime_get_ns` (see
+collector/tcp.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Mapping, NamedTuple, Optional
+
+from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, W, Program, Record, Register, u64
+
+from ..bpf.errors import BPFError, PermissionDeniedError
+from ..bpf.fd import Closable
+from ..bpf.links import IteratorLink, attach_iterator
+from ..bpf.maps import ArrayMap, Map, SocketStorageMap
+from ..bpf.programs import LoadedProgram, load_program
+from ..bpf.syscall import AttachType, ProgType
+from ..btf import KernelTypes
+from ..btf.writer import storage_types
+from .map_calls import emit_map_lookup
+from .netns import in_namespace
+from .record_codec import RecordCodec
+from .tcp_connections import ADOPTED, ENTRY
+from .socket_state import OPEN_STATES, PEER_FIN_IN
+from .tcp_stats import Layout
+
+#: Socket storage: payload of the connection already in tcp_lifecycle's row, in the socket's own terms.
+COUNTED = Record("tcp_counted", [("sent", u64), ("received", u64)])
+COUNTED_MAP = "tcp_counted"
+#: What an end leaves in COUNTED: nothing more may be added by a walk.
+ENDED = (1 << 64) - 1
+#: bpf_sk_storage_get's flag to make the storage when the socket has none.
+STORAGE_CREATE = 1
+
+#: The walk's inputs (set by user space before each pass) and outputs (zeroed with them).
+WALK = Record("tcp_walk", [
+    ("adopt", u64),  # 1: the start-up walk (see the module docstring)
+    ("idle_after_jiffies", u64),  # a connection idle for longer than this counts as idle
+    ("open", u64),
+    ("idle", u64),
+    ("jiffies", u64),  # bpf_jiffies64 and bpf_ktime_get_ns at the walk's end
+    ("ktime_ns", u64),
+])
+WALK_MAP = "tcp_walk"
+
+ITERATOR = "bpf_iter_tcp"
+#: tcp_lifecycle's flavours whose sockets are BTF pointers, as bpf_sk_storage_get takes them.
+STORAGE_FLAVOURS = ("tp_btf", "fentry")
+
+# Stack slots.
+_KEY = -8
+_COOKIE = -16
+_DELTA_SENT = -24
+_DELTA_RECEIVED = -32
+_SENT = -40
+_RECEIVED = -48
+
+
+def counted_map() -> SocketStorageMap:
+    types = storage_types("gsp_tcp_counted", [(field.name, 8) for field in COUNTED.fields])
+    return SocketStorageMap(COUNTED.size, types.blob, types.key_type_id, types.value_type_id,
+                            name="gsp_tcp_counted")
+
+
+def walk_map() -> ArrayMap:
+    return ArrayMap(RecordCodec(WALK), 1, name="gsp_tcp_walk")
+
+
+def program(types: KernelTypes, stats: str) -> Program:
+    """The iter/tcp program: `stats` names tcp_lifecycle's per-CPU row."""
+    p = Program("gsp_tcp_walk")
+    p.ldx(DW, R7, R1, 8)  # struct bpf_iter__tcp: meta, then sk_common (NULL on the last call)
+    p.st(W, R10, _KEY, 0)
+    emit_map_lookup(p, WALK_MAP, _KEY)
+    p.jeq(R0, 0, "out")
+    p.mov(R9, R0)
+    p.jeq(R7, 0, "last")
+    state = types.field("sock_common.skc_state").offset
+    p.ldx(B, R1, R7, state)
+    for open_state in OPEN_STATES:
+        p.jeq(R1, open_state, "open")
+    p.ja("out")
+
+    p.label("open")
+    p.mov(R1, R7)
+    p.call("skc_to_tcp_sock")
+    p.jeq(R0, 0, "out")  # a request or timewait socket: no connection of its own
+    p.mov(R8, R0)
+    p.mov(R1, 1)
+    p.atomic_add(DW, R9, WALK.offset("open"), R1)
+    _emit_idle(p, types)
+    _emit_payload(p, types, state)
+
+    p.st(DW, R10, _DELTA_SENT, 0)
+    p.st(DW, R10, _DELTA_RECEIVED, 0)
+    emit_storage_get(p, R8, 0)
+    p.jne(R0, 0, "counted")
+    p.ldx(DW, R1, R9, WALK.offset("adopt"))
+    p.jeq(R1, 0, "out")  # no storage: its end counts it whole
+    emit_storage_get(p, R8, STORAGE_CREATE)
+    p.jeq(R0, 0, "out")  # no memory for it: its end counts it whole
+    p.mov(R6, R0)
+    _emit_adopt(p, types)
+    p.ja("out")
+
+    p.label("counted")
+    p.mov(R6, R0)
+    _emit_advance(p, "sent", _SENT, _DELTA_SENT)
+    _emit_advance(p, "received", _RECEIVED, _DELTA_RECEIVED)
+    p.st(W, R10, _KEY, 0)
+    emit_map_lookup(p, stats, _KEY)
+    p.jeq(R0, 0, "out")
+    p.ldx(DW, R1, R10, _DELTA_SENT)
+    p.atomic_add(DW, R0, 8 * Layout.BYTES_SENT, R1)
+    p.ldx(DW, R1, R10, _DELTA_RECEIVED)
+    p.atomic_add(DW, R0, 8 * Layout.BYTES_RECEIVED, R1)
+    p.ja("out")
+
+    p.label("last")
+    p.call("jiffies64")
+    p.stx(DW, R9, WALK.offset("jiffies"), R0)
+    p.call("ktime_get_ns")
+    p.stx(DW, R9, WALK.offset("ktime_ns"), R0)
+
+    p.label("out")
+    p.mov(R0, 0)
+    p.exit()
+    return p
+
+
+def _emit_idle(p: Program, types: KernelTypes) -> None:
+    """Count the connection (tcp_sock in R8) idle when neither way moved payload for longer than the
+    threshold: tcp_info's min(last_data_sent, last_data_recv), in jiffies (u32 arithmetic, as the kernel's)."""
+    p.call("jiffies64")
+    p.ldx(W, R1, R8, types.field("tcp_sock.lsndtime").offset)
+    p.mov32(R2, R0)
+    p.sub32(R2, R1)
+    p.ldx(W, R1, R8, types.field("inet_connection_sock.icsk_ack.lrcvtime").offset)
+    p.mov32(R3, R0)
+    p.sub32(R3, R1)
+    p.ldx(DW, R4, R9, WALK.offset("idle_after_jiffies"))
+    p.jle(R2, R4, "idle.done")
+    p.jle(R3, R4, "idle.done")
+    p.mov(R1, 1)
+    p.atomic_add(DW, R9, WALK.offset("idle"), R1)
+    p.label("idle.done")
+
+
+def _emit_payload(p: Program, types: KernelTypes, state: int) -> None:
+    """_SENT and _RECEIVED: the payload of the tcp_sock in R8 (sock_common in R7), read so as to under-read."""
+    p.ldx(DW, R1, R8, types.field("tcp_sock.bytes_sent").offset)
+    p.ldx(DW, R2, R8, types.field("tcp_sock.bytes_retrans").offset)
+    _emit_saturating_sub(p, R1, R2, "sent")
+    p.stx(DW, R10, _SENT, R1)
+    p.ldx(DW, R1, R8, types.field("tcp_sock.bytes_received").offset)
+    p.ldx(B, R2, R7, state)
+    for fin_state in PEER_FIN_IN:
+        p.jeq(R2, fin_state, "payload.fin")
+    p.ja("payload.received")
+    p.label("payload.fin")
+    p.mov(R2, 1)
+    _emit_saturating_sub(p, R1, R2, "received")
+    p.label("payload.received")
+    p.stx(DW, R10, _RECEIVED, R1)
+
+
+def _emit_saturating_sub(p: Program, value, amount, name: str) -> None:
+    p.jge(value, amount, f"sub.{name}")
+    p.mov(amount, value)
+    p.label(f"sub.{name}")
+    p.sub(value, amount)
+
+
+def emit_storage_get(p: Program, sk: Register, flags: int) -> None:
+    """R0 = the COUNTED storage of the socket in `sk` (a BTF pointer), or NULL; with STORAGE_CREATE, made
+    zeroed if it has none (NULL without memory). Clobbers R0-R5."""
+    p.ld_map(R1, COUNTED_MAP)
+    p.mov(R2, sk)
+    p.mov(R3, 0)
+    p.mov(R4, flags)
+    p.call("sk_storage_get")
+
+
+def _emit_advance(p: Program, field: str, now_slot: int, delta_slot: int) -> None:
+    """Move COUNTED.field (storage in R6) from what it holds to the payload at `now_slot`, by one
+    compare-and-swap; when it succeeds, the difference goes to `delta_slot`. Skipped once the end
+    has taken the storage (ENDED), or if the end or another walk moved it first."""
+    done, offset = f"advance.{field}", COUNTED.offset(field)
+    p.ldx(DW, R0, R6, offset)
+    p.jeq(R0, -1, done)  # ENDED
+    p.ldx(DW, R1, R10, now_slot)
+    p.jle(R1, R0, done)
+    p.mov(R3, R0)
+    p.mov(R2, R1)
+    p.atomic_cmpxchg(DW, R6, offset, R2)
+    p.jne(R0, R3, done)
+    p.sub(R1, R3)
+    p.stx(DW, R10, delta_slot, R1)
+    p.label(done)
+
+
+def _emit_adopt(p: Program, types: KernelTypes) -> None:
+    """A connection open before gespann (storage just made, in R6): what it moved so far is not counted,
+    and its adopted entry, if it has one, starts from the same figures."""
+    for field, slot in (("sent", _SENT), ("received", _RECEIVED)):
+        p.ldx(DW, R2, R10, slot)
+        p.mov(R0, 0)
+        p.atomic_cmpxchg(DW, R6, COUNTED.offset(field), R2)
+    p.ldx(DW, R1, R7, types.field("sock_common.skc_cookie.counter").offset)
+    p.stx(DW, R10, _COOKIE, R1)
+    emit_map_lookup(p, ADOPTED, _COOKIE)
+    p.jeq(R0, 0, "out")
+    p.ldx(DW, R1, R10, _SENT)
+    p.stx(DW, R0, ENTRY.offset("sent_at_start"), R1)
+    p.ldx(DW, R1, R10, _RECEIVED)
+    p.stx(DW, R0, ENTRY.offset("received_at_start"), R1)
+
+
+class WalkTotals(NamedTuple):
+    open: int
+    idle: int
+    jiffies: int
+    ktime_ns: int
+
+
+class TcpWalk(Closable):
+    """The walk, loaded and linked over tcp_lifecycle's maps; `run()` makes one pass in `netns_path`
+    (the watched namespace; None: gespann's own) and returns its totals."""
+
+    def __init__(self, maps: Mapping[str, Map], stats: str, types: KernelTypes):
+        self._lock = threading.Lock()
+        self._walk = walk_map()
+        try:
+            code = program(types, stats)
+            self._program: LoadedProgram = load_program(
+                code, ProgType.TRACING, maps={**maps, WALK_MAP: self._walk},
+                expected_attach_type=AttachType.TRACE_ITER, attach_btf_id=types.func(ITERATOR).btf_id)
+            self._link: IteratorLink = attach_iterator(self._program)
+        except BaseException:
+            self._walk.close()
+            raise
+
+    def run(self, idle_after_jiffies: int, netns_path: Optional[str] = None, adopt: bool = False) -> WalkTotals:
+        with self._lock:
+            inputs = dict.fromkeys((field.name for field in WALK.fields), 0)
+            inputs.update(adopt=int(adopt), idle_after_jiffies=min(idle_after_jiffies, (1 << 32) - 1))
+            self._walk[0] = inputs
+            in_namespace(netns_path, self._link.run)
+            out = self._walk[0]
+        return WalkTotals(out.open, out.idle, out.jiffies, out.ktime_ns)
+
+    def close(self) -> None:
+        for resource in (self._link, self._program, self._walk):
+            resource.close()
+
+
+@functools.lru_cache(maxsize=None)
+def unavailable_reason(types_source: str = "auto") -> Optional[str]:
+    """Why this kernel cannot run the walk (None: it can): iter/tcp (5.9), socket storage from tracing
+    programs (5.11) and compare-and-swap (5.12) are tried for real, on a throw-away program."""
+    from ..btf import BTFError, kernel_has_btf, kernel_types
+
+    if not kernel_has_btf():
+        return "the kernel exposes no BTF (/sys/kernel/btf/vmlinux), which iterators need"
+    try:
+        types = kernel_types(types_source)
+    except BTFError as err:
+        return f"no kernel types: {err}"
+    try:
+        for key in ("tcp_sock.lsndtime", "inet_connection_sock.icsk_ack.lrcvtime", "tcp_sock.bytes_sent",
+                    "tcp_sock.bytes_retrans"):
+            if types.optional_field(key) is None:
+                return f"the kernel has no {key}"
+        if types.funcs.get(ITERATOR) is None:
+            return f"the kernel has no TCP iterator ({ITERATOR}, 5.9+)"
+        from .tcp_stats import stats_map
+
+        with counted_map() as counted, stats_map() as stats, ArrayMap(RecordCodec(ENTRY), 1) as adopted:
+            TcpWalk({COUNTED_MAP: counted, "stats": stats, ADOPTED: adopted}, "stats", types).close()
+    except PermissionDeniedError as err:
+        if err.missing:
+            raise  # not the kernel's limit: the capability is named, as for any other program
+        return f"the kernel refused the walk: {str(err).splitlines()[0]}"
+    except (BPFError, KeyError, OSError) as err:
+        first_line = str(err).splitlines()[0]
+        return f"the kernel refused the walk (iter/tcp 5.9+, socket storage in tracing 5.11+, cmpxchg 5.12+): " \
+               f"{first_line}"
+    return None

@@ -1,0 +1,155 @@
+"""The kernel walk of open TCP connections: taken where the kernel runs it, and exact without any hold.
+
+Byte counters of open connections come from the walk (probes/tcp_walk.py) where
+the kernel has iter/tcp, socket storage in tracing programs and
+compare-and-swap; from sock_diag elsewhere. Either way a counter must never go
+down between two collections, and once every connection has ended it must
+equal both the sum of the connections' records and what the application
+itself wrote, while collections run all along, racing the ends.
+"""
+import random
+import socket
+import struct
+import threading
+import time
+
+import pytest
+from loopback import wait_for
+from namespaces import Namespace
+
+from gespann.bpf.channel import EventChannel
+from gespann.bpf.errors import FeatureUnsupportedError
+from gespann.collector.collector import KernelCollector
+from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets, tcp_walk
+
+pytestmark = pytest.mark.root
+PROBES = (tcp_lifecycle.PROBE, *tcp_resets.PROBES)
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def require_walk() -> None:
+    why = tcp_walk.unavailable_reason()
+    if why is not None:
+        pytest.skip(f"n/a: {why}")
+
+
+def test_the_walk_is_taken_where_the_kernel_runs_it_and_sock_diag_where_asked(namespace):
+    require_walk()
+    with ProbeSet.attach(PROBES, AttachSettings(netns=namespace.inode)) as probes:
+        assert probes["tcp_lifecycle"].flavour.mode in tcp_walk.STORAGE_FLAVOURS
+        assert probes.tcp_walk is not None
+        assert tcp_walk.COUNTED_MAP in probes["tcp_lifecycle"].maps
+    with ProbeSet.attach(PROBES, AttachSettings(netns=namespace.inode, open_connections="sock_diag")) as probes:
+        assert probes.tcp_walk is None and tcp_walk.COUNTED_MAP not in probes["tcp_lifecycle"].maps
+    forced = AttachSettings(mode="raw_tracepoint", netns=namespace.inode)
+    with ProbeSet.attach(PROBES, forced) as probes:  # its sockets are not BTF pointers: no storage
+        assert probes.tcp_walk is None
+    insisted = AttachSettings(mode="raw_tracepoint", netns=namespace.inode, open_connections="kernel_walk")
+    with pytest.raises(FeatureUnsupportedError, match="only its fentry and tp_btf flavours keep the walk's storage"):
+        ProbeSet.attach(PROBES, insisted)
+
+
+class Churn:
+    """Connections opened, fed both ways, and ended (closed, or reset once the peer has read everything)
+    at random, in the calling thread's namespace; `written` is every payload byte the application wrote."""
+
+    def __init__(self, seed: int, concurrent: int):
+        self.random, self.concurrent = random.Random(seed), concurrent
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(256)
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.written = 0
+        self.ended = 0
+
+    def step(self) -> None:
+        while len(self.pairs) < self.concurrent:
+            client = socket.create_connection(self.listener.getsockname())
+            server, _ = self.listener.accept()
+            self.pairs.append((client, server))
+        for client, server in self.random.sample(self.pairs, k=min(20, len(self.pairs))):
+            for sender, receiver in ((client, server), (server, client)):
+                size = self.random.choice((0, 1, 100, 1460, 5000, 70000))
+                if size:
+                    sender.sendall(b"p" * size)
+                    _receive(receiver, size)
+                    self.written += size
+        for _ in range(self.random.randint(0, 8)):
+            self.end(self.pairs.pop(self.random.randrange(len(self.pairs))), reset=self.random.random() < 0.3)
+
+    def end(self, pair: tuple[socket.socket, socket.socket], reset: bool) -> None:
+        closing, other = pair if self.random.random() < 0.5 else pair[::-1]
+        if reset:
+            closing.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        closing.close()
+        try:
+            assert other.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        other.close()
+        self.ended += 2  # an end on each side
+
+    def close(self) -> None:
+        while self.pairs:
+            self.end(self.pairs.pop(), reset=False)
+        self.listener.close()
+
+
+def _receive(sock: socket.socket, size: int) -> None:
+    while size:
+        size -= len(sock.recv(min(size, 1 << 16)))
+
+
+@pytest.mark.parametrize("open_connections", ["kernel_walk", "sock_diag"])
+def test_counters_never_go_down_and_end_equal_to_the_records_and_the_application(namespace, open_connections):
+    if open_connections == "kernel_walk":
+        require_walk()
+    channel = EventChannel.for_reader("auto", "gsp_records")
+    settings = AttachSettings(netns=namespace.inode, open_connections=open_connections)
+    with channel, ProbeSet.attach(PROBES, settings, records=channel) as probes, \
+            KernelCollector(probes, namespace.path, records=channel) as collector:
+        assert (probes.tcp_walk is not None) == (open_connections == "kernel_walk")
+        seen, stop, failures = [], threading.Event(), []
+
+        def collect():  # collections all along, racing the ends
+            previous = (0, 0)
+            while not stop.is_set():
+                series = collector.snapshot()["bytes_total"].series
+                now = tuple(sum(n for key, n in series.items() if ("direction", d) in key)
+                            for d in ("sent", "received"))
+                if now[0] < previous[0] or now[1] < previous[1]:
+                    failures.append((previous, now))
+                previous = now
+                seen.append(now)
+
+        collecting = threading.Thread(target=collect)
+        collecting.start()
+        records = []
+        with namespace.enter():
+            churn = Churn(seed=13, concurrent=150)
+            try:
+                deadline = time.monotonic() + 6
+                for _ in range(400):
+                    if time.monotonic() > deadline:
+                        break
+                    churn.step()
+                    records.extend(collector.events(timeout=0))
+            finally:
+                churn.close()
+                stop.set()
+                collecting.join(timeout=30)
+        assert len(seen) > 20, "collections should have raced the churn"
+        assert not failures, f"a counter went down between two collections: {failures[:3]}"
+
+        def all_ended():
+            records.extend(collector.events(timeout=0))
+            return len(records) == churn.ended
+        wait_for(all_ended, timeout=10)
+        assert len(records) == churn.ended
+        snapshot = collector.snapshot()
+        sent = snapshot["bytes_total"].value(protocol="tcp", direction="sent")
+        received = snapshot["bytes_total"].value(protocol="tcp", direction="received")
+        assert sum(r.bytes_sent for r in records) == churn.written
+        assert sum(r.bytes_received for r in records) == churn.written
+        assert (sent, received) == (churn.written, churn.written)
+        assert snapshot["connections_open"].value(protocol="tcp") == 0
