@@ -258,9 +258,10 @@ class IteratorLink(Link):
             fd.close()
 
 
-def attach_iterator(program: LoadedProgram) -> IteratorLink:
+def attach_iterator(program: LoadedProgram, map_fd: Optional[int] = None) -> IteratorLink:
     """Link a TRACING program loaded with expected_attach_type TRACE_ITER (and the BTF id of the
-    kernel's `bpf_iter_<target>` function) to its walk; `IteratorLink.run()` makes each pass."""
+    kernel's `bpf_iter_<target>` function) to its walk; `IteratorLink.run()` makes each pass. A walk of
+    one map's elements (bpf_map_elem, bpf_sk_storage_map) names the map by `map_fd`."""
     _check_program(program, "attach_iterator", ProgType.TRACING, AttachType.TRACE_ITER)
-    link_fd = syscall.bpf_link_create(int(program.fd), 0, AttachType.TRACE_ITER)
+    link_fd = syscall.bpf_link_create(int(program.fd), 0, AttachType.TRACE_ITER, iter_map_fd=map_fd)
     return IteratorLink(program, f"iter:btf#{program.attach_btf_id}", AttachMode.LINK, link_fd=link_fd)

@@ -306,7 +306,12 @@ class KeyValueMap(Map):
     def _batch_read(self, cmd: Cmd) -> list[tuple[Any, Any]]:
         if cmd not in self._unsupported:
             try:
-                return self._batch_read_chunks(cmd)
+                pairs: list[tuple[Any, Any]] = []
+                entry = self._entry_size()
+                for raw_keys, raw_values, count in self._batch_read_chunks(cmd):
+                    pairs.extend((self._decode_key(raw_keys[i * self.key_size:(i + 1) * self.key_size]),
+                                  self._decode_value(raw_values[i * entry:(i + 1) * entry])) for i in range(count))
+                return pairs
             except BPFError as e:
                 if e.errno not in _UNSUPPORTED:
                     raise
@@ -315,14 +320,40 @@ class KeyValueMap(Map):
             return list(self.items())
         return [(key, self.pop(key)) for key in list(self.keys())]
 
-    def _batch_read_chunks(self, cmd: Cmd) -> list[tuple[Any, Any]]:
+    def raw_chunks(self) -> Iterator[tuple[bytes, bytes, int]]:
+        """Every element undecoded, a chunk at a time: (keys, values, count), each key and value in the
+        kernel's layout, back to back. For a walk over a large map that decodes only the fields it needs
+        (struct.iter_unpack over `values`), and keeps no object per element."""
+        if Cmd.MAP_LOOKUP_BATCH not in self._unsupported:
+            try:
+                yield from self._batch_read_chunks(Cmd.MAP_LOOKUP_BATCH)
+                return
+            except BPFError as e:
+                if e.errno not in _UNSUPPORTED:
+                    raise
+                self._unsupported.add(Cmd.MAP_LOOKUP_BATCH)
+        keys, values = bytearray(), bytearray()
+        for raw_key in self.keys():
+            value = self._value_buffer()
+            try:
+                syscall.bpf_map_lookup_elem(int(self.fd), _buffer(self._key_bytes(raw_key)), value)
+            except KeyNotFoundError:
+                continue
+            except BPFError as e:
+                if e.errno == errno.ENOENT:
+                    continue
+                raise
+            keys += self._key_bytes(raw_key)
+            values += value.raw
+        yield bytes(keys), bytes(values), len(keys) // self.key_size
+
+    def _batch_read_chunks(self, cmd: Cmd) -> Iterator[tuple[bytes, bytes, int]]:
         """Page through the map. The batch token is opaque: a key for arrays, a bucket index
         (u32) for hashes, hence max(key_size, 4) bytes. A hash bucket larger than the chunk
         makes the kernel say ENOSPC, and the chunk grows."""
         chunk = min(self.max_entries, _BATCH_CHUNK)
         token_size = max(self.key_size, 4)
         position, following = None, ctypes.create_string_buffer(token_size)
-        pairs: list[tuple[Any, Any]] = []
         while True:
             keys, values = ctypes.create_string_buffer(chunk * self.key_size), self._value_buffer(chunk)
             try:
@@ -332,11 +363,9 @@ class KeyValueMap(Map):
                     chunk = min(chunk * 2, self.max_entries)
                     continue
                 raise
-            entry, raw_keys, raw_values = self._entry_size(), keys.raw, values.raw
-            pairs.extend((self._decode_key(raw_keys[i * self.key_size:(i + 1) * self.key_size]),
-                          self._decode_value(raw_values[i * entry:(i + 1) * entry])) for i in range(count))
+            yield keys.raw[:count * self.key_size], values.raw[:count * self._entry_size()], count
             if done:
-                return pairs
+                return
             position, following = following, ctypes.create_string_buffer(token_size)
 
 

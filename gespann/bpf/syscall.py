@@ -371,8 +371,14 @@ def bpf_iter_create(link_fd: int) -> Fd:
 
 # --- attachment -------------------------------------------------------------------------------
 
+class _IterInfo(ctypes.Structure):
+    _fields_ = [("iter_info", ctypes.c_uint64), ("iter_info_len", ctypes.c_uint32)]
+
+
 class _LinkTarget(ctypes.Union):
-    _fields_ = [("target_btf_id", ctypes.c_uint32), ("perf_event_bpf_cookie", ctypes.c_uint64)]
+    _anonymous_ = ("iter",)
+    _fields_ = [("target_btf_id", ctypes.c_uint32), ("perf_event_bpf_cookie", ctypes.c_uint64),
+                ("iter", _IterInfo)]
 
 
 class LinkCreateAttr(ctypes.Structure):
@@ -385,11 +391,22 @@ class RawTracepointOpenAttr(ctypes.Structure):
     _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32)]
 
 
-def bpf_link_create(prog_fd: int, target_fd: int, attach_type: AttachType, cookie: int = 0) -> Fd:
+class IterLinkInfo(ctypes.Structure):
+    """union bpf_iter_link_info, as far as gespann uses it: the map an element iterator walks."""
+    _fields_ = [("map_fd", ctypes.c_uint32)]
+
+
+def bpf_link_create(prog_fd: int, target_fd: int, attach_type: AttachType, cookie: int = 0,
+                    iter_map_fd: Optional[int] = None) -> Fd:
     """A bpf_link: on a perf event (target_fd, PERF_EVENT), or for a TRACING program on the BTF
-    target it was loaded for (target_fd 0, its expected_attach_type)."""
+    target it was loaded for (target_fd 0, its expected_attach_type); an iterator over a map's
+    elements names the map (`iter_map_fd`)."""
     attr = LinkCreateAttr(prog_fd=prog_fd, target_fd=target_fd & 0xFFFFFFFF, attach_type=attach_type)
     attr.perf_event_bpf_cookie = cookie
+    info = None
+    if iter_map_fd is not None:
+        info = IterLinkInfo(map_fd=iter_map_fd)
+        attr.iter_info, attr.iter_info_len = ctypes.addressof(info), ctypes.sizeof(info)
     return Fd(bpf(Cmd.LINK_CREATE, attr))
 
 

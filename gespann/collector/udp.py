@@ -9,13 +9,15 @@ Each collection reads the row, then the whole map once, and:
   from the map (with lookup-and-delete where the kernel has it, so its final
   counts come with the removal), its duration (first to last datagram) goes to
   the histogram, and an event is queued for `expired_events()`;
-- ends a flow the kernel evicted (the map was full), with the figures last
-  read for its event, and counts the eviction;
-- counts as ended, and evicted, the flows the kernel made and evicted again
-  between two reads, which user space never saw: every flow made is open (in
-  the map), or ended. The row is read before the map, so a flow made between
-  the two reads can only lower that count for one collection, never raise it;
-  the count is held at its highest.
+- counts the flows open, by role, and the idle ones;
+- counts as ended, and evicted, the flows the kernel evicted from a full map:
+  every flow made is open (in the map), or ended by user space, or evicted.
+  The row is read before the map, so a flow made between the two reads can
+  only lower that count for one collection, never raise it; the count is held
+  at its highest. An evicted flow has no event: its figures went with it.
+A read keeps nothing per flow: it decodes each flow's last time and role from
+the kernel's bytes in one pass (struct.iter_unpack), and decodes whole only the
+flows that end.
 A flow evicted from a full map is logged once, with the config key
 (limits.udp_flows) that raises the bound.
 
@@ -31,6 +33,7 @@ import bisect
 import ipaddress
 import logging
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -41,7 +44,7 @@ from ..bpf.errors import KeyNotFoundError
 from ..bpf.maps import Map
 from ..probes import AttachedProbe
 from ..probes.tcp_stats import BUCKET_BOUNDS_US
-from ..probes.udp_flows import CLIENT, MAP_NAME, TOTALS, Totals
+from ..probes.udp_flows import CLIENT, FLOW, KEY_CODEC, MAP_NAME, TOTALS, Totals
 from .catalogue import DIRECTIONS, ROLES
 from .model import ConnectionEvent, Histogram, Labels, Value, labels
 
@@ -52,8 +55,10 @@ BOUNDS_SECONDS = tuple(bound * 1e-6 for bound in BUCKET_BOUNDS_US)
 _BOUNDS_NS = tuple(bound * 1000 for bound in BUCKET_BOUNDS_US)
 #: Ended flows kept for expired_events() at most; older ones are dropped (and counted) beyond that.
 MAX_PENDING_EVENTS = 65536
-#: The reason of an event for a flow the kernel evicted from a full map, rather than one that went idle.
-EVICTED = "evicted"
+#: Of each flow, what a collection reads: its last datagram's time and its role (udp_flows.FLOW's layout).
+_TIMES_AND_ROLE = struct.Struct(
+    f"<{FLOW.offset('last_ns')}xQ{FLOW.offset('role') - FLOW.offset('last_ns') - 8}xI"
+    f"{FLOW.size - FLOW.offset('role') - 4}x")
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,10 @@ class UdpMetrics:
     itself with the totals row as `totals`. `idle_timeout` and `flow_timeout` are
     seconds (config connections.idle_timeout and connections.udp_flow_timeout).
     Safe to call from several threads.
+
+    Nothing is kept per flow between reads: a read decodes only each flow's times
+    and role, straight from the kernel's bytes, and turns only ended flows into
+    objects, so memory and most of the time spent do not grow with the flows open.
     """
 
     def __init__(self, flows: AttachedProbe | Map, idle_timeout: float, flow_timeout: float,
@@ -145,10 +154,10 @@ class UdpMetrics:
         self._idle_ns, self._timeout_ns = int(idle_timeout * 1e9), int(flow_timeout * 1e9)
         self._clock, self._wall_clock = clock, wall_clock
         self._lock = threading.Lock()
-        self._open: dict[tuple, UdpFlow] = {}
+        self._open_by_role = dict.fromkeys(ROLES, 0)  # as the last read found them
+        self._idle = 0
         self._closed = dict.fromkeys(ROLES, 0)  # flows user space saw end
-        self._ended_unseen = dict.fromkeys(ROLES, 0)  # flows made and evicted between two reads
-        self._evicted_seen = 0
+        self._ended_unseen = dict.fromkeys(ROLES, 0)  # flows the kernel evicted (user space never saw them end)
         self._eviction_logged = False
         self._durations = [0] * (len(_BOUNDS_NS) + 1)
         self._duration_sum_ns = 0
@@ -159,29 +168,25 @@ class UdpMetrics:
     def series(self) -> Series:
         with self._lock:
             row = [sum(per_cpu) for per_cpu in zip(*self._totals[0])]  # before the map: see the docstring
-            now = self._scan()
+            self._scan()
             opened = {role: row[Totals.FLOWS_MADE + i] for i, role in enumerate(ROLES)}
-            open_by_role = dict.fromkeys(ROLES, 0)
-            for flow in self._open.values():
-                open_by_role[flow.role] += 1
             for role in ROLES:
-                unseen = opened[role] - self._closed[role] - open_by_role[role]
+                unseen = opened[role] - self._closed[role] - self._open_by_role[role]
                 self._ended_unseen[role] = max(self._ended_unseen[role], unseen)
-            evicted = self._evicted_seen + sum(self._ended_unseen.values())
+            evicted = sum(self._ended_unseen.values())
             if evicted and not self._eviction_logged:
                 self._eviction_logged = True
                 log.warning("udp: the flow map is full (%d flows) and the kernel evicts flows before they go idle: "
-                            "totals stay exact, but an evicted flow's own figures are incomplete (counted in "
+                            "totals stay exact, but an evicted flow's own figures and event are lost (counted in "
                             "gespann_flows_evicted_total); raise limits.udp_flows to keep them",
                             self._map.max_entries)
             udp = labels(protocol="udp")
-            idle = sum(1 for flow in self._open.values() if now - flow.last_ns > self._idle_ns)
             return {
-                "connections_open": {udp: len(self._open)},
+                "connections_open": {udp: sum(self._open_by_role.values())},
                 "connections_opened_total": {labels(protocol="udp", role=r): n for r, n in opened.items()},
                 "connections_closed_total": {labels(protocol="udp", role=r): self._closed[r] + self._ended_unseen[r]
                                              for r in ROLES},
-                "connections_idle": {udp: idle},
+                "connections_idle": {udp: self._idle},
                 "bytes_total": {labels(protocol="udp", direction=d): row[Totals.BYTES + i]
                                 for i, d in enumerate(DIRECTIONS)},
                 "datagrams_total": {labels(direction=d): row[Totals.DATAGRAMS + i] for i, d in enumerate(DIRECTIONS)},
@@ -201,41 +206,37 @@ class UdpMetrics:
             return events
 
     def open_flows(self) -> list[UdpFlow]:
-        """The flows open now, as read now (after ending the idle ones)."""
+        """The flows open now, each decoded whole (after ending the idle ones): for inspection, not
+        for collections."""
         with self._lock:
             self._scan()
-            return list(self._open.values())
+            return [UdpFlow.parse(key, value) for key, value in self._map.lookup_batch()]
 
-    def _scan(self) -> int:
-        """Read the map once: new flows opened, idle or evicted ones ended. Returns the time of the read."""
-        entries = self._map.lookup_batch()
+    def _scan(self) -> None:
+        """Read the map once: count the open flows by role and the idle ones, and end those idle past the
+        flow timeout (removed, with their final figures, and an event each)."""
         now = self._clock()
-        current = {}
-        for key, value in entries:
-            flow = UdpFlow.parse(key, value)
-            current[flow.identity] = (key, flow)
-        for identity, known in list(self._open.items()):
-            found = current.get(identity)
-            if found is None or found[1].first_ns != known.first_ns:  # evicted (and perhaps made anew)
-                del self._open[identity]
-                self._end(known, EVICTED)
-        for identity, (key, flow) in current.items():
-            if now - flow.last_ns <= self._timeout_ns:
-                self._open[identity] = flow
-                continue
-            self._open.pop(identity, None)
+        open_by_role, idle, expired = [0] * len(ROLES), 0, []
+        key_size = self._map.key_size
+        for keys, values, _ in self._map.raw_chunks():
+            for i, (last_ns, role) in enumerate(_TIMES_AND_ROLE.iter_unpack(values)):
+                age = now - last_ns
+                if age > self._timeout_ns:
+                    expired.append(keys[i * key_size:(i + 1) * key_size])
+                    continue
+                open_by_role[role if role < len(ROLES) else CLIENT] += 1
+                idle += age > self._idle_ns
+        for raw_key in expired:
+            key = KEY_CODEC.parse(raw_key)
             try:
                 final = UdpFlow.parse(key, self._map.pop(key))
-            except KeyNotFoundError:  # evicted between the read and now: what was read is all there is
-                final = flow
-            if final.first_ns != flow.first_ns:  # evicted and made anew in between: two flows end
-                self._end(flow, EVICTED)
+            except KeyNotFoundError:  # evicted since the read: counted among the unseen ends
+                continue
             self._end(final, "")
-        return now
+        self._open_by_role, self._idle = dict(zip(ROLES, open_by_role)), idle
 
     def _end(self, flow: UdpFlow, reason: str) -> None:
         self._closed[flow.role] += 1
-        self._evicted_seen += reason == EVICTED
         self._durations[bisect.bisect_left(_BOUNDS_NS, flow.duration_ns)] += 1
         self._duration_sum_ns += flow.duration_ns
         if len(self._pending) >= MAX_PENDING_EVENTS:

@@ -50,9 +50,8 @@ only what is kept per flow, never what is counted.
 The kernel only adds; user space (collector/udp.py) reads the map when asked, ends flows idle past the flow
 timeout by deleting them, and keeps their totals. The map is LRU, its capacity
 the config's `limits.udp_flows`: when full, the least recently used flow is
-evicted. User space counts an evicted flow as ended (with the figures it last
-read, for its event) and counts the eviction, since that flow's own figures
-are then incomplete.
+evicted. User space counts an evicted flow as ended, and counts the eviction,
+since that flow's own figures (and its event) are lost with it.
 """
 
 from __future__ import annotations
