@@ -388,7 +388,7 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     p.ja("out")
 
     _emit_adopted(p, target, direct)
-    _emit_untracked(p)
+    _emit_untracked(p, target, uses_storage(target, direct))
 
 
 def _emit_storage_reset(p: Program) -> None:
@@ -486,9 +486,10 @@ def _emit_adopted(p: Program, target: BuildTarget, direct: bool) -> None:
     p.ja("close.entry")
 
 
-def _emit_untracked(p: Program) -> None:
+def _emit_untracked(p: Program, target: BuildTarget, storage: bool) -> None:
     """CLOSE without an entry: counted as untracked when it ends a connection or an open (a
-    listener's or a never-established server socket's CLOSE has no entry to miss)."""
+    listener's or a never-established server socket's CLOSE has no entry to miss). With the walk's
+    storage its bytes are still counted exactly: what walks have not counted yet goes to the row."""
     p.label("untracked")
     p.ldx(DW, R1, R10, _OLDSTATE)
     for state in TRACKED_FROM:
@@ -497,7 +498,50 @@ def _emit_untracked(p: Program) -> None:
     p.label("untracked.count")
     emit_row_pointer(p, STATS, R9, _ROW_KEY, "out")
     emit_add(p, R9, Layout.UNTRACKED, 1)
+    if storage:
+        _emit_untracked_bytes(p, target)
     p.ja("out")
+
+
+def _emit_untracked_bytes(p: Program, target: BuildTarget) -> None:
+    """The payload of an untracked end (socket in R7, a BTF pointer; row in R9) that walks have not
+    counted: its storage swapped for ENDED, the rest added. Its FIN is in as at any end: from
+    CLOSE_WAIT, LAST_ACK or CLOSING, and from FIN_WAIT2 once SOCK_DONE says it came."""
+    types = target.kernel_types
+    emit_storage_get(p, R7, 0)
+    p.jeq(R0, 0, "out")  # never walked: there is nothing of it in the row, nor anything to go by
+    for field, slot in (("sent", _COUNTED_SENT), ("received", _COUNTED_RECEIVED)):
+        p.mov(R1, -1)  # ENDED
+        p.atomic_xchg(DW, R0, COUNTED.offset(field), R1)
+        p.stx(DW, R10, slot, R1)
+    p.st(DW, R10, _PEER_FIN_IN, 0)
+    p.ldx(DW, R2, R10, _OLDSTATE)
+    for state in PEER_FIN_IN:
+        p.jeq32(R2, state, "untracked.fin")
+    p.jne32(R2, FIN_WAIT2, "untracked.counted")
+    emit_read_field(p, R1, R7, types.field("sock_common.skc_flags"), _READ_SCRATCH, direct=True)
+    p.rsh(R1, SOCK_DONE)
+    p.and_(R1, 1)
+    p.stx(DW, R10, _PEER_FIN_IN, R1)
+    p.ja("untracked.counted")
+    p.label("untracked.fin")
+    p.st(DW, R10, _PEER_FIN_IN, 1)
+    p.label("untracked.counted")
+    p.mov(R1, R7)
+    p.call("skc_to_tcp_sock")
+    p.jeq(R0, 0, "out")
+    p.ldx(DW, R4, R0, types.field("tcp_sock.bytes_sent").offset)
+    p.ldx(DW, R2, R0, types.field("tcp_sock.bytes_retrans").offset)
+    _emit_saturating_sub(p, R4, R2)
+    p.ldx(DW, R2, R10, _COUNTED_SENT)
+    _emit_saturating_sub(p, R4, R2)
+    emit_add(p, R9, Layout.BYTES_SENT, R4)
+    p.ldx(DW, R4, R0, types.field("tcp_sock.bytes_received").offset)
+    p.ldx(DW, R2, R10, _PEER_FIN_IN)
+    _emit_saturating_sub(p, R4, R2)
+    p.ldx(DW, R2, R10, _COUNTED_RECEIVED)
+    _emit_saturating_sub(p, R4, R2)
+    emit_add(p, R9, Layout.BYTES_RECEIVED, R4)
 
 
 def _emit_store_in_record(p: Program, records: bool, size, field: str, value) -> None:

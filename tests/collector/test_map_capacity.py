@@ -78,10 +78,19 @@ def test_udp_totals_are_exact_past_the_flow_map_and_evictions_are_counted(namesp
         assert len(warnings) == 1 and f"({flow_map.max_entries} flows)" in warnings[0]
 
 
+def exchange(pairs, size: int) -> None:
+    for client, server in pairs:
+        for sender, receiver in ((client, server), (server, client)):
+            sender.sendall(b"x" * size)
+            receiver.recv(size, socket.MSG_WAITALL)
+
+
 def test_tcp_ends_past_the_connection_map_are_counted_as_untracked(namespace, caplog):
     """40 connections open at once over an 8-entry map, then closed: every end is counted, as closed or,
-    for those whose entry was evicted, as untracked, and the eviction is logged once."""
-    n, capacity = 40, 8
+    for those whose entry was evicted, as untracked, and the eviction is logged once. Where the kernel
+    walk counts open connections, every byte is counted too, untracked ends' included: the socket's
+    storage, unlike the entry, cannot be evicted."""
+    n, capacity, before, after = 40, 8, 1000, 333
     settings = AttachSettings(netns=namespace.inode, capacities={"tcp_connections": capacity})
     with ProbeSet.attach((tcp_lifecycle.PROBE, *tcp_resets.PROBES), settings) as probes, \
             KernelCollector(probes, namespace.path) as collector:
@@ -89,6 +98,10 @@ def test_tcp_ends_past_the_connection_map_are_counted_as_untracked(namespace, ca
         with namespace.enter():
             traffic = TcpTraffic()
             pairs = [traffic.connect() for _ in range(n)]
+            exchange(pairs, before)
+        collector.snapshot()  # a walk counts the first part of their bytes while they are open
+        with namespace.enter():
+            exchange(pairs, after)
             for client, server in pairs:
                 client.close()
                 assert server.recv(1) == b""
@@ -112,3 +125,6 @@ def test_tcp_ends_past_the_connection_map_are_counted_as_untracked(namespace, ca
         assert counts(snapshot, "connections_reset_total") == {("sent",): 0, ("received",): 0}
         warnings = [r.getMessage() for r in caplog.records if "limits.tcp_connections" in r.getMessage()]
         assert len(warnings) == 1 and f"({capacity} entries)" in warnings[0]
+        if probes.tcp_walk is not None:
+            written = 2 * n * (before + after)  # both sides of each connection, each way
+            assert counts(snapshot, "bytes_total") == {("sent", "tcp"): written, ("received", "tcp"): written}

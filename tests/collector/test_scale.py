@@ -22,6 +22,8 @@ from gespann.probes.tcp_connections import CAPACITY
 pytestmark = [pytest.mark.root, pytest.mark.scale]
 HOLDERS, CONNECTIONS_EACH = 4, 9000
 SOCKETS = 2 * HOLDERS * CONNECTIONS_EACH
+#: Payload of each connection before it is held: the client sends 5 bytes, the server replies 3.
+PAYLOAD_EACH = 5 + 3
 
 #: One holder: CONNECTIONS_EACH connections to its own listener, held until told, then closed in order.
 HOLDER = """
@@ -38,6 +40,11 @@ for _ in range(count):
     client.bind((source, 0))
     client.connect(listener.getsockname())
     pairs.append((client, listener.accept()[0]))
+for client, server in pairs:
+    client.sendall(b"c" * 5)
+    server.recv(5, socket.MSG_WAITALL)
+    server.sendall(b"s" * 3)
+    client.recv(3, socket.MSG_WAITALL)
 print("ready", flush=True)
 sys.stdin.readline()
 for client, server in pairs:
@@ -47,6 +54,10 @@ for client, server in pairs:
 listener.close()
 print("closed", flush=True)
 """
+
+
+def bytes_each_way(snapshot) -> tuple[int, int]:
+    return tuple(snapshot["bytes_total"].value(protocol="tcp", direction=d) for d in ("sent", "received"))
 
 
 def test_72000_sockets_open_and_end_exactly_or_say_so(namespace):
@@ -65,6 +76,8 @@ def test_72000_sockets_open_and_end_exactly_or_say_so(namespace):
             scrape_cpu = time.process_time() - started
             opened = {tuple(v for _, v in key): n for key, n in snapshot["connections_opened_total"].series.items()}
             assert opened == {("tcp", "client"): SOCKETS // 2, ("tcp", "server"): SOCKETS // 2}
+            payload = HOLDERS * CONNECTIONS_EACH * PAYLOAD_EACH
+            assert bytes_each_way(snapshot) == (payload, payload)
             for holder in holders:
                 holder.stdin.write("close\n")
                 holder.stdin.flush()
@@ -88,4 +101,5 @@ def test_72000_sockets_open_and_end_exactly_or_say_so(namespace):
         untracked = last["connection_ends_untracked_total"].total()
         assert SOCKETS - CAPACITY <= untracked < SOCKETS // 4  # what the map could not keep, and no more
         assert last["connections_reset_total"].total() == 0
+        assert bytes_each_way(last) == (payload, payload)  # untracked ends' bytes included
         print(f"\n{SOCKETS} sockets: one scrape {scrape_cpu * 1000:.0f} ms of CPU; {untracked} ends untracked")
