@@ -71,7 +71,7 @@ from .netns import emit_netns_check
 from .probe import BuildTarget, Probe
 from .record_codec import RecordCodec
 from .socket_state import IPPROTO_TCP
-from .tcp_walk import COUNTED, COUNTED_MAP, STORAGE_CREATE, counted_map, emit_storage_get
+from .tcp_walk import COUNTED, COUNTED_MAP, counted_map, emit_storage_get
 from .stack import emit_zero
 from .tcp_connections import (
     ADOPTED,
@@ -392,10 +392,10 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
 
 
 def _emit_storage_reset(p: Program) -> None:
-    """A connection established (socket in R7): its COUNTED storage made, or zeroed if the socket had one
-    from a connection before (tcp_disconnect() zeroes its counters, and it may connect again). Without
-    memory for it, the walk never counts the connection and its end counts it whole. Clobbers R0-R5."""
-    emit_storage_get(p, R7, STORAGE_CREATE)
+    """A connection established (socket in R7): COUNTED storage the socket kept from a connection before
+    is zeroed (tcp_disconnect() zeroes its counters, and it may connect again). A new socket has none
+    (the walk makes it), and the lookup finds that at once. Clobbers R0-R5."""
+    emit_storage_get(p, R7, 0)
     p.jeq(R0, 0, "storage.none")
     for field in COUNTED.fields:
         p.st(DW, R0, COUNTED.offset(field.name), 0)

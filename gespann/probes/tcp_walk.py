@@ -8,11 +8,13 @@ watched network namespace (iter/tcp, 5.9+), which for each open connection
 adds to the same row what it moved since it was last counted, and counts the
 open and the idle ones. User space reads a handful of numbers.
 
-Counted once, without a lock. Each socket carries socket-local storage
-(`COUNTED`, BPF_MAP_TYPE_SK_STORAGE, 5.11+ from tracing programs): how much of
-its payload is in the row already. tcp_lifecycle makes it, zeroed, when the
-connection is established, and at the end swaps each figure for `ENDED`
-(atomically) and adds what is left. The walk moves a figure forward only by
+Counted once, without a lock. Each socket the walk has seen carries
+socket-local storage (`COUNTED`, BPF_MAP_TYPE_SK_STORAGE, 5.11+ from tracing
+programs): how much of its payload is in the row already. The walk makes it,
+zeroed, the first time it finds the connection open (so a connection that
+ends between two walks costs the hot path nothing but a failed lookup), and
+tcp_lifecycle, at the end, swaps each figure for `ENDED` (atomically) and adds
+what is left; without storage, the end adds the whole payload. The walk moves a figure forward only by
 compare-and-swap from the value it read: if the end came first, the swap fails
 and the walk adds nothing. So every byte is added once, by a walk or by the
 end, and the row never goes down: no figure is held at a maximum in user space.
@@ -25,11 +27,10 @@ before the state that says a FIN came), so a figure counted is never more than
 the end finds.
 
 Adoption. The walk made at start-up, with `adopt` set, finds connections open
-before gespann: they have no storage yet. It makes theirs holding what they had
-moved then, adds nothing, and writes the same figures into their adopted
-entry (by cookie), so a pre-existing connection's record and the row both
-count from that moment. Later walks never make storage: a socket without it is
-counted whole by its end.
+before gespann: those without an entry in the connection map. It makes their
+storage holding what they had moved then, adds nothing, and writes the same
+figures into their adopted entry (by cookie), so a pre-existing connection's
+record and the row both count from that moment.
 
 Idle. A connection is idle when no payload went either way for longer than
 the threshold, as tcp_info tells it (`lsndtime`, `icsk_ack.lrcvtime`, in
@@ -57,7 +58,7 @@ from ..btf.writer import storage_types
 from .map_calls import emit_map_lookup
 from .netns import in_namespace
 from .record_codec import RecordCodec
-from .tcp_connections import ADOPTED, ENTRY
+from .tcp_connections import ADOPTED, ENTRY, MAP_NAME as CONNECTIONS
 from .socket_state import OPEN_STATES, PEER_FIN_IN
 from .tcp_stats import Layout
 
@@ -91,6 +92,7 @@ _DELTA_SENT = -24
 _DELTA_RECEIVED = -32
 _SENT = -40
 _RECEIVED = -48
+_SOCKET = -56  # the socket's address: the connection map's key
 
 
 def counted_map() -> SocketStorageMap:
@@ -133,12 +135,19 @@ def program(types: KernelTypes, stats: str) -> Program:
     emit_storage_get(p, R8, 0)
     p.jne(R0, 0, "counted")
     p.ldx(DW, R1, R9, WALK.offset("adopt"))
-    p.jeq(R1, 0, "out")  # no storage: its end counts it whole
+    p.jeq(R1, 0, "create")
+    p.stx(DW, R10, _SOCKET, R7)  # followed since the start (it has an entry), or open before it?
+    emit_map_lookup(p, CONNECTIONS, _SOCKET)
+    p.jne(R0, 0, "create")
     emit_storage_get(p, R8, STORAGE_CREATE)
-    p.jeq(R0, 0, "out")  # no memory for it: its end counts it whole
+    p.jeq(R0, 0, "out")  # no memory for it: its end counts it (since the start)
     p.mov(R6, R0)
     _emit_adopt(p, types)
     p.ja("out")
+
+    p.label("create")  # first walked: nothing of it is in the row yet
+    emit_storage_get(p, R8, STORAGE_CREATE)
+    p.jeq(R0, 0, "out")  # no memory for it: its end counts it whole
 
     p.label("counted")
     p.mov(R6, R0)
@@ -312,8 +321,10 @@ def unavailable_reason(types_source: str = "auto") -> Optional[str]:
             return f"the kernel has no TCP iterator ({ITERATOR}, 5.9+)"
         from .tcp_stats import stats_map
 
-        with counted_map() as counted, stats_map() as stats, ArrayMap(RecordCodec(ENTRY), 1) as adopted:
-            TcpWalk({COUNTED_MAP: counted, "stats": stats, ADOPTED: adopted}, "stats", types).close()
+        with counted_map() as counted, stats_map() as stats, ArrayMap(RecordCodec(ENTRY), 1) as adopted, \
+                ArrayMap(RecordCodec(ENTRY), 1) as connections:
+            TcpWalk({COUNTED_MAP: counted, "stats": stats, ADOPTED: adopted, CONNECTIONS: connections}, "stats",
+                    types).close()
     except PermissionDeniedError as err:
         if err.missing:
             raise  # not the kernel's limit: the capability is named, as for any other program

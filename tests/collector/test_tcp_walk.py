@@ -153,3 +153,49 @@ def test_counters_never_go_down_and_end_equal_to_the_records_and_the_application
         assert sum(r.bytes_received for r in records) == churn.written
         assert (sent, received) == (churn.written, churn.written)
         assert snapshot["connections_open"].value(protocol="tcp") == 0
+
+
+def _disconnect(sock: socket.socket) -> None:
+    """connect() to AF_UNSPEC: tcp_disconnect(), which aborts the connection and zeroes the socket's
+    counters, leaving the socket free to connect again."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    unspec = struct.pack("H14x", socket.AF_UNSPEC)
+    assert libc.connect(sock.fileno(), ctypes.c_char_p(unspec), len(unspec)) == 0, ctypes.get_errno()
+
+
+def test_a_socket_that_connects_again_counts_each_connection_once(namespace):
+    require_walk()
+    with ProbeSet.attach(PROBES, AttachSettings(netns=namespace.inode)) as probes, \
+            KernelCollector(probes, namespace.path) as collector:
+        assert probes.tcp_walk is not None
+        with namespace.enter():
+            first, second = (socket.create_server(("127.0.0.1", 0)) for _ in range(2))
+            client = socket.create_connection(first.getsockname())
+            server, _ = first.accept()
+            client.sendall(b"a" * 100)
+            _receive(server, 100)
+            collector.snapshot()  # the walk counts the first connection's 100 bytes, and keeps its storage
+            _disconnect(client)
+            try:
+                server.recv(1)
+            except ConnectionResetError:
+                pass
+            server.close()
+            client.connect(second.getsockname())  # the same socket, its storage from the first connection
+            again, _ = second.accept()
+            client.sendall(b"b" * 7)
+            _receive(again, 7)
+            snapshot = collector.snapshot()
+            assert snapshot["bytes_total"].value(protocol="tcp", direction="sent") == 107
+            assert snapshot["bytes_total"].value(protocol="tcp", direction="received") == 107
+            client.close()
+            assert again.recv(1) == b""
+            again.close()
+            first.close()
+            second.close()
+        wait_for(lambda: collector.snapshot()["connections_open"].value(protocol="tcp") == 0)
+        snapshot = collector.snapshot()
+        assert snapshot["bytes_total"].value(protocol="tcp", direction="sent") == 107
+        assert snapshot["bytes_total"].value(protocol="tcp", direction="received") == 107
