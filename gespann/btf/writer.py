@@ -26,21 +26,18 @@ class StorageTypes(NamedTuple):
     value_type_id: int
 
 
-def storage_types(struct_name: str, members: Sequence[tuple[str, int]]) -> StorageTypes:
-    """BTF for a storage map: key `int`, value `struct struct_name` of unsigned integer `members`,
-    each (name, size in bytes), laid out in order without padding (the caller aligns them)."""
+def storage_types(struct_name: str, members: Sequence[tuple[str, int, int]], size: int) -> StorageTypes:
+    """BTF for a storage map: key `int`, value `struct struct_name` of `size` bytes whose members are
+    unsigned integers, each (name, size in bytes: 1, 2, 4 or 8, offset in bytes)."""
     strings = _Strings()
-    widths = sorted({size for _, size in members})
     types = [_int("int", 4, signed=True, strings=strings)]  # [1]: the key
     width_ids = {}
-    for size in widths:
-        types.append(_int(f"__u{size * 8}", size, signed=False, strings=strings))
-        width_ids[size] = len(types)
-    body, offset = b"", 0
-    for name, size in members:
-        body += struct.pack("<III", strings.add(name), width_ids[size], offset * 8)
-        offset += size
-    types.append(struct.pack("<III", strings.add(struct_name), _info(Kind.STRUCT, len(members)), offset) + body)
+    for width in sorted({width for _, width, _ in members}):
+        types.append(_int(f"__u{width * 8}", width, signed=False, strings=strings))
+        width_ids[width] = len(types)
+    body = b"".join(struct.pack("<III", strings.add(name), width_ids[width], offset * 8)
+                    for name, width, offset in members)
+    types.append(struct.pack("<III", strings.add(struct_name), _info(Kind.STRUCT, len(members)), size) + body)
     type_section, string_section = b"".join(types), strings.section()
     header = struct.pack("<HBBIIIII", _MAGIC, _VERSION, 0, _HEADER_SIZE, 0, len(type_section),
                          len(type_section), len(string_section))

@@ -71,7 +71,7 @@ from .netns import emit_netns_check
 from .probe import BuildTarget, Probe
 from .record_codec import RecordCodec
 from .socket_state import IPPROTO_TCP
-from .tcp_walk import COUNTED, COUNTED_MAP, counted_map, emit_storage_get
+from .tcp_walk import COUNTED, COUNTED_MAP, counted_map, emit_counted_get
 from .stack import emit_zero
 from .tcp_connections import (
     ADOPTED,
@@ -395,7 +395,7 @@ def _emit_storage_reset(p: Program) -> None:
     """A connection established (socket in R7): COUNTED storage the socket kept from a connection before
     is zeroed (tcp_disconnect() zeroes its counters, and it may connect again). A new socket has none
     (the walk makes it), and the lookup finds that at once. Clobbers R0-R5."""
-    emit_storage_get(p, R7, 0)
+    emit_counted_get(p, R7)
     p.jeq(R0, 0, "storage.none")
     for field in COUNTED.fields:
         p.st(DW, R0, COUNTED.offset(field.name), 0)
@@ -412,7 +412,7 @@ def _emit_take_counted(p: Program, storage: bool) -> None:
     p.stx(DW, R10, _COUNTED_RECEIVED, R1)
     if not storage:
         return
-    emit_storage_get(p, R7, 0)
+    emit_counted_get(p, R7)
     p.jeq(R0, 0, "counted.none")
     for field, slot in (("sent", _COUNTED_SENT), ("received", _COUNTED_RECEIVED)):
         p.mov(R1, -1)  # ENDED
@@ -508,7 +508,7 @@ def _emit_untracked_bytes(p: Program, target: BuildTarget) -> None:
     counted: its storage swapped for ENDED, the rest added. Its FIN is in as at any end: from
     CLOSE_WAIT, LAST_ACK or CLOSING, and from FIN_WAIT2 once SOCK_DONE says it came."""
     types = target.kernel_types
-    emit_storage_get(p, R7, 0)
+    emit_counted_get(p, R7)
     p.jeq(R0, 0, "out")  # never walked: there is nothing of it in the row, nor anything to go by
     for field, slot in (("sent", _COUNTED_SENT), ("received", _COUNTED_RECEIVED)):
         p.mov(R1, -1)  # ENDED

@@ -54,10 +54,10 @@ from ..bpf.maps import ArrayMap, Map, SocketStorageMap
 from ..bpf.programs import LoadedProgram, load_program
 from ..bpf.syscall import AttachType, ProgType
 from ..btf import KernelTypes
-from ..btf.writer import storage_types
 from .map_calls import emit_map_lookup
 from .netns import in_namespace
 from .record_codec import RecordCodec
+from .socket_storage import CREATE, emit_storage_get, storage_map
 from .tcp_connections import ADOPTED, ENTRY, MAP_NAME as CONNECTIONS
 from .socket_state import OPEN_STATES, PEER_FIN_IN
 from .tcp_stats import Layout
@@ -67,8 +67,6 @@ COUNTED = Record("tcp_counted", [("sent", u64), ("received", u64)])
 COUNTED_MAP = "tcp_counted"
 #: What an end leaves in COUNTED: nothing more may be added by a walk.
 ENDED = (1 << 64) - 1
-#: bpf_sk_storage_get's flag to make the storage when the socket has none.
-STORAGE_CREATE = 1
 
 #: The walk's inputs (set by user space before each pass) and outputs (zeroed with them).
 WALK = Record("tcp_walk", [
@@ -96,9 +94,7 @@ _SOCKET = -56  # the socket's address: the connection map's key
 
 
 def counted_map() -> SocketStorageMap:
-    types = storage_types("gsp_tcp_counted", [(field.name, 8) for field in COUNTED.fields])
-    return SocketStorageMap(COUNTED.size, types.blob, types.key_type_id, types.value_type_id,
-                            name="gsp_tcp_counted")
+    return storage_map(COUNTED, "gsp_tcp_counted")
 
 
 def walk_map() -> ArrayMap:
@@ -132,21 +128,21 @@ def program(types: KernelTypes, stats: str) -> Program:
 
     p.st(DW, R10, _DELTA_SENT, 0)
     p.st(DW, R10, _DELTA_RECEIVED, 0)
-    emit_storage_get(p, R8, 0)
+    emit_counted_get(p, R8)
     p.jne(R0, 0, "counted")
     p.ldx(DW, R1, R9, WALK.offset("adopt"))
     p.jeq(R1, 0, "create")
     p.stx(DW, R10, _SOCKET, R7)  # followed since the start (it has an entry), or open before it?
     emit_map_lookup(p, CONNECTIONS, _SOCKET)
     p.jne(R0, 0, "create")
-    emit_storage_get(p, R8, STORAGE_CREATE)
+    emit_counted_get(p, R8, CREATE)
     p.jeq(R0, 0, "out")  # no memory for it: its end counts it (since the start)
     p.mov(R6, R0)
     _emit_adopt(p, types)
     p.ja("out")
 
     p.label("create")  # first walked: nothing of it is in the row yet
-    emit_storage_get(p, R8, STORAGE_CREATE)
+    emit_counted_get(p, R8, CREATE)
     p.jeq(R0, 0, "out")  # no memory for it: its end counts it whole
 
     p.label("counted")
@@ -217,14 +213,9 @@ def _emit_saturating_sub(p: Program, value, amount, name: str) -> None:
     p.sub(value, amount)
 
 
-def emit_storage_get(p: Program, sk: Register, flags: int) -> None:
-    """R0 = the COUNTED storage of the socket in `sk` (a BTF pointer), or NULL; with STORAGE_CREATE, made
-    zeroed if it has none (NULL without memory). Clobbers R0-R5."""
-    p.ld_map(R1, COUNTED_MAP)
-    p.mov(R2, sk)
-    p.mov(R3, 0)
-    p.mov(R4, flags)
-    p.call("sk_storage_get")
+def emit_counted_get(p: Program, sk: Register, flags: int = 0) -> None:
+    """R0 = the COUNTED storage of the socket in `sk` (a BTF pointer), or NULL. Clobbers R0-R5."""
+    emit_storage_get(p, COUNTED_MAP, sk, flags)
 
 
 def _emit_advance(p: Program, field: str, now_slot: int, delta_slot: int) -> None:
