@@ -217,12 +217,17 @@ class TcpMetrics:
         if self._eviction_logged or untracked <= self._preexisting_ends:
             return
         self._eviction_logged = True
+        if self._walk is not None:
+            log.warning("tcp: some connections had no entry at their end: the kernel had no memory for their "
+                        "socket storage; their ends are counted in gespann_connection_ends_untracked_total")
+            return
         log.warning("tcp: connections outnumber the connection map (%d entries): an evicted connection's end is "
                     "counted in gespann_connection_ends_untracked_total, not as closed or reset; raise "
                     "limits.tcp_connections to follow them all", self._connections.max_entries)
 
     def _roles(self) -> dict[tuple[int, int], int]:
-        """(local port, remote port) -> role of each connection the kernel follows."""
+        """(local port, remote port) -> role of each connection the kernel follows (in the map: those that
+        overflowed into socket storage are not seen, and need not be, with the walk)."""
         return {(entry.local_port, socket.ntohs(entry.remote_port)): entry.role
                 for entry in self._connections.values() if entry.established_ns}
 

@@ -77,6 +77,11 @@ class Probe:
     #: The traffic it watches ("tcp" or "udp"): `scope.protocols` leaves out the probes of the others.
     protocol: str = "tcp"
 
+    def wants(self, map_name: str, target: BuildTarget) -> bool:
+        """Whether a map of `maps` or `shared_maps` is made for this build target (optional_maps)."""
+        wanted = self.optional_maps.get(map_name)
+        return wanted is None or wanted(target)
+
     def flavour(self, mode: str) -> Flavour:
         for flavour in self.flavours:
             if flavour.mode == mode:

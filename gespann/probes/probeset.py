@@ -12,6 +12,8 @@ and outlive any one flavour attempt; every probe naming one gets the same map.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -65,6 +67,17 @@ class AttachSettings:
     def kernel_walk(self, probes: Iterable[Probe]) -> bool:
         """Whether tcp_lifecycle keeps storage for the kernel walk: asked for, and this kernel runs it."""
         if self.open_connections == "sock_diag" or not any(probe.name == "tcp_lifecycle" for probe in probes):
+            return False
+        from .tcp_connections import ENTRIES
+
+        forced = [f"{probe.name} attached as {self.candidates(probe)[0].mode}" for probe in probes
+                  if ENTRIES in probe.shared_maps and not self.candidates(probe)[0].btf_pointers]
+        if forced:
+            if self.open_connections == "kernel_walk":
+                raise FeatureUnsupportedError(f"the kernel walk of open connections with {forced[0]}", "5.12",
+                                              reason="socket storage needs the fentry or tp_btf flavour of every "
+                                                     "TCP probe")
+            log.debug("open connections are read with sock_diag: %s cannot use socket storage", forced[0])
             return False
         from .tcp_walk import unavailable_reason
 
@@ -135,11 +148,23 @@ class ProbeSet:
         probes = tuple(probes)
         target = BuildTarget(settings.btf_source, settings.netns, records, settings.by_process,
                              settings.kernel_walk(probes))
-        with ExitStack() as stack:
-            shared: dict[str, Map] = dict(records.maps) if records is not None else {}
-            attached = [_attach_first_flavour(probe, settings, target, stack, shared) for probe in probes]
-            walk = _attach_walk(attached, target, settings, stack)
-            return cls(attached, stack.pop_all(), walk)
+        while True:
+            try:
+                with ExitStack() as stack:
+                    shared: dict[str, Map] = dict(records.maps) if records is not None else {}
+                    attached = [_attach_first_flavour(probe, settings, target, stack, shared) for probe in probes]
+                    walk = _attach_walk(attached, target, stack)
+                    return cls(attached, stack.pop_all(), walk)
+            except _UntypedSockets as untyped:
+                # Socket storage needs every probe that shares connection state to see sockets as BTF
+                # pointers; one that attaches another way means the map, for all of them.
+                if settings.open_connections == "kernel_walk":
+                    raise FeatureUnsupportedError(
+                        f"the kernel walk of open connections with {untyped}", "5.12",
+                        reason="socket storage needs the fentry or tp_btf flavour of every TCP probe") from None
+                log.info("open connections are read with sock_diag, and connections kept in a map: %s cannot "
+                         "use socket storage", untyped)
+                target = dataclasses.replace(target, kernel_walk=False)
 
     @classmethod
     def attach_all(cls, config, records: Optional[EventChannel] = None) -> "ProbeSet":
@@ -194,14 +219,16 @@ def trial_attach(probe: Probe, settings: AttachSettings) -> TrialResult:
 
 def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildTarget,
                           stack: ExitStack, shared: dict[str, Map]) -> AttachedProbe:
-    for name, create in probe.shared_maps.items():
+    shared_wanted = [name for name in probe.shared_maps if probe.wants(name, target)]
+    for name in shared_wanted:
         if name not in shared:
-            shared[name] = stack.enter_context(_create(name, create, settings))
+            shared[name] = stack.enter_context(_create(name, probe.shared_maps[name], settings, target))
     passed_over: dict[str, str] = {}
     for flavour in settings.candidates(probe):
+        _check_typed_sockets(probe, flavour, target)
         try:
             with ExitStack() as attempt:
-                wanted = (*probe.shared_maps, *(target.records.maps if target.records is not None else ()))
+                wanted = (*shared_wanted, *(target.records.maps if target.records is not None else ()))
                 attached = _attach_flavour(probe, flavour, settings, target, attempt,
                                            {name: shared[name] for name in wanted})
                 stack.enter_context(attempt.pop_all())
@@ -221,37 +248,41 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
     raise ProbeUnavailable(probe.name, passed_over)
 
 
-def _attach_walk(attached: list[AttachedProbe], target: BuildTarget, settings: AttachSettings, stack: ExitStack):
-    """The kernel walk over tcp_lifecycle's maps, where its program keeps the walk's storage (a flavour
-    with BTF-typed sockets: another flavour, forced by the config, leaves open connections to sock_diag)."""
-    from .tcp_lifecycle import STATS, uses_storage
+class _UntypedSockets(Exception):
+    """A probe sharing connection state in socket storage is about to attach with a flavour whose sockets
+    are plain addresses: the set must be attached again with the state in a map."""
+
+
+def _check_typed_sockets(probe: Probe, flavour: Flavour, target: BuildTarget) -> None:
+    from .tcp_connections import ENTRIES
+
+    if target.kernel_walk and ENTRIES in probe.shared_maps and not flavour.btf_pointers:
+        raise _UntypedSockets(f"{probe.name} attached as {flavour.mode}")
+
+
+def _attach_walk(attached: list[AttachedProbe], target: BuildTarget, stack: ExitStack):
+    """The kernel walk over tcp_lifecycle's maps, where they are kept in socket storage."""
+    from .tcp_lifecycle import STATS
     from .tcp_walk import COUNTED_MAP, TcpWalk
 
     lifecycle = next((a for a in attached if a.probe.name == "tcp_lifecycle"), None)
     if lifecycle is None or COUNTED_MAP not in lifecycle.maps:
         return None
-    if not uses_storage(target, lifecycle.flavour.btf_pointers):
-        if settings.open_connections == "kernel_walk":
-            raise FeatureUnsupportedError("the kernel walk of open connections with tcp_lifecycle attached as "
-                                          f"{lifecycle.flavour.mode}", "5.12",
-                                          reason="only its fentry and tp_btf flavours keep the walk's storage")
-        log.info("open connections are read with sock_diag: tcp_lifecycle's %s flavour cannot keep the kernel "
-                 "walk's storage", lifecycle.flavour.mode)
-        return None
     return stack.enter_context(TcpWalk(lifecycle.maps, STATS, target.kernel_types))
 
 
-def _create(name: str, create, settings: AttachSettings) -> Map:
-    """A probe's map, with the capacity the settings give its name, if any."""
+def _create(name: str, create, settings: AttachSettings, target: Optional[BuildTarget] = None) -> Map:
+    """A probe's map, with the capacity the settings give its name, if any; a factory with a `target`
+    parameter also gets the build target (a map whose kind depends on it)."""
     capacity = settings.capacities.get(name)
-    return create() if capacity is None else create(capacity)
+    extra = {"target": target} if target is not None and "target" in inspect.signature(create).parameters else {}
+    return create(**extra) if capacity is None else create(capacity, **extra)
 
 
 def _attach_flavour(probe: Probe, flavour: Flavour, settings: AttachSettings, target: BuildTarget,
                     stack: ExitStack, shared: Mapping[str, Map]) -> AttachedProbe:
     maps = {**shared, **{name: stack.enter_context(_create(name, create, settings))
-                         for name, create in probe.maps.items() if name not in probe.optional_maps or
-                         probe.optional_maps[name](target)}}
+                         for name, create in probe.maps.items() if probe.wants(name, target)}}
     code = probe.program(flavour, target)
     kernel_types = lambda: target.kernel_types  # noqa: E731 - resolved only if the flavour needs it
     programs, links = [], []

@@ -10,6 +10,14 @@ entry with the direction of a reset seen before its end. The collector reads
 the ports and role of open connections, to correct for the SYN in a client's
 `bytes_acked` (before 4.19).
 
+Where the kernel has socket storage for tracing programs (the condition of the
+kernel walk, tcp_walk.py) and the probes see sockets as BTF pointers, nothing
+is evicted: the map is a plain hash, and an entry it has no room for goes to
+the socket's own storage instead (`ENTRIES`), which dies with the socket. So no
+end goes untracked however many connections are in flight, and the hot path
+pays for storage (an allocation per socket) only past `limits.tcp_connections`.
+The emitters below take the socket's register for that case (`storage_sk`).
+
 Connections open before gespann started have no entry by socket address: user
 space adopts them at start into a second map, keyed by the socket's cookie
 (which its sock_diag dump has just given each of them), with what they had
@@ -19,12 +27,16 @@ each of them ends once, with the bytes it moved since gespann started.
 
 from __future__ import annotations
 
-from asm import DW, R0, R1, R10, Program, Record, Register, array, u8, u16, u32, u64
+from typing import Optional
 
-from ..bpf.maps import U64, HashMap, LruHashMap
+from asm import DW, R0, R1, R2, R10, Program, Record, Register, array, u8, u16, u32, u64
+
+from ..bpf.maps import U64, HashMap, LruHashMap, SocketStorageMap
+from ..bpf.syscall import UpdateFlags
 from .kernel_memory import emit_read_field
-from .map_calls import emit_map_lookup
+from .map_calls import emit_map_delete, emit_map_lookup, emit_map_update
 from .record_codec import RecordCodec
+from .socket_storage import CREATE, emit_storage_get, storage_map
 
 #: Most connections followed at once by default (config limits.tcp_connections); beyond that the
 #: least recently updated entry is evicted.
@@ -49,6 +61,7 @@ ENTRY = Record("tcp_connection", [
 ])
 
 MAP_NAME = "tcp_connections"
+ENTRIES = "tcp_entries"
 ADOPTED = "tcp_adopted"
 #: BPF_F_NO_PREALLOC: the adopted map takes kernel memory only for the connections adopted.
 NO_PREALLOC = 1
@@ -57,8 +70,21 @@ NO_PREALLOC = 1
 ENTRY_CODEC = RecordCodec(ENTRY)
 
 
-def connections_map(capacity: int = CAPACITY) -> LruHashMap:
+def connections_map(capacity: int = CAPACITY, target=None) -> HashMap:
+    """LRU, unless entries overflow into socket storage (target.kernel_walk): then nothing may be evicted."""
+    if target is not None and target.kernel_walk:
+        return HashMap(U64, ENTRY_CODEC, capacity, name="gsp_tcp_conns")
     return LruHashMap(U64, ENTRY_CODEC, capacity, name="gsp_tcp_conns")
+
+
+#: Socket storage for the entries the map has no room for, where the kernel walk runs (every probe sharing
+#: entries then sees BTF-typed sockets: ProbeSet.attach sees to it).
+CONNECTION_MAPS_WANTED = {ENTRIES: lambda target: target.kernel_walk}
+
+
+def entries_map() -> SocketStorageMap:
+    """Each followed connection's entry in its socket's storage (see the module docstring)."""
+    return storage_map(ENTRY, "gsp_tcp_entries")
 
 
 def adopted_map(capacity: int = CAPACITY) -> HashMap:
@@ -78,10 +104,54 @@ def emit_lookup_adopted(p: Program, sk: Register, cookie_field, cookie_slot: int
     p.jeq(R0, 0, missing)
 
 
-def emit_lookup_connection(p: Program, key_slot: int, missing: str) -> None:
-    """Emit `R0 = connections[sk]` for the sk stored at R10 + `key_slot`, or a jump to `missing`.
-
-    Clobbers R0-R5.
+def emit_lookup_connection(p: Program, key_slot: int, missing: str, storage_sk: Optional[Register] = None) -> None:
+    """Emit `R0 = connections[sk]` for the sk stored at R10 + `key_slot` (or its storage, the socket in
+    `storage_sk`), or a jump to `missing`. Clobbers R0-R5.
     """
     emit_map_lookup(p, MAP_NAME, key_slot)
+    if storage_sk is None:
+        p.jeq(R0, 0, missing)
+        return
+    found = f"lookup_connection.{len(p)}"
+    p.jne(R0, 0, found)
+    emit_storage_get(p, ENTRIES, storage_sk)
     p.jeq(R0, 0, missing)
+    p.ldx(DW, R1, R0, ENTRY.offset("syn_sent_ns"))
+    p.ldx(DW, R2, R0, ENTRY.offset("established_ns"))
+    p.or_(R1, R2)
+    p.jeq(R1, 0, missing)  # emptied by the end of a connection before
+    p.label(found)
+
+
+def emit_store_connection(p: Program, key_slot: int, entry_slot: int, storage_sk: Optional[Register] = None) -> None:
+    """Emit `connections[sk] = the ENTRY at R10 + entry_slot`; with `storage_sk`, an entry the map has no
+    room for goes into that socket's storage (made if need be; without memory for it the connection goes
+    unfollowed, and its end untracked). Clobbers R0-R5."""
+    emit_map_update(p, MAP_NAME, key_slot, entry_slot, UpdateFlags.ANY)
+    if storage_sk is None:
+        return
+    done = f"store_connection.{len(p)}"
+    p.jeq(R0, 0, done)  # in the map; otherwise it is full (E2BIG)
+    emit_storage_get(p, ENTRIES, storage_sk, CREATE)
+    p.jeq(R0, 0, done)
+    for offset in range(0, ENTRY.size, 8):
+        p.ldx(DW, R1, R10, entry_slot + offset)
+        p.stx(DW, R0, offset, R1)
+    p.label(done)
+
+
+def emit_forget_connection(p: Program, key_slot: int, storage_sk: Optional[Register] = None) -> None:
+    """Emit the removal of the connection's entry. Clobbers R0-R5.
+
+    An entry in storage is not freed but emptied (its times zeroed: no connection): freeing costs far
+    more than the stores, the socket frees it anyway, and one that connects again overwrites it."""
+    emit_map_delete(p, MAP_NAME, key_slot)
+    if storage_sk is None:
+        return
+    done = f"forget_connection.{len(p)}"
+    p.jeq(R0, 0, done)  # it was in the map
+    emit_storage_get(p, ENTRIES, storage_sk)
+    p.jeq(R0, 0, done)
+    p.st(DW, R0, ENTRY.offset("syn_sent_ns"), 0)
+    p.st(DW, R0, ENTRY.offset("established_ns"), 0)
+    p.label(done)

@@ -77,6 +77,7 @@ from .tcp_connections import (
     ADOPTED,
     CLIENT,
     ENTRY,
+    ENTRIES,
     MAP_NAME,
     RESET_RECEIVED,
     RESET_SENT,
@@ -84,7 +85,11 @@ from .tcp_connections import (
     adopted_map,
     connections_map,
     emit_lookup_adopted,
+    emit_forget_connection,
     emit_lookup_connection,
+    emit_store_connection,
+    entries_map,
+    CONNECTION_MAPS_WANTED,
 )
 from .tcp_stats import (
     FAILURE_REASONS,
@@ -181,6 +186,7 @@ def uses_storage(target: BuildTarget, direct: bool) -> bool:
 
 def body(p: Program, event: Event, target: BuildTarget) -> None:
     direct = event.btf_pointers  # R7, the socket, may be read with direct loads
+    entry_in = R7 if uses_storage(target, direct) else None  # the entry in the socket's storage, or the map
     # The new state first: it is an argument, and about half of all changes (FIN_WAIT2,
     # CLOSE_WAIT, TIME_WAIT, ...) matter to nothing here, so they leave before any read.
     event.load(p, R8, "newstate")
@@ -210,24 +216,20 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     p.stx(DW, R10, _entry("syn_sent_ns"), R0)
     if target.knows_process:
         emit_capture_process(p, R10, ENTRY, _ENTRY)
-    _emit_store_entry(p)
+    emit_store_connection(p, _KEY, _ENTRY, entry_in)
     p.ja("out")
 
-    _emit_established(p, target, direct)
-    _emit_close(p, target, direct)
+    _emit_established(p, target, direct, entry_in)
+    _emit_close(p, target, direct, entry_in)
     if target.knows_process:
-        _emit_closing(p)
+        _emit_closing(p, entry_in)
 
     p.label("out")
     p.mov(R0, 0)
     p.exit()
 
 
-def _emit_store_entry(p: Program) -> None:
-    emit_map_update(p, MAP_NAME, _KEY, _ENTRY, UpdateFlags.ANY)
-
-
-def _emit_established(p: Program, target: BuildTarget, direct: bool) -> None:
+def _emit_established(p: Program, target: BuildTarget, direct: bool, entry_in) -> None:
     """A new connection: entry with its start, role and ports; opened counted; connect latency."""
     p.label("established")
     emit_zero(p, ENTRY, _ENTRY)
@@ -238,7 +240,7 @@ def _emit_established(p: Program, target: BuildTarget, direct: bool) -> None:
 
     p.label("established.client")
     p.st(W, R10, _entry("role"), CLIENT)
-    emit_lookup_connection(p, _KEY, "established.fill")
+    emit_lookup_connection(p, _KEY, "established.fill", entry_in)
     p.ldx(DW, R1, R0, ENTRY.offset("syn_sent_ns"))
     p.stx(DW, R10, _entry("syn_sent_ns"), R1)
     if target.knows_process:
@@ -256,7 +258,7 @@ def _emit_established(p: Program, target: BuildTarget, direct: bool) -> None:
     p.stx(H, R10, _entry("local_port"), R1)
     emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH, direct)
     p.stx(H, R10, _entry("remote_port"), R1)
-    _emit_store_entry(p)
+    emit_store_connection(p, _KEY, _ENTRY, entry_in)
     if uses_storage(target, direct):
         _emit_storage_reset(p)
 
@@ -271,14 +273,14 @@ def _emit_established(p: Program, target: BuildTarget, direct: bool) -> None:
     p.ja("out")
 
 
-def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
+def _emit_close(p: Program, target: BuildTarget, direct: bool, entry_in) -> None:
     """CLOSE: a failed active open, or the end of a connection; the entry goes either way."""
     records, by_process = target.records is not None, target.by_process
     # Where a counted end goes next: its owner's counts, its record, then the entry is forgotten.
     ended = "by_process" if by_process else "record" if records else "forget"
     p.label("close")
     p.st(DW, R10, _ADOPTED, 0)
-    emit_lookup_connection(p, _KEY, "adopted")
+    emit_lookup_connection(p, _KEY, "adopted", entry_in)
     p.label("close.entry")
     p.mov(R8, R0)
     if records:
@@ -381,7 +383,7 @@ def _emit_close(p: Program, target: BuildTarget, direct: bool) -> None:
     p.label("forget")  # the record falls through to here
     p.ldx(DW, R1, R10, _ADOPTED)
     p.jne(R1, 0, "forget.adopted")
-    emit_map_delete(p, MAP_NAME, _KEY)
+    emit_forget_connection(p, _KEY, entry_in)
     p.ja("out")
     p.label("forget.adopted")
     emit_map_delete(p, ADOPTED, _COOKIE)
@@ -592,10 +594,10 @@ def _emit_record(p: Program, target: BuildTarget, direct: bool) -> None:
     target.records.emit_output(p, R6, _RECORD, RECORD.size)
 
 
-def _emit_closing(p: Program) -> None:
+def _emit_closing(p: Program, entry_in) -> None:
     """FIN_WAIT1 or LAST_ACK: close() or shutdown(), in the owner's context; a server's owner is known now."""
     p.label("closing")
-    emit_lookup_connection(p, _KEY, "out")
+    emit_lookup_connection(p, _KEY, "out", entry_in)
     p.mov(R8, R0)
     p.ldx(W, R1, R8, ENTRY.offset("pid"))
     p.jne(R1, 0, "out")
@@ -673,6 +675,7 @@ PROBE = Probe(
     derived=socket_state.DERIVED,
     maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map, BY_PROCESS: by_process_map,
           COUNTED_MAP: counted_map},
-    shared_maps={MAP_NAME: connections_map, ADOPTED: adopted_map},
-    optional_maps={BY_PROCESS: lambda target: target.by_process, COUNTED_MAP: lambda target: target.kernel_walk},
+    shared_maps={MAP_NAME: connections_map, ENTRIES: entries_map, ADOPTED: adopted_map},
+    optional_maps={BY_PROCESS: lambda target: target.by_process, COUNTED_MAP: lambda target: target.kernel_walk,
+                   **CONNECTION_MAPS_WANTED},
 )

@@ -21,6 +21,8 @@ from .netns import emit_netns_check
 from .probe import Body, BuildTarget, Probe
 from .tcp_connections import (
     ADOPTED,
+    CONNECTION_MAPS_WANTED,
+    ENTRIES,
     ENTRY,
     MAP_NAME,
     NO_RESET,
@@ -30,6 +32,7 @@ from .tcp_connections import (
     connections_map,
     emit_lookup_adopted,
     emit_lookup_connection,
+    entries_map,
 )
 
 _KEY = -16
@@ -56,7 +59,7 @@ def _marking(direction: int) -> Body:
 
 def _emit_mark(p: Program, direction: int, target: BuildTarget, direct: bool) -> None:
     p.stx(DW, R10, _KEY, R7)
-    emit_lookup_connection(p, _KEY, "adopted")
+    emit_lookup_connection(p, _KEY, "adopted", R7 if direct and target.kernel_walk else None)
     p.ja("mark")
     p.label("adopted")
     emit_lookup_adopted(p, R7, target.kernel_types.field("sock_common.skc_cookie.counter"), _COOKIE, _READ_SCRATCH,
@@ -77,7 +80,8 @@ def _probe(name: str, tracepoint: str, direction: int, summary: str) -> Probe:
             Tracepoint("tcp", tracepoint, fields={"sk": "skaddr"}),
         ),
         body=_marking(direction),
-        shared_maps={MAP_NAME: connections_map, ADOPTED: adopted_map},
+        shared_maps={MAP_NAME: connections_map, ENTRIES: entries_map, ADOPTED: adopted_map},
+        optional_maps=CONNECTION_MAPS_WANTED,
     )
 
 

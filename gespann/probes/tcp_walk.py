@@ -27,7 +27,7 @@ before the state that says a FIN came), so a figure counted is never more than
 the end finds.
 
 Adoption. The walk made at start-up, with `adopt` set, finds connections open
-before gespann: those without an entry in the connection map. It makes their
+before gespann: those without an entry (tcp_connections.ENTRIES). It makes their
 storage holding what they had moved then, adds nothing, and writes the same
 figures into their adopted entry (by cookie), so a pre-existing connection's
 record and the row both count from that moment.
@@ -50,15 +50,15 @@ from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, W, Program, Reco
 from ..bpf.errors import BPFError, PermissionDeniedError
 from ..bpf.fd import Closable
 from ..bpf.links import IteratorLink, attach_iterator
-from ..bpf.maps import ArrayMap, Map, SocketStorageMap
+from ..bpf.maps import U64, ArrayMap, HashMap, Map, SocketStorageMap
 from ..bpf.programs import LoadedProgram, load_program
 from ..bpf.syscall import AttachType, ProgType
 from ..btf import KernelTypes
-from .map_calls import emit_map_lookup
+from .map_calls import emit_map_delete, emit_map_lookup
 from .netns import in_namespace
 from .record_codec import RecordCodec
 from .socket_storage import CREATE, emit_storage_get, storage_map
-from .tcp_connections import ADOPTED, ENTRY, MAP_NAME as CONNECTIONS
+from .tcp_connections import ADOPTED, ENTRIES, ENTRY, MAP_NAME as CONNECTIONS, emit_lookup_connection, entries_map
 from .socket_state import OPEN_STATES, PEER_FIN_IN
 from .tcp_stats import Layout
 
@@ -133,13 +133,19 @@ def program(types: KernelTypes, stats: str) -> Program:
     p.ldx(DW, R1, R9, WALK.offset("adopt"))
     p.jeq(R1, 0, "create")
     p.stx(DW, R10, _SOCKET, R7)  # followed since the start (it has an entry), or open before it?
-    emit_map_lookup(p, CONNECTIONS, _SOCKET)
-    p.jne(R0, 0, "create")
+    emit_lookup_connection(p, _SOCKET, "adopt", storage_sk=R8)
+    p.ja("followed")
+    p.label("adopt")
     emit_counted_get(p, R8, CREATE)
     p.jeq(R0, 0, "out")  # no memory for it: its end counts it (since the start)
     p.mov(R6, R0)
     _emit_adopt(p, types)
     p.ja("out")
+
+    p.label("followed")  # if user space adopted it too (it cannot see entries in storage), undo that
+    p.ldx(DW, R1, R7, types.field("sock_common.skc_cookie.counter").offset)
+    p.stx(DW, R10, _COOKIE, R1)
+    emit_map_delete(p, ADOPTED, _COOKIE)
 
     p.label("create")  # first walked: nothing of it is in the row yet
     emit_counted_get(p, R8, CREATE)
@@ -312,10 +318,10 @@ def unavailable_reason(types_source: str = "auto") -> Optional[str]:
             return f"the kernel has no TCP iterator ({ITERATOR}, 5.9+)"
         from .tcp_stats import stats_map
 
-        with counted_map() as counted, stats_map() as stats, ArrayMap(RecordCodec(ENTRY), 1) as adopted, \
-                ArrayMap(RecordCodec(ENTRY), 1) as connections:
-            TcpWalk({COUNTED_MAP: counted, "stats": stats, ADOPTED: adopted, CONNECTIONS: connections}, "stats",
-                    types).close()
+        with counted_map() as counted, stats_map() as stats, HashMap(U64, RecordCodec(ENTRY), 1) as adopted, \
+                HashMap(U64, RecordCodec(ENTRY), 1) as connections, entries_map() as entries:
+            TcpWalk({COUNTED_MAP: counted, "stats": stats, ADOPTED: adopted, CONNECTIONS: connections,
+                     ENTRIES: entries}, "stats", types).close()
     except PermissionDeniedError as err:
         if err.missing:
             raise  # not the kernel's limit: the capability is named, as for any other program

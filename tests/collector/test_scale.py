@@ -1,9 +1,10 @@
 """72,000 concurrent TCP sockets, opened and closed: every open counted, every end counted, or said.
 
 Held by four helper processes (one process may hold 20,000 descriptors here), each connecting
-to its own listener from its own loopback address, in a namespace of the test's own. The
-default connection map holds 65,536 entries, so some ends come without their entry: they
-must show as untracked, never vanish. The kernel's own counters are the oracle.
+to its own listener from its own loopback address, in a namespace of the test's own. Where
+connections are kept in socket storage (with the kernel walk), every end is counted as closed.
+Elsewhere the default connection map holds 65,536 entries, so some ends come without their
+entry: they must show as untracked, never vanish. The kernel's own counters are the oracle.
 """
 from __future__ import annotations
 
@@ -99,7 +100,10 @@ def test_72000_sockets_open_and_end_exactly_or_say_so(namespace):
         assert kernel["ActiveOpens"] - kernel["AttemptFails"] == SOCKETS // 2 == kernel["PassiveOpens"]
         assert ended(last) == SOCKETS
         untracked = last["connection_ends_untracked_total"].total()
-        assert SOCKETS - CAPACITY <= untracked < SOCKETS // 4  # what the map could not keep, and no more
+        if probes.tcp_walk is not None:  # connections kept in socket storage: nothing is evicted
+            assert untracked == 0
+        else:
+            assert SOCKETS - CAPACITY <= untracked < SOCKETS // 4  # what the map could not keep, and no more
         assert last["connections_reset_total"].total() == 0
         assert bytes_each_way(last) == (payload, payload)  # untracked ends' bytes included
         print(f"\n{SOCKETS} sockets: one scrape {scrape_cpu * 1000:.0f} ms of CPU; {untracked} ends untracked")

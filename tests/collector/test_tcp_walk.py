@@ -45,7 +45,7 @@ def test_the_walk_is_taken_where_the_kernel_runs_it_and_sock_diag_where_asked(na
     with ProbeSet.attach(PROBES, forced) as probes:  # its sockets are not BTF pointers: no storage
         assert probes.tcp_walk is None
     insisted = AttachSettings(mode="raw_tracepoint", netns=namespace.inode, open_connections="kernel_walk")
-    with pytest.raises(FeatureUnsupportedError, match="only its fentry and tp_btf flavours keep the walk's storage"):
+    with pytest.raises(FeatureUnsupportedError, match="socket storage needs the fentry or tp_btf flavour of every TCP probe"):
         ProbeSet.attach(PROBES, insisted)
 
 
