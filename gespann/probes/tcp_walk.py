@@ -76,6 +76,10 @@ WALK = Record("tcp_walk", [
     ("idle", u64),
     ("jiffies", u64),  # bpf_jiffies64 and bpf_ktime_get_ns at the walk's end
     ("ktime_ns", u64),
+    ("started_jiffies", u64),  # bpf_jiffies64 at the walk's first call
+    # Input: the last walk's start. A connection that moved no payload since (by its lsndtime and
+    # lrcvtime, older) was counted in full then: it is passed over. 0: none is.
+    ("unchanged_before", u64),
 ])
 WALK_MAP = "tcp_walk"
 
@@ -109,6 +113,11 @@ def program(types: KernelTypes, stats: str) -> Program:
     emit_map_lookup(p, WALK_MAP, _KEY)
     p.jeq(R0, 0, "out")
     p.mov(R9, R0)
+    p.ldx(DW, R1, R9, WALK.offset("started_jiffies"))
+    p.jne(R1, 0, "started")
+    p.call("jiffies64")
+    p.stx(DW, R9, WALK.offset("started_jiffies"), R0)
+    p.label("started")
     p.jeq(R7, 0, "last")
     state = types.field("sock_common.skc_state").offset
     p.ldx(B, R1, R7, state)
@@ -178,7 +187,10 @@ def program(types: KernelTypes, stats: str) -> Program:
 
 def _emit_idle(p: Program, types: KernelTypes) -> None:
     """Count the connection (tcp_sock in R8) idle when neither way moved payload for longer than the
-    threshold: tcp_info's min(last_data_sent, last_data_recv), in jiffies (u32 arithmetic, as the kernel's)."""
+    threshold: tcp_info's min(last_data_sent, last_data_recv), in jiffies (u32 arithmetic, as the kernel's).
+    Then pass it over if it moved none since the last walk began: lsndtime moves with every data segment
+    sent (retransmissions too, which leave the payload as it was), lrcvtime with every one received in
+    order, which is when bytes_received moves; both are set when a connection is established."""
     p.call("jiffies64")
     p.ldx(W, R1, R8, types.field("tcp_sock.lsndtime").offset)
     p.mov32(R2, R0)
@@ -192,6 +204,14 @@ def _emit_idle(p: Program, types: KernelTypes) -> None:
     p.mov(R1, 1)
     p.atomic_add(DW, R9, WALK.offset("idle"), R1)
     p.label("idle.done")
+    # Unchanged since the last walk began: its payload is all counted already (see WALK).
+    p.ldx(DW, R1, R9, WALK.offset("unchanged_before"))
+    p.jeq(R1, 0, "changed")
+    p.mov32(R4, R0)
+    p.sub32(R4, R1)  # how long ago the last walk began, as the other two ages
+    p.jle(R2, R4, "changed")
+    p.jgt(R3, R4, "out")
+    p.label("changed")
 
 
 def _emit_payload(p: Program, types: KernelTypes, state: int) -> None:
@@ -272,6 +292,7 @@ class TcpWalk(Closable):
 
     def __init__(self, maps: Mapping[str, Map], stats: str, types: KernelTypes):
         self._lock = threading.Lock()
+        self._unchanged_before = 0  # the last walk's start, in jiffies
         self._walk = walk_map()
         try:
             code = program(types, stats)
@@ -286,10 +307,12 @@ class TcpWalk(Closable):
     def run(self, idle_after_jiffies: int, netns_path: Optional[str] = None, adopt: bool = False) -> WalkTotals:
         with self._lock:
             inputs = dict.fromkeys((field.name for field in WALK.fields), 0)
-            inputs.update(adopt=int(adopt), idle_after_jiffies=min(idle_after_jiffies, (1 << 32) - 1))
+            inputs.update(adopt=int(adopt), idle_after_jiffies=min(idle_after_jiffies, (1 << 32) - 1),
+                          unchanged_before=0 if adopt else self._unchanged_before)
             self._walk[0] = inputs
             in_namespace(netns_path, self._link.run)
             out = self._walk[0]
+            self._unchanged_before = out.started_jiffies
         return WalkTotals(out.open, out.idle, out.jiffies, out.ktime_ns)
 
     def close(self) -> None:

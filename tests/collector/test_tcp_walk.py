@@ -199,3 +199,28 @@ def test_a_socket_that_connects_again_counts_each_connection_once(namespace):
         snapshot = collector.snapshot()
         assert snapshot["bytes_total"].value(protocol="tcp", direction="sent") == 107
         assert snapshot["bytes_total"].value(protocol="tcp", direction="received") == 107
+
+
+def test_a_connection_idle_across_walks_shows_its_next_bytes_at_once(namespace):
+    """The walk passes over connections that moved nothing since the last walk began: the first payload
+    after any idle spell must still show in the next collection, either way."""
+    require_walk()
+    with ProbeSet.attach(PROBES, AttachSettings(netns=namespace.inode)) as probes, \
+            KernelCollector(probes, namespace.path) as collector:
+        with namespace.enter():
+            listener = socket.create_server(("127.0.0.1", 0))
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+            total = 0
+            for sender, receiver, size in ((client, server, 10), (server, client, 200), (client, server, 3000)):
+                for _ in range(3):  # walks that find it idle
+                    collector.snapshot()
+                    time.sleep(0.03)
+                sender.sendall(b"i" * size)
+                _receive(receiver, size)
+                total += size
+                snapshot = collector.snapshot()
+                assert snapshot["bytes_total"].value(protocol="tcp", direction="sent") == total
+                assert snapshot["bytes_total"].value(protocol="tcp", direction="received") == total
+            for sock in (client, server, listener):
+                sock.close()
