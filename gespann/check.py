@@ -16,6 +16,7 @@ from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
 from .probes import ALL_PROBES, AttachSettings, TrialResult, group_reasons, tcp_walk, trial_attach
+from .probes.tcp_connections import ENTRIES
 
 #: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).
 NEEDED_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON")
@@ -99,10 +100,12 @@ def _open_connections(config: Config, probes: list[TrialResult]) -> str:
     why = tcp_walk.unavailable_reason(config.btf_source)
     if why is not None:
         return f"{fallback}: {why}"
-    lifecycle = next((p for p in probes if p.probe == "tcp_lifecycle"), None)
-    if lifecycle is not None and lifecycle.flavour and not lifecycle.flavour.startswith(tcp_walk.STORAGE_FLAVOURS):
-        return f"{fallback}: tcp_lifecycle attaches as {lifecycle.flavour}, which cannot keep the walk's storage"
-    return "kernel walk (iter/tcp over socket storage): counted in the kernel, once, at any number of connections"
+    sharing = {probe.name for probe in ALL_PROBES if ENTRIES in probe.shared_maps}
+    for trial in probes:
+        if trial.probe in sharing and trial.flavour and not trial.flavour.startswith(tcp_walk.STORAGE_FLAVOURS):
+            return f"{fallback}: {trial.probe} attaches as {trial.flavour}, which cannot use socket storage"
+    return ("kernel walk (iter/tcp over socket storage): counted in the kernel, once, at any number of "
+            "connections; none evicted past limits.tcp_connections")
 
 
 def _type_information(source: str) -> tuple[Optional[str], Optional[str]]:

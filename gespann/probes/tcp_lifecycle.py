@@ -41,6 +41,13 @@ FIN_WAIT2 hands it to a timewait socket at once; a FIN_WAIT2 timeout), which
 the socket's SOCK_DONE flag tells; a reset has it only from CLOSE_WAIT,
 LAST_ACK or CLOSING.
 
+Socket storage. Where the kernel walk of open connections runs (tcp_walk.py:
+5.12+, and this probe sees the socket as a BTF pointer), an end adds to the
+row only what the walks have not counted of its payload (the walk's COUNTED
+storage, swapped for ENDED), and a connection's entry that the connection map
+has no room for lives in the socket's storage (tcp_connections.ENTRIES), so no
+end goes untracked. An untracked end still counts its bytes there.
+
 Records. When the build target carries a record channel, each end (and each
 failed open) also sends one `connection_records.RECORD`, and the entry keeps
 the process that owns the connection: see connection_records for which

@@ -68,6 +68,25 @@ def test_each_probe_reports_the_flavour_that_attaches_first(report):
         assert all(trial["passed_over"].values()), trial
 
 
+def test_the_path_for_open_connections_is_the_one_run_takes(report, tmp_path):
+    """check names how open connections are read: the kernel walk exactly where attaching the TCP probes
+    gives one, sock_diag (with the reason) elsewhere and where the config asks for it."""
+    from gespann.probes import ProbeSet, tcp_lifecycle, tcp_resets, tcp_walk
+
+    with ProbeSet.attach((tcp_lifecycle.PROBE, *tcp_resets.PROBES), AttachSettings()) as probes:
+        walks = probes.tcp_walk is not None
+    assert report["open_connections"].startswith("kernel walk" if walks else "sock_diag"), report["open_connections"]
+    if not walks:
+        assert tcp_walk.unavailable_reason() is None or "cannot use socket storage" in report["open_connections"]
+    config = tmp_path / "gespann.yaml"
+    config.write_text("attach: {open_connections: sock_diag}\n")
+    result = CliRunner().invoke(main, ["check", "--json", "--config", str(config)])
+    assert json.loads(result.stdout)["open_connections"].endswith("(attach.open_connections: sock_diag)")
+    config.write_text("attach: {open_connections: walk}\n")
+    result = CliRunner().invoke(main, ["check", "--config", str(config)])
+    assert result.exit_code == 2 and "attach.open_connections" in result.output
+
+
 def run_cli(*args: str, drop: str = "") -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "gespann", *args]
     if drop:
