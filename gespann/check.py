@@ -15,7 +15,7 @@ from .bpf import features
 from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
-from .probes import ALL_PROBES, AttachSettings, TrialResult, group_reasons, tcp_walk, trial_attach
+from .probes import ALL_PROBES, AttachSettings, TrialResult, group_reasons, tcp_walk, trial_attach, udp_walk
 from .probes.tcp_connections import ENTRIES
 
 #: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).
@@ -32,8 +32,9 @@ class CheckReport:
     type_information_error: Optional[str]
     features: list[features.FeatureStatus]
     probes: list[TrialResult]
-    #: How a collection reads open TCP connections, and why that way.
+    #: How a collection reads open TCP connections, and the UDP flow map, and why that way.
     open_connections: str = ""
+    udp_flows: str = ""
 
     @property
     def fatal(self) -> Optional[str]:
@@ -67,6 +68,8 @@ class CheckReport:
                 out.append(f"  {'':<16}   not {', '.join(flavours)}: {why}")
         if self.open_connections:
             out.append(f"open conns      {self.open_connections}")
+        if self.udp_flows:
+            out.append(f"udp flows       {self.udp_flows}")
         out.append(f"verdict         {'cannot run: ' + self.fatal if self.fatal else 'ready'}")
         return out
 
@@ -87,6 +90,7 @@ def run_check(config: Config) -> CheckReport:
         features=[] if missing else features.report(),
         probes=(probes := _probes(config, missing)),
         open_connections="" if missing else _open_connections(config, probes),
+        udp_flows="" if missing else _udp_flows(config),
     )
 
 
@@ -95,8 +99,8 @@ def _open_connections(config: Config, probes: list[TrialResult]) -> str:
     if "tcp" not in config.protocols:
         return "not read: scope.protocols leaves out tcp"
     fallback = "sock_diag, a dump per collection whose cost grows with the connections open"
-    if config.open_connections == "sock_diag":
-        return f"{fallback} (attach.open_connections: sock_diag)"
+    if config.open_connections == "user_space":
+        return f"{fallback} (attach.open_connections: user_space)"
     why = tcp_walk.unavailable_reason(config.btf_source)
     if why is not None:
         return f"{fallback}: {why}"
@@ -106,6 +110,19 @@ def _open_connections(config: Config, probes: list[TrialResult]) -> str:
             return f"{fallback}: {trial.probe} attaches as {trial.flavour}, which cannot use socket storage"
     return ("kernel walk (iter/tcp over socket storage): counted in the kernel, once, at any number of "
             "connections; none evicted past limits.tcp_connections")
+
+
+def _udp_flows(config: Config) -> str:
+    """The path `gespann run` takes to read the UDP flow map (see probes/udp_walk.py), and why."""
+    if "udp" not in config.protocols:
+        return "not read: scope.protocols leaves out udp"
+    fallback = "one pass over the flow map in user space, whose cost grows with the flows"
+    if config.open_connections == "user_space":
+        return f"{fallback} (attach.open_connections: user_space)"
+    why = udp_walk.unavailable_reason(config.btf_source)
+    if why is not None:
+        return f"{fallback}: {why}"
+    return "kernel walk (iter/bpf_map_elem): counted in the kernel; only ended flows are read out"
 
 
 def _type_information(source: str) -> tuple[Optional[str], Optional[str]]:

@@ -19,8 +19,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 ADAPTER_TYPES = ("prometheus", "datadog", "jsonl")
 EVENT_READERS = ("auto", "ringbuf", "perf")
 PERF_EVENT_ATTACH = ("auto", "link", "ioctl")
-#: attach.open_connections: how a collection reads open TCP connections (see probes/tcp_walk.py).
-OPEN_CONNECTIONS = ("auto", "kernel_walk", "sock_diag")
+#: attach.open_connections: how a collection reads open connections: a walk in the kernel (probes/tcp_walk.py,
+#: probes/udp_walk.py) or in user space (a sock_diag dump for TCP, a pass over the flow map for UDP).
+OPEN_CONNECTIONS = ("auto", "kernel_walk", "user_space")
 ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
 BTF_SOURCES = ("auto", "btf", "vendored")
 PROTOCOLS = ("tcp", "udp")
@@ -82,7 +83,7 @@ class Config:
     probe_modes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: How tracepoint and kprobe programs attach to their perf event: a bpf_link (5.15+) or the ioctl.
     perf_event_attach: str = "auto"
-    #: How open TCP connections are read at a collection: the kernel walk where it runs, or sock_diag.
+    #: How open connections are read at a collection: the kernel walks where they run, or in user space.
     open_connections: str = "auto"
     #: Where kernel type information comes from: running kernel's BTF, vendored tables, or a file.
     btf_source: str = "auto"

@@ -111,8 +111,8 @@ FUNCS = _optional_attach(
     # The target of gespann.bpf.features' fentry probe: a function that exists for testing.
     "bpf_fentry_test1",
     # Iterators (BPF_TRACE_ITER) attach by the id of their bpf_iter_<target> FUNC: the kernel walk of
-    # open TCP sockets, and a walk of BPF maps that serves as the walk's clock.
-    "bpf_iter_tcp", "bpf_iter_bpf_map",
+    # open TCP sockets, and the walk of the UDP flow map.
+    "bpf_iter_tcp", "bpf_iter_bpf_map_elem",
 )
 
 #: tp_btf targets (btf_trace_<name> typedef ids).

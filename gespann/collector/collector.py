@@ -61,7 +61,7 @@ class KernelCollector:
         self._open_sockets = OpenSockets(netns_path) if watches_tcp else None
         self._tcp = (TcpMetrics(probes["tcp_lifecycle"], self._open_sockets, idle_timeout, probes.tcp_walk,
                                 netns_path) if watches_tcp else None)
-        self._udp = (UdpMetrics(probes["udp_send"], idle_timeout, udp_flow_timeout)
+        self._udp = (UdpMetrics(probes["udp_send"], idle_timeout, udp_flow_timeout, walk=probes.udp_walk)
                      if "udp_send" in probes.probes else None)
         self._udp_expired_at = 0.0
         self._records = ConnectionRecords(records) if records is not None else None

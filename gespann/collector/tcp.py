@@ -137,10 +137,6 @@ class TcpMetrics:
             self._preexisting = {}
             self._clock = JiffyClock(walk.run(0, netns_path, adopt=True))
 
-    @property
-    def reads_open_connections_with(self) -> str:
-        return "kernel_walk" if self._walk is not None else "sock_diag"
-
     def series(self) -> Series:
         if self._walk is not None:
             walked = self._run_walk()

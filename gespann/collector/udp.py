@@ -15,9 +15,11 @@ Each collection reads the row, then the whole map once, and:
   The row is read before the map, so a flow made between the two reads can
   only lower that count for one collection, never raise it; the count is held
   at its highest. An evicted flow has no event: its figures went with it.
-A read keeps nothing per flow: it decodes each flow's last time and role from
-the kernel's bytes in one pass (struct.iter_unpack), and decodes whole only the
-flows that end.
+A read keeps nothing per flow. Where the kernel runs it, the read is a walk in
+the kernel (probes/udp_walk.py) that counts, and hands out only the keys of
+the flows to end. Elsewhere user space decodes each flow's last time and role
+from the map's bytes in one pass (struct.iter_unpack). Either way only the
+flows that end are decoded whole.
 A flow evicted from a full map is logged once, with the config key
 (limits.udp_flows) that raises the bound.
 
@@ -45,6 +47,7 @@ from ..bpf.maps import Map
 from ..probes import AttachedProbe
 from ..probes.tcp_stats import BUCKET_BOUNDS_US
 from ..probes.udp_flows import CLIENT, FLOW, KEY_CODEC, MAP_NAME, TOTALS, Totals
+from ..probes.udp_walk import UdpWalk
 from .catalogue import DIRECTIONS, ROLES
 from .model import ConnectionEvent, Histogram, Labels, Value, labels
 
@@ -145,12 +148,12 @@ class UdpMetrics:
 
     def __init__(self, flows: AttachedProbe | Map, idle_timeout: float, flow_timeout: float,
                  clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], float] = time.time,
-                 *, totals: Map | None = None):
+                 *, totals: Map | None = None, walk: UdpWalk | None = None):
         if isinstance(flows, AttachedProbe):
             flows, totals = flows.maps[MAP_NAME], flows.maps[TOTALS]
         if totals is None:
             raise ValueError("UdpMetrics needs the totals row with a bare flow map")
-        self._map, self._totals = flows, totals
+        self._map, self._totals, self._walk = flows, totals, walk
         self._idle_ns, self._timeout_ns = int(idle_timeout * 1e9), int(flow_timeout * 1e9)
         self._clock, self._wall_clock = clock, wall_clock
         self._lock = threading.Lock()
@@ -218,14 +221,20 @@ class UdpMetrics:
         now = self._clock()
         open_by_role, idle, expired = [0] * len(ROLES), 0, []
         key_size = self._map.key_size
-        for keys, values, _ in self._map.raw_chunks():
-            for i, (last_ns, role) in enumerate(_TIMES_AND_ROLE.iter_unpack(values)):
-                age = now - last_ns
-                if age > self._timeout_ns:
-                    expired.append(keys[i * key_size:(i + 1) * key_size])
-                    continue
-                open_by_role[role if role < len(ROLES) else CLIENT] += 1
-                idle += age > self._idle_ns
+        if self._walk is not None:  # in the kernel: only the ended flows' keys come out
+            walked = self._walk.run(now, self._idle_ns, self._timeout_ns)
+            open_by_role, idle = list(walked.open_by_role), walked.idle
+            keys = walked.ended_keys
+            expired = [keys[i:i + key_size] for i in range(0, len(keys), key_size)]
+        else:
+            for keys, values, _ in self._map.raw_chunks():
+                for i, (last_ns, role) in enumerate(_TIMES_AND_ROLE.iter_unpack(values)):
+                    age = now - last_ns
+                    if age > self._timeout_ns:
+                        expired.append(keys[i * key_size:(i + 1) * key_size])
+                        continue
+                    open_by_role[role if role < len(ROLES) else CLIENT] += 1
+                    idle += age > self._idle_ns
         for raw_key in expired:
             key = KEY_CODEC.parse(raw_key)
             try:

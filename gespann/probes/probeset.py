@@ -49,8 +49,8 @@ class AttachSettings:
     capacities: Mapping[str, int] = field(default_factory=dict)
     #: Count ended connections by process in the kernel (config labels.process or labels.container).
     by_process: bool = False
-    #: How open TCP connections are read at a collection (config attach.open_connections): "auto" takes
-    #: the kernel walk where the kernel can run it, "kernel_walk" insists on it, "sock_diag" never uses it.
+    #: How open connections are read at a collection (config attach.open_connections): "auto" takes the
+    #: kernel walks where the kernel can run them, "kernel_walk" insists on them, "user_space" never uses them.
     open_connections: str = "auto"
 
     @classmethod
@@ -66,7 +66,7 @@ class AttachSettings:
 
     def kernel_walk(self, probes: Iterable[Probe]) -> bool:
         """Whether tcp_lifecycle keeps storage for the kernel walk: asked for, and this kernel runs it."""
-        if self.open_connections == "sock_diag" or not any(probe.name == "tcp_lifecycle" for probe in probes):
+        if self.open_connections == "user_space" or not any(probe.name == "tcp_lifecycle" for probe in probes):
             return False
         from .tcp_connections import ENTRIES
 
@@ -134,10 +134,12 @@ class AttachedProbe:
 class ProbeSet:
     """Attached probes by name; closing the set detaches and unloads all of them."""
 
-    def __init__(self, attached: Iterable[AttachedProbe], resources: ExitStack, tcp_walk=None):
+    def __init__(self, attached: Iterable[AttachedProbe], resources: ExitStack, tcp_walk=None, udp_walk=None):
         self.probes = {a.probe.name: a for a in attached}
         #: The kernel walk of open TCP connections (tcp_walk.TcpWalk), where it runs; None: sock_diag reads them.
         self.tcp_walk = tcp_walk
+        #: The kernel walk of the UDP flow map (udp_walk.UdpWalk), where it runs; None: user space reads it.
+        self.udp_walk = udp_walk
         self._resources = resources
 
     @classmethod
@@ -154,7 +156,8 @@ class ProbeSet:
                     shared: dict[str, Map] = dict(records.maps) if records is not None else {}
                     attached = [_attach_first_flavour(probe, settings, target, stack, shared) for probe in probes]
                     walk = _attach_walk(attached, target, stack)
-                    return cls(attached, stack.pop_all(), walk)
+                    udp_walk = _attach_udp_walk(attached, target, settings, stack)
+                    return cls(attached, stack.pop_all(), walk, udp_walk)
             except _UntypedSockets as untyped:
                 # Socket storage needs every probe that shares connection state to see sockets as BTF
                 # pointers; one that attaches another way means the map, for all of them.
@@ -269,6 +272,25 @@ def _attach_walk(attached: list[AttachedProbe], target: BuildTarget, stack: Exit
     if lifecycle is None or COUNTED_MAP not in lifecycle.maps:
         return None
     return stack.enter_context(TcpWalk(lifecycle.maps, STATS, target.kernel_types))
+
+
+def _attach_udp_walk(attached: list[AttachedProbe], target: BuildTarget, settings: AttachSettings,
+                     stack: ExitStack):
+    """The kernel walk of the UDP flow map, where the kernel runs iterators over map elements."""
+    from .udp_flows import MAP_NAME
+    from .udp_walk import UdpWalk, unavailable_reason
+
+    holder = next((a for a in attached if a.probe.protocol == "udp" and MAP_NAME in a.maps), None)
+    if holder is None or settings.open_connections == "user_space":
+        return None
+    why = unavailable_reason(settings.btf_source)
+    if why is not None:
+        if settings.open_connections == "kernel_walk":
+            raise FeatureUnsupportedError("the kernel walk of UDP flows (attach.open_connections: kernel_walk)",
+                                          "5.9", reason=why)
+        log.info("UDP flows are read by one pass over the flow map in user space, not by a kernel walk: %s", why)
+        return None
+    return stack.enter_context(UdpWalk(holder.maps[MAP_NAME], target.kernel_types))
 
 
 def _create(name: str, create, settings: AttachSettings, target: Optional[BuildTarget] = None) -> Map:

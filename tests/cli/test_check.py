@@ -79,9 +79,9 @@ def test_the_path_for_open_connections_is_the_one_run_takes(report, tmp_path):
     if not walks:
         assert tcp_walk.unavailable_reason() is None or "cannot use socket storage" in report["open_connections"]
     config = tmp_path / "gespann.yaml"
-    config.write_text("attach: {open_connections: sock_diag}\n")
+    config.write_text("attach: {open_connections: user_space}\n")
     result = CliRunner().invoke(main, ["check", "--json", "--config", str(config)])
-    assert json.loads(result.stdout)["open_connections"].endswith("(attach.open_connections: sock_diag)")
+    assert json.loads(result.stdout)["open_connections"].endswith("(attach.open_connections: user_space)")
     config.write_text("attach: {open_connections: walk}\n")
     result = CliRunner().invoke(main, ["check", "--config", str(config)])
     assert result.exit_code == 2 and "attach.open_connections" in result.output

@@ -47,7 +47,7 @@ def test_udp_totals_are_exact_past_the_flow_map_and_evictions_are_counted(namesp
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, capacities=capacities)) as probes:
         flow_map = probes["udp_send"].maps["udp_flows"]
         assert flow_map.max_entries == (capacity or UDP_FLOWS_DEFAULT)
-        metrics = UdpMetrics(probes["udp_send"], idle_timeout=60, flow_timeout=120)
+        metrics = UdpMetrics(probes["udp_send"], idle_timeout=60, flow_timeout=120, walk=probes.udp_walk)
         with namespace.enter():
             before = udp_mib()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
@@ -85,7 +85,7 @@ def exchange(pairs, size: int) -> None:
             receiver.recv(size, socket.MSG_WAITALL)
 
 
-@pytest.mark.parametrize("open_connections", ["sock_diag", "auto"])
+@pytest.mark.parametrize("open_connections", ["user_space", "auto"])
 def test_tcp_ends_past_the_connection_map_are_counted_as_untracked(namespace, caplog, open_connections):
     """40 connections open at once over an 8-entry map, then closed: every end is counted, as closed or,
     for those whose entry was evicted, as untracked, and the eviction is logged once. Where the kernel

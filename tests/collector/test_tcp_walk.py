@@ -39,7 +39,7 @@ def test_the_walk_is_taken_where_the_kernel_runs_it_and_sock_diag_where_asked(na
         assert probes["tcp_lifecycle"].flavour.mode in tcp_walk.STORAGE_FLAVOURS
         assert probes.tcp_walk is not None
         assert tcp_walk.COUNTED_MAP in probes["tcp_lifecycle"].maps
-    with ProbeSet.attach(PROBES, AttachSettings(netns=namespace.inode, open_connections="sock_diag")) as probes:
+    with ProbeSet.attach(PROBES, AttachSettings(netns=namespace.inode, open_connections="user_space")) as probes:
         assert probes.tcp_walk is None and tcp_walk.COUNTED_MAP not in probes["tcp_lifecycle"].maps
     forced = AttachSettings(mode="raw_tracepoint", netns=namespace.inode)
     with ProbeSet.attach(PROBES, forced) as probes:  # its sockets are not BTF pointers: no storage
@@ -100,7 +100,7 @@ def _receive(sock: socket.socket, size: int) -> None:
         size -= len(sock.recv(min(size, 1 << 16)))
 
 
-@pytest.mark.parametrize("open_connections", ["kernel_walk", "sock_diag"])
+@pytest.mark.parametrize("open_connections", ["kernel_walk", "user_space"])
 def test_counters_never_go_down_and_end_equal_to_the_records_and_the_application(namespace, open_connections):
     if open_connections == "kernel_walk":
         require_walk()

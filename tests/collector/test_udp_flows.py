@@ -21,9 +21,9 @@ from namespaces import Namespace, link
 from probe_flavours import FLAVOURS
 from pyroute2 import IPRoute
 
-from gespann.bpf.errors import KeyNotFoundError
+from gespann.bpf.errors import FeatureUnsupportedError, KeyNotFoundError
 from gespann.collector.udp import UdpMetrics
-from gespann.probes import AttachSettings, ProbeSet
+from gespann.probes import AttachSettings, ProbeSet, udp_walk
 from gespann.probes.udp import UDP_PROBES
 from gespann.probes.udp_flows import CLIENT, FLOW, KEY, KEY_CODEC, SERVER, Totals
 
@@ -330,7 +330,7 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=watched.inode)
     with ProbeSet.attach(UDP_PROBES, settings) as probes:
         assert {a.flavour.mode for a in probes.probes.values()} == {mode}
-        metrics = UdpMetrics(probes["udp_send"], IDLE_TIMEOUT, FLOW_TIMEOUT)
+        metrics = UdpMetrics(probes["udp_send"], IDLE_TIMEOUT, FLOW_TIMEOUT, walk=probes.udp_walk)
         expected = make_traffic(watched, peer, family)
         wait_for(lambda: shown(metrics) == expected)
         assert shown(metrics) == expected
@@ -380,7 +380,7 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
 def test_loopback_flows_count_once_per_side_and_v4_mapped_sockets_give_ipv4_flows(namespaces):
     watched, _ = namespaces
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=watched.inode)) as probes:
-        metrics = UdpMetrics(probes["udp_receive"], IDLE_TIMEOUT, FLOW_TIMEOUT)
+        metrics = UdpMetrics(probes["udp_receive"], IDLE_TIMEOUT, FLOW_TIMEOUT, walk=probes.udp_walk)
         with watched.enter():
             server = udp_socket(socket.AF_INET, "127.0.0.1")
             client = udp_socket(socket.AF_INET6)  # dual-stack: talks IPv4 through a v4-mapped address
@@ -406,3 +406,16 @@ def own_comm() -> str:
 def sleep_until(monotonic_ns: float) -> None:
     """Sleep until CLOCK_MONOTONIC (the kernel's ktime) passes `monotonic_ns`, plus a little."""
     time.sleep(max(monotonic_ns - time.monotonic_ns(), 0) / 1e9 + 0.05)
+
+
+def test_the_flow_map_is_walked_in_the_kernel_exactly_where_the_kernel_allows_it(namespace):
+    """The kernel walk is taken where iterators over map elements load, and only there; the config can
+    ask for the pass in user space, or insist on the walk (an error naming why, where there is none)."""
+    why = udp_walk.unavailable_reason()
+    with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode)) as probes:
+        assert (probes.udp_walk is not None) == (why is None), why
+    with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, open_connections="user_space")) as probes:
+        assert probes.udp_walk is None
+    if why is not None:
+        with pytest.raises(FeatureUnsupportedError, match="the kernel walk of UDP flows"):
+            ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, open_connections="kernel_walk"))
