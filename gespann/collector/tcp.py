@@ -92,15 +92,16 @@ class _Preexisting:
 
 
 class JiffyClock:
-    """The kernel's HZ, from two (jiffies, ktime) readings taken by walks at least MIN_SPAN apart: the
-    nearest of the values Linux is configured with on the architectures gespann runs on."""
+    """The kernel's HZ: CONFIG_HZ from the kernel's config where it can be read, otherwise from two
+    (jiffies, ktime) readings taken by walks at least MIN_SPAN apart, as the nearest of the values Linux
+    is configured with on the architectures gespann runs on."""
 
     CHOICES = (100, 250, 300, 1000)
     MIN_SPAN_NS = 50_000_000  # 50 ms: 5 jiffies at 100 Hz, and 250 and 300 Hz are 2.5 jiffies apart
 
     def __init__(self, first: WalkTotals):
         self._first = first
-        self.hz: Optional[int] = None
+        self.hz: Optional[int] = configured_hz()
 
     def measure(self, later: WalkTotals) -> Optional[int]:
         span = later.ktime_ns - self._first.ktime_ns
@@ -112,6 +113,23 @@ class JiffyClock:
     def wait_ns(self) -> int:
         """How long to wait before a reading can measure, counted from the first one."""
         return max(self.MIN_SPAN_NS - (time.monotonic_ns() - self._first.ktime_ns), 0)
+
+
+def configured_hz() -> Optional[int]:
+    """CONFIG_HZ of the running kernel, from /boot/config-RELEASE or /proc/config.gz; None if neither."""
+    import gzip
+    import os
+    import re
+
+    for path, opener in ((f"/boot/config-{os.uname().release}", open), ("/proc/config.gz", gzip.open)):
+        try:
+            with opener(path, "rt") as config:
+                found = re.search(r"^CONFIG_HZ=(\d+)$", config.read(), re.MULTILINE)
+        except (OSError, EOFError, ValueError):
+            continue
+        if found:
+            return int(found.group(1))
+    return None
 
 
 class TcpMetrics:

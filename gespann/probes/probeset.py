@@ -65,7 +65,9 @@ class AttachSettings:
                    config.open_connections)
 
     def kernel_walk(self, probes: Iterable[Probe]) -> bool:
-        """Whether tcp_lifecycle keeps storage for the kernel walk: asked for, and this kernel runs it."""
+        """Whether to attach with connection state in socket storage and the kernel walk: asked for, and
+        nothing known to rule it out. Whether the kernel runs it shows in the attaching (ProbeSet.attach
+        attaches again without it if not), not in a trial beforehand, which would cost start-up time."""
         if self.open_connections == "user_space" or not any(probe.name == "tcp_lifecycle" for probe in probes):
             return False
         from .tcp_connections import ENTRIES
@@ -79,9 +81,9 @@ class AttachSettings:
                                                      "TCP probe")
             log.debug("open connections are read with sock_diag: %s cannot use socket storage", forced[0])
             return False
-        from .tcp_walk import unavailable_reason
+        from .tcp_walk import missing_prerequisite
 
-        why = unavailable_reason(self.btf_source)
+        why = missing_prerequisite(self.btf_source)
         if why is not None and self.open_connections == "kernel_walk":
             raise FeatureUnsupportedError("the kernel walk of open connections (attach.open_connections: "
                                           "kernel_walk)", "5.12", reason=why)
@@ -161,13 +163,20 @@ class ProbeSet:
             except _UntypedSockets as untyped:
                 # Socket storage needs every probe that shares connection state to see sockets as BTF
                 # pointers; one that attaches another way means the map, for all of them.
-                if settings.open_connections == "kernel_walk":
-                    raise FeatureUnsupportedError(
-                        f"the kernel walk of open connections with {untyped}", "5.12",
-                        reason="socket storage needs the fentry or tp_btf flavour of every TCP probe") from None
-                log.info("open connections are read with sock_diag, and connections kept in a map: %s cannot "
-                         "use socket storage", untyped)
-                target = dataclasses.replace(target, kernel_walk=False)
+                why = f"{untyped} cannot use socket storage (it needs the fentry or tp_btf flavour)"
+            except PermissionDeniedError as err:
+                if err.missing or not target.kernel_walk:
+                    raise
+                why = str(err).splitlines()[0]
+            except (BPFError, BTFError) as err:
+                if not target.kernel_walk:
+                    raise  # nothing of the walk's was tried: the error is the set's own
+                why = str(err).splitlines()[0]
+            if settings.open_connections == "kernel_walk":
+                raise FeatureUnsupportedError("the kernel walk of open connections (attach.open_connections: "
+                                              "kernel_walk)", "5.12", reason=why)
+            log.info("open connections are read with sock_diag, and connections kept in a map: %s", why)
+            target = dataclasses.replace(target, kernel_walk=False)
 
     @classmethod
     def attach_all(cls, config, records: Optional[EventChannel] = None) -> "ProbeSet":
@@ -276,21 +285,30 @@ def _attach_walk(attached: list[AttachedProbe], target: BuildTarget, stack: Exit
 
 def _attach_udp_walk(attached: list[AttachedProbe], target: BuildTarget, settings: AttachSettings,
                      stack: ExitStack):
-    """The kernel walk of the UDP flow map, where the kernel runs iterators over map elements."""
+    """The kernel walk of the UDP flow map, where the kernel runs iterators over map elements: tried for
+    real, since nothing else depends on it."""
     from .udp_flows import MAP_NAME
-    from .udp_walk import UdpWalk, unavailable_reason
+    from .udp_walk import ITERATOR, UdpWalk
 
     holder = next((a for a in attached if a.probe.protocol == "udp" and MAP_NAME in a.maps), None)
     if holder is None or settings.open_connections == "user_space":
         return None
-    why = unavailable_reason(settings.btf_source)
-    if why is not None:
-        if settings.open_connections == "kernel_walk":
-            raise FeatureUnsupportedError("the kernel walk of UDP flows (attach.open_connections: kernel_walk)",
-                                          "5.9", reason=why)
-        log.info("UDP flows are read by one pass over the flow map in user space, not by a kernel walk: %s", why)
-        return None
-    return stack.enter_context(UdpWalk(holder.maps[MAP_NAME], target.kernel_types))
+    try:
+        if target.kernel_types.funcs.get(ITERATOR) is None:
+            raise FeatureUnsupportedError(f"iterators over map elements ({ITERATOR})", "5.9",
+                                          reason="the kernel's BTF has no such function")
+        return stack.enter_context(UdpWalk(holder.maps[MAP_NAME], target.kernel_types))
+    except PermissionDeniedError as err:
+        if err.missing:
+            raise
+        why = str(err).splitlines()[0]
+    except (BPFError, BTFError, KeyError) as err:
+        why = str(err).splitlines()[0]
+    if settings.open_connections == "kernel_walk":
+        raise FeatureUnsupportedError("the kernel walk of UDP flows (attach.open_connections: kernel_walk)",
+                                      "5.9", reason=why)
+    log.info("UDP flows are read by one pass over the flow map in user space, not by a kernel walk: %s", why)
+    return None
 
 
 def _create(name: str, create, settings: AttachSettings, target: Optional[BuildTarget] = None) -> Map:

@@ -320,10 +320,9 @@ class TcpWalk(Closable):
             resource.close()
 
 
-@functools.lru_cache(maxsize=None)
-def unavailable_reason(types_source: str = "auto") -> Optional[str]:
-    """Why this kernel cannot run the walk (None: it can): iter/tcp (5.9), socket storage from tracing
-    programs (5.11) and compare-and-swap (5.12) are tried for real, on a throw-away program."""
+def missing_prerequisite(types_source: str = "auto") -> Optional[str]:
+    """What rules the walk out without trying it (None: nothing does): BTF, the fields it reads, the
+    iterator. Whether the kernel loads it is another matter (unavailable_reason)."""
     from ..btf import BTFError, kernel_has_btf, kernel_types
 
     if not kernel_has_btf():
@@ -332,13 +331,27 @@ def unavailable_reason(types_source: str = "auto") -> Optional[str]:
         types = kernel_types(types_source)
     except BTFError as err:
         return f"no kernel types: {err}"
+    for key in ("tcp_sock.lsndtime", "inet_connection_sock.icsk_ack.lrcvtime", "tcp_sock.bytes_sent",
+                "tcp_sock.bytes_retrans"):
+        if types.optional_field(key) is None:
+            return f"the kernel has no {key}"
+    if types.funcs.get(ITERATOR) is None:
+        return f"the kernel has no TCP iterator ({ITERATOR}, 5.9+)"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def unavailable_reason(types_source: str = "auto") -> Optional[str]:
+    """Why this kernel cannot run the walk (None: it can): iter/tcp (5.9), socket storage from tracing
+    programs (5.11) and compare-and-swap (5.12) are tried for real, on a throw-away program (for
+    `gespann check`: attaching finds out by doing)."""
+    from ..btf import kernel_types
+
+    missing = missing_prerequisite(types_source)
+    if missing is not None:
+        return missing
+    types = kernel_types(types_source)
     try:
-        for key in ("tcp_sock.lsndtime", "inet_connection_sock.icsk_ack.lrcvtime", "tcp_sock.bytes_sent",
-                    "tcp_sock.bytes_retrans"):
-            if types.optional_field(key) is None:
-                return f"the kernel has no {key}"
-        if types.funcs.get(ITERATOR) is None:
-            return f"the kernel has no TCP iterator ({ITERATOR}, 5.9+)"
         from .tcp_stats import stats_map
 
         with counted_map() as counted, stats_map() as stats, HashMap(U64, RecordCodec(ENTRY), 1) as adopted, \

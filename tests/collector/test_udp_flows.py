@@ -412,6 +412,7 @@ def test_the_flow_map_is_walked_in_the_kernel_exactly_where_the_kernel_allows_it
     """The kernel walk is taken where iterators over map elements load, and only there; the config can
     ask for the pass in user space, or insist on the walk (an error naming why, where there is none)."""
     why = udp_walk.unavailable_reason()
+    print(f"\nthe UDP flow map is walked {'in the kernel' if why is None else 'in user space: ' + why}")
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode)) as probes:
         assert (probes.udp_walk is not None) == (why is None), why
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, open_connections="user_space")) as probes:
