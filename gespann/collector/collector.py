@@ -27,6 +27,7 @@ from ..probes import ProbeSet
 from .by_process import ByProcess, LabelSettings
 from ..probes.tcp_lifecycle import BY_PROCESS
 from .catalogue import CATALOGUE
+from .containers import Cgroups
 from .model import ConnectionEvent, Metric, Snapshot, labels
 from .open_sockets import OpenSockets
 from .records import ConnectionRecords
@@ -61,11 +62,15 @@ class KernelCollector:
         self._open_sockets = OpenSockets(netns_path) if watches_tcp else None
         self._tcp = (TcpMetrics(probes["tcp_lifecycle"], self._open_sockets, idle_timeout, probes.tcp_walk,
                                 netns_path) if watches_tcp else None)
-        self._udp = (UdpMetrics(probes["udp_send"], idle_timeout, udp_flow_timeout, walk=probes.udp_walk)
+        # One resolver of cgroup ids to container ids for TCP records, UDP flows' events and the labels.
+        self._cgroups = Cgroups() if records is not None or label_settings.container else None
+        container_of = self._cgroups.container_id if self._cgroups is not None else None
+        self._udp = (UdpMetrics(probes["udp_send"], idle_timeout, udp_flow_timeout, walk=probes.udp_walk,
+                                container_of=container_of)
                      if "udp_send" in probes.probes else None)
         self._udp_expired_at = 0.0
-        self._records = ConnectionRecords(records) if records is not None else None
-        self._by_process = ByProcess(label_settings) if label_settings.enabled else None
+        self._records = ConnectionRecords(records, self._cgroups) if records is not None else None
+        self._by_process = ByProcess(label_settings, self._cgroups) if label_settings.enabled else None
         self._lock = threading.Lock()
         self._backlog: deque[ConnectionEvent] = deque()
         self._backlog_lost = 0

@@ -148,12 +148,16 @@ class UdpMetrics:
 
     def __init__(self, flows: AttachedProbe | Map, idle_timeout: float, flow_timeout: float,
                  clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], float] = time.time,
-                 *, totals: Map | None = None, walk: UdpWalk | None = None):
+                 *, totals: Map | None = None, walk: UdpWalk | None = None,
+                 container_of: Callable[[int], str] | None = None):
         if isinstance(flows, AttachedProbe):
             flows, totals = flows.maps[MAP_NAME], flows.maps[TOTALS]
         if totals is None:
             raise ValueError("UdpMetrics needs the totals row with a bare flow map")
         self._map, self._totals, self._walk = flows, totals, walk
+        #: cgroup id -> container id, for events; the cgroup may be gone by the time a flow ends (idle for
+        #: the flow timeout), and then the event has none.
+        self._container_of = container_of
         self._idle_ns, self._timeout_ns = int(idle_timeout * 1e9), int(flow_timeout * 1e9)
         self._clock, self._wall_clock = clock, wall_clock
         self._lock = threading.Lock()
@@ -257,4 +261,5 @@ class UdpMetrics:
             remote_address=flow.remote_address, remote_port=flow.remote_port, bytes_sent=flow.bytes_sent,
             bytes_received=flow.bytes_received, duration_seconds=flow.duration_ns * 1e-9,
             datagrams_sent=flow.datagrams_sent, datagrams_received=flow.datagrams_received,
-            cgroup_id=flow.cgroup_id))
+            cgroup_id=flow.cgroup_id,
+            container_id=self._container_of(flow.cgroup_id) if self._container_of and flow.cgroup_id else ""))

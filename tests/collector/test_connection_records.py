@@ -325,3 +325,31 @@ def test_per_process_counts_are_capped_with_the_rest_under_other(namespace, max_
                            ("other", "", "sent", "tcp"): 5, ("other", "", "received", "tcp"): 0}
         warned = [r for r in caplog.records if "by-process map" in r.getMessage()]
         assert len(warned) == (0 if owners is None else 1)
+
+
+def test_a_containers_udp_flows_carry_its_id(namespace, container_cgroup):
+    """A UDP flow's event names the container of the process that sent on it, as a TCP record does."""
+    from gespann.probes.udp import UDP_PROBES
+
+    container, path = container_cgroup
+    channel = EventChannel.for_reader("auto", "gsp_records")
+    settings = AttachSettings(netns=namespace.inode)
+    with channel, ProbeSet.attach(UDP_PROBES, settings, records=channel) as probes, \
+            KernelCollector(probes, namespace.path, records=channel, idle_timeout=0.1,
+                            udp_flow_timeout=0.2) as collector:
+        with namespace.enter():
+            receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            receiver.bind(("127.0.0.1", 0))
+            code = ("import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                    f".sendto(b'x' * 5, ('127.0.0.1', {receiver.getsockname()[1]}))")
+            procs = path / "cgroup.procs"
+            subprocess.run([sys.executable, "-c", code], timeout=30, check=True,
+                           preexec_fn=lambda: procs.write_text(str(os.getpid())))
+            assert receiver.recv(16) == b"x" * 5
+            receiver.close()
+        events, deadline = [], time.monotonic() + 10
+        while len(events) < 2 and time.monotonic() < deadline:
+            events.extend(collector.events(timeout=0.2))
+        sender = next(e for e in events if e.protocol == "udp" and e.role == "client")
+        assert (sender.bytes_sent, sender.cgroup_id) == (5, os.stat(path).st_ino)
+        assert sender.container_id == container
