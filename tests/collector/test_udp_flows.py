@@ -408,6 +408,7 @@ def sleep_until(monotonic_ns: float) -> None:
     time.sleep(max(monotonic_ns - time.monotonic_ns(), 0) / 1e9 + 0.05)
 
 
+@pytest.mark.root
 def test_the_flow_map_is_walked_in_the_kernel_exactly_where_the_kernel_allows_it(namespace):
     """The kernel walk is taken where iterators over map elements load, and only there; the config can
     ask for the pass in user space, or insist on the walk (an error naming why, where there is none)."""
