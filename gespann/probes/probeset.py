@@ -193,8 +193,15 @@ class ProbeSet:
         return len(self.probes)
 
     def summary(self) -> str:
-        """`tcp_states=raw_tracepoint/inet_sock_set_state, ...` for the start-up log line."""
-        return ", ".join(f"{name}={a.flavour}({a.path})" for name, a in self.probes.items())
+        """`tcp_states=raw_tracepoint/inet_sock_set_state, ...` for the start-up log line, then how open
+        connections are read."""
+        probes = ", ".join(f"{name}={a.flavour}({a.path})" for name, a in self.probes.items())
+        walks = []
+        if "tcp_lifecycle" in self.probes:
+            walks.append(f"open TCP connections by {'the kernel walk' if self.tcp_walk else 'sock_diag'}")
+        if any(a.probe.protocol == "udp" for a in self.probes.values()):
+            walks.append(f"UDP flows by {'the kernel walk' if self.udp_walk else 'a pass in user space'}")
+        return "; ".join([probes, *walks])
 
     def close(self) -> None:
         self._resources.close()
