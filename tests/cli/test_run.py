@@ -74,6 +74,7 @@ def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path)
     assert gespann.returncode == 0, err
     started = [line for line in err.splitlines() if "running: probes" in line]
     assert len(started) == 1 and f"prometheus http://127.0.0.1:{port}/metrics" in started[0]
+    assert "open TCP connections by " in started[0] and "UDP flows by " in started[0]  # the paths taken
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert sorted((e["outcome"], e["role"], e["bytes_sent"], e["bytes_received"]) for e in events) == sorted(
         [("close", "client", s, r) for s, r in ((10, 20), (300, 4000), (0, 1))]
