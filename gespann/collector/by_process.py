@@ -20,10 +20,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from ..probes.connection_records import OUTCOMES
-from ..probes.tcp_lifecycle import BYTES_RECEIVED_SLOT, BYTES_SENT_SLOT, OTHER_OWNER
+from ..figures import ConnectionEvent, Labels, Value, labels
+from ..probes.reading import OwnerCounts
 from .containers import Cgroups
-from .model import ConnectionEvent, Labels, Value, labels
 
 log = logging.getLogger(__name__)
 
@@ -49,43 +48,40 @@ class ByProcess:
         self.settings = settings
         self._cgroups = cgroups if cgroups is not None else (Cgroups() if settings.container else None)
         self._admitted: set[tuple[str, str]] = set()
-        self._owners: dict[tuple[int, bytes], tuple[str, str]] = {}  # kernel owner -> its label set, for good
+        self._owners: dict[tuple[int, str, bool], tuple[str, str]] = {}  # kernel owner -> its label set, for good
         self._connections: Counter = Counter()  # from events (UDP)
         self._bytes: Counter = Counter()
-        self._tcp_connections: Counter = Counter()  # from the kernel's rows, read whole each time
-        self._tcp_bytes: Counter = Counter()
+        self._kernel_connections: Counter = Counter()  # from the kernel's rows, read whole each time
+        self._kernel_bytes: Counter = Counter()
         self._kernel_cap_logged = False
 
     def add(self, event: ConnectionEvent) -> None:
-        """A connection that ended in user space's view (a UDP flow); TCP ends come from `set_tcp_owners`."""
+        """A connection that ended in user space's view (a UDP flow); TCP ends come from `set_owners`."""
         container = event.container_id or self._container(event.cgroup_id)
         who = self._who(event.comm, container)
         self._connections[(*who, event.protocol, event.outcome)] += 1
         self._bytes[(*who, event.protocol, "sent")] += event.bytes_sent
         self._bytes[(*who, event.protocol, "received")] += event.bytes_received
 
-    def set_tcp_owners(self, rows: Iterable[tuple[object, tuple[int, ...]]]) -> None:
-        """The kernel's by-process rows, as read now: (owner key with cgroup_id and comm, counts)."""
+    def set_owners(self, rows: Iterable[OwnerCounts]) -> None:
+        """Ends counted in the kernel per owner, as read now (whole: they replace the last read's)."""
         connections, payload = Counter(), Counter()
-        for owner, counts in rows:
-            if not any(counts):  # OTHER_OWNER's row, made in advance and not needed yet
-                continue
-            key = (owner.cgroup_id, bytes(owner.comm))
+        for row in rows:
+            key = (row.cgroup_id, row.comm, row.other)
             who = self._owners.get(key)
             if who is None:
-                if owner.cgroup_id == OTHER_OWNER["cgroup_id"]:
+                if row.other:
                     who = self._other()
                     self._log_kernel_cap()
                 else:
-                    comm = key[1].split(b"\0", 1)[0].decode("utf-8", "replace")
-                    who = self._who(comm, self._container(owner.cgroup_id))
+                    who = self._who(row.comm, self._container(row.cgroup_id))
                 self._owners[key] = who
-            for index, outcome in enumerate(OUTCOMES):
-                if counts[index]:
-                    connections[(*who, "tcp", outcome)] += counts[index]
-            payload[(*who, "tcp", "sent")] += counts[BYTES_SENT_SLOT]
-            payload[(*who, "tcp", "received")] += counts[BYTES_RECEIVED_SLOT]
-        self._tcp_connections, self._tcp_bytes = connections, payload
+            for outcome, count in row.outcomes.items():
+                if count:
+                    connections[(*who, row.protocol, outcome)] += count
+            payload[(*who, row.protocol, "sent")] += row.bytes_sent
+            payload[(*who, row.protocol, "received")] += row.bytes_received
+        self._kernel_connections, self._kernel_bytes = connections, payload
 
     def _log_kernel_cap(self) -> None:
         if not self._kernel_cap_logged:
@@ -109,9 +105,9 @@ class ByProcess:
         return (OTHER if self.settings.process else "", OTHER if self.settings.container else "")
 
     def series(self) -> dict[str, dict[Labels, Value]]:
-        connections = self._connections + self._tcp_connections
+        connections = self._connections + self._kernel_connections
         payload = Counter(self._bytes)
-        payload.update(self._tcp_bytes)
+        payload.update(self._kernel_bytes)
         return {
             "process_connections_total": {
                 labels(comm=comm, container=container, protocol=protocol, outcome=outcome): n

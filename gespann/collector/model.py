@@ -1,72 +1,44 @@
 """What the collector hands the exporters: snapshots of metrics and a stream of connection events.
 
 This is the one interface between knowing connections (the collector) and
-knowing wire formats (the exporters). Values are in base units (bytes,
-seconds); names carry the unit. Counters are cumulative since gespann started
-and never go down; a gauge is the value now; a histogram has per-bucket counts
-plus the exact sum, so a mean is `sum / count`, never a running average.
+knowing wire formats (the exporters). The values and their rules are those of
+`gespann.figures`, which the probes' readers produce.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Optional, Protocol, Union
+from typing import Iterator, Mapping, Protocol, Union
 
+from ..figures import ConnectionEvent, Histogram, Kind, Labels, MetricSpec, Value, labels
 
-class Kind(enum.Enum):
-    COUNTER = "counter"
-    GAUGE = "gauge"
-    HISTOGRAM = "histogram"
-
-
-@dataclass(frozen=True)
-class Histogram:
-    """Observations in buckets: `counts[i]` fell at or below `bounds[i]` and above `bounds[i-1]`;
-    the last count is above every bound (+Inf). `sum` is the exact sum of the observations."""
-
-    bounds: tuple[float, ...]
-    counts: tuple[int, ...]
-    sum: float
-
-    def __post_init__(self):
-        if len(self.counts) != len(self.bounds) + 1:
-            raise ValueError(f"{len(self.bounds)} bounds need {len(self.bounds) + 1} counts, not {len(self.counts)}")
-        if list(self.bounds) != sorted(self.bounds):
-            raise ValueError("histogram bounds must ascend")
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, observations at or below it), ending with (inf, count): Prometheus' `le` buckets."""
-        running, out = 0, []
-        for bound, n in zip((*self.bounds, float("inf")), self.counts):
-            running += n
-            out.append((bound, running))
-        return out
-
-    def mean(self) -> Optional[float]:
-        return self.sum / self.count if self.count else None
-
-
-Value = Union[int, float, Histogram]
-Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs: hashable and order-free
-
-
-def labels(**pairs: str) -> Labels:
-    return tuple(sorted((name, str(value)) for name, value in pairs.items()))
+__all__ = ["Collector", "ConnectionEvent", "Histogram", "Kind", "Labels", "Metric", "MetricSpec", "Snapshot", "Value",
+           "labels"]
 
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric and all its series. `name` is a catalogue name (catalogue.py), unit included."""
+    """One metric and all its series. `name` is a catalogue name (catalogue.py), unit included;
+    `dogstatsd` its DogStatsD name (MetricSpec.dogstatsd), by default the name without `_total`."""
 
     name: str
     kind: Kind
     help: str
     series: Mapping[Labels, Value] = field(default_factory=dict)
+    dogstatsd: str = ""
+    #: The label names every series has (MetricSpec.labels); by default those of the series themselves.
+    label_names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not self.dogstatsd:
+            object.__setattr__(self, "dogstatsd", self.name[:-len("_total")] if self.name.endswith("_total")
+                               else self.name)
+        if not self.label_names and self.series:
+            object.__setattr__(self, "label_names", tuple(name for name, _ in next(iter(self.series))))
+
+    @classmethod
+    def of(cls, spec: MetricSpec, series: Mapping[Labels, Value]) -> "Metric":
+        return cls(spec.name, spec.kind, spec.help, series, spec.dogstatsd, spec.labels)
 
     def value(self, **pairs: str) -> Value:
         """The series with exactly these labels (0 for an absent counter or gauge series)."""
@@ -93,40 +65,6 @@ class Snapshot:
 
     def __getitem__(self, name: str) -> Metric:
         return self.metrics[name]
-
-
-@dataclass(frozen=True)
-class ConnectionEvent:
-    """The end of one connection (or one failed attempt, or one idle-expired UDP flow), as trace prints it.
-
-    Addresses are text (IPv4, IPv6, or v4-mapped IPv6 as the socket had it).
-    `outcome` is close, reset or failed; `reason` is the reset direction
-    (sent, received) or the failure cause (refused, timeout, host_unreachable,
-    network_unreachable, or an errno name); empty for a close.
-    """
-
-    timestamp: float
-    protocol: str  # tcp | udp
-    role: str  # client | server (udp: the side that sent first)
-    outcome: str  # close | reset | failed
-    reason: str
-    pid: int
-    comm: str
-    local_address: str
-    local_port: int
-    remote_address: str
-    remote_port: int
-    bytes_sent: int
-    bytes_received: int
-    duration_seconds: float
-    rtt_seconds: Optional[float] = None  # smoothed RTT at the end; None for udp
-    retransmits: int = 0
-    datagrams_sent: int = 0
-    datagrams_received: int = 0
-    cgroup_id: int = 0
-    container_id: str = ""
-    #: Open before gespann started: its bytes and duration are those since the start.
-    preexisting: bool = False
 
 
 class Collector(Protocol):

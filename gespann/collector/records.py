@@ -14,11 +14,11 @@ import time
 from typing import Optional
 
 from ..bpf.channel import EventChannel
-from ..probes.connection_records import AF_INET6, FAILED, OUTCOMES, RECORD, RESET
-from ..probes.tcp_stats import RESET_DIRECTIONS, ROLES
+from ..figures import ConnectionEvent
+from ..probes.connection_records import AF_INET6, RECORD
+from ..probes.tcp_metrics import failure_reason
+from ..vocabulary import FAILED, OUTCOMES, RESET, RESET_DIRECTIONS, ROLES, name_of
 from .containers import Cgroups
-from .model import ConnectionEvent
-from .tcp import failure_reason
 
 
 def wall_clock_offset() -> float:
@@ -41,7 +41,7 @@ def decode(data: bytes, clock_offset: float, cgroups: Optional[Cgroups] = None) 
     r = RECORD.parse(data)
     outcome, code, family = r["outcome"], r["reason"], r["family"]
     if outcome == RESET:
-        reason = RESET_DIRECTIONS[code] if code < len(RESET_DIRECTIONS) else f"direction{code}"
+        reason = name_of(RESET_DIRECTIONS, code, "direction")
     elif outcome == FAILED:
         reason = failure_reason(code)
     else:
@@ -50,8 +50,8 @@ def decode(data: bytes, clock_offset: float, cgroups: Optional[Cgroups] = None) 
     return ConnectionEvent(
         timestamp=r["end_ns"] / 1e9 + clock_offset,
         protocol="tcp",
-        role=ROLES[r["role"]] if r["role"] < len(ROLES) else f"role{r['role']}",
-        outcome=OUTCOMES[outcome] if outcome < len(OUTCOMES) else f"outcome{outcome}",
+        role=name_of(ROLES, r["role"], "role"),
+        outcome=name_of(OUTCOMES, outcome, "outcome"),
         reason=reason,
         pid=r["pid"],
         comm=bytes(r["comm"]).split(b"\0", 1)[0].decode("utf-8", "replace"),

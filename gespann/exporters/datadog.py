@@ -17,7 +17,8 @@ are needed, scrape gespann's Prometheus endpoint with the OpenMetrics check and
 `histogram_buckets_as_distributions`, which interpolates within buckets
 knowingly, with the same metric names.
 
-Names: `<prefix>.<name>`, prefix `gespann` unless configured, name from NAMES.
+Names: `<prefix>.<name>`, prefix `gespann` unless configured, name as the catalogue declares it
+(`MetricSpec.dogstatsd`: dots, and counters without `_total`, since DataDog counts are increments).
 Tags: every label as lowercase `key:value` (empty values left out), then the
 configured tags, then DataDog's own (DD_ENV, DD_SERVICE, DD_VERSION,
 DATADOG_TAGS), as the datadog package adds them.
@@ -30,36 +31,13 @@ import threading
 from dataclasses import dataclass
 from typing import Hashable, Iterable, Iterator, Optional
 
-from gespann.collector import CATALOGUE, Collector, Histogram, Kind, Labels, Metric, Snapshot
+from gespann.collector import Collector, Histogram, Kind, Labels, Metric, Snapshot
 
 from .agent import AgentSocket
 from .deltas import CounterDeltas, Number
 from .dogstatsd import LineFormatter
 
 log = logging.getLogger(__name__)
-
-#: Catalogue name -> DataDog name (after the prefix). Counters lose `_total`: DataDog counts are increments.
-NAMES = {
-    "connections_open": "connections.open",
-    "connections_opened_total": "connections.opened",
-    "connections_closed_total": "connections.closed",
-    "connections_reset_total": "connections.reset",
-    "connections_failed_total": "connections.failed",
-    "connections_idle": "connections.idle",
-    "bytes_total": "bytes",
-    "datagrams_total": "udp.datagrams",
-    "process_connections_total": "process.connections",
-    "process_bytes_total": "process.bytes",
-    "retransmits_total": "tcp.retransmits",
-    "rtt_seconds": "tcp.rtt_seconds",
-    "connection_duration_seconds": "connections.duration_seconds",
-    "connect_latency_seconds": "tcp.connect_latency_seconds",
-    "connection_ends_untracked_total": "connections.untracked",
-    "flows_evicted_total": "udp.flows_evicted",
-    "records_lost_total": "records_lost",
-    "probe_info": "probe_info",
-    "build_info": "build_info",
-}
 
 #: Largest datagram, in bytes: DataDog's advice for UDP, an Ethernet frame less the IP and UDP headers.
 MAX_PAYLOAD = 1432
@@ -137,11 +115,8 @@ class DogStatsdExporter:
                 log.exception("datadog: flush failed; next try in %gs", self.interval)
 
     def _lines(self, snapshot: Snapshot) -> Iterator[_Line]:
-        for spec in CATALOGUE:
-            metric = snapshot.metrics.get(spec.name)
-            if metric is None:
-                continue
-            name = NAMES[spec.name]
+        for metric in snapshot.metrics.values():
+            name = metric.dogstatsd
             for labels, value in sorted(metric.series.items()):
                 tags = _tags(labels)
                 if isinstance(value, Histogram):

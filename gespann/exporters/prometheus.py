@@ -22,7 +22,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 from prometheus_client.registry import Collector as PrometheusCollector
 from prometheus_client.utils import floatToGoString
 
-from gespann.collector import CATALOGUE, Collector, Histogram, Kind, Labels
+from gespann.collector import Collector, Histogram, Kind, Labels
 from gespann.collector.model import Value
 
 from . import original
@@ -45,9 +45,8 @@ class SnapshotCollector(PrometheusCollector):
         snapshot = self._source.snapshot()
         for metric in original.ORIGINAL_METRICS:
             yield _family(metric.name, metric.kind, metric.help, metric.label_names, metric.samples(snapshot))
-        for spec in CATALOGUE:
-            found = snapshot.metrics.get(spec.name)
-            yield _family(PREFIX + spec.name, spec.kind, spec.help, spec.labels, found.series if found else {})
+        for metric in snapshot.metrics.values():
+            yield _family(PREFIX + metric.name, metric.kind, metric.help, metric.label_names, metric.series)
         for source in self._self_metric_sources:
             for metric in source.self_metrics():
                 yield _family(PREFIX + metric.name, metric.kind, metric.help, (), metric.series)

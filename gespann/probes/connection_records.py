@@ -19,11 +19,10 @@ from __future__ import annotations
 from asm import DW, R0, R1, R2, R3, R10, H, Program, Record, Register, W, array, u8, u16, u32, u64
 
 from ..btf import KernelTypes
+from ..vocabulary import CLOSE, FAILED, OUTCOMES, RESET  # noqa: F401 - a record's outcome
 from .kernel_memory import emit_read_field
 
 #: What ended the connection; `reason` qualifies it.
-OUTCOMES = ("close", "reset", "failed")
-CLOSE, RESET, FAILED = range(len(OUTCOMES))
 
 AF_INET, AF_INET6 = 2, 10
 

@@ -15,8 +15,10 @@ from asm import R1, R6, Program
 from ..bpf.channel import EventChannel
 from ..bpf.maps import Map
 from ..btf import KernelTypes, kernel_types
+from ..figures import MetricSpec
 from .events import Derivations, Event
 from .flavours import Flavour
+from .reading import ReaderFactory
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ class Probe:
     names them, so probes at different probe points can work on the same state
     (e.g. one marks a connection that another ends); a factory that takes a
     capacity gets the one the config sets for that map name (limits.*).
+
+    `metrics` are what the probe contributes to the catalogue, and `reader` makes
+    what turns its maps into their series at each collection (reading.py). A
+    probe whose maps another probe reads (udp_receive fills udp_send's) declares
+    neither. Two probes may declare one metric (the same spec), each adding its
+    own series.
     """
 
     name: str
@@ -76,6 +84,12 @@ class Probe:
     optional_maps: Mapping[str, Callable[[BuildTarget], bool]] = field(default_factory=dict)
     #: The traffic it watches ("tcp" or "udp"): `scope.protocols` leaves out the probes of the others.
     protocol: str = "tcp"
+    metrics: tuple[MetricSpec, ...] = ()
+    reader: Optional[ReaderFactory] = None
+
+    def __post_init__(self):
+        if self.metrics and self.reader is None:
+            raise ValueError(f"probe {self.name} declares metrics but no reader for them")
 
     def wants(self, map_name: str, target: BuildTarget) -> bool:
         """Whether a map of `maps` or `shared_maps` is made for this build target (optional_maps)."""

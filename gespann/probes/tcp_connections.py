@@ -33,6 +33,7 @@ from asm import DW, R0, R1, R2, R10, Program, Record, Register, array, u8, u16, 
 
 from ..bpf.maps import U64, HashMap, LruHashMap, SocketStorageMap
 from ..bpf.syscall import UpdateFlags
+from ..vocabulary import CLIENT, SERVER  # noqa: F401 - a connection entry's role
 from .kernel_memory import emit_read_field
 from .map_calls import emit_map_delete, emit_map_lookup, emit_map_update
 from .record_codec import RecordCodec
@@ -42,8 +43,7 @@ from .socket_storage import CREATE, emit_storage_get, storage_map
 #: least recently updated entry is evicted.
 CAPACITY = 65536
 
-CLIENT, SERVER = 0, 1  # indices into tcp_stats.ROLES
-NO_RESET, RESET_SENT, RESET_RECEIVED = 0, 1, 2  # RESET_x - 1 indexes tcp_stats.RESET_DIRECTIONS
+NO_RESET, RESET_SENT, RESET_RECEIVED = 0, 1, 2  # RESET_x - 1 indexes vocabulary.RESET_DIRECTIONS
 
 ENTRY = Record("tcp_connection", [
     ("syn_sent_ns", u64),  # ktime of SYN_SENT for an active open, 0 otherwise

@@ -75,7 +75,10 @@ from .events import Event
 from .kernel_memory import emit_read_field
 from .map_calls import emit_map_delete, emit_map_lookup, emit_map_update
 from .netns import emit_netns_check
+from ..figures import counter, histogram
+from .connection_metrics import SHARED
 from .probe import BuildTarget, Probe
+from .reading import ReadContext, Reader
 from .record_codec import RecordCodec
 from .socket_state import IPPROTO_TCP
 from .tcp_walk import COUNTED, COUNTED_MAP, counted_map, emit_counted_get
@@ -98,9 +101,8 @@ from .tcp_connections import (
     entries_map,
     CONNECTION_MAPS_WANTED,
 )
+from ..vocabulary import FAILURE_REASONS, ROLES
 from .tcp_stats import (
-    FAILURE_REASONS,
-    ROLES,
     Layout,
     emit_add,
     emit_add_indexed,
@@ -674,6 +676,29 @@ def failed_errnos_map() -> HashMap:
     return HashMap(U32, U64, 64, name="gsp_tcp_errnos")
 
 
+RESETS = counter("connections_reset_total", ("direction",), "TCP connections ended by a reset, by who sent it.",
+                 dogstatsd="connections.reset")
+FAILURES = counter("connections_failed_total", ("reason",), "TCP active opens that never reached ESTABLISHED.",
+                   dogstatsd="connections.failed")
+RETRANSMITS = counter("retransmits_total", (), "TCP segments retransmitted.", dogstatsd="tcp.retransmits")
+RTT = histogram("rtt_seconds", (), "Smoothed TCP round-trip time of each connection, observed when it ends.",
+                dogstatsd="tcp.rtt_seconds")
+CONNECT_LATENCY = histogram("connect_latency_seconds", (), "Time from SYN sent to ESTABLISHED for each TCP active open.",
+                            dogstatsd="tcp.connect_latency_seconds")
+ENDS_UNTRACKED = counter(
+    "connection_ends_untracked_total", ("protocol",),
+    "TCP connection ends seen without gespann's entry for the connection, so not counted as closed or reset: "
+    "evicted from a full connection map (config limits.tcp_connections), or open before gespann started and not "
+    "adopted (the adopted map, as large, was full).", dogstatsd="connections.untracked")
+
+
+def read_figures(context: ReadContext) -> Reader:
+    """This probe's reader, in its own module (tcp_metrics.py), which reads this one's constants."""
+    from .tcp_metrics import TcpMetrics
+
+    return TcpMetrics.from_context(context)
+
+
 PROBE = Probe(
     name="tcp_lifecycle",
     summary="TCP connections opened, ended (close, reset) and failed, with bytes, RTT and timings",
@@ -685,4 +710,6 @@ PROBE = Probe(
     shared_maps={MAP_NAME: connections_map, ENTRIES: entries_map, ADOPTED: adopted_map},
     optional_maps={BY_PROCESS: lambda target: target.by_process, COUNTED_MAP: lambda target: target.kernel_walk,
                    **CONNECTION_MAPS_WANTED},
+    metrics=(*SHARED, RESETS, FAILURES, RETRANSMITS, RTT, CONNECT_LATENCY, ENDS_UNTRACKED),
+    reader=read_figures,
 )

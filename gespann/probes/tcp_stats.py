@@ -20,15 +20,11 @@ from dataclasses import dataclass
 from asm import DW, R0, R1, R2, R3, R10, Program, Register
 
 from ..bpf.maps import PerCpuArrayMap, StructCodec
+from ..vocabulary import BUCKET_BOUNDS_US, FAILURE_REASONS, RESET_DIRECTIONS, ROLES
 
-ROLES = ("client", "server")
-RESET_DIRECTIONS = ("sent", "received")
-#: Failures with a name of their own; any other errno is counted per errno in a hash map.
-FAILURE_REASONS = ("refused", "timeout", "host_unreachable", "network_unreachable")
-
-#: Bucket bounds 2^0 .. 2^36 µs (1 µs .. about 19 hours), then +Inf.
-BOUNDS = 37
-BUCKET_BOUNDS_US = tuple(1 << i for i in range(BOUNDS))
+#: Bucket bounds (vocabulary.BUCKET_BOUNDS_US), then +Inf. Failures with a name of their own have a slot
+#: each; any other errno is counted per errno in a hash map.
+BOUNDS = len(BUCKET_BOUNDS_US)
 
 
 @dataclass(frozen=True)

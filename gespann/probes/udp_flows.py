@@ -64,6 +64,7 @@ from asm import DW, R0, R1, R2, R3, R8, R9, R10, B, H, Program, Record, Register
 from ..bpf.maps import LruHashMap, PerCpuArrayMap, StructCodec
 from ..bpf.syscall import UpdateFlags
 from ..btf import KernelTypes
+from ..vocabulary import CLIENT, DIRECTIONS, SERVER
 from .cpu_context import emit_skip_in_interrupt
 from .events import Event
 from .kernel_memory import emit_read_field
@@ -78,9 +79,8 @@ CAPACITY = 16384
 MAP_NAME = "udp_flows"
 TOTALS = "udp_totals"
 
-CLIENT, SERVER = 0, 1  # indices into catalogue.ROLES
-SENT, RECEIVED = "sent", "received"
-DIRECTION_INDEX = {SENT: 0, RECEIVED: 1}  # as catalogue.DIRECTIONS
+SENT, RECEIVED = DIRECTIONS
+DIRECTION_INDEX = {name: index for index, name in enumerate(DIRECTIONS)}
 
 
 class Totals:

@@ -16,7 +16,10 @@ from .cpu_context import emit_save_context
 from .events import Event
 from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from .kernel_memory import emit_read_field
+from ..figures import counter
+from .connection_metrics import SHARED
 from .probe import BuildTarget, Probe
+from .udp_metrics import UdpMetrics
 from .udp_flows import (
     CONTEXT_SLOT,
     IPPROTO_UDP,
@@ -62,6 +65,13 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     emit_exit(p)
 
 
+DATAGRAMS = counter("datagrams_total", ("direction",), "UDP datagrams.", dogstatsd="udp.datagrams")
+FLOWS_EVICTED = counter(
+    "flows_evicted_total", ("protocol",),
+    "UDP flows the kernel evicted from the full flow map (config limits.udp_flows) before they went idle: counted "
+    "as closed, their own figures incomplete; datagram and byte totals stay exact.", dogstatsd="udp.flows_evicted")
+
+#: The reader of both UDP probes' maps: udp_receive fills the same flows and totals, and declares nothing.
 PROBE = Probe(
     name="udp_send",
     summary="UDP datagrams and payload bytes sent, per flow (local and remote address and port)",
@@ -69,4 +79,6 @@ PROBE = Probe(
     body=body,
     shared_maps={MAP_NAME: flows_map, TOTALS: totals_map},
     protocol="udp",
+    metrics=(*SHARED, DATAGRAMS, FLOWS_EVICTED),
+    reader=UdpMetrics.from_context,
 )

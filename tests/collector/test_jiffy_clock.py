@@ -1,8 +1,8 @@
 """The kernel's HZ, as the idle count needs it: from the kernel's config, or measured from two walks."""
 import pytest
 
-from gespann.collector import tcp
-from gespann.collector.tcp import JiffyClock
+from gespann.probes import tcp_metrics as tcp
+from gespann.probes.tcp_metrics import JiffyClock
 from gespann.probes.tcp_walk import WalkTotals
 
 

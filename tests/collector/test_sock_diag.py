@@ -11,7 +11,7 @@ from namespaces import Namespace
 from pyroute2 import DiagSocket as OracleSocket
 from pyroute2 import netns
 
-from gespann.collector.sock_diag import DiagSocket
+from gespann.probes.sock_diag import DiagSocket
 from gespann.probes.tcp_lifecycle import CLOSE_WAIT, ESTABLISHED, FIN_WAIT2
 
 pytestmark = pytest.mark.root

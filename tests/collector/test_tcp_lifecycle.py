@@ -221,7 +221,7 @@ def test_connections_open_before_start_count_from_the_first_snapshot(namespace, 
             client.close()
             server.close()
         traffic.close()
-        with caplog.at_level("WARNING", logger="gespann.collector.tcp"):
+        with caplog.at_level("WARNING", logger="gespann.probes.tcp_metrics"):
             wait_for(lambda: counts(collector.snapshot(), "connections_open") == {})
             last = collector.snapshot()
         assert counts(last, "connections_open") == {}

@@ -22,7 +22,8 @@ from probe_flavours import FLAVOURS
 from pyroute2 import IPRoute
 
 from gespann.bpf.errors import FeatureUnsupportedError, KeyNotFoundError
-from gespann.collector.udp import UdpMetrics
+from gespann.probes.reading import ReadContext
+from gespann.probes.udp_metrics import UdpMetrics
 from gespann.probes import AttachSettings, ProbeSet, udp_walk
 from gespann.probes.udp import UDP_PROBES
 from gespann.probes.udp_flows import CLIENT, FLOW, KEY, KEY_CODEC, SERVER, Totals
@@ -137,14 +138,14 @@ def test_idle_flows_expire_with_their_totals_kept():
     assert later["connections_closed_total"] == {("udp", "client"): 1, ("udp", "server"): 0}
     assert later["bytes_total"] == first["bytes_total"] and later["datagrams_total"] == first["datagrams_total"]
     assert len(flows.entries) == 1
-    (event,) = metrics.expired_events()
+    (event,) = metrics.ended()
     assert (event.protocol, event.role, event.outcome, event.reason, event.pid, event.comm, event.cgroup_id) == (
         "udp", "client", "close", "", 42, "dig", 9)
     assert (event.local_address, event.local_port, event.remote_address, event.remote_port) == (
         "127.0.0.1", 40000, "127.0.0.2", 53)
     assert (event.bytes_sent, event.datagrams_sent, event.bytes_received, event.datagrams_received) == (100, 2, 7, 1)
     assert event.duration_seconds == pytest.approx(0.5) and event.timestamp == 123.0
-    assert metrics.expired_events() == []
+    assert metrics.ended() == []
     duration = metrics.series()["connection_duration_seconds"][(("protocol", "udp"),)]
     assert duration.count == 1 and duration.sum == pytest.approx(0.5)
     assert duration.counts[19] == 1  # (2^18, 2^19] µs holds 0.5 s
@@ -177,7 +178,7 @@ def test_evicted_flows_are_counted_ended_and_evicted_without_an_event():
     assert series["connections_open"] == {("udp",): 1}
     assert series["bytes_total"][("sent", "udp")] == 151  # the kernel's totals: the 50 unread bytes too
     assert series["flows_evicted_total"] == {("udp",): 1}
-    assert metrics.expired_events() == []  # its figures went with it
+    assert metrics.ended() == []  # its figures went with it
     # Expired, but evicted before the delete: ended and evicted too, the totals exact.
     flows.lose_on_pop.add(flows.put(40002, SERVER, first=1, last=2, received=(9, 1)))
     series = totals(metrics.series())
@@ -194,7 +195,7 @@ def test_flows_made_and_evicted_between_two_reads_count_as_ended_and_evicted(cap
     for _ in range(3):
         flows.made_and_evicted(SERVER)
     flows.made_and_evicted(CLIENT)
-    with caplog.at_level("WARNING", logger="gespann.collector.udp"):
+    with caplog.at_level("WARNING", logger="gespann.probes.udp_metrics"):
         series = totals(metrics.series())
         metrics.series()
     assert series["connections_opened_total"] == {("udp", "client"): 2, ("udp", "server"): 3}
@@ -330,7 +331,7 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=watched.inode)
     with ProbeSet.attach(UDP_PROBES, settings) as probes:
         assert {a.flavour.mode for a in probes.probes.values()} == {mode}
-        metrics = UdpMetrics(probes["udp_send"], IDLE_TIMEOUT, FLOW_TIMEOUT, walk=probes.udp_walk)
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes, idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
         expected = make_traffic(watched, peer, family)
         wait_for(lambda: shown(metrics) == expected)
         assert shown(metrics) == expected
@@ -364,7 +365,7 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
         durations = metrics.series()["connection_duration_seconds"][(("protocol", "udp"),)]
         assert durations.count == len(expected)
 
-        events = metrics.expired_events()
+        events = metrics.ended()
         assert {(e.local_address, e.local_port, e.remote_address, e.remote_port):
                 (e.role, e.bytes_sent, e.datagrams_sent, e.bytes_received, e.datagrams_received) for e in events} \
             == expected
@@ -373,14 +374,14 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
             ("udp", "close", "", os.getpid(), own_comm(), own_cgroup_id())}
         assert all(0 <= e.duration_seconds < FLOW_TIMEOUT for e in events)
         assert sum(e.duration_seconds for e in events) == pytest.approx(durations.sum)
-        assert metrics.expired_events() == []
+        assert metrics.ended() == []
 
 
 @pytest.mark.root
 def test_loopback_flows_count_once_per_side_and_v4_mapped_sockets_give_ipv4_flows(namespaces):
     watched, _ = namespaces
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=watched.inode)) as probes:
-        metrics = UdpMetrics(probes["udp_receive"], IDLE_TIMEOUT, FLOW_TIMEOUT, walk=probes.udp_walk)
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_receive"], probes, idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
         with watched.enter():
             server = udp_socket(socket.AF_INET, "127.0.0.1")
             client = udp_socket(socket.AF_INET6)  # dual-stack: talks IPv4 through a v4-mapped address

@@ -47,7 +47,7 @@ class FedCollector:
 
 def snapshot(timestamp: float, **series: dict[Labels, object]) -> Snapshot:
     """A snapshot of catalogue metrics, each given as {labels: value}."""
-    return Snapshot(timestamp, {name: Metric(name, BY_NAME[name].kind, BY_NAME[name].help, values)
+    return Snapshot(timestamp, {name: Metric.of(BY_NAME[name], values)
                                 for name, values in series.items()})
 
 

@@ -9,9 +9,10 @@ from dogstatsd_agent import FakeAgent, Line
 from exporter_figures import FIGURES_A, FIGURES_B, FedCollector, snapshot
 from prometheus_server import free_port
 
-from gespann.collector import CATALOGUE, Histogram, labels
+from gespann.collector import CATALOGUE, Histogram, Metric, Snapshot, labels
 from gespann.exporters import DogStatsdExporter
-from gespann.exporters.datadog import MAX_PAYLOAD, NAMES
+from gespann.exporters.datadog import MAX_PAYLOAD
+from gespann.figures import counter
 
 
 @pytest.fixture(autouse=True)
@@ -127,9 +128,18 @@ def test_empty_label_values_are_left_out(agent):
     assert agent.lines() == [Line("gespann.connections.failed", 1, "c", ())]
 
 
-def test_every_catalogue_metric_has_a_datadog_name():
-    assert set(NAMES) == {spec.name for spec in CATALOGUE}
-    assert len(set(NAMES.values())) == len(NAMES)
+def test_every_catalogue_metric_has_its_own_datadog_name():
+    names = [spec.dogstatsd for spec in CATALOGUE]
+    assert all(names) and len(set(names)) == len(names)
+    assert all(not name.endswith("_total") for name in names)
+
+
+def test_datadog_names_come_from_the_catalogue(agent):
+    """A metric the exporter has never heard of goes out under the name its spec declares."""
+    spec = counter("widgets_seen_total", ("colour",), "Widgets.", dogstatsd="toy.widgets")
+    exporter = exporter_for(agent, FedCollector(Snapshot(0.0, {spec.name: Metric.of(spec, {labels(colour="red"): 4})})))
+    exporter.flush()
+    assert agent.lines() == [Line("gespann.toy.widgets", 4, "c", ("colour:red",))]
 
 
 def test_datagrams_stay_within_one_udp_payload(agent):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 from typing import NamedTuple, Optional
 
-from ..probes.tcp_lifecycle import (
+from .socket_state import (
     LISTEN,
     CLOSE_WAIT,
     CLOSING,

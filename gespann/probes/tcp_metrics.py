@@ -1,4 +1,4 @@
-"""TCP metrics: the kernel's aggregates for ended connections, plus what open connections moved so far.
+"""tcp_lifecycle's reader: the kernel's aggregates for ended connections, plus what open connections moved so far.
 
 Everything about a connection that has ended is summed in the kernel
 (tcp_lifecycle's per-CPU row); user space reads it once per collection. Bytes
@@ -57,31 +57,21 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from ..probes import AttachedProbe
 from ..bpf.errors import BPFError
 from ..bpf.maps import Map
 from ..bpf.syscall import UpdateFlags
-from ..probes.tcp_connections import ADOPTED, CLIENT, ENTRY, MAP_NAME, SERVER
-from ..probes.tcp_walk import TcpWalk, WalkTotals
-from ..probes.tcp_lifecycle import FAILED_ERRNOS, FAILURE_ERRNOS, STATS
-from ..probes.tcp_stats import (
-    BUCKET_BOUNDS_US,
-    FAILURE_REASONS,
-    RESET_DIRECTIONS,
-    ROLES,
-    HistogramSlots,
-    Layout,
-)
-from .model import Histogram, Labels, Value, labels
+from ..figures import Histogram, Labels, Series, Value, labels
+from ..vocabulary import ABORTED, BOUNDS_SECONDS, FAILURE_REASONS, OUTCOMES, RESET_DIRECTIONS, ROLES
 from .open_sockets import OpenConnection, OpenSockets
+from .reading import OwnerCounts, ReadContext, Reader
+from .tcp_connections import ADOPTED, CLIENT, ENTRY, MAP_NAME, SERVER
+from .tcp_lifecycle import (
+    BY_PROCESS, BYTES_RECEIVED_SLOT, BYTES_SENT_SLOT, FAILED_ERRNOS, FAILURE_ERRNOS, OTHER_OWNER, STATS,
+)
+from .tcp_stats import HistogramSlots, Layout
+from .tcp_walk import TcpWalk, WalkTotals
 
 log = logging.getLogger(__name__)
-
-#: A connect abandoned before any answer (sk_err still 0, e.g. close() on a connecting socket).
-ABORTED = "aborted"
-BOUNDS_SECONDS = tuple(bound * 1e-6 for bound in BUCKET_BOUNDS_US)
-
-Series = dict[str, dict[Labels, Value]]
 
 
 @dataclass
@@ -135,18 +125,19 @@ def configured_hz() -> Optional[int]:
     return None
 
 
-class TcpMetrics:
+class TcpMetrics(Reader):
     """Reads tcp_lifecycle's maps and the open connections into catalogue series: through the kernel
     walk where there is one (`walk`, run in `netns_path`), from sock_diag otherwise."""
 
-    def __init__(self, lifecycle: AttachedProbe, open_sockets: OpenSockets, idle_timeout: float = 60.0,
+    def __init__(self, maps: Mapping[str, Map], open_sockets: OpenSockets, idle_timeout: float = 60.0,
                  walk: Optional[TcpWalk] = None, netns_path: Optional[str] = None):
         self._idle_timeout = idle_timeout
-        self._row, self._errnos = lifecycle.maps[STATS], lifecycle.maps[FAILED_ERRNOS]
-        self._connections = lifecycle.maps[MAP_NAME]
+        self._row, self._errnos = maps[STATS], maps[FAILED_ERRNOS]
+        self._connections = maps[MAP_NAME]
+        self._owners = maps.get(BY_PROCESS)
         self._open_sockets = open_sockets
         self._walk, self._netns_path = walk, netns_path
-        self._preexisting = self._adopt(lifecycle.maps[ADOPTED])
+        self._preexisting = self._adopt(maps[ADOPTED])
         self._preexisting_ended = (0, 0)
         self._preexisting_ends = 0  # pre-existing connections seen to end
         self._eviction_logged = False
@@ -157,6 +148,25 @@ class TcpMetrics:
             self._preexisting_ends = sum(not p.adopted for p in self._preexisting.values())
             self._preexisting = {}
             self._clock = JiffyClock(walk.run(0, netns_path, adopt=True))
+
+    @classmethod
+    def from_context(cls, context: ReadContext) -> "TcpMetrics":
+        if context.by_process and BY_PROCESS not in context.maps:
+            raise ValueError("per-process labels need tcp_lifecycle attached with by-process counts")
+        return cls(context.maps, OpenSockets(context.netns_path), context.idle_timeout, context.probes.tcp_walk,
+                   context.netns_path)
+
+    def owners(self) -> list[OwnerCounts]:
+        """The kernel's by-process rows: ends by outcome and payload bytes, per cgroup and comm."""
+        if self._owners is None:
+            return []
+        return [OwnerCounts(owner.cgroup_id, bytes(owner.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
+                            "tcp", dict(zip(OUTCOMES, counts)), counts[BYTES_SENT_SLOT],
+                            counts[BYTES_RECEIVED_SLOT], other=owner.cgroup_id == OTHER_OWNER["cgroup_id"])
+                for owner, counts in self._owners.items() if any(counts)]
+
+    def close(self) -> None:
+        self._open_sockets.close()
 
     def series(self) -> Series:
         if self._walk is not None:

@@ -25,7 +25,7 @@ import struct
 import threading
 from typing import Iterator, NamedTuple, Optional
 
-from ..probes.netns import in_namespace as _in_namespace
+from .netns import in_namespace as _in_namespace
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20

@@ -1,4 +1,5 @@
-"""UDP metrics and flow-end events: the kernel's totals row and flow map, read and expired when asked.
+"""The UDP probes' reader: metrics and flow-end events from the kernel's totals row and flow map, read and
+expired when asked.
 
 The probes (udp_send, udp_receive) only add, to the totals row and the flow
 map; nothing runs in user space between collections, whatever the packet rate.
@@ -8,7 +9,7 @@ Each collection reads the row, then the whole map once, and:
 - ends every flow idle for longer than `flow_timeout` seconds: it is removed
   from the map (with lookup-and-delete where the kernel has it, so its final
   counts come with the removal), its duration (first to last datagram) goes to
-  the histogram, and an event is queued for `expired_events()`;
+  the histogram, and an event is queued for `ended()`;
 - counts the flows open, by role, and the idle ones;
 - counts as ended, and evicted, the flows the kernel evicted from a full map:
   every flow made is open (in the map), or ended by user space, or evicted.
@@ -44,19 +45,15 @@ from typing import Any, Callable
 
 from ..bpf.errors import KeyNotFoundError
 from ..bpf.maps import Map
-from ..probes import AttachedProbe
-from ..probes.tcp_stats import BUCKET_BOUNDS_US
-from ..probes.udp_flows import CLIENT, FLOW, KEY_CODEC, MAP_NAME, TOTALS, Totals
-from ..probes.udp_walk import UdpWalk
-from .catalogue import DIRECTIONS, ROLES
-from .model import ConnectionEvent, Histogram, Labels, Value, labels
+from ..figures import ConnectionEvent, Histogram, Series, labels
+from ..vocabulary import BOUNDS_NS as _BOUNDS_NS, BOUNDS_SECONDS, CLIENT, DIRECTIONS, ROLES
+from .reading import ReadContext, Reader
+from .udp_flows import FLOW, KEY_CODEC, MAP_NAME, TOTALS, Totals
+from .udp_walk import UdpWalk
 
 log = logging.getLogger(__name__)
 
-Series = dict[str, dict[Labels, Value]]
-BOUNDS_SECONDS = tuple(bound * 1e-6 for bound in BUCKET_BOUNDS_US)
-_BOUNDS_NS = tuple(bound * 1000 for bound in BUCKET_BOUNDS_US)
-#: Ended flows kept for expired_events() at most; older ones are dropped (and counted) beyond that.
+#: Ended flows kept for ended() at most; older ones are dropped (and counted) beyond that.
 MAX_PENDING_EVENTS = 65536
 #: Of each flow, what a collection reads: its last datagram's time and its role (udp_flows.FLOW's layout).
 _TIMES_AND_ROLE = struct.Struct(
@@ -133,7 +130,7 @@ def address_text(family: int, raw: bytes) -> str:
     return str(ipaddress.IPv6Address(bytes(raw)))
 
 
-class UdpMetrics:
+class UdpMetrics(Reader):
     """Catalogue series for UDP, and the flows that ended, from the shared flow map.
 
     `flows` is either attached UDP probe (both hold the same maps), or the flow map
@@ -146,14 +143,9 @@ class UdpMetrics:
     objects, so memory and most of the time spent do not grow with the flows open.
     """
 
-    def __init__(self, flows: AttachedProbe | Map, idle_timeout: float, flow_timeout: float,
+    def __init__(self, flows: Map, totals: Map, idle_timeout: float, flow_timeout: float,
                  clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], float] = time.time,
-                 *, totals: Map | None = None, walk: UdpWalk | None = None,
-                 container_of: Callable[[int], str] | None = None):
-        if isinstance(flows, AttachedProbe):
-            flows, totals = flows.maps[MAP_NAME], flows.maps[TOTALS]
-        if totals is None:
-            raise ValueError("UdpMetrics needs the totals row with a bare flow map")
+                 *, walk: UdpWalk | None = None, container_of: Callable[[int], str] | None = None):
         self._map, self._totals, self._walk = flows, totals, walk
         #: cgroup id -> container id, for events; the cgroup may be gone by the time a flow ends (idle for
         #: the flow timeout), and then the event has none.
@@ -171,6 +163,11 @@ class UdpMetrics:
         self._pending: deque[ConnectionEvent] = deque()
         #: Ended flows whose event was dropped because nobody took them in time.
         self.events_dropped = 0
+
+    @classmethod
+    def from_context(cls, context: ReadContext) -> "UdpMetrics":
+        return cls(context.maps[MAP_NAME], context.maps[TOTALS], context.idle_timeout, context.udp_flow_timeout,
+                   walk=context.probes.udp_walk, container_of=context.container_of)
 
     def series(self) -> Series:
         with self._lock:
@@ -202,7 +199,7 @@ class UdpMetrics:
                                                                self._duration_sum_ns * 1e-9)},
             }
 
-    def expired_events(self, scan: bool = True) -> list[ConnectionEvent]:
+    def ended(self, scan: bool = True) -> list[ConnectionEvent]:
         """The flows that ended since the last call, oldest first. The map is read now, so it need not
         wait for a collection; scan=False takes only what the last read found (right after series())."""
         with self._lock:
