@@ -6,7 +6,9 @@ from typing import Optional
 
 from . import tcp_lifecycle, tcp_resets, tcp_states
 from .udp import UDP_PROBES
+from .extensions import ExtensionError, load_probes
 from .probe import BuildTarget, Probe
+from .reading import OwnerCounts, ReadContext, Reader
 from .probeset import (
     AttachedProbe,
     AttachSettings,
@@ -17,7 +19,8 @@ from .probeset import (
     trial_attach,
 )
 
-#: Every probe `gespann run` attaches, in attach order.
+#: Every probe `gespann run` attaches, in attach order. A new probe of gespann's is one file and one entry here;
+#: one outside the tree is named in the config (extra_probes) instead.
 ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, *UDP_PROBES)
 
 #: Probes that are not part of the product: tcp_states is the smallest complete probe,
@@ -29,5 +32,6 @@ def find_probe(name: str) -> Optional[Probe]:
     return next((probe for probe in (*ALL_PROBES, *EXAMPLE_PROBES) if probe.name == name), None)
 
 
-__all__ = ["ALL_PROBES", "EXAMPLE_PROBES", "AttachSettings", "AttachedProbe", "BuildTarget", "Probe", "ProbeSet",
-           "ProbeUnavailable", "TrialResult", "find_probe", "group_reasons", "trial_attach"]
+__all__ = ["ALL_PROBES", "EXAMPLE_PROBES", "AttachSettings", "AttachedProbe", "BuildTarget", "ExtensionError",
+           "OwnerCounts", "Probe", "ProbeSet", "ProbeUnavailable", "ReadContext", "Reader", "TrialResult",
+           "find_probe", "group_reasons", "load_probes", "trial_attach"]
