@@ -37,6 +37,18 @@ def _load_config(path):
         _fail(f"config: {err}", EXIT_USAGE)
 
 
+def _start_logging(config, **options) -> None:
+    """The log at the config's level, then what the config said in an older way."""
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", **options)
+    _warn_deprecations(config)
+
+
+def _warn_deprecations(config) -> None:
+    """One warning line per older spelling the config used (to stderr, in the log's format once it has one)."""
+    for deprecation in config.deprecations:
+        log.warning("%s", deprecation)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gespann")
 def main() -> None:
@@ -101,16 +113,15 @@ def run(config_path: str | None) -> None:
     from contextlib import ExitStack
 
     from .bpf.errors import BPFError
-    from .exporters import ExporterError, build_exporters
+    from .exporters import ExporterError, build_exporters, wants_events
 
     config = _load_config(config_path)
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    _start_logging(config)
     stop = _stop_on_signals()
     with ExitStack() as running:
         try:
-            wants_events = any(adapter.type == "jsonl" for adapter in config.adapters)
-            probes, collector = _attach(config, running, records=wants_events)
-            exporters = build_exporters(config.adapters, collector)
+            probes, collector = _attach(config, running, records=wants_events(config.exporters))
+            exporters = build_exporters(config.exporters, collector)
             for exporter in exporters:
                 exporter.start()
                 running.callback(exporter.close)  # closed (and flushed) first, in reverse order
@@ -125,7 +136,7 @@ def run(config_path: str | None) -> None:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML config file whose attach, scope and events settings to apply (its adapters are not run).")
+              help="YAML config file whose attach, scope and events settings to apply (its exporters are not run).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line instead of a table.")
 @click.option("--count", type=click.IntRange(min=1), default=None,
               help="Exit after this many events (default: run until SIGINT or SIGTERM).")
@@ -146,8 +157,7 @@ def trace(config_path: str | None, as_json: bool, count: int | None) -> None:
     from .exporters.events import json_line, table_header, table_line
 
     config = _load_config(config_path)
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    _start_logging(config, stream=sys.stderr)
     stop = _stop_on_signals()
     printed = 0
     with ExitStack() as running:
@@ -183,7 +193,9 @@ def list_probes(config_path: str | None) -> None:
     """
     from .probes import ALL_PROBES, AttachSettings, trial_attach
 
-    settings = AttachSettings.from_config(_load_config(config_path))
+    config = _load_config(config_path)
+    _warn_deprecations(config)
+    settings = AttachSettings.from_config(config)
     for probe in ALL_PROBES:
         click.echo(f"{probe.name}: {probe.summary}")
         trial = trial_attach(probe, settings)
@@ -211,7 +223,9 @@ def check(config_path: str | None, as_json: bool) -> None:
 
     from .check import run_check
 
-    report = run_check(_load_config(config_path))
+    config = _load_config(config_path)
+    _warn_deprecations(config)
+    report = run_check(config)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -20,6 +20,19 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
+#: The DataDog agent when the config names none: DataDog's own variables, then its default.
+DEFAULT_AGENT_HOST = "localhost"
+DEFAULT_AGENT_PORT = 8125
+
+
+def agent_address(configured: Optional[str]) -> tuple[str, int]:
+    """`host:port` from the config, else DD_AGENT_HOST / DD_DOGSTATSD_PORT (as a DataDog sidecar is told)."""
+    if configured is None:
+        return (os.environ.get("DD_AGENT_HOST") or DEFAULT_AGENT_HOST,
+                int(os.environ.get("DD_DOGSTATSD_PORT") or DEFAULT_AGENT_PORT))
+    host, _, port = configured.rpartition(":")
+    return host.strip("[]"), int(port)
+
 
 class AgentSocket:
     """A UDP socket connected to the agent at host:port; `send` says whether the datagram left unrefused."""

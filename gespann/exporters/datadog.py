@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from typing import Hashable, Iterable, Iterator, Optional
 
 from gespann.collector import Collector, Histogram, Kind, Labels, Metric, Snapshot
+from gespann.settings import host_port, seconds, string, tag_list
 
-from .agent import AgentSocket
+from .agent import AgentSocket, agent_address
 from .deltas import CounterDeltas, Number
 from .dogstatsd import LineFormatter
+from .kinds import BuildContext, ExporterKind, Setting
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +157,18 @@ def _packets(lines: list[_Line]) -> Iterator[list[_Line]]:
         size += length
     if packet:
         yield packet
+
+
+def _build(settings, context: BuildContext) -> DogStatsdExporter:
+    host, port = agent_address(settings.get("host"))
+    return DogStatsdExporter(context.collector, host=host, port=port, prefix=settings["prefix"],
+                             tags=settings["tags"], interval=settings["flush_interval"])
+
+
+KIND = ExporterKind("datadog", "DogStatsD to a DataDog agent; counts are sent as deltas per flush", settings=(
+    Setting("host", host_port, "the agent's host:port; absent: DD_AGENT_HOST and DD_DOGSTATSD_PORT, "
+                               "else localhost:8125"),
+    Setting("prefix", string("a metric name prefix"), "prefix of every metric name", "gespann"),
+    Setting("tags", tag_list, "tags on every metric, a list of 'key:value' or a mapping", ()),
+    Setting("flush_interval", seconds, "seconds between flushes", 10.0),
+), build=_build)

@@ -5,6 +5,9 @@ cannot tell gespann what did not reach the agent. gespann therefore lets it
 format each line (name, namespace, tag normalisation, constant and DD_* tags,
 origin detection) into a stand-in socket, and sends the lines itself
 (agent.py), where every failure is seen and counted.
+
+The datadog package is imported when the first LineFormatter is made, that is
+when a DataDog exporter is built: registering its kind costs nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ from __future__ import annotations
 import socket
 from typing import Callable, Iterable, Optional, Union
 
-from datadog.dogstatsd import DogStatsd
-
 Number = Union[int, float]
 
 
 class LineFormatter:
     def __init__(self, prefix: str, tags: Iterable[str]):
+        from datadog.dogstatsd import DogStatsd
+
         self._caught = _CatchingSocket()
         self._statsd = DogStatsd(namespace=prefix or None, constant_tags=list(tags), disable_telemetry=True)
 

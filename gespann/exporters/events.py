@@ -1,7 +1,7 @@
 """Connection events as text: a tcplife-like table for people, JSON lines for programs.
 
 `gespann trace` prints `table_header()` then `table_line(event)` per event,
-or `json_line(event)` per event with --json; the jsonl adapter writes the same
+or `json_line(event)` per event with --json; the jsonl exporter writes the same
 JSON lines to a file.
 """
 

@@ -1,4 +1,4 @@
-"""The jsonl adapter: every connection event appended to a file as one JSON line.
+"""The jsonl exporter: every connection event appended to a file as one JSON line.
 
 The file is opened for appending (a restart adds to it) and line-buffered, so
 a line is in the file as soon as the event is; `close()` writes out the events
@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from gespann.collector import Collector, ConnectionEvent
+from gespann.settings import text
 
-from .adapter import ExporterError
+from .base import ExporterError
 from .events import json_line
+from .kinds import REQUIRED, ExporterKind, Setting
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +63,8 @@ class JsonlExporter:
             except OSError as err:  # a full disk must not end the copying for good
                 log.error("jsonl: cannot write to %s: %s", self.path, err.strerror)
                 self._stop.wait(self._wait)
+
+
+KIND = ExporterKind("jsonl", "connection records as JSON lines, the same as `gespann trace --json`", settings=(
+    Setting("path", text("a file path"), "the file appended to", REQUIRED),
+), build=lambda settings, context: JsonlExporter(context.collector, settings["path"]), consumes_events=True)

@@ -1,7 +1,7 @@
 """Prometheus exposition: each scrape renders one collector snapshot; nothing is kept between scrapes.
 
 Exposed families:
-- the original gespann's names, derived with correct semantics (see `original.py` for the table);
+- the original gespann's names, derived with correct semantics (see `legacy_names.py` for the table);
 - every catalogue metric as `gespann_<name>` with its labels (histograms in seconds);
 - self-metrics of other exporters (`gespann_datadog_unsent_total`), when they run;
 - prometheus-client's `process_*` metrics for gespann's own CPU and memory.
@@ -24,9 +24,11 @@ from prometheus_client.utils import floatToGoString
 
 from gespann.collector import Collector, Histogram, Kind, Labels
 from gespann.collector.model import Value
+from gespann.settings import port, text
 
-from . import original
-from .adapter import ExporterError, SelfMetricSource
+from . import legacy_names
+from .base import ExporterError, SelfMetricSource
+from .kinds import BuildContext, ExporterKind, Setting
 
 PREFIX = "gespann_"
 
@@ -35,15 +37,18 @@ SHUTDOWN_POLL_SECONDS = 0.1
 
 
 class SnapshotCollector(PrometheusCollector):
-    """Turns `Collector.snapshot()` into metric families at scrape time: no per-tick state, nothing re-added."""
+    """Turns `Collector.snapshot()` into metric families at scrape time: no per-tick state, nothing re-added.
+
+    `self_metric_sources` is read at each scrape, not copied: exporters built after this one join it.
+    """
 
     def __init__(self, source: Collector, self_metric_sources: Sequence[SelfMetricSource] = ()):
         self._source = source
-        self._self_metric_sources = tuple(self_metric_sources)
+        self._self_metric_sources = self_metric_sources
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._source.snapshot()
-        for metric in original.ORIGINAL_METRICS:
+        for metric in legacy_names.LEGACY_METRICS:
             yield _family(metric.name, metric.kind, metric.help, metric.label_names, metric.samples(snapshot))
         for metric in snapshot.metrics.values():
             yield _family(PREFIX + metric.name, metric.kind, metric.help, metric.label_names, metric.series)
@@ -168,3 +173,15 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format, *args) -> None:
         pass
+
+
+def _build(settings, context: BuildContext) -> PrometheusExporter:
+    return PrometheusExporter(context.collector, address=settings["address"], port=settings["port"],
+                              path=settings["path"], self_metric_sources=context.self_metric_sources)
+
+
+KIND = ExporterKind("prometheus", "the metrics page Prometheus scrapes", settings=(
+    Setting("port", port, "the port to listen on", 8080),
+    Setting("address", text("an address to listen on, e.g. 0.0.0.0 or ::"), "the address to listen on", "0.0.0.0"),
+    Setting("path", text("a URL path, e.g. /metrics"), "the URL path of the metrics page", "/metrics"),
+), build=_build)

@@ -17,8 +17,10 @@ def test_every_command_has_help():
 
 
 @pytest.mark.parametrize("text, key", [
+    ("exporters: [{type: graphite}]\n", "exporters[0].type"),
     ("adapters: [{type: graphite}]\n", "adapters[0].type"),
-    ("adapters: [{type: prometheus, settings: {port: '99999'}}]\n", "adapters[0].settings.port"),
+    ("exporters: [{type: prometheus, settings: {port: '99999'}}]\n", "exporters[0].settings.port"),
+    ("exporters: []\nadapters: []\n", "exporters"),
     ("colour: blue\n", "colour"),
     ("log_level: [info]\n", "log_level"),
     ("attach: {probes: {udp_send: kprobe}}\n", "attach.probes.udp_send"),
@@ -35,6 +37,16 @@ def test_bad_config_is_one_line_and_status_2(tmp_path, text, key, command):
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"gespann: config: {key}: ")
+
+
+def test_an_unknown_exporter_type_names_the_key_and_the_types(tmp_path):
+    path = tmp_path / "gespann.yaml"
+    path.write_text("exporters:\n  - type: prometheus\n  - type: graphite\n")
+    result = subprocess.run([sys.executable, "-m", "gespann", "run", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("gespann: config: exporters[1].type: unknown exporter type 'graphite'; "
+                             "expected one of: prometheus, datadog, jsonl\n")
 
 
 def test_unreadable_config_is_status_2(tmp_path):

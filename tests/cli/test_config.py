@@ -1,7 +1,7 @@
-"""Config parsing: the original format is accepted unchanged, every mistake names its key."""
+"""Config parsing: the original format is accepted (adapters: with a warning), every mistake names its key."""
 import pytest
 
-from gespann.config import Adapter, Config, ConfigError, load, parse
+from gespann.config import Config, ConfigError, ExporterConfig, load, parse
 
 ORIGINAL = """
 log_level: info
@@ -13,25 +13,36 @@ adapters:
 """
 
 
-def test_original_format_is_accepted_unchanged(tmp_path):
+def test_original_format_is_accepted_with_adapters_as_the_older_name(tmp_path):
     path = tmp_path / "gespann.yaml"
     path.write_text(ORIGINAL)
     config = load(path)
     assert config.log_level == "info"
-    assert config.adapters == (
-        Adapter("prometheus", {"port": 8080}),
-        Adapter("datadog", {"host": "localhost:8125"}),
+    assert config.exporters == (
+        ExporterConfig("prometheus", {"port": 8080, "address": "0.0.0.0", "path": "/metrics"}),
+        ExporterConfig("datadog", {"host": "localhost:8125", "prefix": "gespann", "tags": (), "flush_interval": 10.0}),
     )
+    assert config.deprecations == ("config: adapters is the older name of exporters; rename the key to exporters",)
+    path.write_text(ORIGINAL.replace("adapters:", "exporters:"))
+    assert load(path) == config and load(path).deprecations == ()
+
+
+def test_both_names_of_the_exporters_list_is_an_error_naming_both():
+    for exporters, adapters in (([], []), ([{"type": "prometheus"}], [{"type": "jsonl"}])):
+        with pytest.raises(ConfigError) as err:
+            parse({"exporters": exporters, "adapters": adapters})
+        assert err.value.key == "exporters" and "adapters" in err.value.problem
+    assert parse({"exporters": None, "adapters": [{"type": "jsonl", "settings": {"path": "x"}}]}).deprecations
 
 
 def test_datadog_settings():
-    config = parse({"adapters": [{"type": "datadog", "settings": {"tags": {"env": "prod"}, "flush_interval": 2.5}}]})
-    assert config.adapters[0].settings == {"tags": {"env": "prod"}, "flush_interval": 2.5}
+    config = parse({"exporters": [{"type": "datadog", "settings": {"tags": {"env": "prod"}, "flush_interval": 2}}]})
+    assert config.exporters[0].settings == {"tags": ["env:prod"], "flush_interval": 2.0, "prefix": "gespann"}
 
 
 def test_defaults_without_a_file():
     assert load(None) == Config()
-    assert load(None).adapters[0].settings["port"] == 8080
+    assert load(None).exporters[0].settings["port"] == 8080
 
 
 def test_empty_file_gives_defaults(tmp_path):
@@ -53,25 +64,35 @@ def test_gespann_keys(tmp_path):
     forced = parse({"attach": {"mode": "tracepoint", "probes": {"tcp_lifecycle": "raw_tracepoint", "udp_send": "auto"}}})
     assert (forced.attach_mode, forced.probe_modes) == ("tracepoint", {"tcp_lifecycle": "raw_tracepoint",
                                                                        "udp_send": "auto"})
-    assert parse({"attach": None, "scope": {"protocols": None}, "adapters": None}) == Config()
+    assert parse({"attach": None, "scope": {"protocols": None}, "exporters": None}) == Config()
+    assert parse({"attach": None, "scope": {"protocols": None}, "adapters": None}).deprecations == ()
     limits = parse({"limits": {"tcp_connections": 8, "udp_flows": 1 << 20}}).map_capacities
     assert limits == {"tcp_connections": 8, "udp_flows": 1 << 20}
     assert parse({"limits": {"udp_flows": None}}).map_capacities == {}
 
 
 @pytest.mark.parametrize("document, key, words", [
-    ({"adapters": [{"type": "graphite"}]}, "adapters[0].type", "unknown adapter type 'graphite'"),
-    ({"adapters": [{"type": "prometheus", "settings": {"port": "80x"}}]}, "adapters[0].settings.port",
+    ({"exporters": [{"type": "graphite"}]}, "exporters[0].type",
+     "unknown exporter type 'graphite'; expected one of: prometheus, datadog, jsonl"),
+    ({"adapters": [{"type": "graphite"}]}, "adapters[0].type", "unknown exporter type 'graphite'"),
+    ({"exporters": [{"type": ["jsonl"]}]}, "exporters[0].type", "unknown exporter type ['jsonl']"),
+    ({"exporters": [{"type": "prometheus", "settings": {"file": "x"}}]}, "exporters[0].settings.file",
+     "unknown key; expected one of: port, address, path"),
+    ({"exporters": [{"type": "jsonl", "settings": ["x"]}]}, "exporters[0].settings", "expected a mapping"),
+    ({"exporters": [{"type": "datadog", "settings": {"prefix": 5}}]}, "exporters[0].settings.prefix",
+     "a metric name prefix"),
+    ({"exporters": [{"type": "prometheus", "settings": {"port": "80x"}}]}, "exporters[0].settings.port",
      "expected a port number"),
-    ({"adapters": [{"type": "prometheus", "settings": {"port": 70000}}]}, "adapters[0].settings.port",
+    ({"exporters": [{"type": "prometheus", "settings": {"port": 70000}}]}, "exporters[0].settings.port",
      "between 1 and 65535"),
-    ({"adapters": [{"type": "datadog", "settings": {"host": "nohost"}}]}, "adapters[0].settings.host",
+    ({"exporters": [{"type": "datadog", "settings": {"host": "nohost"}}]}, "exporters[0].settings.host",
      "host:port"),
-    ({"adapters": [{"settings": {}}]}, "adapters[0].type", "missing"),
-    ({"adapters": [{"type": "datadog", "settings": {"tags": "env:prod"}}]}, "adapters[0].settings.tags",
+    ({"exporters": [{"settings": {}}]}, "exporters[0].type", "missing"),
+    ({"exporters": [{"type": "datadog", "settings": {"tags": "env:prod"}}]}, "exporters[0].settings.tags",
      "list of 'key:value' strings"),
-    ({"adapters": [{"type": "datadog", "settings": {"flush_interval": 0}}]}, "adapters[0].settings.flush_interval",
+    ({"exporters": [{"type": "datadog", "settings": {"flush_interval": 0}}]}, "exporters[0].settings.flush_interval",
      "positive number of seconds"),
+    ({"exporters": {"type": "prometheus"}}, "exporters", "expected a list"),
     ({"adapters": {"type": "prometheus"}}, "adapters", "expected a list"),
     ({"log_lvl": "info"}, "log_lvl", "unknown key"),
     ({"log_level": "loud"}, "log_level", "unknown value 'loud'"),
@@ -100,13 +121,13 @@ def test_gespann_keys(tmp_path):
     ({"scope": {"netns": "/proc/self/ns/\x00net"}}, "scope.netns", "embedded null"),
     ({"connections": {"idle_timeout": float("nan")}}, "connections.idle_timeout", "positive number of seconds"),
     ({"connections": {"idle_timeout": float("inf")}}, "connections.idle_timeout", "positive number of seconds"),
-    ({"adapters": [{"type": "prometheus", "settings": {"port": float("inf")}}]}, "adapters[0].settings.port",
+    ({"exporters": [{"type": "prometheus", "settings": {"port": float("inf")}}]}, "exporters[0].settings.port",
      "expected a port number"),
-    ({"adapters": [{"type": "prometheus", "settings": {"port": 8080.5}}]}, "adapters[0].settings.port",
+    ({"exporters": [{"type": "prometheus", "settings": {"port": 8080.5}}]}, "exporters[0].settings.port",
      "expected a port number"),
-    ({"adapters": [{"type": "prometheus", "settings": {"address": 10}}]}, "adapters[0].settings.address",
+    ({"exporters": [{"type": "prometheus", "settings": {"address": 10}}]}, "exporters[0].settings.address",
      "an address to listen on"),
-    ({"adapters": [{"type": "jsonl", "settings": {"path": "a\nb"}}]}, "adapters[0].settings.path", "a file path"),
+    ({"exporters": [{"type": "jsonl", "settings": {"path": "a\nb"}}]}, "exporters[0].settings.path", "a file path"),
     ({"log_level\nx": 1}, "'log_level\\nx'", "unknown key"),
     ({"scope": {"netns": "/nonexistent/ns/net"}}, "scope.netns", "No such file"),
     ({"scope": {"netns": 4026531840}}, "scope.netns", "namespace file path"),
@@ -114,7 +135,7 @@ def test_gespann_keys(tmp_path):
     ({"scope": {"protocols": "tcp"}}, "scope.protocols", "a list of protocols (tcp, udp)"),
     ({"scope": {"protocols": []}}, "scope.protocols", "watch at least one protocol"),
     ({"scope": {"protocols": ["tcp", "sctp"]}}, "scope.protocols[1]", "unknown protocol 'sctp'"),
-    ({"adapters": [{"type": "jsonl", "settings": {}}]}, "adapters[0].settings.path", "missing"),
+    ({"exporters": [{"type": "jsonl", "settings": {}}]}, "exporters[0].settings.path", "missing"),
     ({"connections": {"idle_timeout": "1m"}}, "connections.idle_timeout", "positive number of seconds"),
     ({"connections": {"udp_flow_timeout": -1}}, "connections.udp_flow_timeout", "positive number of seconds"),
     ({"connections": {"idle": 5}}, "connections.idle", "unknown key"),
@@ -148,6 +169,6 @@ def test_unreadable_file_is_a_config_error(tmp_path):
 
 def test_invalid_yaml_names_the_line(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("log_level: info\nadapters: [\n")
+    path.write_text("log_level: info\nexporters: [\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load(path)

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 from gespann import config
 from gespann.config import Config, ConfigError, load
+from gespann.exporters import KINDS
 from gespann.probes import ALL_PROBES
 
 #: Strings gespann gives meaning to somewhere, so that valid documents come up often.
 WORDS = sorted({
-    *config.LOG_LEVELS, *config.ADAPTER_TYPES, *config.EVENT_READERS, *config.PERF_EVENT_ATTACH,
+    *config.LOG_LEVELS, *KINDS, *config.EVENT_READERS, *config.PERF_EVENT_ATTACH,
     *config.ATTACH_MODES, *config.BTF_SOURCES, *config.PROTOCOLS, *(probe.name for probe in ALL_PROBES),
     "/proc/self/ns/net", "/proc/1/ns/net", "/nonexistent", "localhost:8125", "host:", ":99", "8080", "/metrics",
     "0.0.0.0", "::", "/tmp/gespann.jsonl", "env:prod",
@@ -41,14 +42,15 @@ def section(keys):
     return st.dictionaries(st.one_of(st.sampled_from(keys), st.text(max_size=6)), trees, max_size=len(keys) + 1)
 
 
-adapter_settings = section(["port", "address", "path", "host", "prefix", "tags", "flush_interval"])
-adapter = st.fixed_dictionaries({}, optional={"type": st.one_of(st.sampled_from(config.ADAPTER_TYPES), trees),
-                                              "settings": st.one_of(adapter_settings, trees)})
+exporter_settings = section(sorted({setting.name for name in KINDS for setting in KINDS[name].settings}))
+exporter = st.fixed_dictionaries({}, optional={"type": st.one_of(st.sampled_from(list(KINDS)), trees),
+                                               "settings": st.one_of(exporter_settings, trees)})
 probe_modes = st.dictionaries(st.one_of(st.sampled_from([p.name for p in ALL_PROBES]), st.text(max_size=12)),
                               st.one_of(st.sampled_from(config.ATTACH_MODES), trees), max_size=3)
 documents = st.fixed_dictionaries({}, optional={
     "log_level": st.one_of(st.sampled_from(config.LOG_LEVELS), trees),
-    "adapters": st.one_of(st.lists(st.one_of(adapter, trees), max_size=3), trees),
+    "exporters": st.one_of(st.lists(st.one_of(exporter, trees), max_size=3), trees),
+    "adapters": st.one_of(st.lists(st.one_of(exporter, trees), max_size=3), trees),
     "events": st.one_of(section(["reader"]), trees),
     "attach": st.one_of(st.fixed_dictionaries({}, optional={
         "mode": st.one_of(st.sampled_from(config.ATTACH_MODES), trees),
@@ -79,7 +81,7 @@ def outcome(path) -> object:
 def sane(loaded: Config) -> None:
     """What a valid Config promises the rest of gespann."""
     assert loaded.log_level in config.LOG_LEVELS
-    assert all(a.type in config.ADAPTER_TYPES for a in loaded.adapters)
+    assert all(e.type in KINDS for e in loaded.exporters)
     assert all(0 < t < math.inf for t in (loaded.idle_timeout, loaded.udp_flow_timeout))
     assert loaded.protocols and set(loaded.protocols) <= set(config.PROTOCOLS)
     assert isinstance(loaded.label_max_series, int) and loaded.label_max_series >= 1
@@ -87,9 +89,10 @@ def sane(loaded: Config) -> None:
     names = {probe.name: probe for probe in ALL_PROBES}
     for name, mode in loaded.probe_modes.items():
         assert mode == "auto" or mode in {f.mode for f in names[name].flavours}
-    for a in loaded.adapters:
-        if a.type == "prometheus":
-            assert 1 <= a.settings["port"] <= 65535
+    for e in loaded.exporters:
+        assert set(e.settings) <= {setting.name for setting in KINDS[e.type].settings}
+        if e.type == "prometheus":
+            assert 1 <= e.settings["port"] <= 65535
 
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

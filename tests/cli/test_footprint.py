@@ -42,7 +42,7 @@ def serving(port: int) -> bool:
 
 def prometheus_config(tmp_path, port: int, extra: str = "") -> str:
     config = tmp_path / "gespann.yaml"
-    config.write_text(f"adapters:\n  - type: prometheus\n    settings: {{port: {port}, address: 127.0.0.1}}\n{extra}")
+    config.write_text(f"exporters:\n  - type: prometheus\n    settings: {{port: {port}, address: 127.0.0.1}}\n{extra}")
     return str(config)
 
 
@@ -73,7 +73,7 @@ def test_a_prometheus_only_run_imports_neither_datadog_nor_a_netlink_library(tmp
     assert modules & PARSER == set()
 
 
-def test_a_datadog_adapter_still_brings_its_client(tmp_path):
+def test_a_datadog_exporter_still_brings_its_client(tmp_path):
     port = free_port()
     config = prometheus_config(tmp_path, port, "  - type: datadog\n    settings: {host: '127.0.0.1:9'}\n")
     assert "datadog" in imported_by_run(config, port)

@@ -64,7 +64,7 @@ def write_config():
     def write(text: str, name: str = "gespann.yaml") -> str:
         path = os.path.join(directory, name)
         with open(path, "w") as f:
-            f.write(f"log_level: info\nadapters:\n  - type: prometheus\n"
+            f.write(f"log_level: info\nexporters:\n  - type: prometheus\n"
                     f"    settings: {{port: \"{PORT}\", address: 127.0.0.1}}\n{text}")
         os.chmod(path, 0o644)
         return path

@@ -46,7 +46,7 @@ def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path)
     port = free_port()
     config = tmp_path / "gespann.yaml"
     config.write_text(f"log_level: info\n"
-                      f"adapters:\n  - type: prometheus\n    settings: {{port: \"{port}\", address: 127.0.0.1}}\n"
+                      f"exporters:\n  - type: prometheus\n    settings: {{port: \"{port}\", address: 127.0.0.1}}\n"
                       f"  - type: jsonl\n    settings: {{path: {tmp_path / 'events.jsonl'}}}\n"
                       f"scope: {{netns: {namespace.path}}}\n")
     gespann = subprocess.Popen([sys.executable, "-m", "gespann", "run", "--config", str(config)],
@@ -100,7 +100,7 @@ def test_port_in_use_is_one_line_and_nonzero(tmp_path):
         busy.listen(1)
         port = busy.getsockname()[1]
         config = tmp_path / "gespann.yaml"
-        config.write_text(f"adapters: [{{type: prometheus, settings: {{port: {port}, address: 127.0.0.1}}}}]\n")
+        config.write_text(f"exporters: [{{type: prometheus, settings: {{port: {port}, address: 127.0.0.1}}}}]\n")
         result = subprocess.run([sys.executable, "-m", "gespann", "run", "--config", str(config)],
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
@@ -109,3 +109,33 @@ def test_port_in_use_is_one_line_and_nonzero(tmp_path):
     assert "Traceback" not in result.stderr
     wait_for(lambda: loaded_programs() == set(), timeout=10)
     assert loaded_programs() == set()
+
+
+def loaded_maps() -> set[str]:
+    listing = json.loads(subprocess.run([BPFTOOL, "-j", "map", "list"], capture_output=True, text=True,
+                                        check=True).stdout or "[]")
+    return {m.get("name", "") for m in listing if m.get("name", "").startswith("gsp_")}
+
+
+@pytest.mark.parametrize("jsonl", [False, True], ids=["prometheus only", "with jsonl"])
+def test_records_are_asked_for_exactly_when_an_exporter_consumes_events(tmp_path, jsonl):
+    """The record channel (gsp_records) is made only for a jsonl exporter; `adapters:`, the older name, still runs."""
+    wait_for(lambda: "gsp_records" not in loaded_maps(), timeout=10)
+    port = free_port()
+    config = tmp_path / "gespann.yaml"
+    config.write_text(f"adapters:\n  - type: prometheus\n    settings: {{port: {port}, address: 127.0.0.1}}\n"
+                      + (f"  - type: jsonl\n    settings: {{path: {tmp_path / 'events.jsonl'}}}\n" if jsonl else "")
+                      + "scope: {protocols: [tcp]}\n")
+    gespann = subprocess.Popen([sys.executable, "-m", "gespann", "run", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _serving(f"http://127.0.0.1:{port}/metrics"), timeout=30)
+        maps = loaded_maps()
+    finally:
+        gespann.send_signal(signal.SIGTERM)
+        _, err = gespann.communicate(timeout=30)
+    assert gespann.returncode == 0, err
+    assert ("gsp_records" in maps) is jsonl, maps
+    warnings = [line for line in err.splitlines() if " WARNING " in line]
+    assert warnings == [warnings[0]] and warnings[0].endswith(
+        " WARNING config: adapters is the older name of exporters; rename the key to exporters"), err

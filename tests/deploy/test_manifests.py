@@ -113,7 +113,7 @@ def test_embedded_config_is_valid_and_scraped_where_served(where, template):
         mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(Path(CONFIG_PATH).parent))
         config_map = config_maps(manifest)[volumes[mount["name"]]["configMap"]["name"]]
         config = gespann_config.parse(yaml.safe_load(config_map["data"][Path(CONFIG_PATH).name]))
-        port = int(next(a.settings["port"] for a in config.adapters if a.type == "prometheus"))
+        port = int(next(a.settings["port"] for a in config.exporters if a.type == "prometheus"))
         annotations = template["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(port)
         assert annotations["prometheus.io/path"] == "/metrics"
@@ -132,7 +132,7 @@ def test_daemonset_watches_the_node_and_the_sidecar_its_pod():
 
 def test_example_config_is_valid():
     config = gespann_config.load(DEPLOY / "config.yaml")
-    assert config.netns is None and [a.type for a in config.adapters] == ["prometheus"]
+    assert config.netns is None and [a.type for a in config.exporters] == ["prometheus"]
 
 
 def test_readme_documents_the_same_set():

@@ -1,9 +1,10 @@
-"""From the config's adapters to running exporters: one per adapter, in order, wired together."""
+"""From the config's exporters to running exporters: one per configured exporter, in order, wired together."""
 
 from __future__ import annotations
 
 import urllib.request
 
+import pytest
 from dogstatsd_agent import FakeAgent
 from exporter_figures import FIGURES_A, FedCollector
 from prometheus_server import free_port
@@ -12,12 +13,12 @@ from gespann import config
 from gespann.exporters import DogStatsdExporter, JsonlExporter, PrometheusExporter, build_exporters
 
 
-def adapters(*items: dict):
-    return config.parse({"adapters": list(items)}).adapters
+def exporters(*items: dict):
+    return config.parse({"exporters": list(items)}).exporters
 
 
-def test_one_exporter_per_adapter_in_config_order(tmp_path):
-    built = build_exporters(adapters(
+def test_one_exporter_per_configured_one_in_config_order(tmp_path):
+    built = build_exporters(exporters(
         {"type": "jsonl", "settings": {"path": str(tmp_path / "e.jsonl")}},
         {"type": "prometheus", "settings": {"port": "9100", "address": "127.0.0.1", "path": "/m"}},
         {"type": "datadog", "settings": {"host": "agent.local:18125", "prefix": "net"}},
@@ -31,7 +32,7 @@ def test_one_exporter_per_adapter_in_config_order(tmp_path):
 
 
 def test_defaults():
-    built = build_exporters(config.Config().adapters + adapters({"type": "datadog"}), FedCollector(FIGURES_A))
+    built = build_exporters(config.Config().exporters + exporters({"type": "datadog"}), FedCollector(FIGURES_A))
     assert [exporter.describe() for exporter in built] == [
         "prometheus http://0.0.0.0:8080/metrics", "datadog dogstatsd localhost:8125 every 10s as gespann.*"]
 
@@ -39,9 +40,9 @@ def test_defaults():
 def test_agent_address_from_datadog_variables_when_the_config_names_none(monkeypatch):
     monkeypatch.setenv("DD_AGENT_HOST", "10.1.2.3")
     monkeypatch.setenv("DD_DOGSTATSD_PORT", "8126")
-    [exporter] = build_exporters(adapters({"type": "datadog"}), FedCollector(FIGURES_A))
+    [exporter] = build_exporters(exporters({"type": "datadog"}), FedCollector(FIGURES_A))
     assert exporter.describe().startswith("datadog dogstatsd 10.1.2.3:8126 ")
-    [configured] = build_exporters(adapters({"type": "datadog", "settings": {"host": "[::1]:9125"}}),
+    [configured] = build_exporters(exporters({"type": "datadog", "settings": {"host": "[::1]:9125"}}),
                                    FedCollector(FIGURES_A))
     assert configured.describe().startswith("datadog dogstatsd ::1:9125 ")
 
@@ -52,7 +53,7 @@ def test_tags_as_a_list_or_a_mapping(monkeypatch):
     agent = FakeAgent()
     try:
         for tags in (["env:prod", "team:net"], {"env": "prod", "team": "net"}):
-            [exporter] = build_exporters(adapters({"type": "datadog", "settings": {
+            [exporter] = build_exporters(exporters({"type": "datadog", "settings": {
                 "host": f"127.0.0.1:{agent.port}", "tags": tags}}), FedCollector(FIGURES_A))
             exporter.flush()
             assert {line.tags[-2:] for line in agent.lines()} == {("env:prod", "team:net")}
@@ -62,7 +63,7 @@ def test_tags_as_a_list_or_a_mapping(monkeypatch):
 
 def test_prometheus_shows_what_datadog_could_not_send():
     collector = FedCollector(FIGURES_A)
-    prometheus, datadog = build_exporters(adapters(
+    prometheus, datadog = build_exporters(exporters(
         {"type": "prometheus", "settings": {"address": "127.0.0.1", "port": free_port()}},
         {"type": "datadog", "settings": {"host": f"127.0.0.1:{free_port()}"}},
     ), collector)

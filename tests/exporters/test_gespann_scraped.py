@@ -16,7 +16,7 @@ from prometheus_server import BINARY, SKIP_REASON, Prometheus, free_port
 from tcp_traffic import TcpTraffic, refused
 
 from gespann.collector import CATALOGUE, Kind
-from gespann.exporters.original import ORIGINAL_METRICS
+from gespann.exporters.legacy_names import LEGACY_METRICS
 
 pytestmark = [pytest.mark.root, pytest.mark.process]
 EXCHANGES = ((10, 20), (300, 4000))  # TCP: (client sends, server replies)
@@ -52,7 +52,7 @@ def test_prometheus_stores_every_metric_with_the_exact_traffic(namespace, tmp_pa
         pytest.skip(SKIP_REASON)
     port = free_port()
     config = tmp_path / "gespann.yaml"
-    config.write_text(f"adapters: [{{type: prometheus, settings: {{port: {port}, address: 127.0.0.1}}}}]\n"
+    config.write_text(f"exporters: [{{type: prometheus, settings: {{port: {port}, address: 127.0.0.1}}}}]\n"
                       f"scope: {{netns: {namespace.path}}}\n")
     gespann = subprocess.Popen([sys.executable, "-m", "gespann", "run", "--config", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -90,7 +90,7 @@ def test_prometheus_stores_every_metric_with_the_exact_traffic(namespace, tmp_pa
             {frozenset({("event_type", "failed"), ("protocol", "tcp"), ("reset_reason", "refused")}): 1}
         assert v("gespann_connect_latency_seconds_count") == {NO_LABELS: len(EXCHANGES)}
         assert v("gespann_rtt_seconds_count") == {NO_LABELS: 2 * len(EXCHANGES)}
-        names = [metric.name for metric in ORIGINAL_METRICS] + [
+        names = [metric.name for metric in LEGACY_METRICS] + [
             f"gespann_{spec.name}_count" if spec.kind is Kind.HISTOGRAM else f"gespann_{spec.name}"
             for spec in CATALOGUE if not spec.name.startswith(("process_", "records_lost"))]  # opt-in, with records
         missing = [name for name in names if not v(name)]

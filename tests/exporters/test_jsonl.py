@@ -1,4 +1,4 @@
-"""The jsonl adapter: events appended to a file as JSON lines, as soon as they come and on close."""
+"""The jsonl exporter: events appended to a file as JSON lines, as soon as they come and on close."""
 
 from __future__ import annotations
 

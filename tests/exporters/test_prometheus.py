@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gespann.collector import Kind, Metric, labels
 from gespann.exporters import ExporterError, PrometheusExporter
-from gespann.exporters.original import ORIGINAL_METRICS
+from gespann.exporters.legacy_names import LEGACY_METRICS
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_describe_names_the_address():
 
 
 def test_original_table_is_consistent():
-    names = [metric.name for metric in ORIGINAL_METRICS]
+    names = [metric.name for metric in LEGACY_METRICS]
     assert sorted(names) == sorted(ORIGINAL_A), "every original name, once"
-    for metric in ORIGINAL_METRICS:
+    for metric in LEGACY_METRICS:
         assert len({part.label_names for part in metric.parts}) == 1, metric.name

@@ -77,7 +77,7 @@ def test_another_builds_table_named_knowingly_is_used(namespace, near_only):
 def test_check_and_run_refuse_in_one_line(near_only, tmp_path):
     config = tmp_path / "gespann.yaml"
     config.write_text("btf: {source: vendored}\nscope: {protocols: [tcp]}\n"
-                      "adapters: [{type: prometheus, settings: {port: 1, address: 127.0.0.1}}]\n")
+                      "exporters: [{type: prometheus, settings: {port: 1, address: 127.0.0.1}}]\n")
     for command in ("check", "run"):
         done = subprocess.run([sys.executable, "-m", "gespann", command, "--config", str(config)],
                               capture_output=True, text=True, timeout=120)

@@ -58,7 +58,7 @@ def test_gespann_counters_are_the_tcp_series_of_its_metrics_page():
 
 def test_gespann_config_serves_on_loopback_and_scopes_to_the_namespace():
     config = yaml.safe_load(gespann_tracer.config_text(9123, "/run/netns/gespann-bench-x", "tracepoint"))
-    assert config["adapters"] == [{"type": "prometheus", "settings": {"port": 9123, "address": "127.0.0.1"}}]
+    assert config["exporters"] == [{"type": "prometheus", "settings": {"port": 9123, "address": "127.0.0.1"}}]
     assert config["scope"] == {"netns": "/run/netns/gespann-bench-x"}
     assert config["attach"] == {"mode": "tracepoint"}
     assert "attach" not in yaml.safe_load(gespann_tracer.config_text(9123, None))

@@ -29,7 +29,7 @@ def free_port() -> int:
 
 
 def config_text(port: int, netns_path: str | None, attach_mode: str | None = None) -> str:
-    lines = ["log_level: info", "adapters:", "  - type: prometheus",
+    lines = ["log_level: info", "exporters:", "  - type: prometheus",
              f"    settings: {{port: {port}, address: 127.0.0.1}}"]
     if netns_path:
         lines += ["scope:", f"  netns: {netns_path}"]

@@ -106,7 +106,7 @@ Part = Union[Sum, Mean]
 
 
 @dataclass(frozen=True)
-class OriginalMetric:
+class LegacyMetric:
     name: str
     kind: Union[Kind, str]  # Kind.COUNTER, Kind.GAUGE or UNTYPED
     help: str
@@ -125,37 +125,37 @@ class OriginalMetric:
 
 C, G = Kind.COUNTER, Kind.GAUGE
 
-ORIGINAL_METRICS: tuple[OriginalMetric, ...] = (
-    OriginalMetric("gespann_open_connections", G, "Connections open now (TCP and UDP).",
+LEGACY_METRICS: tuple[LegacyMetric, ...] = (
+    LegacyMetric("gespann_open_connections", G, "Connections open now (TCP and UDP).",
                    (Sum("connections_open"),)),
-    OriginalMetric("gespann_closed_connections_total", C, "Connections that ended in an orderly way, since start.",
+    LegacyMetric("gespann_closed_connections_total", C, "Connections that ended in an orderly way, since start.",
                    (Sum("connections_closed_total"),)),
-    OriginalMetric("gespann_reset_connections_total", C, "TCP connections ended by a reset, since start.",
+    LegacyMetric("gespann_reset_connections_total", C, "TCP connections ended by a reset, since start.",
                    (Sum("connections_reset_total"),)),
-    OriginalMetric("gespann_failed_connections_total", C, "TCP active opens that never connected, since start.",
+    LegacyMetric("gespann_failed_connections_total", C, "TCP active opens that never connected, since start.",
                    (Sum("connections_failed_total"),)),
-    OriginalMetric("gespann_idle_connections", G, "Open connections idle for longer than idle_timeout.",
+    LegacyMetric("gespann_idle_connections", G, "Open connections idle for longer than idle_timeout.",
                    (Sum("connections_idle"),)),
-    OriginalMetric("gespann_total_connections", UNTYPED,
+    LegacyMetric("gespann_total_connections", UNTYPED,
                    "Connections seen since start (a monotonic count; untyped only to keep this exact name).",
                    (Sum("connections_opened_total"),)),
-    OriginalMetric("gespann_bytes_sent_total", C, "Payload bytes sent, since start.",
+    LegacyMetric("gespann_bytes_sent_total", C, "Payload bytes sent, since start.",
                    (Sum("bytes_total", where={"direction": "sent"}),)),
-    OriginalMetric("gespann_bytes_received_total", C, "Payload bytes received, since start.",
+    LegacyMetric("gespann_bytes_received_total", C, "Payload bytes received, since start.",
                    (Sum("bytes_total", where={"direction": "received"}),)),
-    OriginalMetric("gespann_avg_connection_duration_ms", G,
+    LegacyMetric("gespann_avg_connection_duration_ms", G,
                    "Mean connection duration in milliseconds since start (sum/count; NaN before the first).",
                    (Mean("connection_duration_seconds", 1e3),)),
-    OriginalMetric("gespann_avg_rtt_microseconds", G,
+    LegacyMetric("gespann_avg_rtt_microseconds", G,
                    "Mean smoothed TCP RTT in microseconds since start (sum/count; NaN before the first).",
                    (Mean("rtt_seconds", 1e6),)),
-    OriginalMetric("gespann_connection_bandwidth_bytes_total", C, "Payload bytes by direction and protocol.",
+    LegacyMetric("gespann_connection_bandwidth_bytes_total", C, "Payload bytes by direction and protocol.",
                    (Sum("bytes_total", keep={"direction": "direction", "protocol": "protocol"}),)),
-    OriginalMetric("gespann_tcp_connections_total", C, "TCP connections seen since start (both roles).",
+    LegacyMetric("gespann_tcp_connections_total", C, "TCP connections seen since start (both roles).",
                    (Sum("connections_opened_total", where={"protocol": "tcp"}),)),
-    OriginalMetric("gespann_udp_connections_total", C, "UDP flows seen since start.",
+    LegacyMetric("gespann_udp_connections_total", C, "UDP flows seen since start.",
                    (Sum("connections_opened_total", where={"protocol": "udp"}),)),
-    OriginalMetric("gespann_connection_events_total", C,
+    LegacyMetric("gespann_connection_events_total", C,
                    "Connection events since start; reset_reason is the reset direction or the failure reason.",
                    (Sum("connections_opened_total", keep={"protocol": "protocol"},
                         fixed={"event_type": "open", "reset_reason": ""}),
