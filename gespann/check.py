@@ -15,7 +15,7 @@ from .bpf import features
 from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
-from .probes import ALL_PROBES, AttachSettings, TrialResult, group_reasons, tcp_walk, trial_attach, udp_walk
+from .probes import ALL_PROBES, AttachSettings, available_probes, TrialResult, group_reasons, tcp_walk, trial_attach, udp_walk
 from .probes.tcp_connections import ENTRIES
 
 #: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).
@@ -134,6 +134,7 @@ def _type_information(source: str) -> tuple[Optional[str], Optional[str]]:
 
 def _probes(config: Config, missing: list[str]) -> list[TrialResult]:
     if missing:
-        return [TrialResult(p.name, None, None, {}, "not tried: missing privileges") for p in ALL_PROBES]
+        return [TrialResult(p.name, None, None, {}, "not tried: missing privileges")
+                for p in available_probes(config.extra_probes)]
     settings = AttachSettings.from_config(config)
-    return [trial_attach(probe, settings) for probe in ALL_PROBES]
+    return [trial_attach(probe, settings) for probe in available_probes(config.extra_probes)]

@@ -191,12 +191,12 @@ def list_probes(config_path: str | None) -> None:
     Each probe is attached and detached again, so the answer is the kernel's own:
     for every flavour passed over, the reason is printed.
     """
-    from .probes import ALL_PROBES, AttachSettings, trial_attach
+    from .probes import AttachSettings, available_probes, trial_attach
 
     config = _load_config(config_path)
     _warn_deprecations(config)
     settings = AttachSettings.from_config(config)
-    for probe in ALL_PROBES:
+    for probe in available_probes(config.extra_probes):
         click.echo(f"{probe.name}: {probe.summary}")
         trial = trial_attach(probe, settings)
         for flavour in map(str, probe.flavours):
@@ -238,7 +238,9 @@ def check(config_path: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("probe_name", metavar="PROBE")
 @click.option("--mode", default=None, help="The flavour to show (default: the probe's first).")
-def disasm(probe_name: str, mode: str | None) -> None:
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML config file whose extra_probes to look in too.")
+def disasm(probe_name: str, mode: str | None, config_path: str | None) -> None:
     """Print PROBE's eBPF bytecode in llvm-objdump syntax.
 
     Offsets come from this kernel's tracefs and BTF; map references print as
@@ -250,7 +252,7 @@ def disasm(probe_name: str, mode: str | None) -> None:
     from .btf import BTFError
     from .probes import find_probe
 
-    probe = find_probe(probe_name)
+    probe = find_probe(probe_name, _load_config(config_path).extra_probes)
     if probe is None:
         _fail(f"no probe named {probe_name!r}; `gespann probes` lists them", EXIT_USAGE)
     try:

@@ -19,6 +19,7 @@ import yaml
 from .exporters import KINDS, ExporterConfig
 from .settings import (ConfigError, choice, expect, flag, key_name, positive_int, reject_unknown, seconds,
                        show)
+from .vocabulary import PROTOCOLS
 
 __all__ = ["Config", "ConfigError", "ExporterConfig", "load", "parse"]
 
@@ -34,7 +35,6 @@ PERF_EVENT_ATTACH = ("auto", "link", "ioctl")
 OPEN_CONNECTIONS = ("auto", "kernel_walk", "user_space")
 ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
 BTF_SOURCES = ("auto", "btf", "vendored")
-PROTOCOLS = ("tcp", "udp")
 #: limits.<map>: the kernel maps whose capacity the config sets (each a probe's map name).
 LIMITS = ("tcp_connections", "udp_flows")
 #: The largest capacity accepted: 2^24 entries is already about 2 GiB of kernel memory for these maps.
@@ -66,6 +66,8 @@ class Config:
     #: The protocols watched. UDP's probes run on every packet, TCP's included: a host that
     #: needs no UDP figures saves that cost by leaving it out.
     protocols: tuple[str, ...] = PROTOCOLS
+    #: Probes from outside gespann's tree: Python files or modules that declare PROBE or PROBES.
+    extra_probes: tuple[str, ...] = ()
     #: Seconds without payload after which an open connection counts as idle (the idle gauge).
     idle_timeout: float = 60.0
     #: Seconds without a datagram after which a UDP flow ends (and is reported as closed).
@@ -106,7 +108,7 @@ def parse(document: Any) -> Config:
     """Validate an already-decoded YAML document."""
     expect(document, dict, "(top level)", "a mapping")
     reject_unknown(document, ("log_level", EXPORTERS_KEY, OLDER_EXPORTERS_KEY, "events", "attach", "btf", "scope",
-                              "connections", "labels", "limits"), "")
+                              "connections", "labels", "limits", "extra_probes"), "")
     log_level = choice(_given(document, "log_level", "info"), LOG_LEVELS, "log_level")
     exporters_key, deprecations = _exporters_key(document)
     exporters = _exporters(_given(document, exporters_key, list(DEFAULT_EXPORTERS)), exporters_key)
@@ -118,18 +120,20 @@ def parse(document: Any) -> Config:
     label_section = _section(document, "labels", ("process", "container", "max_series"))
     limits = _section(document, "limits", LIMITS)
     protocols = _protocols(_given(scope, "protocols", list(PROTOCOLS)), "scope.protocols")
+    extra_probes = _extra_probes(_given(document, "extra_probes", []))
     return Config(
         log_level=log_level,
         exporters=exporters,
         event_reader=choice(_given(events, "reader", "auto"), EVENT_READERS, "events.reader"),
         attach_mode=choice(_given(attach, "mode", "auto"), ATTACH_MODES, "attach.mode", what="attach mode"),
-        probe_modes=_probe_modes(_given(attach, "probes", {}), protocols),
+        probe_modes=_probe_modes(_given(attach, "probes", {}), protocols, extra_probes),
         perf_event_attach=choice(_given(attach, "perf_event", "auto"), PERF_EVENT_ATTACH, "attach.perf_event"),
         open_connections=choice(_given(attach, "open_connections", "auto"), OPEN_CONNECTIONS,
                                 "attach.open_connections"),
         btf_source=_btf_source(_given(btf, "source", "auto")),
         netns=_namespace_file(scope.get("netns"), "scope.netns"),
         protocols=protocols,
+        extra_probes=extra_probes,
         idle_timeout=seconds(_given(connections, "idle_timeout", Config.idle_timeout), "connections.idle_timeout"),
         udp_flow_timeout=seconds(_given(connections, "udp_flow_timeout", Config.udp_flow_timeout),
                                  "connections.udp_flow_timeout"),
@@ -211,12 +215,34 @@ def _btf_source(value: Any) -> str:
     return value
 
 
-def _probe_modes(value: Any, protocols: tuple[str, ...]) -> dict[str, str]:
+def _extra_probes(value: Any) -> tuple[str, ...]:
+    """extra_probes: each a file or module that loads, whose probes add to gespann's without a clash."""
+    from .collector.catalogue import catalogue
+    from .probes import ExtensionError, available_probes
+
+    expect(value, list, "extra_probes", "a list of Python files or module names, each declaring PROBE or PROBES")
+    sources: list[str] = []
+    for index, source in enumerate(value):
+        key = f"extra_probes[{index}]"
+        expect(source, str, key, "a Python file (.py) or a module name")
+        try:
+            available_probes(tuple(sources) + (source,))
+        except ExtensionError as err:
+            raise ConfigError(key, str(err)) from None
+        sources.append(source)
+    try:
+        catalogue(available_probes(tuple(sources)))
+    except ValueError as err:
+        raise ConfigError("extra_probes", str(err)) from None
+    return tuple(sources)
+
+
+def _probe_modes(value: Any, protocols: tuple[str, ...], extra_probes: tuple[str, ...] = ()) -> dict[str, str]:
     """attach.probes: each name a probe that gespann attaches, each mode one of that probe's flavours."""
-    from .probes import ALL_PROBES  # the probes declare their flavours; config only checks against them
+    from .probes import available_probes  # the probes declare their flavours; config only checks against them
 
     expect(value, dict, "attach.probes", "a mapping of probe name to attach mode")
-    probes = {probe.name: probe for probe in ALL_PROBES}
+    probes = {probe.name: probe for probe in available_probes(extra_probes)}
     modes = {}
     for name, mode in value.items():
         key = f"attach.probes.{key_name(name)}"

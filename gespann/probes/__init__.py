@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from . import tcp_lifecycle, tcp_resets, tcp_states
 from .udp import UDP_PROBES
@@ -28,10 +28,22 @@ ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, *UDP_P
 EXAMPLE_PROBES: tuple[Probe, ...] = (tcp_states.PROBE,)
 
 
-def find_probe(name: str) -> Optional[Probe]:
-    return next((probe for probe in (*ALL_PROBES, *EXAMPLE_PROBES) if probe.name == name), None)
+def available_probes(extra: Sequence[str] = ()) -> tuple[Probe, ...]:
+    """gespann's probes, then those of each extra source (config extra_probes), in order; ExtensionError if
+    a name is taken twice."""
+    probes = list(ALL_PROBES)
+    for source in extra:
+        for probe in load_probes(source):
+            if any(known.name == probe.name for known in (*probes, *EXAMPLE_PROBES)):
+                raise ExtensionError(f"{source}: a probe called {probe.name} is already there; rename it")
+            probes.append(probe)
+    return tuple(probes)
+
+
+def find_probe(name: str, extra: Sequence[str] = ()) -> Optional[Probe]:
+    return next((probe for probe in (*available_probes(extra), *EXAMPLE_PROBES) if probe.name == name), None)
 
 
 __all__ = ["ALL_PROBES", "EXAMPLE_PROBES", "AttachSettings", "AttachedProbe", "BuildTarget", "ExtensionError",
            "OwnerCounts", "Probe", "ProbeSet", "ProbeUnavailable", "ReadContext", "Reader", "TrialResult",
-           "find_probe", "group_reasons", "load_probes", "trial_attach"]
+           "available_probes", "find_probe", "group_reasons", "load_probes", "trial_attach"]

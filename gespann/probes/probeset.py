@@ -180,10 +180,11 @@ class ProbeSet:
 
     @classmethod
     def attach_all(cls, config, records: Optional[EventChannel] = None) -> "ProbeSet":
-        """Every probe gespann has for the protocols `config` watches, attached as it asks."""
-        from . import ALL_PROBES
+        """Every probe gespann has for the protocols `config` watches, and the config's extra probes, attached
+        as it asks."""
+        from . import available_probes
 
-        probes = [probe for probe in ALL_PROBES if probe.protocol in config.protocols]
+        probes = [probe for probe in available_probes(config.extra_probes) if probe.protocol in config.protocols]
         return cls.attach(probes, AttachSettings.from_config(config), records)
 
     def __getitem__(self, name: str) -> AttachedProbe:
