@@ -1,17 +1,21 @@
 """A standalone eBPF assembler: Python DSL, LLVM-syntax text, and bytecode. It never touches the kernel.
 
     p = Program("count")              # the DSL, one method per instruction
+    key = p.frame.alloc("key", size=4)  # stack slots from the program's frame
+    p.st(W, R10, key.at(), 0)
     p.ld_map(R1, "counts")            # maps and jump targets by name
-    p.jeq(R0, 0, "out")
-    p.label("out")
+    out = p.new_label("out")          # a name no other code in the program uses
+    p.jeq(R0, 0, out)
+    p.label(out)
     p.exit()
     code = p.assemble(maps={"counts": fd})
 
 `assemble(text)` and `disassemble(code)` speak the syntax of llvm-mc and
 llvm-objdump; `Record` lays out a C struct once for the program's stores and
-userspace's decoding.
+userspace's decoding, and the `Frame` of a program places it on the stack.
 """
 from .errors import AsmError
+from .frame import STACK_LIMIT, Frame, Slot
 from .helpers import HELPERS, helper_id
 from .instruction import Instruction, decode, encode
 from .opcodes import Size
@@ -24,6 +28,9 @@ B, H, W, DW = Size.B, Size.H, Size.W, Size.DW
 
 __all__ = [
     "AsmError",
+    "Frame",
+    "Slot",
+    "STACK_LIMIT",
     "HELPERS",
     "helper_id",
     "Instruction",

@@ -10,6 +10,7 @@ import functools
 from typing import Callable, Mapping, Optional, Union
 
 from .errors import AsmError
+from .frame import Frame
 from .helpers import helper_id
 from .instruction import S32, Instruction, encode, fits, to_s32, with_slots
 from .linker import is_map_ref, link
@@ -134,12 +135,18 @@ def _atomic_method(name: str, op: AtomicOp, description: str) -> Callable:
 
 
 class Program:
-    """An eBPF program under construction: emit instructions, place labels, then `assemble`."""
+    """An eBPF program under construction: emit instructions, place labels, then `assemble`.
+
+    `frame` hands out the program's stack slots; `new_label` makes label names
+    that no other part of the program uses, for code emitted more than once.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.frame = Frame(name)
         self._instructions: list[Instruction] = []
         self._labels: dict[str, int] = {}
+        self._taken: set[str] = set()  # labels placed or made, and symbols referenced
         self._slots = 0
 
     def __len__(self) -> int:
@@ -182,12 +189,28 @@ class Program:
         """Append an instruction; every DSL method ends here."""
         self._instructions.append(insn)
         self._slots += insn.slots
+        if insn.symbol is not None:
+            self._taken.add(insn.symbol)
 
     def label(self, name: str) -> None:
         """Name the position of the next instruction as a jump or call target."""
         if _label(name) in self._labels:
             raise AsmError(f"{self.name}: label {name!r} is defined twice")
         self._labels[name] = len(self)
+        self._taken.add(name)
+
+    def new_label(self, hint: str) -> str:
+        """A label name nothing else in the program uses yet: `hint` itself if free, else `hint.2`, `hint.3`...
+
+        A helper that branches makes its own labels with it, so that it can be
+        emitted twice in one program; the label is placed with `label` as usual.
+        """
+        name, number = _label(hint), 1
+        while name in self._taken:
+            number += 1
+            name = f"{hint}.{number}"
+        self._taken.add(name)
+        return name
 
     @staticmethod
     def _operands(insn_class: InsnClass, op: int, operand: Operand) -> tuple[int, int, int]:

@@ -7,7 +7,7 @@ to, writes the output code into the program, and reads the records back.
 """
 from __future__ import annotations
 
-from asm import R0, R1, R2, R3, R4, R5, R10, Program, Register
+from asm import R0, R1, R2, R3, R4, R5, R10, Program, Register, Slot
 
 from . import features
 from .fd import Closable
@@ -62,8 +62,8 @@ class EventChannel(Closable):
             maps[self.lost_name] = self._lost_counter
         return maps
 
-    def emit_output(self, p: Program, ctx: Register, record_offset: int, size: int) -> None:
-        """Emit code sending the `size` bytes at R10 + `record_offset` (negative) as one record.
+    def emit_output(self, p: Program, ctx: Register, record: Slot) -> None:
+        """Emit code sending the stack slot `record` (its `size` bytes) as one record.
 
         `ctx` holds the program's context (perf output needs it). Clobbers
         R0-R5. On the ring buffer, a record that does not fit is counted in the
@@ -74,19 +74,19 @@ class EventChannel(Closable):
             p.ld_map(R2, self.name)
             p.mov32(R3, BPF_F_CURRENT_CPU)  # a 32-bit move: no sign extension into the flag bits
             p.mov(R4, R10)
-            p.add(R4, record_offset)
-            p.mov(R5, size)
+            p.add(R4, record.at())
+            p.mov(R5, record.size)
             p.call("perf_event_output")
             return
-        sent = f"{self.name}.sent.{len(p)}"
+        sent = p.new_label(f"{self.name}.sent")
         p.ld_map(R1, self.name)
         p.mov(R2, R10)
-        p.add(R2, record_offset)
-        p.mov(R3, size)
+        p.add(R2, record.at())
+        p.mov(R3, record.size)
         p.mov(R4, 0)
         p.call("ringbuf_output")
         p.jeq(R0, 0, sent)
-        emit_count_lost(p, self.lost_name, record_offset)
+        emit_count_lost(p, self.lost_name, record)
         p.label(sent)
 
     def _close_maps(self) -> None:

@@ -6,18 +6,18 @@ atomic, so a plain map shared by CPUs counts right too.
 """
 from __future__ import annotations
 
-from asm import DW, R0, R1, R2, R10, Program
+from asm import DW, R0, R1, R2, R10, Program, Slot
 
 
-def emit_increment(p: Program, counters: str, key_slot: int) -> None:
-    """Emit `counters[key] += 1` for the key at R10 + `key_slot`; no-op if the key is absent.
+def emit_increment(p: Program, counters: str, key: Slot) -> None:
+    """Emit `counters[key] += 1` for the key in stack slot `key`; no-op if the key is absent.
 
     Clobbers R0-R5.
     """
-    absent = f"{counters}.absent.{len(p)}"
+    absent = p.new_label(f"{counters}.absent")
     p.ld_map(R1, counters)
     p.mov(R2, R10)
-    p.add(R2, key_slot)
+    p.add(R2, key.at())
     p.call("map_lookup_elem")
     p.jeq(R0, 0, absent)
     p.mov(R1, 1)

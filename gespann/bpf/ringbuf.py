@@ -14,7 +14,7 @@ counter, `emit_count_lost` writes that code, and the reader's `lost` sums it.
 """
 from __future__ import annotations
 
-from asm import R10, W, Program
+from asm import R10, W, Program, Slot
 
 from .counters import emit_increment
 from .maps import U64, PerCpuArrayMap, RingBufMap
@@ -31,14 +31,14 @@ def lost_counter_map(name: str) -> PerCpuArrayMap:
     return PerCpuArrayMap(U64, 1, name=name)
 
 
-def emit_count_lost(p: Program, lost_map: str, key_slot: int) -> None:
+def emit_count_lost(p: Program, lost_map: str, key: Slot) -> None:
     """Emit `lost_map[0] += 1` for this CPU, for the branch where ringbuf_reserve returned NULL.
 
-    `key_slot` is an R10-relative offset of 4 stack bytes the code may overwrite.
+    The first 4 bytes of the stack slot `key` are overwritten with the counter's key.
     Clobbers R0-R5.
     """
-    p.st(W, R10, key_slot, 0)
-    emit_increment(p, lost_map, key_slot)
+    p.st(W, R10, key.at(), 0)
+    emit_increment(p, lost_map, key)
 
 
 class RingBufReader(EventReader):

@@ -16,7 +16,9 @@ accepting process. The cgroup is the task's cgroup-v2 id.
 
 from __future__ import annotations
 
-from asm import DW, R0, R1, R2, R3, R10, H, Program, Record, Register, W, array, u8, u16, u32, u64
+from typing import Union
+
+from asm import DW, R0, R1, R2, R3, R10, H, Program, Record, Register, Slot, W, array, u8, u16, u32, u64
 
 from ..btf import KernelTypes
 from ..vocabulary import CLOSE, FAILED, OUTCOMES, RESET  # noqa: F401 - a record's outcome
@@ -52,67 +54,69 @@ RECORD = Record("connection_record", [
 PROCESS_FIELDS = ("pid", "cgroup_id", "comm")
 
 
-def emit_capture_process(p: Program, base: Register, entry: Record, at: int = 0) -> None:
-    """Write the current task's pid, comm and cgroup id into the `entry` at `base` + `at`.
+def _place(where: Union[Register, Slot], record: Record, field: str) -> tuple[Register, int]:
+    """Base register and offset of a `record` field: in a stack slot, or at a register's address."""
+    if isinstance(where, Slot):
+        return R10, where.at(field)
+    return where, record.offset(field)
 
-    `base` is R10 (an entry on the stack) or a callee-saved register holding a
-    map value. Clobbers R0-R3.
+
+def emit_capture_process(p: Program, entry: Union[Register, Slot], record: Record) -> None:
+    """Write the current task's pid, comm and cgroup id into the `record` in stack slot `entry`, or at
+    the address in `entry`, a callee-saved register holding a map value. Clobbers R0-R3.
     """
     p.call("get_current_pid_tgid")
     p.rsh(R0, 32)
-    p.stx(W, base, at + entry.offset("pid"), R0)
+    p.stx(W, *_place(entry, record, "pid"), R0)
     p.call("get_current_cgroup_id")
-    p.stx(DW, base, at + entry.offset("cgroup_id"), R0)
+    p.stx(DW, *_place(entry, record, "cgroup_id"), R0)
+    base, comm = _place(entry, record, "comm")
     p.mov(R1, base)
-    p.add(R1, at + entry.offset("comm"))
+    p.add(R1, comm)
     p.mov(R2, 16)
     p.call("get_current_comm")
 
 
-def emit_copy_process(p: Program, src: Register, src_record: Record, dst_at: int, dst_record: Record,
-                      src_at: int = 0) -> None:
-    """Copy pid, cgroup id and comm from the record at `src` + `src_at` to the stack record at R10 + `dst_at`.
-
-    Clobbers R1.
+def emit_copy_process(p: Program, src: Register, src_record: Record, dst: Slot) -> None:
+    """Copy pid, cgroup id and comm from the `src_record` at the address in `src` to the record in stack
+    slot `dst`. Clobbers R1.
     """
-    p.ldx(W, R1, src, src_at + src_record.offset("pid"))
-    p.stx(W, R10, dst_at + dst_record.offset("pid"), R1)
-    p.ldx(DW, R1, src, src_at + src_record.offset("cgroup_id"))
-    p.stx(DW, R10, dst_at + dst_record.offset("cgroup_id"), R1)
+    p.ldx(W, R1, src, src_record.offset("pid"))
+    p.stx(W, R10, dst.at("pid"), R1)
+    p.ldx(DW, R1, src, src_record.offset("cgroup_id"))
+    p.stx(DW, R10, dst.at("cgroup_id"), R1)
     for offset in (0, 8):
-        p.ldx(DW, R1, src, src_at + src_record.offset("comm") + offset)
-        p.stx(DW, R10, dst_at + dst_record.offset("comm") + offset, R1)
+        p.ldx(DW, R1, src, src_record.offset("comm") + offset)
+        p.stx(DW, R10, dst.at("comm", offset), R1)
 
 
-def emit_read_addresses(p: Program, sk: Register, types: KernelTypes, at: int, scratch: int,
+def emit_read_addresses(p: Program, sk: Register, types: KernelTypes, record: Slot, scratch: Slot,
                         direct: bool = False) -> None:
-    """Fill the record at R10 + `at` with the socket's family and both addresses.
+    """Fill the RECORD in stack slot `record` with the socket's family and both addresses.
 
     IPv4 sockets (and kernels without IPv6) take the 4-byte addresses; IPv6
     sockets the 16-byte ones, v4-mapped included. `direct`: `sk` is BTF-typed
     (see emit_read_field). Clobbers R0-R5.
     """
     emit_read_field(p, R1, sk, types.field("sock_common.skc_family"), scratch, direct)
-    p.stx(H, R10, at + RECORD.offset("family"), R1)
+    p.stx(H, R10, record.at("family"), R1)
     v6_local = types.optional_field("sock_common.skc_v6_rcv_saddr")
     v6_remote = types.optional_field("sock_common.skc_v6_daddr")
-    done = f"addresses.done.{len(p)}"
+    done = p.new_label("addresses.done")
     if v6_local is not None and v6_remote is not None:
-        ipv4 = f"addresses.ipv4.{len(p)}"
+        ipv4 = p.new_label("addresses.ipv4")
         p.jne(R1, AF_INET6, ipv4)
-        _emit_read_bytes(p, sk, v6_local.offset, 16, at + RECORD.offset("local_address"), direct)
-        _emit_read_bytes(p, sk, v6_remote.offset, 16, at + RECORD.offset("remote_address"), direct)
+        _emit_read_bytes(p, sk, v6_local.offset, 16, record.at("local_address"), direct)
+        _emit_read_bytes(p, sk, v6_remote.offset, 16, record.at("remote_address"), direct)
         p.ja(done)
         p.label(ipv4)
-    _emit_read_bytes(p, sk, types.field("sock_common.skc_rcv_saddr").offset, 4, at + RECORD.offset("local_address"),
-                     direct)
-    _emit_read_bytes(p, sk, types.field("sock_common.skc_daddr").offset, 4, at + RECORD.offset("remote_address"),
-                     direct)
+    _emit_read_bytes(p, sk, types.field("sock_common.skc_rcv_saddr").offset, 4, record.at("local_address"), direct)
+    _emit_read_bytes(p, sk, types.field("sock_common.skc_daddr").offset, 4, record.at("remote_address"), direct)
     p.label(done)
 
 
 def _emit_read_bytes(p: Program, base: Register, offset: int, size: int, at: int, direct: bool) -> None:
-    """Copy `size` (4 or 16) bytes at `base` + `offset` to R10 + `at`; a fault leaves the (zeroed) bytes as
+    """Copy `size` (4 or 16) bytes at `base` + `offset` to the stack at R10 + `at` (a slot's place); a fault leaves the (zeroed) bytes as
     they were (probe_read_kernel) or copies zeros (direct loads, in 4- or 8-byte words)."""
     if direct:
         word, step = (W, 4) if size == 4 else (DW, 8)

@@ -30,7 +30,7 @@ cases; udp_flows documents what is left.
 
 from __future__ import annotations
 
-from asm import DW, R0, R1, R2, R3, R10, Program
+from asm import DW, R0, R1, R2, R3, R10, Program, Slot
 
 from .events import Event, TracepointEvent
 from .kernel_memory import emit_read_field
@@ -40,13 +40,13 @@ from .probe import BuildTarget
 THREAD_SIZE = 16 * 1024
 
 
-def emit_save_context(p: Program, event: Event, slot: int) -> None:
-    """Keep the context pointer in `slot` for `emit_skip_in_interrupt`, before its register is reused."""
-    p.stx(DW, R10, slot, event.ctx)
+def emit_save_context(p: Program, event: Event, slot: Slot) -> None:
+    """Keep the context pointer in stack `slot` for `emit_skip_in_interrupt`, before its register is reused."""
+    p.stx(DW, R10, slot.at(), event.ctx)
 
 
-def emit_skip_in_interrupt(p: Program, event: Event, target: BuildTarget, skip: str, context_slot: int,
-                           scratch: int) -> None:
+def emit_skip_in_interrupt(p: Program, event: Event, target: BuildTarget, skip: str, context_slot: Slot,
+                           scratch: Slot) -> None:
     """Emit a jump to `skip` unless the event fired on the current task's kernel stack.
 
     `context_slot` holds what `emit_save_context` saved; `scratch` is a free 8-byte slot. Clobbers R0-R5.
@@ -56,25 +56,25 @@ def emit_skip_in_interrupt(p: Program, event: Event, target: BuildTarget, skip: 
     # would not follow a pointer compared with a number).
     _emit_copy(p, scratch, context_slot)
     if isinstance(event, TracepointEvent):
-        p.ldx(DW, R3, R10, scratch)
+        p.ldx(DW, R3, R10, scratch.at())
         _emit_copy(p, scratch, None)  # the pt_regs pointer perf stored at the record's start
-        p.ldx(DW, R1, R10, scratch)
+        p.ldx(DW, R1, R10, scratch.at())
         emit_read_field(p, R1, R1, types.field("pt_regs.sp"), scratch)
-        p.stx(DW, R10, scratch, R1)
+        p.stx(DW, R10, scratch.at(), R1)
     p.call("get_current_task")
     emit_read_field(p, R0, R0, types.field("task_struct.stack"), context_slot)
-    p.ldx(DW, R1, R10, scratch)
+    p.ldx(DW, R1, R10, scratch.at())
     p.sub(R1, R0)
     p.jge(R1, THREAD_SIZE, skip)  # below task->stack too: the difference wraps round to a huge number
 
 
-def _emit_copy(p: Program, dst: int, src: int | None) -> None:
-    """8 bytes to the stack at `dst`, from the stack at `src`, or (None) from the address in R3."""
-    p.st(DW, R10, dst, 0)
+def _emit_copy(p: Program, dst: Slot, src: Slot | None) -> None:
+    """8 bytes to the stack slot `dst`, from the slot `src`, or (None) from the address in R3."""
+    p.st(DW, R10, dst.at(), 0)
     p.mov(R1, R10)
-    p.add(R1, dst)
+    p.add(R1, dst.at())
     p.mov(R2, 8)
     if src is not None:
         p.mov(R3, R10)
-        p.add(R3, src)
+        p.add(R3, src.at())
     p.call("probe_read_kernel")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
-from asm import DW, Program, Register
+from asm import DW, Program, Register, Slot
 
 from ..bpf.tracefs import TracepointFormat, emit_load_field
 from ..btf import KernelTypes
@@ -21,9 +21,6 @@ from .kernel_memory import emit_read_field
 
 #: name -> (pointer argument, manifest field): how to derive an argument the event lacks.
 Derivations = Mapping[str, "tuple[str, str]"]
-
-#: The 8-byte stack slot derived loads use; probe bodies leave it free.
-SCRATCH_SLOT = -8
 
 
 class Arg(NamedTuple):
@@ -71,7 +68,11 @@ def emit_extend(p: Program, dst: Register, arg: Arg) -> None:
 
 
 class Event(abc.ABC):
-    """The arguments of one event; the program's context pointer is kept in `ctx` (R6 by convention)."""
+    """The arguments of one event; the program's context pointer is kept in `ctx` (R6 by convention).
+
+    `scratch` is the 8-byte stack slot derived arguments are read through (`Probe.program` allocates it
+    before the body's own slots).
+    """
 
     #: The pointer arguments are BTF-typed (tp_btf, fentry): a probe may read their struct fields,
     #: and those of struct pointers it loaded from them, with direct loads, much cheaper than
@@ -83,6 +84,7 @@ class Event(abc.ABC):
         self.ctx = ctx
         self._derived = derived
         self._kernel_types = kernel_types
+        self.scratch: Optional[Slot] = None
 
     @abc.abstractmethod
     def native(self) -> Sequence[str]:
@@ -99,9 +101,11 @@ class Event(abc.ABC):
             return
         if name not in self._derived:
             raise KeyError(f"event has no argument {name!r}; it has {sorted({*self.native(), *self._derived})}")
+        if self.scratch is None:
+            raise ValueError(f"argument {name!r} is read from kernel memory: the event needs a scratch slot")
         pointer, field = self._derived[name]
         self.load(p, dst, pointer)
-        emit_read_field(p, dst, dst, self._kernel_types().field(field), SCRATCH_SLOT, direct=self.btf_pointers)
+        emit_read_field(p, dst, dst, self._kernel_types().field(field), self.scratch, direct=self.btf_pointers)
 
 
 class TracepointEvent(Event):

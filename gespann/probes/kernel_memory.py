@@ -11,21 +11,21 @@ nanosecond, a helper call twenty or more.
 
 from __future__ import annotations
 
-from asm import DW, R1, R2, R3, R10, Program, Register, Size
+from asm import DW, R1, R2, R3, R10, Program, Register, Size, Slot
 
 from ..btf import FieldLocation
 
 _LOAD_SIZES = {1: Size.B, 2: Size.H, 4: Size.W, 8: Size.DW}
 
 
-def emit_read_field(p: Program, dst: Register, base: Register, field: FieldLocation, scratch: int,
+def emit_read_field(p: Program, dst: Register, base: Register, field: FieldLocation, scratch: Slot,
                     direct: bool = False) -> None:
     """Emit `dst = base->field` (zero-extended; bitfields extracted), 0 if the read faults.
 
     `direct`: `base` holds a BTF-typed pointer to the field's struct (an argument
     of an event with `btf_pointers`, or a struct pointer loaded directly from
     one), so one load does; it clobbers nothing else. Otherwise `scratch` is a
-    free 8-byte stack slot (negative offset from R10) and R0-R5 are clobbered.
+    free 8-byte stack slot and R0-R5 are clobbered.
     `base` may be any register, `dst` any but R10.
     """
     if field.size not in _LOAD_SIZES:
@@ -37,12 +37,12 @@ def emit_read_field(p: Program, dst: Register, base: Register, field: FieldLocat
     else:
         p.mov(R3, base)
         p.add(R3, field.offset)
-        p.st(DW, R10, scratch, 0)
+        p.st(DW, R10, scratch.at(), 0)
         p.mov(R1, R10)
-        p.add(R1, scratch)
+        p.add(R1, scratch.at())
         p.mov(R2, field.size)
         p.call("probe_read_kernel")
-        p.ldx(_LOAD_SIZES[field.size], dst, R10, scratch)
+        p.ldx(_LOAD_SIZES[field.size], dst, R10, scratch.at())
     if field.is_bitfield:
         lshift, rshift = field.bitfield_shifts()
         p.lsh(dst, lshift)

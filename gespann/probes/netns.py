@@ -13,7 +13,7 @@ import os
 import threading
 from typing import Callable, Optional, TypeVar
 
-from asm import R2, Program, Register
+from asm import R2, Program, Register, Slot
 
 from ..bpf.syscall import libc
 from ..btf import KernelTypes
@@ -29,7 +29,7 @@ def namespace_inode(path: str) -> int:
 
 
 def emit_netns_check(p: Program, sk: Register, types: KernelTypes, netns: int, skip: str,
-                     scratch: int, direct: bool = False) -> None:
+                     scratch: Slot, direct: bool = False) -> None:
     """Emit code that jumps to `skip` unless the socket at `sk` lives in namespace `netns`.
 
     `scratch` is a free 8-byte stack slot; `direct`: `sk` is BTF-typed (see emit_read_field).

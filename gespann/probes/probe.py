@@ -106,5 +106,7 @@ class Probe:
         """The program for `flavour`, as this kernel lays out the event and its types."""
         p = Program(f"gsp_{self.name}"[:15])
         p.mov(R6, R1)
-        self.body(p, flavour.event(R6, self.derived, lambda: target.kernel_types), target)
+        event = flavour.event(R6, self.derived, lambda: target.kernel_types)
+        event.scratch = p.frame.alloc("derived arguments", size=8)
+        self.body(p, event, target)
         return p

@@ -6,10 +6,10 @@ bytes, padding included, so a record built on the stack is zeroed whole first.
 
 from __future__ import annotations
 
-from asm import DW, R10, Program, Record
+from asm import DW, R10, Program, Slot
 
 
-def emit_zero(p: Program, record: Record, at: int) -> None:
-    """Zero the `record` at R10 + `at` (8-aligned), one doubleword store at a time."""
-    for offset in range(0, record.size, 8):
-        p.st(DW, R10, at + offset, 0)
+def emit_zero(p: Program, slot: Slot) -> None:
+    """Zero the stack `slot` whole (frames align slots to 8 bytes), one doubleword store at a time."""
+    for word in slot.words():
+        p.st(DW, R10, word, 0)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from asm import DW, R0, R1, R2, R10, Program, Record, Register, array, u8, u16, u32, u64
+from asm import DW, R0, R1, R2, R10, Program, Record, Register, Slot, array, u8, u16, u32, u64
 
 from ..bpf.maps import U64, HashMap, LruHashMap, SocketStorageMap
 from ..bpf.syscall import UpdateFlags
@@ -93,26 +93,26 @@ def adopted_map(capacity: int = CAPACITY) -> HashMap:
 
 
 
-def emit_lookup_adopted(p: Program, sk: Register, cookie_field, cookie_slot: int, scratch_slot: int,
+def emit_lookup_adopted(p: Program, sk: Register, cookie_field, cookie: Slot, scratch: Slot,
                         direct: bool, missing: str) -> None:
-    """Emit `R0 = adopted[sk's cookie]`, the cookie kept at R10 + `cookie_slot`, or a jump to `missing`
+    """Emit `R0 = adopted[sk's cookie]`, the cookie kept in stack slot `cookie`, or a jump to `missing`
     (no cookie: a socket no dump ever asked about). Clobbers R0-R5."""
-    emit_read_field(p, R1, sk, cookie_field, scratch_slot, direct)
+    emit_read_field(p, R1, sk, cookie_field, scratch, direct)
     p.jeq(R1, 0, missing)
-    p.stx(DW, R10, cookie_slot, R1)
-    emit_map_lookup(p, ADOPTED, cookie_slot)
+    p.stx(DW, R10, cookie.at(), R1)
+    emit_map_lookup(p, ADOPTED, cookie)
     p.jeq(R0, 0, missing)
 
 
-def emit_lookup_connection(p: Program, key_slot: int, missing: str, storage_sk: Optional[Register] = None) -> None:
-    """Emit `R0 = connections[sk]` for the sk stored at R10 + `key_slot` (or its storage, the socket in
+def emit_lookup_connection(p: Program, key: Slot, missing: str, storage_sk: Optional[Register] = None) -> None:
+    """Emit `R0 = connections[sk]` for the sk stored in stack slot `key` (or its storage, the socket in
     `storage_sk`), or a jump to `missing`. Clobbers R0-R5.
     """
-    emit_map_lookup(p, MAP_NAME, key_slot)
+    emit_map_lookup(p, MAP_NAME, key)
     if storage_sk is None:
         p.jeq(R0, 0, missing)
         return
-    found = f"lookup_connection.{len(p)}"
+    found = p.new_label("lookup_connection.found")
     p.jne(R0, 0, found)
     emit_storage_get(p, ENTRIES, storage_sk)
     p.jeq(R0, 0, missing)
@@ -123,32 +123,32 @@ def emit_lookup_connection(p: Program, key_slot: int, missing: str, storage_sk: 
     p.label(found)
 
 
-def emit_store_connection(p: Program, key_slot: int, entry_slot: int, storage_sk: Optional[Register] = None) -> None:
-    """Emit `connections[sk] = the ENTRY at R10 + entry_slot`; with `storage_sk`, an entry the map has no
+def emit_store_connection(p: Program, key: Slot, entry: Slot, storage_sk: Optional[Register] = None) -> None:
+    """Emit `connections[sk] = the ENTRY in stack slot `entry``; with `storage_sk`, an entry the map has no
     room for goes into that socket's storage (made if need be; without memory for it the connection goes
     unfollowed, and its end untracked). Clobbers R0-R5."""
-    emit_map_update(p, MAP_NAME, key_slot, entry_slot, UpdateFlags.ANY)
+    emit_map_update(p, MAP_NAME, key, entry, UpdateFlags.ANY)
     if storage_sk is None:
         return
-    done = f"store_connection.{len(p)}"
+    done = p.new_label("store_connection.done")
     p.jeq(R0, 0, done)  # in the map; otherwise it is full (E2BIG)
     emit_storage_get(p, ENTRIES, storage_sk, CREATE)
     p.jeq(R0, 0, done)
-    for offset in range(0, ENTRY.size, 8):
-        p.ldx(DW, R1, R10, entry_slot + offset)
-        p.stx(DW, R0, offset, R1)
+    for offset, word in enumerate(entry.words()):
+        p.ldx(DW, R1, R10, word)
+        p.stx(DW, R0, 8 * offset, R1)
     p.label(done)
 
 
-def emit_forget_connection(p: Program, key_slot: int, storage_sk: Optional[Register] = None) -> None:
+def emit_forget_connection(p: Program, key: Slot, storage_sk: Optional[Register] = None) -> None:
     """Emit the removal of the connection's entry. Clobbers R0-R5.
 
     An entry in storage is not freed but emptied (its times zeroed: no connection): freeing costs far
     more than the stores, the socket frees it anyway, and one that connects again overwrites it."""
-    emit_map_delete(p, MAP_NAME, key_slot)
+    emit_map_delete(p, MAP_NAME, key)
     if storage_sk is None:
         return
-    done = f"forget_connection.{len(p)}"
+    done = p.new_label("forget_connection.done")
     p.jeq(R0, 0, done)  # it was in the map
     emit_storage_get(p, ENTRIES, storage_sk)
     p.jeq(R0, 0, done)

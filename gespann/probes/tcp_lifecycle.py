@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import errno
 
-from asm import B, DW, R0, R1, R2, R4, R6, R7, R8, R9, R10, H, Program, Record, W, array, u8, u64
+from asm import B, DW, R0, R1, R2, R4, R6, R7, R8, R9, R10, H, Frame, Program, Record, Slot, W, array, u8, u64
 
 from ..bpf.maps import U32, U64, HashMap, StructCodec
 from ..bpf.syscall import UpdateFlags
@@ -108,6 +108,7 @@ from .tcp_stats import (
     emit_add_indexed,
     emit_observe,
     emit_row_pointer,
+    emit_saturating_sub,
     stats_map,
 )
 
@@ -138,38 +139,11 @@ OTHER_OWNER = {"cgroup_id": (1 << 64) - 1, "comm": bytes(16)}
 BY_PROCESS_COUNTS = StructCodec("=5Q")
 BYTES_SENT_SLOT, BYTES_RECEIVED_SLOT = 3, 4
 
-# Stack slots; -8 is the events' scratch slot.
-_KEY = -16  # the socket address: the connections map key
-_READ_SCRATCH = -24
-_OLDSTATE = -32
-_OUR_FIN_ACKED = -40
-_PEER_FIN_IN = -48
-_ROW_KEY = -56
-_ERRNO_KEY = -60
-_ONE = -72
-_ENTRY = -72 - ENTRY.size
-_RECORD = _ENTRY - RECORD.size  # only with records
 #: tcp_sock counters read at an end, each in a u64 slot (bytes_acked only where bytes_sent is missing).
 TCP_COUNTERS = ("bytes_sent", "bytes_retrans", "bytes_acked", "bytes_received", "total_retrans", "srtt_us")
-_COUNTERS = _RECORD - 8 * len(TCP_COUNTERS)
-# Only with by-process counts: the end's outcome and payload, and the owner key.
-_OUTCOME = _COUNTERS - 8
-_SENT = _OUTCOME - 8
-_RECEIVED = _SENT - 8
-_OWNER = _RECEIVED - OWNER.size
-_NEW_ROW = _OWNER - BY_PROCESS_COUNTS.sizeof()  # a zeroed row for a new owner
-_COOKIE = _NEW_ROW - 8  # the socket's cookie, when its end looks for an adopted entry
-_ADOPTED = _COOKIE - 8  # 1 when the entry is an adopted one (keyed by cookie)
-# At an end: payload in the socket's own terms, and how much of it the row has already (tcp_walk).
-_ABSOLUTE = _ADOPTED - 8
-_COUNTED_SENT = _ABSOLUTE - 8
-_COUNTED_RECEIVED = _COUNTED_SENT - 8
+_COUNTERS = Record("tcp_counters", [(name, u64) for name in TCP_COUNTERS])
 #: Payload transmitted at least once, when the kernel has the fields (4.19+).
 TRANSMITTED = ("bytes_sent", "bytes_retrans")
-
-
-def _counter(name: str) -> int:
-    return _COUNTERS + 8 * TCP_COUNTERS.index(name)
 
 
 def counters_read(types) -> tuple[str, ...]:
@@ -179,484 +153,603 @@ def counters_read(types) -> tuple[str, ...]:
     return tuple(name for name in TCP_COUNTERS if name not in TRANSMITTED)
 
 
-def _entry(field: str) -> int:
-    return _ENTRY + ENTRY.offset(field)
-
-
-def _record(field: str) -> int:
-    return _RECORD + RECORD.offset(field)
-
-
 def uses_storage(target: BuildTarget, direct: bool) -> bool:
     """Whether the program keeps each connection's COUNTED storage for the kernel walk (tcp_walk):
     where the walk runs, and the socket is a BTF pointer, as bpf_sk_storage_get wants it."""
     return direct and target.kernel_walk
 
 
+class _Slots:
+    """The program's stack slots; the record's and the by-process ones only when the target needs them."""
+
+    def __init__(self, frame: Frame, target: BuildTarget) -> None:
+        def u64_slot(name: str) -> Slot:
+            return frame.alloc(name, size=8)
+
+        self.key = u64_slot("socket address")  # the connections map key
+        self.scratch = u64_slot("read scratch")
+        self.oldstate = u64_slot("oldstate")
+        self.our_fin_acked = u64_slot("our FIN acked")
+        self.peer_fin_in = u64_slot("peer FIN in")
+        self.row_key = u64_slot("row key")
+        self.errno_key = frame.alloc("errno key", size=4)
+        self.one = u64_slot("one")
+        self.entry = frame.alloc("entry", ENTRY)
+        self.record = frame.alloc("record", RECORD) if target.records is not None else None
+        self.counters = frame.alloc("tcp counters", _COUNTERS)
+        if target.by_process:  # the end's outcome and payload, and the owner key
+            self.outcome, self.sent, self.received = u64_slot("outcome"), u64_slot("sent"), u64_slot("received")
+            self.owner = frame.alloc("owner", OWNER)
+            self.new_row = frame.alloc("new owner's row", size=BY_PROCESS_COUNTS.sizeof())
+        self.cookie = u64_slot("cookie")  # the socket's cookie, when its end looks for an adopted entry
+        self.adopted = u64_slot("adopted")  # 1 when the entry is an adopted one (keyed by cookie)
+        # At an end: payload in the socket's own terms, and how much of it the row has already (tcp_walk).
+        self.absolute = u64_slot("absolute payload")
+        self.counted_sent = u64_slot("counted sent")
+        self.counted_received = u64_slot("counted received")
+
+
+class _Build:
+    """What the steps of one program share: what it is built for, its slots, and the labels that steps
+    jump to across each other (each made here, placed by exactly one step)."""
+
+    def __init__(self, p: Program, target: BuildTarget, direct: bool) -> None:
+        self.p, self.target, self.direct = p, target, direct  # direct: R7, the socket, takes direct loads
+        self.records, self.by_process = target.records is not None, target.by_process
+        self.storage = uses_storage(target, direct)
+        self.entry_in = R7 if self.storage else None  # the entry in the socket's storage, or the map
+        self.s = _Slots(p.frame, target)
+        self.out = p.new_label("out")
+        # CLOSE's steps
+        self.close_entry, self.adopted, self.untracked = (p.new_label(name) for name in
+                                                           ("close.entry", "adopted", "untracked"))
+        self.failed, self.forget = p.new_label("failed"), p.new_label("forget")
+        self.by_process_step = p.new_label("by_process") if self.by_process else None
+        self.record_step = p.new_label("record") if self.records else None
+        #: Where a counted end goes next: its owner's counts, its record, then the entry is forgotten.
+        self.counted = self.by_process_step or self.record_step or self.forget
+
+    @property
+    def types(self):
+        return self.target.kernel_types
+
+    def store_in_record(self, size, field: str, value) -> None:
+        if self.records:
+            self.p.stx(size, R10, self.s.record.at(field), value)
+
+
 def body(p: Program, event: Event, target: BuildTarget) -> None:
-    direct = event.btf_pointers  # R7, the socket, may be read with direct loads
-    entry_in = R7 if uses_storage(target, direct) else None  # the entry in the socket's storage, or the map
+    b = _Build(p, target, event.btf_pointers)
+    s = b.s
+    steps = {SYN_SENT: p.new_label("syn_sent"), ESTABLISHED: p.new_label("established"), CLOSE: p.new_label("close")}
+    if target.knows_process:
+        steps[FIN_WAIT1] = steps[LAST_ACK] = p.new_label("closing")
     # The new state first: it is an argument, and about half of all changes (FIN_WAIT2,
     # CLOSE_WAIT, TIME_WAIT, ...) matter to nothing here, so they leave before any read.
+    followed = p.new_label("followed")
     event.load(p, R8, "newstate")
-    for state in (SYN_SENT, ESTABLISHED, CLOSE) + ((FIN_WAIT1, LAST_ACK) if target.knows_process else ()):
-        p.jeq32(R8, state, "followed")
-    p.ja("out")
-    p.label("followed")
+    for state in steps:
+        p.jeq32(R8, state, followed)
+    p.ja(b.out)
+    p.label(followed)
     event.load(p, R2, "protocol")
-    p.jne(R2, IPPROTO_TCP, "out")
+    p.jne(R2, IPPROTO_TCP, b.out)
     event.load(p, R7, "sk")
     if target.netns is not None:
-        emit_netns_check(p, R7, target.kernel_types, target.netns, "out", _READ_SCRATCH, direct)
+        emit_netns_check(p, R7, target.kernel_types, target.netns, b.out, s.scratch, b.direct)
     event.load(p, R2, "oldstate")
-    p.stx(DW, R10, _OLDSTATE, R2)
-    p.stx(DW, R10, _KEY, R7)
-    p.jeq32(R8, SYN_SENT, "syn_sent")
-    p.jeq32(R8, ESTABLISHED, "established")
-    p.jeq32(R8, CLOSE, "close")
-    if target.knows_process:
-        p.jeq32(R8, FIN_WAIT1, "closing")
-        p.jeq32(R8, LAST_ACK, "closing")
-    p.ja("out")
+    p.stx(DW, R10, s.oldstate.at(), R2)
+    p.stx(DW, R10, s.key.at(), R7)
+    for state, step in steps.items():
+        p.jeq32(R8, state, step)
+    p.ja(b.out)
 
-    p.label("syn_sent")
-    emit_zero(p, ENTRY, _ENTRY)
-    p.call("ktime_get_ns")
-    p.stx(DW, R10, _entry("syn_sent_ns"), R0)
+    _emit_syn_sent(b, steps[SYN_SENT])
+    _emit_established(b, steps[ESTABLISHED])
+    _emit_close(b, steps[CLOSE])
     if target.knows_process:
-        emit_capture_process(p, R10, ENTRY, _ENTRY)
-    emit_store_connection(p, _KEY, _ENTRY, entry_in)
-    p.ja("out")
+        _emit_closing(b, steps[FIN_WAIT1])
 
-    _emit_established(p, target, direct, entry_in)
-    _emit_close(p, target, direct, entry_in)
-    if target.knows_process:
-        _emit_closing(p, entry_in)
-
-    p.label("out")
+    p.label(b.out)
     p.mov(R0, 0)
     p.exit()
 
 
-def _emit_established(p: Program, target: BuildTarget, direct: bool, entry_in) -> None:
-    """A new connection: entry with its start, role and ports; opened counted; connect latency."""
-    p.label("established")
-    emit_zero(p, ENTRY, _ENTRY)
-    p.ldx(DW, R1, R10, _OLDSTATE)
-    p.jeq32(R1, SYN_SENT, "established.client")
-    p.jeq32(R1, SYN_RECV, "established.server")
-    p.ja("out")
-
-    p.label("established.client")
-    p.st(W, R10, _entry("role"), CLIENT)
-    emit_lookup_connection(p, _KEY, "established.fill", entry_in)
-    p.ldx(DW, R1, R0, ENTRY.offset("syn_sent_ns"))
-    p.stx(DW, R10, _entry("syn_sent_ns"), R1)
-    if target.knows_process:
-        emit_copy_process(p, R0, ENTRY, _ENTRY, ENTRY)
-    p.ja("established.fill")
-
-    p.label("established.server")
-    p.st(W, R10, _entry("role"), SERVER)
-
-    p.label("established.fill")
+def _emit_syn_sent(b: _Build, at: str) -> None:
+    """An active open starts: an entry with its time (and its process)."""
+    p, s = b.p, b.s
+    p.label(at)
+    emit_zero(p, s.entry)
     p.call("ktime_get_ns")
-    p.stx(DW, R10, _entry("established_ns"), R0)
-    types = target.kernel_types
-    emit_read_field(p, R1, R7, types.field("sock_common.skc_num"), _READ_SCRATCH, direct)
-    p.stx(H, R10, _entry("local_port"), R1)
-    emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH, direct)
-    p.stx(H, R10, _entry("remote_port"), R1)
-    emit_store_connection(p, _KEY, _ENTRY, entry_in)
-    if uses_storage(target, direct):
+    p.stx(DW, R10, s.entry.at("syn_sent_ns"), R0)
+    if b.target.knows_process:
+        emit_capture_process(p, s.entry, ENTRY)
+    emit_store_connection(p, s.key, s.entry, b.entry_in)
+    p.ja(b.out)
+
+
+def _emit_established(b: _Build, at: str) -> None:
+    """A new connection: entry with its start, role and ports; opened counted; connect latency."""
+    p, s = b.p, b.s
+    client, server, fill = (p.new_label(f"established.{name}") for name in ("client", "server", "fill"))
+    p.label(at)
+    emit_zero(p, s.entry)
+    p.ldx(DW, R1, R10, s.oldstate.at())
+    p.jeq32(R1, SYN_SENT, client)
+    p.jeq32(R1, SYN_RECV, server)
+    p.ja(b.out)
+
+    p.label(client)
+    p.st(W, R10, s.entry.at("role"), CLIENT)
+    emit_lookup_connection(p, s.key, fill, b.entry_in)
+    p.ldx(DW, R1, R0, ENTRY.offset("syn_sent_ns"))
+    p.stx(DW, R10, s.entry.at("syn_sent_ns"), R1)
+    if b.target.knows_process:
+        emit_copy_process(p, R0, ENTRY, s.entry)
+    p.ja(fill)
+
+    p.label(server)
+    p.st(W, R10, s.entry.at("role"), SERVER)
+
+    p.label(fill)
+    _emit_new_entry(b)
+    _emit_count_opened(b)
+
+
+def _emit_new_entry(b: _Build) -> None:
+    """The established connection's entry, with its start and ports, stored (its old counts zeroed)."""
+    p, s = b.p, b.s
+    p.call("ktime_get_ns")
+    p.stx(DW, R10, s.entry.at("established_ns"), R0)
+    emit_read_field(p, R1, R7, b.types.field("sock_common.skc_num"), s.scratch, b.direct)
+    p.stx(H, R10, s.entry.at("local_port"), R1)
+    emit_read_field(p, R1, R7, b.types.field("sock_common.skc_dport"), s.scratch, b.direct)
+    p.stx(H, R10, s.entry.at("remote_port"), R1)
+    emit_store_connection(p, s.key, s.entry, b.entry_in)
+    if b.storage:
         _emit_storage_reset(p)
 
-    emit_row_pointer(p, STATS, R9, _ROW_KEY, "out")
-    p.ldx(W, R8, R10, _entry("role"))
-    emit_add_indexed(p, R9, Layout.OPENED, R8, len(ROLES), 1, "out")
-    p.ldx(DW, R1, R10, _entry("syn_sent_ns"))
-    p.jeq(R1, 0, "out")
-    p.ldx(DW, R4, R10, _entry("established_ns"))
+
+def _emit_count_opened(b: _Build) -> None:
+    """Opened, by role; a client's connect latency."""
+    p, s = b.p, b.s
+    emit_row_pointer(p, STATS, R9, s.row_key, b.out)
+    p.ldx(W, R8, R10, s.entry.at("role"))
+    emit_add_indexed(p, R9, Layout.OPENED, R8, len(ROLES), 1, b.out)
+    p.ldx(DW, R1, R10, s.entry.at("syn_sent_ns"))
+    p.jeq(R1, 0, b.out)
+    p.ldx(DW, R4, R10, s.entry.at("established_ns"))
     p.sub(R4, R1)
     emit_observe(p, R9, Layout.CONNECT_LATENCY, R4)
-    p.ja("out")
+    p.ja(b.out)
 
 
-def _emit_close(p: Program, target: BuildTarget, direct: bool, entry_in) -> None:
+def _emit_close(b: _Build, at: str) -> None:
     """CLOSE: a failed active open, or the end of a connection; the entry goes either way."""
-    records, by_process = target.records is not None, target.by_process
-    # Where a counted end goes next: its owner's counts, its record, then the entry is forgotten.
-    ended = "by_process" if by_process else "record" if records else "forget"
-    p.label("close")
-    p.st(DW, R10, _ADOPTED, 0)
-    emit_lookup_connection(p, _KEY, "adopted", entry_in)
-    p.label("close.entry")
+    p, s = b.p, b.s
+    p.label(at)
+    p.st(DW, R10, s.adopted.at(), 0)
+    emit_lookup_connection(p, s.key, b.adopted, b.entry_in)
+    p.label(b.close_entry)
     p.mov(R8, R0)
-    if records:
-        emit_zero(p, RECORD, _RECORD)
-    emit_row_pointer(p, STATS, R9, _ROW_KEY, "forget")
-    p.ldx(DW, R1, R10, _OLDSTATE)
-    p.jeq32(R1, SYN_SENT, "failed")
+    if b.records:
+        emit_zero(p, s.record)
+    emit_row_pointer(p, STATS, R9, s.row_key, b.forget)
+    p.ldx(DW, R1, R10, s.oldstate.at())
+    p.jeq32(R1, SYN_SENT, b.failed)
     p.ldx(DW, R1, R8, ENTRY.offset("established_ns"))
-    p.jeq(R1, 0, "forget")
+    p.jeq(R1, 0, b.forget)
 
-    # The outcome, and which FINs are in the byte counts.
-    p.st(DW, R10, _OUR_FIN_ACKED, 0)
-    p.st(DW, R10, _PEER_FIN_IN, 0)
+    figures = p.new_label("ended")
+    _emit_outcome(b, figures)
+    p.label(figures)
+    _emit_end_figures(b)
+    p.ja(b.counted)
+
+    _emit_failed(b)
+    if b.by_process:
+        _emit_count_by_process(b)
+    if b.records:
+        _emit_record(b)
+    _emit_forget(b)  # the record falls through to here
+    _emit_adopted(b)
+    _emit_untracked(b)
+
+
+def _emit_outcome(b: _Build, done: str) -> None:
+    """The end's outcome (close, or a reset either way) counted, and which FINs are in the byte counts
+    (s.our_fin_acked, s.peer_fin_in); then a jump to `done`."""
+    p, s = b.p, b.s
+    aborted, reset, orderly = p.new_label("aborted"), p.new_label("reset"), p.new_label("orderly.counted")
+    p.st(DW, R10, s.our_fin_acked.at(), 0)
+    p.st(DW, R10, s.peer_fin_in.at(), 0)
     p.ldx(W, R1, R8, ENTRY.offset("reset"))
-    p.jne(R1, 0, "reset")
-    p.ldx(DW, R2, R10, _OLDSTATE)
+    p.jne(R1, 0, reset)
+    p.ldx(DW, R2, R10, s.oldstate.at())
     for state in ABORTED_FROM:
-        p.jeq32(R2, state, "aborted")
-    p.st(DW, R10, _OUR_FIN_ACKED, 1)
-    p.st(DW, R10, _PEER_FIN_IN, 1)
-    p.jne32(R2, FIN_WAIT2, "orderly.counted")
+        p.jeq32(R2, state, aborted)
+    p.st(DW, R10, s.our_fin_acked.at(), 1)
+    p.st(DW, R10, s.peer_fin_in.at(), 1)
+    p.jne32(R2, FIN_WAIT2, orderly)
     # From FIN_WAIT2 the peer's FIN is in only if it arrived (SOCK_DONE): close() of a socket
     # already in FIN_WAIT2, and its timeout, end it before any FIN.
-    emit_read_field(p, R1, R7, target.kernel_types.field("sock_common.skc_flags"), _READ_SCRATCH, direct)
-    p.rsh(R1, SOCK_DONE)
-    p.and_(R1, 1)
-    p.stx(DW, R10, _PEER_FIN_IN, R1)
-    p.label("orderly.counted")
+    _emit_peer_fin_arrived(b, b.direct)
+    p.label(orderly)
     p.ldx(W, R4, R8, ENTRY.offset("role"))
-    emit_add_indexed(p, R9, Layout.CLOSED, R4, len(ROLES), 1, "forget")
-    if records:
-        p.st(B, R10, _record("outcome"), connection_records.CLOSE)
-    if by_process:
-        p.st(DW, R10, _OUTCOME, connection_records.CLOSE)
-    p.ja("ended")
+    emit_add_indexed(p, R9, Layout.CLOSED, R4, len(ROLES), 1, b.forget)
+    if b.records:
+        p.st(B, R10, s.record.at("outcome"), connection_records.CLOSE)
+    if b.by_process:
+        p.st(DW, R10, s.outcome.at(), connection_records.CLOSE)
+    p.ja(done)
 
-    p.label("aborted")
+    p.label(aborted)
     p.mov(R1, RESET_SENT)
-    p.label("reset")
+    p.label(reset)
+    _emit_reset(b, done)
+
+
+def _emit_reset(b: _Build, done: str) -> None:
+    """A reset (its mark in R1) counted by direction; our FIN is acked only from FIN_WAIT2, the peer's is in
+    from the states that had it. Then a jump to `done` (or a fall through to it)."""
+    p, s = b.p, b.s
+    peer_fin, peer_fin_in = p.new_label("reset.peer_fin"), p.new_label("reset.peer_fin_in")
     p.sub(R1, RESET_SENT)  # the mark, as an index into RESET_DIRECTIONS
     p.mov(R4, R1)
-    emit_add_indexed(p, R9, Layout.RESET, R4, RESET_RECEIVED - RESET_SENT + 1, 1, "forget")
-    if records:
-        p.stx(H, R10, _record("reason"), R4)
-        p.st(B, R10, _record("outcome"), connection_records.RESET)
-    if by_process:
-        p.st(DW, R10, _OUTCOME, connection_records.RESET)
-    p.ldx(DW, R2, R10, _OLDSTATE)
-    p.jne32(R2, FIN_WAIT2, "reset.peer_fin")
-    p.st(DW, R10, _OUR_FIN_ACKED, 1)
-    p.label("reset.peer_fin")
+    emit_add_indexed(p, R9, Layout.RESET, R4, RESET_RECEIVED - RESET_SENT + 1, 1, b.forget)
+    if b.records:
+        p.stx(H, R10, s.record.at("reason"), R4)
+        p.st(B, R10, s.record.at("outcome"), connection_records.RESET)
+    if b.by_process:
+        p.st(DW, R10, s.outcome.at(), connection_records.RESET)
+    p.ldx(DW, R2, R10, s.oldstate.at())
+    p.jne32(R2, FIN_WAIT2, peer_fin)
+    p.st(DW, R10, s.our_fin_acked.at(), 1)
+    p.label(peer_fin)
     for state in PEER_FIN_IN:
-        p.jeq32(R2, state, "reset.peer_fin_in")
-    p.ja("ended")
-    p.label("reset.peer_fin_in")
-    p.st(DW, R10, _PEER_FIN_IN, 1)
+        p.jeq32(R2, state, peer_fin_in)
+    p.ja(done)
+    p.label(peer_fin_in)
+    p.st(DW, R10, s.peer_fin_in.at(), 1)
 
-    p.label("ended")
-    _emit_read_tcp_counters(p, target, direct)
-    _emit_take_counted(p, uses_storage(target, direct))
-    if "bytes_sent" in counters_read(target.kernel_types):
-        p.ldx(DW, R4, R10, _counter("bytes_sent"))
-        p.ldx(DW, R2, R10, _counter("bytes_retrans"))
-    else:
-        p.ldx(DW, R4, R10, _counter("bytes_acked"))
-        p.ldx(DW, R2, R10, _OUR_FIN_ACKED)
-        p.ldx(W, R1, R8, ENTRY.offset("role"))
-        p.jne(R1, CLIENT, "ended.no_syn")
-        p.add(R2, 1)
-        p.label("ended.no_syn")
-    _emit_saturating_sub(p, R4, R2)
-    _emit_payload(p, records, by_process, "sent_at_start", _COUNTED_SENT, _SENT, "bytes_sent", Layout.BYTES_SENT)
-    p.ldx(DW, R4, R10, _counter("bytes_received"))
-    p.ldx(DW, R2, R10, _PEER_FIN_IN)
-    _emit_saturating_sub(p, R4, R2)
-    _emit_payload(p, records, by_process, "received_at_start", _COUNTED_RECEIVED, _RECEIVED, "bytes_received",
-                  Layout.BYTES_RECEIVED)
-    p.ldx(DW, R4, R10, _counter("total_retrans"))
-    _emit_store_in_record(p, records, W, "retransmits", R4)
+
+def _emit_peer_fin_arrived(b: _Build, direct: bool) -> None:
+    """s.peer_fin_in = the socket's (R7) SOCK_DONE flag: whether the peer's FIN came. Clobbers R0-R5."""
+    p = b.p
+    emit_read_field(p, R1, R7, b.types.field("sock_common.skc_flags"), b.s.scratch, direct)
+    p.rsh(R1, SOCK_DONE)
+    p.and_(R1, 1)
+    p.stx(DW, R10, b.s.peer_fin_in.at(), R1)
+
+
+def _emit_end_figures(b: _Build) -> None:
+    """The ended connection's payload, retransmits, RTT and duration: into the row, the record and the
+    owner's counts."""
+    p, s = b.p, b.s
+    _emit_read_tcp_counters(b)
+    _emit_take_counted(b)
+    _emit_sent_payload(b)
+    p.ldx(DW, R4, R10, s.counters.at("bytes_received"))
+    p.ldx(DW, R2, R10, s.peer_fin_in.at())
+    emit_saturating_sub(p, R4, R2)
+    _emit_payload(b, "received_at_start", s.counted_received, "received", "bytes_received", Layout.BYTES_RECEIVED)
+    p.ldx(DW, R4, R10, s.counters.at("total_retrans"))
+    b.store_in_record(W, "retransmits", R4)
     emit_add(p, R9, Layout.RETRANSMITS, R4)
-    p.ldx(DW, R4, R10, _counter("srtt_us"))
+    p.ldx(DW, R4, R10, s.counters.at("srtt_us"))
     p.rsh(R4, 3)
-    _emit_store_in_record(p, records, W, "srtt_us", R4)
+    b.store_in_record(W, "srtt_us", R4)
     emit_observe(p, R9, Layout.RTT, R4)
     p.call("ktime_get_ns")
-    _emit_store_in_record(p, records, DW, "end_ns", R0)
+    b.store_in_record(DW, "end_ns", R0)
     p.ldx(DW, R1, R8, ENTRY.offset("established_ns"))
     p.mov(R4, R0)
     p.sub(R4, R1)
-    _emit_store_in_record(p, records, DW, "duration_ns", R4)
+    b.store_in_record(DW, "duration_ns", R4)
     emit_observe(p, R9, Layout.DURATION, R4)
-    p.ja(ended)
 
-    _emit_failed(p, target, ended, direct)
-    if by_process:
-        _emit_count_by_process(p, next_step="record" if records else "forget")
-    if records:
-        _emit_record(p, target, direct)
 
-    p.label("forget")  # the record falls through to here
-    p.ldx(DW, R1, R10, _ADOPTED)
-    p.jne(R1, 0, "forget.adopted")
-    emit_forget_connection(p, _KEY, entry_in)
-    p.ja("out")
-    p.label("forget.adopted")
-    emit_map_delete(p, ADOPTED, _COOKIE)
-    p.ja("out")
+def _emit_sent_payload(b: _Build) -> None:
+    """The payload sent: transmitted at least once where the kernel tells, else acknowledged sequence
+    space less the client's SYN and our FIN once acked."""
+    p, s = b.p, b.s
+    if "bytes_sent" in counters_read(b.types):
+        p.ldx(DW, R4, R10, s.counters.at("bytes_sent"))
+        p.ldx(DW, R2, R10, s.counters.at("bytes_retrans"))
+    else:
+        no_syn = p.new_label("ended.no_syn")
+        p.ldx(DW, R4, R10, s.counters.at("bytes_acked"))
+        p.ldx(DW, R2, R10, s.our_fin_acked.at())
+        p.ldx(W, R1, R8, ENTRY.offset("role"))
+        p.jne(R1, CLIENT, no_syn)
+        p.add(R2, 1)
+        p.label(no_syn)
+    emit_saturating_sub(p, R4, R2)
+    _emit_payload(b, "sent_at_start", s.counted_sent, "sent", "bytes_sent", Layout.BYTES_SENT)
 
-    _emit_adopted(p, target, direct)
-    _emit_untracked(p, target, uses_storage(target, direct))
+
+def _emit_forget(b: _Build) -> None:
+    """The ended connection's entry removed: by address, or its adopted one (by cookie)."""
+    p, s = b.p, b.s
+    adopted = p.new_label("forget.adopted")
+    p.label(b.forget)
+    p.ldx(DW, R1, R10, s.adopted.at())
+    p.jne(R1, 0, adopted)
+    emit_forget_connection(p, s.key, b.entry_in)
+    p.ja(b.out)
+    p.label(adopted)
+    emit_map_delete(p, ADOPTED, s.cookie)
+    p.ja(b.out)
 
 
 def _emit_storage_reset(p: Program) -> None:
     """A connection established (socket in R7): COUNTED storage the socket kept from a connection before
     is zeroed (tcp_disconnect() zeroes its counters, and it may connect again). A new socket has none
     (the walk makes it), and the lookup finds that at once. Clobbers R0-R5."""
+    none = p.new_label("storage.none")
     emit_counted_get(p, R7)
-    p.jeq(R0, 0, "storage.none")
+    p.jeq(R0, 0, none)
     for field in COUNTED.fields:
         p.st(DW, R0, COUNTED.offset(field.name), 0)
-    p.label("storage.none")
+    p.label(none)
 
 
-def _emit_take_counted(p: Program, storage: bool) -> None:
-    """_COUNTED_SENT and _COUNTED_RECEIVED: how much of the connection's payload the row has already. With
-    storage, what walks counted, swapped for ENDED at once so that no walk adds more; otherwise (or if the
-    socket has none) its payload at start: 0, or an adopted connection's figures then."""
+def _emit_swap_counted(b: _Build) -> None:
+    """s.counted_sent and s.counted_received: what walks counted of the connection, from its COUNTED storage
+    (in R0), swapped for ENDED at once so that no walk adds more."""
+    for field, slot in (("sent", b.s.counted_sent), ("received", b.s.counted_received)):
+        b.p.mov(R1, -1)  # ENDED
+        b.p.atomic_xchg(DW, R0, COUNTED.offset(field), R1)
+        b.p.stx(DW, R10, slot.at(), R1)
+
+
+def _emit_take_counted(b: _Build) -> None:
+    """s.counted_sent and s.counted_received: how much of the connection's payload the row has already. With
+    storage, what walks counted (_emit_swap_counted); otherwise (or if the socket has none) its payload at
+    start: 0, or an adopted connection's figures then."""
+    p, s = b.p, b.s
     p.ldx(DW, R1, R8, ENTRY.offset("sent_at_start"))
-    p.stx(DW, R10, _COUNTED_SENT, R1)
+    p.stx(DW, R10, s.counted_sent.at(), R1)
     p.ldx(DW, R1, R8, ENTRY.offset("received_at_start"))
-    p.stx(DW, R10, _COUNTED_RECEIVED, R1)
-    if not storage:
+    p.stx(DW, R10, s.counted_received.at(), R1)
+    if not b.storage:
         return
+    none = p.new_label("counted.none")
     emit_counted_get(p, R7)
-    p.jeq(R0, 0, "counted.none")
-    for field, slot in (("sent", _COUNTED_SENT), ("received", _COUNTED_RECEIVED)):
-        p.mov(R1, -1)  # ENDED
-        p.atomic_xchg(DW, R0, COUNTED.offset(field), R1)
-        p.stx(DW, R10, slot, R1)
-    p.label("counted.none")
+    p.jeq(R0, 0, none)
+    _emit_swap_counted(b)
+    p.label(none)
 
 
-def _emit_payload(p: Program, records: bool, by_process: bool, at_start: str, counted: int, process_slot: int,
-                  record_field: str, row_slot: int) -> None:
-    """The payload one way (R4, in the socket's own terms): since start into the record and the
+def _emit_payload(b: _Build, at_start: str, counted: Slot, way: str, record_field: str, row_slot: int) -> None:
+    """The payload one `way` (R4, in the socket's own terms): since start into the record and the
     owner's counts, and what the row lacks of it into the row. Clobbers R1-R4."""
-    p.stx(DW, R10, _ABSOLUTE, R4)
+    p, s = b.p, b.s
+    p.stx(DW, R10, s.absolute.at(), R4)
     p.ldx(DW, R2, R8, ENTRY.offset(at_start))  # 0 but for an adopted connection
-    _emit_saturating_sub(p, R4, R2)
-    _emit_store_in_record(p, records, DW, record_field, R4)
-    if by_process:
-        p.stx(DW, R10, process_slot, R4)
-    p.ldx(DW, R4, R10, _ABSOLUTE)
-    p.ldx(DW, R2, R10, counted)
-    _emit_saturating_sub(p, R4, R2)
+    emit_saturating_sub(p, R4, R2)
+    b.store_in_record(DW, record_field, R4)
+    if b.by_process:
+        p.stx(DW, R10, getattr(s, way).at(), R4)
+    p.ldx(DW, R4, R10, s.absolute.at())
+    p.ldx(DW, R2, R10, counted.at())
+    emit_saturating_sub(p, R4, R2)
     emit_add(p, R9, row_slot, R4)
 
 
-def _emit_count_by_process(p: Program, next_step: str) -> None:
-    """The end just counted, counted again under its owner (the entry at R8): the outcome in _OUTCOME, the
-    payload in _SENT and _RECEIVED. A new owner gets a zeroed row; once the map is full, OTHER_OWNER's row
-    (made by user space) takes the count. Goes on to `next_step`."""
-    p.label("by_process")
+def _emit_count_by_process(b: _Build) -> None:
+    """The end just counted, counted again under its owner (the entry at R8): the outcome in s.outcome, the
+    payload in s.sent and s.received. A new owner gets a zeroed row; once the map is full, OTHER_OWNER's row
+    (made by user space) takes the count. Goes on to the record, or to forget the entry."""
+    p, s = b.p, b.s
+    next_step = b.record_step or b.forget
+    count = p.new_label("by_process.count")
+    p.label(b.by_process_step)
     p.ldx(DW, R1, R8, ENTRY.offset("cgroup_id"))
-    p.stx(DW, R10, _OWNER + OWNER.offset("cgroup_id"), R1)
+    p.stx(DW, R10, s.owner.at("cgroup_id"), R1)
     for offset in (0, 8):
         p.ldx(DW, R1, R8, ENTRY.offset("comm") + offset)
-        p.stx(DW, R10, _OWNER + OWNER.offset("comm") + offset, R1)
-    _emit_owner_lookup(p, "by_process.count")
-    for offset in range(0, BY_PROCESS_COUNTS.sizeof(), 8):
-        p.st(DW, R10, _NEW_ROW + offset, 0)
+        p.stx(DW, R10, s.owner.at("comm", offset), R1)
+    _emit_owner_lookup(b, count)
+    emit_zero(p, s.new_row)
     # Full (E2BIG), or made by another CPU first (EEXIST): look again either way.
-    emit_map_update(p, BY_PROCESS, _OWNER, _NEW_ROW, UpdateFlags.NOEXIST)
-    _emit_owner_lookup(p, "by_process.count")
-    p.st(DW, R10, _OWNER + OWNER.offset("cgroup_id"), -1)  # the map is full: OTHER_OWNER's row
-    p.st(DW, R10, _OWNER + OWNER.offset("comm"), 0)
-    p.st(DW, R10, _OWNER + OWNER.offset("comm") + 8, 0)
-    _emit_owner_lookup(p, "by_process.count")
+    emit_map_update(p, BY_PROCESS, s.owner, s.new_row, UpdateFlags.NOEXIST)
+    _emit_owner_lookup(b, count)
+    p.st(DW, R10, s.owner.at("cgroup_id"), -1)  # the map is full: OTHER_OWNER's row
+    p.st(DW, R10, s.owner.at("comm"), 0)
+    p.st(DW, R10, s.owner.at("comm", 8), 0)
+    _emit_owner_lookup(b, count)
     p.ja(next_step)
 
-    p.label("by_process.count")
-    p.ldx(DW, R1, R10, _OUTCOME)
+    p.label(count)
+    p.ldx(DW, R1, R10, s.outcome.at())
     emit_add_indexed(p, R0, 0, R1, len(connection_records.OUTCOMES), 1, next_step)
-    p.ldx(DW, R1, R10, _SENT)
+    p.ldx(DW, R1, R10, s.sent.at())
     p.atomic_add(DW, R0, 8 * BYTES_SENT_SLOT, R1)
-    p.ldx(DW, R1, R10, _RECEIVED)
+    p.ldx(DW, R1, R10, s.received.at())
     p.atomic_add(DW, R0, 8 * BYTES_RECEIVED_SLOT, R1)
     p.ja(next_step)
 
 
-def _emit_owner_lookup(p: Program, found: str) -> None:
-    """R0 = tcp_by_process[owner at _OWNER]; a jump to `found` if there is one. Clobbers R0-R5."""
-    emit_map_lookup(p, BY_PROCESS, _OWNER)
-    p.jne(R0, 0, found)
+def _emit_owner_lookup(b: _Build, found: str) -> None:
+    """R0 = tcp_by_process[the owner in s.owner]; a jump to `found` if there is one. Clobbers R0-R5."""
+    emit_map_lookup(b.p, BY_PROCESS, b.s.owner)
+    b.p.jne(R0, 0, found)
 
 
-def _emit_adopted(p: Program, target: BuildTarget, direct: bool) -> None:
+def _emit_adopted(b: _Build) -> None:
     """CLOSE without an entry by address: a connection adopted at start (by its cookie) ends as any other."""
-    p.label("adopted")
-    p.ldx(DW, R1, R10, _OLDSTATE)
-    p.jeq32(R1, SYN_SENT, "untracked")  # an open in progress at start was never adopted
-    emit_lookup_adopted(p, R7, target.kernel_types.field("sock_common.skc_cookie.counter"), _COOKIE, _READ_SCRATCH,
-                        direct, "untracked")
-    p.st(DW, R10, _ADOPTED, 1)
-    p.ja("close.entry")
+    p, s = b.p, b.s
+    p.label(b.adopted)
+    p.ldx(DW, R1, R10, s.oldstate.at())
+    p.jeq32(R1, SYN_SENT, b.untracked)  # an open in progress at start was never adopted
+    emit_lookup_adopted(p, R7, b.types.field("sock_common.skc_cookie.counter"), s.cookie, s.scratch,
+                        b.direct, b.untracked)
+    p.st(DW, R10, s.adopted.at(), 1)
+    p.ja(b.close_entry)
 
 
-def _emit_untracked(p: Program, target: BuildTarget, storage: bool) -> None:
+def _emit_untracked(b: _Build) -> None:
     """CLOSE without an entry: counted as untracked when it ends a connection or an open (a
     listener's or a never-established server socket's CLOSE has no entry to miss). With the walk's
     storage its bytes are still counted exactly: what walks have not counted yet goes to the row."""
-    p.label("untracked")
-    p.ldx(DW, R1, R10, _OLDSTATE)
+    p = b.p
+    count = p.new_label("untracked.count")
+    p.label(b.untracked)
+    p.ldx(DW, R1, R10, b.s.oldstate.at())
     for state in TRACKED_FROM:
-        p.jeq32(R1, state, "untracked.count")
-    p.ja("out")
-    p.label("untracked.count")
-    emit_row_pointer(p, STATS, R9, _ROW_KEY, "out")
+        p.jeq32(R1, state, count)
+    p.ja(b.out)
+    p.label(count)
+    emit_row_pointer(p, STATS, R9, b.s.row_key, b.out)
     emit_add(p, R9, Layout.UNTRACKED, 1)
-    if storage:
-        _emit_untracked_bytes(p, target)
-    p.ja("out")
+    if b.storage:
+        _emit_untracked_bytes(b)
+    p.ja(b.out)
 
 
-def _emit_untracked_bytes(p: Program, target: BuildTarget) -> None:
+def _emit_untracked_bytes(b: _Build) -> None:
     """The payload of an untracked end (socket in R7, a BTF pointer; row in R9) that walks have not
     counted: its storage swapped for ENDED, the rest added. Its FIN is in as at any end: from
     CLOSE_WAIT, LAST_ACK or CLOSING, and from FIN_WAIT2 once SOCK_DONE says it came."""
-    types = target.kernel_types
+    p, s = b.p, b.s
+    fin, counted = p.new_label("untracked.fin"), p.new_label("untracked.counted")
     emit_counted_get(p, R7)
-    p.jeq(R0, 0, "out")  # never walked: there is nothing of it in the row, nor anything to go by
-    for field, slot in (("sent", _COUNTED_SENT), ("received", _COUNTED_RECEIVED)):
-        p.mov(R1, -1)  # ENDED
-        p.atomic_xchg(DW, R0, COUNTED.offset(field), R1)
-        p.stx(DW, R10, slot, R1)
-    p.st(DW, R10, _PEER_FIN_IN, 0)
-    p.ldx(DW, R2, R10, _OLDSTATE)
+    p.jeq(R0, 0, b.out)  # never walked: there is nothing of it in the row, nor anything to go by
+    _emit_swap_counted(b)
+    p.st(DW, R10, s.peer_fin_in.at(), 0)
+    p.ldx(DW, R2, R10, s.oldstate.at())
     for state in PEER_FIN_IN:
-        p.jeq32(R2, state, "untracked.fin")
-    p.jne32(R2, FIN_WAIT2, "untracked.counted")
-    emit_read_field(p, R1, R7, types.field("sock_common.skc_flags"), _READ_SCRATCH, direct=True)
-    p.rsh(R1, SOCK_DONE)
-    p.and_(R1, 1)
-    p.stx(DW, R10, _PEER_FIN_IN, R1)
-    p.ja("untracked.counted")
-    p.label("untracked.fin")
-    p.st(DW, R10, _PEER_FIN_IN, 1)
-    p.label("untracked.counted")
+        p.jeq32(R2, state, fin)
+    p.jne32(R2, FIN_WAIT2, counted)
+    _emit_peer_fin_arrived(b, direct=True)
+    p.ja(counted)
+    p.label(fin)
+    p.st(DW, R10, s.peer_fin_in.at(), 1)
+    p.label(counted)
+    _emit_untracked_payload(b)
+
+
+def _emit_untracked_payload(b: _Build) -> None:
+    """What the row lacks of an untracked end's payload, read from its tcp_sock (R7), added to the row (R9)."""
+    p, s, types = b.p, b.s, b.types
     p.mov(R1, R7)
     p.call("skc_to_tcp_sock")
-    p.jeq(R0, 0, "out")
+    p.jeq(R0, 0, b.out)
     p.ldx(DW, R4, R0, types.field("tcp_sock.bytes_sent").offset)
     p.ldx(DW, R2, R0, types.field("tcp_sock.bytes_retrans").offset)
-    _emit_saturating_sub(p, R4, R2)
-    p.ldx(DW, R2, R10, _COUNTED_SENT)
-    _emit_saturating_sub(p, R4, R2)
+    emit_saturating_sub(p, R4, R2)
+    p.ldx(DW, R2, R10, s.counted_sent.at())
+    emit_saturating_sub(p, R4, R2)
     emit_add(p, R9, Layout.BYTES_SENT, R4)
     p.ldx(DW, R4, R0, types.field("tcp_sock.bytes_received").offset)
-    p.ldx(DW, R2, R10, _PEER_FIN_IN)
-    _emit_saturating_sub(p, R4, R2)
-    p.ldx(DW, R2, R10, _COUNTED_RECEIVED)
-    _emit_saturating_sub(p, R4, R2)
+    p.ldx(DW, R2, R10, s.peer_fin_in.at())
+    emit_saturating_sub(p, R4, R2)
+    p.ldx(DW, R2, R10, s.counted_received.at())
+    emit_saturating_sub(p, R4, R2)
     emit_add(p, R9, Layout.BYTES_RECEIVED, R4)
 
 
-def _emit_store_in_record(p: Program, records: bool, size, field: str, value) -> None:
-    if records:
-        p.stx(size, R10, _record(field), value)
-
-
-def _emit_read_tcp_counters(p: Program, target: BuildTarget, direct: bool) -> None:
-    """The TCP_COUNTERS of the socket in R7, each into its u64 stack slot. Clobbers R0-R5.
+def _emit_read_tcp_counters(b: _Build) -> None:
+    """The TCP_COUNTERS of the socket in R7, each into its u64 in s.counters. Clobbers R0-R5.
 
     The verifier types R7 as a struct sock, too small for tcp_sock's fields: with
     direct loads, bpf_skc_to_tcp_sock (5.9+) gives the same address typed as a
     tcp_sock, for one cheap call instead of a read per field.
     """
-    fields = [(_counter(name), target.kernel_types.field(f"tcp_sock.{name}"))
-              for name in counters_read(target.kernel_types)]
-    if direct:
+    p, s = b.p, b.s
+    fields = [(s.counters.at(name), b.types.field(f"tcp_sock.{name}")) for name in counters_read(b.types)]
+    done = p.new_label("counters.done")
+    if b.direct:
+        read = p.new_label("counters.read")
         p.mov(R1, R7)
         p.call("skc_to_tcp_sock")
-        p.jeq(R0, 0, "counters.read")  # not a full TCP socket (never at an end): read as elsewhere
-        for slot, field in fields:
-            emit_read_field(p, R1, R0, field, _READ_SCRATCH, direct=True)
-            p.stx(DW, R10, slot, R1)
-        p.ja("counters.done")
-        p.label("counters.read")
-    for slot, field in fields:
-        emit_read_field(p, R1, R7, field, _READ_SCRATCH)
-        p.stx(DW, R10, slot, R1)
-    p.label("counters.done")
+        p.jeq(R0, 0, read)  # not a full TCP socket (never at an end): read as elsewhere
+        for at, field in fields:
+            emit_read_field(p, R1, R0, field, s.scratch, direct=True)
+            p.stx(DW, R10, at, R1)
+        p.ja(done)
+        p.label(read)
+    for at, field in fields:
+        emit_read_field(p, R1, R7, field, s.scratch)
+        p.stx(DW, R10, at, R1)
+    p.label(done)
 
 
-def _emit_record(p: Program, target: BuildTarget, direct: bool) -> None:
+def _emit_record(b: _Build) -> None:
     """The record of the end just counted: what the entry knows, the addresses, and out it goes."""
-    p.label("record")
+    p, s = b.p, b.s
+    p.label(b.record_step)
     p.ldx(W, R1, R8, ENTRY.offset("role"))
-    p.stx(B, R10, _record("role"), R1)
+    p.stx(B, R10, s.record.at("role"), R1)
     # The local port as ESTABLISHED saw it: by CLOSE the kernel has released it (skc_num is 0),
     # and a failed open never had one for sure. The remote port stays on the socket.
     p.ldx(H, R1, R8, ENTRY.offset("local_port"))
-    p.stx(H, R10, _record("local_port"), R1)
-    types = target.kernel_types
-    emit_read_field(p, R1, R7, types.field("sock_common.skc_dport"), _READ_SCRATCH, direct)
-    p.stx(H, R10, _record("remote_port"), R1)
-    emit_copy_process(p, R8, ENTRY, _RECORD, RECORD)
-    p.ldx(DW, R1, R10, _ADOPTED)
-    p.stx(B, R10, _record("preexisting"), R1)
-    emit_read_addresses(p, R7, types, _RECORD, _READ_SCRATCH, direct)
-    target.records.emit_output(p, R6, _RECORD, RECORD.size)
+    p.stx(H, R10, s.record.at("local_port"), R1)
+    emit_read_field(p, R1, R7, b.types.field("sock_common.skc_dport"), s.scratch, b.direct)
+    p.stx(H, R10, s.record.at("remote_port"), R1)
+    emit_copy_process(p, R8, ENTRY, s.record)
+    p.ldx(DW, R1, R10, s.adopted.at())
+    p.stx(B, R10, s.record.at("preexisting"), R1)
+    emit_read_addresses(p, R7, b.types, s.record, s.scratch, b.direct)
+    b.target.records.emit_output(p, R6, s.record)
 
 
-def _emit_closing(p: Program, entry_in) -> None:
+def _emit_closing(b: _Build, at: str) -> None:
     """FIN_WAIT1 or LAST_ACK: close() or shutdown(), in the owner's context; a server's owner is known now."""
-    p.label("closing")
-    emit_lookup_connection(p, _KEY, "out", entry_in)
+    p = b.p
+    p.label(at)
+    emit_lookup_connection(p, b.s.key, b.out, b.entry_in)
     p.mov(R8, R0)
     p.ldx(W, R1, R8, ENTRY.offset("pid"))
-    p.jne(R1, 0, "out")
+    p.jne(R1, 0, b.out)
     emit_capture_process(p, R8, ENTRY)
-    p.ja("out")
+    p.ja(b.out)
 
 
-def _emit_saturating_sub(p: Program, value, amount) -> None:
-    """value -= amount, but never below 0 (clobbers `amount`)."""
-    done = f"sub.{len(p)}"
-    p.jge(value, amount, done)
-    p.mov(amount, value)
-    p.label(done)
-    p.sub(value, amount)
-
-
-def _emit_failed(p: Program, target: BuildTarget, ended: str, direct: bool) -> None:
+def _emit_failed(b: _Build) -> None:
     """SYN_SENT -> CLOSE: counted by sk->sk_err, a named reason or the errno itself."""
-    p.label("failed")
-    if target.records is not None:
+    p, s = b.p, b.s
+    p.label(b.failed)
+    if b.records:
         p.call("ktime_get_ns")
-        p.stx(DW, R10, _record("end_ns"), R0)
+        p.stx(DW, R10, s.record.at("end_ns"), R0)
         p.ldx(DW, R1, R8, ENTRY.offset("syn_sent_ns"))
         p.sub(R0, R1)
-        p.stx(DW, R10, _record("duration_ns"), R0)
-        p.st(B, R10, _record("outcome"), connection_records.FAILED)
-    if target.by_process:
-        p.st(DW, R10, _OUTCOME, connection_records.FAILED)
-        p.st(DW, R10, _SENT, 0)
-        p.st(DW, R10, _RECEIVED, 0)
-    emit_read_field(p, R4, R7, target.kernel_types.field("sock.sk_err"), _READ_SCRATCH, direct)
-    if target.records is not None:
-        p.stx(H, R10, _record("reason"), R4)
+        p.stx(DW, R10, s.record.at("duration_ns"), R0)
+        p.st(B, R10, s.record.at("outcome"), connection_records.FAILED)
+    if b.by_process:
+        p.st(DW, R10, s.outcome.at(), connection_records.FAILED)
+        p.st(DW, R10, s.sent.at(), 0)
+        p.st(DW, R10, s.received.at(), 0)
+    emit_read_field(p, R4, R7, b.types.field("sock.sk_err"), s.scratch, b.direct)
+    b.store_in_record(H, "reason", R4)
     for index, (reason, number) in enumerate(FAILURE_ERRNOS.items()):
-        p.jne32(R4, number, f"failed.not_{reason}")
+        other = p.new_label(f"failed.not_{reason}")
+        p.jne32(R4, number, other)
         emit_add(p, R9, Layout.FAILED + index, 1)
-        p.ja(ended)
-        p.label(f"failed.not_{reason}")
-    p.stx(W, R10, _ERRNO_KEY, R4)
-    emit_map_lookup(p, FAILED_ERRNOS, _ERRNO_KEY)
-    p.jne(R0, 0, "failed.count")
-    p.st(DW, R10, _ONE, 1)
-    emit_map_update(p, FAILED_ERRNOS, _ERRNO_KEY, _ONE, UpdateFlags.NOEXIST)
-    p.jeq(R0, 0, ended)
-    emit_map_lookup(p, FAILED_ERRNOS, _ERRNO_KEY)  # another CPU inserted it first: add to its count
-    p.jeq(R0, 0, ended)
-    p.label("failed.count")
+        p.ja(b.counted)
+        p.label(other)
+    _emit_count_errno(b)
+
+
+def _emit_count_errno(b: _Build) -> None:
+    """A failed open's errno (R4) without a reason of its own, counted in the errno map."""
+    p, s = b.p, b.s
+    count = p.new_label("failed.count")
+    p.stx(W, R10, s.errno_key.at(), R4)
+    emit_map_lookup(p, FAILED_ERRNOS, s.errno_key)
+    p.jne(R0, 0, count)
+    p.st(DW, R10, s.one.at(), 1)
+    emit_map_update(p, FAILED_ERRNOS, s.errno_key, s.one, UpdateFlags.NOEXIST)
+    p.jeq(R0, 0, b.counted)
+    emit_map_lookup(p, FAILED_ERRNOS, s.errno_key)  # another CPU inserted it first: add to its count
+    p.jeq(R0, 0, b.counted)
+    p.label(count)
     p.mov(R1, 1)
     p.atomic_add(DW, R0, 0, R1)
-    p.ja(ended)
+    p.ja(b.counted)
+
 
 
 def by_process_capacity(max_series: int) -> int:

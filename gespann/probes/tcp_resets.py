@@ -13,7 +13,7 @@ no entry left to mark. See tcp_lifecycle for resets no tracepoint reports.
 
 from __future__ import annotations
 
-from asm import DW, R0, R1, R7, R10, Program, W
+from asm import DW, R0, R1, R7, R10, Program, Slot, W
 
 from .events import Event
 from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
@@ -35,38 +35,42 @@ from .tcp_connections import (
     entries_map,
 )
 
-_KEY = -16
-_READ_SCRATCH = -24
-_COOKIE = -32
 
 
 def _marking(direction: int) -> Body:
     """The body marking the event's connection, if followed and not yet marked, with `direction`."""
 
     def body(p: Program, event: Event, target: BuildTarget) -> None:
+        key = p.frame.alloc("socket address", size=8)
+        scratch = p.frame.alloc("read scratch", size=8)
+        out = p.new_label("out")
         event.load(p, R7, "sk")
-        p.jeq(R7, 0, "out")
+        p.jeq(R7, 0, out)
         if target.netns is not None:
-            emit_netns_check(p, R7, target.kernel_types, target.netns, "out", _READ_SCRATCH,
-                             event.btf_pointers)
-        _emit_mark(p, direction, target, event.btf_pointers)
-        p.label("out")
+            emit_netns_check(p, R7, target.kernel_types, target.netns, out, scratch, event.btf_pointers)
+        _emit_mark(p, direction, target, event.btf_pointers, key, scratch, out)
+        p.label(out)
         p.mov(R0, 0)
         p.exit()
 
     return body
 
 
-def _emit_mark(p: Program, direction: int, target: BuildTarget, direct: bool) -> None:
-    p.stx(DW, R10, _KEY, R7)
-    emit_lookup_connection(p, _KEY, "adopted", R7 if direct and target.kernel_walk else None)
-    p.ja("mark")
-    p.label("adopted")
-    emit_lookup_adopted(p, R7, target.kernel_types.field("sock_common.skc_cookie.counter"), _COOKIE, _READ_SCRATCH,
-                        direct, "out")
-    p.label("mark")
+def _emit_mark(p: Program, direction: int, target: BuildTarget, direct: bool, key: Slot, scratch: Slot,
+               done: str) -> None:
+    """Mark the connection of the socket in R7 (its entry by address, or its adopted one); a jump to `done`
+    when it has none, or is marked already."""
+    adopted, mark = p.new_label("adopted"), p.new_label("mark")
+    p.stx(DW, R10, key.at(), R7)
+    emit_lookup_connection(p, key, adopted, R7 if direct and target.kernel_walk else None)
+    p.ja(mark)
+    p.label(adopted)
+    cookie = p.frame.alloc("cookie", size=8)
+    emit_lookup_adopted(p, R7, target.kernel_types.field("sock_common.skc_cookie.counter"), cookie, scratch,
+                        direct, done)
+    p.label(mark)
     p.ldx(W, R1, R0, ENTRY.offset("reset"))
-    p.jne(R1, NO_RESET, "out")
+    p.jne(R1, NO_RESET, done)
     p.st(W, R0, ENTRY.offset("reset"), direction)
 
 

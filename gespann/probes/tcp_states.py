@@ -20,21 +20,22 @@ from .socket_state import IPPROTO_TCP
 #: TCP_ESTABLISHED (1) .. TCP_NEW_SYN_RECV (12) and TCP_BOUND_INACTIVE (13), with room to spare.
 STATE_SLOTS = 16
 
-_KEY_SLOT = -12
-_NETNS_SCRATCH = -24
 
 
 def body(p: Program, event: Event, target: BuildTarget) -> None:
+    key = p.frame.alloc("state", size=4)
+    scratch = p.frame.alloc("netns read", size=8)
+    out = p.new_label("out")
     event.load(p, R2, "protocol")
-    p.jne(R2, IPPROTO_TCP, "out")
+    p.jne(R2, IPPROTO_TCP, out)
     if target.netns is not None:
         event.load(p, R2, "sk")
-        emit_netns_check(p, R2, target.kernel_types, target.netns, "out", _NETNS_SCRATCH, event.btf_pointers)
+        emit_netns_check(p, R2, target.kernel_types, target.netns, out, scratch, event.btf_pointers)
     event.load(p, R2, "newstate")
-    p.jge(R2, STATE_SLOTS, "out")
-    p.stx(W, R10, _KEY_SLOT, R2)
-    emit_increment(p, "state_counts", _KEY_SLOT)
-    p.label("out")
+    p.jge(R2, STATE_SLOTS, out)
+    p.stx(W, R10, key.at(), R2)
+    emit_increment(p, "state_counts", key)
+    p.label(out)
     p.mov(R0, 0)
     p.exit()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asm import DW, R0, R1, R2, R3, R10, Program, Register
+from asm import DW, R0, R1, R2, R3, R10, Program, Register, Slot
 
 from ..bpf.maps import PerCpuArrayMap, StructCodec
 from ..vocabulary import BUCKET_BOUNDS_US, FAILURE_REASONS, RESET_DIRECTIONS, ROLES
@@ -68,15 +68,15 @@ def stats_map() -> PerCpuArrayMap:
     return PerCpuArrayMap(ROW, 1, name="gsp_tcp_stats")
 
 
-def emit_row_pointer(p: Program, stats: str, dst: Register, key_slot: int, missing: str) -> None:
+def emit_row_pointer(p: Program, stats: str, dst: Register, key: Slot, missing: str) -> None:
     """Emit `dst = &stats[0]`, jumping to `missing` if the lookup fails (it cannot for an array).
 
-    `key_slot` is a free 4-byte stack slot. Clobbers R0-R5.
+    `key` is a free 8-byte stack slot. Clobbers R0-R5.
     """
-    p.st(DW, R10, key_slot, 0)
+    p.st(DW, R10, key.at(), 0)
     p.ld_map(R1, stats)
     p.mov(R2, R10)
-    p.add(R2, key_slot)
+    p.add(R2, key.at())
     p.call("map_lookup_elem")
     p.jeq(R0, 0, missing)
     p.mov(dst, R0)
@@ -118,12 +118,12 @@ def emit_observe(p: Program, row: Register, histogram: HistogramSlots, value: Re
         p.add(R1, per_us - 1)
         p.div(R1, per_us)
     p.mov(R2, 0)
-    zero = f"observe.zero.{len(p)}"
+    zero = p.new_label("observe.zero")
     p.jeq(R1, 0, zero)
     p.sub(R1, 1)
     p.label(zero)
     for shift in (32, 16, 8, 4, 2, 1):
-        narrower = f"observe.{shift}.{len(p)}"
+        narrower = p.new_label(f"observe.{shift}")
         p.mov(R3, R1)
         p.rsh(R3, shift)
         p.jeq(R3, 0, narrower)
@@ -131,7 +131,7 @@ def emit_observe(p: Program, row: Register, histogram: HistogramSlots, value: Re
         p.add(R2, shift)
         p.label(narrower)
     p.add(R2, R1)  # R1 is now 0 or 1: the last bit
-    clamped = f"observe.clamped.{len(p)}"
+    clamped = p.new_label("observe.clamped")
     p.jle(R2, BOUNDS, clamped)
     p.mov(R2, BOUNDS)
     p.label(clamped)
@@ -140,3 +140,12 @@ def emit_observe(p: Program, row: Register, histogram: HistogramSlots, value: Re
     p.add(R3, R2)
     p.mov(R1, 1)
     p.atomic_add(DW, R3, 8 * histogram.first, R1)
+
+
+def emit_saturating_sub(p: Program, value: Register, amount: Register) -> None:
+    """Emit `value -= amount`, but never below 0 (clobbers `amount`)."""
+    done = p.new_label("sub")
+    p.jge(value, amount, done)
+    p.mov(amount, value)
+    p.label(done)
+    p.sub(value, amount)

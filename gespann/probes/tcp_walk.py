@@ -45,7 +45,7 @@ import functools
 import threading
 from typing import Mapping, NamedTuple, Optional
 
-from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, W, Program, Record, Register, u64
+from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, W, Frame, Program, Record, Register, Slot, u64
 
 from ..bpf.errors import BPFError, PermissionDeniedError
 from ..bpf.fd import Closable
@@ -60,7 +60,7 @@ from .record_codec import RecordCodec
 from .socket_storage import CREATE, emit_storage_get, storage_map
 from .tcp_connections import ADOPTED, ENTRIES, ENTRY, MAP_NAME as CONNECTIONS, emit_lookup_connection, entries_map
 from .socket_state import OPEN_STATES, PEER_FIN_IN
-from .tcp_stats import Layout
+from .tcp_stats import Layout, emit_saturating_sub
 
 #: Socket storage: payload of the connection already in tcp_lifecycle's row, in the socket's own terms.
 COUNTED = Record("tcp_counted", [("sent", u64), ("received", u64)])
@@ -87,14 +87,20 @@ ITERATOR = "bpf_iter_tcp"
 #: tcp_lifecycle's flavours whose sockets are BTF pointers, as bpf_sk_storage_get takes them.
 STORAGE_FLAVOURS = ("tp_btf", "fentry")
 
-# Stack slots.
-_KEY = -8
-_COOKIE = -16
-_DELTA_SENT = -24
-_DELTA_RECEIVED = -32
-_SENT = -40
-_RECEIVED = -48
-_SOCKET = -56  # the socket's address: the connection map's key
+class _Slots(NamedTuple):
+    """The walk's stack slots."""
+
+    key: Slot  # the walk map's and the row's key (0)
+    cookie: Slot
+    delta_sent: Slot  # what this walk adds to the row
+    delta_received: Slot
+    sent: Slot  # the connection's payload now
+    received: Slot
+    socket: Slot  # the socket's address: the connection map's key
+
+    @classmethod
+    def of(cls, frame: Frame) -> _Slots:
+        return cls(*(frame.alloc(name, size=8) for name in cls._fields))
 
 
 def counted_map() -> SocketStorageMap:
@@ -108,89 +114,112 @@ def walk_map() -> ArrayMap:
 def program(types: KernelTypes, stats: str) -> Program:
     """The iter/tcp program: `stats` names tcp_lifecycle's per-CPU row."""
     p = Program("gsp_tcp_walk")
+    s = _Slots.of(p.frame)
+    out, last = p.new_label("out"), p.new_label("last")
     p.ldx(DW, R7, R1, 8)  # struct bpf_iter__tcp: meta, then sk_common (NULL on the last call)
-    p.st(W, R10, _KEY, 0)
-    emit_map_lookup(p, WALK_MAP, _KEY)
-    p.jeq(R0, 0, "out")
-    p.mov(R9, R0)
-    p.ldx(DW, R1, R9, WALK.offset("started_jiffies"))
-    p.jne(R1, 0, "started")
-    p.call("jiffies64")
-    p.stx(DW, R9, WALK.offset("started_jiffies"), R0)
-    p.label("started")
-    p.jeq(R7, 0, "last")
+    _emit_walk_row(p, s, out)
+    p.jeq(R7, 0, last)
     state = types.field("sock_common.skc_state").offset
-    p.ldx(B, R1, R7, state)
-    for open_state in OPEN_STATES:
-        p.jeq(R1, open_state, "open")
-    p.ja("out")
+    _emit_open_connection(p, types, state, out)
+    _emit_idle(p, types, out)
+    _emit_payload(p, types, state, s)
+    _emit_count(p, types, stats, s, out)
+    p.ja(out)
 
-    p.label("open")
-    p.mov(R1, R7)
-    p.call("skc_to_tcp_sock")
-    p.jeq(R0, 0, "out")  # a request or timewait socket: no connection of its own
-    p.mov(R8, R0)
-    p.mov(R1, 1)
-    p.atomic_add(DW, R9, WALK.offset("open"), R1)
-    _emit_idle(p, types)
-    _emit_payload(p, types, state)
-
-    p.st(DW, R10, _DELTA_SENT, 0)
-    p.st(DW, R10, _DELTA_RECEIVED, 0)
-    emit_counted_get(p, R8)
-    p.jne(R0, 0, "counted")
-    p.ldx(DW, R1, R9, WALK.offset("adopt"))
-    p.jeq(R1, 0, "create")
-    p.stx(DW, R10, _SOCKET, R7)  # followed since the start (it has an entry), or open before it?
-    emit_lookup_connection(p, _SOCKET, "adopt", storage_sk=R8)
-    p.ja("followed")
-    p.label("adopt")
-    emit_counted_get(p, R8, CREATE)
-    p.jeq(R0, 0, "out")  # no memory for it: its end counts it (since the start)
-    p.mov(R6, R0)
-    _emit_adopt(p, types)
-    p.ja("out")
-
-    p.label("followed")  # if user space adopted it too (it cannot see entries in storage), undo that
-    p.ldx(DW, R1, R7, types.field("sock_common.skc_cookie.counter").offset)
-    p.stx(DW, R10, _COOKIE, R1)
-    emit_map_delete(p, ADOPTED, _COOKIE)
-
-    p.label("create")  # first walked: nothing of it is in the row yet
-    emit_counted_get(p, R8, CREATE)
-    p.jeq(R0, 0, "out")  # no memory for it: its end counts it whole
-
-    p.label("counted")
-    p.mov(R6, R0)
-    _emit_advance(p, "sent", _SENT, _DELTA_SENT)
-    _emit_advance(p, "received", _RECEIVED, _DELTA_RECEIVED)
-    p.st(W, R10, _KEY, 0)
-    emit_map_lookup(p, stats, _KEY)
-    p.jeq(R0, 0, "out")
-    p.ldx(DW, R1, R10, _DELTA_SENT)
-    p.atomic_add(DW, R0, 8 * Layout.BYTES_SENT, R1)
-    p.ldx(DW, R1, R10, _DELTA_RECEIVED)
-    p.atomic_add(DW, R0, 8 * Layout.BYTES_RECEIVED, R1)
-    p.ja("out")
-
-    p.label("last")
+    p.label(last)
     p.call("jiffies64")
     p.stx(DW, R9, WALK.offset("jiffies"), R0)
     p.call("ktime_get_ns")
     p.stx(DW, R9, WALK.offset("ktime_ns"), R0)
 
-    p.label("out")
+    p.label(out)
     p.mov(R0, 0)
     p.exit()
     return p
 
 
-def _emit_idle(p: Program, types: KernelTypes) -> None:
+def _emit_walk_row(p: Program, s: _Slots, missing: str) -> None:
+    """R9 = the walk map's row, its start noted at the walk's first call. Clobbers R0-R5."""
+    started = p.new_label("started")
+    p.st(W, R10, s.key.at(), 0)
+    emit_map_lookup(p, WALK_MAP, s.key)
+    p.jeq(R0, 0, missing)
+    p.mov(R9, R0)
+    p.ldx(DW, R1, R9, WALK.offset("started_jiffies"))
+    p.jne(R1, 0, started)
+    p.call("jiffies64")
+    p.stx(DW, R9, WALK.offset("started_jiffies"), R0)
+    p.label(started)
+
+
+def _emit_open_connection(p: Program, types: KernelTypes, state: int, skip: str) -> None:
+    """R8 = the tcp_sock of the sock_common in R7 when it is an open connection, counted open in the row
+    (R9); a jump to `skip` otherwise."""
+    open_ = p.new_label("open")
+    p.ldx(B, R1, R7, state)
+    for open_state in OPEN_STATES:
+        p.jeq(R1, open_state, open_)
+    p.ja(skip)
+
+    p.label(open_)
+    p.mov(R1, R7)
+    p.call("skc_to_tcp_sock")
+    p.jeq(R0, 0, skip)  # a request or timewait socket: no connection of its own
+    p.mov(R8, R0)
+    p.mov(R1, 1)
+    p.atomic_add(DW, R9, WALK.offset("open"), R1)
+
+
+def _emit_count(p: Program, types: KernelTypes, stats: str, s: _Slots, done: str) -> None:
+    """Move the connection's COUNTED storage to its payload (s.sent, s.received), adding the difference to
+    the row; storage made first if it has none (at the start-up walk, an open connection's is adopted)."""
+    counted, create, adopt, followed = (p.new_label(name) for name in ("counted", "create", "adopt", "followed"))
+    p.st(DW, R10, s.delta_sent.at(), 0)
+    p.st(DW, R10, s.delta_received.at(), 0)
+    emit_counted_get(p, R8)
+    p.jne(R0, 0, counted)
+    p.ldx(DW, R1, R9, WALK.offset("adopt"))
+    p.jeq(R1, 0, create)
+    p.stx(DW, R10, s.socket.at(), R7)  # followed since the start (it has an entry), or open before it?
+    emit_lookup_connection(p, s.socket, adopt, storage_sk=R8)
+    p.ja(followed)
+    p.label(adopt)
+    emit_counted_get(p, R8, CREATE)
+    p.jeq(R0, 0, done)  # no memory for it: its end counts it (since the start)
+    p.mov(R6, R0)
+    _emit_adopt(p, types, s, done)
+    p.ja(done)
+
+    p.label(followed)  # if user space adopted it too (it cannot see entries in storage), undo that
+    p.ldx(DW, R1, R7, types.field("sock_common.skc_cookie.counter").offset)
+    p.stx(DW, R10, s.cookie.at(), R1)
+    emit_map_delete(p, ADOPTED, s.cookie)
+
+    p.label(create)  # first walked: nothing of it is in the row yet
+    emit_counted_get(p, R8, CREATE)
+    p.jeq(R0, 0, done)  # no memory for it: its end counts it whole
+
+    p.label(counted)
+    p.mov(R6, R0)
+    _emit_advance(p, "sent", s.sent, s.delta_sent)
+    _emit_advance(p, "received", s.received, s.delta_received)
+    p.st(W, R10, s.key.at(), 0)
+    emit_map_lookup(p, stats, s.key)
+    p.jeq(R0, 0, done)
+    p.ldx(DW, R1, R10, s.delta_sent.at())
+    p.atomic_add(DW, R0, 8 * Layout.BYTES_SENT, R1)
+    p.ldx(DW, R1, R10, s.delta_received.at())
+    p.atomic_add(DW, R0, 8 * Layout.BYTES_RECEIVED, R1)
+
+
+def _emit_idle(p: Program, types: KernelTypes, skip: str) -> None:
     """Count the connection (tcp_sock in R8) idle when neither way moved payload for longer than the
     threshold: tcp_info's min(last_data_sent, last_data_recv), in jiffies (u32 arithmetic, as the kernel's).
-    Then pass it over if it moved none since the last walk began: lsndtime moves with every data segment
-    sent (retransmissions too, which leave the payload as it was), lrcvtime with every one received in
-    order, which is when bytes_received moves; both are set when a connection is established."""
+    Then pass it over (a jump to `skip`) if it moved none since the last walk began: lsndtime moves with
+    every data segment sent (retransmissions too, which leave the payload as it was), lrcvtime with every
+    one received in order, which is when bytes_received moves; both are set when a connection is
+    established."""
+    counted_idle, changed = p.new_label("idle.done"), p.new_label("changed")
     p.call("jiffies64")
     p.ldx(W, R1, R8, types.field("tcp_sock.lsndtime").offset)
     p.mov32(R2, R0)
@@ -199,44 +228,38 @@ def _emit_idle(p: Program, types: KernelTypes) -> None:
     p.mov32(R3, R0)
     p.sub32(R3, R1)
     p.ldx(DW, R4, R9, WALK.offset("idle_after_jiffies"))
-    p.jle(R2, R4, "idle.done")
-    p.jle(R3, R4, "idle.done")
+    p.jle(R2, R4, counted_idle)
+    p.jle(R3, R4, counted_idle)
     p.mov(R1, 1)
     p.atomic_add(DW, R9, WALK.offset("idle"), R1)
-    p.label("idle.done")
+    p.label(counted_idle)
     # Unchanged since the last walk began: its payload is all counted already (see WALK).
     p.ldx(DW, R1, R9, WALK.offset("unchanged_before"))
-    p.jeq(R1, 0, "changed")
+    p.jeq(R1, 0, changed)
     p.mov32(R4, R0)
     p.sub32(R4, R1)  # how long ago the last walk began, as the other two ages
-    p.jle(R2, R4, "changed")
-    p.jgt(R3, R4, "out")
-    p.label("changed")
+    p.jle(R2, R4, changed)
+    p.jgt(R3, R4, skip)
+    p.label(changed)
 
 
-def _emit_payload(p: Program, types: KernelTypes, state: int) -> None:
-    """_SENT and _RECEIVED: the payload of the tcp_sock in R8 (sock_common in R7), read so as to under-read."""
+def _emit_payload(p: Program, types: KernelTypes, state: int, s: _Slots) -> None:
+    """s.sent and s.received: the payload of the tcp_sock in R8 (sock_common in R7), read so as to under-read."""
+    fin, received = p.new_label("payload.fin"), p.new_label("payload.received")
     p.ldx(DW, R1, R8, types.field("tcp_sock.bytes_sent").offset)
     p.ldx(DW, R2, R8, types.field("tcp_sock.bytes_retrans").offset)
-    _emit_saturating_sub(p, R1, R2, "sent")
-    p.stx(DW, R10, _SENT, R1)
+    emit_saturating_sub(p, R1, R2)
+    p.stx(DW, R10, s.sent.at(), R1)
     p.ldx(DW, R1, R8, types.field("tcp_sock.bytes_received").offset)
     p.ldx(B, R2, R7, state)
     for fin_state in PEER_FIN_IN:
-        p.jeq(R2, fin_state, "payload.fin")
-    p.ja("payload.received")
-    p.label("payload.fin")
+        p.jeq(R2, fin_state, fin)
+    p.ja(received)
+    p.label(fin)
     p.mov(R2, 1)
-    _emit_saturating_sub(p, R1, R2, "received")
-    p.label("payload.received")
-    p.stx(DW, R10, _RECEIVED, R1)
-
-
-def _emit_saturating_sub(p: Program, value, amount, name: str) -> None:
-    p.jge(value, amount, f"sub.{name}")
-    p.mov(amount, value)
-    p.label(f"sub.{name}")
-    p.sub(value, amount)
+    emit_saturating_sub(p, R1, R2)
+    p.label(received)
+    p.stx(DW, R10, s.received.at(), R1)
 
 
 def emit_counted_get(p: Program, sk: Register, flags: int = 0) -> None:
@@ -244,38 +267,38 @@ def emit_counted_get(p: Program, sk: Register, flags: int = 0) -> None:
     emit_storage_get(p, COUNTED_MAP, sk, flags)
 
 
-def _emit_advance(p: Program, field: str, now_slot: int, delta_slot: int) -> None:
-    """Move COUNTED.field (storage in R6) from what it holds to the payload at `now_slot`, by one
-    compare-and-swap; when it succeeds, the difference goes to `delta_slot`. Skipped once the end
+def _emit_advance(p: Program, field: str, now: Slot, delta: Slot) -> None:
+    """Move COUNTED.field (storage in R6) from what it holds to the payload in slot `now`, by one
+    compare-and-swap; when it succeeds, the difference goes to slot `delta`. Skipped once the end
     has taken the storage (ENDED), or if the end or another walk moved it first."""
-    done, offset = f"advance.{field}", COUNTED.offset(field)
+    done, offset = p.new_label(f"advance.{field}"), COUNTED.offset(field)
     p.ldx(DW, R0, R6, offset)
     p.jeq(R0, -1, done)  # ENDED
-    p.ldx(DW, R1, R10, now_slot)
+    p.ldx(DW, R1, R10, now.at())
     p.jle(R1, R0, done)
     p.mov(R3, R0)
     p.mov(R2, R1)
     p.atomic_cmpxchg(DW, R6, offset, R2)
     p.jne(R0, R3, done)
     p.sub(R1, R3)
-    p.stx(DW, R10, delta_slot, R1)
+    p.stx(DW, R10, delta.at(), R1)
     p.label(done)
 
 
-def _emit_adopt(p: Program, types: KernelTypes) -> None:
+def _emit_adopt(p: Program, types: KernelTypes, s: _Slots, done: str) -> None:
     """A connection open before gespann (storage just made, in R6): what it moved so far is not counted,
-    and its adopted entry, if it has one, starts from the same figures."""
-    for field, slot in (("sent", _SENT), ("received", _RECEIVED)):
-        p.ldx(DW, R2, R10, slot)
+    and its adopted entry, if it has one, starts from the same figures (a jump to `done` if none)."""
+    for field, slot in (("sent", s.sent), ("received", s.received)):
+        p.ldx(DW, R2, R10, slot.at())
         p.mov(R0, 0)
         p.atomic_cmpxchg(DW, R6, COUNTED.offset(field), R2)
     p.ldx(DW, R1, R7, types.field("sock_common.skc_cookie.counter").offset)
-    p.stx(DW, R10, _COOKIE, R1)
-    emit_map_lookup(p, ADOPTED, _COOKIE)
-    p.jeq(R0, 0, "out")
-    p.ldx(DW, R1, R10, _SENT)
+    p.stx(DW, R10, s.cookie.at(), R1)
+    emit_map_lookup(p, ADOPTED, s.cookie)
+    p.jeq(R0, 0, done)
+    p.ldx(DW, R1, R10, s.sent.at())
     p.stx(DW, R0, ENTRY.offset("sent_at_start"), R1)
-    p.ldx(DW, R1, R10, _RECEIVED)
+    p.ldx(DW, R1, R10, s.received.at())
     p.stx(DW, R0, ENTRY.offset("received_at_start"), R1)
 
 

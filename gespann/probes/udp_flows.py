@@ -59,7 +59,7 @@ from __future__ import annotations
 import socket
 from typing import Callable
 
-from asm import DW, R0, R1, R2, R3, R8, R9, R10, B, H, Program, Record, Register, W, array, u8, u16, u32, u64
+from asm import DW, R0, R1, R2, R3, R8, R9, R10, B, H, Frame, Program, Record, Register, Slot, W, array, u8, u16, u32, u64
 
 from ..bpf.maps import LruHashMap, PerCpuArrayMap, StructCodec
 from ..bpf.syscall import UpdateFlags
@@ -128,7 +128,7 @@ FLOW = Record("udp_flow", [
 KEY_CODEC, FLOW_CODEC = RecordCodec(KEY), RecordCodec(FLOW)
 
 
-#: Emits `register = inode of the packet's network namespace`, or a jump to "out"; clobbers R0-R5.
+#: Emits `register = inode of the packet's network namespace`, or a jump to the program's exit; clobbers R0-R5.
 NamespaceCode = Callable[[Program, Register], None]
 
 
@@ -140,27 +140,34 @@ def totals_map() -> PerCpuArrayMap:
     return PerCpuArrayMap(TOTALS_ROW, 1, name="gsp_udp_totals")
 
 
-# Stack slots of both probes' programs; -8 is the events' scratch slot.
-_READ_SCRATCH = -16
-_PAYLOAD = -24
-_DATAGRAMS = -32
-_IP = -40  # kernel address of the IP header
-_UDP_AT = -48  # kernel address of the UDP header
-_KEY = -48 - 48  # KEY.size (44) rounded up to 8
-_HEADER = _KEY - 48  # the IP header (40 bytes for IPv6) and, after it, an IPv6 fragment header
-_UDP = _HEADER - 8
-_FLOW = _UDP - FLOW.size
-#: Where udp_send keeps its context pointer for the task-context check.
-CONTEXT_SLOT = _FLOW - 8
-_ROW_KEY = CONTEXT_SLOT - 8
+# The headers as the probes read them from the packet (network order).
+_IPV4 = Record("iphdr", [("version_ihl", u8), ("tos", u8), ("tot_len", u16), ("id", u16), ("frag_off", u16),
+                         ("ttl", u8), ("protocol", u8), ("check", u16), ("saddr", array(u8, 4)),
+                         ("daddr", array(u8, 4))])
+_IPV6 = Record("ipv6hdr", [("version_flow", u32), ("payload_len", u16), ("nexthdr", u8), ("hop_limit", u8),
+                           ("saddr", array(u8, 16)), ("daddr", array(u8, 16))])
+_FRAGMENT = Record("frag_hdr", [("nexthdr", u8), ("reserved", u8), ("frag_off", u16), ("identification", u32)])
+_UDP = Record("udphdr", [("source", u16), ("dest", u16), ("len", u16), ("check", u16)])
+_ADDRESSES = {"src": "saddr", "dst": "daddr"}
+_PORTS = {"src": "source", "dst": "dest"}
 
 
-def _key(field: str) -> int:
-    return _KEY + KEY.offset(field)
+class FlowSlots:
+    """The stack slots of both probes' programs, made first by each body (after the event's own)."""
 
-
-def _flow(field: str) -> int:
-    return _FLOW + FLOW.offset(field)
+    def __init__(self, frame: Frame) -> None:
+        self.scratch = frame.alloc("read scratch", size=8)
+        self.payload = frame.alloc("payload", size=8)
+        self.datagrams = frame.alloc("datagrams", size=8)
+        self.ip = frame.alloc("IP header address", size=8)  # kernel addresses of the headers
+        self.udp_at = frame.alloc("UDP header address", size=8)
+        self.key = frame.alloc("flow key", KEY)
+        # The IP header (40 bytes for IPv6) and, after it, an IPv6 fragment header.
+        self.headers = frame.alloc("IP headers", size=IPV6_HEADER + FRAGMENT_HEADER)
+        self.udp = frame.alloc("UDP header", _UDP)
+        self.flow = frame.alloc("new flow", FLOW)
+        self.context = frame.alloc("context", size=8)  # udp_send's context pointer, for the task-context check
+        self.row_key = frame.alloc("totals key", size=8)
 
 
 def emit_ntohs(p: Program, register) -> None:
@@ -168,172 +175,188 @@ def emit_ntohs(p: Program, register) -> None:
     p.to_be(register, 16)
 
 
-def emit_flow_update(p: Program, event: Event, skb: Register, ip_header: Register, namespace: NamespaceCode,
-                     target: BuildTarget, direction: str) -> None:
+def emit_flow_update(p: Program, event: Event, s: FlowSlots, skb: Register, ip_header: Register,
+                     namespace: NamespaceCode, target: BuildTarget, direction: str, skip: str) -> None:
     """Emit the shared part of both probes: parse the packet at `ip_header`, count it in its flow.
 
-    The event's context was saved with `emit_save_context` (udp_send). `skb` is a callee-saved register holding the sk_buff; `ip_header` one with the kernel
-    address of its network header. The protocol (skb->protocol) has been checked to be IPv4
-    or IPv6 and is in R9 (host order). `namespace` emits the namespace's inode into a register
-    (or a jump to "out"); it runs only for UDP, so other packets cost no more reads. Jumps to
-    "out" for anything that is not a whole or first-fragment UDP datagram.
-    Clobbers R0-R5, R8, R9.
+    The event's context was saved in `s.context` with `emit_save_context` (udp_send). `skb` is a
+    callee-saved register holding the sk_buff; `ip_header` one with the kernel address of its network
+    header. The protocol (skb->protocol) has been checked to be IPv4 or IPv6 and is in R9 (host order).
+    `namespace` emits the namespace's inode into a register (or a jump to `skip`); it runs only for UDP,
+    so other packets cost no more reads. Jumps to `skip` for anything that is not a whole or
+    first-fragment UDP datagram. Clobbers R0-R5, R8, R9.
     """
-    types = target.kernel_types
-    direct = event.btf_pointers  # for skb's own fields; the headers and skb_shinfo are plain addresses
     local, remote = ("src", "dst") if direction == SENT else ("dst", "src")
-    for offset in range(0, 48, 8):
-        p.st(DW, R10, _KEY + offset, 0)
-    p.stx(DW, R10, _IP, ip_header)
-    p.jeq(R9, ETH_P_IPV6, "ipv6")
-
-    # IPv4: version/IHL, protocol, fragment offset, addresses.
-    _emit_read(p, _HEADER, IPV4_HEADER, _IP)
-    p.ldx(B, R1, R10, _HEADER + 9)
-    p.jne(R1, IPPROTO_UDP, "out")
-    p.ldx(H, R1, R10, _HEADER + 6)
-    emit_ntohs(p, R1)
-    p.and_(R1, 0x1FFF)
-    p.jne(R1, 0, "out")  # a later fragment: no UDP header
-    p.ldx(B, R1, R10, _HEADER)
-    p.and_(R1, 0x0F)
-    p.lsh(R1, 2)
-    p.jlt(R1, IPV4_HEADER, "out")
-    p.ldx(DW, R2, R10, _IP)
-    p.add(R2, R1)
-    p.stx(DW, R10, _UDP_AT, R2)
-    addresses = {"src": 12, "dst": 16}
-    p.ldx(W, R1, R10, _HEADER + addresses[local])
-    p.stx(W, R10, _key("local_address"), R1)
-    p.ldx(W, R1, R10, _HEADER + addresses[remote])
-    p.stx(W, R10, _key("remote_address"), R1)
-    p.st(H, R10, _key("family"), socket.AF_INET)
-    p.ja("udp")
-
-    # IPv6: the fixed header, then UDP or a fragment header followed by UDP.
-    p.label("ipv6")
-    _emit_read(p, _HEADER, IPV6_HEADER, _IP)
-    addresses = {"src": 8, "dst": 24}
-    for part in range(0, 16, 8):
-        p.ldx(DW, R1, R10, _HEADER + addresses[local] + part)
-        p.stx(DW, R10, _key("local_address") + part, R1)
-        p.ldx(DW, R1, R10, _HEADER + addresses[remote] + part)
-        p.stx(DW, R10, _key("remote_address") + part, R1)
-    p.st(H, R10, _key("family"), socket.AF_INET6)
-    p.ldx(DW, R2, R10, _IP)
-    p.add(R2, IPV6_HEADER)
-    p.stx(DW, R10, _UDP_AT, R2)
-    p.ldx(B, R1, R10, _HEADER + 6)
-    p.jeq(R1, IPPROTO_UDP, "udp")
-    p.jne(R1, NEXTHDR_FRAGMENT, "out")
-    _emit_read(p, _HEADER, FRAGMENT_HEADER, _UDP_AT)
-    p.ldx(H, R1, R10, _HEADER + 2)
-    emit_ntohs(p, R1)
-    p.and_(R1, 0xFFF8)
-    p.jne(R1, 0, "out")  # a later fragment
-    p.ldx(B, R1, R10, _HEADER)
-    p.jne(R1, IPPROTO_UDP, "out")
-    p.ldx(DW, R2, R10, _UDP_AT)
-    p.add(R2, FRAGMENT_HEADER)
-    p.stx(DW, R10, _UDP_AT, R2)
-
-    # UDP: ports and length; the payload is the length less the header.
-    p.label("udp")
-    _emit_read(p, _UDP, UDP_HEADER, _UDP_AT)
-    ports = {"src": 0, "dst": 2}
-    p.ldx(H, R1, R10, _UDP + ports[local])
-    p.stx(H, R10, _key("local_port"), R1)
-    p.ldx(H, R1, R10, _UDP + ports[remote])
-    p.stx(H, R10, _key("remote_port"), R1)
-    p.ldx(H, R1, R10, _UDP + 4)
-    emit_ntohs(p, R1)
-    p.jlt(R1, UDP_HEADER, "out")
-    p.sub(R1, UDP_HEADER)
-    p.stx(DW, R10, _PAYLOAD, R1)
+    emit_zero(p, s.key)
+    p.stx(DW, R10, s.ip.at(), ip_header)
+    udp = p.new_label("udp")
+    _emit_ip_header(p, s, local, remote, udp, skip)
+    p.label(udp)
+    _emit_udp_header(p, s, local, remote, skip)
     namespace(p, R9)
-    p.stx(W, R10, _key("netns"), R9)
-
-    # Datagrams: one, or the segments of a GSO (sent) or GRO (received) packet.
-    p.st(DW, R10, _DATAGRAMS, 1)
-    emit_read_field(p, R8, skb, types.field("sk_buff.head"), _READ_SCRATCH, direct)
-    emit_read_field(p, R1, skb, types.field("sk_buff.end"), _READ_SCRATCH, direct)
-    p.add(R8, R1)  # skb_shinfo(skb): the end offset from head (64-bit kernels)
-    emit_read_field(p, R9, R8, types.field("skb_shared_info.gso_size"), _READ_SCRATCH)
-    p.jeq(R9, 0, "counted")
-    emit_read_field(p, R9, R8, types.field("skb_shared_info.gso_segs"), _READ_SCRATCH)
-    p.jle(R9, 1, "counted")
-    p.stx(DW, R10, _DATAGRAMS, R9)
-    p.label("counted")
-
-    # The totals first: they must not depend on the flow entry. R9 keeps the row.
-    p.st(DW, R10, _ROW_KEY, 0)
-    emit_map_lookup(p, TOTALS, _ROW_KEY)
-    p.jeq(R0, 0, "out")
-    p.mov(R9, R0)
-    p.ldx(DW, R1, R10, _DATAGRAMS)
-    p.atomic_add(DW, R9, 8 * (Totals.DATAGRAMS + DIRECTION_INDEX[direction]), R1)
-    p.ldx(DW, R1, R10, _PAYLOAD)
-    p.atomic_add(DW, R9, 8 * (Totals.BYTES + DIRECTION_INDEX[direction]), R1)
-
-    _emit_find_or_make_flow(p, direction)
+    p.stx(W, R10, s.key.at("netns"), R9)
+    _emit_datagrams(p, s, skb, target.kernel_types, event.btf_pointers)
+    _emit_totals(p, s, direction, skip)
+    _emit_find_or_make_flow(p, s, direction, skip)
     p.call("ktime_get_ns")
     p.stx(DW, R8, FLOW.offset("last_ns"), R0)
-    p.ldx(DW, R1, R10, _PAYLOAD)
+    p.ldx(DW, R1, R10, s.payload.at())
     p.atomic_add(DW, R8, FLOW.offset(f"bytes_{direction}"), R1)
-    p.ldx(DW, R1, R10, _DATAGRAMS)
+    p.ldx(DW, R1, R10, s.datagrams.at())
     p.atomic_add(DW, R8, FLOW.offset(f"datagrams_{direction}"), R1)
     if direction == SENT:
-        _emit_note_sender(p, event, target)
+        _emit_note_sender(p, event, target, s, skip)
 
 
-def _emit_read(p: Program, dst: int, size: int, address_slot: int) -> None:
-    """Copy `size` bytes of kernel memory at the address kept in `address_slot` to the stack at `dst`."""
+def _emit_ip_header(p: Program, s: FlowSlots, local: str, remote: str, udp: str, skip: str) -> None:
+    """The key's addresses and family from the IPv4 or IPv6 header, and s.udp_at; then a jump to `udp`."""
+    ipv6 = p.new_label("ipv6")
+    p.jeq(R9, ETH_P_IPV6, ipv6)
+    # IPv4: version/IHL, protocol, fragment offset, addresses.
+    _emit_read(p, s.headers, IPV4_HEADER, s.ip, skip)
+    p.ldx(B, R1, R10, s.headers.at(_IPV4.offset("protocol")))
+    p.jne(R1, IPPROTO_UDP, skip)
+    p.ldx(H, R1, R10, s.headers.at(_IPV4.offset("frag_off")))
+    emit_ntohs(p, R1)
+    p.and_(R1, 0x1FFF)
+    p.jne(R1, 0, skip)  # a later fragment: no UDP header
+    p.ldx(B, R1, R10, s.headers.at(_IPV4.offset("version_ihl")))
+    p.and_(R1, 0x0F)
+    p.lsh(R1, 2)
+    p.jlt(R1, IPV4_HEADER, skip)
+    p.ldx(DW, R2, R10, s.ip.at())
+    p.add(R2, R1)
+    p.stx(DW, R10, s.udp_at.at(), R2)
+    p.ldx(W, R1, R10, s.headers.at(_IPV4.offset(_ADDRESSES[local])))
+    p.stx(W, R10, s.key.at("local_address"), R1)
+    p.ldx(W, R1, R10, s.headers.at(_IPV4.offset(_ADDRESSES[remote])))
+    p.stx(W, R10, s.key.at("remote_address"), R1)
+    p.st(H, R10, s.key.at("family"), socket.AF_INET)
+    p.ja(udp)
+
+    p.label(ipv6)
+    _emit_ipv6_header(p, s, local, remote, udp, skip)
+
+
+def _emit_ipv6_header(p: Program, s: FlowSlots, local: str, remote: str, udp: str, skip: str) -> None:
+    """IPv6: the fixed header, then UDP (a jump to `udp`) or a fragment header followed by UDP."""
+    _emit_read(p, s.headers, IPV6_HEADER, s.ip, skip)
+    for part in range(0, 16, 8):
+        p.ldx(DW, R1, R10, s.headers.at(_IPV6.offset(_ADDRESSES[local]) + part))
+        p.stx(DW, R10, s.key.at("local_address", part), R1)
+        p.ldx(DW, R1, R10, s.headers.at(_IPV6.offset(_ADDRESSES[remote]) + part))
+        p.stx(DW, R10, s.key.at("remote_address", part), R1)
+    p.st(H, R10, s.key.at("family"), socket.AF_INET6)
+    p.ldx(DW, R2, R10, s.ip.at())
+    p.add(R2, IPV6_HEADER)
+    p.stx(DW, R10, s.udp_at.at(), R2)
+    p.ldx(B, R1, R10, s.headers.at(_IPV6.offset("nexthdr")))
+    p.jeq(R1, IPPROTO_UDP, udp)
+    p.jne(R1, NEXTHDR_FRAGMENT, skip)
+    _emit_read(p, s.headers, FRAGMENT_HEADER, s.udp_at, skip)
+    p.ldx(H, R1, R10, s.headers.at(_FRAGMENT.offset("frag_off")))
+    emit_ntohs(p, R1)
+    p.and_(R1, 0xFFF8)
+    p.jne(R1, 0, skip)  # a later fragment
+    p.ldx(B, R1, R10, s.headers.at(_FRAGMENT.offset("nexthdr")))
+    p.jne(R1, IPPROTO_UDP, skip)
+    p.ldx(DW, R2, R10, s.udp_at.at())
+    p.add(R2, FRAGMENT_HEADER)
+    p.stx(DW, R10, s.udp_at.at(), R2)
+
+
+def _emit_udp_header(p: Program, s: FlowSlots, local: str, remote: str, skip: str) -> None:
+    """UDP: the key's ports, and s.payload: the length less the header."""
+    _emit_read(p, s.udp, UDP_HEADER, s.udp_at, skip)
+    p.ldx(H, R1, R10, s.udp.at(_PORTS[local]))
+    p.stx(H, R10, s.key.at("local_port"), R1)
+    p.ldx(H, R1, R10, s.udp.at(_PORTS[remote]))
+    p.stx(H, R10, s.key.at("remote_port"), R1)
+    p.ldx(H, R1, R10, s.udp.at("len"))
+    emit_ntohs(p, R1)
+    p.jlt(R1, UDP_HEADER, skip)
+    p.sub(R1, UDP_HEADER)
+    p.stx(DW, R10, s.payload.at(), R1)
+
+
+def _emit_datagrams(p: Program, s: FlowSlots, skb: Register, types: KernelTypes, direct: bool) -> None:
+    """s.datagrams: one, or the segments of a GSO (sent) or GRO (received) packet. `direct`: for skb's
+    own fields; skb_shinfo is a plain address."""
+    counted = p.new_label("counted")
+    p.st(DW, R10, s.datagrams.at(), 1)
+    emit_read_field(p, R8, skb, types.field("sk_buff.head"), s.scratch, direct)
+    emit_read_field(p, R1, skb, types.field("sk_buff.end"), s.scratch, direct)
+    p.add(R8, R1)  # skb_shinfo(skb): the end offset from head (64-bit kernels)
+    emit_read_field(p, R9, R8, types.field("skb_shared_info.gso_size"), s.scratch)
+    p.jeq(R9, 0, counted)
+    emit_read_field(p, R9, R8, types.field("skb_shared_info.gso_segs"), s.scratch)
+    p.jle(R9, 1, counted)
+    p.stx(DW, R10, s.datagrams.at(), R9)
+    p.label(counted)
+
+
+def _emit_totals(p: Program, s: FlowSlots, direction: str, skip: str) -> None:
+    """The totals first: they must not depend on the flow entry. R9 keeps the row."""
+    p.st(DW, R10, s.row_key.at(), 0)
+    emit_map_lookup(p, TOTALS, s.row_key)
+    p.jeq(R0, 0, skip)
+    p.mov(R9, R0)
+    p.ldx(DW, R1, R10, s.datagrams.at())
+    p.atomic_add(DW, R9, 8 * (Totals.DATAGRAMS + DIRECTION_INDEX[direction]), R1)
+    p.ldx(DW, R1, R10, s.payload.at())
+    p.atomic_add(DW, R9, 8 * (Totals.BYTES + DIRECTION_INDEX[direction]), R1)
+
+
+def _emit_read(p: Program, dst: Slot, size: int, address: Slot, skip: str) -> None:
+    """Copy `size` bytes of kernel memory at the address kept in slot `address` to slot `dst`; a jump to
+    `skip` if the read faults."""
     p.mov(R1, R10)
-    p.add(R1, dst)
+    p.add(R1, dst.at())
     p.mov(R2, size)
-    p.ldx(DW, R3, R10, address_slot)
+    p.ldx(DW, R3, R10, address.at())
     p.call("probe_read_kernel")
-    p.jne(R0, 0, "out")
+    p.jne(R0, 0, skip)
 
 
-def _emit_lookup(p: Program, missing: str) -> None:
-    emit_map_lookup(p, MAP_NAME, _KEY)
+def _emit_lookup(p: Program, s: FlowSlots, missing: str) -> None:
+    emit_map_lookup(p, MAP_NAME, s.key)
     p.jeq(R0, 0, missing)
     p.mov(R8, R0)
 
 
-def _emit_find_or_make_flow(p: Program, direction: str) -> None:
+def _emit_find_or_make_flow(p: Program, s: FlowSlots, direction: str, skip: str) -> None:
     """R8 = the flow's entry, made first (counts zero, role by direction) if there is none; a flow
     made here is counted in the totals row at R9, by its role."""
     role = CLIENT if direction == SENT else SERVER
-    _emit_lookup(p, "new_flow")
-    p.ja("found")
-    p.label("new_flow")
-    emit_zero(p, FLOW, _FLOW)
+    new_flow, made_elsewhere, found = p.new_label("new_flow"), p.new_label("made_elsewhere"), p.new_label("found")
+    _emit_lookup(p, s, new_flow)
+    p.ja(found)
+    p.label(new_flow)
+    emit_zero(p, s.flow)
     p.call("ktime_get_ns")
-    p.stx(DW, R10, _flow("first_ns"), R0)
-    p.st(W, R10, _flow("role"), role)
-    emit_map_update(p, MAP_NAME, _KEY, _FLOW, UpdateFlags.NOEXIST)  # made first elsewhere? Either way, look it up
-    p.jne(R0, 0, "made_elsewhere")
+    p.stx(DW, R10, s.flow.at("first_ns"), R0)
+    p.st(W, R10, s.flow.at("role"), role)
+    emit_map_update(p, MAP_NAME, s.key, s.flow, UpdateFlags.NOEXIST)  # made first elsewhere? Either way, look it up
+    p.jne(R0, 0, made_elsewhere)
     p.mov(R1, 1)
     p.atomic_add(DW, R9, 8 * (Totals.FLOWS_MADE + role), R1)
-    p.label("made_elsewhere")
-    _emit_lookup(p, "out")
-    p.label("found")
+    p.label(made_elsewhere)
+    _emit_lookup(p, s, skip)
+    p.label(found)
 
 
-def _emit_note_sender(p: Program, event: Event, target: BuildTarget) -> None:
+def _emit_note_sender(p: Program, event: Event, target: BuildTarget, s: FlowSlots, skip: str) -> None:
     """Fill in pid/tgid, comm and cgroup id once, from a send in the context of a task (not in an
     interrupt, where `current` is any task) that is not a kernel thread."""
     p.ldx(DW, R1, R8, FLOW.offset("pid_tgid"))
-    p.jne(R1, 0, "out")
-    emit_skip_in_interrupt(p, event, target, "out", CONTEXT_SLOT, _PAYLOAD)  # the payload is counted by now
+    p.jne(R1, 0, skip)
+    emit_skip_in_interrupt(p, event, target, skip, s.context, s.payload)  # the payload is counted by now
     p.call("get_current_task")
     p.mov(R9, R0)
-    emit_read_field(p, R1, R9, target.kernel_types.field("task_struct.flags"), _READ_SCRATCH)
-    p.jset(R1, PF_KTHREAD, "out")
+    emit_read_field(p, R1, R9, target.kernel_types.field("task_struct.flags"), s.scratch)
+    p.jset(R1, PF_KTHREAD, skip)
     p.call("get_current_pid_tgid")
-    p.jeq(R0, 0, "out")  # the idle task
+    p.jeq(R0, 0, skip)  # the idle task
     p.stx(DW, R8, FLOW.offset("pid_tgid"), R0)
     p.mov(R1, R8)
     p.add(R1, FLOW.offset("comm"))
@@ -343,29 +366,30 @@ def _emit_note_sender(p: Program, event: Event, target: BuildTarget) -> None:
     p.stx(DW, R8, FLOW.offset("cgroup_id"), R0)
 
 
-def emit_protocol(p: Program, skb, types: KernelTypes, direct: bool) -> None:
-    """R9 = skb->protocol in host order; jumps to "out" unless it is IPv4 or IPv6. `direct`: `skb` is
+def emit_protocol(p: Program, skb, types: KernelTypes, direct: bool, scratch: Slot, skip: str) -> None:
+    """R9 = skb->protocol in host order; jumps to `skip` unless it is IPv4 or IPv6. `direct`: `skb` is
     BTF-typed (see emit_read_field). Clobbers R0-R5."""
-    emit_read_field(p, R9, skb, types.field("sk_buff.protocol"), _READ_SCRATCH, direct)
+    ip = p.new_label("ip")
+    emit_read_field(p, R9, skb, types.field("sk_buff.protocol"), scratch, direct)
     emit_ntohs(p, R9)
-    p.jeq(R9, ETH_P_IP, "ip")
-    p.jne(R9, ETH_P_IPV6, "out")
-    p.label("ip")
+    p.jeq(R9, ETH_P_IP, ip)
+    p.jne(R9, ETH_P_IPV6, skip)
+    p.label(ip)
 
 
 def emit_namespace(p: Program, dst: Register, holder: Register, field: str, types: KernelTypes,
-                   netns: int | None, direct: bool) -> None:
+                   netns: int | None, direct: bool, scratch: Slot, skip: str) -> None:
     """dst = the inode of the namespace `holder->field` (a `struct net *`) points to; a jump to
-    "out" if `netns` (an inode) is given and differs. `holder` may be `dst`; `direct`: it is
+    `skip` if `netns` (an inode) is given and differs. `holder` may be `dst`; `direct`: it is
     BTF-typed (see emit_read_field). Clobbers R0-R5."""
-    emit_read_field(p, dst, holder, types.field(field), _READ_SCRATCH, direct)
-    emit_read_field(p, dst, dst, types.field("net.ns.inum"), _READ_SCRATCH, direct)
+    emit_read_field(p, dst, holder, types.field(field), scratch, direct)
+    emit_read_field(p, dst, dst, types.field("net.ns.inum"), scratch, direct)
     if netns is not None:
-        p.jne32(dst, netns, "out")  # inode numbers are u32 and may exceed s32
+        p.jne32(dst, netns, skip)  # inode numbers are u32 and may exceed s32
 
 
-def emit_exit(p: Program) -> None:
-    p.label("out")
+def emit_exit(p: Program, out: str) -> None:
+    """The programs' one exit, at `out`: return 0."""
+    p.label(out)
     p.mov(R0, 0)
     p.exit()
-

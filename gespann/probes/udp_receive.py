@@ -19,6 +19,7 @@ from .udp_flows import (
     PACKET_OTHERHOST,
     RECEIVED,
     TOTALS,
+    FlowSlots,
     emit_exit,
     emit_flow_update,
     emit_namespace,
@@ -26,8 +27,6 @@ from .udp_flows import (
     flows_map,
     totals_map,
 )
-
-_SCRATCH = -16
 
 FLAVOURS = (
     BtfTracepoint("netif_receive_skb", args=("skb",)),
@@ -39,19 +38,20 @@ FLAVOURS = (
 def body(p: Program, event: Event, target: BuildTarget) -> None:
     types = target.kernel_types
     direct = event.btf_pointers  # skb, and the device loaded from it, may be read with direct loads
+    s, out = FlowSlots(p.frame), p.new_label("out")
     event.load(p, R7, "skb")
-    emit_read_field(p, R1, R7, types.field("sk_buff.pkt_type"), _SCRATCH, direct)
-    p.jeq(R1, PACKET_OTHERHOST, "out")  # for another host: the IP layer drops it
-    emit_protocol(p, R7, types, direct)
+    emit_read_field(p, R1, R7, types.field("sk_buff.pkt_type"), s.scratch, direct)
+    p.jeq(R1, PACKET_OTHERHOST, out)  # for another host: the IP layer drops it
+    emit_protocol(p, R7, types, direct, s.scratch, out)
     # The IP header's protocol says whether it is UDP: a packet that is not pays that one read.
-    emit_read_field(p, R8, R7, types.field("sk_buff.data"), _SCRATCH, direct)
+    emit_read_field(p, R8, R7, types.field("sk_buff.data"), s.scratch, direct)
 
     def namespace(p: Program, dst) -> None:
-        emit_read_field(p, dst, R7, types.field("sk_buff.dev"), _SCRATCH, direct)
-        emit_namespace(p, dst, dst, "net_device.nd_net.net", types, target.netns, direct)
+        emit_read_field(p, dst, R7, types.field("sk_buff.dev"), s.scratch, direct)
+        emit_namespace(p, dst, dst, "net_device.nd_net.net", types, target.netns, direct, s.scratch, out)
 
-    emit_flow_update(p, event, R7, R8, namespace, target, RECEIVED)
-    emit_exit(p)
+    emit_flow_update(p, event, s, R7, R8, namespace, target, RECEIVED, out)
+    emit_exit(p, out)
 
 
 PROBE = Probe(

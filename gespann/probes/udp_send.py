@@ -21,11 +21,11 @@ from .connection_metrics import SHARED
 from .probe import BuildTarget, Probe
 from .udp_metrics import UdpMetrics
 from .udp_flows import (
-    CONTEXT_SLOT,
     IPPROTO_UDP,
     MAP_NAME,
     SENT,
     TOTALS,
+    FlowSlots,
     emit_exit,
     emit_flow_update,
     emit_namespace,
@@ -33,8 +33,6 @@ from .udp_flows import (
     flows_map,
     totals_map,
 )
-
-_SCRATCH = -16
 
 FLAVOURS = (
     BtfTracepoint("net_dev_queue", args=("skb",)),
@@ -46,23 +44,24 @@ FLAVOURS = (
 def body(p: Program, event: Event, target: BuildTarget) -> None:
     types = target.kernel_types
     direct = event.btf_pointers  # skb, and the socket loaded from it, may be read with direct loads
-    emit_save_context(p, event, CONTEXT_SLOT)
+    s, out = FlowSlots(p.frame), p.new_label("out")
+    emit_save_context(p, event, s.context)
     event.load(p, R7, "skb")
-    emit_read_field(p, R6, R7, types.field("sk_buff.sk"), _SCRATCH, direct)  # the context is not needed again
-    p.jeq(R6, 0, "out")  # not made by a local socket (forwarded, or a kernel reply)
+    emit_read_field(p, R6, R7, types.field("sk_buff.sk"), s.scratch, direct)  # the context is not needed again
+    p.jeq(R6, 0, out)  # not made by a local socket (forwarded, or a kernel reply)
     # Most packets are not UDP (TCP's go by here too): out before any header is read.
-    emit_read_field(p, R1, R6, types.field("sock.sk_protocol"), _SCRATCH, direct)
-    p.jne(R1, IPPROTO_UDP, "out")
-    emit_protocol(p, R7, types, direct)
-    emit_read_field(p, R8, R7, types.field("sk_buff.head"), _SCRATCH, direct)  # a plain address from here
-    emit_read_field(p, R1, R7, types.field("sk_buff.network_header"), _SCRATCH, direct)
+    emit_read_field(p, R1, R6, types.field("sock.sk_protocol"), s.scratch, direct)
+    p.jne(R1, IPPROTO_UDP, out)
+    emit_protocol(p, R7, types, direct, s.scratch, out)
+    emit_read_field(p, R8, R7, types.field("sk_buff.head"), s.scratch, direct)  # a plain address from here
+    emit_read_field(p, R1, R7, types.field("sk_buff.network_header"), s.scratch, direct)
     p.add(R8, R1)
 
     def namespace(p: Program, dst) -> None:
-        emit_namespace(p, dst, R6, "sock_common.skc_net.net", types, target.netns, direct)
+        emit_namespace(p, dst, R6, "sock_common.skc_net.net", types, target.netns, direct, s.scratch, out)
 
-    emit_flow_update(p, event, R7, R8, namespace, target, SENT)
-    emit_exit(p)
+    emit_flow_update(p, event, s, R7, R8, namespace, target, SENT, out)
+    emit_exit(p, out)
 
 
 DATAGRAMS = counter("datagrams_total", ("direction",), "UDP datagrams.", dogstatsd="udp.datagrams")

@@ -44,8 +44,6 @@ WALK = Record("udp_walk", [
 WALK_MAP = "udp_walk"
 ITERATOR = "bpf_iter_bpf_map_elem"
 
-_KEY = -8
-
 
 def walk_map() -> ArrayMap:
     return ArrayMap(RecordCodec(WALK), 1, name="gsp_udp_walk")
@@ -54,42 +52,44 @@ def walk_map() -> ArrayMap:
 def program() -> Program:
     """The iter/bpf_map_elem program over the flow map."""
     p = Program("gsp_udp_walk")
+    key = p.frame.alloc("walk key", size=4)
+    out, ended, count = p.new_label("out"), p.new_label("ended"), p.new_label("count")
     p.ldx(DW, R6, R1, 0)  # struct bpf_iter__bpf_map_elem: meta, map, key, value (NULL on the last call)
     p.ldx(DW, R7, R1, 16)
     p.ldx(DW, R8, R1, 24)
-    p.jeq(R7, 0, "out")
-    p.jeq(R8, 0, "out")
-    p.st(W, R10, _KEY, 0)
-    emit_map_lookup(p, WALK_MAP, _KEY)
-    p.jeq(R0, 0, "out")
+    p.jeq(R7, 0, out)
+    p.jeq(R8, 0, out)
+    p.st(W, R10, key.at(), 0)
+    emit_map_lookup(p, WALK_MAP, key)
+    p.jeq(R0, 0, out)
     p.mov(R9, R0)
     p.ldx(DW, R2, R9, WALK.offset("now_ns"))
     p.ldx(DW, R1, R8, FLOW.offset("last_ns"))
     p.sub(R2, R1)  # its age; negative (signed) if a datagram came after now_ns
     p.ldx(DW, R3, R9, WALK.offset("timeout_ns"))
-    p.jsgt(R2, R3, "ended")
+    p.jsgt(R2, R3, ended)
     p.ldx(W, R1, R8, FLOW.offset("role"))
     p.mov(R3, WALK.offset("open_client"))
-    p.jne(R1, SERVER, "count")
+    p.jne(R1, SERVER, count)
     p.mov(R3, WALK.offset("open_server"))
-    p.label("count")
+    p.label(count)
     p.mov(R1, R9)
     p.add(R1, R3)
     p.mov(R0, 1)
     p.atomic_add(DW, R1, 0, R0)
     p.ldx(DW, R3, R9, WALK.offset("idle_ns"))
-    p.jsle(R2, R3, "out")
+    p.jsle(R2, R3, out)
     p.mov(R0, 1)
     p.atomic_add(DW, R9, WALK.offset("idle"), R0)
-    p.ja("out")
+    p.ja(out)
 
-    p.label("ended")  # its key goes out, for user space to remove it with its final figures
+    p.label(ended)  # its key goes out, for user space to remove it with its final figures
     p.ldx(DW, R1, R6, 0)  # meta->seq
     p.mov(R2, R7)
     p.mov(R3, KEY.size)
     p.call("seq_write")
 
-    p.label("out")
+    p.label(out)
     p.mov(R0, 0)
     p.exit()
     return p

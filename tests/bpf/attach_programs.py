@@ -16,14 +16,13 @@ from typing import Callable
 
 import pytest
 from kernel_features import require  # noqa: F401 - re-exported for the attach tests
-from asm import DW, H, R0, R1, R2, R3, R6, R7, R10, W, Program, Register
+from asm import DW, H, R0, R1, R2, R3, R6, R7, R10, W, Program, Register, Slot
 from loopback import wait_for
 
 from gespann import btf
 from gespann.bpf import kprobes
 from gespann.bpf.counters import emit_increment
 
-SCRATCH, KEY = -8, -16  # stack slots: probe_read_kernel's destination, the counter key
 BPFTOOL = "/usr/sbin/bpftool"
 CONNECTIONS = 3
 
@@ -34,20 +33,23 @@ def emit_port_filter(p: Program, sk: Register, port: int, skip: str) -> None:
     """Fall through for a socket at `sk` (R6-R9: kept across calls) with `port` at either end;
     jump to `skip` otherwise, and for a NULL socket."""
     types = btf.kernel_types()
+    on_port = p.new_label("on_port")
     p.jeq(sk, 0, skip)
-    for field in ("inet_sock.inet_sport", "sock_common.skc_dport"):
-        location = types.field(field)
-        p.mov(R1, R10)
-        p.add(R1, SCRATCH)
-        p.mov(R2, location.size)
-        p.mov(R3, sk)
-        p.add(R3, location.offset)
-        p.call("probe_read_kernel")
-        p.jne(R0, 0, skip)
-        p.ldx(H, R1, R10, SCRATCH)
-        p.jeq(R1, socket.htons(port), "on_port")
+    with p.frame.scope():
+        scratch = p.frame.alloc("port", size=8)  # probe_read_kernel's destination
+        for field in ("inet_sock.inet_sport", "sock_common.skc_dport"):
+            location = types.field(field)
+            p.mov(R1, R10)
+            p.add(R1, scratch.at())
+            p.mov(R2, location.size)
+            p.mov(R3, sk)
+            p.add(R3, location.offset)
+            p.call("probe_read_kernel")
+            p.jne(R0, 0, skip)
+            p.ldx(H, R1, R10, scratch.at())
+            p.jeq(R1, socket.htons(port), on_port)
     p.ja(skip)
-    p.label("on_port")
+    p.label(on_port)
 
 
 def count_sockets_on_port(name: str, load_sock: LoadSock, port: int) -> Program:
@@ -55,8 +57,9 @@ def count_sockets_on_port(name: str, load_sock: LoadSock, port: int) -> Program:
     p = Program(name)
     load_sock(p)
     emit_port_filter(p, R6, port, "out")
-    p.st(W, R10, KEY, 0)
-    _count_and_return(p)
+    key = p.frame.alloc("key", size=4)
+    p.st(W, R10, key.at(), 0)
+    _count_and_return(p, key)
     return p
 
 
@@ -67,13 +70,14 @@ def count_transitions_on_port(name: str, port: int) -> Program:
     p.ldx(DW, R6, R1, 0)
     p.ldx(DW, R7, R1, 16)
     emit_port_filter(p, R6, port, "out")
-    p.stx(W, R10, KEY, R7)
-    _count_and_return(p)
+    key = p.frame.alloc("key", size=4)
+    p.stx(W, R10, key.at(), R7)
+    _count_and_return(p, key)
     return p
 
 
-def _count_and_return(p: Program) -> None:
-    emit_increment(p, "counts", KEY)
+def _count_and_return(p: Program, key: Slot) -> None:
+    emit_increment(p, "counts", key)
     p.label("out")
     p.mov(R0, 0)
     p.exit()

@@ -5,7 +5,7 @@ looks at transitions of sockets on the test's own port.
 """
 from typing import Optional
 
-from asm import R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, array, u8, u16, u32
+from asm import R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, Slot, array, u8, u16, u32
 
 from gespann.bpf.channel import EventChannel
 from gespann.bpf.counters import emit_increment
@@ -22,17 +22,18 @@ StateChange = Record("state_change", [
 
 def _only_port(p: Program, fmt: TracepointFormat, port: int, skip: str) -> None:
     """R6 = ctx; fall through for events on `port` (either end), jump to `skip` otherwise."""
+    mine = p.new_label("mine")
     p.mov(R6, R1)
     emit_load_field(p, fmt, R2, R6, "sport")
-    p.jeq(R2, port, "mine")
+    p.jeq(R2, port, mine)
     emit_load_field(p, fmt, R2, R6, "dport")
     p.jne(R2, port, skip)
-    p.label("mine")
+    p.label(mine)
 
 
-def count(p: Program, counts: str, key_slot: int, done: str) -> None:
-    """counts[key] += 1 for the u32 key at R10 + key_slot, then on to `done`; returns 0 there."""
-    emit_increment(p, counts, key_slot)
+def count(p: Program, counts: str, key: Slot, done: str) -> None:
+    """counts[key] += 1 for the u32 key in stack slot `key`, then on to `done`; returns 0 there."""
+    emit_increment(p, counts, key)
     p.label(done)
     p.mov(R0, 0)
     p.exit()
@@ -42,27 +43,28 @@ def count_new_states(fmt: TracepointFormat, port: int, name: str = "gt_count") -
     """counts[newstate] += 1 (an ArrayMap of u64 named "counts")."""
     p = Program(name)
     _only_port(p, fmt, port, "out")
+    key = p.frame.alloc("newstate", size=4)
     emit_load_field(p, fmt, R2, R6, "newstate")
-    p.stx(Size.W, R10, -4, R2)
-    count(p, "counts", -4, "out")
+    p.stx(Size.W, R10, key.at(), R2)
+    count(p, "counts", key, "out")
     return p
 
 
-def _copy_state_change(p: Program, fmt: TracepointFormat, base: int) -> None:
-    """Fill a StateChange at R10 + base from the tracepoint record at R6."""
+def _copy_state_change(p: Program, fmt: TracepointFormat, record: Slot) -> None:
+    """Fill the StateChange in stack slot `record` from the tracepoint record at R6."""
     for field in StateChange.fields:
         emit_load_field(p, fmt, R2, R6, field.name)
-        p.stx(STORE_SIZES[field.size], R10, base + field.offset, R2)
+        p.stx(STORE_SIZES[field.size], R10, record.at(field.name), R2)
 
 
 def send_state_changes(fmt: TracepointFormat, port: int, channel: EventChannel,
                        name: str = "gt_send") -> Program:
     """One StateChange record per transition, through the channel's output code."""
     p = Program(name)
-    base = -StateChange.size
+    record = p.frame.alloc("state change", StateChange)
     _only_port(p, fmt, port, "out")
-    _copy_state_change(p, fmt, base)
-    channel.emit_output(p, R6, base, StateChange.size)
+    _copy_state_change(p, fmt, record)
+    channel.emit_output(p, R6, record)
     p.label("out")
     p.mov(R0, 0)
     p.exit()
@@ -80,7 +82,7 @@ def reserve_state_changes(fmt: TracepointFormat, port: int, name: str = "gt_rese
     p.mov(R3, 0)
     p.call("ringbuf_reserve")
     p.jne(R0, 0, "reserved")
-    emit_count_lost(p, "lost", -8)
+    emit_count_lost(p, "lost", p.frame.alloc("lost key", size=4))
     p.ja("out")
     p.label("reserved")
     p.mov(R7, R0)

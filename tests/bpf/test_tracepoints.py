@@ -68,8 +68,9 @@ def test_missing_tracepoint_names_it_and_the_kernel():
 def test_raw_tracepoint_fires(loopback):
     """A raw tracepoint sees every socket's transitions (it has no port filter): at least ours."""
     p = Program("gt_raw_count")
-    p.st(W, R10, -4, 0)
-    count(p, "counts", -4, "out")
+    key = p.frame.alloc("key", size=4)
+    p.st(W, R10, key.at(), 0)
+    count(p, "counts", key, "out")
     with maps.ArrayMap(maps.U64, 1, name="gt_raw_counts") as counts, \
             load_program(p, ProgType.RAW_TRACEPOINT, maps={"counts": counts}) as prog:
         with attach_raw_tracepoint(prog, "inet_sock_set_state") as link:

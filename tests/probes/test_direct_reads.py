@@ -10,7 +10,7 @@ import pytest
 from kernel_features import require
 from loopback import Loopback
 
-from asm import DW, R0, R1, R2, R6, R7, R8, R9, R10, Program
+from asm import DW, R0, R1, R2, R6, R7, R8, R9, R10, Program, Slot
 from asm.helpers import HELPERS
 from gespann import btf
 from gespann.bpf import features
@@ -39,8 +39,9 @@ def field(offset: int, size: int, bit_offset: int = 0, bit_size: int = 0) -> Fie
 
 def listing(*fields: FieldLocation, direct: bool) -> list[str]:
     p = Program("t")
+    scratch = p.frame.alloc("scratch", size=8)
     for location in fields:
-        emit_read_field(p, R2, R7, location, -8, direct=direct)
+        emit_read_field(p, R2, R7, location, scratch, direct=direct)
     return str(p).splitlines()
 
 
@@ -110,7 +111,6 @@ def test_udp_send_leaves_a_packet_of_another_protocol_before_reading_headers(mod
 COMPARED = [("skb", "sk_buff.protocol"), ("skb", "sk_buff.ip_summed"), ("skb", "sk_buff.sk"),
             ("sk", "sock.sk_protocol"), ("sk", "sock_common.skc_num"), ("net", "net.ns.inum")]
 DIFFERENT, NONZERO = 0, 1  # per field: packets where the two reads differed, where the value was not 0
-_KEY, _SCRATCH = -16, -8
 
 
 def location(key: str) -> FieldLocation:
@@ -118,13 +118,13 @@ def location(key: str) -> FieldLocation:
     return btf.offsetof(struct, path)
 
 
-def _count(p: Program, slot: int) -> None:
-    """counters[slot] += 1; clobbers R0-R5."""
-    done = f"count.{len(p)}"
-    p.st(DW, R10, _KEY, slot)
+def _count(p: Program, key: Slot, slot: int) -> None:
+    """counters[slot] += 1, through the stack slot `key`; clobbers R0-R5."""
+    done = p.new_label("count")
+    p.st(DW, R10, key.at(), slot)
     p.ld_map(R1, "counters")
     p.mov(R2, R10)
-    p.add(R2, _KEY)
+    p.add(R2, key.at())
     p.call("map_lookup_elem")
     p.jeq(R0, 0, done)
     p.mov(R1, 1)
@@ -134,25 +134,27 @@ def _count(p: Program, slot: int) -> None:
 
 def compare_body(p: Program, event: Event, target: BuildTarget) -> None:
     bases = {"skb": R6}
+    scratch, key = p.frame.alloc("scratch", size=8), p.frame.alloc("key", size=8)
     event.load(p, R6, "skb")
-    for index, (base, key) in enumerate(COMPARED):
+    out = p.new_label("out")
+    for index, (base, path) in enumerate(COMPARED):
         if base == "sk" and "sk" not in bases:
-            emit_read_field(p, R7, R6, location("sk_buff.sk"), _SCRATCH, direct=True)
-            p.jeq(R7, 0, "out")
+            emit_read_field(p, R7, R6, location("sk_buff.sk"), scratch, direct=True)
+            p.jeq(R7, 0, out)
             bases["sk"] = R7
         if base == "net":
-            emit_read_field(p, R7, R7, location("sock_common.skc_net.net"), _SCRATCH, direct=True)
+            emit_read_field(p, R7, R7, location("sock_common.skc_net.net"), scratch, direct=True)
             bases["net"] = R7
-        emit_read_field(p, R8, bases[base], location(key), _SCRATCH, direct=True)
-        emit_read_field(p, R9, bases[base], location(key), _SCRATCH)
-        same, zero = f"same.{index}", f"zero.{index}"
+        emit_read_field(p, R8, bases[base], location(path), scratch, direct=True)
+        emit_read_field(p, R9, bases[base], location(path), scratch)
+        same, zero = p.new_label("same"), p.new_label("zero")
         p.jeq(R8, R9, same)
-        _count(p, 2 * index + DIFFERENT)
+        _count(p, key, 2 * index + DIFFERENT)
         p.label(same)
         p.jeq(R8, 0, zero)
-        _count(p, 2 * index + NONZERO)
+        _count(p, key, 2 * index + NONZERO)
         p.label(zero)
-    p.label("out")
+    p.label(out)
     p.mov(R0, 0)
     p.exit()
 
