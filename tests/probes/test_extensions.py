@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from probe_flavours import FLAVOURS
 
 from gespann.probes import ExtensionError, Probe, load_probes
 
@@ -116,8 +117,10 @@ def _connect_to(ports: dict[int, int], traffics) -> None:
 
 
 @pytest.mark.root
-def test_an_extra_probe_counts_exactly_beside_gespanns_own(namespace):
+@pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
+def test_an_extra_probe_counts_exactly_beside_gespanns_own(namespace, mode, perf_event_link, needed):
     import mib
+    from kernel_features import require
     from loopback import wait_for
     from tcp_traffic import TcpTraffic
 
@@ -126,9 +129,11 @@ def test_an_extra_probe_counts_exactly_beside_gespanns_own(namespace):
     from gespann.figures import labels
     from gespann.probes import ProbeSet
 
-    config = parse({"extra_probes": [str(EXAMPLE)], "scope": {"netns": namespace.path, "protocols": ["tcp"]}})
+    require(*(feature() for feature in needed))
+    config = parse({"extra_probes": [str(EXAMPLE)], "scope": {"netns": namespace.path, "protocols": ["tcp"]},
+                    "attach": {"probes": {"tcp_connects_by_port": mode}, "perf_event": perf_event_link}})
     with ProbeSet.attach_all(config) as probes, KernelCollector(probes, namespace.path) as collector:
-        assert "tcp_connects_by_port" in probes.probes and "tcp_lifecycle" in probes.probes
+        assert probes["tcp_connects_by_port"].flavour.mode == mode and "tcp_lifecycle" in probes.probes
         with namespace.enter():
             before = mib.tcp("ActiveOpens")
             traffics = [TcpTraffic(), TcpTraffic()]
