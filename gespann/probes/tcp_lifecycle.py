@@ -751,7 +751,6 @@ def _emit_count_errno(b: _Build) -> None:
     p.ja(b.counted)
 
 
-
 def by_process_capacity(max_series: int) -> int:
     """Owners the by-process map keeps for `labels.max_series` label sets, OTHER_OWNER's row included."""
     return OWNERS_PER_SERIES * max_series + 1

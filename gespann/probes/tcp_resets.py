@@ -36,7 +36,6 @@ from .tcp_connections import (
 )
 
 
-
 def _marking(direction: int) -> Body:
     """The body marking the event's connection, if followed and not yet marked, with `direction`."""
 

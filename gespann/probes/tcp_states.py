@@ -21,7 +21,6 @@ from .socket_state import IPPROTO_TCP
 STATE_SLOTS = 16
 
 
-
 def body(p: Program, event: Event, target: BuildTarget) -> None:
     key = p.frame.alloc("state", size=4)
     scratch = p.frame.alloc("netns read", size=8)

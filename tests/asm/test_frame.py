@@ -1,7 +1,7 @@
 """Stack frames and scoped labels: slots placed by the frame, labels no two helpers share."""
 import pytest
 
-from asm import DW, R0, R1, R2, R10, STACK_LIMIT, AsmError, Frame, Program, Record, W, array, u8, u16, u32, u64
+from asm import DW, R0, R1, R2, R10, STACK_LIMIT, AsmError, Frame, Program, Record, W, array, u8, u16, u32
 
 KEY = Record("key", [("address", array(u8, 16)), ("port", u16), ("family", u16), ("netns", u32)])  # 24 bytes
 ODD = Record("odd", [("a", u32), ("b", u8)])  # 8 bytes, 5 of them used
