@@ -79,14 +79,14 @@ def _attach(config, stack, *, records: bool):
     """Attach every probe and open the collector over them, both closed by `stack`. With `records`,
     the probes also send connection records, through the reader the config asks for (per-process
     labels need none: the kernel counts TCP ends by owner)."""
-    from .bpf.channel import EventChannel
+    from .bpf.channel import RecordChannel
     from .bpf.errors import PermissionDeniedError
     from .collector.by_process import LabelSettings
     from .collector.collector import KernelCollector
     from .probes import ProbeSet
 
     label_settings = LabelSettings(config.label_process, config.label_container, config.label_max_series)
-    channel = stack.enter_context(EventChannel.for_reader(config.event_reader, "gsp_records")) if records else None
+    channel = stack.enter_context(RecordChannel.for_reader(config.event_reader, "gsp_records")) if records else None
     probes = stack.enter_context(ProbeSet.attach_all(config, records=channel))
     try:
         collector = stack.enter_context(KernelCollector(probes, _foreign_namespace(config.netns), records=channel,

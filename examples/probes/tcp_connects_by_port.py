@@ -27,7 +27,7 @@ from gespann.bpf.maps import U32, U64, ArrayMap, HashMap
 from gespann.bpf.syscall import UpdateFlags
 from gespann.figures import Series, counter, labels
 from gespann.probes import BuildTarget, Probe, ReadContext, Reader
-from gespann.probes.events import Event
+from gespann.probes.arguments import Arguments
 from gespann.probes.kernel_memory import emit_read_field
 from gespann.probes.map_calls import emit_map_lookup, emit_map_update
 from gespann.probes.netns import emit_netns_check
@@ -43,21 +43,21 @@ CONNECTS = counter("tcp_connects_by_remote_port_total", ("remote_port",),
                    "the probe's capacity count as 'other'.", dogstatsd="tcp.connects_by_remote_port")
 
 
-def body(p: Program, event: Event, target: BuildTarget) -> None:
+def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     port = p.frame.alloc("remote port", size=4)
     one = p.frame.alloc("one", size=8)
     scratch = p.frame.alloc("read scratch", size=8)
     out = p.new_label("out")
-    event.load(p, R2, "protocol")
+    args.load(p, R2, "protocol")
     p.jne(R2, IPPROTO_TCP, out)
-    event.load(p, R2, "oldstate")
+    args.load(p, R2, "oldstate")
     p.jne(R2, SYN_SENT, out)
-    event.load(p, R2, "newstate")
+    args.load(p, R2, "newstate")
     p.jne(R2, ESTABLISHED, out)
-    event.load(p, R7, "sk")
+    args.load(p, R7, "sk")
     if target.netns is not None:
-        emit_netns_check(p, R7, target.kernel_types, target.netns, out, scratch, event.btf_pointers)
-    emit_read_field(p, R1, R7, target.kernel_types.field("sock_common.skc_dport"), scratch, event.btf_pointers)
+        emit_netns_check(p, R7, target.kernel_types, target.netns, out, scratch, args.btf_pointers)
+    emit_read_field(p, R1, R7, target.kernel_types.field("sock_common.skc_dport"), scratch, args.btf_pointers)
     p.st(DW, R10, port.at(), 0)  # the key is a u32: the port (network order) and two zero bytes
     p.stx(H, R10, port.at(), R1)
     # Counted where the port has its entry; a new port gets one, unless the map is full.

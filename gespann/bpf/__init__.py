@@ -7,7 +7,7 @@ Every object holding an fd releases it on `close()` or at the end of a `with`
 block, and then nothing of it stays in the kernel. Errors are `BPFError`s
 saying what to do.
 """
-from .channel import EventChannel
+from .channel import RecordChannel
 from .counters import emit_increment
 from .cpus import online_cpus, possible_cpus
 from .errors import (BPFError, FeatureUnsupportedError, KeyNotFoundError, PermissionDeniedError,
@@ -26,7 +26,7 @@ from .syscall import AttachType, MapType, ProgType, UpdateFlags
 from .tracefs import TracepointField, TracepointFormat, read_format, tracefs_root
 
 __all__ = [
-    "EventChannel", "emit_increment", "online_cpus", "possible_cpus",
+    "RecordChannel", "emit_increment", "online_cpus", "possible_cpus",
     "BPFError", "FeatureUnsupportedError", "KeyNotFoundError", "PermissionDeniedError",
     "SymbolNotFoundError", "TracepointNotFoundError", "VerifierError",
     "FeatureStatus", "has_perf_link", "has_ringbuf",

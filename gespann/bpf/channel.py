@@ -1,4 +1,4 @@
-"""EventChannel: how a program sends records to user space, chosen for the running kernel.
+"""RecordChannel: how a program sends records to user space, chosen for the running kernel.
 
 A BPF ring buffer where the kernel has one (5.8+): one buffer for all CPUs,
 records in commit order, no per-CPU memory. A perf event array otherwise, or
@@ -24,7 +24,7 @@ RINGBUF_SIZE = 1 << 20
 PERF_PAGES_PER_CPU = 32
 
 
-class EventChannel(Closable):
+class RecordChannel(Closable):
     """The maps and reader of one record stream; `kind` is "ringbuf" or "perf"."""
 
     def __init__(self, name: str = "events", *, ringbuf_size: int = RINGBUF_SIZE,
@@ -47,7 +47,7 @@ class EventChannel(Closable):
             raise
 
     @classmethod
-    def for_reader(cls, reader: str, name: str = "events") -> "EventChannel":
+    def for_reader(cls, reader: str, name: str = "events") -> "RecordChannel":
         """The channel the config's `events.reader` asks for: "auto", "ringbuf" (an error where the
         kernel has none) or "perf"."""
         if reader == "ringbuf":

@@ -48,7 +48,7 @@ class StructCodec:
 U32 = StructCodec("=I")
 U64 = StructCodec("=Q")
 
-Layout = Union[int, Codec]
+Encoding = Union[int, Codec]
 """A key or value size in bytes (bytes in and out), or a codec that converts them."""
 
 # Errnos by which a kernel says it lacks a batch or lookup-and-delete operation for a map.
@@ -98,7 +98,7 @@ def _buffer(data: bytes) -> ctypes.Array:
     return ctypes.create_string_buffer(data, len(data))
 
 
-def _size(layout: Layout) -> int:
+def _size(layout: Encoding) -> int:
     return layout if isinstance(layout, int) else layout.sizeof()
 
 
@@ -113,7 +113,7 @@ class KeyValueMap(Map):
     map_type: MapType
     per_cpu = False
 
-    def __init__(self, key: Layout, value: Layout, max_entries: int, *, flags: int = 0, name: str = ""):
+    def __init__(self, key: Encoding, value: Encoding, max_entries: int, *, flags: int = 0, name: str = ""):
         super().__init__(self.map_type, _size(key), _size(value), max_entries, flags=flags, name=name)
         self._key_codec = None if isinstance(key, int) else key
         self._value_codec = None if isinstance(value, int) else value
@@ -393,7 +393,7 @@ class ArrayMap(KeyValueMap):
     """max_entries preallocated, zeroed values indexed 0..max_entries-1 (keys are ints by default)."""
     map_type = MapType.ARRAY
 
-    def __init__(self, value: Layout, max_entries: int, *, key: Layout = U32, flags: int = 0, name: str = ""):
+    def __init__(self, value: Encoding, max_entries: int, *, key: Encoding = U32, flags: int = 0, name: str = ""):
         super().__init__(key, value, max_entries, flags=flags, name=name)
 
 

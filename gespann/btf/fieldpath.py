@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from . import types as t
 from .errors import FieldNotFound, MalformedBTF, TypeNotFound
-from .layout import MAX_DEPTH, describe, sizeof, strip_aliases, type_name
+from .typeinfo import MAX_DEPTH, describe, sizeof, strip_aliases, type_name
 from .kinds import Kind
 from .locations import FieldLocation
 

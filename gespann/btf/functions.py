@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from . import types as t
 from .errors import MalformedBTF
-from .layout import type_name
+from .typeinfo import type_name
 from .kinds import Kind
 from .locations import FuncParam, FuncSignature
 

@@ -23,7 +23,7 @@ from . import types as t
 from .decode import decode_record
 from .errors import MalformedBTF, TypeNotFound
 from .kinds import Kind
-from .wire import HEADER_SIZE, MAGIC, VERSION, Layouts, layouts
+from .wire import HEADER_SIZE, MAGIC, VERSION, WireFormat, wire_format
 
 KindFilter = Union[Kind, Collection[Kind], None]
 
@@ -46,7 +46,7 @@ class Spec:
         self.base = base
         self._data = bytes(data)
         self.little_endian = _byte_order(self._data, name)
-        self._layouts = layouts(self.little_endian)
+        self._layouts = wire_format(self.little_endian)
         self._types_at, self._types_len, self._strings_at, self._strings_len = self._sections()
         self.first_id = len(base) if base is not None else 1
         # Global string offsets of this blob start where the base's end (libbpf: start_str_off).
@@ -308,7 +308,7 @@ def _byte_order(data: bytes, name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=2)
-def _record_sizes_by_top_byte(layouts: Layouts) -> tuple[list[int], list[int]]:
+def _record_sizes_by_top_byte(layouts: WireFormat) -> tuple[list[int], list[int]]:
     """Words of a record, as fixed + vlen * per_item, indexed by the top byte of its info word."""
     sizes = layouts.words_after_common()
     fixed, per_item = [_INVALID] * 256, [0] * 256

@@ -55,7 +55,7 @@ _ITEM_KINDS = {
 }
 
 
-class Layouts(NamedTuple):
+class WireFormat(NamedTuple):
     """Every BTF structure in one byte order."""
 
     little_endian: bool
@@ -82,7 +82,7 @@ class Layouts(NamedTuple):
 
 
 @functools.lru_cache(maxsize=2)
-def layouts(little_endian: bool) -> Layouts:
+def wire_format(little_endian: bool) -> WireFormat:
     """The construct definitions for one byte order (built once)."""
     u16, u32, s32 = (Int16ul, Int32ul, Int32sl) if little_endian else (Int16ub, Int32ub, Int32sb)
 
@@ -137,4 +137,4 @@ def layouts(little_endian: bool) -> Layouts:
         "fixed" / Switch(this.info.kind, fixed),
         "entries" / Switch(this.info.kind, items, default=Pass),
     )
-    return Layouts(little_endian=little_endian, header=header, type_record=type_record, **named)
+    return WireFormat(little_endian=little_endian, header=header, type_record=type_record, **named)

@@ -22,7 +22,7 @@ from collections import deque
 from typing import Iterator, Optional
 
 from .. import __version__
-from ..bpf.channel import EventChannel
+from ..bpf.channel import RecordChannel
 from ..figures import ConnectionEvent, labels
 from ..probes import ProbeSet
 from ..probes.reading import ReadContext, Reader
@@ -49,7 +49,7 @@ class KernelCollector:
     EXPIRY_INTERVAL = 1.0
 
     def __init__(self, probes: ProbeSet, netns_path: Optional[str] = None, *,
-                 records: Optional[EventChannel] = None, idle_timeout: float = 60.0,
+                 records: Optional[RecordChannel] = None, idle_timeout: float = 60.0,
                  udp_flow_timeout: float = 120.0, label_settings: LabelSettings = LabelSettings()):
         self._probes = probes
         self._catalogue = catalogue(attached.probe for attached in probes.probes.values())

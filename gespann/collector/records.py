@@ -1,6 +1,6 @@
 """Connection records from the kernel, decoded into ConnectionEvents.
 
-The probes write `connection_records.RECORD` into an EventChannel (ring
+The probes write `connection_records.RECORD` into an RecordChannel (ring
 buffer or perf buffer) when a connection ends; this turns each into the
 event the exporters print. Times arrive on the kernel's monotonic clock and
 leave as wall-clock seconds. Records the kernel could not deliver are counted
@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Optional
 
-from ..bpf.channel import EventChannel
+from ..bpf.channel import RecordChannel
 from ..figures import ConnectionEvent
 from ..probes.connection_records import AF_INET6, RECORD
 from ..probes.tcp_metrics import failure_reason
@@ -73,7 +73,7 @@ def decode(data: bytes, clock_offset: float, cgroups: Optional[Cgroups] = None) 
 class ConnectionRecords:
     """The events arriving on one channel, decoded."""
 
-    def __init__(self, channel: EventChannel, cgroups: Optional[Cgroups] = None):
+    def __init__(self, channel: RecordChannel, cgroups: Optional[Cgroups] = None):
         self.channel = channel
         self._cgroups = cgroups if cgroups is not None else Cgroups()
 

@@ -2,7 +2,7 @@
 
 Metrics never need records: the kernel aggregates them. A record per
 connection costs a ring-buffer write per end, so probes build the code for it
-only when their `BuildTarget` carries an `EventChannel` (gespann trace, or an
+only when their `BuildTarget` carries an `RecordChannel` (gespann trace, or an
 event exporter in the config). The layout is the contract between the probe
 that writes a record and the collector that decodes it.
 

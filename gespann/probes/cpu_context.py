@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from asm import DW, R0, R1, R2, R3, R10, Program, Slot
 
-from .events import Event, TracepointEvent
+from .arguments import Arguments, TracepointArguments
 from .kernel_memory import emit_read_field
 from .probe import BuildTarget
 
@@ -40,12 +40,12 @@ from .probe import BuildTarget
 THREAD_SIZE = 16 * 1024
 
 
-def emit_save_context(p: Program, event: Event, slot: Slot) -> None:
+def emit_save_context(p: Program, args: Arguments, slot: Slot) -> None:
     """Keep the context pointer in stack `slot` for `emit_skip_in_interrupt`, before its register is reused."""
-    p.stx(DW, R10, slot.at(), event.ctx)
+    p.stx(DW, R10, slot.at(), args.ctx)
 
 
-def emit_skip_in_interrupt(p: Program, event: Event, target: BuildTarget, skip: str, context_slot: Slot,
+def emit_skip_in_interrupt(p: Program, args: Arguments, target: BuildTarget, skip: str, context_slot: Slot,
                            scratch: Slot) -> None:
     """Emit a jump to `skip` unless the event fired on the current task's kernel stack.
 
@@ -55,7 +55,7 @@ def emit_skip_in_interrupt(p: Program, event: Event, target: BuildTarget, skip: 
     # The context's address as a number: copied out of the slot it was spilled to (the verifier
     # would not follow a pointer compared with a number).
     _emit_copy(p, scratch, context_slot)
-    if isinstance(event, TracepointEvent):
+    if isinstance(args, TracepointArguments):
         p.ldx(DW, R3, R10, scratch.at())
         _emit_copy(p, scratch, None)  # the pt_regs pointer perf stored at the record's start
         p.ldx(DW, R1, R10, scratch.at())

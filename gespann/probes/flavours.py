@@ -2,7 +2,7 @@
 
 Kernels differ in what they let a program attach to: this one has tracepoints
 but no kprobes, another has kprobes but lacks a tracepoint. A probe lists
-several flavours; each says what it attaches to, builds its `Event` (so the
+several flavours; each says what it attaches to, builds its `Arguments` (so the
 probe's body reads the same named arguments whichever flavour runs), and
 attaches. A flavour may need several attachments (a kprobe on each of the
 functions that fire one tracepoint); the program is loaded once per target.
@@ -34,13 +34,13 @@ from ..bpf.pt_regs import PT_REGS
 from ..bpf.syscall import AttachType, ProgType
 from ..bpf.tracefs import read_format
 from ..btf import KernelTypes
-from .events import (
+from .arguments import (
     ArgSpec,
-    ArgumentArrayEvent,
+    ArrayArguments,
     Derivations,
-    Event,
-    RegisterEvent,
-    TracepointEvent,
+    Arguments,
+    RegisterArguments,
+    TracepointArguments,
     as_args,
 )
 
@@ -59,7 +59,7 @@ class Flavour(abc.ABC):
 
     mode: ClassVar[str]
     prog_type: ClassVar[ProgType]
-    #: The event's pointer arguments are BTF-typed (see Event.btf_pointers).
+    #: The event's pointer arguments are BTF-typed (see Arguments.btf_pointers).
     btf_pointers: ClassVar[bool] = False
 
     def __init__(self, targets: Sequence[str]):
@@ -69,7 +69,7 @@ class Flavour(abc.ABC):
         return f"{self.mode}/{'+'.join(self.targets)}"
 
     @abc.abstractmethod
-    def event(self, ctx, derived: Derivations, kernel_types: KernelTypesSource) -> Event:
+    def arguments(self, ctx, derived: Derivations, kernel_types: KernelTypesSource) -> Arguments:
         """The event's arguments as this flavour's programs see them."""
 
     def load_options(self, target: str, kernel_types: KernelTypesSource) -> dict:
@@ -89,8 +89,8 @@ class Tracepoint(Flavour):
         super().__init__((f"{category}/{name}",))
         self.category, self.name, self.fields = category, name, dict(fields)
 
-    def event(self, ctx, derived, kernel_types) -> Event:
-        return TracepointEvent(read_format(self.category, self.name), self.fields, ctx, derived, kernel_types)
+    def arguments(self, ctx, derived, kernel_types) -> Arguments:
+        return TracepointArguments(read_format(self.category, self.name), self.fields, ctx, derived, kernel_types)
 
     def attach(self, program, target, perf_event_link="auto") -> Link:
         return attach_tracepoint(program, self.category, self.name, mode=PERF_EVENT_LINK_MODES[perf_event_link])
@@ -104,8 +104,8 @@ class _ArgumentArrayFlavour(Flavour):
         super().__init__(targets)
         self.args = as_args(args)
 
-    def event(self, ctx, derived, kernel_types) -> Event:
-        return ArgumentArrayEvent(self.args, ctx, derived, kernel_types, btf_pointers=self.btf_pointers)
+    def arguments(self, ctx, derived, kernel_types) -> Arguments:
+        return ArrayArguments(self.args, ctx, derived, kernel_types, btf_pointers=self.btf_pointers)
 
 
 class RawTracepoint(_ArgumentArrayFlavour):
@@ -163,8 +163,8 @@ class Kprobe(Flavour):
         super().__init__(functions)
         self.args = as_args(args)
 
-    def event(self, ctx, derived, kernel_types) -> Event:
-        return RegisterEvent(self.args, PT_REGS.args, ctx, derived, kernel_types)
+    def arguments(self, ctx, derived, kernel_types) -> Arguments:
+        return RegisterArguments(self.args, PT_REGS.args, ctx, derived, kernel_types)
 
     def attach(self, program, target, perf_event_link="auto") -> Link:
         return attach_kprobe(program, target, mode=PERF_EVENT_LINK_MODES[perf_event_link])

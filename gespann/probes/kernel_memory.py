@@ -3,7 +3,7 @@
 Two ways to read. Through bpf_probe_read_kernel (5.5+): works on any kernel
 address, in every program type; the stack slot is zeroed first, so a read that
 faults yields 0 rather than stale stack bytes. Or directly, with one load, where
-the base register holds a BTF-typed pointer (`Event.btf_pointers`): the verifier
+the base register holds a BTF-typed pointer (`Arguments.btf_pointers`): the verifier
 checks the load against the struct's BTF and the JIT makes it fault-safe (a NULL
 or bad pointer reads 0, as a faulted probe read does). A load costs about a
 nanosecond, a helper call twenty or more.

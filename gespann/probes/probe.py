@@ -12,11 +12,11 @@ from typing import Callable, Mapping, Optional
 
 from asm import R1, R6, Program
 
-from ..bpf.channel import EventChannel
+from ..bpf.channel import RecordChannel
 from ..bpf.maps import Map
 from ..btf import KernelTypes, kernel_types
 from ..figures import MetricSpec
-from .events import Derivations, Event
+from .arguments import Derivations, Arguments
 from .flavours import Flavour
 from .reading import ReaderFactory
 
@@ -34,7 +34,7 @@ class BuildTarget:
     #: Only sockets in this network namespace (its inode number) are seen; None sees all.
     netns: Optional[int] = None
     #: Where probes send per-connection records; None: no records, and no code for them.
-    records: Optional[EventChannel] = field(default=None, compare=False)
+    records: Optional[RecordChannel] = field(default=None, compare=False)
     #: Count ended connections by process (cgroup and comm) in the kernel: per-process labels asked for.
     by_process: bool = False
     #: Open connections are counted by the kernel walk (tcp_walk), which tcp_lifecycle must keep storage for.
@@ -50,7 +50,7 @@ class BuildTarget:
         return kernel_types(self.btf_source)
 
 
-Body = Callable[[Program, Event, BuildTarget], None]
+Body = Callable[[Program, Arguments, BuildTarget], None]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Probe:
 
     `flavours` are the ways in, in order of preference. `body` writes the
     program after the context pointer has been saved in R6, reading the event's
-    arguments through the `Event`; `derived` says how to get arguments a flavour
+    arguments through the `Arguments`; `derived` says how to get arguments a flavour
     lacks. `maps` names each map the program references and how to create it.
     `shared_maps` are created once per `ProbeSet` and handed to every probe that
     names them, so probes at different probe points can work on the same state
@@ -106,7 +106,7 @@ class Probe:
         """The program for `flavour`, as this kernel lays out the event and its types."""
         p = Program(f"gsp_{self.name}"[:15])
         p.mov(R6, R1)
-        event = flavour.event(R6, self.derived, lambda: target.kernel_types)
-        event.scratch = p.frame.alloc("derived arguments", size=8)
-        self.body(p, event, target)
+        args = flavour.arguments(R6, self.derived, lambda: target.kernel_types)
+        args.scratch = p.frame.alloc("derived arguments", size=8)
+        self.body(p, args, target)
         return p

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
-from ..bpf.channel import EventChannel
+from ..bpf.channel import RecordChannel
 from ..bpf.errors import BPFError, FeatureUnsupportedError, PermissionDeniedError
 from ..bpf.links import Link
 from ..bpf.maps import Map
@@ -146,7 +146,7 @@ class ProbeSet:
 
     @classmethod
     def attach(cls, probes: Iterable[Probe], settings: AttachSettings = AttachSettings(),
-               records: Optional[EventChannel] = None) -> "ProbeSet":
+               records: Optional[RecordChannel] = None) -> "ProbeSet":
         """Attach every probe, or none. With `records`, probes that make connection records send them
         there (the caller owns the channel, and closes it after the set)."""
         probes = tuple(probes)
@@ -179,7 +179,7 @@ class ProbeSet:
             target = dataclasses.replace(target, kernel_walk=False)
 
     @classmethod
-    def attach_all(cls, config, records: Optional[EventChannel] = None) -> "ProbeSet":
+    def attach_all(cls, config, records: Optional[RecordChannel] = None) -> "ProbeSet":
         """Every probe gespann has for the protocols `config` watches, and the config's extra probes, attached
         as it asks."""
         from . import available_probes

@@ -14,7 +14,7 @@ transitions looked like states out of range.
 
 from __future__ import annotations
 
-from .events import Arg
+from .arguments import Arg
 from .flavours import BtfTracepoint, Fentry, Kprobe, RawTracepoint, Tracepoint
 
 IPPROTO_TCP = 6

@@ -71,7 +71,7 @@ from ..bpf.maps import U32, U64, HashMap, StructCodec
 from ..bpf.syscall import UpdateFlags
 from . import connection_records, socket_state
 from .connection_records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses
-from .events import Event
+from .arguments import Arguments
 from .kernel_memory import emit_read_field
 from .map_calls import emit_map_delete, emit_map_lookup, emit_map_update
 from .netns import emit_netns_check
@@ -102,8 +102,8 @@ from .tcp_connections import (
     CONNECTION_MAPS_WANTED,
 )
 from ..vocabulary import FAILURE_REASONS, ROLES
-from .tcp_stats import (
-    Layout,
+from .tcp_totals import (
+    Totals,
     emit_add,
     emit_add_indexed,
     emit_observe,
@@ -126,7 +126,7 @@ SOCK_DONE = 1
 FAILURE_ERRNOS = dict(zip(FAILURE_REASONS, (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
                                             errno.ENETUNREACH)))
 
-STATS = "tcp_stats"
+STATS = "tcp_totals"
 FAILED_ERRNOS = "tcp_failed_errnos"
 BY_PROCESS = "tcp_by_process"
 #: Owners the kernel tells apart per label set the config allows (labels.max_series): one label set can be
@@ -218,8 +218,8 @@ class _Build:
             self.p.stx(size, R10, self.s.record.at(field), value)
 
 
-def body(p: Program, event: Event, target: BuildTarget) -> None:
-    b = _Build(p, target, event.btf_pointers)
+def body(p: Program, args: Arguments, target: BuildTarget) -> None:
+    b = _Build(p, target, args.btf_pointers)
     s = b.s
     steps = {SYN_SENT: p.new_label("syn_sent"), ESTABLISHED: p.new_label("established"), CLOSE: p.new_label("close")}
     if target.knows_process:
@@ -227,17 +227,17 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     # The new state first: it is an argument, and about half of all changes (FIN_WAIT2,
     # CLOSE_WAIT, TIME_WAIT, ...) matter to nothing here, so they leave before any read.
     followed = p.new_label("followed")
-    event.load(p, R8, "newstate")
+    args.load(p, R8, "newstate")
     for state in steps:
         p.jeq32(R8, state, followed)
     p.ja(b.out)
     p.label(followed)
-    event.load(p, R2, "protocol")
+    args.load(p, R2, "protocol")
     p.jne(R2, IPPROTO_TCP, b.out)
-    event.load(p, R7, "sk")
+    args.load(p, R7, "sk")
     if target.netns is not None:
         emit_netns_check(p, R7, target.kernel_types, target.netns, b.out, s.scratch, b.direct)
-    event.load(p, R2, "oldstate")
+    args.load(p, R2, "oldstate")
     p.stx(DW, R10, s.oldstate.at(), R2)
     p.stx(DW, R10, s.key.at(), R7)
     for state, step in steps.items():
@@ -315,12 +315,12 @@ def _emit_count_opened(b: _Build) -> None:
     p, s = b.p, b.s
     emit_row_pointer(p, STATS, R9, s.row_key, b.out)
     p.ldx(W, R8, R10, s.entry.at("role"))
-    emit_add_indexed(p, R9, Layout.OPENED, R8, len(ROLES), 1, b.out)
+    emit_add_indexed(p, R9, Totals.OPENED, R8, len(ROLES), 1, b.out)
     p.ldx(DW, R1, R10, s.entry.at("syn_sent_ns"))
     p.jeq(R1, 0, b.out)
     p.ldx(DW, R4, R10, s.entry.at("established_ns"))
     p.sub(R4, R1)
-    emit_observe(p, R9, Layout.CONNECT_LATENCY, R4)
+    emit_observe(p, R9, Totals.CONNECT_LATENCY, R4)
     p.ja(b.out)
 
 
@@ -376,7 +376,7 @@ def _emit_outcome(b: _Build, done: str) -> None:
     _emit_peer_fin_arrived(b, b.direct)
     p.label(orderly)
     p.ldx(W, R4, R8, ENTRY.offset("role"))
-    emit_add_indexed(p, R9, Layout.CLOSED, R4, len(ROLES), 1, b.forget)
+    emit_add_indexed(p, R9, Totals.CLOSED, R4, len(ROLES), 1, b.forget)
     if b.records:
         p.st(B, R10, s.record.at("outcome"), connection_records.CLOSE)
     if b.by_process:
@@ -396,7 +396,7 @@ def _emit_reset(b: _Build, done: str) -> None:
     peer_fin, peer_fin_in = p.new_label("reset.peer_fin"), p.new_label("reset.peer_fin_in")
     p.sub(R1, RESET_SENT)  # the mark, as an index into RESET_DIRECTIONS
     p.mov(R4, R1)
-    emit_add_indexed(p, R9, Layout.RESET, R4, RESET_RECEIVED - RESET_SENT + 1, 1, b.forget)
+    emit_add_indexed(p, R9, Totals.RESET, R4, RESET_RECEIVED - RESET_SENT + 1, 1, b.forget)
     if b.records:
         p.stx(H, R10, s.record.at("reason"), R4)
         p.st(B, R10, s.record.at("outcome"), connection_records.RESET)
@@ -432,21 +432,21 @@ def _emit_end_figures(b: _Build) -> None:
     p.ldx(DW, R4, R10, s.counters.at("bytes_received"))
     p.ldx(DW, R2, R10, s.peer_fin_in.at())
     emit_saturating_sub(p, R4, R2)
-    _emit_payload(b, "received_at_start", s.counted_received, "received", "bytes_received", Layout.BYTES_RECEIVED)
+    _emit_payload(b, "received_at_start", s.counted_received, "received", "bytes_received", Totals.BYTES_RECEIVED)
     p.ldx(DW, R4, R10, s.counters.at("total_retrans"))
     b.store_in_record(W, "retransmits", R4)
-    emit_add(p, R9, Layout.RETRANSMITS, R4)
+    emit_add(p, R9, Totals.RETRANSMITS, R4)
     p.ldx(DW, R4, R10, s.counters.at("srtt_us"))
     p.rsh(R4, 3)
     b.store_in_record(W, "srtt_us", R4)
-    emit_observe(p, R9, Layout.RTT, R4)
+    emit_observe(p, R9, Totals.RTT, R4)
     p.call("ktime_get_ns")
     b.store_in_record(DW, "end_ns", R0)
     p.ldx(DW, R1, R8, ENTRY.offset("established_ns"))
     p.mov(R4, R0)
     p.sub(R4, R1)
     b.store_in_record(DW, "duration_ns", R4)
-    emit_observe(p, R9, Layout.DURATION, R4)
+    emit_observe(p, R9, Totals.DURATION, R4)
 
 
 def _emit_sent_payload(b: _Build) -> None:
@@ -465,7 +465,7 @@ def _emit_sent_payload(b: _Build) -> None:
         p.add(R2, 1)
         p.label(no_syn)
     emit_saturating_sub(p, R4, R2)
-    _emit_payload(b, "sent_at_start", s.counted_sent, "sent", "bytes_sent", Layout.BYTES_SENT)
+    _emit_payload(b, "sent_at_start", s.counted_sent, "sent", "bytes_sent", Totals.BYTES_SENT)
 
 
 def _emit_forget(b: _Build) -> None:
@@ -602,7 +602,7 @@ def _emit_untracked(b: _Build) -> None:
     p.ja(b.out)
     p.label(count)
     emit_row_pointer(p, STATS, R9, b.s.row_key, b.out)
-    emit_add(p, R9, Layout.UNTRACKED, 1)
+    emit_add(p, R9, Totals.UNTRACKED, 1)
     if b.storage:
         _emit_untracked_bytes(b)
     p.ja(b.out)
@@ -641,13 +641,13 @@ def _emit_untracked_payload(b: _Build) -> None:
     emit_saturating_sub(p, R4, R2)
     p.ldx(DW, R2, R10, s.counted_sent.at())
     emit_saturating_sub(p, R4, R2)
-    emit_add(p, R9, Layout.BYTES_SENT, R4)
+    emit_add(p, R9, Totals.BYTES_SENT, R4)
     p.ldx(DW, R4, R0, types.field("tcp_sock.bytes_received").offset)
     p.ldx(DW, R2, R10, s.peer_fin_in.at())
     emit_saturating_sub(p, R4, R2)
     p.ldx(DW, R2, R10, s.counted_received.at())
     emit_saturating_sub(p, R4, R2)
-    emit_add(p, R9, Layout.BYTES_RECEIVED, R4)
+    emit_add(p, R9, Totals.BYTES_RECEIVED, R4)
 
 
 def _emit_read_tcp_counters(b: _Build) -> None:
@@ -727,7 +727,7 @@ def _emit_failed(b: _Build) -> None:
     for index, (reason, number) in enumerate(FAILURE_ERRNOS.items()):
         other = p.new_label(f"failed.not_{reason}")
         p.jne32(R4, number, other)
-        emit_add(p, R9, Layout.FAILED + index, 1)
+        emit_add(p, R9, Totals.FAILED + index, 1)
         p.ja(b.counted)
         p.label(other)
     _emit_count_errno(b)

@@ -68,7 +68,7 @@ from .tcp_connections import ADOPTED, CLIENT, ENTRY, MAP_NAME, SERVER
 from .tcp_lifecycle import (
     BY_PROCESS, BYTES_RECEIVED_SLOT, BYTES_SENT_SLOT, FAILED_ERRNOS, FAILURE_ERRNOS, OTHER_OWNER, STATS,
 )
-from .tcp_stats import HistogramSlots, Layout
+from .tcp_totals import HistogramSlots, Totals
 from .tcp_walk import TcpWalk, WalkTotals
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,8 @@ class TcpMetrics(Reader):
             walked = self._run_walk()
             row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]  # after the walk, which adds to it
             open_count, idle_count = walked.open, walked.idle
-            bytes_total = {labels(protocol="tcp", direction="sent"): row[Layout.BYTES_SENT],
-                           labels(protocol="tcp", direction="received"): row[Layout.BYTES_RECEIVED]}
+            bytes_total = {labels(protocol="tcp", direction="sent"): row[Totals.BYTES_SENT],
+                           labels(protocol="tcp", direction="received"): row[Totals.BYTES_RECEIVED]}
         else:
             row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]
             open_now = self._open_sockets.connections()  # after the row: see the module docstring
@@ -184,23 +184,23 @@ class TcpMetrics(Reader):
             idle_count = sum(c.idle_seconds > self._idle_timeout for c in open_now)
         failed_errnos = dict(self._errnos.items())
         tcp = labels(protocol="tcp")
-        self._log_evictions(row[Layout.UNTRACKED])
+        self._log_evictions(row[Totals.UNTRACKED])
         return {
             "connections_open": {tcp: open_count},
             "connections_idle": {tcp: idle_count},
-            "connections_opened_total": {labels(protocol="tcp", role=role): row[Layout.OPENED + i]
+            "connections_opened_total": {labels(protocol="tcp", role=role): row[Totals.OPENED + i]
                                          for i, role in enumerate(ROLES)},
-            "connections_closed_total": {labels(protocol="tcp", role=role): row[Layout.CLOSED + i]
+            "connections_closed_total": {labels(protocol="tcp", role=role): row[Totals.CLOSED + i]
                                          for i, role in enumerate(ROLES)},
-            "connections_reset_total": {labels(direction=d): row[Layout.RESET + i]
+            "connections_reset_total": {labels(direction=d): row[Totals.RESET + i]
                                         for i, d in enumerate(RESET_DIRECTIONS)},
             "connections_failed_total": _failures(row, failed_errnos),
             "bytes_total": bytes_total,
-            "connection_ends_untracked_total": {tcp: row[Layout.UNTRACKED]},
-            "retransmits_total": {(): row[Layout.RETRANSMITS]},
-            "rtt_seconds": {(): _histogram(row, Layout.RTT)},
-            "connection_duration_seconds": {tcp: _histogram(row, Layout.DURATION)},
-            "connect_latency_seconds": {(): _histogram(row, Layout.CONNECT_LATENCY)},
+            "connection_ends_untracked_total": {tcp: row[Totals.UNTRACKED]},
+            "retransmits_total": {(): row[Totals.RETRANSMITS]},
+            "rtt_seconds": {(): _histogram(row, Totals.RTT)},
+            "connection_duration_seconds": {tcp: _histogram(row, Totals.DURATION)},
+            "connect_latency_seconds": {(): _histogram(row, Totals.CONNECT_LATENCY)},
         }
 
     def _run_walk(self) -> WalkTotals:
@@ -260,7 +260,7 @@ class TcpMetrics(Reader):
 
     def _bytes_total(self, row: list[int], open_now: list[OpenConnection],
                      roles: Mapping[tuple[int, int], int]) -> dict[Labels, Value]:
-        sent, received = row[Layout.BYTES_SENT], row[Layout.BYTES_RECEIVED]
+        sent, received = row[Totals.BYTES_SENT], row[Totals.BYTES_RECEIVED]
         seen = set()
         for connection in open_now:
             earlier = self._preexisting.get(connection.cookie)
@@ -297,7 +297,7 @@ _REASON_BY_ERRNO = {number: reason for reason, number in FAILURE_ERRNOS.items()}
 
 
 def _failures(row: list[int], failed_errnos: Mapping[int, int]) -> dict[Labels, Value]:
-    failures = {labels(reason=reason): row[Layout.FAILED + i] for i, reason in enumerate(FAILURE_REASONS)}
+    failures = {labels(reason=reason): row[Totals.FAILED + i] for i, reason in enumerate(FAILURE_REASONS)}
     for number, count in failed_errnos.items():
         reason = failure_reason(number)
         failures[labels(reason=reason)] = failures.get(labels(reason=reason), 0) + count

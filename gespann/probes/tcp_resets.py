@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from asm import DW, R0, R1, R7, R10, Program, Slot, W
 
-from .events import Event
+from .arguments import Arguments
 from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from .netns import emit_netns_check
 from .probe import Body, BuildTarget, Probe
@@ -39,15 +39,15 @@ from .tcp_connections import (
 def _marking(direction: int) -> Body:
     """The body marking the event's connection, if followed and not yet marked, with `direction`."""
 
-    def body(p: Program, event: Event, target: BuildTarget) -> None:
+    def body(p: Program, args: Arguments, target: BuildTarget) -> None:
         key = p.frame.alloc("socket address", size=8)
         scratch = p.frame.alloc("read scratch", size=8)
         out = p.new_label("out")
-        event.load(p, R7, "sk")
+        args.load(p, R7, "sk")
         p.jeq(R7, 0, out)
         if target.netns is not None:
-            emit_netns_check(p, R7, target.kernel_types, target.netns, out, scratch, event.btf_pointers)
-        _emit_mark(p, direction, target, event.btf_pointers, key, scratch, out)
+            emit_netns_check(p, R7, target.kernel_types, target.netns, out, scratch, args.btf_pointers)
+        _emit_mark(p, direction, target, args.btf_pointers, key, scratch, out)
         p.label(out)
         p.mov(R0, 0)
         p.exit()

@@ -12,7 +12,7 @@ from asm import R0, R2, R10, Program, W
 from ..bpf.counters import emit_increment
 from ..bpf.maps import U64, PerCpuArrayMap
 from . import socket_state
-from .events import Event
+from .arguments import Arguments
 from .netns import emit_netns_check
 from .probe import BuildTarget, Probe
 from .socket_state import IPPROTO_TCP
@@ -21,16 +21,16 @@ from .socket_state import IPPROTO_TCP
 STATE_SLOTS = 16
 
 
-def body(p: Program, event: Event, target: BuildTarget) -> None:
+def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     key = p.frame.alloc("state", size=4)
     scratch = p.frame.alloc("netns read", size=8)
     out = p.new_label("out")
-    event.load(p, R2, "protocol")
+    args.load(p, R2, "protocol")
     p.jne(R2, IPPROTO_TCP, out)
     if target.netns is not None:
-        event.load(p, R2, "sk")
-        emit_netns_check(p, R2, target.kernel_types, target.netns, out, scratch, event.btf_pointers)
-    event.load(p, R2, "newstate")
+        args.load(p, R2, "sk")
+        emit_netns_check(p, R2, target.kernel_types, target.netns, out, scratch, args.btf_pointers)
+    args.load(p, R2, "newstate")
     p.jge(R2, STATE_SLOTS, out)
     p.stx(W, R10, key.at(), R2)
     emit_increment(p, "state_counts", key)

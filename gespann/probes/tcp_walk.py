@@ -60,7 +60,7 @@ from .record_codec import RecordCodec
 from .socket_storage import CREATE, emit_storage_get, storage_map
 from .tcp_connections import ADOPTED, ENTRIES, ENTRY, MAP_NAME as CONNECTIONS, emit_lookup_connection, entries_map
 from .socket_state import OPEN_STATES, PEER_FIN_IN
-from .tcp_stats import Layout, emit_saturating_sub
+from .tcp_totals import Totals, emit_saturating_sub
 
 #: Socket storage: payload of the connection already in tcp_lifecycle's row, in the socket's own terms.
 COUNTED = Record("tcp_counted", [("sent", u64), ("received", u64)])
@@ -207,9 +207,9 @@ def _emit_count(p: Program, types: KernelTypes, stats: str, s: _Slots, done: str
     emit_map_lookup(p, stats, s.key)
     p.jeq(R0, 0, done)
     p.ldx(DW, R1, R10, s.delta_sent.at())
-    p.atomic_add(DW, R0, 8 * Layout.BYTES_SENT, R1)
+    p.atomic_add(DW, R0, 8 * Totals.BYTES_SENT, R1)
     p.ldx(DW, R1, R10, s.delta_received.at())
-    p.atomic_add(DW, R0, 8 * Layout.BYTES_RECEIVED, R1)
+    p.atomic_add(DW, R0, 8 * Totals.BYTES_RECEIVED, R1)
 
 
 def _emit_idle(p: Program, types: KernelTypes, skip: str) -> None:
@@ -375,7 +375,7 @@ def unavailable_reason(types_source: str = "auto") -> Optional[str]:
         return missing
     types = kernel_types(types_source)
     try:
-        from .tcp_stats import stats_map
+        from .tcp_totals import stats_map
 
         with counted_map() as counted, stats_map() as stats, HashMap(U64, RecordCodec(ENTRY), 1) as adopted, \
                 HashMap(U64, RecordCodec(ENTRY), 1) as connections, entries_map() as entries:

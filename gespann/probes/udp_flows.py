@@ -51,7 +51,7 @@ The kernel only adds; user space (collector/udp.py) reads the map when asked, en
 timeout by deleting them, and keeps their totals. The map is LRU, its capacity
 the config's `limits.udp_flows`: when full, the least recently used flow is
 evicted. User space counts an evicted flow as ended, and counts the eviction,
-since that flow's own figures (and its event) are lost with it.
+since that flow's own figures (and its args) are lost with it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from ..bpf.syscall import UpdateFlags
 from ..btf import KernelTypes
 from ..vocabulary import CLIENT, DIRECTIONS, SERVER
 from .cpu_context import emit_skip_in_interrupt
-from .events import Event
+from .arguments import Arguments
 from .kernel_memory import emit_read_field
 from .map_calls import emit_map_lookup, emit_map_update
 from .probe import BuildTarget
@@ -175,7 +175,7 @@ def emit_ntohs(p: Program, register) -> None:
     p.to_be(register, 16)
 
 
-def emit_flow_update(p: Program, event: Event, s: FlowSlots, skb: Register, ip_header: Register,
+def emit_flow_update(p: Program, args: Arguments, s: FlowSlots, skb: Register, ip_header: Register,
                      namespace: NamespaceCode, target: BuildTarget, direction: str, skip: str) -> None:
     """Emit the shared part of both probes: parse the packet at `ip_header`, count it in its flow.
 
@@ -195,7 +195,7 @@ def emit_flow_update(p: Program, event: Event, s: FlowSlots, skb: Register, ip_h
     _emit_udp_header(p, s, local, remote, skip)
     namespace(p, R9)
     p.stx(W, R10, s.key.at("netns"), R9)
-    _emit_datagrams(p, s, skb, target.kernel_types, event.btf_pointers)
+    _emit_datagrams(p, s, skb, target.kernel_types, args.btf_pointers)
     _emit_totals(p, s, direction, skip)
     _emit_find_or_make_flow(p, s, direction, skip)
     p.call("ktime_get_ns")
@@ -205,7 +205,7 @@ def emit_flow_update(p: Program, event: Event, s: FlowSlots, skb: Register, ip_h
     p.ldx(DW, R1, R10, s.datagrams.at())
     p.atomic_add(DW, R8, FLOW.offset(f"datagrams_{direction}"), R1)
     if direction == SENT:
-        _emit_note_sender(p, event, target, s, skip)
+        _emit_note_sender(p, args, target, s, skip)
 
 
 def _emit_ip_header(p: Program, s: FlowSlots, local: str, remote: str, udp: str, skip: str) -> None:
@@ -345,12 +345,12 @@ def _emit_find_or_make_flow(p: Program, s: FlowSlots, direction: str, skip: str)
     p.label(found)
 
 
-def _emit_note_sender(p: Program, event: Event, target: BuildTarget, s: FlowSlots, skip: str) -> None:
+def _emit_note_sender(p: Program, args: Arguments, target: BuildTarget, s: FlowSlots, skip: str) -> None:
     """Fill in pid/tgid, comm and cgroup id once, from a send in the context of a task (not in an
     interrupt, where `current` is any task) that is not a kernel thread."""
     p.ldx(DW, R1, R8, FLOW.offset("pid_tgid"))
     p.jne(R1, 0, skip)
-    emit_skip_in_interrupt(p, event, target, skip, s.context, s.payload)  # the payload is counted by now
+    emit_skip_in_interrupt(p, args, target, skip, s.context, s.payload)  # the payload is counted by now
     p.call("get_current_task")
     p.mov(R9, R0)
     emit_read_field(p, R1, R9, target.kernel_types.field("task_struct.flags"), s.scratch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from asm import R1, R7, R8, Program
 
-from .events import Event
+from .arguments import Arguments
 from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from .kernel_memory import emit_read_field
 from .probe import BuildTarget, Probe
@@ -35,11 +35,11 @@ FLAVOURS = (
 )
 
 
-def body(p: Program, event: Event, target: BuildTarget) -> None:
+def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     types = target.kernel_types
-    direct = event.btf_pointers  # skb, and the device loaded from it, may be read with direct loads
+    direct = args.btf_pointers  # skb, and the device loaded from it, may be read with direct loads
     s, out = FlowSlots(p.frame), p.new_label("out")
-    event.load(p, R7, "skb")
+    args.load(p, R7, "skb")
     emit_read_field(p, R1, R7, types.field("sk_buff.pkt_type"), s.scratch, direct)
     p.jeq(R1, PACKET_OTHERHOST, out)  # for another host: the IP layer drops it
     emit_protocol(p, R7, types, direct, s.scratch, out)
@@ -50,7 +50,7 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
         emit_read_field(p, dst, R7, types.field("sk_buff.dev"), s.scratch, direct)
         emit_namespace(p, dst, dst, "net_device.nd_net.net", types, target.netns, direct, s.scratch, out)
 
-    emit_flow_update(p, event, s, R7, R8, namespace, target, RECEIVED, out)
+    emit_flow_update(p, args, s, R7, R8, namespace, target, RECEIVED, out)
     emit_exit(p, out)
 
 

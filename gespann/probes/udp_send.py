@@ -13,7 +13,7 @@ from __future__ import annotations
 from asm import R1, R6, R7, R8, Program
 
 from .cpu_context import emit_save_context
-from .events import Event
+from .arguments import Arguments
 from .flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from .kernel_memory import emit_read_field
 from ..figures import counter
@@ -41,12 +41,12 @@ FLAVOURS = (
 )
 
 
-def body(p: Program, event: Event, target: BuildTarget) -> None:
+def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     types = target.kernel_types
-    direct = event.btf_pointers  # skb, and the socket loaded from it, may be read with direct loads
+    direct = args.btf_pointers  # skb, and the socket loaded from it, may be read with direct loads
     s, out = FlowSlots(p.frame), p.new_label("out")
-    emit_save_context(p, event, s.context)
-    event.load(p, R7, "skb")
+    emit_save_context(p, args, s.context)
+    args.load(p, R7, "skb")
     emit_read_field(p, R6, R7, types.field("sk_buff.sk"), s.scratch, direct)  # the context is not needed again
     p.jeq(R6, 0, out)  # not made by a local socket (forwarded, or a kernel reply)
     # Most packets are not UDP (TCP's go by here too): out before any header is read.
@@ -60,7 +60,7 @@ def body(p: Program, event: Event, target: BuildTarget) -> None:
     def namespace(p: Program, dst) -> None:
         emit_namespace(p, dst, R6, "sock_common.skc_net.net", types, target.netns, direct, s.scratch, out)
 
-    emit_flow_update(p, event, s, R7, R8, namespace, target, SENT, out)
+    emit_flow_update(p, args, s, R7, R8, namespace, target, SENT, out)
     emit_exit(p, out)
 
 

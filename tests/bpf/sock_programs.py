@@ -7,7 +7,7 @@ from typing import Optional
 
 from asm import R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, Slot, array, u8, u16, u32
 
-from gespann.bpf.channel import EventChannel
+from gespann.bpf.channel import RecordChannel
 from gespann.bpf.counters import emit_increment
 from gespann.bpf.ringbuf import emit_count_lost
 from gespann.bpf.tracefs import TracepointFormat, emit_load_field
@@ -57,7 +57,7 @@ def _copy_state_change(p: Program, fmt: TracepointFormat, record: Slot) -> None:
         p.stx(STORE_SIZES[field.size], R10, record.at(field.name), R2)
 
 
-def send_state_changes(fmt: TracepointFormat, port: int, channel: EventChannel,
+def send_state_changes(fmt: TracepointFormat, port: int, channel: RecordChannel,
                        name: str = "gt_send") -> Program:
     """One StateChange record per transition, through the channel's output code."""
     p = Program(name)

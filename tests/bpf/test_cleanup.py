@@ -7,7 +7,7 @@ from loopback import wait_for
 from sock_programs import count_new_states, send_state_changes
 
 from gespann.bpf import maps
-from gespann.bpf.channel import EventChannel
+from gespann.bpf.channel import RecordChannel
 from gespann.bpf.links import AttachMode, attach_tracepoint
 from gespann.bpf.programs import load_program
 
@@ -25,7 +25,7 @@ def ours(kind: str) -> set[str]:
 def test_nothing_stays_loaded(loopback, state_format):
     assert ours("prog") == set() and ours("map") == set(), "left over from an earlier run"
     counts = maps.ArrayMap(maps.U64, 16, name="gt_counts")
-    ring, perf = EventChannel("gt_ring"), EventChannel("gt_perf", force_perf=True)
+    ring, perf = RecordChannel("gt_ring"), RecordChannel("gt_perf", force_perf=True)
     count = load_program(count_new_states(state_format, loopback.port), maps={"counts": counts})
     send_ring = load_program(send_state_changes(state_format, loopback.port, ring, name="gt_send_ring"),
                              maps=ring.maps)

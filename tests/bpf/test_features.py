@@ -3,7 +3,7 @@ import pytest
 from kernel_features import kernel_at_least
 
 from gespann.bpf import features
-from gespann.bpf.channel import EventChannel
+from gespann.bpf.channel import RecordChannel
 from gespann.bpf.errors import FeatureUnsupportedError
 from gespann.bpf.links import AttachMode, attach_tracepoint
 from gespann.bpf.programs import load_program
@@ -31,5 +31,5 @@ def test_without_perf_links_tracepoints_attach_by_ioctl(monkeypatch):
 
 def test_without_ring_buffers_records_go_through_perf(monkeypatch):
     monkeypatch.setattr(features, "has_ringbuf", lambda: False)
-    with EventChannel("gt_events") as channel:
+    with RecordChannel("gt_events") as channel:
         assert channel.kind == "perf" and list(channel.maps) == ["gt_events"]

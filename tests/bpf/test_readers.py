@@ -7,7 +7,7 @@ from loopback import ESTABLISHED, LISTEN, LOOPBACK, SYN_RECV, wait_for
 from sock_programs import StateChange, reserve_state_changes, send_state_changes
 
 from gespann.bpf import maps
-from gespann.bpf.channel import EventChannel
+from gespann.bpf.channel import RecordChannel
 from gespann.bpf.links import attach_tracepoint
 from gespann.bpf.programs import load_program
 from gespann.bpf.ringbuf import RingBufReader, lost_counter_map
@@ -45,7 +45,7 @@ def collect(reader, count: int) -> list[bytes]:
 
 @pytest.mark.parametrize("force_perf", [False, True], ids=["ringbuf", "perf"])
 def test_channel_delivers_exact_records(force_perf, loopback, state_format):
-    with EventChannel("gt_events", force_perf=force_perf) as channel:
+    with RecordChannel("gt_events", force_perf=force_perf) as channel:
         assert channel.kind == ("perf" if force_perf else "ringbuf")
         program = send_state_changes(state_format, loopback.port, channel)
         with load_program(program, maps=channel.maps) as prog, \
@@ -62,7 +62,7 @@ def test_channel_delivers_exact_records(force_perf, loopback, state_format):
 
 
 def test_reader_wakes_an_outside_event_loop(loopback, state_format):
-    with EventChannel("gt_events") as channel, \
+    with RecordChannel("gt_events") as channel, \
             load_program(send_state_changes(state_format, loopback.port, channel), maps=channel.maps) as prog, \
             attach_tracepoint(prog, "sock", "inet_sock_set_state"):
         assert select.select([channel.reader], [], [], 0)[0] == []
@@ -108,7 +108,7 @@ def test_perf_buffer_counts_lost_samples_and_wraps(loopback, state_format):
     it; the kernel reports the loss in a LOST record written before the next sample, and the
     next samples wrap around the end of the page."""
     affinity = os.sched_getaffinity(0)
-    with EventChannel("gt_perf", force_perf=True, perf_pages_per_cpu=1) as channel:
+    with RecordChannel("gt_perf", force_perf=True, perf_pages_per_cpu=1) as channel:
         reader = channel.reader
         with load_program(send_state_changes(state_format, loopback.port, channel), maps=channel.maps) as prog, \
                 attach_tracepoint(prog, "sock", "inet_sock_set_state"):

@@ -14,7 +14,7 @@ from gespann.btf import BTFError, MalformedBTF
 from gespann.btf import types as t
 from gespann.btf.fieldpath import locate, member_names
 from gespann.btf.functions import func_signature
-from gespann.btf.layout import sizeof, type_name
+from gespann.btf.typeinfo import sizeof, type_name
 from gespann.btf.spec import Spec
 
 BLOB, IDS = sample_blob()

@@ -10,7 +10,7 @@ from gespann.btf import types as t
 from gespann.btf.fieldpath import locate
 from gespann.btf.functions import func_signature, tracepoint_typedef_id
 from gespann.btf.kinds import Kind
-from gespann.btf.layout import sizeof, type_name
+from gespann.btf.typeinfo import sizeof, type_name
 from gespann.btf.spec import Spec
 
 

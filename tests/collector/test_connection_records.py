@@ -19,7 +19,7 @@ from probe_flavours import FLAVOURS
 from tcp_traffic import CLOSED_PORT, LOOPBACK, TcpTraffic, refused
 
 from gespann.bpf import features
-from gespann.bpf.channel import EventChannel
+from gespann.bpf.channel import RecordChannel
 from gespann.collector.by_process import LabelSettings
 from gespann.collector.collector import KernelCollector
 from gespann.collector.containers import cgroup2_mount
@@ -37,7 +37,7 @@ class Watching:
 
     def __init__(self, namespace: Namespace, mode="auto", perf_event_link="auto", reader="auto", idle_timeout=60.0,
                  label_settings=LabelSettings(), capacities=None):
-        self.channel = EventChannel.for_reader(reader, "gsp_records")
+        self.channel = RecordChannel.for_reader(reader, "gsp_records")
         settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=namespace.inode,
                                   by_process=label_settings.enabled, capacities=capacities or {})
         self.probes = ProbeSet.attach(PROBES, settings, records=self.channel)
@@ -332,7 +332,7 @@ def test_a_containers_udp_flows_carry_its_id(namespace, container_cgroup):
     from gespann.probes.udp import UDP_PROBES
 
     container, path = container_cgroup
-    channel = EventChannel.for_reader("auto", "gsp_records")
+    channel = RecordChannel.for_reader("auto", "gsp_records")
     settings = AttachSettings(netns=namespace.inode)
     with channel, ProbeSet.attach(UDP_PROBES, settings, records=channel) as probes, \
             KernelCollector(probes, namespace.path, records=channel, idle_timeout=0.1,

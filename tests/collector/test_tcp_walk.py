@@ -19,7 +19,7 @@ import pytest
 from loopback import wait_for
 from namespaces import Namespace
 
-from gespann.bpf.channel import EventChannel
+from gespann.bpf.channel import RecordChannel
 from gespann.bpf.errors import FeatureUnsupportedError
 from gespann.collector.collector import KernelCollector
 from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets, tcp_walk
@@ -106,7 +106,7 @@ def _receive(sock: socket.socket, size: int) -> None:
 def test_counters_never_go_down_and_end_equal_to_the_records_and_the_application(namespace, open_connections):
     if open_connections == "kernel_walk":
         require_walk()
-    channel = EventChannel.for_reader("auto", "gsp_records")
+    channel = RecordChannel.for_reader("auto", "gsp_records")
     settings = AttachSettings(netns=namespace.inode, open_connections=open_connections)
     with channel, ProbeSet.attach(PROBES, settings, records=channel) as probes, \
             KernelCollector(probes, namespace.path, records=channel) as collector:

@@ -25,7 +25,7 @@ from gespann.probes import (
     udp_receive,
     udp_send,
 )
-from gespann.probes.events import Event
+from gespann.probes.arguments import Arguments
 from gespann.probes.flavours import BtfTracepoint
 from gespann.probes.kernel_memory import emit_read_field
 from gespann.probes.probe import BuildTarget, Probe
@@ -70,8 +70,8 @@ def test_only_btf_typed_flavours_say_their_pointers_are():
                 for flavour in probe.flavours}
     assert {mode for mode, flavour in flavours.items() if flavour.btf_pointers} == {"tp_btf", "fentry"}
     for mode in ("tp_btf", "fentry", "raw_tracepoint"):
-        event = flavours[mode].event(R6, {}, lambda: None)
-        assert event.btf_pointers is (mode != "raw_tracepoint")
+        args = flavours[mode].arguments(R6, {}, lambda: None)
+        assert args.btf_pointers is (mode != "raw_tracepoint")
 
 
 #: Each probe's path before its first branch target: the reads every event pays (the protocol, skb->sk
@@ -132,10 +132,10 @@ def _count(p: Program, key: Slot, slot: int) -> None:
     p.label(done)
 
 
-def compare_body(p: Program, event: Event, target: BuildTarget) -> None:
+def compare_body(p: Program, args: Arguments, target: BuildTarget) -> None:
     bases = {"skb": R6}
     scratch, key = p.frame.alloc("scratch", size=8), p.frame.alloc("key", size=8)
-    event.load(p, R6, "skb")
+    args.load(p, R6, "skb")
     out = p.new_label("out")
     for index, (base, path) in enumerate(COMPARED):
         if base == "sk" and "sk" not in bases:

@@ -16,7 +16,7 @@ from gespann.bpf import syscall
 from gespann.bpf.programs import LoadedProgram, load_program
 from gespann.bpf.syscall import ProgType
 from gespann.probes import ALL_PROBES, EXAMPLE_PROBES
-from gespann.probes.events import Arg, ArgumentArrayEvent
+from gespann.probes.arguments import Arg, ArrayArguments
 from gespann.probes.flavours import Fentry, Kprobe
 
 pytestmark = pytest.mark.root
@@ -91,7 +91,7 @@ def test_a_narrow_argument_is_read_from_its_low_bytes_in_the_kernel(arg, slot, v
     """What the declaration buys, run by the kernel: a probe compares the C value, never stale bits.
     The program returns one 32-bit half of the 64-bit register it loaded (R0 comes back as u32)."""
     p = Program("gt_args")
-    ArgumentArrayEvent(("sk", arg), R1, {}, lambda: None).load(p, R0, "state")
+    ArrayArguments(("sk", arg), R1, {}, lambda: None).load(p, R0, "state")
     p.rsh(R0, half)
     p.exit()
     with load_program(p, ProgType.RAW_TRACEPOINT) as program:

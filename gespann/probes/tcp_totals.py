@@ -44,7 +44,7 @@ class HistogramSlots:
         return self.sum + 1
 
 
-class Layout:
+class Totals:
     """Slot numbers in the row, in one place for the probes and the collector."""
 
     OPENED = 0  # + role
@@ -61,7 +61,7 @@ class Layout:
     SLOTS = UNTRACKED + 1
 
 
-ROW = StructCodec(f"={Layout.SLOTS}Q")
+ROW = StructCodec(f"={Totals.SLOTS}Q")
 
 
 def stats_map() -> PerCpuArrayMap:

@@ -67,7 +67,7 @@ def emit_extend(p: Program, dst: Register, arg: Arg) -> None:
         p.rsh(dst, shift)
 
 
-class Event(abc.ABC):
+class Arguments(abc.ABC):
     """The arguments of one event; the program's context pointer is kept in `ctx` (R6 by convention).
 
     `scratch` is the 8-byte stack slot derived arguments are read through (`Probe.program` allocates it
@@ -108,7 +108,7 @@ class Event(abc.ABC):
         emit_read_field(p, dst, dst, self._kernel_types().field(field), self.scratch, direct=self.btf_pointers)
 
 
-class TracepointEvent(Event):
+class TracepointArguments(Arguments):
     """Arguments are fields of the tracefs record, at this kernel's offsets."""
 
     def __init__(self, fmt: TracepointFormat, fields: Mapping[str, str], ctx: Register,
@@ -123,7 +123,7 @@ class TracepointEvent(Event):
         emit_load_field(p, self.format, dst, self.ctx, self.fields[name])
 
 
-class ArgumentArrayEvent(Event):
+class ArrayArguments(Arguments):
     """Arguments are u64 slots of the context, in the traced function's order
     (raw tracepoints, tp_btf, fentry/fexit); `btf_pointers` for tp_btf and fentry."""
 
@@ -142,7 +142,7 @@ class ArgumentArrayEvent(Event):
         emit_extend(p, dst, arg)
 
 
-class RegisterEvent(Event):
+class RegisterArguments(Arguments):
     """Arguments are saved registers in the kprobe's pt_regs, at the ABI's argument offsets."""
 
     def __init__(self, args: Sequence[ArgSpec], register_offsets: Sequence[int], ctx: Register,
