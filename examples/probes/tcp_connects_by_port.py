@@ -22,14 +22,13 @@ import socket
 
 from asm import DW, H, R0, R1, R2, R7, R10, Program
 
-from gespann.bpf.counters import emit_increment
 from gespann.bpf.maps import U32, U64, ArrayMap, HashMap
 from gespann.bpf.syscall import UpdateFlags
 from gespann.figures import Series, counter, labels
 from gespann.probes import BuildTarget, Probe, ReadContext, Reader
 from gespann.probes.arguments import Arguments
 from gespann.probes.kernel_memory import emit_read_field
-from gespann.probes.map_calls import emit_map_lookup, emit_map_update
+from gespann.probes.map_calls import emit_increment, emit_map_lookup, emit_map_update
 from gespann.probes.netns import emit_netns_check
 from gespann.probes.socket_state import DERIVED, ESTABLISHED, FLAVOURS, IPPROTO_TCP, SYN_SENT
 

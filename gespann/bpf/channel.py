@@ -3,19 +3,18 @@
 A BPF ring buffer where the kernel has one (5.8+): one buffer for all CPUs,
 records in commit order, no per-CPU memory. A perf event array otherwise, or
 when `force_perf` asks for it. The channel owns the maps the program writes
-to, writes the output code into the program, and reads the records back.
+to and reads the records back; the code that writes them is the probes'
+(probes/record_output.py).
 """
 from __future__ import annotations
-
-from asm import R0, R1, R2, R3, R4, R5, R10, Program, Register, Slot
 
 from . import features
 from .fd import Closable
 from .maps import Map, PerCpuArrayMap, PerfEventArrayMap, RingBufMap
 from .perfbuf import PerfBufReader
-from .reader import EventReader
-from .ringbuf import RingBufReader, emit_count_lost, lost_counter_map
-from .syscall import BPF_F_CURRENT_CPU, OBJ_NAME_LEN
+from .reader import RecordReader
+from .ringbuf import RingBufReader, lost_counter_map
+from .syscall import OBJ_NAME_LEN
 
 
 #: Room for bursts the reader cannot follow at once: a 1 MiB ring holds about 8,700 connection
@@ -35,7 +34,7 @@ class RecordChannel(Closable):
         perf = force_perf or not features.has_ringbuf()
         self.kind = "perf" if perf else "ringbuf"
         self.map: Map = PerfEventArrayMap(name=name) if perf else RingBufMap(ringbuf_size, name=name)
-        self.reader: EventReader
+        self.reader: RecordReader
         try:
             if perf:
                 self.reader = PerfBufReader(self.map, perf_pages_per_cpu)
@@ -56,38 +55,11 @@ class RecordChannel(Closable):
 
     @property
     def maps(self) -> dict[str, Map]:
-        """The maps to pass to `load_program` for the code `emit_output` writes."""
+        """The maps to pass to `load_program` for the code `emit_record_output` writes."""
         maps = {self.name: self.map}
         if self._lost_counter is not None:
             maps[self.lost_name] = self._lost_counter
         return maps
-
-    def emit_output(self, p: Program, ctx: Register, record: Slot) -> None:
-        """Emit code sending the stack slot `record` (its `size` bytes) as one record.
-
-        `ctx` holds the program's context (perf output needs it). Clobbers
-        R0-R5. On the ring buffer, a record that does not fit is counted in the
-        lost counter, whose key is written over the record's first 4 bytes.
-        """
-        if self.kind == "perf":
-            p.mov(R1, ctx)
-            p.ld_map(R2, self.name)
-            p.mov32(R3, BPF_F_CURRENT_CPU)  # a 32-bit move: no sign extension into the flag bits
-            p.mov(R4, R10)
-            p.add(R4, record.at())
-            p.mov(R5, record.size)
-            p.call("perf_event_output")
-            return
-        sent = p.new_label(f"{self.name}.sent")
-        p.ld_map(R1, self.name)
-        p.mov(R2, R10)
-        p.add(R2, record.at())
-        p.mov(R3, record.size)
-        p.mov(R4, 0)
-        p.call("ringbuf_output")
-        p.jeq(R0, 0, sent)
-        emit_count_lost(p, self.lost_name, record)
-        p.label(sent)
 
     def _close_maps(self) -> None:
         for m in self.maps.values():

@@ -18,7 +18,7 @@ from . import perf_event
 from .cpus import online_cpus
 from .errors import BPFError
 from .maps import PerfEventArrayMap
-from .reader import EventReader
+from .reader import RecordReader
 from .memory import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
 from .perf_event import PerfEventAttr
 
@@ -75,7 +75,7 @@ class _CpuRing:
         self.fd.close()
 
 
-class PerfBufReader(EventReader):
+class PerfBufReader(RecordReader):
     """Records from a PerfEventArrayMap, `pages_per_cpu` (a power of two) data pages per CPU."""
 
     kind = "perf"

@@ -13,8 +13,6 @@ from __future__ import annotations
 import platform
 from typing import Callable, NamedTuple, Optional
 
-from asm import DW, Program, Register
-
 #: The pt_regs members holding a function's arguments, in order, and its return value.
 ARG_REGISTERS = {
     "x86_64": ("di", "si", "dx", "cx", "r8", "r9"),
@@ -51,16 +49,6 @@ def pt_regs_layout(resolve: Optional[Callable[[str], int]] = None, machine: Opti
         raise ValueError(f"gespann does not know the calling convention of {machine}")
     offset = resolve or OFFSETS[machine].__getitem__
     return PtRegsLayout(tuple(offset(reg) for reg in ARG_REGISTERS[machine]), offset(RETURN_REGISTER[machine]))
-
-
-def emit_load_arg(p: Program, dst: Register, ctx: Register, n: int, layout: Optional[PtRegsLayout] = None) -> None:
-    """Emit `dst = argument n` of the probed function, from the kprobe's context at `ctx`."""
-    p.ldx(DW, dst, ctx, (layout or PT_REGS).arg(n))
-
-
-def emit_load_return(p: Program, dst: Register, ctx: Register, layout: Optional[PtRegsLayout] = None) -> None:
-    """Emit `dst = the return value`, in a kretprobe."""
-    p.ldx(DW, dst, ctx, (layout or PT_REGS).ret)
 
 
 #: This machine's layout, from the table.

@@ -14,7 +14,7 @@ from .errors import BPFError
 from .fd import Closable
 
 
-class EventReader(Closable, abc.ABC):
+class RecordReader(Closable, abc.ABC):
     """Records from a kernel buffer: `poll()` with a callback, `read()`, or iterate `records()`."""
 
     kind: str  # "ringbuf" or "perf"

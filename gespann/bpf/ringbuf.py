@@ -10,16 +10,13 @@ Records are 8-byte aligned.
 
 The kernel counts nothing when a program's `ringbuf_reserve` (or
 `ringbuf_output`) fails. The convention here: the program bumps a per-CPU
-counter, `emit_count_lost` writes that code, and the reader's `lost` sums it.
+counter (probes/record_output.py writes that code), and the reader's `lost` sums it.
 """
 from __future__ import annotations
 
-from asm import R10, W, Program, Slot
-
-from .counters import emit_increment
 from .maps import U64, PerCpuArrayMap, RingBufMap
 from .memory import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
-from .reader import EventReader
+from .reader import RecordReader
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -27,21 +24,11 @@ HEADER_SIZE = 8
 
 
 def lost_counter_map(name: str) -> PerCpuArrayMap:
-    """The counter `emit_count_lost` bumps: one u64 per CPU at index 0."""
+    """The counter a program bumps for each record the ring had no room for: one u64 per CPU at index 0."""
     return PerCpuArrayMap(U64, 1, name=name)
 
 
-def emit_count_lost(p: Program, lost_map: str, key: Slot) -> None:
-    """Emit `lost_map[0] += 1` for this CPU, for the branch where ringbuf_reserve returned NULL.
-
-    The first 4 bytes of the stack slot `key` are overwritten with the counter's key.
-    Clobbers R0-R5.
-    """
-    p.st(W, R10, key.at(), 0)
-    emit_increment(p, lost_map, key)
-
-
-class RingBufReader(EventReader):
+class RingBufReader(RecordReader):
     """Records from a RingBufMap; `lost` reads the program's lost counter if one is given."""
 
     kind = "ringbuf"

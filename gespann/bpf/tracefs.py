@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from asm import Program, Register, Size
-
 from .errors import BPFError, FeatureUnsupportedError, PermissionDeniedError, TracepointNotFoundError
 
 MOUNT_POINT = "/sys/kernel/tracing"
@@ -158,18 +156,3 @@ def read_format(category: str, name: str, root: Optional[str] = None) -> Tracepo
     except OSError as e:
         raise BPFError(f"reading {path}: {e.strerror}", e.errno) from None
     return parse_format(text, category, name)
-
-
-_LOAD_SIZES = {1: Size.B, 2: Size.H, 4: Size.W, 8: Size.DW}
-
-
-def emit_load_field(p: Program, fmt: TracepointFormat, dst: Register, ctx: Register, name: str) -> None:
-    """Emit `dst = ctx->name` (zero-extended) at the offset and width this kernel gives the field.
-
-    A field of up to 8 bytes loads whole, arrays too: `__u8 saddr[4]` loads as one u32,
-    in memory order.
-    """
-    field = fmt.field(name)
-    if field.size not in _LOAD_SIZES:
-        raise BPFError(f"{fmt.category}:{fmt.name} field {name!r} is {field.size} bytes: too wide for one load")
-    p.ldx(_LOAD_SIZES[field.size], dst, ctx, field.offset)

@@ -13,9 +13,11 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Optional, Union
 
-from asm import DW, Program, Register, Slot
+from asm import DW, Program, Register, Size, Slot
 
-from ..bpf.tracefs import TracepointFormat, emit_load_field
+from ..bpf.errors import BPFError
+from ..bpf.pt_regs import PT_REGS, PtRegsLayout
+from ..bpf.tracefs import TracepointFormat
 from ..btf import KernelTypes
 from .kernel_memory import emit_read_field
 
@@ -160,3 +162,28 @@ class RegisterArguments(Arguments):
         offset, arg = self.args[name]
         p.ldx(DW, dst, self.ctx, offset)
         emit_extend(p, dst, arg)
+
+
+_LOAD_SIZES = {1: Size.B, 2: Size.H, 4: Size.W, 8: Size.DW}
+
+
+def emit_load_field(p: Program, fmt: TracepointFormat, dst: Register, ctx: Register, name: str) -> None:
+    """Emit `dst = ctx->name` (zero-extended) at the offset and width this kernel gives the field.
+
+    A field of up to 8 bytes loads whole, arrays too: `__u8 saddr[4]` loads as one u32,
+    in memory order.
+    """
+    field = fmt.field(name)
+    if field.size not in _LOAD_SIZES:
+        raise BPFError(f"{fmt.category}:{fmt.name} field {name!r} is {field.size} bytes: too wide for one load")
+    p.ldx(_LOAD_SIZES[field.size], dst, ctx, field.offset)
+
+
+def emit_load_arg(p: Program, dst: Register, ctx: Register, n: int, layout: Optional[PtRegsLayout] = None) -> None:
+    """Emit `dst = argument n` of the probed function, from the kprobe's context at `ctx`."""
+    p.ldx(DW, dst, ctx, (layout or PT_REGS).arg(n))
+
+
+def emit_load_return(p: Program, dst: Register, ctx: Register, layout: Optional[PtRegsLayout] = None) -> None:
+    """Emit `dst = the return value`, in a kretprobe."""
+    p.ldx(DW, dst, ctx, (layout or PT_REGS).ret)

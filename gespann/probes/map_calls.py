@@ -6,7 +6,7 @@ stack addresses of key (and value) into R2 (and R3), the flags into R4.
 
 from __future__ import annotations
 
-from asm import R1, R2, R3, R4, R10, Program, Slot
+from asm import DW, R0, R1, R2, R3, R4, R10, Program, Slot
 
 
 def emit_map_lookup(p: Program, map_name: str, key: Slot) -> None:
@@ -34,3 +34,20 @@ def emit_map_delete(p: Program, map_name: str, key: Slot) -> None:
     p.mov(R2, R10)
     p.add(R2, key.at())
     p.call("map_delete_elem")
+
+
+def emit_increment(p: Program, counters: str, key: Slot) -> None:
+    """Emit `counters[key] += 1` for the key in stack slot `key` (a u64 counter in an array or hash map;
+    atomic, so CPUs may share it); no-op if the key is absent.
+
+    Clobbers R0-R5.
+    """
+    absent = p.new_label(f"{counters}.absent")
+    p.ld_map(R1, counters)
+    p.mov(R2, R10)
+    p.add(R2, key.at())
+    p.call("map_lookup_elem")
+    p.jeq(R0, 0, absent)
+    p.mov(R1, 1)
+    p.atomic_add(DW, R0, 0, R1)
+    p.label(absent)

@@ -78,6 +78,7 @@ from .netns import emit_netns_check
 from ..figures import counter, histogram
 from .connection_metrics import SHARED
 from .probe import BuildTarget, Probe
+from .record_output import emit_record_output
 from .reading import ReadContext, Reader
 from .record_codec import RecordCodec
 from .socket_state import IPPROTO_TCP
@@ -692,7 +693,7 @@ def _emit_record(b: _Build) -> None:
     p.ldx(DW, R1, R10, s.adopted.at())
     p.stx(B, R10, s.record.at("preexisting"), R1)
     emit_read_addresses(p, R7, b.types, s.record, s.scratch, b.direct)
-    b.target.records.emit_output(p, R6, s.record)
+    emit_record_output(p, b.target.records, R6, s.record)
 
 
 def _emit_closing(b: _Build, at: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from asm import R0, R2, R10, Program, W
 
-from ..bpf.counters import emit_increment
+from .map_calls import emit_increment
 from ..bpf.maps import U64, PerCpuArrayMap
 from . import socket_state
 from .arguments import Arguments

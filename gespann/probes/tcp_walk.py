@@ -36,7 +36,7 @@ Idle. A connection is idle when no payload went either way for longer than
 the threshold, as tcp_info tells it (`lsndtime`, `icsk_ack.lrcvtime`, in
 jiffies). The threshold comes in jiffies, so user space needs the kernel's HZ:
 each walk's last call writes `bpf_jiffies64` and `bpf_ktime_get_ns` (see
-collector/tcp.py).
+probes/tcp_metrics.py).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ are also added to one per-CPU row (`udp_totals`) as each datagram is seen, so
 the totals are exact whatever happens to the flow entries: the flow map bounds
 only what is kept per flow, never what is counted.
 
-The kernel only adds; user space (collector/udp.py) reads the map when asked, ends flows idle past the flow
+The kernel only adds; user space (probes/udp_metrics.py) reads the map when asked, ends flows idle past the flow
 timeout by deleting them, and keeps their totals. The map is LRU, its capacity
 the config's `limits.udp_flows`: when full, the least recently used flow is
 evicted. User space counts an evicted flow as ended, and counts the eviction,

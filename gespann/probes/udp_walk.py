@@ -4,7 +4,7 @@ A collection counts the open flows by role and the idle ones, and ends the
 flows idle past the flow timeout. Where the kernel lets a program iterate over
 a map's elements (iter/bpf_map_elem, 5.9+), this walk does that in the kernel:
 it counts, and writes out only the keys of the flows to end, which user space
-then removes one by one (collector/udp.py), reading each final figure as it
+then removes one by one (probes/udp_metrics.py), reading each final figure as it
 goes. Where the kernel refuses such iterators (some refuse them to every
 process), user space makes the same pass over the map's raw bytes instead.
 

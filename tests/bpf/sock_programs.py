@@ -8,9 +8,10 @@ from typing import Optional
 from asm import R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, Slot, array, u8, u16, u32
 
 from gespann.bpf.channel import RecordChannel
-from gespann.bpf.counters import emit_increment
-from gespann.bpf.ringbuf import emit_count_lost
-from gespann.bpf.tracefs import TracepointFormat, emit_load_field
+from gespann.bpf.tracefs import TracepointFormat
+from gespann.probes.arguments import emit_load_field
+from gespann.probes.map_calls import emit_increment
+from gespann.probes.record_output import emit_count_lost, emit_record_output
 
 STORE_SIZES = {1: Size.B, 2: Size.H, 4: Size.W, 8: Size.DW}
 
@@ -64,7 +65,7 @@ def send_state_changes(fmt: TracepointFormat, port: int, channel: RecordChannel,
     record = p.frame.alloc("state change", StateChange)
     _only_port(p, fmt, port, "out")
     _copy_state_change(p, fmt, record)
-    channel.emit_output(p, R6, record)
+    emit_record_output(p, channel, R6, record)
     p.label("out")
     p.mov(R0, 0)
     p.exit()

@@ -7,7 +7,7 @@ down between two collections, and once every connection has ended it must
 equal both the sum of the connections' records and what the application
 itself wrote, while collections run all along, racing the ends. (Through
 sock_diag, a received byte per connection may be too many: see
-collector/tcp.py.)
+probes/tcp_metrics.py.)
 """
 import random
 import socket
@@ -157,7 +157,7 @@ def test_counters_never_go_down_and_end_equal_to_the_records_and_the_application
             assert (sent, received) == (churn.written, churn.written)
         else:
             # sock_diag reads a socket's state before its counters: a dump that races the peer's FIN may
-            # count that FIN as a received byte, and the total is held at its highest (collector/tcp.py).
+            # count that FIN as a received byte, and the total is held at its highest (probes/tcp_metrics.py).
             assert sent == churn.written and churn.written <= received <= churn.written + churn.ended
         assert snapshot["connections_open"].value(protocol="tcp") == 0
 
