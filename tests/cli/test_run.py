@@ -11,8 +11,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+import mib
 from loopback import wait_for
 from tcp_traffic import TcpTraffic, refused
 
@@ -83,6 +85,42 @@ def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path)
     assert "Traceback" not in err
     wait_for(lambda: loaded_programs() == set(), timeout=5)
     assert loaded_programs() == set()
+
+
+EXAMPLE_PROBE = Path(__file__).resolve().parents[2] / "examples" / "probes" / "tcp_connects_by_port.py"
+
+
+def test_run_serves_a_probe_from_outside_the_tree(namespace, tmp_path):
+    """extra_probes: one file, named in the config, is attached, read and served with nothing else changed."""
+    port = free_port()
+    config = tmp_path / "gespann.yaml"
+    config.write_text(f"exporters: [{{type: prometheus, settings: {{port: {port}, address: 127.0.0.1}}}}]\n"
+                      f"extra_probes: [{EXAMPLE_PROBE}]\n"
+                      f"scope: {{netns: {namespace.path}, protocols: [tcp]}}\n")
+    gespann = subprocess.Popen([sys.executable, "-m", "gespann", "run", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        wait_for(lambda: _serving(url), timeout=30)
+        with namespace.enter():
+            before = mib.tcp("ActiveOpens")
+            traffic = TcpTraffic()
+            for _ in range(4):
+                traffic.exchange(1, 1)
+            traffic.listener.close()
+            opened = mib.tcp("ActiveOpens") - before
+        metrics = scrape(url)
+        assert opened == 4
+        assert metrics[f'gespann_tcp_connects_by_remote_port_total{{remote_port="{traffic.port}"}}'] == opened
+        assert metrics['gespann_connections_opened_total{protocol="tcp",role="client"}'] == opened
+        assert any(name.startswith('gespann_probe_info{mode=') and 'probe="tcp_connects_by_port"' in name
+                   for name in metrics)
+    finally:
+        gespann.send_signal(signal.SIGTERM)
+        out, err = gespann.communicate(timeout=30)
+    assert gespann.returncode == 0, err
+    assert "tcp_connects_by_port=" in err  # the start-up line names it with its flavour
+    assert "Traceback" not in err
 
 
 def _serving(url: str) -> bool:
