@@ -249,12 +249,14 @@ def _probe_modes(value: Any, protocols: tuple[str, ...], extra_probes: tuple[str
         probe = probes.get(name) if isinstance(name, str) else None
         if probe is None:
             raise ConfigError(key, f"no probe is called {show(name)}; the probes are: {', '.join(probes)}")
-        if probe.protocol not in protocols:
+        if not probe.watches(protocols):
             raise ConfigError(key, f"probe {name} watches {probe.protocol}, which scope.protocols leaves out")
         flavours = tuple(flavour.mode for flavour in probe.flavours)
-        if mode != "auto" and (not isinstance(mode, str) or mode not in flavours):
+        if mode is False:  # YAML reads an unquoted off as false
+            mode = "off"
+        if mode not in ("auto", "off") and (not isinstance(mode, str) or mode not in flavours):
             raise ConfigError(key, f"probe {name} has no {show(mode)} flavour; its flavours are: "
-                                   f"auto, {', '.join(flavours)}")
+                                   f"auto, {', '.join(flavours)} (or off, to leave it out)")
         modes[name] = mode
     return modes
 

@@ -118,7 +118,7 @@ FUNCS = _optional_attach(
 #: tp_btf targets (btf_trace_<name> typedef ids).
 TRACEPOINTS = _optional_attach(
     "inet_sock_set_state", "inet_sk_error_report", "tcp_retransmit_skb", "tcp_send_reset",
-    "tcp_receive_reset", "tcp_destroy_sock", "tcp_probe", "net_dev_queue", "netif_receive_skb",
+    "tcp_receive_reset", "tcp_destroy_sock", "tcp_probe", "net_dev_queue", "netif_receive_skb", "kfree_skb",
     # The target of gespann.bpf.features' tp_btf probes: a tracepoint that only BPF_PROG_TEST_RUN fires.
     "bpf_test_finish",
 )

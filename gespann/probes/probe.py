@@ -83,13 +83,18 @@ class Probe:
     #: Maps of `maps` made only when this says the build target needs them (their code is built only then).
     optional_maps: Mapping[str, Callable[[BuildTarget], bool]] = field(default_factory=dict)
     #: The traffic it watches ("tcp" or "udp"): `scope.protocols` leaves out the probes of the others.
-    protocol: str = "tcp"
+    #: None: packets of every protocol (packet_drops), attached whatever `scope.protocols` says.
+    protocol: Optional[str] = "tcp"
     metrics: tuple[MetricSpec, ...] = ()
     reader: Optional[ReaderFactory] = None
 
     def __post_init__(self):
         if self.metrics and self.reader is None:
             raise ValueError(f"probe {self.name} declares metrics but no reader for them")
+
+    def watches(self, protocols: tuple[str, ...]) -> bool:
+        """Whether `scope.protocols` keeps this probe."""
+        return self.protocol is None or self.protocol in protocols
 
     def wants(self, map_name: str, target: BuildTarget) -> bool:
         """Whether a map of `maps` or `shared_maps` is made for this build target (optional_maps)."""

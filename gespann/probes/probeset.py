@@ -29,6 +29,9 @@ from .flavours import Flavour
 from .netns import namespace_inode
 from .probe import BuildTarget, Probe
 
+#: attach.probes' mode for a probe left out.
+OFF = "off"
+
 log = logging.getLogger(__name__)
 
 
@@ -126,6 +129,8 @@ class AttachedProbe:
     links: tuple[Link, ...]
     #: Flavours tried before this one, with the reason each was not taken.
     passed_over: dict[str, str] = field(default_factory=dict)
+    #: What its program was built for (kernel types, scope), for the reader.
+    target: Optional[BuildTarget] = None
 
     @property
     def path(self) -> str:
@@ -184,7 +189,8 @@ class ProbeSet:
         as it asks."""
         from . import available_probes
 
-        probes = [probe for probe in available_probes(config.extra_probes) if probe.protocol in config.protocols]
+        probes = [probe for probe in available_probes(config.extra_probes)
+                  if probe.watches(config.protocols) and config.probe_modes.get(probe.name) != OFF]
         return cls.attach(probes, AttachSettings.from_config(config), records)
 
     def __getitem__(self, name: str) -> AttachedProbe:
@@ -338,4 +344,4 @@ def _attach_flavour(probe: Probe, flavour: Flavour, settings: AttachSettings, ta
         program = stack.enter_context(load_program(code, maps=maps, **flavour.load_options(site, kernel_types)))
         links.append(stack.enter_context(flavour.attach(program, site, settings.perf_event_link)))
         programs.append(program)
-    return AttachedProbe(probe, flavour, maps, tuple(programs), tuple(links))
+    return AttachedProbe(probe, flavour, maps, tuple(programs), tuple(links), target=target)

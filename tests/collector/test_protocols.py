@@ -19,8 +19,9 @@ from gespann.probes import ProbeSet
 
 pytestmark = pytest.mark.root
 
-TCP_PROBES = {"tcp_lifecycle", "tcp_reset_sent", "tcp_reset_received"}
-UDP_PROBES = {"udp_send", "udp_receive"}
+#: packet_drops watches packets of every protocol: scope.protocols keeps it either way.
+TCP_PROBES = {"tcp_lifecycle", "tcp_reset_sent", "tcp_reset_received", "packet_drops"}
+UDP_PROBES = {"udp_send", "udp_receive", "packet_drops"}
 REQUEST, REPLY = 40, 9  # bytes of the TCP exchange and of the UDP datagram and its answer
 
 
