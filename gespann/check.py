@@ -15,7 +15,8 @@ from .bpf import features
 from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
-from .probes import ALL_PROBES, AttachSettings, available_probes, TrialResult, group_reasons, tcp_walk, trial_attach, udp_walk
+from .probes import (ALL_PROBES, AttachSettings, TrialResult, available_probes, group_reasons, packet_drops, tcp_walk,
+                     trial_attach, udp_walk)
 from .probes.tcp_connections import ENTRIES
 
 #: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).
@@ -35,6 +36,8 @@ class CheckReport:
     #: How a collection reads open TCP connections, and the UDP flow map, and why that way.
     open_connections: str = ""
     udp_flows: str = ""
+    #: Whether dropped packets are counted by the kernel's reason, and why not.
+    drop_reasons: str = ""
 
     @property
     def fatal(self) -> Optional[str]:
@@ -70,6 +73,8 @@ class CheckReport:
             out.append(f"open conns      {self.open_connections}")
         if self.udp_flows:
             out.append(f"udp flows       {self.udp_flows}")
+        if self.drop_reasons:
+            out.append(f"drop reasons    {self.drop_reasons}")
         out.append(f"verdict         {'cannot run: ' + self.fatal if self.fatal else 'ready'}")
         return out
 
@@ -91,7 +96,19 @@ def run_check(config: Config) -> CheckReport:
         probes=(probes := _probes(config, missing)),
         open_connections="" if missing else _open_connections(config, probes),
         udp_flows="" if missing else _udp_flows(config),
+        drop_reasons=_drop_reasons(config),
     )
+
+
+def _drop_reasons(config: Config) -> str:
+    """Whether packet_drops names the kernel's reasons (see probes/packet_drops.py)."""
+    if config.probe_modes.get(packet_drops.PROBE.name) == "off":
+        return "not counted: attach.probes.packet_drops: off"
+    try:
+        types = kernel_types(config.btf_source)
+    except BTFError:
+        types = None
+    return packet_drops.reasons_available(types)
 
 
 def _open_connections(config: Config, probes: list[TrialResult]) -> str:

@@ -84,6 +84,21 @@ def passes_reasons(args: Arguments, types: Optional[KernelTypes]) -> bool:
     return any(field.name == "reason" for field in fmt.fields)
 
 
+def reasons_available(types: Optional[KernelTypes]) -> str:
+    """Whether drops are counted by the kernel's reason on this kernel, and why not, for `gespann check`."""
+    try:
+        passed = any(field.name == "reason" for field in read_format("skb", "kfree_skb").fields)
+    except BPFError:
+        passed = _enum(types) is not None
+    if not passed:
+        return ("no: this kernel's kfree_skb passes no reason (Linux 5.17+); every drop counts under reason "
+                "unknown")
+    names = _enum(types)
+    if names is None:
+        return "by number only: the kernel passes reasons, but no kernel BTF names them (enum skb_drop_reason)"
+    return f"yes: {len(names)} reasons, named from the kernel's BTF (enum skb_drop_reason)"
+
+
 def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     types = target.kernel_types
     direct = args.btf_pointers

@@ -123,3 +123,21 @@ def test_run_without_bpf_capabilities_is_one_line_naming_the_capability():
     assert len(errors) == 1, result.stderr
     assert "lacks CAP_BPF" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_drop_reasons_say_whether_the_kernel_names_them(report, tmp_path):
+    from gespann.bpf.tracefs import read_format
+
+    passed = any(field.name == "reason" for field in read_format("skb", "kfree_skb").fields)
+    if not passed:
+        assert report["drop_reasons"].startswith("no: this kernel's kfree_skb passes no reason")
+    else:
+        from gespann.btf import kernel_types
+
+        named = kernel_types("auto").enum("skb_drop_reason")
+        expected = (f"yes: {len(named)} reasons, named from the kernel's BTF" if named else "by number only: ")
+        assert report["drop_reasons"].startswith(expected), report["drop_reasons"]
+    config = tmp_path / "off.yaml"
+    config.write_text("attach: {probes: {packet_drops: off}}\n")
+    result = CliRunner().invoke(main, ["check", "--json", "--config", str(config)])
+    assert json.loads(result.stdout)["drop_reasons"] == "not counted: attach.probes.packet_drops: off"

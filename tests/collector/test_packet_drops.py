@@ -1,0 +1,151 @@
+"""Why packets die: drops the test forces, counted by protocol and the kernel's reason, against the kernel's
+own counters of the test's namespace (nftables counters, /proc/net/snmp).
+
+Where the kernel passes no reason (before 5.17), every drop must count under `unknown`: the expected
+reason comes from the running kernel's tracepoint, not from the test's hopes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import subprocess
+import time
+
+import mib
+import pytest
+from loopback import wait_for
+from namespaces import Namespace
+from probe_flavours import FLAVOURS
+
+from gespann.bpf.tracefs import read_format
+from gespann.collector.collector import KernelCollector
+from gespann.config import Config
+from gespann.figures import labels
+from gespann.probes import AttachSettings, ProbeSet
+from gespann.probes.packet_drops import PROBE
+
+pytestmark = pytest.mark.root
+PORT = 7777
+
+
+def reason(name: str) -> str:
+    """The label a drop of reason `name` must carry on this kernel: its name, or unknown without reasons."""
+    has_reasons = any(field.name == "reason" for field in read_format("skb", "kfree_skb").fields)
+    return name if has_reasons else "unknown"
+
+
+def dropped(collector: KernelCollector) -> dict[tuple[str, str], int]:
+    return {(dict(key)["protocol"], dict(key)["reason"]): value
+            for key, value in collector.snapshot()["packets_dropped_total"].series.items() if value}
+
+
+def nft(rules: str) -> None:
+    subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True, timeout=30)
+
+
+def nft_counter_packets(chain: str) -> int:
+    """Packets the counter of the first rule of `chain` (table inet gespann_drops) counted."""
+    listing = json.loads(subprocess.run(["nft", "-j", "list", "chain", "inet", "gespann_drops", chain],
+                                        capture_output=True, text=True, check=True, timeout=30).stdout)
+    for item in listing["nftables"]:
+        for expression in item.get("rule", {}).get("expr", []):
+            if "counter" in expression:
+                return expression["counter"]["packets"]
+    raise AssertionError(f"no counter in chain {chain}")
+
+
+@pytest.fixture
+def watched(namespace):
+    with ProbeSet.attach([PROBE], AttachSettings(netns=namespace.inode)) as probes, \
+            KernelCollector(probes, namespace.path) as collector:
+        yield collector
+
+
+@pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
+def test_netfilter_drops_equal_the_rules_counters(namespace, mode, perf_event_link, needed):
+    from kernel_features import require
+
+    require(*(feature() for feature in needed))
+    if mode not in {flavour.mode for flavour in PROBE.flavours}:
+        pytest.skip(f"n/a: packet_drops has no {mode} flavour (skb:kfree_skb is a tracepoint)")
+    settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=namespace.inode)
+    with ProbeSet.attach([PROBE], settings) as probes, KernelCollector(probes, namespace.path) as collector:
+        assert probes["packet_drops"].flavour.mode == mode
+        with namespace.enter():
+            nft("add table inet gespann_drops\n"
+                "add chain inet gespann_drops out { type filter hook output priority 0; }\n"
+                f"add rule inet gespann_drops out udp dport {PORT} counter drop\n"
+                "add chain inet gespann_drops in { type filter hook input priority 0; }\n"
+                f"add rule inet gespann_drops in tcp dport {PORT} counter drop\n")
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for _ in range(7):
+                with pytest.raises(PermissionError):  # a local NF_DROP tells the sender
+                    sender.sendto(b"dropped", ("127.0.0.1", PORT))
+            sender.close()
+            client = socket.socket()
+            client.settimeout(1.5)  # the SYN and its retries die at the input hook
+            with pytest.raises(OSError):
+                client.connect(("127.0.0.1", PORT))
+            client.close()
+            udp_dropped, tcp_dropped = nft_counter_packets("out"), nft_counter_packets("in")
+        assert udp_dropped == 7 and tcp_dropped >= 1
+        assert dropped(collector) == {("udp", reason("NETFILTER_DROP")): udp_dropped,
+                                      ("tcp", reason("NETFILTER_DROP")): tcp_dropped}
+
+
+def test_no_socket_drops_equal_the_kernels_counters(namespace, watched):
+    with namespace.enter():
+        before = mib.counters()
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(5):
+            sender.sendto(b"nobody", ("127.0.0.1", PORT))
+        sender.close()
+        for _ in range(3):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", PORT), timeout=5)
+        after = mib.counters()
+    no_ports = after["Udp"]["NoPorts"] - before["Udp"]["NoPorts"]
+    resets = after["Tcp"]["OutRsts"] - before["Tcp"]["OutRsts"]  # one per SYN to a closed port, nothing else
+    assert (no_ports, resets) == (5, 3)
+    assert dropped(watched) == {("udp", reason("NO_SOCKET")): no_ports, ("tcp", reason("NO_SOCKET")): resets}
+
+
+def test_a_full_receive_buffer_equals_rcvbuf_errors(namespace, watched):
+    with namespace.enter():
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel doubles it, and floors it
+        receiver.bind(("127.0.0.1", 0))
+        before = mib.counters()["Udp"]["RcvbufErrors"]
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(200):
+            sender.sendto(b"z" * 1000, receiver.getsockname())
+        errors = mib.counters()["Udp"]["RcvbufErrors"] - before
+        sender.close(), receiver.close()
+    assert errors > 0, "the buffer never filled"
+    assert dropped(watched) == {("udp", reason("SOCKET_RCVBUFF")): errors}
+
+
+def test_drops_elsewhere_are_not_counted_when_scoped(namespace, watched):
+    """A drop in another namespace is not the watched one's."""
+    other = Namespace()
+    try:
+        with other.enter():
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for _ in range(4):
+                sender.sendto(b"elsewhere", ("127.0.0.1", PORT))
+            sender.close()
+            assert mib.counters()["Udp"]["NoPorts"] == 4
+    finally:
+        other.remove()
+    assert dropped(watched) == {}
+
+
+def test_packet_drops_run_by_default_and_can_be_left_out(namespace):
+    kept = dataclasses.replace(Config(), netns=namespace.path)
+    with ProbeSet.attach_all(kept) as probes:
+        assert "packet_drops" in probes.probes
+    left_out = dataclasses.replace(kept, probe_modes={"packet_drops": "off"})
+    with ProbeSet.attach_all(left_out) as probes, KernelCollector(probes, namespace.path) as collector:
+        assert "packet_drops" not in probes.probes
+        assert "packets_dropped_total" not in collector.snapshot().metrics
