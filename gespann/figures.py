@@ -92,6 +92,9 @@ class ConnectionEvent:
     container_id: str = ""
     #: Open before gespann started: its bytes and duration are those since the start.
     preexisting: bool = False
+    #: Its packets the kernel dropped (TCP, where packet_drops runs), and the kernel's reason for the latest.
+    drops: int = 0
+    drop_reason: str = ""
 
 
 #: Metric name -> its series: what a probe's reader returns at each collection.

@@ -23,8 +23,10 @@ from typing import Iterator, Optional
 
 from .. import __version__
 from ..bpf.channel import RecordChannel
+from ..btf import BTFError
 from ..figures import ConnectionEvent, labels
 from ..probes import ProbeSet
+from ..probes.packet_drops import DropReasons
 from ..probes.reading import ReadContext, Reader
 from .by_process import ByProcess, LabelSettings
 from .catalogue import catalogue
@@ -67,7 +69,8 @@ class KernelCollector:
             self.close()
             raise
         self._expired_at = 0.0
-        self._records = ConnectionRecords(records, self._cgroups) if records is not None else None
+        self._records = (ConnectionRecords(records, self._cgroups, _drop_reasons(probes)) if records is not None
+                         else None)
         self._by_process = ByProcess(label_settings, self._cgroups) if label_settings.enabled else None
         self._lock = threading.Lock()
         self._backlog: deque[ConnectionEvent] = deque()
@@ -143,3 +146,13 @@ class KernelCollector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _drop_reasons(probes: ProbeSet) -> DropReasons:
+    """How records name the reason of a connection's latest drop: from the kernel types the probes were
+    built with."""
+    target = next((attached.target for attached in probes.probes.values() if attached.target is not None), None)
+    try:
+        return DropReasons.of(target.kernel_types if target is not None else None)
+    except BTFError:  # no kernel types: reasons by number
+        return DropReasons(None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from ..bpf.channel import RecordChannel
 from ..figures import ConnectionEvent
@@ -32,7 +32,8 @@ def _address(family: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET, raw[:4])
 
 
-def decode(data: bytes, clock_offset: float, cgroups: Optional[Cgroups] = None) -> ConnectionEvent:
+def decode(data: bytes, clock_offset: float, cgroups: Optional[Cgroups] = None,
+           drop_reason: Callable[[int], str] = str) -> ConnectionEvent:
     """One record as an event; `clock_offset` from `wall_clock_offset()`.
 
     Fields are read as items, not attributes: a construct Container's attribute
@@ -67,15 +68,19 @@ def decode(data: bytes, clock_offset: float, cgroups: Optional[Cgroups] = None) 
         cgroup_id=cgroup_id,
         container_id=cgroups.container_id(cgroup_id) if cgroups is not None and cgroup_id else "",
         preexisting=bool(r["preexisting"]),
+        drops=r["drops"],
+        drop_reason=drop_reason(r["drop_reason"]) if r["drops"] else "",
     )
 
 
 class ConnectionRecords:
     """The events arriving on one channel, decoded."""
 
-    def __init__(self, channel: RecordChannel, cgroups: Optional[Cgroups] = None):
+    def __init__(self, channel: RecordChannel, cgroups: Optional[Cgroups] = None,
+                 drop_reason: Callable[[int], str] = str):
         self.channel = channel
         self._cgroups = cgroups if cgroups is not None else Cgroups()
+        self._drop_reason = drop_reason
 
     @property
     def lost(self) -> int:
@@ -85,4 +90,4 @@ class ConnectionRecords:
         """The events waiting now; if none, those arriving within `timeout` seconds."""
         raw = self.channel.reader.read(int(timeout * 1000) if timeout > 0 else 0)
         offset = wall_clock_offset()
-        return [decode(data, offset, self._cgroups) for data in raw]
+        return [decode(data, offset, self._cgroups, self._drop_reason) for data in raw]

@@ -19,7 +19,7 @@ JSON_KEYS = (
     "timestamp", "protocol", "role", "outcome", "reason", "pid", "comm",
     "local_address", "local_port", "remote_address", "remote_port",
     "bytes_sent", "bytes_received", "duration_seconds", "rtt_seconds", "retransmits",
-    "datagrams_sent", "datagrams_received", "cgroup_id", "container_id", "preexisting",
+    "datagrams_sent", "datagrams_received", "cgroup_id", "container_id", "preexisting", "drops", "drop_reason",
 )
 
 

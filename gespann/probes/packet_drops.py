@@ -38,6 +38,10 @@ from .map_calls import emit_increment, emit_map_lookup, emit_map_update
 from .probe import BuildTarget, Probe
 from .reading import ReadContext, Reader
 from .record_codec import RecordCodec
+from .tcp_connections import (
+    ADOPTED, CONNECTION_MAPS_WANTED, ENTRIES, ENTRY, MAP_NAME, adopted_map, connections_map, emit_lookup_adopted,
+    emit_lookup_connection, entries_map,
+)
 from .udp_flows import ETH_P_IP, ETH_P_IPV6, emit_namespace, emit_ntohs
 
 COUNTS = "drop_counts"
@@ -66,22 +70,24 @@ PACKETS_DROPPED = counter(
     "named from the running kernel's BTF; 'unknown' before 5.17; 'other' past the probe's map).",
     dogstatsd="packets.dropped")
 
+#: Every kernel's arguments are a prefix of these: the reason came in 5.17, rx_sk (the socket a received
+#: packet was for) in 6.11. Only those the running kernel passes are read.
 FLAVOURS = (
-    BtfTracepoint("kfree_skb", args=("skb", "location", "reason")),
-    RawTracepoint("kfree_skb", args=("skb", "location", "reason")),
-    Tracepoint("skb", "kfree_skb", fields={"skb": "skbaddr", "reason": "reason"}),
+    BtfTracepoint("kfree_skb", args=("skb", "location", "reason", "rx_sk")),
+    RawTracepoint("kfree_skb", args=("skb", "location", "reason", "rx_sk")),
+    Tracepoint("skb", "kfree_skb", fields={"skb": "skbaddr", "reason": "reason", "rx_sk": "rx_sk"}),
 )
 
 
-def passes_reasons(args: Arguments, types: Optional[KernelTypes]) -> bool:
-    """Whether this kernel's kfree_skb says why: its tracepoint has a reason field (5.17+)."""
-    fmt = getattr(args, "format", None)
-    if fmt is None:
-        try:
-            fmt = read_format("skb", "kfree_skb")
-        except BPFError:  # no tracefs to read (a process without CAP_DAC_READ_SEARCH): the enum in BTF says as much
-            return _enum(types) is not None
-    return any(field.name == "reason" for field in fmt.fields)
+def carries(argument: str, types: Optional[KernelTypes]) -> bool:
+    """Whether this kernel's kfree_skb passes `argument` ("reason", "rx_sk"), by its tracepoint's fields,
+    which follow its arguments; without tracefs to read (a process without CAP_DAC_READ_SEARCH), by BTF:
+    the reason comes with `enum skb_drop_reason`, and rx_sk is then taken as absent."""
+    try:
+        fields = {field.name for field in read_format("skb", "kfree_skb").fields}
+    except BPFError:
+        return argument == "reason" and _enum(types) is not None
+    return argument in fields
 
 
 def reasons_available(types: Optional[KernelTypes]) -> str:
@@ -105,8 +111,7 @@ def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     key, scratch, header = (p.frame.alloc("key", KEY), p.frame.alloc("scratch", size=8),
                             p.frame.alloc("protocol byte", size=8))
     out = p.new_label("out")
-    reasons = passes_reasons(args, types)
-    if reasons:
+    if carries("reason", types):
         args.load(p, R1, "reason")
         for value in _not_drops(types):
             p.jeq(R1, value, out)  # the first instructions: a free that is no drop costs these only
@@ -120,9 +125,37 @@ def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     _emit_protocol(p, types, direct, scratch, header)
     p.stx(W, R10, key.at("protocol"), R9)
     _emit_count(p, key, scratch)
+    if target.records is not None:
+        _emit_attribute(p, args, target, key, out)
     p.label(out)
     p.mov(R0, 0)
     p.exit()
+
+
+def _emit_attribute(p: Program, args: Arguments, target: BuildTarget, key: Slot, done: str) -> None:
+    """Count the drop on its connection's entry, with its reason, where gespann follows the connection: the
+    socket the kernel says a received packet was for (rx_sk, 6.11+), else the packet's own (sent ones)."""
+    direct = args.btf_pointers
+    socket, cookie, scratch = (p.frame.alloc("socket address", size=8), p.frame.alloc("cookie", size=8),
+                               p.frame.alloc("attribution scratch", size=8))
+    adopted, mark, owned = p.new_label("drop.adopted"), p.new_label("drop.mark"), p.new_label("drop.owned")
+    if carries("rx_sk", target.kernel_types):
+        args.load(p, R1, "rx_sk")
+        p.jeq(R1, 0, owned)
+        p.mov(R8, R1)
+    p.label(owned)
+    p.jeq(R8, 0, done)
+    p.stx(DW, R10, socket.at(), R8)
+    emit_lookup_connection(p, socket, adopted, R8 if direct and target.kernel_walk else None)
+    p.ja(mark)
+    p.label(adopted)
+    emit_lookup_adopted(p, R8, target.kernel_types.field("sock_common.skc_cookie.counter"), cookie, scratch,
+                        direct, done)
+    p.label(mark)
+    p.mov(R1, 1)
+    p.atomic_add(W, R0, ENTRY.offset("drops"), R1)
+    p.ldx(W, R1, R10, key.at("reason"))
+    p.stx(W, R0, ENTRY.offset("drop_reason"), R1)
 
 
 def _not_drops(types: KernelTypes) -> tuple[int, ...]:
@@ -233,22 +266,33 @@ def overflow_map() -> PerCpuArrayMap:
     return PerCpuArrayMap(U64, 1, name="gsp_drop_over")
 
 
-class DropCounts(Reader):
-    """The drop counts by protocol and reason name; the names from the kernel's BTF, read once."""
+class DropReasons:
+    """A drop reason's label: its name in the kernel's enum without the prefix, as the tracepoint prints it
+    (NO_SOCKET); its number where no BTF names it; `unknown` where the kernel passed none."""
 
-    def __init__(self, counts, overflow, reason_names: Optional[Mapping[int, str]]):
-        self._counts, self._overflow = counts, overflow
+    def __init__(self, names: Optional[Mapping[int, str]]):
         self._names = {value: name[len(REASON_PREFIX):] if name.startswith(REASON_PREFIX) else name
-                       for value, name in (reason_names or {}).items()}
+                       for value, name in (names or {}).items()}
 
     @classmethod
-    def from_context(cls, context: ReadContext) -> "DropCounts":
-        return cls(context.maps[COUNTS], context.maps[OVERFLOW], _enum(context.attached.target.kernel_types))
+    def of(cls, types: Optional[KernelTypes]) -> "DropReasons":
+        return cls(_enum(types))
 
-    def reason(self, value: int) -> str:
+    def __call__(self, value: int) -> str:
         if value == NO_REASON:
             return UNKNOWN
         return self._names.get(value, str(value))
+
+
+class DropCounts(Reader):
+    """The drop counts by protocol and reason."""
+
+    def __init__(self, counts, overflow, reason: DropReasons):
+        self._counts, self._overflow, self.reason = counts, overflow, reason
+
+    @classmethod
+    def from_context(cls, context: ReadContext) -> "DropCounts":
+        return cls(context.maps[COUNTS], context.maps[OVERFLOW], DropReasons.of(context.attached.target.kernel_types))
 
     def series(self) -> Series:
         dropped: dict = {}
@@ -262,12 +306,20 @@ class DropCounts(Reader):
         return {PACKETS_DROPPED.name: dropped}
 
 
+def _for_records(target: BuildTarget) -> bool:
+    return target.records is not None
+
+
 PROBE = Probe(
     name="packet_drops",
     summary="packets the kernel dropped, by protocol and the kernel's drop reason (named from BTF)",
     flavours=FLAVOURS,
     body=body,
     maps={COUNTS: counts_map, OVERFLOW: overflow_map},
+    # Drops are counted on their connection's entry only for records.
+    shared_maps={MAP_NAME: connections_map, ENTRIES: entries_map, ADOPTED: adopted_map},
+    optional_maps={MAP_NAME: _for_records, ADOPTED: _for_records,
+                   ENTRIES: lambda target: _for_records(target) and CONNECTION_MAPS_WANTED[ENTRIES](target)},
     protocol=None,
     metrics=(PACKETS_DROPPED,),
     reader=DropCounts.from_context,

@@ -58,6 +58,9 @@ ENTRY = Record("tcp_connection", [
     # Only for an adopted connection (0 otherwise): its payload when gespann started, taken off at its end.
     ("sent_at_start", u64),
     ("received_at_start", u64),
+    # Packets of the connection the kernel dropped (packet_drops), and the reason of the latest.
+    ("drops", u32),
+    ("drop_reason", u32),
 ])
 
 MAP_NAME = "tcp_connections"

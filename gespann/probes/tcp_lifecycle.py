@@ -690,6 +690,9 @@ def _emit_record(b: _Build) -> None:
     emit_read_field(p, R1, R7, b.types.field("sock_common.skc_dport"), s.scratch, b.direct)
     p.stx(H, R10, s.record.at("remote_port"), R1)
     emit_copy_process(p, R8, ENTRY, s.record)
+    for field in ("drops", "drop_reason"):
+        p.ldx(W, R1, R8, ENTRY.offset(field))
+        p.stx(W, R10, s.record.at(field), R1)
     p.ldx(DW, R1, R10, s.adopted.at())
     p.stx(B, R10, s.record.at("preexisting"), R1)
     emit_read_addresses(p, R7, b.types, s.record, s.scratch, b.direct)

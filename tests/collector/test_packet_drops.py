@@ -149,3 +149,50 @@ def test_packet_drops_run_by_default_and_can_be_left_out(namespace):
     with ProbeSet.attach_all(left_out) as probes, KernelCollector(probes, namespace.path) as collector:
         assert "packet_drops" not in probes.probes
         assert "packets_dropped_total" not in collector.snapshot().metrics
+
+
+@pytest.mark.parametrize("mode", ["tp_btf", "raw_tracepoint", "tracepoint"])
+def test_a_connections_dropped_packets_are_in_its_record(namespace, mode):
+    """Packets of an open connection dropped mid-stream (an nftables rule on output, then lifted): the
+    client's record carries as many drops as the rule's counter, with the reason; the server's none."""
+    from kernel_features import require
+    from tcp_traffic import TcpTraffic
+
+    from gespann.bpf import features
+    from gespann.bpf.channel import RecordChannel
+    from gespann.probes import tcp_lifecycle, tcp_resets
+
+    require({"tp_btf": features.tp_btf, "raw_tracepoint": features.raw_tracepoint,
+             "tracepoint": features.tracepoint}[mode]())
+    channel = RecordChannel.for_reader("auto", "gsp_records")
+    settings = AttachSettings(mode=mode, netns=namespace.inode)
+    with channel, ProbeSet.attach([tcp_lifecycle.PROBE, *tcp_resets.PROBES, PROBE], settings,
+                                  records=channel) as probes, \
+            KernelCollector(probes, namespace.path, records=channel) as collector:
+        assert probes["packet_drops"].flavour.mode == mode
+        with namespace.enter():
+            traffic = TcpTraffic()
+            client, server = traffic.connect()
+            nft("add table inet gespann_drops\n"
+                "add chain inet gespann_drops out { type filter hook output priority 0; }\n"
+                f"add rule inet gespann_drops out tcp dport {traffic.port} meta length > 200 counter drop\n")
+            client.sendall(b"d" * 1000)  # the segment and its retransmissions die on the way out
+            time.sleep(1.0)
+            dropped_by_rule = nft_counter_packets("out")
+            nft("delete table inet gespann_drops\n")
+            received = b""
+            while len(received) < 1000:  # the next retransmission goes through
+                received += server.recv(4096)
+            client.close()
+            assert server.recv(1) == b""
+            server.close()
+            traffic.close()
+        assert dropped_by_rule >= 1
+        events, deadline = [], time.monotonic() + 5
+        while len(events) < 2 and time.monotonic() < deadline:
+            events.extend(collector.events(timeout=0.1))
+        by_role = {event.role: event for event in events}
+        assert set(by_role) == {"client", "server"}, events
+        assert (by_role["client"].drops, by_role["client"].drop_reason) == (dropped_by_rule, reason("NETFILTER_DROP"))
+        assert (by_role["server"].drops, by_role["server"].drop_reason) == (0, "")
+        assert dropped(collector) == {("tcp", reason("NETFILTER_DROP")): dropped_by_rule}
