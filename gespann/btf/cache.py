@@ -58,7 +58,7 @@ def load(key: str, directory: Optional[Path] = None) -> Optional[KernelTypes]:
         if not isinstance(err, FileNotFoundError):
             log.debug("ignoring BTF cache entry %s: %s", path, err)
         return None
-    return None if types.missing_fields() else types
+    return None if types.missing_fields() or types.missing_enums() else types
 
 
 def store(key: str, types: KernelTypes, directory: Optional[Path] = None) -> None:

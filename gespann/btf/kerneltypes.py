@@ -11,18 +11,23 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 from .errors import FieldNotFound, MalformedBTF, TypeNotFound
 from .locations import FieldLocation, FuncParam, FuncSignature
-from .manifest import FIELDS
+from .manifest import ENUMS, FIELDS
 
-#: Version of the JSON layout below; bump it when the layout changes.
-FORMAT = 1
+#: Version of the JSON layout below; bump it when the layout changes. 2 added enums.
+FORMAT = 2
+#: A document without the BTF-only sections (funcs, tracepoints, enums): a vendored table. Its layout has
+#: not changed since format 1, so tables are still written, and read, as format 1.
+TABLE_FORMAT = 1
 
 
 class KernelTypes(NamedTuple):
-    """Field offsets and attach targets of one kernel, keyed as in manifest.py.
+    """Field offsets, attach targets and enum names of one kernel, keyed as in manifest.py.
 
     A None value means "absent on this kernel". funcs and tracepoints are empty
     when the types came from a vendored table: without kernel BTF there is no
-    fentry or tp_btf to attach to.
+    fentry or tp_btf to attach to. enums (value -> enumerator name, as BTF spells
+    it) are empty then too: a table does not carry them, and a probe reports
+    such values as numbers.
     """
 
     release: str
@@ -32,6 +37,7 @@ class KernelTypes(NamedTuple):
     fields: Mapping[str, Optional[FieldLocation]]
     funcs: Mapping[str, Optional[FuncSignature]] = {}  # never mutated: a shared empty default is safe
     tracepoints: Mapping[str, Optional[int]] = {}  # btf_trace_* typedef ids
+    enums: Mapping[str, Optional[Mapping[int, str]]] = {}  # enum name -> {value: enumerator name}
 
     def field(self, key: str) -> FieldLocation:
         """The location of a manifest field ("tcp_sock.srtt_us"); FieldNotFound if this kernel lacks it."""
@@ -62,12 +68,22 @@ class KernelTypes(NamedTuple):
             raise TypeNotFound(f"no btf_trace_{name} on kernel {self.release} ({self.source})")
         return found
 
+    def enum(self, name: str) -> Optional[Mapping[int, str]]:
+        """A manifest enum's enumerator names by value; None if this kernel lacks the enum, or the
+        types came from a vendored table (which carries no enums)."""
+        if name in self.enums:
+            return self.enums[name]
+        if any(ref.name == name for ref in ENUMS):
+            return None
+        raise KeyError(f"{name} is not in gespann.btf.manifest.ENUMS; add it there first")
+
     # -- JSON ------------------------------------------------------------------------
 
     def to_json(self, *, attach: bool = True, extra: Optional[Mapping[str, Any]] = None) -> str:
-        """Stable, reviewable JSON: one field per line. attach=False leaves out funcs and tracepoints."""
+        """Stable, reviewable JSON: one field per line. attach=False leaves out funcs, tracepoints and enums
+        (a vendored table, format 1)."""
         head = {
-            "format": FORMAT,
+            "format": FORMAT if attach else TABLE_FORMAT,
             "release": self.release,
             "machine": self.machine,
             "byteorder": "little" if self.little_endian else "big",
@@ -80,6 +96,7 @@ class KernelTypes(NamedTuple):
         if attach:
             sections.append(("funcs", {k: _signature_json(v) for k, v in sorted(self.funcs.items())}))
             sections.append(("tracepoints", dict(sorted(self.tracepoints.items()))))
+            sections.append(("enums", {k: _enum_json(v) for k, v in sorted(self.enums.items())}))
         for index, (name, entries) in enumerate(sections):
             lines.append(f"  {json.dumps(name)}: {{")
             items = [f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in entries.items()]
@@ -90,14 +107,18 @@ class KernelTypes(NamedTuple):
 
     @classmethod
     def from_json(cls, text: str, source: Optional[str] = None) -> KernelTypes:
-        """Parse to_json's output; MalformedBTF if it is not that (or is of another format)."""
+        """Parse to_json's output; MalformedBTF if it is not that (or is of another format).
+
+        Format 1 documents (vendored tables, and caches from before enums) have no enums.
+        """
         try:
             doc = json.loads(text)
-            if doc.get("format") != FORMAT:
-                raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT}")
+            if doc.get("format") not in (TABLE_FORMAT, FORMAT):
+                raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT} (or {TABLE_FORMAT}, a table)")
             fields = {k: _location_from(k, v) for k, v in doc["fields"].items()}
             funcs = {k: _signature_from(k, v) for k, v in doc.get("funcs", {}).items()}
             tracepoints = {k: (None if v is None else int(v)) for k, v in doc.get("tracepoints", {}).items()}
+            enums = {k: _enum_from(v) for k, v in doc.get("enums", {}).items()} if doc["format"] == FORMAT else {}
             return cls(
                 release=str(doc["release"]),
                 machine=str(doc["machine"]),
@@ -106,6 +127,7 @@ class KernelTypes(NamedTuple):
                 fields=fields,
                 funcs=funcs,
                 tracepoints=tracepoints,
+                enums=enums,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise MalformedBTF(f"{source or 'kernel types'}: not a gespann kernel-types document: {err}") from None
@@ -113,6 +135,10 @@ class KernelTypes(NamedTuple):
     def missing_fields(self) -> list[str]:
         """Manifest fields this document does not mention at all (stale table or cache)."""
         return [ref.key for ref in FIELDS if ref.key not in self.fields]
+
+    def missing_enums(self) -> list[str]:
+        """Manifest enums this document does not mention: stale, when it came from kernel BTF."""
+        return [ref.name for ref in ENUMS if ref.name not in self.enums]
 
 
 def _location_json(location: Optional[FieldLocation]) -> Optional[dict]:
@@ -151,3 +177,13 @@ def _signature_from(name: str, value: Optional[dict]) -> Optional[FuncSignature]
         return None
     params = tuple(FuncParam(str(n), str(t)) for n, t in value["params"])
     return FuncSignature(name, int(value["btf_id"]), str(value["return"]), params, bool(value["variadic"]))
+
+
+def _enum_json(names: Optional[Mapping[int, str]]) -> Optional[dict]:
+    return None if names is None else {str(value): name for value, name in sorted(names.items())}
+
+
+def _enum_from(value: Optional[dict]) -> Optional[dict[int, str]]:
+    if value is None:
+        return None
+    return {int(number): str(name) for number, name in value.items()}

@@ -7,6 +7,8 @@ then regenerates the tables (tools/vmlinux_tables.py).
 
 `required` entries must exist on every kernel gespann supports; resolving a
 kernel without one is an error. Optional entries are recorded as absent.
+Functions, tracepoints and enums are resolved only from kernel BTF and never
+kept in vendored tables, so adding one needs no table regeneration.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ class FieldRef(NamedTuple):
 
 class AttachRef(NamedTuple):
     """A kernel function (for fentry/fexit) or a tracepoint (for tp_btf) probes may attach to."""
+
+    name: str
+    required: bool = False
+
+
+class EnumRef(NamedTuple):
+    """A kernel enum whose enumerator names probes report (value -> name, from the running kernel's BTF)."""
 
     name: str
     required: bool = False
@@ -123,8 +132,14 @@ TRACEPOINTS = _optional_attach(
     "bpf_test_finish",
 )
 
+#: Enums named from kernel BTF, never from a table in the code: a new kernel's new values show up by
+#: name without a release of gespann. Vendored tables do not carry them.
+ENUMS: tuple[EnumRef, ...] = (
+    EnumRef("skb_drop_reason"),  # 5.17+: why skb:kfree_skb dropped a packet
+)
+
 
 def digest() -> str:
     """A short hash of the manifest: resolutions of another manifest are never reused."""
-    content = [[tuple(ref) for ref in group] for group in (FIELDS, FUNCS, TRACEPOINTS)]
+    content = [[tuple(ref) for ref in group] for group in (FIELDS, FUNCS, TRACEPOINTS, ENUMS)]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from . import types as t
 from .errors import FieldNotFound, TypeNotFound
 from .fieldpath import locate
 from .functions import TRACEPOINT_TYPEDEF_PREFIX, func_signature, tracepoint_typedef_id
 from .kerneltypes import KernelTypes
-from .manifest import FIELDS, FUNCS, TRACEPOINTS
+from .kinds import Kind
+from .manifest import ENUMS, FIELDS, FUNCS, TRACEPOINTS
 from .spec import Spec
 
 
@@ -18,7 +20,7 @@ def resolve_manifest(
 ) -> KernelTypes:
     """Every manifest entry located in `spec`; raises FieldNotFound naming all missing required fields.
 
-    attach=False skips functions and tracepoints (vendored tables do not keep them).
+    attach=False skips functions, tracepoints and enums (vendored tables do not keep them).
     """
     uname = os.uname()
     spec.lookup_names(_names_used())
@@ -32,10 +34,11 @@ def resolve_manifest(
                 missing.append(f"{ref.key} ({err})")
     if missing:
         raise FieldNotFound(f"{spec.name} lacks fields gespann requires: " + "; ".join(missing))
-    funcs, tracepoints = {}, {}
+    funcs, tracepoints, enums = {}, {}, {}
     if attach:
         funcs = {ref.name: _optional(func_signature, spec, ref.name, ref.required) for ref in FUNCS}
         tracepoints = {ref.name: _optional(tracepoint_typedef_id, spec, ref.name, ref.required) for ref in TRACEPOINTS}
+        enums = {ref.name: _optional(enum_names, spec, ref.name, ref.required) for ref in ENUMS}
     return KernelTypes(
         release=release or uname.release,
         machine=machine or uname.machine,
@@ -44,7 +47,26 @@ def resolve_manifest(
         fields=fields,
         funcs=funcs,
         tracepoints=tracepoints,
+        enums=enums,
     )
+
+
+def enum_names(spec: Spec, name: str) -> dict[int, str]:
+    """Enumerator names by value of the ENUM or ENUM64 called `name`, exactly as BTF spells them.
+
+    Of several enums of that name, the first (lowest id: vmlinux before a module) that has
+    enumerators; a declaration without any gives no names. Where enumerators share a value,
+    the first declared names it.
+    """
+    kinds = (Kind.ENUM, Kind.ENUM64)
+    found = spec.find_all(name, kinds)
+    if not found:
+        spec.find(name, kinds)  # raises TypeNotFound, with close names
+    enum: t.Enum = next((e for e in found if e.values), found[0])
+    names: dict[int, str] = {}
+    for value in enum.values:
+        names.setdefault(value.value, value.name)
+    return names
 
 
 def _optional(lookup, spec: Spec, name: str, required: bool):
@@ -58,5 +80,5 @@ def _optional(lookup, spec: Spec, name: str, required: bool):
 
 def _names_used() -> set[str]:
     """Every type name the manifest looks up, so one pass over the types finds them all."""
-    names = {ref.struct for ref in FIELDS} | {ref.name for ref in FUNCS}
+    names = {ref.struct for ref in FIELDS} | {ref.name for ref in FUNCS} | {ref.name for ref in ENUMS}
     return names | {TRACEPOINT_TYPEDEF_PREFIX + ref.name for ref in TRACEPOINTS}

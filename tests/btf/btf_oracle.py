@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,6 +33,27 @@ def dump(path: str, base: str | None = None) -> dict[int, dict]:
         argv[1:1] = ["-B", base]
     out = subprocess.run(argv, check=True, capture_output=True).stdout
     return {t["id"]: t for t in json.loads(out)["types"]}
+
+
+def raw_enums(path: str, enum_name: str) -> list[list[tuple[str, int]]]:
+    """(enumerator, value) lists of every ENUM/ENUM64 called enum_name, in id order, from bpftool's raw dump.
+
+    The raw dump, not the JSON: bpftool's JSON prints an unsigned ENUM's s32 value sign-extended to 64 bits
+    (0xffff0000 as 0xffffffffffff0000); the raw dump prints it as C reads it.
+    """
+    need_bpftool()
+    lines = subprocess.run([BPFTOOL, "btf", "dump", "file", path, "format", "raw"], check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    header = re.compile(r"\[\d+\] ENUM(?:64)? '(?P<name>.*)' encoding=\w+ size=\d+ vlen=(?P<vlen>\d+)$")
+    value = re.compile(r"\t'(?P<name>.*)' val=(?P<val>-?\d+)(?:U?LL)?$")  # ENUM64 values end in LL or ULL
+    found = []
+    for at, line in enumerate(lines):
+        match = header.match(line)
+        if match and match["name"] == enum_name:
+            entries = [value.match(entry) for entry in lines[at + 1 : at + 1 + int(match["vlen"])]]
+            assert all(entries), f"unexpected bpftool raw output after {line!r}"
+            found.append([(m["name"], int(m["val"])) for m in entries])
+    return found
 
 
 def name(t: dict) -> str:
