@@ -15,7 +15,7 @@ from .bpf import features
 from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
-from .probes import (ALL_PROBES, AttachSettings, TrialResult, available_probes, group_reasons, packet_drops, tcp_walk,
+from .probes import (ALL_PROBES, AttachSettings, TrialResult, group_reasons, packet_drops, selected_probes, tcp_walk,
                      trial_attach, udp_walk)
 from .probes.tcp_connections import ENTRIES
 
@@ -151,7 +151,6 @@ def _type_information(source: str) -> tuple[Optional[str], Optional[str]]:
 
 def _probes(config: Config, missing: list[str]) -> list[TrialResult]:
     if missing:
-        return [TrialResult(p.name, None, None, {}, "not tried: missing privileges")
-                for p in available_probes(config.extra_probes)]
+        return [TrialResult(p.name, None, None, {}, "not tried: missing privileges") for p in selected_probes(config)]
     settings = AttachSettings.from_config(config)
-    return [trial_attach(probe, settings) for probe in available_probes(config.extra_probes)]
+    return [trial_attach(probe, settings) for probe in selected_probes(config)]

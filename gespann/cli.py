@@ -191,12 +191,12 @@ def list_probes(config_path: str | None) -> None:
     Each probe is attached and detached again, so the answer is the kernel's own:
     for every flavour passed over, the reason is printed.
     """
-    from .probes import AttachSettings, available_probes, trial_attach
+    from .probes import AttachSettings, selected_probes, trial_attach
 
     config = _load_config(config_path)
     _warn_deprecations(config)
     settings = AttachSettings.from_config(config)
-    for probe in available_probes(config.extra_probes):
+    for probe in selected_probes(config):
         click.echo(f"{probe.name}: {probe.summary}")
         trial = trial_attach(probe, settings)
         for flavour in map(str, probe.flavours):

@@ -16,6 +16,7 @@ from .probeset import (
     ProbeUnavailable,
     TrialResult,
     group_reasons,
+    selected_probes,
     trial_attach,
 )
 
@@ -46,4 +47,4 @@ def find_probe(name: str, extra: Sequence[str] = ()) -> Optional[Probe]:
 
 __all__ = ["ALL_PROBES", "EXAMPLE_PROBES", "AttachSettings", "AttachedProbe", "BuildTarget", "ExtensionError",
            "OwnerCounts", "Probe", "ProbeSet", "ProbeUnavailable", "ReadContext", "Reader", "TrialResult",
-           "available_probes", "find_probe", "group_reasons", "load_probes", "trial_attach"]
+           "available_probes", "find_probe", "group_reasons", "load_probes", "selected_probes", "trial_attach"]

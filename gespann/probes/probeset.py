@@ -187,11 +187,7 @@ class ProbeSet:
     def attach_all(cls, config, records: Optional[RecordChannel] = None) -> "ProbeSet":
         """Every probe gespann has for the protocols `config` watches, and the config's extra probes, attached
         as it asks."""
-        from . import available_probes
-
-        probes = [probe for probe in available_probes(config.extra_probes)
-                  if probe.watches(config.protocols) and config.probe_modes.get(probe.name) != OFF]
-        return cls.attach(probes, AttachSettings.from_config(config), records)
+        return cls.attach(selected_probes(config), AttachSettings.from_config(config), records)
 
     def __getitem__(self, name: str) -> AttachedProbe:
         return self.probes[name]
@@ -218,6 +214,15 @@ class ProbeSet:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def selected_probes(config) -> list[Probe]:
+    """The probes `config` has gespann attach: gespann's and its extra ones, less those of protocols
+    scope.protocols leaves out and those attach.probes turns off."""
+    from . import available_probes
+
+    return [probe for probe in available_probes(config.extra_probes)
+            if probe.watches(config.protocols) and config.probe_modes.get(probe.name) != OFF]
 
 
 @dataclass(frozen=True)

@@ -195,4 +195,7 @@ def test_a_connections_dropped_packets_are_in_its_record(namespace, mode):
         assert set(by_role) == {"client", "server"}, events
         assert (by_role["client"].drops, by_role["client"].drop_reason) == (dropped_by_rule, reason("NETFILTER_DROP"))
         assert (by_role["server"].drops, by_role["server"].drop_reason) == (0, "")
-        assert dropped(collector) == {("tcp", reason("NETFILTER_DROP")): dropped_by_rule}
+        # The closing side frees its peer's unread FIN with its receive queue, which the kernel reports as a
+        # drop (QUEUE_PURGE on 6.18; no reason, so unknown, before 5.17): only the rule's drops are compared.
+        if reason("NETFILTER_DROP") != "unknown":
+            assert dropped(collector)[("tcp", "NETFILTER_DROP")] == dropped_by_rule
