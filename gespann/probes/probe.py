@@ -18,7 +18,6 @@ from ..btf import KernelTypes, kernel_types
 from ..figures import MetricSpec
 from .arguments import Derivations, Arguments
 from .flavours import Flavour
-from .reading import ReaderFactory
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,8 @@ class Probe:
     #: None: packets of every protocol (packet_drops), attached whatever `scope.protocols` says.
     protocol: Optional[str] = "tcp"
     metrics: tuple[MetricSpec, ...] = ()
-    reader: Optional[ReaderFactory] = None
+    #: A `reading.ReaderFactory`: called with a ReadContext, gives the probe's Reader.
+    reader: Optional[Callable[..., object]] = None
 
     def __post_init__(self):
         if self.metrics and self.reader is None:

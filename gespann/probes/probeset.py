@@ -61,7 +61,7 @@ class AttachSettings:
         by_process = config.label_process or config.label_container
         capacities = dict(config.map_capacities)
         if by_process:
-            from .tcp_lifecycle import BY_PROCESS, by_process_capacity
+            from .tcp_totals import BY_PROCESS, by_process_capacity
             capacities.setdefault(BY_PROCESS, by_process_capacity(config.label_max_series))
         return cls(config.attach_mode, dict(config.probe_modes), config.perf_event_attach, config.btf_source,
                    namespace_inode(config.netns) if config.netns else None, capacities, by_process,
@@ -293,7 +293,7 @@ def _check_typed_sockets(probe: Probe, flavour: Flavour, target: BuildTarget) ->
 
 def _attach_walk(attached: list[AttachedProbe], target: BuildTarget, stack: ExitStack):
     """The kernel walk over tcp_lifecycle's maps, where they are kept in socket storage."""
-    from .tcp_lifecycle import STATS
+    from .tcp_totals import STATS
     from .tcp_walk import COUNTED_MAP, TcpWalk
 
     lifecycle = next((a for a in attached if a.probe.name == "tcp_lifecycle"), None)

@@ -79,7 +79,7 @@ from ..figures import counter, histogram
 from .connection_metrics import SHARED
 from .probe import BuildTarget, Probe
 from .record_output import emit_record_output
-from .reading import ReadContext, Reader
+from .tcp_metrics import TcpMetrics
 from .record_codec import RecordCodec
 from .socket_state import IPPROTO_TCP
 from .tcp_walk import COUNTED, COUNTED_MAP, counted_map, emit_counted_get
@@ -104,6 +104,17 @@ from .tcp_connections import (
 )
 from ..vocabulary import FAILURE_REASONS, ROLES
 from .tcp_totals import (
+    BY_PROCESS,
+    BY_PROCESS_COUNTS,
+    BYTES_RECEIVED_SLOT,
+    BYTES_SENT_SLOT,
+    FAILED_ERRNOS,
+    FAILURE_ERRNOS,
+    OTHER_OWNER,
+    OWNER,
+    OWNERS_PER_SERIES,
+    STATS,
+    by_process_capacity,
     Totals,
     emit_add,
     emit_add_indexed,
@@ -123,22 +134,6 @@ ABORTED_FROM = (ESTABLISHED, SYN_RECV, CLOSE_WAIT, FIN_WAIT1)
 TRACKED_FROM = (SYN_SENT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING)
 #: enum sock_flags: set when the peer's FIN arrives (tcp_fin), and by nothing else on the way to CLOSE.
 SOCK_DONE = 1
-
-FAILURE_ERRNOS = dict(zip(FAILURE_REASONS, (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
-                                            errno.ENETUNREACH)))
-
-STATS = "tcp_totals"
-FAILED_ERRNOS = "tcp_failed_errnos"
-BY_PROCESS = "tcp_by_process"
-#: Owners the kernel tells apart per label set the config allows (labels.max_series): one label set can be
-#: several owners (a comm in several cgroups, say). Past that, owners count under OTHER_OWNER.
-OWNERS_PER_SERIES = 4
-#: The by-process map's key: the owner's cgroup id and comm. OTHER_OWNER stands for every owner past the cap.
-OWNER = Record("tcp_owner", [("cgroup_id", u64), ("comm", array(u8, 16))])
-OTHER_OWNER = {"cgroup_id": (1 << 64) - 1, "comm": bytes(16)}
-#: The by-process map's value: ends by outcome (connection_records.OUTCOMES), then payload bytes.
-BY_PROCESS_COUNTS = StructCodec("=5Q")
-BYTES_SENT_SLOT, BYTES_RECEIVED_SLOT = 3, 4
 
 #: tcp_sock counters read at an end, each in a u64 slot (bytes_acked only where bytes_sent is missing).
 TCP_COUNTERS = ("bytes_sent", "bytes_retrans", "bytes_acked", "bytes_received", "total_retrans", "srtt_us")
@@ -755,11 +750,6 @@ def _emit_count_errno(b: _Build) -> None:
     p.ja(b.counted)
 
 
-def by_process_capacity(max_series: int) -> int:
-    """Owners the by-process map keeps for `labels.max_series` label sets, OTHER_OWNER's row included."""
-    return OWNERS_PER_SERIES * max_series + 1
-
-
 def by_process_map(capacity: int = by_process_capacity(100)) -> HashMap:
     """(cgroup id, comm) -> ends by outcome and payload bytes; OTHER_OWNER's row is made here, first."""
     counts = HashMap(RecordCodec(OWNER), BY_PROCESS_COUNTS, capacity, name="gsp_tcp_owners")
@@ -788,13 +778,6 @@ ENDS_UNTRACKED = counter(
     "adopted (the adopted map, as large, was full).", dogstatsd="connections.untracked")
 
 
-def read_figures(context: ReadContext) -> Reader:
-    """This probe's reader, in its own module (tcp_metrics.py), which reads this one's constants."""
-    from .tcp_metrics import TcpMetrics
-
-    return TcpMetrics.from_context(context)
-
-
 PROBE = Probe(
     name="tcp_lifecycle",
     summary="TCP connections opened, ended (close, reset) and failed, with bytes, RTT and timings",
@@ -807,5 +790,5 @@ PROBE = Probe(
     optional_maps={BY_PROCESS: lambda target: target.by_process, COUNTED_MAP: lambda target: target.kernel_walk,
                    **CONNECTION_MAPS_WANTED},
     metrics=(*SHARED, RESETS, FAILURES, RETRANSMITS, RTT, CONNECT_LATENCY, ENDS_UNTRACKED),
-    reader=read_figures,
+    reader=TcpMetrics.from_context,
 )

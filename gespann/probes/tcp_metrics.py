@@ -65,10 +65,10 @@ from ..vocabulary import ABORTED, BOUNDS_SECONDS, FAILURE_REASONS, OUTCOMES, RES
 from .open_sockets import OpenConnection, OpenSockets
 from .reading import OwnerCounts, ReadContext, Reader
 from .tcp_connections import ADOPTED, CLIENT, ENTRY, MAP_NAME, SERVER
-from .tcp_lifecycle import (
-    BY_PROCESS, BYTES_RECEIVED_SLOT, BYTES_SENT_SLOT, FAILED_ERRNOS, FAILURE_ERRNOS, OTHER_OWNER, STATS,
+from .tcp_totals import (
+    BY_PROCESS, BYTES_RECEIVED_SLOT, BYTES_SENT_SLOT, FAILED_ERRNOS, FAILURE_ERRNOS, OTHER_OWNER, STATS, HistogramSlots,
+    Totals,
 )
-from .tcp_totals import HistogramSlots, Totals
 from .tcp_walk import TcpWalk, WalkTotals
 
 log = logging.getLogger(__name__)

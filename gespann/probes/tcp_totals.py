@@ -15,9 +15,10 @@ with six shifts, no loop. Sums are exact, in the unit the value was read in.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
-from asm import DW, R0, R1, R2, R3, R10, Program, Register, Slot
+from asm import DW, R0, R1, R2, R3, R10, Program, Record, Register, Slot, array, u8, u64
 
 from ..bpf.maps import PerCpuArrayMap, StructCodec
 from ..vocabulary import BUCKET_BOUNDS_US, FAILURE_REASONS, RESET_DIRECTIONS, ROLES
@@ -59,6 +60,28 @@ class Totals:
     CONNECT_LATENCY = HistogramSlots(DURATION.end, 1e-9)  # SYN_SENT to ESTABLISHED, ns
     UNTRACKED = CONNECT_LATENCY.end  # ends (and failed opens) that came without their connection's entry
     SLOTS = UNTRACKED + 1
+
+
+#: Map names, and what their keys and values hold: tcp_lifecycle writes them, tcp_metrics reads them.
+FAILURE_ERRNOS = dict(zip(FAILURE_REASONS, (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+                                            errno.ENETUNREACH)))
+
+STATS = "tcp_totals"
+FAILED_ERRNOS = "tcp_failed_errnos"
+BY_PROCESS = "tcp_by_process"
+#: Owners the kernel tells apart per label set the config allows (labels.max_series): one label set can be
+#: several owners (a comm in several cgroups, say). Past that, owners count under OTHER_OWNER.
+OWNERS_PER_SERIES = 4
+#: The by-process map's key: the owner's cgroup id and comm. OTHER_OWNER stands for every owner past the cap.
+OWNER = Record("tcp_owner", [("cgroup_id", u64), ("comm", array(u8, 16))])
+OTHER_OWNER = {"cgroup_id": (1 << 64) - 1, "comm": bytes(16)}
+#: The by-process map's value: ends by outcome (connection_records.OUTCOMES), then payload bytes.
+BY_PROCESS_COUNTS = StructCodec("=5Q")
+BYTES_SENT_SLOT, BYTES_RECEIVED_SLOT = 3, 4
+
+def by_process_capacity(max_series: int) -> int:
+    """Owners the by-process map keeps for `labels.max_series` label sets, OTHER_OWNER's row included."""
+    return OWNERS_PER_SERIES * max_series + 1
 
 
 ROW = StructCodec(f"={Totals.SLOTS}Q")
