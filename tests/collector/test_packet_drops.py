@@ -55,6 +55,12 @@ def nft_counter_packets(chain: str) -> int:
     raise AssertionError(f"no counter in chain {chain}")
 
 
+def named_counter_packets(name: str) -> int:
+    listing = json.loads(subprocess.run(["nft", "-j", "list", "counter", "inet", "gespann_drops", name],
+                                        capture_output=True, text=True, check=True, timeout=30).stdout)
+    return next(item["counter"]["packets"] for item in listing["nftables"] if "counter" in item)
+
+
 @pytest.fixture
 def watched(namespace):
     with ProbeSet.attach([PROBE], AttachSettings(netns=namespace.inode)) as probes, \
@@ -173,12 +179,17 @@ def test_a_connections_dropped_packets_are_in_its_record(namespace, mode):
         with namespace.enter():
             traffic = TcpTraffic()
             client, server = traffic.connect()
+            # A named counter outlives the rule, so the rule can go first and be read after: no drop
+            # can come between the reading and the lifting.
             nft("add table inet gespann_drops\n"
+                "add counter inet gespann_drops dropped\n"
                 "add chain inet gespann_drops out { type filter hook output priority 0; }\n"
-                f"add rule inet gespann_drops out tcp dport {traffic.port} meta length > 200 counter drop\n")
+                f"add rule inet gespann_drops out tcp dport {traffic.port} meta length > 200 counter name dropped "
+                "drop\n")
             client.sendall(b"d" * 1000)  # the segment and its retransmissions die on the way out
             time.sleep(1.0)
-            dropped_by_rule = nft_counter_packets("out")
+            nft("flush chain inet gespann_drops out\n")
+            dropped_by_rule = named_counter_packets("dropped")
             nft("delete table inet gespann_drops\n")
             received = b""
             while len(received) < 1000:  # the next retransmission goes through
