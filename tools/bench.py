@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale-only", action="store_true",
                         help="only the scale section; merges into the existing bench.json")
     parser.add_argument("--drops-only", action="store_true",
-                        help="only the drop section (packet_drops against the UDP probes, about a minute); "
+                        help="only the drop section (packet_drops against the UDP probes, about 15 s); "
                              "merges into the existing bench.json")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: write bench.md and bench.png again from the existing bench.json")
