@@ -13,12 +13,15 @@ peak RSS; the kernel's own run time per event of each tracer's programs
 gespann, with bpftrace; gespann's CPU per 10,000 connections; whether metrics
 mode counted every connection; trace mode's losses, if this build has it. Then the
 scale section (tools/bench/scale.py): CPU, wall time and RSS of one scrape at 0 to
-100,000 open sockets and 0 and 100,000 UDP flows, beside `ss -tin` and a batch map read.
+100,000 open sockets and 0 and 100,000 UDP flows, beside `ss -tin` and a batch map read. And the
+drop section (tools/bench/drops.py): packet_drops' in-kernel ns per dropped packet beside
+udp_send's and udp_receive's per packet, over the same datagrams to a closed port, and how often
+kfree_skb ran per packet of ordinary TCP and UDP traffic.
 
 Writes results/bench/bench.md, bench.json and bench.png; prints the table.
 Needs root, bpftrace, bpftool and gcc (tools/setup-host.sh bench).
 
-    python3 tools/bench.py [--rounds 9] [--cost-rounds 3] [--connections 30000] [--vm] [--no-scale | --scale-only]
+    python3 tools/bench.py [--rounds 9] [--cost-rounds 3] [--connections 30000] [--vm] [--no-scale | --scale-only] [--drops-only]
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import bcc_tracer, chart, loadgen, report, runs, scale
+from bench import bcc_tracer, chart, drops, loadgen, report, runs, scale
 from bench.bpftrace_tracer import Bpftrace
 from bench.bpftrace_tracer import version as bpftrace_version
 from bench.gespann_tracer import GespannMetrics
@@ -67,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                                  "sockets and flows: about a minute)")
     parser.add_argument("--scale-only", action="store_true",
                         help="only the scale section; merges into the existing bench.json")
+    parser.add_argument("--drops-only", action="store_true",
+                        help="only the drop section (packet_drops against the UDP probes, about 15 s); "
+                             "merges into the existing bench.json")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: write bench.md and bench.png again from the existing bench.json")
     # Inside the VM (bench/vm.py): where to write the figures, the load generator built by the host, the headers.
@@ -74,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loadgen", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--kernel-source", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if sum((args.vm_only, args.scale_only, args.drops_only)) > 1:
+        parser.error("--vm-only, --scale-only and --drops-only each measure one part: give one")
     for name in ("rounds", "cost_rounds", "connections", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -84,10 +92,12 @@ class CannotRun(Exception):
     """The bench cannot start; the message says what to install or do."""
 
 
-def preflight(gespann: Path, scale_only: bool = False) -> None:
+def preflight(gespann: Path, scale_only: bool = False, drops_only: bool = False) -> None:
     if os.geteuid() != 0:
         raise CannotRun("needs root (BPF programs, network namespaces)")
     needed = {"ip": "iproute2", "ss": "iproute2"} if scale_only else NEEDED
+    if drops_only:
+        needed = {program: pkg for program, pkg in NEEDED.items() if program != "bpftrace"}
     missing = [pkg for program, pkg in needed.items() if not shutil.which(program)
                and not shutil.which(program, path="/usr/sbin:/sbin")]
     if missing:
@@ -106,6 +116,12 @@ def meta(args: argparse.Namespace) -> dict:
     return {"date": datetime.date.today().isoformat(), "kernel": os.uname().release, "cpus": os.cpu_count(),
             "commit": commit, "bpftrace": bpftrace_version(), "rounds": args.rounds, "cost_rounds": args.cost_rounds,
             "connections": args.connections, "threads": args.threads, "load_before": _load()}
+
+
+def stamp(args: argparse.Namespace) -> dict:
+    """When and where a section measured after the main run (it may be merged into an older bench.json)."""
+    now = meta(args)
+    return {key: now[key] for key in ("date", "kernel", "cpus", "commit", "load_before")}
 
 
 def _load() -> str:
@@ -139,6 +155,8 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
                 results["kernel_cost"].append({name: tracers[name](stats=True)
                                                for name in (report.GESPANN, report.GESPANN_TP, report.BPFTRACE)})
                 say(f"cost round {index + 1}/{args.cost_rounds} done")
+            results["drops"] = {**drops.run(gespann, ns, lambda: workload.run().connections, args.cost_rounds, say),
+                                "measured": stamp(args)}
         results["meta"].update(report.probe_sets(results))
 
         if trace_available(args.gespann):
@@ -150,6 +168,20 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
             results["trace"] = {"available": False, "note": NOT_AVAILABLE}
             say(NOT_AVAILABLE)
     results["bcc_host"] = bcc_on_host(workdir)
+
+
+def drops_only(args: argparse.Namespace, workdir: Path) -> dict:
+    """The drop section alone, in a namespace of its own: `--cost-rounds` rounds."""
+    from gespann.bpf.programs import enable_run_stats
+
+    binary = loadgen.build(workdir / "loadgen")
+    with Namespace() as ns:
+        workload = runs.Workload(binary, args.connections, args.seconds, args.threads, tuple(ns.exec_prefix))
+        runs.baseline(workload)  # warm-up, as in the full run
+        gespann = GespannMetrics(args.gespann, workdir, ns.path)
+        with enable_run_stats():
+            return {**drops.run(gespann, ns, lambda: workload.run().connections, args.cost_rounds, say),
+                    "measured": stamp(args)}
 
 
 def bcc_on_host(workdir: Path) -> dict[str, str]:
@@ -189,28 +221,28 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        preflight(args.gespann, scale_only=args.scale_only)
+        preflight(args.gespann, scale_only=args.scale_only, drops_only=args.drops_only)
     except CannotRun as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2
     results = {"meta": meta(args), "rounds": [], "kernel_cost": []}
-    merging = args.vm_only or args.scale_only
+    merging = args.vm_only or args.scale_only or args.drops_only
     if merging:
         try:
             results = json.loads((args.results / "bench.json").read_text())
         except (OSError, ValueError) as err:
-            print(f"bench: --vm-only and --scale-only need an earlier {args.results / 'bench.json'}: {err}",
-                  file=sys.stderr)
+            print(f"bench: --vm-only, --scale-only and --drops-only need an earlier {args.results / 'bench.json'}: "
+                  f"{err}", file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="gespann-bench-") as tmp:
         workdir = Path(tmp)
         if not merging:
             host_bench(args, workdir, results)
             results["meta"]["load_after"] = _load()
-        if args.scale_only or not (args.vm_only or args.no_scale):
-            results["scale"] = scale.run(args.gespann, workdir, say)
-            now = meta(args)
-            results["scale"]["measured"] = {key: now[key] for key in ("date", "kernel", "cpus", "commit")}
+        if args.drops_only:
+            results["drops"] = drops_only(args, workdir)
+        if args.scale_only or not (args.vm_only or args.no_scale or args.drops_only):
+            results["scale"] = {**scale.run(args.gespann, workdir, say), "measured": stamp(args)}
         if args.vm or args.vm_only:
             from bench import vm
 

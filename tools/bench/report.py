@@ -198,6 +198,10 @@ def markdown(results: dict) -> str:
         lines.append(f"- {trace.get('note', 'trace mode: not measured')}")
     for tool, outcome in results.get("bcc_host", {}).items():
         lines.append(f"- {tool} on this machine: {outcome}")
+    if results.get("drops"):
+        from .drops import markdown as drops_markdown
+
+        lines += drops_markdown(results["drops"])
     vm = results.get("vm")
     if vm:
         lines += ["", *vm_markdown(vm)]
@@ -240,4 +244,8 @@ def verdicts(results: dict) -> dict[str, bool | None]:
         from .scale import verdicts as scale_verdicts
 
         judged.update({f"scale: {target}": met for target, met in scale_verdicts(results["scale"]).items()})
+    if results.get("drops"):
+        from .drops import verdicts as drops_verdicts
+
+        judged.update({f"drops: {target}": met for target, met in drops_verdicts(results["drops"]).items()})
     return judged
