@@ -84,6 +84,13 @@ class LoadedProgram(Closable):
                            raw.run_time_ns, raw.jited_prog_len, raw.xlated_prog_len, raw.verified_insns,
                            tuple(map_ids))
 
+    def recursion_misses(self) -> int:
+        """Runs the kernel skipped because the program was already running on that CPU (an interrupt or
+        softirq firing its event inside it): their events went uncounted. 5.12+; 0 before."""
+        raw = syscall.BpfProgInfo()
+        syscall.bpf_obj_get_info_by_fd(int(self.fd), raw)
+        return raw.recursion_misses
+
     def close(self) -> None:
         self.fd.close()
 

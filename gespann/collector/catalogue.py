@@ -27,9 +27,14 @@ PROCESS_BYTES = counter(
     "process_bytes_total", ("comm", "container", "protocol", "direction"),
     "Payload bytes of ended connections by process and/or container (opt-in, capped like the above).",
     unit="bytes", dogstatsd="process.bytes")
+PROBE_RUNS_MISSED = counter(
+    "probe_runs_missed_total", ("probe",),
+    "Runs of a probe's program the kernel skipped because it was already running on that CPU (an interrupt "
+    "firing the same event inside it, 5.12+ counts them): those events are not in the other figures.",
+    dogstatsd="probe.runs_missed")
 PROBE_INFO = gauge("probe_info", ("probe", "mode"), "1 for each attached probe, with the attach flavour it uses.")
 BUILD_INFO = gauge("build_info", ("version",), "1, labelled with gespann's version.")
-OWN_METRICS = (RECORDS_LOST, PROCESS_CONNECTIONS, PROCESS_BYTES, PROBE_INFO, BUILD_INFO)
+OWN_METRICS = (RECORDS_LOST, PROCESS_CONNECTIONS, PROCESS_BYTES, PROBE_RUNS_MISSED, PROBE_INFO, BUILD_INFO)
 
 
 def catalogue(probes: Iterable[Probe]) -> tuple[MetricSpec, ...]:

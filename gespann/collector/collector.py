@@ -97,6 +97,9 @@ class KernelCollector:
                 reader.ended(scan=False)  # nobody takes events: let those of the connections just ended go
         series["probe_info"] = {labels(probe=name, mode=attached.flavour.mode): 1
                                 for name, attached in self._probes.probes.items()}
+        series["probe_runs_missed_total"] = {
+            labels(probe=name): sum(program.recursion_misses() for program in attached.programs)
+            for name, attached in self._probes.probes.items()}
         series["build_info"] = {labels(version=__version__): 1}
         return Snapshot(time.time(), {spec.name: Metric.of(spec, series.get(spec.name, {}))
                                       for spec in self._catalogue})

@@ -89,6 +89,7 @@ FIGURES_A = snapshot(
     records_lost_total={labels(reader="ringbuf"): 1},
     process_connections_total={labels(comm="curl", container="4f1d", protocol="tcp", outcome="close"): 4},
     process_bytes_total={labels(comm="curl", container="4f1d", protocol="tcp", direction="sent"): 700},
+    probe_runs_missed_total={labels(probe="tcp_lifecycle"): 0, labels(probe="packet_drops"): 1},
     probe_info=PROBES,
     build_info={labels(version="0.1.0"): 1},
 )
@@ -116,6 +117,7 @@ FIGURES_B = snapshot(
     process_connections_total={labels(comm="curl", container="4f1d", protocol="tcp", outcome="close"): 6,
                                labels(comm="other", container="4f1d", protocol="tcp", outcome="reset"): 1},
     process_bytes_total={labels(comm="curl", container="4f1d", protocol="tcp", direction="sent"): 900},
+    probe_runs_missed_total={labels(probe="tcp_lifecycle"): 0, labels(probe="packet_drops"): 2},
     probe_info=PROBES,
     build_info={labels(version="0.1.0"): 1},
 )
