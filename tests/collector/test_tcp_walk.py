@@ -62,11 +62,19 @@ class Churn:
         self.listener.listen(256)
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.written = 0
-        self.ended = 0
+        self.ended = 0  # records to expect: one per side of each connection, one per failed open
 
     def step(self) -> None:
-        while len(self.pairs) < self.concurrent:
-            client = socket.create_connection(self.listener.getsockname())
+        for _ in range(2 * self.concurrent):  # bounded: a refused attempt is retried, a few times at most
+            if len(self.pairs) >= self.concurrent:
+                break
+            try:
+                client = socket.create_connection(self.listener.getsockname())
+            except (ConnectionResetError, ConnectionRefusedError):
+                # Churn this fast can pick a port whose last connection is still in TIME_WAIT on the
+                # listener's side, and the kernel resets the attempt: a failed open, one record (the client's).
+                self.ended += 1
+                continue
             server, _ = self.listener.accept()
             self.pairs.append((client, server))
         for client, server in self.random.sample(self.pairs, k=min(20, len(self.pairs))):
