@@ -11,8 +11,9 @@ open and the idle ones. User space reads a handful of numbers.
 Counted once, without a lock. Each socket the walk has seen carries
 socket-local storage (`COUNTED`, BPF_MAP_TYPE_SK_STORAGE, 5.11+ from tracing
 programs): how much of its payload is in the row already. The walk makes it,
-zeroed, the first time it finds the connection open (so a connection that
-ends between two walks costs the hot path nothing but a failed lookup), and
+zeroed, the first time it finds the connection open with payload moved (so a
+connection that ends between two walks, or moves nothing, costs the hot path
+nothing but a failed lookup), and
 tcp_lifecycle, at the end, swaps each figure for `ENDED` (atomically) and adds
 what is left; without storage, the end adds the whole payload. The walk moves a figure forward only by
 compare-and-swap from the value it read: if the end came first, the swap fails
@@ -196,6 +197,7 @@ def _emit_count(p: Program, types: KernelTypes, stats: str, s: _Slots, done: str
     emit_map_delete(p, ADOPTED, s.cookie)
 
     p.label(create)  # first walked: nothing of it is in the row yet
+    _emit_skip_if_no_payload(p, s, done)  # nothing to count: no storage until there is (its end counts it)
     emit_counted_get(p, R8, CREATE)
     p.jeq(R0, 0, done)  # no memory for it: its end counts it whole
 
@@ -210,6 +212,17 @@ def _emit_count(p: Program, types: KernelTypes, stats: str, s: _Slots, done: str
     p.atomic_add(DW, R0, 8 * Totals.BYTES_SENT, R1)
     p.ldx(DW, R1, R10, s.delta_received.at())
     p.atomic_add(DW, R0, 8 * Totals.BYTES_RECEIVED, R1)
+
+
+def _emit_skip_if_no_payload(p: Program, s: _Slots, skip: str) -> None:
+    """A jump to `skip` when the connection moved no payload either way (s.sent, s.received): making its
+    storage would cost about a microsecond and its memory, to count nothing."""
+    moved = p.new_label("moved")
+    p.ldx(DW, R1, R10, s.sent.at())
+    p.jne(R1, 0, moved)
+    p.ldx(DW, R1, R10, s.received.at())
+    p.jeq(R1, 0, skip)
+    p.label(moved)
 
 
 def _emit_idle(p: Program, types: KernelTypes, skip: str) -> None:
