@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 
 class Kind(enum.Enum):
@@ -60,14 +60,17 @@ def labels(**pairs: str) -> Labels:
     return tuple(sorted((name, str(value)) for name, value in pairs.items()))
 
 
-@dataclass(frozen=True)
-class ConnectionEvent:
+class ConnectionEvent(NamedTuple):
     """The end of one connection (or one failed attempt, or one idle-expired UDP flow), as trace prints it.
 
     Addresses are text (IPv4, IPv6, or v4-mapped IPv6 as the socket had it).
     `outcome` is close, reset or failed; `reason` is the reset direction
     (sent, received) or the failure cause (refused, timeout, host_unreachable,
     network_unreachable, or an errno name); empty for a close.
+
+    A named tuple, not a dataclass: trace mode makes one per record, at tens of
+    thousands a second, and a tuple is made in a fraction of a frozen
+    dataclass's time. Its fields are in the order of the JSON line's keys.
     """
 
     timestamp: float

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import abc
 import select
+import time
 from typing import Callable, Iterator
 
 from .errors import BPFError
 from .fd import Closable
 
 
+#: How long records gather after a read took some, before the reader waits on the kernel again. A
+#: reader that waits at once is woken for nearly every record (the ring buffer notifies a consumer that
+#: has caught up, and a perf buffer every event), and the wakeup costs the program writing the record
+#: several microseconds. Coming back a few milliseconds later, it finds a batch, woken once for it.
+GATHER_S = 0.005
+
+
 class RecordReader(Closable, abc.ABC):
     """Records from a kernel buffer: `poll()` with a callback, `read()`, or iterate `records()`."""
 
     kind: str  # "ringbuf" or "perf"
+    _taken_at = float("-inf")  # when a read last took records (time.monotonic)
 
     def __init__(self) -> None:
         try:
@@ -44,12 +53,25 @@ class RecordReader(Closable, abc.ABC):
         """The records available now; if none, wait up to `timeout_ms` (-1: forever) for some."""
         records = self._drain()
         if not records and timeout_ms != 0:
-            try:
-                self._epoll.poll(-1 if timeout_ms < 0 else timeout_ms / 1000)
-            except OSError as e:
-                raise BPFError(f"waiting for {self.kind} records: {e.strerror}", e.errno) from None
+            self.wait(-1 if timeout_ms < 0 else timeout_ms / 1000)
             records = self._drain()
+        if records:
+            self._taken_at = time.monotonic()
         return records
+
+    def wait(self, timeout_s: float) -> None:
+        """Return once records are waiting, or `timeout_s` (negative: no limit) has passed; within
+        GATHER_S of the last records taken, that long is waited out first."""
+        if timeout_s != 0:
+            gather = self._taken_at + GATHER_S - time.monotonic()
+            if gather > 0:
+                pause = gather if timeout_s < 0 else min(gather, timeout_s)
+                time.sleep(pause)
+                timeout_s = timeout_s if timeout_s < 0 else timeout_s - pause
+        try:
+            self._epoll.poll(timeout_s if timeout_s < 0 else max(timeout_s, 0.0))
+        except OSError as e:
+            raise BPFError(f"waiting for {self.kind} records: {e.strerror}", e.errno) from None
 
     def poll(self, timeout_ms: int, callback: Callable[[bytes], None]) -> int:
         """Pass each record available (waiting as `read` does) to `callback`; the number passed.

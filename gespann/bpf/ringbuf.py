@@ -51,16 +51,19 @@ class RingBufReader(RecordReader):
     def _drain(self) -> list[bytes]:
         records: list[bytes] = []
         consumer, mask = self._consumer.u64(0), self._size - 1
+        read_u32, read = self._producer.u32, self._producer.read
         while consumer < (producer := self._producer.u64(0)):
-            while consumer < producer:
-                at = PAGE_SIZE + (consumer & mask)
-                header = self._producer.u32(at)
-                if header & BUSY_BIT:
-                    return records
-                length = header & ~(BUSY_BIT | DISCARD_BIT)
-                if not header & DISCARD_BIT:
-                    records.append(self._producer.read(at + HEADER_SIZE, length))
-                consumer += (length + HEADER_SIZE + 7) & ~7
+            try:
+                while consumer < producer:
+                    at = PAGE_SIZE + (consumer & mask)
+                    header = read_u32(at)
+                    if header & BUSY_BIT:
+                        return records
+                    length = header & ~(BUSY_BIT | DISCARD_BIT)
+                    if not header & DISCARD_BIT:
+                        records.append(read(at + HEADER_SIZE, length))
+                    consumer += (length + HEADER_SIZE + 7) & ~7
+            finally:  # once per batch: the kernel sees the room freed when the batch is taken
                 self._consumer.set_u64(0, consumer)
         return records
 

@@ -15,7 +15,6 @@ buffer.
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 from collections import deque
@@ -112,7 +111,7 @@ class KernelCollector:
             return iter(())
         self._events_wanted = True
         if not self._backlog and timeout > 0:
-            select.select([self._records.channel.reader.fileno()], [], [], timeout)
+            self._records.channel.reader.wait(timeout)
         self._take_records(expire=time.monotonic() - self._expired_at >= self.EXPIRY_INTERVAL)
         with self._lock:
             events = list(self._backlog)

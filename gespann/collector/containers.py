@@ -46,6 +46,7 @@ class Cgroups:
         self.root = root if root is not None else cgroup2_mount()
         self._clock = clock
         self._paths: dict[int, str] = {}
+        self._container_ids: dict[int, str] = {}  # a cgroup id is never reused: each is worked out once
         self._scanned_at: Optional[float] = None
 
     def path(self, cgroup_id: int) -> Optional[str]:
@@ -54,8 +55,13 @@ class Cgroups:
         return self._paths.get(cgroup_id)
 
     def container_id(self, cgroup_id: int) -> str:
-        path = self.path(cgroup_id)
-        return container_id(path) if path else ""
+        found = self._container_ids.get(cgroup_id)
+        if found is None:
+            path = self.path(cgroup_id)
+            if not path:
+                return ""
+            found = self._container_ids[cgroup_id] = container_id(path)
+        return found
 
     def _may_rescan(self) -> bool:
         return self.root is not None and (self._scanned_at is None

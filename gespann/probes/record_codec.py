@@ -53,5 +53,9 @@ class RecordCodec:
     def parse(self, data: bytes):
         return self.tuple._make(self._struct.unpack(data))
 
+    def parse_from(self, data: bytes):
+        """The record at the start of `data`, which may run longer (a perf buffer pads its samples)."""
+        return self.tuple._make(self._struct.unpack_from(data))
+
     def sizeof(self) -> int:
         return self.record.size
