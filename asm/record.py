@@ -4,16 +4,20 @@ The eBPF program needs each field's offset and size to store it; userspace
 needs to decode the same bytes. A `Record` lays its fields out as a C compiler
 would (each field at a multiple of its alignment, the whole padded to the
 largest alignment) and derives a little-endian `construct` Struct from it.
+
+construct is imported only when a Struct is first wanted: it is about a
+quarter of a running gespann's memory, and the hot paths decode with struct.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, Union
-
-import construct
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
 from .errors import AsmError
 from .opcodes import Size
+
+if TYPE_CHECKING:
+    import construct
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class Scalar:
 
     @property
     def construct(self) -> construct.Construct:
+        import construct
+
         return construct.BytesInteger(self.size, signed=self.signed, swapped=True)
 
 
@@ -60,6 +66,8 @@ class Array:
 
     @property
     def construct(self) -> construct.Construct:
+        import construct
+
         if self.element == u8:
             return construct.Bytes(self.length)
         return construct.Array(self.length, self.element.construct)
@@ -102,22 +110,34 @@ class Record:
         self.name = name
         self.alignment = max(field_type.alignment for _, field_type in fields)
         self._fields: dict[str, Field] = {}
-        members: list[construct.Construct] = []
         offset = 0
         for field_name, field_type in fields:
             if field_name in self._fields:
                 raise AsmError(f"record {name!r} has two fields named {field_name!r}")
             aligned = _align(offset, field_type.alignment)
-            if aligned > offset:
-                members.append(construct.Padding(aligned - offset))
             self._fields[field_name] = Field(field_name, field_type, aligned)
-            members.append(field_name / field_type.construct)
             offset = aligned + field_type.size
         self.size = _align(offset, self.alignment)
-        if self.size > offset:
-            members.append(construct.Padding(self.size - offset))
-        self.struct = construct.Struct(*members)
+        self._struct: construct.Construct | None = None
         self._parser: construct.Construct | None = None
+
+    @property
+    def struct(self) -> construct.Struct:
+        """The construct Struct of this layout, made on first use: padding where the C layout has it."""
+        if self._struct is None:
+            import construct
+
+            members: list[construct.Construct] = []
+            offset = 0
+            for field in self._fields.values():
+                if field.offset > offset:
+                    members.append(construct.Padding(field.offset - offset))
+                members.append(field.name / field.type.construct)
+                offset = field.offset + field.size
+            if self.size > offset:
+                members.append(construct.Padding(self.size - offset))
+            self._struct = construct.Struct(*members)
+        return self._struct
 
     def __repr__(self) -> str:
         return f"Record({self.name!r}, size={self.size})"

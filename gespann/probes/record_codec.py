@@ -48,7 +48,10 @@ class RecordCodec:
     def build(self, obj: Union[tuple, Mapping[str, Any]]) -> bytes:
         if isinstance(obj, self.tuple):
             return self._struct.pack(*obj)
-        return self.record.build(obj)
+        try:
+            return self._struct.pack(*(obj[name] for name in self.tuple._fields))
+        except KeyError as missing:
+            raise ValueError(f"{self.record.name}: no value for field {missing}") from None
 
     def parse(self, data: bytes):
         return self.tuple._make(self._struct.unpack(data))

@@ -4,8 +4,9 @@ gespann's memory and start-up are benchmarked against bpftrace (tools/bench.py);
 most of both went to imports. So the real process, started as a user starts it,
 is watched with `python -X importtime`, which names every module as it is
 imported: a Prometheus-only run must not import the DataDog client (nor the
-HTTP stack it brings), nor a general netlink library, and a warm start must not
-parse the kernel's whole BTF.
+HTTP stack it brings), nor a general netlink library, nor construct (a quarter
+of the process's memory: maps and records decode with struct), and a warm start
+must not parse the kernel's whole BTF.
 """
 import signal
 import socket
@@ -21,7 +22,7 @@ from namespaces import Namespace
 pytestmark = [pytest.mark.root, pytest.mark.process]
 
 #: Top-level packages a Prometheus-only run has no use for.
-NOT_NEEDED = {"datadog", "requests", "urllib3", "pyroute2"}
+NOT_NEEDED = {"datadog", "requests", "urllib3", "pyroute2", "construct"}
 #: The BTF parser: a warm start reads the kernel-types cache instead.
 PARSER = {"gespann.btf.spec", "gespann.btf.resolve"}
 

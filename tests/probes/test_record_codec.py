@@ -5,6 +5,7 @@ import pytest
 
 from asm import Record, array, s32, u8, u16, u32, u64
 from gespann.probes.record_codec import RecordCodec, struct_format
+from gespann.probes.connection_records import RECORD
 from gespann.probes.tcp_connections import ENTRY
 from gespann.probes.tcp_lifecycle import OWNER
 from gespann.probes.udp_flows import FLOW, KEY
@@ -16,7 +17,7 @@ def plain(value):
     return bytes(value) if isinstance(value, (list, bytearray)) else value
 
 
-@pytest.mark.parametrize("record", [KEY, FLOW, ENTRY, OWNER, PADDED], ids=lambda r: r.name)
+@pytest.mark.parametrize("record", [KEY, FLOW, ENTRY, OWNER, RECORD, PADDED], ids=lambda r: r.name)
 def test_struct_parse_equals_constructs(record):
     codec, rng = RecordCodec(record), random.Random(record.size)
     for _ in range(100):
@@ -37,3 +38,8 @@ def test_the_format_follows_the_layout():
 def test_nested_records_are_refused():
     with pytest.raises(TypeError, match="only scalars and byte arrays"):
         struct_format(Record("nest", [("inner", OWNER)]))
+
+
+def test_building_from_a_mapping_names_a_missing_field():
+    with pytest.raises(ValueError, match="padded: no value for field 'd'"):
+        RecordCodec(PADDED).build({"a": 1, "b": 2, "c": 3, "name": b"abc"})
