@@ -21,7 +21,8 @@ IMAGE_UID=999
 #: 2.10.68, click 8.1.3, PyYAML 6.0), and requests for datadog's wheel. prometheus-client (0.16 <
 #: 0.17) and datadog (not packaged) come from PyPI as wheels; pip checks every pin either way.
 DEBIAN_DEPENDENCIES=python3-construct,python3-click,python3-yaml,python3-requests
-#: Present only while the image is built (python3 -m venv brings pip along); their dependencies go with them.
+#: Present only while the image is built (python3 -m venv brings pip along): it and every package it
+#: brought are purged again.
 BUILD_ONLY=python3-venv
 #: pip in the root file system trusts the certificates this machine trusts, for that one build.
 CA_BUNDLE=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
@@ -64,19 +65,28 @@ mmdebstrap --quiet --variant=minbase \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook='mkdir "$1$inside" && cp tools/install-gespann.sh "$GESPANN_WHEEL" "$1$inside/" && cp "$CA_BUNDLE" "$1$inside/ca.crt"' \
+    --customize-hook='dpkg-query --admindir="$1/var/lib/dpkg" -W -f="\${Package}\n" | sort >"$1$inside/packages"' \
     --customize-hook="$in_root apt-get install --quiet --yes --no-install-recommends $BUILD_ONLY >/dev/null" \
+    --customize-hook='dpkg-query --admindir="$1/var/lib/dpkg" -W -f="\${Package}\n" | sort | comm -13 "$1$inside/packages" - >"$1$inside/build-only"' \
     --customize-hook="$in_root PYTHON=/usr/bin/python3 bash $inside/install-gespann.sh --system-site-packages /opt/gespann $inside/$(basename "$wheel")" \
     --customize-hook="$in_root /opt/gespann/bin/python -m pip list --path /opt/gespann/lib/python3.11/site-packages --format=freeze | sed 's/^/image: from a wheel: /' >&2" \
     --customize-hook="$in_root /opt/gespann/bin/python -m pip uninstall --quiet --yes pip setuptools" \
-    --customize-hook="$in_root apt-get purge --quiet --yes --auto-remove $BUILD_ONLY >/dev/null" \
+    --customize-hook="$in_root sh -c 'sed \"s/^/image: build only, purged: /\" $inside/build-only >&2; xargs apt-get purge --quiet --yes <$inside/build-only >/dev/null'" \
     --customize-hook="$in_root useradd --system --uid $IMAGE_UID --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin gespann" \
     --customize-hook='ln -s /opt/gespann/bin/gespann "$1/usr/local/bin/gespann" && rm -r "$1$inside"' \
-    "$SUITE" "$work/rootfs.tar" "$work/debian.sources" >/dev/null
+    "$SUITE" "$work/rootfs.tar" "$work/debian.sources" >"$work/mmdebstrap.log" 2>&1 \
+    || { cat "$work/mmdebstrap.log" >&2; echo "make image: mmdebstrap failed (its output above)" >&2; exit 1; }
+grep '^image: ' "$work/mmdebstrap.log" || true
 
+previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 podman import --quiet \
     --change 'ENTRYPOINT ["gespann"]' --change 'CMD ["run"]' \
     --change "USER $IMAGE_UID:$IMAGE_UID" --change 'WORKDIR /' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change "LABEL org.opencontainers.image.title=gespann org.opencontainers.image.version=$version" \
     "$work/rootfs.tar" "$tag" >/dev/null
+if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$tag")" ]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true   # the build it replaces, unless a container still uses it
+fi
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 echo "image: $tag built in $(( $(date +%s) - started )) s, $(( size / 1000000 )) MB ($size bytes)"
