@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,7 +24,8 @@ import yaml
 from pyroute2 import netns
 from tcp_traffic import TcpTraffic, refused
 
-from gespann.bpf.errors import CAPABILITIES
+from pod_checks import capability_sets, held_bpf_objects, loaded_bpf_objects, scrape
+
 from gespann.check import NEEDED_CAPABILITIES
 
 from deploy.podman import Podman, wait_for
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.deploy(seconds=240)
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "deploy" / "kubernetes" / "sidecar.yaml"
-BPFTOOL = "/usr/sbin/bpftool"
 HTTP_PORT, METRICS_PORT = 80, 9478
 #: Request paths of different lengths, so that each connection's bytes differ.
 PATHS = ["/", "/?" + "a" * 100, "/?" + "b" * 1000]
@@ -54,39 +53,6 @@ def manifest_with_test_application(tmp_path: Path) -> Path:
     path = tmp_path / "sidecar.yaml"
     path.write_text(yaml.safe_dump_all(documents))
     return path
-
-
-def capability_sets(pid: int) -> dict[str, set[str]]:
-    """CapEff and CapPrm of a process, by name (an unnamed bit by its number)."""
-    names = {bit: name for name, bit in CAPABILITIES.items()}
-    sets = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        field, _, value = line.partition(":")
-        if field in ("CapEff", "CapPrm"):
-            mask = int(value, 16)
-            sets[field] = {names.get(bit, str(bit)) for bit in range(64) if mask >> bit & 1}
-    return sets
-
-
-def held_bpf_objects(pid: int) -> set[tuple[str, int]]:
-    """(kind, id) of every BPF program, map and link the process holds a descriptor of."""
-    held = set()
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
-                          if ":" in line)
-        except OSError:
-            continue
-        held |= {(kind, int(fields[f"{kind}_id"])) for kind in ("link", "prog", "map") if f"{kind}_id" in fields}
-    return held
-
-
-def loaded_bpf_objects() -> set[tuple[str, int]]:
-    loaded = set()
-    for kind in ("prog", "map", "link"):
-        out = subprocess.run([BPFTOOL, "-j", kind, "list"], capture_output=True, text=True, check=True).stdout
-        loaded |= {(kind, item["id"]) for item in json.loads(out or "[]")}
-    return loaded
 
 
 def snmp_tcp(pid: int) -> dict[str, int]:
@@ -112,19 +78,6 @@ def http_get(address: str, path: str) -> tuple[int, int]:
         response = b"".join(iter(lambda: http.recv(1 << 16), b""))
     assert response.startswith(b"HTTP/1.0 200"), response[:200]
     return len(request), len(response)
-
-
-def scrape(address: str) -> tuple[dict[str, float], int]:
-    """gespann's metrics page, and the size of the request that fetched it: the scrape is itself a
-    connection of the pod's, open while gespann collects, its request received, its response not yet sent."""
-    request = b"GET /metrics HTTP/1.0\r\nHost: gespann\r\n\r\n"
-    with socket.create_connection((address, METRICS_PORT), timeout=10) as http:
-        http.sendall(request)
-        response = b"".join(iter(lambda: http.recv(1 << 16), b""))
-    head, _, body = response.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 200"), head
-    return {name: float(value) for name, _, value in (line.rpartition(" ") for line in body.decode().splitlines()
-                                                       if line and not line.startswith("#"))}, len(request)
 
 
 @pytest.fixture
@@ -173,7 +126,7 @@ def test_sidecar_pod_counts_the_pods_traffic_exactly(engine, tmp_path):
             netns.popns()
         host.close()
         assert wait_for(lambda: only_listeners_and_time_wait(infra_pid), timeout=10)
-        metrics, scrape_request = scrape(address)
+        metrics, scrape_request = scrape(address, METRICS_PORT)
         counted = {name: snmp_tcp(infra_pid)[name] - before[name] for name in before}
 
         sent = sum(request for request, _ in exchanges)
