@@ -22,18 +22,26 @@ class TimeBoundExceeded(Exception):
     """A deployment test ran past the bound its marker states."""
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of a deployment test (module-scoped ones included): root and the tools, or a skip."""
+    if item.get_closest_marker("deploy") is None:
+        return
+    if os.geteuid() != 0:
+        pytest.skip("needs root: podman's system image store, mmdebstrap's root mode, CAP_BPF for gespann")
+    search = os.environ.get("PATH", "") + ":/usr/sbin:/usr/libexec/podman"
+    missing = [tool for tool in ("podman", "crun", "catatonit", "mmdebstrap", "bpftool")
+               if shutil.which(tool, path=search) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}: tools/setup-host.sh deploy installs them")
+
+
 @pytest.fixture(autouse=True)
-def deployment_prerequisites_and_time_bound(request):
+def time_bound(request):
+    """Fails a deployment test that runs past the bound its `deploy(seconds=N)` marker states."""
     marker = request.node.get_closest_marker("deploy")
     if marker is None:
         yield
         return
-    if os.geteuid() != 0:
-        pytest.skip("needs root: podman's system image store, mmdebstrap's root mode, CAP_BPF for gespann")
-    missing = [tool for tool in ("podman", "crun", "catatonit", "mmdebstrap", "bpftool")
-               if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/libexec/podman") is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)}: tools/setup-host.sh deploy installs them")
     seconds = marker.kwargs["seconds"]
 
     def exceeded(signum, frame):
