@@ -7,7 +7,8 @@
 # /opt/gespann through tools/install-gespann.sh, the path `make run` takes too; pip fetches from
 # PyPI only what Debian lacks, and is removed afterwards with everything else only the build needed:
 # no compiler, LLVM, kernel headers or pip in the image. `podman import` makes the image, which
-# runs as the unprivileged user `gespann` with `gespann` as its entrypoint.
+# runs as the unprivileged user `gespann` with `gespann` as its entrypoint; its BTF cache is
+# /var/cache/gespann for every uid (XDG_CACHE_HOME), where the manifests mount a volume.
 #
 # Packages come from the archives this machine's apt already uses (its debian.sources).
 #   tools/image/build.sh      (as root; `tools/setup-host.sh deploy` installs what it uses)
@@ -69,10 +70,11 @@ mmdebstrap --quiet --variant=minbase \
     --customize-hook="$in_root apt-get install --quiet --yes --no-install-recommends $BUILD_ONLY >/dev/null" \
     --customize-hook='dpkg-query --admindir="$1/var/lib/dpkg" -W -f="\${Package}\n" | sort | comm -13 "$1$inside/packages" - >"$1$inside/build-only"' \
     --customize-hook="$in_root PYTHON=/usr/bin/python3 bash $inside/install-gespann.sh --system-site-packages /opt/gespann $inside/$(basename "$wheel")" \
-    --customize-hook="$in_root /opt/gespann/bin/python -m pip list --path /opt/gespann/lib/python3.11/site-packages --format=freeze | sed 's/^/image: from a wheel: /' >&2" \
+    --customize-hook="$in_root /opt/gespann/bin/python -m pip list --path /opt/gespann/lib/python3.11/site-packages --format=freeze --exclude pip --exclude setuptools | sed 's/^/image: from a wheel: /' >&2" \
     --customize-hook="$in_root /opt/gespann/bin/python -m pip uninstall --quiet --yes pip setuptools" \
     --customize-hook="$in_root sh -c 'sed \"s/^/image: build only, purged: /\" $inside/build-only >&2; xargs apt-get purge --quiet --yes <$inside/build-only >/dev/null'" \
     --customize-hook="$in_root useradd --system --uid $IMAGE_UID --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin gespann" \
+    --customize-hook="$in_root install -d -o $IMAGE_UID -g $IMAGE_UID -m 0755 /var/cache/gespann" \
     --customize-hook='ln -s /opt/gespann/bin/gespann "$1/usr/local/bin/gespann" && rm -r "$1$inside"' \
     "$SUITE" "$work/rootfs.tar" "$work/debian.sources" >"$work/mmdebstrap.log" 2>&1 \
     || { cat "$work/mmdebstrap.log" >&2; echo "make image: mmdebstrap failed (its output above)" >&2; exit 1; }
@@ -83,6 +85,7 @@ podman import --quiet \
     --change 'ENTRYPOINT ["gespann"]' --change 'CMD ["run"]' \
     --change "USER $IMAGE_UID:$IMAGE_UID" --change 'WORKDIR /' \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV XDG_CACHE_HOME=/var/cache' \
     --change "LABEL org.opencontainers.image.title=gespann org.opencontainers.image.version=$version" \
     "$work/rootfs.tar" "$tag" >/dev/null
 if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$tag")" ]; then
