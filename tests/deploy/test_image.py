@@ -63,10 +63,15 @@ def test_runs_gespann_as_an_unprivileged_user(image_root, tmp_path):
     try:
         identity = engine("run", "--rm", "--entrypoint", "id", tag, timeout=60).split()
         version = engine("run", "--rm", tag, "--version", timeout=60)
+        # As that user, given the two capabilities (podman makes them ambient for a uid other than 0).
+        unprivileged_run = engine("run", "--rm", "--cap-drop", "all", "--cap-add", "bpf,perfmon", "--read-only",
+                                  "--entrypoint", "sh", tag, "-c", "timeout -s TERM 15 gespann run 2>&1",
+                                  timeout=90, check=False)  # timeout(1) exits 124 once it has stopped gespann
     finally:
         engine.close()
     assert identity[0].startswith("uid=999(gespann)")
     assert version.strip() == f"gespann, version {tag.split(':')[1]}"
+    assert "running: probes" in unprivileged_run and "stopping" in unprivileged_run, unprivileged_run
 
 
 def test_smaller_than_either_peers_packages(image_root):
