@@ -6,13 +6,15 @@ CONFIG ?=
 #: The oldest Python pyproject.toml declares gets a virtualenv of its own, and the whole suite.
 MIN_VENV ?= .venv-min
 
-.PHONY: run test host-deps minimum-python kernel-matrix bench clean
+.PHONY: run test host-deps minimum-python kernel-matrix bench image deploy-tests clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+#: gespann and what it needs to run, nothing more: the install path the image takes too
+$(VENV)/.installed: pyproject.toml
+	PYTHON=$(PYTHON) tools/install-gespann.sh $(VENV) -e .
+	touch $@
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+#: the test extra (pytest, hypothesis, pyroute2), for the targets that run tests
+$(VENV)/.tests-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -31,10 +33,11 @@ $(MIN_VENV)/.installed: pyproject.toml
 	touch $@
 
 ## test: install what the tests need (Debian packages, virtualenvs), run the whole suite, again under the
-## oldest Python gespann declares, then the kernel matrix
-test: host-deps $(VENV)/.installed
+## oldest Python gespann declares, the deployment tests, then the kernel matrix
+test: host-deps $(VENV)/.tests-installed
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory minimum-python
+	$(MAKE) --no-print-directory deploy-tests
 	$(MAKE) --no-print-directory kernel-matrix
 
 ## minimum-python: the whole suite under the oldest Python that pyproject.toml's requires-python allows
@@ -43,7 +46,7 @@ minimum-python: $(MIN_VENV)/.installed
 	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider
 
 ## kernel-matrix: the kernel-facing tests on Debian's 5.10, 6.1 and 6.12 kernels in VMs, and on this one
-kernel-matrix: $(VENV)/.installed
+kernel-matrix: $(VENV)/.tests-installed
 	tools/setup-host.sh matrix
 	$(BIN)/python tools/kernel_matrix.py
 
@@ -53,6 +56,17 @@ bench: $(VENV)/.installed
 	tools/setup-host.sh bench
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python tools/bench.py $(BENCH_ARGS)
+
+## image: the OCI image gespann:VERSION from Debian packages and gespann's wheel (as root; tools/image/build.sh)
+image:
+	PYTHON=$(PYTHON) tools/image/build.sh
+
+## deploy-tests: the image and the Kubernetes manifests under Debian's podman (tests/deploy, marker deploy);
+## each test states its time bound, the whole target takes about 2 minutes
+deploy-tests: $(VENV)/.tests-installed
+	tools/setup-host.sh deploy
+	$(MAKE) --no-print-directory image
+	$(BIN)/python -m pytest -m deploy tests/deploy
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) build *.egg-info .pytest_cache .hypothesis

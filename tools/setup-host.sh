@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that gespann's tests use as oracles and peers.
 # None of them is needed at runtime. Idempotent: does nothing when all are present.
-# `setup-host.sh matrix` adds what the kernel matrix (VMs) needs; `setup-host.sh bench`, that and the bench's peers.
+# `setup-host.sh matrix` adds what the kernel matrix (VMs) needs; `setup-host.sh bench`, that and the bench's peers;
+# `setup-host.sh deploy`, what builds the image and runs the deployment tests.
 set -euo pipefail
 
 packages=(
@@ -18,6 +19,9 @@ if [ "${1:-}" = "matrix" ] || [ "${1:-}" = "bench" ]; then   # Debian kernels bo
 fi
 if [ "${1:-}" = "bench" ]; then   # tools/bench.py: the peers, and gcc for its load generator
     packages+=(bpftrace bpfcc-tools gcc)
+fi
+if [ "${1:-}" = "deploy" ]; then   # make image (mmdebstrap, podman import) and tests/deploy (podman kube play)
+    packages+=(mmdebstrap podman crun catatonit)
 fi
 
 missing=()

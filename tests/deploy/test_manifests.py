@@ -5,6 +5,7 @@ sufficient and necessary; the systemd unit, every Kubernetes container running g
 the README's Deployment section must grant exactly it, and every embedded config must be one
 gespann accepts, serving on the port the scrape annotations name.
 """
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,6 +55,13 @@ def test_there_is_a_daemonset_and_a_sidecar():
     kinds = {name: [doc["kind"] for n, doc in documents() if n == name] for name in (p.name for p in MANIFESTS)}
     assert "DaemonSet" in kinds["daemonset.yaml"] and "Deployment" in kinds["sidecar.yaml"]
     assert all(gespann_containers(template) for _, template in pod_templates())
+
+
+def test_gespann_image_is_the_one_make_image_tags():
+    """`make image` tags gespann:VERSION, VERSION being pyproject.toml's (tools/image/build.sh)."""
+    version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    images = {c["image"] for _, template in pod_templates() for c in gespann_containers(template)}
+    assert images == {f"gespann:{version}"}
 
 
 def test_systemd_unit_grants_exactly_the_documented_capabilities():

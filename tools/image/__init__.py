@@ -1,0 +1,1 @@
+"""Tools that build gespann's OCI image and measure it."""
