@@ -12,6 +12,7 @@ packages=(
     zstd             # the tools that build vendored_vmlinux tables unpack zstd-compressed kernels
     prometheus       # a real Prometheus scrapes gespann in the exporter tests (never started as a service)
     libcap2-bin      # capsh: the least-privilege tests drop capabilities
+    openssl          # throwaway certificates for the metrics page over TLS (tests/exporters)
 )
 if [ "${1:-}" = "matrix" ] || [ "${1:-}" = "bench" ]; then   # Debian kernels booted under qemu with virtme-ng
     packages+=(qemu-system-x86 kmod busybox-static)
