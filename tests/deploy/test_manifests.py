@@ -65,8 +65,11 @@ def test_systemd_unit_grants_exactly_the_documented_capabilities():
     assert settings["Restart"] == ["on-failure"] and "2" in settings["RestartPreventExitStatus"][0].split()
     # What would break BPF or sock_diag must stay unset.
     assert not {"PrivateUsers", "PrivateNetwork", "ProcSubset"} & settings.keys()
-    allowed = " ".join(settings["SystemCallFilter"]).split()
-    assert {"bpf", "perf_event_open"} <= set(allowed) and not any(s.startswith("~") for s in allowed)
+    allowed, *denials = settings["SystemCallFilter"]
+    assert {"bpf", "perf_event_open"} <= set(allowed.split()) and not allowed.startswith("~")
+    denied = {name.lstrip("~") for denial in denials for name in denial.split()}
+    assert all(denial.startswith("~") for denial in denials)
+    assert not denied & {"bpf", "perf_event_open", "@privileged", "@debug"}, "a denial takes gespann's calls away"
     assert "AF_NETLINK" in settings["RestrictAddressFamilies"][0].split()
 
 
