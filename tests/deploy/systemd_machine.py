@@ -45,6 +45,12 @@ def missing_commands() -> list[str]:
     return [command for command in NEEDED_COMMANDS if shutil.which(command) is None]
 
 
+def unit_install_lines(unit: Path) -> list[str]:
+    """The commands a unit's header comment gives for installing it (its lines indented by three spaces)."""
+    header = unit.read_text().split("\n[Unit]")[0]
+    return [line[4:].strip() for line in header.splitlines() if line.startswith("#   ")]
+
+
 def build_rootfs(root: Path) -> None:
     """Debian 12 minbase with systemd, dbus, python3 and venv (tools/systemd-rootfs.sh)."""
     _check([str(ROOTFS_TOOL), str(root)], "building the root file system", timeout=600)

@@ -15,17 +15,18 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import mib
 import pytest
+import throwaway_certs
 import yaml
 from bpf_objects import held_by, loaded
 from loopback import wait_for
-from systemd_machine import REPO, SETUP_HINT, Machine, build_rootfs, copy_checkout, missing_commands, run_unbooted
+from systemd_machine import (REPO, SETUP_HINT, Machine, build_rootfs, copy_checkout, missing_commands, run_unbooted,
+                             unit_install_lines)
 
 from gespann.bpf.errors import CAPABILITIES
 from gespann.check import NEEDED_CAPABILITIES
@@ -43,15 +44,9 @@ EXCHANGES = ((10, 20), (300, 4000), (0, 1), (65536, 7), (1, 0))
 pytestmark = [
     pytest.mark.root, pytest.mark.process,
     pytest.mark.skipif(os.environ.get(RUN_BY) != "1",
-                       reason=f"boots a container (about a minute): `make deploy-systemd` runs it, after the suite "
+                       reason=f"boots a container (about two minutes): `make deploy-systemd` runs it, after the suite "
                               f"({RUN_BY}=1)"),
 ]
-
-
-def install_lines() -> list[str]:
-    """The commands of the unit's header comment, in order."""
-    header = UNIT.read_text().split("\n[Unit]")[0]
-    return [line[4:].strip() for line in header.splitlines() if line.startswith("#   ")]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +66,7 @@ def machine(tmp_path_factory):
 
         started = time.monotonic()
         checkout = copy_checkout(root)
-        lines = install_lines()
+        lines = unit_install_lines(UNIT)
         before_boot = [line for line in lines if not line.startswith("systemctl ")]
         after_boot = [line for line in lines if line.startswith("systemctl ")]
         assert before_boot and after_boot, lines
@@ -214,9 +209,71 @@ def test_the_started_unit_counts_the_containers_traffic_with_exactly_two_capabil
     assert not held & loaded(), "the stopped service left programs, maps or links loaded"
 
 
+TLS_SCRAPE = r"""
+import socket, ssl, sys
+tls = "/etc/gespann/tls/"
+context = ssl.create_default_context(cafile=tls + "ca.crt")
+if sys.argv[2] == "with-certificate":
+    context.load_cert_chain(tls + "client.crt", tls + "client.key")
+try:
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as http:
+            http.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            response = b"".join(iter(lambda: http.recv(1 << 16), b""))
+except (ssl.SSLError, ConnectionResetError) as err:
+    print("refused:", err)
+else:
+    print(response.decode().partition("\r\n")[0], "gespann_total_connections" in response.decode())
+"""
+CREDENTIALS = "/run/credentials/gespann.service/"
+
+
+def test_tls_with_a_root_only_key_the_service_reads_as_a_credential(machine, tmp_path):
+    """README's recipe: the key stays root's (0600); LoadCredential= hands the dynamic user a copy."""
+    if throwaway_certs.OPENSSL is None:
+        pytest.fail(throwaway_certs.SKIP_REASON)
+    certs = throwaway_certs.make(tmp_path)
+    tls = machine.root / "etc/gespann/tls"
+    tls.mkdir(mode=0o700)
+    for name, path in {"server.crt": certs.server.cert, "server.key": certs.server.key, "ca.crt": certs.ca.cert,
+                       "client.crt": certs.client.cert, "client.key": certs.client.key}.items():
+        shutil.copyfile(path, tls / name)
+        (tls / name).chmod(0o600)
+    drop_in = machine.root / "etc/systemd/system/gespann.service.d/tls.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text("[Service]\n" + "".join(f"LoadCredential={name}:/etc/gespann/tls/{name}\n"
+                                                for name in ("server.crt", "server.key", "ca.crt")))
+    config = machine.root / CONFIG_INSIDE.lstrip("/")
+    good = config.read_text()
+    settings = yaml.safe_load(good)
+    settings["exporters"][0]["settings"].update(cert_file=CREDENTIALS + "server.crt",
+                                                key_file=CREDENTIALS + "server.key",
+                                                client_ca_file=CREDENTIALS + "ca.crt")
+    config.write_text(yaml.safe_dump(settings))
+    try:
+        machine.run("systemctl", "daemon-reload")
+        start(machine)
+        with_certificate = machine.run("python3", "-c", TLS_SCRAPE, str(PORT), "with-certificate").stdout
+        without = machine.run("python3", "-c", TLS_SCRAPE, str(PORT), "without").stdout
+        assert with_certificate.strip() == "HTTP/1.0 200 OK True", with_certificate
+        assert without.startswith("refused: "), without  # the alert "certificate required", or the server's EOF
+        print(f"\nsystemd deployment, TLS: with a client certificate: {with_certificate.strip()!r}; "
+              f"without: {without.strip()!r}", file=sys.stderr)
+    finally:
+        machine.run("systemctl", "stop", SERVICE)
+        config.write_text(good)
+        shutil.rmtree(drop_in.parent)
+        shutil.rmtree(tls)
+        machine.run("systemctl", "daemon-reload")
+
+
 BAD_CONFIGS = {
     "port-out-of-range": ("exporters:\n  - type: prometheus\n    settings: {port: 99999}\n",
                           "exporters[0].settings.port: port must be between 1 and 65535, got 99999"),
+    # Root's, mode 0640: the dynamic user cannot read it, though root, who wrote the config, can.
+    "unreadable-certificate": ("exporters:\n  - type: prometheus\n"
+                               "    settings: {cert_file: /etc/shadow, key_file: /etc/shadow}\n",
+                               "exporters[0].settings.cert_file: cannot read '/etc/shadow': Permission denied"),
     "tls-key-without-cert": ("exporters:\n  - type: prometheus\n    settings: {key_file: /etc/gespann/config.yaml}\n",
                              "exporters[0].settings.key_file: given without cert_file"),
 }
