@@ -144,3 +144,12 @@ def test_readme_documents_the_same_set():
     assert f"`{' + '.join(NEEDED_CAPABILITIES)}`" in section
     for path in (UNIT, *MANIFESTS):
         assert str(path.relative_to(ROOT)) in section
+
+
+def test_readme_installs_the_unit_with_the_lines_of_its_header():
+    """tests/deploy/test_systemd_unit.py runs the header's lines; README.md must show the same."""
+    from systemd_machine import unit_install_lines
+
+    readme = (ROOT / "README.md").read_text()
+    lines = unit_install_lines(UNIT)
+    assert lines and f"```sh\n{chr(10).join(lines)}\n```" in readme
