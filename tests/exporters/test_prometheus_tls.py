@@ -80,7 +80,8 @@ def test_a_client_without_a_certificate_of_the_ca_is_refused(serving, certs, who
     with pytest.raises(OSError) as refused:
         fetch(serving.url, context)
     cause = refused.value.reason if isinstance(refused.value, urllib.error.URLError) else refused.value
-    assert isinstance(cause, (ssl.SSLError, ConnectionResetError)), refused.value  # an alert, or the server's EOF
+    # The server's alert, or its closing the connection while the client still writes its request.
+    assert isinstance(cause, (ssl.SSLError, ConnectionError)), refused.value
     status, _ = fetch(serving.url, client_context(certs, certs.client))  # and the server serves on
     assert status == 200
 
@@ -140,6 +141,10 @@ def test_prometheus_scrapes_over_tls_with_its_client_certificate(serving, certs,
     assert prometheus.vector("up") == {NO_LABELS: 1.0}
 
 
+#: How Go reports a connection the server closed under it, alert unread.
+CLOSED = ("read: connection reset by peer", "write: broken pipe", ": EOF")
+
+
 @requiring_client_certificates
 @pytest.mark.parametrize("who, error", [("no certificate", "remote error: tls: certificate required"),
                                         ("a stranger's certificate", "remote error: tls: unknown certificate authority")],
@@ -151,7 +156,8 @@ def test_prometheus_without_a_client_certificate_of_the_ca_is_refused(serving, c
     prometheus = prometheus_of(serving, tls_config)
     prometheus.wait_for(lambda: any(t["lastError"] for t in prometheus.targets()), "a failed scrape")
     [target] = prometheus.targets()
-    assert target["health"] == "down" and target["lastError"].endswith(error), target
+    # The server's alert; or, when the server closed before Prometheus read the alert, the closed connection.
+    assert target["health"] == "down" and target["lastError"].endswith((error, *CLOSED)), target["lastError"]
     assert prometheus.vector("up") == {NO_LABELS: 0.0}
     assert prometheus.vector("gespann_total_connections") == {}
 
