@@ -136,3 +136,19 @@ def tag_list(value: Any, key: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(tag, str) for tag in value):
         raise ConfigError(key, f"expected a list of 'key:value' strings or a mapping, got {show(value)}")
     return list(value)
+
+
+def readable_file(description: str):
+    """A check for a path to a file this process can read now: a typo or a permission fails at start-up,
+    naming its key, not at the first request that needs the file."""
+
+    def readable(value: Any, key: str) -> str:
+        path = text(description)(value, key)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as err:
+            raise ConfigError(key, f"cannot read {show(path)}: {err.strerror or err}") from None
+        return path
+
+    return readable

@@ -3,6 +3,7 @@
 # None of them is needed at runtime. Idempotent: does nothing when all are present.
 # `setup-host.sh matrix` adds what the kernel matrix (VMs) needs; `setup-host.sh bench`, that and the bench's peers;
 # `setup-host.sh deploy`, what builds the image and runs the deployment tests.
+# `setup-host.sh systemd`, what tests/deploy/test_systemd_unit.py needs to build and boot a Debian with systemd.
 set -euo pipefail
 
 packages=(
@@ -13,9 +14,13 @@ packages=(
     zstd             # the tools that build vendored_vmlinux tables unpack zstd-compressed kernels
     prometheus       # a real Prometheus scrapes gespann in the exporter tests (never started as a service)
     libcap2-bin      # capsh: the least-privilege tests drop capabilities
+    openssl          # throwaway certificates for the metrics page over TLS (tests/exporters)
 )
 if [ "${1:-}" = "matrix" ] || [ "${1:-}" = "bench" ]; then   # Debian kernels booted under qemu with virtme-ng
     packages+=(qemu-system-x86 kmod busybox-static)
+fi
+if [ "${1:-}" = "systemd" ]; then   # a Debian 12 root file system, booted with systemd as PID 1 in a container
+    packages+=(mmdebstrap systemd-container)
 fi
 if [ "${1:-}" = "bench" ]; then   # tools/bench.py: the peers, and gcc for its load generator
     packages+=(bpftrace bpfcc-tools gcc)

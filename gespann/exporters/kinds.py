@@ -4,7 +4,8 @@ An `ExporterKind` is everything the rest of gespann knows about one kind of
 exporter: its type name (`type:` in the config), its settings (each with its
 check, default and help: the config validates and reports errors from them),
 whether it consumes connection events (so that `gespann run` asks the probes
-for records), and how to build it from validated settings.
+for records), how its settings depend on each other, and how to build it from
+validated settings.
 
 Adding an exporter is one module declaring `KIND = ExporterKind(...)` and one
 `KINDS.register(...)` line in `exporters/__init__.py`.
@@ -13,7 +14,7 @@ Adding an exporter is one module declaring `KIND = ExporterKind(...)` and one
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 from gespann.collector import Collector
 from gespann.settings import ConfigError, expect, reject_unknown
@@ -75,6 +76,9 @@ class ExporterKind:
     build: Callable[[Mapping[str, Any], BuildContext], Exporter]
     #: Whether it reads the collector's connection events (the probes then send records).
     consumes_events: bool = False
+    #: Checks of settings that only make sense together, given the validated settings and their key;
+    #: raises ConfigError naming the setting at fault.
+    check_together: Optional[Callable[[Mapping[str, Any], str], None]] = None
 
     def validate(self, settings: Any, key: str) -> dict[str, Any]:
         """`settings` from the config, checked key by key, with the defaults filled in."""
@@ -89,6 +93,8 @@ class ExporterKind:
                 raise ConfigError(f"{key}.{setting.name}", "missing")
             elif setting.default is not None:
                 validated[setting.name] = setting.default
+        if self.check_together is not None:
+            self.check_together(validated, key)
         return validated
 
 

@@ -5,12 +5,17 @@ Exposed families:
 - every catalogue metric as `gespann_<name>` with its labels (histograms in seconds);
 - self-metrics of other exporters (`gespann_datadog_unsent_total`), when they run;
 - prometheus-client's `process_*` metrics for gespann's own CPU and memory.
+
+Served over plain HTTP, or over TLS with optional client certificates (tls.py).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import ssl
+import sys
 import threading
 from socketserver import ThreadingMixIn
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
@@ -24,11 +29,14 @@ from prometheus_client.utils import floatToGoString
 
 from gespann.collector import Collector, Histogram, Kind, Labels
 from gespann.collector.model import Value
-from gespann.settings import port, text
+from gespann.settings import port, readable_file, text
 
-from . import legacy_names
+from . import legacy_names, tls
 from .base import ExporterError, SelfMetricSource
 from .kinds import BuildContext, ExporterKind, Setting
+from .tls import TlsFiles
+
+log = logging.getLogger(__name__)
 
 PREFIX = "gespann_"
 
@@ -90,13 +98,18 @@ def _values(key: Labels, names: Sequence[str]) -> list[str]:
 
 
 class PrometheusExporter:
-    """Serves the metrics page on one address, port and path, from a thread; `close()` stops it cleanly."""
+    """Serves the metrics page on one address, port and path, from a thread; `close()` stops it cleanly.
+
+    With `tls`, only over TLS, and only to clients with a certificate when it names a client CA.
+    """
 
     def __init__(self, collector: Collector, *, address: str = "0.0.0.0", port: int = 8080,
-                 path: str = "/metrics", self_metric_sources: Sequence[SelfMetricSource] = ()):
+                 path: str = "/metrics", self_metric_sources: Sequence[SelfMetricSource] = (),
+                 tls: Optional[TlsFiles] = None):
         self.address = address
         self.port = port
         self.path = path if path.startswith("/") else "/" + path
+        self.tls = tls
         self.registry = CollectorRegistry()
         self.registry.register(SnapshotCollector(collector, self_metric_sources))
         self.registry.register(ProcessCollector(registry=None))
@@ -110,10 +123,23 @@ class PrometheusExporter:
             self._server = make_server(self.address, self.port, app, server_class, _QuietHandler)
         except OSError as err:
             raise ExporterError(self._bind_problem(err)) from None
+        if self.tls is not None:
+            self._serve_tls()
         self.port = self._server.server_address[1]  # the real one when 0 asked for any free port
         self._thread = threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,),
                                         name="gespann-prometheus", daemon=True)
         self._thread.start()
+
+    def _serve_tls(self) -> None:
+        """The listening socket wrapped as prometheus-client wraps it, except that each handshake runs in its
+        request's thread, on the first read: a client that connects and sends nothing holds up no one else."""
+        try:
+            context = self.tls.server_context()
+        except (ssl.SSLError, OSError) as err:  # the config check loaded them; they changed since
+            self._server.server_close()
+            raise ExporterError(f"prometheus: cannot load the TLS files: {err}") from None
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
 
     def close(self) -> None:
         if self._server is None:
@@ -129,7 +155,8 @@ class PrometheusExporter:
     @property
     def url(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}{self.path}"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://{host}:{self.port}{self.path}"
 
     def _bind_problem(self, err: OSError) -> str:
         where = f"{self.address}:{self.port}"
@@ -157,6 +184,14 @@ class _ThreadedServer(ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
 
+    def handle_error(self, request, client_address) -> None:
+        """A client refused in the TLS handshake, or gone mid-request, is one debug line, not a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ssl.SSLError, ConnectionError, TimeoutError)):
+            log.debug("prometheus: request from %s failed: %s", client_address[0], error)
+        else:
+            super().handle_error(request, client_address)
+
 
 class _ThreadedServerV6(_ThreadedServer):
     address_family = socket.AF_INET6
@@ -177,11 +212,17 @@ class _QuietHandler(WSGIRequestHandler):
 
 def _build(settings, context: BuildContext) -> PrometheusExporter:
     return PrometheusExporter(context.collector, address=settings["address"], port=settings["port"],
-                              path=settings["path"], self_metric_sources=context.self_metric_sources)
+                              path=settings["path"], self_metric_sources=context.self_metric_sources,
+                              tls=tls.from_settings(settings))
 
 
 KIND = ExporterKind("prometheus", "the metrics page Prometheus scrapes", settings=(
     Setting("port", port, "the port to listen on", 8080),
     Setting("address", text("an address to listen on, e.g. 0.0.0.0 or ::"), "the address to listen on", "0.0.0.0"),
     Setting("path", text("a URL path, e.g. /metrics"), "the URL path of the metrics page", "/metrics"),
-), build=_build)
+    Setting(tls.CERT_FILE, readable_file("a PEM file path"),
+            "the server certificate (PEM, chain after it); with key_file, the page is served over TLS only"),
+    Setting(tls.KEY_FILE, readable_file("a PEM file path"), "the private key of cert_file (PEM, unencrypted)"),
+    Setting(tls.CLIENT_CA_FILE, readable_file("a PEM file path"),
+            "the CA (PEM) that clients' certificates must chain to; with it, a client without one is refused"),
+), build=_build, check_together=tls.check_settings)

@@ -23,6 +23,7 @@ import tempfile
 import time
 
 import pytest
+from bpf_objects import held_by, loaded
 from identities import require_interpreter_usable_by
 from loopback import wait_for
 from namespaces import Namespace
@@ -33,7 +34,6 @@ from gespann.check import NEEDED_CAPABILITIES
 
 pytestmark = [pytest.mark.root, pytest.mark.process]
 
-BPFTOOL = "/usr/sbin/bpftool"
 NOBODY = 65534
 PORT = 9478  # the manifests' port; free in a namespace of the test's own
 IDENTITIES = {"nobody-ambient": NOBODY, "root-bounding-set": 0}
@@ -79,31 +79,6 @@ def effective_capabilities(pid: int) -> set[str]:
         mask = int(next(line for line in status if line.startswith("CapEff:")).split()[1], 16)
     names = {bit: name for name, bit in CAPABILITIES.items()}
     return {names.get(bit, str(bit)) for bit in range(64) if mask >> bit & 1}
-
-
-def bpf_objects(pid: int) -> set[tuple[str, int]]:
-    """(kind, id) of every BPF program, map and link the process holds a descriptor of."""
-    held = set()
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
-                fields = dict(line.split(":", 1) for line in info if ":" in line)
-        except OSError:
-            continue
-        for kind in ("link", "prog", "map"):
-            if f"{kind}_id" in fields:
-                held.add((kind, int(fields[f"{kind}_id"])))
-                break
-    return held
-
-
-def loaded_objects() -> set[tuple[str, int]]:
-    import json
-    loaded = set()
-    for kind in ("prog", "map", "link"):
-        out = subprocess.run([BPFTOOL, "-j", kind, "list"], capture_output=True, text=True, check=True).stdout
-        loaded |= {(kind, item["id"]) for item in json.loads(out or "[]")}
-    return loaded
 
 
 def scrape(namespace: Namespace) -> tuple[dict[str, float], int]:
@@ -163,7 +138,7 @@ def test_documented_capabilities_suffice(uid, namespace, write_config):
         assert f"prometheus http://127.0.0.1:{PORT}/metrics" in started
         assert effective_capabilities(gespann.pid) == set(NEEDED_CAPABILITIES)
         assert os.stat(f"/proc/{gespann.pid}").st_uid == uid
-        held = bpf_objects(gespann.pid)
+        held = held_by(gespann.pid)
         assert {kind for kind, _ in held} >= {"prog", "map"}
         with namespace.enter():
             traffic = TcpTraffic()
@@ -194,8 +169,8 @@ def test_documented_capabilities_suffice(uid, namespace, write_config):
     assert "Traceback" not in err and "running: probes" not in err  # the start-up line came once
     # The kernel frees a map after the programs using it, from a workqueue: give it a moment.
     assert held
-    wait_for(lambda: not held & loaded_objects(), timeout=10)
-    assert not held & loaded_objects(), "gespann left programs, maps or links loaded"
+    wait_for(lambda: not held & loaded(), timeout=10)
+    assert not held & loaded(), "gespann left programs, maps or links loaded"
 
 
 @pytest.mark.parametrize("uid", IDENTITIES.values(), ids=IDENTITIES.keys())

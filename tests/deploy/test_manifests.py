@@ -73,8 +73,11 @@ def test_systemd_unit_grants_exactly_the_documented_capabilities():
     assert settings["Restart"] == ["on-failure"] and "2" in settings["RestartPreventExitStatus"][0].split()
     # What would break BPF or sock_diag must stay unset.
     assert not {"PrivateUsers", "PrivateNetwork", "ProcSubset"} & settings.keys()
-    allowed = " ".join(settings["SystemCallFilter"]).split()
-    assert {"bpf", "perf_event_open"} <= set(allowed) and not any(s.startswith("~") for s in allowed)
+    allowed, *denials = settings["SystemCallFilter"]
+    assert {"bpf", "perf_event_open"} <= set(allowed.split()) and not allowed.startswith("~")
+    denied = {name.lstrip("~") for denial in denials for name in denial.split()}
+    assert all(denial.startswith("~") for denial in denials)
+    assert not denied & {"bpf", "perf_event_open", "@privileged", "@debug"}, "a denial takes gespann's calls away"
     assert "AF_NETLINK" in settings["RestrictAddressFamilies"][0].split()
 
 
@@ -149,3 +152,12 @@ def test_readme_documents_the_same_set():
     assert f"`{' + '.join(NEEDED_CAPABILITIES)}`" in section
     for path in (UNIT, *MANIFESTS):
         assert str(path.relative_to(ROOT)) in section
+
+
+def test_readme_installs_the_unit_with_the_lines_of_its_header():
+    """tests/deploy/test_systemd_unit.py runs the header's lines; README.md must show the same."""
+    from systemd_machine import unit_install_lines
+
+    readme = (ROOT / "README.md").read_text()
+    lines = unit_install_lines(UNIT)
+    assert lines and f"```sh\n{chr(10).join(lines)}\n```" in readme

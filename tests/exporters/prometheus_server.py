@@ -15,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 BINARY = shutil.which("prometheus")
 SKIP_REASON = "needs Debian's `prometheus` binary on PATH (tools/setup-host.sh installs it; CI has it)"
@@ -34,15 +34,18 @@ def free_port() -> int:
 
 
 class Prometheus:
-    def __init__(self, target: str, metrics_path: str, workdir: Path):
+    """`tls_config` (the scrape job's, e.g. {"ca_file": ...}) makes it scrape over https."""
+
+    def __init__(self, target: str, metrics_path: str, workdir: Path, tls_config: Optional[dict] = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = workdir / "prometheus.log"
         config = workdir / "prometheus.yml"
+        tls = "" if tls_config is None else f"    scheme: https\n    tls_config: {json.dumps(tls_config)}\n"
         config.write_text(
             "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
             "scrape_configs:\n"
-            f"  - job_name: gespann\n    metrics_path: {metrics_path}\n"
+            f"  - job_name: gespann\n    metrics_path: {metrics_path}\n{tls}"
             f"    static_configs: [{{targets: ['{target}']}}]\n")
         with self._log.open("w") as log:
             self._process = subprocess.Popen(
@@ -72,6 +75,10 @@ class Prometheus:
         data = self.query(expression)
         assert data["resultType"] == "matrix", data
         return {_labels(item["metric"]): [float(value) for _, value in item["values"]] for item in data["result"]}
+
+    def targets(self) -> list[dict]:
+        """The active scrape targets, each with its `health` and `lastError`."""
+        return self._get("/api/v1/targets", state="active")["activeTargets"]
 
     def metadata(self, metric: str) -> list[dict]:
         """What the scraped targets said about `metric` (its type, help)."""

@@ -13,9 +13,9 @@ from pathlib import Path
 PROC_NET = Path("/proc/thread-self/net")
 
 
-def _read(name: str) -> dict[str, dict[str, int]]:
+def _read(name: str, net: Path = PROC_NET) -> dict[str, dict[str, int]]:
     """{"Tcp": {"ActiveOpens": 3, ...}, ...}: the files pair a header line with a value line."""
-    lines = (PROC_NET / name).read_text().splitlines()
+    lines = (net / name).read_text().splitlines()
     counters: dict[str, dict[str, int]] = {}
     for header, values in zip(lines[::2], lines[1::2]):
         group, _, names = header.partition(":")
@@ -24,9 +24,10 @@ def _read(name: str) -> dict[str, dict[str, int]]:
     return counters
 
 
-def counters() -> dict[str, dict[str, int]]:
-    """Every counter of /proc/net/snmp and /proc/net/netstat, for the namespace this thread is in."""
-    return {**_read("snmp"), **_read("netstat")}
+def counters(net: Path = PROC_NET) -> dict[str, dict[str, int]]:
+    """Every counter of /proc/net/snmp and /proc/net/netstat, for the namespace this thread is in
+    (or, with `net` = /proc/PID/net, the one process PID is in)."""
+    return {**_read("snmp", net), **_read("netstat", net)}
 
 
 def tcp(name: str) -> int:
