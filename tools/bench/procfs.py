@@ -87,3 +87,17 @@ def cpu_between(before: CpuSample, after: CpuSample) -> float:
     if not set(before.threads_ns) <= set(after.threads_ns):
         return after.total_s - before.total_s
     return sum(ns - before.threads_ns.get(tid, 0) for tid, ns in after.threads_ns.items()) / 1e9
+
+
+def irq_work_interrupts(interrupts: str | None = None) -> int:
+    """IRQ-work interrupts so far, all CPUs added up (the IWI line of /proc/interrupts): how a BPF
+    program's perf or ring buffer output wakes its reader, one interrupt per wakeup. Host-wide."""
+    if interrupts is None:
+        with open("/proc/interrupts") as f:
+            interrupts = f.read()
+    for line in interrupts.splitlines():
+        words = line.split()
+        if words[:1] == ["IWI:"]:
+            return sum(int(w) for w in words[1:] if w.isdigit())
+    return 0
+

@@ -1,0 +1,92 @@
+"""The libbpf-tools comparison: gespann beside tcplife and tcpstates, CO-RE C loaded by libbpf.
+
+Measured in the bench's namespace, after the bpftrace rounds of the same run (or alone with
+--peers-only, merged into bench.json), in four parts:
+
+- rounds at the highest rate (the bench's TCP workload): no tracer, `gespann run`, tcplife and
+  tcpstates take turns; start-up, peak RSS, slowdown round by round against the no-tracer run of the
+  same round, and each tool's lines against the connections made (its losses);
+- rounds of a TCP+UDP workload (a UDP datagram echoed beside each connection): no tracer and
+  `gespann run`, for the slowdown of gespann's default probe set when the UDP probes have work;
+- cost rounds with BPF run statistics on: `gespann run`, `gespann trace`, tcplife and tcpstates,
+  in-kernel ns per event per tracepoint;
+- rounds at one fixed rate every tracer keeps up with (`--rate`): `gespann trace`, tcplife and
+  tcpstates, user-space CPU per record.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from . import runs
+from .gespann_tracer import GespannMetrics
+from .libbpf_tools import PACKAGE, TOOLS, LibbpfTool, locate
+from .trace_mode import GespannTrace
+from .trace_mode import available as trace_available
+
+NONE, GESPANN, GESPANN_TRACE = "none", "gespann", "gespann trace"
+TCPLIFE, TCPSTATES = (tool.name for tool in TOOLS)
+#: Seconds of the workload at the fixed rate: connections = rate * this.
+FIXED_RATE_S = 5
+#: UDP datagrams echoed per connection in the TCP+UDP rounds.
+UDP_PER_CONNECTION = 1
+
+
+def missing_tools() -> list[str]:
+    return [tool.program for tool in TOOLS if locate(tool.program) is None]
+
+
+def run(gespann_executable: Path, workdir: Path, gespann: GespannMetrics, workload: runs.Workload, rounds: int,
+        cost_rounds: int, rate: float, say: Callable[[str], None]) -> dict:
+    """Every part, in the namespace `workload` runs in; `gespann` is the bench's `gespann run`."""
+    missing = missing_tools()
+    if missing:
+        say(f"libbpf-tools peers: {' '.join(missing)} not installed (Debian {PACKAGE})")
+        return {"note": f"not measured: {' '.join(missing)} not installed (Debian {PACKAGE})"}
+    tools = {tool.name: LibbpfTool(tool, workdir) for tool in TOOLS}
+    result: dict = {"rate": rate, "rounds": [], "udp_rounds": [], "kernel_cost": [], "fixed_rate": [],
+                    "udp_per_connection": UDP_PER_CONNECTION}
+
+    tracers = {NONE: lambda: runs.baseline(workload), GESPANN: lambda: runs.gespann_metrics(gespann, workload),
+               **{name: (lambda t=t: runs.libbpf_tool(t, workload)) for name, t in tools.items()}}
+    _rounds(tracers, rounds, result["rounds"], "peer round", say)
+
+    with_udp = dataclasses.replace(workload, udp=UDP_PER_CONNECTION)
+    tracers = {NONE: lambda: runs.baseline(with_udp), GESPANN: lambda: runs.gespann_metrics(gespann, with_udp)}
+    _rounds(tracers, rounds, result["udp_rounds"], "TCP+UDP round", say)
+
+    from gespann.bpf.programs import enable_run_stats
+
+    trace = None
+    with enable_run_stats():
+        for index in range(cost_rounds):
+            sample = {GESPANN: runs.gespann_metrics(gespann, workload, stats=True)}
+            if trace is None and trace_available(gespann_executable):
+                trace = GespannTrace(gespann_executable, workdir, gespann.config, len(sample[GESPANN]["per_tracepoint"]))
+            if trace is not None:
+                sample[GESPANN_TRACE] = runs.gespann_trace_load(trace, workload, stats=True)
+            sample.update({name: runs.libbpf_tool(t, workload, stats=True) for name, t in tools.items()})
+            result["kernel_cost"].append(sample)
+            say(f"peer cost round {index + 1}/{cost_rounds} done")
+
+    connections = max(1, round(rate * FIXED_RATE_S))
+    fixed = {name: (lambda t=t: runs.libbpf_tool(t, workload, rate=rate, connections=connections))
+             for name, t in tools.items()}
+    if trace is not None:
+        fixed[GESPANN_TRACE] = lambda: runs.gespann_trace_load(trace, workload, rate=rate, connections=connections)
+    _rounds(fixed, cost_rounds, result["fixed_rate"], f"fixed-rate round ({rate:g} conn/s)", say)
+    if trace is None:
+        result["trace_note"] = "gespann trace: not available in this build"
+    return result
+
+
+def _rounds(tracers: dict[str, Callable[[], dict]], count: int, into: list, what: str,
+            say: Callable[[str], None]) -> None:
+    order = list(tracers)
+    for index in range(count):
+        measured = {name: tracers[name]() for name in runs.rotated(order, index)}
+        into.append(measured)
+        say(f"{what} {index + 1}/{count}: " + ", ".join(
+            f"{name} {r['rate']:.0f}/s" + (f" ({r['events']}/{r['expected_events']} lines)" if "expected_events" in r
+                                            else "") for name, r in measured.items()))
