@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from .process import Launched, NotReady, Startup
 
 STARTUP_TIMEOUT_S = 60
 _LOST = re.compile(r"\blost (\d+) events?\b")
+_CALL = re.compile(r"\bcall ([A-Za-z_][A-Za-z0-9_]*)#")
 _ADDRESS = re.compile(r"^[0-9a-fA-F:.]*[.:][0-9a-fA-F:.]*$")
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
@@ -77,6 +80,29 @@ def count_lines(path: Path, header: str, port: int) -> Lines:
             events += 1
             ours += names_port(line, port)
     return Lines(events, ours)
+
+
+def helper_calls(xlated: str) -> dict[str, int]:
+    """How often each helper or kernel function is called in a program's code (`bpftool prog dump
+    xlated`), as written: a call in a branch counts once, however often it runs."""
+    return dict(Counter(_CALL.findall(xlated)).most_common())
+
+
+def program_profile(pid: int) -> dict:
+    """What the kernel holds of `pid`'s programs: type, size, helper calls, the types of the maps they
+    use; the explanation of their cost starts here."""
+    attached = bpfstats.attachments(bpfstats.bpftool_json("perf", "show"), pid)
+    programs = {p["id"]: p for p in bpfstats.bpftool_json("prog", "show") if p.get("id") in attached}
+    maps = {m["id"]: m for m in bpfstats.bpftool_json("map", "show")}
+    profile = {}
+    for prog_id, prog in programs.items():
+        xlated = subprocess.run(["bpftool", "prog", "dump", "xlated", "id", str(prog_id)], capture_output=True,
+                                text=True, check=False).stdout
+        profile[attached[prog_id]] = {
+            "type": prog.get("type"), "xlated_bytes": prog.get("bytes_xlated"), "helper_calls": helper_calls(xlated),
+            "maps": [f"{maps[m].get('name', '?')}: {maps[m].get('type', '?')}" for m in prog.get("map_ids", [])
+                     if m in maps]}
+    return profile
 
 
 def locate(program: str) -> str | None:

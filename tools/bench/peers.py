@@ -9,7 +9,9 @@ Measured in the bench's namespace, after the bpftrace rounds of the same run (or
 - rounds of a TCP+UDP workload (a UDP datagram echoed beside each connection): no tracer and
   `gespann run`, for the slowdown of gespann's default probe set when the UDP probes have work;
 - cost rounds with BPF run statistics on: `gespann run`, `gespann trace`, tcplife and tcpstates,
-  in-kernel ns per event per tracepoint;
+  in-kernel ns per event per tracepoint; then tcplife and tcpstates again with their reader stopped
+  and their perf buffer full (no output succeeds, nothing is woken), to tell what the output and its
+  wakeup cost their program; and, once, what their programs are (type, helper calls, map types);
 - rounds at one fixed rate every tracer keeps up with (`--rate`): `gespann trace`, tcplife and
   tcpstates, user-space CPU per record.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from . import runs
 from .gespann_tracer import GespannMetrics
-from .libbpf_tools import PACKAGE, TOOLS, LibbpfTool, locate
+from .libbpf_tools import PACKAGE, TOOLS, LibbpfTool, locate, program_profile
 from .trace_mode import GespannTrace
 from .trace_mode import available as trace_available
 
@@ -29,6 +31,8 @@ NONE, GESPANN, GESPANN_TRACE = "none", "gespann", "gespann trace"
 TCPLIFE, TCPSTATES = (tool.name for tool in TOOLS)
 #: Seconds of the workload at the fixed rate: connections = rate * this.
 FIXED_RATE_S = 5
+#: The cost rounds' key of a tool run with its reader stopped: "tcplife, reader stopped".
+READER_STOPPED = ", reader stopped"
 #: UDP datagrams echoed per connection in the TCP+UDP rounds.
 UDP_PER_CONNECTION = 1
 
@@ -46,7 +50,13 @@ def run(gespann_executable: Path, workdir: Path, gespann: GespannMetrics, worklo
         return {"note": f"not measured: {' '.join(missing)} not installed (Debian {PACKAGE})"}
     tools = {tool.name: LibbpfTool(tool, workdir) for tool in TOOLS}
     result: dict = {"rate": rate, "rounds": [], "udp_rounds": [], "kernel_cost": [], "fixed_rate": [],
-                    "udp_per_connection": UDP_PER_CONNECTION}
+                    "udp_per_connection": UDP_PER_CONNECTION, "programs": {}}
+    for name, tool in tools.items():
+        launched, _ = tool.start()
+        try:
+            result["programs"][name] = program_profile(launched.pid)
+        finally:
+            launched.stop()
 
     tracers = {NONE: lambda: runs.baseline(workload), GESPANN: lambda: runs.gespann_metrics(gespann, workload),
                **{name: (lambda t=t: runs.libbpf_tool(t, workload)) for name, t in tools.items()}}
@@ -67,6 +77,8 @@ def run(gespann_executable: Path, workdir: Path, gespann: GespannMetrics, worklo
             if trace is not None:
                 sample[GESPANN_TRACE] = runs.gespann_trace_load(trace, workload, stats=True)
             sample.update({name: runs.libbpf_tool(t, workload, stats=True) for name, t in tools.items()})
+            sample.update({f"{name}{READER_STOPPED}": runs.libbpf_tool_reader_stopped(t, workload)
+                           for name, t in tools.items()})
             result["kernel_cost"].append(sample)
             say(f"peer cost round {index + 1}/{cost_rounds} done")
 
@@ -76,9 +88,25 @@ def run(gespann_executable: Path, workdir: Path, gespann: GespannMetrics, worklo
     if trace is not None:
         fixed[GESPANN_TRACE] = lambda: runs.gespann_trace_load(trace, workload, rate=rate, connections=connections)
     _rounds(fixed, cost_rounds, result["fixed_rate"], f"fixed-rate round ({rate:g} conn/s)", say)
+    _count_trace_losses(result)
     if trace is None:
         result["trace_note"] = "gespann trace: not available in this build"
     return result
+
+
+def _count_trace_losses(result: dict) -> None:
+    """gespann trace's losses in the cost rounds (the highest rate): records short of as many per connection
+    as at the fixed rate, where it keeps up (the most any fixed-rate run gave)."""
+    unhurried = [r[GESPANN_TRACE]["events"] / r[GESPANN_TRACE]["connections"] for r in result["fixed_rate"]
+                 if GESPANN_TRACE in r and r[GESPANN_TRACE]["connections"]]
+    if not unhurried:
+        return
+    per_connection = max(unhurried)
+    for sample in result["kernel_cost"]:
+        run = sample.get(GESPANN_TRACE)
+        if run:
+            run["expected_events"] = round(per_connection * run["connections"])
+            run["lost"] = max(0, run["expected_events"] - run["events"])
 
 
 def _rounds(tracers: dict[str, Callable[[], dict]], count: int, into: list, what: str,

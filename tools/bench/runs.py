@@ -9,6 +9,7 @@ the workload (one per wakeup of a reader by its programs).
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -191,4 +192,20 @@ def gespann_trace_load(tracer: GespannTrace, workload: Workload, stats: bool = F
     _startup(figures, startup)
     counted = tracer.records(launched)
     figures.update(events=counted.records, all_events=counted.records, reported_lost=counted.reported_lost)
+    return figures
+
+
+def libbpf_tool_reader_stopped(tracer: LibbpfTool, workload: Workload, fill: int = 2000) -> dict:
+    """The tool's in-kernel cost with its reader stopped (SIGSTOP) and its perf buffer filled first by
+    `fill` connections: every output then fails, and nothing wakes the reader. Against a run with the
+    reader going, this is what the output and its wakeup cost its program. Needs run statistics on."""
+    launched, _ = tracer.start()
+    try:
+        os.kill(launched.pid, signal.SIGSTOP)
+        workload.run(fill)
+        figures, load = _measure(launched, workload, stats=True)
+    finally:
+        os.kill(launched.pid, signal.SIGCONT)
+        launched.stop(signal.SIGINT)
+    figures["reported_lost"] = libbpf_tools.lost_events(launched.output())
     return figures
