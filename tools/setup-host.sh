@@ -17,7 +17,7 @@ if [ "${1:-}" = "matrix" ] || [ "${1:-}" = "bench" ]; then   # Debian kernels bo
     packages+=(qemu-system-x86 kmod busybox-static)
 fi
 if [ "${1:-}" = "bench" ]; then   # tools/bench.py: the peers, and gcc for its load generator
-    packages+=(bpftrace bpfcc-tools gcc)
+    packages+=(bpftrace bpfcc-tools libbpf-tools gcc)
 fi
 
 missing=()

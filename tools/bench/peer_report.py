@@ -15,7 +15,7 @@ HEADS = ("gespann run", "gespann trace", "tcplife", "tcpstates")
 MIB = 2 ** 20
 
 
-def _values(samples: list[dict], tracer: str, value) -> list:
+def values(samples: list[dict], tracer: str, value) -> list:
     out = []
     for sample in samples:
         run = sample.get(tracer)
@@ -57,7 +57,7 @@ def worst_loss(peers: dict, trace: dict, tracer: str) -> tuple[int, int, int | N
     return max(m["lost"] for m in measured), len(measured), max(said) if said else None
 
 
-def _slowdowns(rounds: list[dict], tracer: str) -> Spread | None:
+def slowdowns(rounds: list[dict], tracer: str) -> Spread | None:
     return slowdown([r.get(tracer, {}).get("rate") for r in rounds], [r.get(NONE, {}).get("rate") for r in rounds])
 
 
@@ -70,7 +70,7 @@ def _fmt(value: Spread | None, digits: int = 0, scale: float = 1) -> str:
     return median
 
 
-def _all_runs(peers: dict) -> list[dict]:
+def all_runs(peers: dict) -> list[dict]:
     return [*peers.get("rounds", []), *peers.get("kernel_cost", []), *peers.get("fixed_rate", [])]
 
 
@@ -78,11 +78,11 @@ def table(peers: dict, trace: dict) -> list[list[str]]:
     """Rows of (figure, then one cell per COLUMNS)."""
     rounds, cost, fixed = peers.get("rounds", []), peers.get("kernel_cost", []), peers.get("fixed_rate", [])
     rate = peers.get("rate", 0)
-    everywhere = _all_runs(peers)
+    everywhere = all_runs(peers)
 
     def row(figure: str, samples: list[dict], value, digits: int = 0, scale: float = 1,
             only: tuple[str, ...] = COLUMNS) -> list[str]:
-        return [figure, *(_fmt(spread(_values(samples, c, value)), digits, scale) if c in only else "—"
+        return [figure, *(_fmt(spread(values(samples, c, value)), digits, scale) if c in only else "—"
                           for c in COLUMNS)]
 
     out = [
@@ -107,11 +107,11 @@ def table(peers: dict, trace: dict) -> list[list[str]]:
                    cpu_per_record_us, 1))
     out.append(row(f"Records per connection at {rate:g} conn/s", fixed,
                    lambda r: r["events"] / r["connections"] if r.get("connections") else None, 2))
-    slow = [_fmt(_slowdowns(rounds, c), 1, 100) if c != GESPANN_TRACE else "—" for c in COLUMNS]
+    slow = [_fmt(slowdowns(rounds, c), 1, 100) if c != GESPANN_TRACE else "—" for c in COLUMNS]
     out.append(["Workload slowdown, TCP, round by round vs no tracer (%)", *slow])
     udp = peers.get("udp_rounds", [])
     out.append([f"Workload slowdown, TCP+UDP ({peers.get('udp_per_connection', 1)} datagram echoed per "
-                "connection) (%)", _fmt(_slowdowns(udp, GESPANN), 1, 100), "—", "—", "—"])
+                "connection) (%)", _fmt(slowdowns(udp, GESPANN), 1, 100), "—", "—", "—"])
     losses = []
     for c in COLUMNS:
         loss = worst_loss(peers, trace, c) if c != GESPANN else None
@@ -149,15 +149,20 @@ def targets(peers: dict, trace: dict, bpftrace_cost: list[dict] | None = None) -
            _median_ratio(cost, GESPANN_TRACE, GESPANN, lambda r: ns_per_event(r, STATE)), 1.5)
     judged("peak RSS of gespann run (default config) <= 2x tcplife's",
            _median_ratio(peers.get("rounds", []), GESPANN, TCPLIFE, lambda r: r.get("peak_rss_bytes")), 2)
-    judged("workload slowdown of gespann's default probe set <= 2 %, TCP", _slowdowns(peers.get("rounds", []),
-                                                                                     GESPANN), 0.02, "%")
-    judged("workload slowdown of gespann's default probe set <= 2 %, TCP+UDP",
-           _slowdowns(peers.get("udp_rounds", []), GESPANN), 0.02, "%")
-    peer_costs = {name: spread(_values(cost, name, lambda r: ns_per_event(r, STATE))) for name in (TCPLIFE, TCPSTATES)}
+    per_connection = spread(values(cost, GESPANN, ns_per_connection))
+    for workload, key in (("TCP", "rounds"), ("TCP+UDP", "udp_rounds")):
+        measured = slowdowns(peers.get(key, []), GESPANN)
+        judged(f"workload slowdown of gespann's default probe set <= 2 %, {workload}", measured, 0.02, "%")
+        if measured and per_connection and measured.high - measured.low > 0.02:
+            target, met, what = out[-1]
+            out[-1] = (target, met, f"{what}; the rounds spread over {(measured.high - measured.low) * 100:.0f} "
+                                    f"points, wider than the target: the stable figure is gespann run's in-kernel "
+                                    f"{per_connection.median:.0f} ns per TCP connection")
+    peer_costs = {name: spread(values(cost, name, lambda r: ns_per_event(r, STATE))) for name in (TCPLIFE, TCPSTATES)}
     if bpftrace_cost:
-        peer_costs["bpftrace"] = spread(_values(bpftrace_cost, "bpftrace", lambda r: ns_per_event(r, STATE)))
+        peer_costs["bpftrace"] = spread(values(bpftrace_cost, "bpftrace", lambda r: ns_per_event(r, STATE)))
     present = {name: s for name, s in peer_costs.items() if s is not None}
-    ours = spread(_values(cost, GESPANN, lambda r: ns_per_event(r, STATE)))
+    ours = spread(values(cost, GESPANN, lambda r: ns_per_event(r, STATE)))
     if present and ours:
         best = min(present, key=lambda name: present[name].median)
         out.append((f"gespann's in-kernel ns per event on {STATE} at or below the best peer's",
@@ -174,11 +179,11 @@ def why_tcplife(peers: dict) -> list[str]:
     """The paragraph on tcplife's in-kernel cost, from what this run measured of its program."""
     cost, fixed = peers.get("kernel_cost", []), peers.get("fixed_rate", [])
     profile = peers.get("programs", {}).get(TCPLIFE, {}).get(STATE)
-    running = {n: spread(_values(cost, n, lambda r: ns_per_event(r, STATE))) for n in (TCPLIFE, TCPSTATES,
+    running = {n: spread(values(cost, n, lambda r: ns_per_event(r, STATE))) for n in (TCPLIFE, TCPSTATES,
                                                                                        GESPANN_TRACE, GESPANN)}
-    stopped = {n: spread(_values([{n: s[n + READER_STOPPED]} for s in cost if n + READER_STOPPED in s], n,
+    stopped = {n: spread(values([{n: s[n + READER_STOPPED]} for s in cost if n + READER_STOPPED in s], n,
                                  lambda r: ns_per_event(r, STATE))) for n in (TCPLIFE, TCPSTATES)}
-    wakeups = {n: spread(_values(fixed, n, irq_work_per_record)) for n in (TCPLIFE, TCPSTATES, GESPANN_TRACE)}
+    wakeups = {n: spread(values(fixed, n, irq_work_per_record)) for n in (TCPLIFE, TCPSTATES, GESPANN_TRACE)}
     if not profile or not running[TCPLIFE] or not stopped[TCPLIFE]:
         return []
     calls = profile["helper_calls"]
