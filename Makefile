@@ -47,7 +47,7 @@ kernel-matrix: $(VENV)/.installed
 	tools/setup-host.sh matrix
 	$(BIN)/python tools/kernel_matrix.py
 
-## bench: gespann side by side with bpftrace, libbpf-tools (tcplife, tcpstates), and bcc in a Debian 6.1 VM; writes results/bench/ (not part of test)
+## bench: gespann side by side with bpftrace, and bcc in a Debian 6.1 VM; writes results/bench/ (not part of test)
 BENCH_ARGS ?= --vm
 bench: $(VENV)/.installed
 	tools/setup-host.sh bench
