@@ -8,8 +8,8 @@ Measured in the bench's namespace, after the bpftrace rounds of the same run (or
   same round, and each tool's lines against the connections made (its losses);
 - rounds of a TCP+UDP workload (a UDP datagram echoed beside each connection): no tracer and
   `gespann run`, for the slowdown of gespann's default probe set when the UDP probes have work;
-- cost rounds with BPF run statistics on: `gespann run`, `gespann trace`, tcplife and tcpstates,
-  in-kernel ns per event per tracepoint; then tcplife and tcpstates again with their reader stopped
+- cost rounds with BPF run statistics on: `gespann run` (under both workloads), `gespann trace`,
+  tcplife and tcpstates, in-kernel ns per event per tracepoint; then tcplife and tcpstates again with their reader stopped
   and their perf buffer full (no output succeeds, nothing is woken), to tell what the output and its
   wakeup cost their program; and, once, what their programs are (type, helper calls, map types);
 - rounds at one fixed rate every tracer keeps up with (`--rate`): `gespann trace`, tcplife and
@@ -28,6 +28,8 @@ from .trace_mode import GespannTrace
 from .trace_mode import available as trace_available
 
 NONE, GESPANN, GESPANN_TRACE = "none", "gespann", "gespann trace"
+#: The cost rounds' key of `gespann run` under the TCP+UDP workload.
+GESPANN_UDP = "gespann, TCP+UDP"
 TCPLIFE, TCPSTATES = (tool.name for tool in TOOLS)
 #: Seconds of the workload at the fixed rate: connections = rate * this.
 FIXED_RATE_S = 5
@@ -35,6 +37,14 @@ FIXED_RATE_S = 5
 READER_STOPPED = ", reader stopped"
 #: UDP datagrams echoed per connection in the TCP+UDP rounds.
 UDP_PER_CONNECTION = 1
+
+
+def virtual_machine(cpuinfo: str | None = None) -> bool:
+    """True in a guest (the `hypervisor` CPU flag): there an interrupt a program raises may cost a VM exit."""
+    if cpuinfo is None:
+        with open("/proc/cpuinfo") as f:
+            cpuinfo = f.read()
+    return any(line.startswith("flags") and "hypervisor" in line.split() for line in cpuinfo.splitlines())
 
 
 def missing_tools() -> list[str]:
@@ -50,7 +60,7 @@ def run(gespann_executable: Path, workdir: Path, gespann: GespannMetrics, worklo
         return {"note": f"not measured: {' '.join(missing)} not installed (Debian {PACKAGE})"}
     tools = {tool.name: LibbpfTool(tool, workdir) for tool in TOOLS}
     result: dict = {"rate": rate, "rounds": [], "udp_rounds": [], "kernel_cost": [], "fixed_rate": [],
-                    "udp_per_connection": UDP_PER_CONNECTION, "programs": {}}
+                    "udp_per_connection": UDP_PER_CONNECTION, "programs": {}, "virtual_machine": virtual_machine()}
     for name, tool in tools.items():
         launched, _ = tool.start()
         try:
@@ -71,7 +81,8 @@ def run(gespann_executable: Path, workdir: Path, gespann: GespannMetrics, worklo
     trace = None
     with enable_run_stats():
         for index in range(cost_rounds):
-            sample = {GESPANN: runs.gespann_metrics(gespann, workload, stats=True)}
+            sample = {GESPANN: runs.gespann_metrics(gespann, workload, stats=True),
+                      GESPANN_UDP: runs.gespann_metrics(gespann, with_udp, stats=True)}
             if trace is None and trace_available(gespann_executable):
                 trace = GespannTrace(gespann_executable, workdir, gespann.config, len(sample[GESPANN]["per_tracepoint"]))
             if trace is not None:
