@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from bench import libbpf_tools, loadgen, peer_report, procfs, runs
-from bench.peers import GESPANN, GESPANN_TRACE, NONE, READER_STOPPED, TCPLIFE, TCPSTATES
+from bench.peers import GESPANN, GESPANN_TRACE, NONE, READER_STOPPED, READER_STOPPED_ROOM, TCPLIFE, TCPSTATES
 
 TCPLIFE_OUT = """PID     COMM             LADDR           LPORT RADDR           RPORT TX_KB  RX_KB  MS
 812     loadgen          127.0.0.1       40000 127.0.0.1       51000 0.06   0.06   0.05
@@ -86,7 +86,9 @@ PEERS = {
     "udp_rounds": [{NONE: {"rate": 10000}, GESPANN: _gespann(9700)}, {NONE: {"rate": 10000}, GESPANN: _gespann(9900)}],
     "kernel_cost": [{GESPANN: _gespann(9000, ns=300), GESPANN_TRACE: {**_tool(9000, ns=420), "reported_lost": None},
                      TCPLIFE: _tool(6000, ns=3000), TCPSTATES: _tool(4000, ns=9000),
-                     TCPLIFE + READER_STOPPED: _tool(6000, ns=750), TCPSTATES + READER_STOPPED: _tool(6000, ns=700)}],
+                     TCPLIFE + READER_STOPPED: _tool(6000, ns=750), TCPSTATES + READER_STOPPED: _tool(6000, ns=700),
+                     TCPLIFE + READER_STOPPED_ROOM: _tool(6000, ns=2500),
+                     TCPSTATES + READER_STOPPED_ROOM: _tool(6000, ns=8000)}],
     "fixed_rate": [{GESPANN_TRACE: _tool(2000, cpu=0.45, events=20000, irq=10000),
                     TCPLIFE: _tool(2000, cpu=0.16, events=20000, irq=20000),
                     TCPSTATES: _tool(2000, cpu=0.8, events=100000, irq=100000)}],
@@ -124,6 +126,9 @@ def test_markdown_has_the_table_the_targets_and_the_explanation():
     assert "| Records lost at the highest rate, worst run | — | 12 of 3 runs | 5 of 3 runs, said lost at most 5 | " in text
     assert "gespann run 300 ns, best peer bpftrace 900 ns" in text  # the main section's bpftrace is a peer too
     assert "Why tcplife costs what it costs" in text and "750 ns per event against 3000 ns" in text
+    assert "tcplife then costs 2500 ns and tcpstates 8000 ns per event" in text
+    assert "| In-kernel ns per event, inet_sock_set_state, reader stopped, perf buffer full (no output, no " \
+           "interrupt) | — | — | 750 | 700 |" in text
     assert peer_report.markdown({"note": "not measured: tcplife not installed"}, {})[-1] == (
         "- not measured: tcplife not installed")
 

@@ -47,7 +47,7 @@ def _peer_panels(results: dict) -> list[tuple[str, list[tuple[str, float, str]]]
     (tcplife and tcpstates also with their reader stopped), user-space CPU per record at the fixed rate,
     workload slowdown."""
     from . import peer_report
-    from .peers import GESPANN, READER_STOPPED, TCPLIFE, TCPSTATES
+    from .peers import GESPANN, READER_STOPPED, READER_STOPPED_ROOM, TCPLIFE, TCPSTATES
     from .summary import spread
 
     peers = results.get("peers") or {}
@@ -60,12 +60,12 @@ def _peer_panels(results: dict) -> list[tuple[str, list[tuple[str, float, str]]]
         for name in names:
             measured = spread(peer_report.values(samples, name, value))
             if measured is not None:
-                out.append((name.replace(READER_STOPPED, ",\nreader stopped"), measured.median,
+                out.append((name.replace(", ", ",\n"), measured.median,
                             colour.get(name, BASE_COLOUR)))
         return out
 
     state, runs = peer_report.STATE, peer_report.all_runs(peers)
-    stopped = (TCPLIFE + READER_STOPPED, TCPSTATES + READER_STOPPED)
+    stopped = tuple(name + suffix for suffix in (READER_STOPPED_ROOM, READER_STOPPED) for name in (TCPLIFE, TCPSTATES))
     slow = [(name, peer_report.slowdowns(peers["rounds"], name)) for name in (GESPANN, TCPLIFE, TCPSTATES)]
     where = "libbpf-tools section:"
     return [(f"{where}\nstart-up wall (s)", bars(runs, lambda r: r.get("startup_wall_s"))),

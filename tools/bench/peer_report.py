@@ -6,7 +6,8 @@ other in the same round) before their median, as the main table's slowdowns are.
 """
 from __future__ import annotations
 
-from .peers import GESPANN, GESPANN_TRACE, GESPANN_UDP, NONE, READER_STOPPED, TCPLIFE, TCPSTATES
+from .peers import (GESPANN, GESPANN_TRACE, GESPANN_UDP, NONE, READER_STOPPED, READER_STOPPED_ROOM, TCPLIFE,
+                    TCPSTATES)
 from .summary import Spread, paired_ratios, slowdown, spread
 
 STATE = "inet_sock_set_state"
@@ -96,10 +97,11 @@ def table(peers: dict, trace: dict) -> list[list[str]]:
                           if c["runs"]}, key=lambda tp: (tp != STATE, tp))
     for tracepoint in tracepoints:
         out.append(row(f"In-kernel ns per event, {tracepoint}", cost, lambda r, tp=tracepoint: ns_per_event(r, tp)))
-    stopped = [{name: s[name + READER_STOPPED] for name in (TCPLIFE, TCPSTATES) if name + READER_STOPPED in s}
-               for s in cost]
-    out.append(row(f"In-kernel ns per event, {STATE}, reader stopped and perf buffer full (no output, no wakeup)",
-                   stopped, lambda r: ns_per_event(r, STATE), only=(TCPLIFE, TCPSTATES)))
+    for suffix, what in ((READER_STOPPED_ROOM, "reader stopped, room in its perf buffer (output and interrupt, "
+                                               "no task woken)"),
+                         (READER_STOPPED, "reader stopped, perf buffer full (no output, no interrupt)")):
+        out.append(row(f"In-kernel ns per event, {STATE}, {what}", stopped_runs(cost, suffix),
+                       lambda r: ns_per_event(r, STATE), only=(TCPLIFE, TCPSTATES)))
     out.append(row("In-kernel ns per connection, all programs (host-wide runs)", cost, ns_per_connection))
     out.append(row(f"In-kernel ns per connection, all programs, TCP+UDP ({peers.get('udp_per_connection', 1)} "
                    "datagram echoed per connection)", [{GESPANN: s[GESPANN_UDP]} for s in cost if GESPANN_UDP in s],
@@ -122,6 +124,11 @@ def table(peers: dict, trace: dict) -> list[list[str]]:
                       f"{loss[0]} of {loss[1]} runs" + (f", said lost at most {loss[2]}" if loss[2] is not None else ""))
     out.append(["Records lost at the highest rate, worst run", *losses])
     return out
+
+
+def stopped_runs(cost: list[dict], suffix: str) -> list[dict]:
+    """The cost rounds' runs of tcplife and tcpstates with their reader stopped, under their own names."""
+    return [{name: s[name + suffix] for name in (TCPLIFE, TCPSTATES) if name + suffix in s} for s in cost]
 
 
 def _median_ratio(samples: list[dict], a: str, b: str, value) -> Spread | None:
@@ -187,8 +194,8 @@ def why_tcplife(peers: dict) -> list[str]:
     profile = peers.get("programs", {}).get(TCPLIFE, {}).get(STATE)
     running = {n: spread(values(cost, n, lambda r: ns_per_event(r, STATE))) for n in (TCPLIFE, TCPSTATES,
                                                                                        GESPANN_TRACE, GESPANN)}
-    stopped = {n: spread(values([{n: s[n + READER_STOPPED]} for s in cost if n + READER_STOPPED in s], n,
-                                 lambda r: ns_per_event(r, STATE))) for n in (TCPLIFE, TCPSTATES)}
+    stopped, room = ({n: spread(values(stopped_runs(cost, suffix), n, lambda r: ns_per_event(r, STATE)))
+                      for n in (TCPLIFE, TCPSTATES)} for suffix in (READER_STOPPED, READER_STOPPED_ROOM))
     wakeups = {n: spread(values(fixed, n, irq_work_per_record)) for n in (TCPLIFE, TCPSTATES, GESPANN_TRACE)}
     if not profile or not running[TCPLIFE] or not stopped[TCPLIFE]:
         return []
@@ -211,7 +218,10 @@ def why_tcplife(peers: dict) -> list[str]:
          f"same program costs {ns(TCPLIFE, stopped)} per event against {ns(TCPLIFE)} with the reader going: the "
          f"record and its wakeup are {share * 100:.0f} % of tcplife's cost, although only 1 event in 5 "
          f"sends one. tcpstates, which sends a record for every event, costs {ns(TCPSTATES)} per event "
-         f"({ns(TCPSTATES, stopped)} stopped): the reads and hash-map updates are the smaller part. On x86 an "
+         f"({ns(TCPSTATES, stopped)} stopped): the reads and hash-map updates are the smaller part. Stopped "
+         f"while its buffer still has room, the outputs succeed and raise their interrupt but no task can be "
+         f"woken: tcplife then costs {ns(TCPLIFE, room)} and tcpstates {ns(TCPSTATES, room)} per event, so "
+         f"the price is the output with its interrupt, not the scheduling of the reader. On x86 an "
          f"IRQ-work interrupt is a self-IPI"
          + (", and this machine is a virtual machine, where one may cost an exit to the hypervisor (the "
             "interrupt's share and the copy's are not told apart here)" if peers.get("virtual_machine") else "")

@@ -35,6 +35,8 @@ TCPLIFE, TCPSTATES = (tool.name for tool in TOOLS)
 FIXED_RATE_S = 5
 #: The cost rounds' key of a tool run with its reader stopped: "tcplife, reader stopped".
 READER_STOPPED = ", reader stopped"
+#: ... and while its perf buffer still had room: "tcplife, reader stopped, room left".
+READER_STOPPED_ROOM = ", reader stopped, room left"
 #: UDP datagrams echoed per connection in the TCP+UDP rounds.
 UDP_PER_CONNECTION = 1
 
@@ -88,8 +90,9 @@ def run(gespann_executable: Path, workdir: Path, gespann: GespannMetrics, worklo
             if trace is not None:
                 sample[GESPANN_TRACE] = runs.gespann_trace_load(trace, workload, stats=True)
             sample.update({name: runs.libbpf_tool(t, workload, stats=True) for name, t in tools.items()})
-            sample.update({f"{name}{READER_STOPPED}": runs.libbpf_tool_reader_stopped(t, workload)
-                           for name, t in tools.items()})
+            for name, t in tools.items():
+                sample[name + READER_STOPPED_ROOM], sample[name + READER_STOPPED] = \
+                    runs.libbpf_tool_reader_stopped(t, workload)
             result["kernel_cost"].append(sample)
             say(f"peer cost round {index + 1}/{cost_rounds} done")
 

@@ -195,17 +195,22 @@ def gespann_trace_load(tracer: GespannTrace, workload: Workload, stats: bool = F
     return figures
 
 
-def libbpf_tool_reader_stopped(tracer: LibbpfTool, workload: Workload, fill: int = 2000) -> dict:
-    """The tool's in-kernel cost with its reader stopped (SIGSTOP) and its perf buffer filled first by
-    `fill` connections: every output then fails, and nothing wakes the reader. Against a run with the
-    reader going, this is what the output and its wakeup cost its program. Needs run statistics on."""
+def libbpf_tool_reader_stopped(tracer: LibbpfTool, workload: Workload, records: int = 400,
+                               fill: int = 2000) -> tuple[dict, dict]:
+    """The tool's in-kernel cost with its reader stopped (SIGSTOP), twice: first while its perf buffer
+    still has room for `records` (each output succeeds and raises its IRQ-work interrupt, but no task
+    is woken: the reader cannot run), then after `fill` connections have filled it (every output
+    fails, nothing is raised). Against a run with the reader going, the first tells what waking the
+    reader costs, the second what the output and its interrupt cost. Needs run statistics on."""
     launched, _ = tracer.start()
     try:
         os.kill(launched.pid, signal.SIGSTOP)
+        room, _ = _measure(launched, workload, stats=True,
+                           connections=max(1, records // tracer.tool.lines_per_connection))
         workload.run(fill)
-        figures, load = _measure(launched, workload, stats=True)
+        full, _ = _measure(launched, workload, stats=True)
     finally:
         os.kill(launched.pid, signal.SIGCONT)
         launched.stop(signal.SIGINT)
-    figures["reported_lost"] = libbpf_tools.lost_events(launched.output())
-    return figures
+    full["reported_lost"] = libbpf_tools.lost_events(launched.output())
+    return room, full
