@@ -53,6 +53,14 @@ def test_irq_work_interrupts_are_added_up_over_cpus():
     assert procfs.irq_work_interrupts("CPU0\n") == 0
 
 
+def test_a_readers_wakeups_are_its_voluntary_context_switches():
+    assert procfs.parse_voluntary_switches("Name:\ttcplife\nvoluntary_ctxt_switches:\t812\n"
+                                           "nonvoluntary_ctxt_switches:\t3\n") == 812
+    import os
+
+    assert procfs.voluntary_switches(os.getpid()) > 0
+
+
 def test_loadgen_line_names_its_port_and_older_lines_still_read():
     line = ('{"connections": 10, "errors": 0, "seconds": 1.0, "per_second": 10.0, "cpu_s": 0.1, "threads": 2, '
             '"size": 64, "port": 40591, "rate": 10.0, "udp": 1}')

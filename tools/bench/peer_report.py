@@ -45,6 +45,10 @@ def irq_work_per_record(run: dict) -> float | None:
     return run["irq_work"] / run["all_events"] if run.get("all_events") and "irq_work" in run else None
 
 
+def wakeups_per_record(run: dict) -> float | None:
+    return run["wakeups"] / run["all_events"] if run.get("all_events") and "wakeups" in run else None
+
+
 def worst_loss(peers: dict, trace: dict, tracer: str) -> tuple[int, int, int | None] | None:
     """(worst run's records lost, runs, what the tracer said it lost at most) at the highest rate: for
     gespann trace, the trace section's runs and the cost rounds' of this section."""
@@ -106,8 +110,10 @@ def table(peers: dict, trace: dict) -> list[list[str]]:
     out.append(row(f"In-kernel ns per connection, all programs, TCP+UDP ({peers.get('udp_per_connection', 1)} "
                    "datagram echoed per connection)", [{GESPANN: s[GESPANN_UDP]} for s in cost if GESPANN_UDP in s],
                    ns_per_connection, only=(GESPANN,)))
-    out.append(row(f"IRQ-work interrupts per record at {rate:g} conn/s (host-wide: the reader's wakeups)", fixed,
-                   irq_work_per_record, 2))
+    out.append(row(f"IRQ-work interrupts per record at {rate:g} conn/s (host-wide: the programs' wakeup calls, "
+                   "and any other program's on the host)", fixed, irq_work_per_record, 2))
+    out.append(row(f"Reader wakeups per record at {rate:g} conn/s (the tracer's voluntary context switches)", fixed,
+                   wakeups_per_record, 2))
     out.append(row(f"User-space CPU per record at {rate:g} conn/s, until all is printed (µs)", fixed,
                    cpu_per_record_us, 1))
     out.append(row(f"Records per connection at {rate:g} conn/s", fixed,
@@ -196,7 +202,8 @@ def why_tcplife(peers: dict) -> list[str]:
                                                                                        GESPANN_TRACE, GESPANN)}
     stopped, room = ({n: spread(values(stopped_runs(cost, suffix), n, lambda r: ns_per_event(r, STATE)))
                       for n in (TCPLIFE, TCPSTATES)} for suffix in (READER_STOPPED, READER_STOPPED_ROOM))
-    wakeups = {n: spread(values(fixed, n, irq_work_per_record)) for n in (TCPLIFE, TCPSTATES, GESPANN_TRACE)}
+    interrupts = {n: spread(values(fixed, n, irq_work_per_record)) for n in (TCPLIFE, TCPSTATES)}
+    wakeups = {n: spread(values(fixed, n, wakeups_per_record)) for n in (TCPLIFE, GESPANN_TRACE)}
     if not profile or not running[TCPLIFE] or not stopped[TCPLIFE]:
         return []
     calls = profile["helper_calls"]
@@ -204,31 +211,36 @@ def why_tcplife(peers: dict) -> list[str]:
     def ns(name: str, of: dict = running) -> str:
         return f"{of[name].median:.0f} ns" if of.get(name) else "—"
 
+    def per_record(of: dict, name: str) -> str:
+        return f"{of[name].median:.2f}" if of.get(name) else "—"
+
     share = 1 - stopped[TCPLIFE].median / running[TCPLIFE].median
-    return [
-        "#### Why tcplife costs what it costs in the kernel", "",
-        (f"tcplife's program is a `{profile['type']}` program ({profile['xlated_bytes']} bytes xlated) with maps "
-         f"{', '.join(profile['maps'])}; it calls bpf_probe_read_kernel {calls.get('bpf_probe_read_kernel', 0)} "
-         f"times in its code (CO-RE reads of the tracepoint's fields and of the socket), updates two hash maps "
-         f"when a socket starts (birth, idents), and when a socket closes looks both up, deletes both and sends "
-         f"a record with bpf_perf_event_output. libbpf's perf buffer wakes its reader on every record: this run "
-         f"counted {wakeups[TCPLIFE].median:.2f} IRQ-work interrupts per tcplife record "
-         f"({wakeups[TCPSTATES].median:.2f} per tcpstates record), each taken while the program runs, so in its "
-         f"run time. With the reader stopped and its perf buffer full (every output fails, nothing is woken) the "
-         f"same program costs {ns(TCPLIFE, stopped)} per event against {ns(TCPLIFE)} with the reader going: the "
-         f"record and its wakeup are {share * 100:.0f} % of tcplife's cost, although only 1 event in 5 "
-         f"sends one. tcpstates, which sends a record for every event, costs {ns(TCPSTATES)} per event "
-         f"({ns(TCPSTATES, stopped)} stopped): the reads and hash-map updates are the smaller part. Stopped "
-         f"while its buffer still has room, the outputs succeed and raise their interrupt but no task can be "
-         f"woken: tcplife then costs {ns(TCPLIFE, room)} and tcpstates {ns(TCPSTATES, room)} per event, so "
-         f"the price is the output with its interrupt, not the scheduling of the reader. On x86 an "
-         f"IRQ-work interrupt is a self-IPI"
-         + (", and this machine is a virtual machine, where one may cost an exit to the hypervisor (the "
-            "interrupt's share and the copy's are not told apart here)" if peers.get("virtual_machine") else "")
-         + ". gespann trace's ring buffer wakes its reader "
-         + (f"{wakeups[GESPANN_TRACE].median:.2f} times per record" if wakeups.get(GESPANN_TRACE) else "(not measured)")
-         + f", and costs {ns(GESPANN_TRACE)} per event ({ns(GESPANN)} for gespann run, metrics only)."),
+    guest = (", and this machine is a virtual machine, where one may cost an exit to the hypervisor (the "
+             "interrupt's share and the copy's are not told apart here)") if peers.get("virtual_machine") else ""
+    sentences = [
+        f"tcplife's program is a `{profile['type']}` program ({profile['xlated_bytes']} bytes xlated) with maps "
+        f"{', '.join(profile['maps'])}; it calls bpf_probe_read_kernel {calls.get('bpf_probe_read_kernel', 0)} "
+        "times in its code (CO-RE reads of the tracepoint's fields and of the socket), updates two hash maps "
+        "when a socket starts (birth, idents), and when a socket closes looks both up, deletes both and sends "
+        "a record with bpf_perf_event_output.",
+        "libbpf's perf buffer asks for a wakeup on every record, and the kernel raises an IRQ-work interrupt "
+        f"for it, taken while the program runs, so in its run time: this run counted "
+        f"{per_record(interrupts, TCPLIFE)} per tcplife record ({per_record(interrupts, TCPSTATES)} per "
+        f"tcpstates record; host-wide counts), and tcplife's reader woke {per_record(wakeups, TCPLIFE)} times "
+        "per record.",
+        f"With the reader stopped and its perf buffer full (every output fails, nothing is raised) the same "
+        f"program costs {ns(TCPLIFE, stopped)} per event against {ns(TCPLIFE)} with the reader going: the record "
+        f"and its wakeup are {share * 100:.0f} % of tcplife's cost, although only 1 event in 5 sends one.",
+        f"tcpstates, which sends a record for every event, costs {ns(TCPSTATES)} per event "
+        f"({ns(TCPSTATES, stopped)} stopped): the reads and hash-map updates are the smaller part.",
+        "Stopped while its buffer still has room, the outputs succeed and raise their interrupt but no task can "
+        f"be woken: tcplife then costs {ns(TCPLIFE, room)} and tcpstates {ns(TCPSTATES, room)} per event, so "
+        "the price is the output with its interrupt, not the scheduling of the reader.",
+        f"On x86 an IRQ-work interrupt is a self-IPI{guest}.",
+        f"gespann trace's reader woke {per_record(wakeups, GESPANN_TRACE)} times per record, and its programs "
+        f"cost {ns(GESPANN_TRACE)} per event ({ns(GESPANN)} for gespann run, metrics only).",
     ]
+    return ["#### Why tcplife costs what it costs in the kernel", "", " ".join(sentences)]
 
 
 def markdown(peers: dict, trace: dict, bpftrace_cost: list[dict] | None = None) -> list[str]:

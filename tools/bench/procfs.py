@@ -101,3 +101,28 @@ def irq_work_interrupts(interrupts: str | None = None) -> int:
             return sum(int(w) for w in words[1:] if w.isdigit())
     return 0
 
+
+def parse_voluntary_switches(status: str) -> int:
+    """voluntary_ctxt_switches of a /proc/PID/task/TID/status text: how often the thread slept and was woken."""
+    for line in status.splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
+
+
+def voluntary_switches(pid: int) -> int:
+    """Voluntary context switches of the process's live threads, added up: for a tracer's reader, its
+    wakeups (threads that ended meanwhile are not counted)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                total += parse_voluntary_switches(f.read())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+

@@ -59,15 +59,17 @@ def baseline(workload: Workload) -> dict:
 
 def _measure(launched: Launched, workload: Workload, stats: bool, connections: int | None = None,
              threads: int | None = None, rate: float = 0) -> tuple[dict, loadgen.LoadResult]:
-    """The workload under `launched`: rate, CPU over it, IRQ-work interrupts, programs' cost (if `stats`)."""
+    """The workload under `launched`: rate, CPU over it, IRQ-work interrupts (host-wide), the tracer's own
+    wakeups (voluntary context switches), programs' cost (if `stats`)."""
     runs_before = bpfstats.snapshot(launched.pid) if stats else []
     cpu_before = procfs.cpu_sample(launched.pid)
-    irq_work_before = procfs.irq_work_interrupts()
+    irq_work_before, switches_before = procfs.irq_work_interrupts(), procfs.voluntary_switches(launched.pid)
     load = workload.run(connections, threads, rate)
     irq_work = procfs.irq_work_interrupts() - irq_work_before
+    wakeups = procfs.voluntary_switches(launched.pid) - switches_before
     cpu_s = procfs.cpu_between(cpu_before, procfs.cpu_sample(launched.pid))
     figures = {"rate": load.per_second, "connections": load.connections, "cpu_s": cpu_s,
-               "load_cpu_us_per_connection": load.cpu_us_per_connection, "irq_work": irq_work}
+               "load_cpu_us_per_connection": load.cpu_us_per_connection, "irq_work": irq_work, "wakeups": wakeups}
     if stats:
         costs = bpfstats.costs(runs_before, bpfstats.snapshot(launched.pid))
         figures["per_tracepoint"] = {tp: {"runs": c.runs, "run_time_ns": c.run_time_ns} for tp, c in costs.items()}
