@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="only the drop section (packet_drops against the UDP probes, about 15 s); "
                              "merges into the existing bench.json")
     parser.add_argument("--peers-only", action="store_true",
-                        help="only the libbpf-tools section (tcplife, tcpstates beside gespann, about 5 min with "
+                        help="only the libbpf-tools section (tcplife, tcpstates beside gespann, about 6 min with "
                              "the default rounds); merges into the existing bench.json")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: write bench.md and bench.png again from the existing bench.json")
