@@ -12,7 +12,7 @@ TCPLIFE_OUT = """PID     COMM             LADDR           LPORT RADDR           
 77      web server       127.0.0.1       8080  127.0.0.1       40000 0.10   0.20   3.00
 77      python           10.0.0.2        40000 10.0.0.9        443   0.10   0.20   3.00
 """
-TCPSTATES_OUT = """SKADDR           PID     COMM       LADDR           LPORT RADDR           RPORT OLDSTATE    -> NEWSTATE    MS
+TCPSTATES_OUT = """SKADDR           PID     COMM       LADDR           LPORT RADDR           RPORT OLDSTATE    -> NEWSTATE
 ffff88814ab89bc0 17689   loadgen    127.0.0.1       40000 0.0.0.0         0     CLOSE       -> LISTEN      0.000
 ffff88819bf0ef00 17689   loadgen    127.0.0.1       0     127.0.0.1       40000 CLOSE       -> SYN_SENT    0.000
 ffff88819bf0ef00 17689   loadgen    127.0.0.1       60276 127.0.0.1       40000 SYN_SENT    -> ESTABLISHED 0.078
@@ -131,7 +131,8 @@ def test_markdown_has_the_table_the_targets_and_the_explanation():
     text = "\n".join(peer_report.markdown(PEERS, TRACE, [{"bpftrace": _gespann(1, ns=900)}]))
     assert "| figure | gespann run | gespann trace | tcplife | tcpstates |" in text
     assert "| In-kernel ns per event, inet_sock_set_state | 300 | 420 | 3000 | 9000 |" in text
-    assert "| Records lost at the highest rate, worst run | — | 12 of 3 runs | 5 of 3 runs, said lost at most 5 | " in text
+    assert ("| Records lost at the highest rate, worst run | — | 12 of 3 runs | 5 of 3 runs, said lost at most 5 | "
+            in text)
     assert "gespann run 300 ns, best peer bpftrace 900 ns" in text  # the main section's bpftrace is a peer too
     assert "Why tcplife costs what it costs" in text and "750 ns per event against 3000 ns" in text
     assert "tcplife then costs 2500 ns and tcpstates 8000 ns per event" in text
@@ -155,3 +156,14 @@ def test_a_guest_is_told_by_its_cpu_flags():
 
     assert peers.virtual_machine("processor : 0\nflags : fpu vme hypervisor x2apic\n") is True
     assert peers.virtual_machine("flags : fpu vme x2apic\n") is False
+
+
+@pytest.mark.skipif(__import__("shutil").which("gcc") is None, reason="needs gcc (tools/setup-host.sh bench)")
+def test_loadgen_refuses_a_bad_rate_or_udp_count(tmp_path):
+    import subprocess
+
+    binary = loadgen.build(tmp_path / "loadgen")
+    for argv in (["10", "5", "2", "64", "-1"], ["10", "5", "2", "64", "0", "-1"], ["10", "5", "2", "64", "0", "1001"],
+                 ["10", "5", "2", "64", "0", "1", "extra"]):
+        done = subprocess.run([str(binary), *argv], capture_output=True, text=True, check=False)
+        assert done.returncode == 2 and done.stderr.startswith("usage: loadgen"), argv

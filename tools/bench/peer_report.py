@@ -127,7 +127,8 @@ def table(peers: dict, trace: dict) -> list[list[str]]:
     for c in COLUMNS:
         loss = worst_loss(peers, trace, c) if c != GESPANN else None
         losses.append("—" if loss is None else
-                      f"{loss[0]} of {loss[1]} runs" + (f", said lost at most {loss[2]}" if loss[2] is not None else ""))
+                      f"{loss[0]} of {loss[1]} runs"
+                      + (f", said lost at most {loss[2]}" if loss[2] is not None else ""))
     out.append(["Records lost at the highest rate, worst run", *losses])
     return out
 

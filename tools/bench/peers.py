@@ -86,7 +86,8 @@ def run(gespann_executable: Path, workdir: Path, gespann: GespannMetrics, worklo
             sample = {GESPANN: runs.gespann_metrics(gespann, workload, stats=True),
                       GESPANN_UDP: runs.gespann_metrics(gespann, with_udp, stats=True)}
             if trace is None and trace_available(gespann_executable):
-                trace = GespannTrace(gespann_executable, workdir, gespann.config, len(sample[GESPANN]["per_tracepoint"]))
+                programs = len(sample[GESPANN]["per_tracepoint"])  # ready once as many are attached
+                trace = GespannTrace(gespann_executable, workdir, gespann.config, programs)
             if trace is not None:
                 sample[GESPANN_TRACE] = runs.gespann_trace_load(trace, workload, stats=True)
             sample.update({name: runs.libbpf_tool(t, workload, stats=True) for name, t in tools.items()})
