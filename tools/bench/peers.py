@@ -9,9 +9,11 @@ Measured in the bench's namespace, after the bpftrace rounds of the same run (or
 - rounds of a TCP+UDP workload (a UDP datagram echoed beside each connection): no tracer and
   `gespann run`, for the slowdown of gespann's default probe set when the UDP probes have work;
 - cost rounds with BPF run statistics on: `gespann run` (under both workloads), `gespann trace`,
-  tcplife and tcpstates, in-kernel ns per event per tracepoint; then tcplife and tcpstates again with their reader stopped
-  and their perf buffer full (no output succeeds, nothing is woken), to tell what the output and its
-  wakeup cost their program; and, once, what their programs are (type, helper calls, map types);
+  tcplife and tcpstates, in-kernel ns per event per tracepoint; then tcplife and tcpstates again
+  with their reader stopped, while their perf buffer has room (outputs succeed and raise their
+  interrupt, no task is woken) and once it is full (no output succeeds, nothing is raised), to tell
+  what the output, its interrupt and the reader's wakeup cost their program; and, once, what their
+  programs are (type, helper calls, map types);
 - rounds at one fixed rate every tracer keeps up with (`--rate`): `gespann trace`, tcplife and
   tcpstates, user-space CPU per record.
 """
