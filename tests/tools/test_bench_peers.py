@@ -167,3 +167,15 @@ def test_loadgen_refuses_a_bad_rate_or_udp_count(tmp_path):
                  ["10", "5", "2", "64", "0", "1", "extra"]):
         done = subprocess.run([str(binary), *argv], capture_output=True, text=True, check=False)
         assert done.returncode == 2 and done.stderr.startswith("usage: loadgen"), argv
+
+
+def test_chart_draws_the_peer_section(tmp_path):
+    pytest.importorskip("matplotlib", reason="the bench extra (make bench) installs matplotlib")
+    from bench import chart
+    from test_bench_report import RESULTS
+
+    chart.write({**RESULTS, "peers": PEERS}, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [title.split("\n")[-1] for title, _ in chart._peer_panels({"peers": PEERS})] == [
+        "start-up wall (s)", "peak RSS (MiB)", "in-kernel ns per inet_sock_set_state event",
+        "at 2000 conn/s (µs)", "workload slowdown, TCP (%)"]
