@@ -2,7 +2,8 @@
 """Benchmark gespann side by side with its peers, on this machine, in one run: `make bench`.
 
 Peers: bpftrace running tools/bench/connections.bt (the same tracepoints, the same
-kind of counters), and bcc's tcplife and tcpstates where they can run (on this
+kind of counters); libbpf-tools' tcplife and tcpstates, CO-RE C loaded by libbpf
+(tools/bench/peers.py); and bcc's tcplife and tcpstates where they can run (on this
 machine they are tried and recorded as they fail; with --vm, they are measured
 in a Debian 6.1 guest with the matching kernel headers, see tools/bench/vm.py).
 
@@ -11,7 +12,10 @@ start-up to probes attached and first metrics (or first output), wall and CPU;
 peak RSS; the kernel's own run time per event of each tracer's programs
 (BPF run statistics); loopback connections per second with no tracer, with
 gespann, with bpftrace; gespann's CPU per 10,000 connections; whether metrics
-mode counted every connection; trace mode's losses, if this build has it. Then the
+mode counted every connection; trace mode's losses, if this build has it, the worst
+run's as the verdict. Then the libbpf-tools section: the same figures for tcplife and
+tcpstates beside `gespann run` and `gespann trace`, user-space CPU per record at one
+fixed connection rate, and the slowdown of a TCP+UDP workload. Then the
 scale section (tools/bench/scale.py): CPU, wall time and RSS of one scrape at 0 to
 100,000 open sockets and 0 and 100,000 UDP flows, beside `ss -tin` and a batch map read. And the
 drop section (tools/bench/drops.py): packet_drops' in-kernel ns per dropped packet beside
@@ -21,7 +25,8 @@ kfree_skb ran per packet of ordinary TCP and UDP traffic.
 Writes results/bench/bench.md, bench.json and bench.png; prints the table.
 Needs root, bpftrace, bpftool and gcc (tools/setup-host.sh bench).
 
-    python3 tools/bench.py [--rounds 9] [--cost-rounds 3] [--connections 30000] [--vm] [--no-scale | --scale-only] [--drops-only]
+    python3 tools/bench.py [--rounds 9] [--cost-rounds 3] [--connections 30000] [--rate 2000] [--vm]
+                           [--no-scale | --scale-only] [--drops-only] [--peers-only]
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import bcc_tracer, chart, drops, loadgen, report, runs, scale
+from bench import bcc_tracer, chart, drops, loadgen, peers, report, runs, scale
 from bench.bpftrace_tracer import Bpftrace
 from bench.bpftrace_tracer import version as bpftrace_version
 from bench.gespann_tracer import GespannMetrics
@@ -59,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="loopback connections per workload run (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="client threads of the workload (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=30, help="bound on one workload run (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=2000,
+                        help="the fixed connection rate at which user-space CPU per record is compared, one every "
+                             "tracer keeps up with (default: %(default)s per second)")
     parser.add_argument("--results", type=Path, default=REPO / "results" / "bench",
                         help="where bench.md, bench.json and bench.png go (default: %(default)s)")
     parser.add_argument("--gespann", type=Path, default=GESPANN, help="the gespann executable (default: %(default)s)")
@@ -73,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--drops-only", action="store_true",
                         help="only the drop section (packet_drops against the UDP probes, about 15 s); "
                              "merges into the existing bench.json")
+    parser.add_argument("--peers-only", action="store_true",
+                        help="only the libbpf-tools section (tcplife, tcpstates beside gespann, about 6 min with "
+                             "the default rounds); merges into the existing bench.json")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: write bench.md and bench.png again from the existing bench.json")
     # Inside the VM (bench/vm.py): where to write the figures, the load generator built by the host, the headers.
@@ -80,8 +91,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loadgen", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--kernel-source", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if sum((args.vm_only, args.scale_only, args.drops_only)) > 1:
-        parser.error("--vm-only, --scale-only and --drops-only each measure one part: give one")
+    if sum((args.vm_only, args.scale_only, args.drops_only, args.peers_only)) > 1:
+        parser.error("--vm-only, --scale-only, --drops-only and --peers-only each measure one part: give one")
+    if args.rate <= 0:
+        parser.error("--rate must be above 0")
     for name in ("rounds", "cost_rounds", "connections", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -92,10 +105,13 @@ class CannotRun(Exception):
     """The bench cannot start; the message says what to install or do."""
 
 
-def preflight(gespann: Path, scale_only: bool = False, drops_only: bool = False) -> None:
+def preflight(gespann: Path, scale_only: bool = False, drops_only: bool = False, peers_only: bool = False) -> None:
     if os.geteuid() != 0:
         raise CannotRun("needs root (BPF programs, network namespaces)")
     needed = {"ip": "iproute2", "ss": "iproute2"} if scale_only else NEEDED
+    if peers_only:
+        needed = {**{program: pkg for program, pkg in NEEDED.items() if program != "bpftrace"},
+                  "tcplife": peers.PACKAGE, "tcpstates": peers.PACKAGE}
     if drops_only:
         needed = {program: pkg for program, pkg in NEEDED.items() if program != "bpftrace"}
     missing = [pkg for program, pkg in needed.items() if not shutil.which(program)
@@ -141,8 +157,7 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
         }
         order = list(tracers)
         for index in range(args.rounds):
-            turn = order[index % 3:] + order[:index % 3]  # each tracer takes each position in turn
-            results["rounds"].append({name: tracers[name]() for name in turn})
+            results["rounds"].append({name: tracers[name]() for name in runs.rotated(order, index)})
             say(f"round {index + 1}/{args.rounds}: " + ", ".join(
                 f"{name} {r['rate']:.0f}/s" for name, r in results["rounds"][-1].items()))
 
@@ -167,7 +182,20 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
         else:
             results["trace"] = {"available": False, "note": NOT_AVAILABLE}
             say(NOT_AVAILABLE)
+        results["peers"] = {**peers.run(args.gespann, workdir, gespann, workload, args.rounds, args.cost_rounds,
+                                        args.rate, say), "measured": stamp(args)}
     results["bcc_host"] = bcc_on_host(workdir)
+
+
+def peers_only(args: argparse.Namespace, workdir: Path) -> dict:
+    """The libbpf-tools section alone, in a namespace of its own."""
+    binary = loadgen.build(workdir / "loadgen")
+    with Namespace() as ns:
+        workload = runs.Workload(binary, args.connections, args.seconds, args.threads, tuple(ns.exec_prefix))
+        runs.baseline(workload)  # warm-up, as in the full run
+        gespann = GespannMetrics(args.gespann, workdir, ns.path)
+        return {**peers.run(args.gespann, workdir, gespann, workload, args.rounds, args.cost_rounds, args.rate, say),
+                "measured": stamp(args)}
 
 
 def drops_only(args: argparse.Namespace, workdir: Path) -> dict:
@@ -221,18 +249,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        preflight(args.gespann, scale_only=args.scale_only, drops_only=args.drops_only)
+        preflight(args.gespann, scale_only=args.scale_only, drops_only=args.drops_only, peers_only=args.peers_only)
     except CannotRun as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2
     results = {"meta": meta(args), "rounds": [], "kernel_cost": []}
-    merging = args.vm_only or args.scale_only or args.drops_only
+    merging = args.vm_only or args.scale_only or args.drops_only or args.peers_only
     if merging:
         try:
             results = json.loads((args.results / "bench.json").read_text())
         except (OSError, ValueError) as err:
-            print(f"bench: --vm-only, --scale-only and --drops-only need an earlier {args.results / 'bench.json'}: "
-                  f"{err}", file=sys.stderr)
+            print(f"bench: --vm-only, --scale-only, --drops-only and --peers-only need an earlier "
+                  f"{args.results / 'bench.json'}: {err}", file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="gespann-bench-") as tmp:
         workdir = Path(tmp)
@@ -241,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             results["meta"]["load_after"] = _load()
         if args.drops_only:
             results["drops"] = drops_only(args, workdir)
-        if args.scale_only or not (args.vm_only or args.no_scale or args.drops_only):
+        if args.peers_only:
+            results["peers"] = peers_only(args, workdir)
+        if args.scale_only or not (args.vm_only or args.no_scale or args.drops_only or args.peers_only):
             results["scale"] = {**scale.run(args.gespann, workdir, say), "measured": stamp(args)}
         if args.vm or args.vm_only:
             from bench import vm

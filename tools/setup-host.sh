@@ -23,7 +23,7 @@ if [ "${1:-}" = "systemd" ]; then   # a Debian 12 root file system, booted with 
     packages+=(mmdebstrap systemd-container)
 fi
 if [ "${1:-}" = "bench" ]; then   # tools/bench.py: the peers, and gcc for its load generator
-    packages+=(bpftrace bpfcc-tools gcc)
+    packages+=(bpftrace bpfcc-tools libbpf-tools gcc)
 fi
 if [ "${1:-}" = "deploy" ]; then   # make image (mmdebstrap, podman import) and tests/deploy (podman kube play)
     packages+=(mmdebstrap podman crun catatonit)

@@ -95,7 +95,7 @@ def test_a_missed_target_and_a_miscount_say_so():
     verdicts = report.verdicts(results)
     assert verdicts["Start-up: probes attached, first metrics / first output (wall): <= 0.5x"] is False
     assert verdicts["Peak RSS: <= 0.4x"] is False
-    assert verdicts["Workload slowdown (round by round vs no tracer): <= 3 %"] is False
+    assert verdicts["Workload slowdown (round by round vs no tracer): <= 2 %"] is False
     assert verdicts["Metrics mode: connection ends not counted: 0"] is False
     assert "counts DIFFER" in report.markdown(results)
 
@@ -114,8 +114,9 @@ def test_trace_mode_rows_when_measured():
            "expected_records": 61000, "reported_lost": 100}
     rows = report.rows({**RESULTS, "trace": {"available": True, "runs": [run, dict(run, lost=300, reported_lost=None)]}})
     assert by_figure(rows, "Userspace CPU per 10,000 connections, trace").gespann.median == pytest.approx(400)
-    lost = by_figure(rows, "Trace mode: records lost")
-    assert lost.gespann.median == 200 and "reported lost: 100, none" in lost.note
+    lost = by_figure(rows, "Trace mode: records lost")  # the worst run's: one lossy run is a loss
+    assert lost.figure.endswith("worst of 2 runs") and lost.gespann.median == 300 and lost.met is False
+    assert "lost per run: 100, 300" in lost.note and "reported lost: 100, none" in lost.note
 
 
 def test_vm_section_tells_why_it_is_missing_or_shows_each_tracer():

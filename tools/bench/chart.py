@@ -42,6 +42,44 @@ def _vm_panels(vm: dict) -> list[tuple[str, list[tuple[str, float, str]]]]:
             (f"{where}\nin-kernel ns per inet_sock_set_state event", bars(per_event))]
 
 
+def _peer_panels(results: dict) -> list[tuple[str, list[tuple[str, float, str]]]]:
+    """The libbpf-tools section's tracers side by side: start-up, RSS, in-kernel ns per state change
+    (tcplife and tcpstates also with their reader stopped), user-space CPU per record at the fixed rate,
+    workload slowdown."""
+    from . import peer_report
+    from .peers import GESPANN, READER_STOPPED, READER_STOPPED_ROOM, TCPLIFE, TCPSTATES
+    from .summary import spread
+
+    peers = results.get("peers") or {}
+    if not peers.get("rounds"):
+        return []
+    colour = dict(zip(peer_report.COLUMNS, (GESPANN_COLOUR, "#7fb3d5", *BCC_COLOURS.values())))
+
+    def bars(samples: list[dict], value, names=peer_report.COLUMNS) -> list[tuple[str, float, str]]:
+        out = []
+        for name in names:
+            measured = spread(peer_report.values(samples, name, value))
+            if measured is not None:
+                out.append((name.replace(", ", ",\n"), measured.median,
+                            colour.get(name, BASE_COLOUR)))
+        return out
+
+    state, runs = peer_report.STATE, peer_report.all_runs(peers)
+    stopped = tuple(name + suffix for suffix in (READER_STOPPED_ROOM, READER_STOPPED) for name in (TCPLIFE, TCPSTATES))
+    slow = [(name, peer_report.slowdowns(peers["rounds"], name)) for name in (GESPANN, TCPLIFE, TCPSTATES)]
+    where = "libbpf-tools section:"
+    return [(f"{where}\nstart-up wall (s)", bars(runs, lambda r: r.get("startup_wall_s"))),
+            (f"{where}\npeak RSS (MiB)", bars(runs, lambda r: r["peak_rss_bytes"] / MIB if "peak_rss_bytes" in r
+                                               else None)),
+            (f"{where}\nin-kernel ns per {state} event",
+             bars(peers.get("kernel_cost", []), lambda r: peer_report.ns_per_event(r, state),
+                  (*peer_report.COLUMNS, *stopped))),
+            (f"{where} user-space CPU per record\nat {peers.get('rate', 0):g} conn/s (µs)",
+             bars(peers.get("fixed_rate", []), peer_report.cpu_per_record_us)),
+            (f"{where}\nworkload slowdown, TCP (%)", [(name, value.median * 100, colour[name]) for name, value in slow
+                                                       if value is not None])]
+
+
 def _panels(table: list[Row]) -> list[tuple[str, list[tuple[str, float, str]]]]:
     """(title, [(bar label, value, colour)]) for each row with a figure on both sides, or a baseline.
     In-kernel cost per event has a panel of its own (`_kernel_panel`)."""
@@ -104,7 +142,7 @@ def write(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     table = rows(results)
-    panels = _panels(table) + _vm_panels(results.get("vm") or {})
+    panels = _panels(table) + _peer_panels(results) + _vm_panels(results.get("vm") or {})
     kernel = any(r.figure.startswith(KERNEL_ROWS) for r in table)
     judged = [r for r in table if r.target and r.ratio is not None]
     columns = 3
@@ -141,7 +179,8 @@ def write(results: dict, path: Path) -> None:
         ax.legend(fontsize=7, loc="upper left")
         ax.margins(y=0.15)
     meta = results.get("meta", {})
-    figure.suptitle(f"gespann vs bpftrace — kernel {meta.get('kernel', '?')}, {meta.get('date', '?')}, "
+    peers = " and libbpf-tools" if (results.get("peers") or {}).get("rounds") else ""
+    figure.suptitle(f"gespann vs bpftrace{peers} — kernel {meta.get('kernel', '?')}, {meta.get('date', '?')}, "
                     f"medians of {meta.get('rounds', '?')} rounds", fontsize=11)
     figure.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""The workload: loopback TCP connections from loadgen.c, built with gcc, run in the bench's namespace."""
+"""The workload: loopback TCP connections from loadgen.c, built with gcc, run in the bench's namespace.
+
+As fast as they go by default; at a set rate when tracers are compared at one load they all keep up
+with; with UDP datagrams beside each connection for a TCP+UDP workload.
+"""
 from __future__ import annotations
 
 import json
@@ -21,6 +25,7 @@ class LoadResult:
     per_second: float
     cpu_s: float  # the load generator's own CPU, kernel work on its behalf included
     threads: int
+    port: int = 0  # the TCP listening port: a host-wide tracer's lines for these connections name it
 
     @property
     def cpu_us_per_connection(self) -> float:
@@ -32,7 +37,8 @@ def parse(output: str) -> LoadResult:
     try:
         fields = json.loads(output.strip().splitlines()[-1])
         return LoadResult(int(fields["connections"]), int(fields["errors"]), float(fields["seconds"]),
-                          float(fields["per_second"]), float(fields["cpu_s"]), int(fields["threads"]))
+                          float(fields["per_second"]), float(fields["cpu_s"]), int(fields["threads"]),
+                          int(fields.get("port", 0)))
     except (IndexError, ValueError, KeyError, TypeError) as err:
         raise LoadError(f"unreadable loadgen output {output.strip()[-200:]!r}: {err}") from None
 
@@ -49,9 +55,11 @@ def build(dest: Path) -> Path:
     return dest
 
 
-def run(binary: Path, count: int, seconds: float, threads: int, prefix: list[str] | None = None) -> LoadResult:
-    """One bounded run; `prefix` runs it elsewhere (`ip netns exec NAME`)."""
-    argv = [*(prefix or []), str(binary), str(count), str(seconds), str(threads)]
+def run(binary: Path, count: int, seconds: float, threads: int, prefix: list[str] | None = None,
+        rate: float = 0, udp: int = 0, size: int = 64) -> LoadResult:
+    """One bounded run; `prefix` runs it elsewhere (`ip netns exec NAME`); `rate` connections per second
+    (0: as fast as it goes); `udp` datagrams echoed per connection."""
+    argv = [*(prefix or []), str(binary), str(count), str(seconds), str(threads), str(size), f"{rate:g}", str(udp)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if done.returncode not in (0, 1):
         raise LoadError(f"loadgen exited with {done.returncode}: {done.stderr.strip()}")

@@ -87,3 +87,42 @@ def cpu_between(before: CpuSample, after: CpuSample) -> float:
     if not set(before.threads_ns) <= set(after.threads_ns):
         return after.total_s - before.total_s
     return sum(ns - before.threads_ns.get(tid, 0) for tid, ns in after.threads_ns.items()) / 1e9
+
+
+def irq_work_interrupts(interrupts: str | None = None) -> int:
+    """IRQ-work interrupts so far, all CPUs added up (the IWI line of /proc/interrupts): how a BPF
+    program's perf or ring buffer output wakes its reader, one interrupt per wakeup. Host-wide."""
+    if interrupts is None:
+        with open("/proc/interrupts") as f:
+            interrupts = f.read()
+    for line in interrupts.splitlines():
+        words = line.split()
+        if words[:1] == ["IWI:"]:
+            return sum(int(w) for w in words[1:] if w.isdigit())
+    return 0
+
+
+def parse_voluntary_switches(status: str) -> int:
+    """voluntary_ctxt_switches of a /proc/PID/task/TID/status text: how often the thread slept and was woken."""
+    for line in status.splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
+
+
+def voluntary_switches(pid: int) -> int:
+    """Voluntary context switches of the process's live threads, added up: for a tracer's reader, its
+    wakeups (threads that ended meanwhile are not counted)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                total += parse_voluntary_switches(f.read())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
