@@ -13,7 +13,6 @@ machine), each connecting to its own listener from its own loopback address, so 
 from __future__ import annotations
 
 import resource
-import socket
 import subprocess
 import sys
 import time
