@@ -1,9 +1,12 @@
 """On-disk cache of resolved kernel types, keyed by the exact BTF they came from.
 
-The key is a SHA-256 of the whole BTF file (about 3 ms for the kernel's 5-6 MB,
-read in chunks: a warm start never holds the blob in memory), not the release
-string or /sys/kernel/notes: two builds with the same release can differ, and
-some kernels carry a meaningless build-id note. The manifest
+The key is a fingerprint of the whole BTF file, not the release string or
+/sys/kernel/notes: two builds with the same release can differ, and some
+kernels carry a meaningless build-id note. The fingerprint is the file's
+length with its CRC-32 and Adler-32 (zlib's, about 2 ms for the kernel's
+5-6 MB, read in chunks: a warm start never holds the blob in memory). That
+tells kernel builds apart; no one chooses their BTF to collide with another,
+and hashlib would map libcrypto, a few MiB of resident memory, for it. The manifest
 digest and the document format are part of the key too, so a changed manifest
 never reads a stale entry.
 
@@ -14,9 +17,9 @@ cache": the cache only ever saves time.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -39,15 +42,15 @@ def cache_dir() -> Path:
 
 def cache_key(btf: Path, release: str, machine: str) -> str:
     """Names one resolution: the BTF in file `btf`, labelled with this release and machine, by this manifest."""
-    digest = hashlib.sha256()
+    length, crc, adler = 0, 0, 1
     try:
         with btf.open("rb") as file:
             for chunk in iter(lambda: file.read(1 << 20), b""):
-                digest.update(chunk)
+                length, crc, adler = length + len(chunk), zlib.crc32(chunk, crc), zlib.adler32(chunk, adler)
     except OSError as err:
         raise BTFError(f"{btf}: {err.strerror or err}") from None
-    digest.update(f"\0{release}\0{machine}".encode())
-    return f"btf-{digest.hexdigest()[:32]}-m{manifest.digest()}-f{FORMAT}"
+    labels = zlib.crc32(f"{release}\0{machine}".encode())
+    return f"btf-{length:x}-{crc:08x}{adler:08x}-{labels:08x}-m{manifest.digest()}-f{FORMAT}"
 
 
 def load(key: str, directory: Optional[Path] = None) -> Optional[KernelTypes]:

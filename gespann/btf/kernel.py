@@ -4,7 +4,7 @@
     types.offset("tcp_sock.srtt_us")
 
 Resolution from BTF is cached on disk (cache.py), so only the first start after
-a kernel change pays for parsing.
+a kernel change pays for parsing, and that in a child process (apart.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-from . import cache, vendored
+from . import apart, cache, vendored
 from .errors import NoKernelTypes
 from .kerneltypes import KernelTypes
-from .sources import VMLINUX_BTF, kernel_has_btf, read
+from .sources import VMLINUX_BTF, kernel_has_btf
 
 #: Values of `source` that are not paths.
 AUTO, BTF, VENDORED = "auto", "btf", "vendored"
@@ -58,16 +58,13 @@ def kernel_types(
 
 
 def _from_btf(path: Path, release: str, machine: str, use_cache: bool) -> KernelTypes:
-    """The manifest resolved from BTF at `path`; the file is read whole only on a cache miss."""
+    """The manifest resolved from BTF at `path`; the file is read whole only on a cache miss, by a child."""
     key = cache.cache_key(path, release, machine) if use_cache else None
     if key is not None:
         cached = cache.load(key)
         if cached is not None:
             return cached
-    from .resolve import resolve_manifest  # the parser: imported only on a cache miss
-    from .sources import load_bytes
-
-    types = resolve_manifest(load_bytes(read(path), name=str(path)), release=release, machine=machine)
+    types = apart.resolve_apart(path, release, machine)
     if key is not None:
         cache.store(key, types)
     return types

@@ -24,11 +24,11 @@ from .datadog import DogStatsdExporter
 from .events import json_line, json_object, table_header, table_line
 from .jsonl import JsonlExporter
 from .kinds import BuildContext, ExporterConfig, ExporterKind, Registry, Setting
-from .prometheus import PrometheusExporter, SnapshotCollector
+from .prometheus import PrometheusExporter, SnapshotFamilies
 
 __all__ = ["KINDS", "BuildContext", "DogStatsdExporter", "Exporter", "ExporterConfig", "ExporterError",
            "ExporterKind", "JsonlExporter", "PrometheusExporter", "SelfMetricSource", "Setting",
-           "SnapshotCollector", "build_exporters", "json_line", "json_object", "table_header", "table_line",
+           "SnapshotFamilies", "build_exporters", "json_line", "json_object", "table_header", "table_line",
            "wants_events"]
 
 #: Every exporter kind, by type name; the config lists them in this order.

@@ -4,9 +4,11 @@ Exposed families:
 - the original gespann's names, derived with correct semantics (see `legacy_names.py` for the table);
 - every catalogue metric as `gespann_<name>` with its labels (histograms in seconds);
 - self-metrics of other exporters (`gespann_datadog_unsent_total`), when they run;
-- prometheus-client's `process_*` metrics for gespann's own CPU and memory.
+- the conventional `process_*` families for gespann's own CPU, memory and file descriptors.
 
-Served over plain HTTP, or over TLS with optional client certificates (tls.py).
+The page is written in the text format by `exposition.py` and served by
+`page_server.py`, over plain HTTP, or over TLS with optional client
+certificates (tls.py).
 """
 
 from __future__ import annotations
@@ -14,38 +16,26 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import ssl
-import sys
-import threading
-from socketserver import ThreadingMixIn
-from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Iterator, Optional, Sequence
 
-from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
-                                    UnknownMetricFamily)
-from prometheus_client.registry import Collector as PrometheusCollector
-from prometheus_client.utils import floatToGoString
-
-from gespann.collector import Collector, Histogram, Kind, Labels
-from gespann.collector.model import Value
+from gespann.collector import Collector
 from gespann.settings import port, readable_file, text
 
 from . import legacy_names, tls
 from .base import ExporterError, SelfMetricSource
+from .exposition import CONTENT_TYPE, Family, render
 from .kinds import BuildContext, ExporterKind, Setting
+from .page_server import PageServer
+from .process_metrics import ProcessMetrics
 from .tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
 PREFIX = "gespann_"
 
-#: How often the idle server checks for close(): bounds how long close() takes.
-SHUTDOWN_POLL_SECONDS = 0.1
 
-
-class SnapshotCollector(PrometheusCollector):
-    """Turns `Collector.snapshot()` into metric families at scrape time: no per-tick state, nothing re-added.
+class SnapshotFamilies:
+    """Turns `Collector.snapshot()` into metric families at scrape time: no per-scrape state, nothing re-added.
 
     `self_metric_sources` is read at each scrape, not copied: exporters built after this one join it.
     """
@@ -53,48 +43,21 @@ class SnapshotCollector(PrometheusCollector):
     def __init__(self, source: Collector, self_metric_sources: Sequence[SelfMetricSource] = ()):
         self._source = source
         self._self_metric_sources = self_metric_sources
+        self._process = ProcessMetrics()
 
-    def collect(self) -> Iterator[Metric]:
+    def families(self) -> Iterator[Family]:
         snapshot = self._source.snapshot()
         for metric in legacy_names.LEGACY_METRICS:
-            yield _family(metric.name, metric.kind, metric.help, metric.label_names, metric.samples(snapshot))
+            yield Family(metric.name, metric.kind, metric.help, metric.samples(snapshot), metric.label_names)
         for metric in snapshot.metrics.values():
-            yield _family(PREFIX + metric.name, metric.kind, metric.help, metric.label_names, metric.series)
+            yield Family(PREFIX + metric.name, metric.kind, metric.help, metric.series, metric.label_names)
         for source in self._self_metric_sources:
             for metric in source.self_metrics():
-                yield _family(PREFIX + metric.name, metric.kind, metric.help, (), metric.series)
+                yield Family(PREFIX + metric.name, metric.kind, metric.help, metric.series)
+        yield from self._process.families()
 
-    def describe(self) -> list[Metric]:
-        """No families up front: describing would take a snapshot at registration for nothing."""
-        return []
-
-
-def _family(name: str, kind: Union[Kind, str], help: str, label_names: Sequence[str],
-            series: Mapping[Labels, Value]) -> Metric:
-    """A prometheus-client family from series keyed by model Labels; labels beyond `label_names` pass through."""
-    extra = sorted({label for key in series for label, _ in key} - set(label_names))
-    names = [*label_names, *extra]
-    if kind is Kind.COUNTER:
-        family = CounterMetricFamily(name, help, labels=names)
-    elif kind is Kind.GAUGE:
-        family = GaugeMetricFamily(name, help, labels=names)
-    elif kind is Kind.HISTOGRAM:
-        family = HistogramMetricFamily(name, help, labels=names)
-    else:
-        family = UnknownMetricFamily(name, help, labels=names)
-    for key, value in sorted(series.items()):
-        values = _values(key, names)
-        if isinstance(value, Histogram):
-            buckets = [(floatToGoString(bound), count) for bound, count in value.cumulative()]
-            family.add_metric(values, buckets, value.sum)
-        else:
-            family.add_metric(values, value)
-    return family
-
-
-def _values(key: Labels, names: Sequence[str]) -> list[str]:
-    pairs = dict(key)
-    return [pairs.get(name, "") for name in names]
+    def page(self) -> bytes:
+        return render(self.families())
 
 
 class PrometheusExporter:
@@ -110,44 +73,33 @@ class PrometheusExporter:
         self.port = port
         self.path = path if path.startswith("/") else "/" + path
         self.tls = tls
-        self.registry = CollectorRegistry()
-        self.registry.register(SnapshotCollector(collector, self_metric_sources))
-        self.registry.register(ProcessCollector(registry=None))
-        self._server: Optional[WSGIServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self.families = SnapshotFamilies(collector, self_metric_sources)
+        self._server: Optional[PageServer] = None
 
     def start(self) -> None:
-        app = _only_at(self.path, make_wsgi_app(self.registry))
+        wrap = None
+        if self.tls is not None:
+            try:
+                context = self.tls.server_context()
+            except OSError as err:  # an ssl.SSLError too; the config check loaded them, they changed since
+                raise ExporterError(f"prometheus: cannot load the TLS files: {err}") from None
+
+            def wrap(listening: socket.socket) -> socket.socket:
+                """Each handshake waits for its connection's first read, in that connection's own thread:
+                a client that connects and sends nothing holds up no one else."""
+                return context.wrap_socket(listening, server_side=True, do_handshake_on_connect=False)
+
         try:
-            server_class = _server_class(self.address, self.port)
-            self._server = make_server(self.address, self.port, app, server_class, _QuietHandler)
+            self._server = PageServer(self.address, self.port, self.path, self.families.page, CONTENT_TYPE, wrap)
         except OSError as err:
             raise ExporterError(self._bind_problem(err)) from None
-        if self.tls is not None:
-            self._serve_tls()
-        self.port = self._server.server_address[1]  # the real one when 0 asked for any free port
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_SECONDS,),
-                                        name="gespann-prometheus", daemon=True)
-        self._thread.start()
-
-    def _serve_tls(self) -> None:
-        """The listening socket wrapped as prometheus-client wraps it, except that each handshake runs in its
-        request's thread, on the first read: a client that connects and sends nothing holds up no one else."""
-        try:
-            context = self.tls.server_context()
-        except (ssl.SSLError, OSError) as err:  # the config check loaded them; they changed since
-            self._server.server_close()
-            raise ExporterError(f"prometheus: cannot load the TLS files: {err}") from None
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True,
-                                                  do_handshake_on_connect=False)
+        self.port = self._server.port  # the real one when 0 asked for any free port
+        self._server.start()
 
     def close(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-        self._server = self._thread = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     def describe(self) -> str:
         return f"prometheus {self.url}"
@@ -165,49 +117,6 @@ class PrometheusExporter:
         if isinstance(err, socket.gaierror):
             return f"prometheus: cannot resolve address {self.address!r}: {err.strerror}"
         return f"prometheus: cannot listen on {where}: {err.strerror or err}"
-
-
-def _only_at(path: str, app):
-    """The metrics app at exactly `path`; every other path is a 404 that says where the metrics are."""
-
-    def routed(environ, start_response) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == path:
-            return app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"gespann serves metrics at {path}\n".encode()]
-
-    return routed
-
-
-class _ThreadedServer(ThreadingMixIn, WSGIServer):
-    """One thread per scrape, so a slow scraper never holds up another."""
-
-    daemon_threads = True
-
-    def handle_error(self, request, client_address) -> None:
-        """A client refused in the TLS handshake, or gone mid-request, is one debug line, not a traceback."""
-        error = sys.exc_info()[1]
-        if isinstance(error, (ssl.SSLError, ConnectionError, TimeoutError)):
-            log.debug("prometheus: request from %s failed: %s", client_address[0], error)
-        else:
-            super().handle_error(request, client_address)
-
-
-class _ThreadedServerV6(_ThreadedServer):
-    address_family = socket.AF_INET6
-
-
-def _server_class(address: str, port: int) -> type:
-    """The server class for the address family of `address`."""
-    family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-    return _ThreadedServerV6 if family == socket.AF_INET6 else _ThreadedServer
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log line per scrape."""
-
-    def log_message(self, format, *args) -> None:
-        pass
 
 
 def _build(settings, context: BuildContext) -> PrometheusExporter:

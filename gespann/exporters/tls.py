@@ -1,9 +1,10 @@
 """TLS for the metrics page, and client certificates where a node requires them.
 
-The context comes from prometheus-client's own helper (the one behind its
-`start_http_server(certfile=..., keyfile=..., client_cafile=...)`), so gespann
-serves TLS exactly as prometheus-client does; gespann keeps only its own path
-routing and error handling. The settings are checked together at config time by
+A server context of the ssl module's defaults for a server (TLS 1.2 and up),
+holding the certificate chain and its key; with a client CA, a client must
+present a certificate that chains to it. ssl is imported only here, and only
+when TLS is configured: it maps libcrypto, a few MiB that a plain-HTTP
+sidecar does not need. The settings are checked together at config time by
 building that context once: a key that does not match its certificate, or a CA
 file that holds no certificate, is a config error naming its key, not a failure
 at the first scrape.
@@ -12,12 +13,12 @@ at the first scrape.
 from __future__ import annotations
 
 import dataclasses
-import ssl
-from typing import Any, Mapping, Optional
-
-from prometheus_client.exposition import _get_ssl_ctx
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from gespann.settings import ConfigError
+
+if TYPE_CHECKING:
+    import ssl
 
 #: The setting names, as the prometheus exporter kind declares them.
 CERT_FILE, KEY_FILE, CLIENT_CA_FILE = "cert_file", "key_file", "client_ca_file"
@@ -33,8 +34,15 @@ class TlsFiles:
     client_ca_file: Optional[str] = None
 
     def server_context(self) -> ssl.SSLContext:
-        return _get_ssl_ctx(certfile=self.cert_file, keyfile=self.key_file, protocol=ssl.PROTOCOL_TLS_SERVER,
-                            cafile=self.client_ca_file, client_auth_required=self.client_ca_file is not None)
+        """Raises ssl.SSLError or OSError when a file does not load."""
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if self.client_ca_file is not None:
+            context.load_verify_locations(cafile=self.client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
 
 def from_settings(settings: Mapping[str, Any]) -> Optional[TlsFiles]:
@@ -56,6 +64,8 @@ def check_settings(settings: Mapping[str, Any], key: str) -> None:
                           f"client certificates need TLS: give {CERT_FILE} and {KEY_FILE} too")
     if CERT_FILE not in given:
         return
+    import ssl
+
     files = from_settings(settings)
     if files.client_ca_file is not None:
         try:

@@ -55,6 +55,27 @@ def test_cache_is_written_then_read(cache_home):
     assert btf.kernel_types("btf").source.startswith("cache ")
 
 
+def test_cache_key_tells_apart_blobs_of_one_length_and_the_labels(tmp_path):
+    """Two kernel builds' BTF of the same size differ somewhere: any byte, anywhere, changes the key."""
+    from gespann.btf.cache import cache_key
+
+    blob = bytes(range(256)) * 9000  # longer than one read chunk
+    path = tmp_path / "vmlinux"
+    path.write_bytes(blob)
+    key = cache_key(path, "6.1.0-1", "x86_64")
+    assert key == cache_key(path, "6.1.0-1", "x86_64")
+    assert key != cache_key(path, "6.1.0-2", "x86_64") != cache_key(path, "6.1.0-1", "aarch64")
+    for where in (0, 1 << 20, len(blob) - 1):
+        changed = bytearray(blob)
+        changed[where] ^= 1
+        path.write_bytes(bytes(changed))
+        assert cache_key(path, "6.1.0-1", "x86_64") != key, where
+    swapped = bytearray(blob)  # a checksum blind to order would miss this one
+    swapped[10], swapped[20] = swapped[20], swapped[10]
+    path.write_bytes(bytes(swapped))
+    assert cache_key(path, "6.1.0-1", "x86_64") != key
+
+
 @needs_btf
 def test_unwritable_cache_is_silently_skipped(tmp_path, monkeypatch):
     blocker = tmp_path / "file"

@@ -58,6 +58,16 @@ def counts_from_metrics(text: str) -> Counts:
                   total("gespann_connections_reset_total"), total("gespann_connections_failed_total"))
 
 
+#: The line gespann logs when a cold start resolved the kernel's types in a child process (gespann/btf/apart.py).
+_CHILD_LINE = re.compile(r"in a child process: (?P<ms>\d+) ms, its peak RSS (?P<mib>[\d.]+) MiB")
+
+
+def btf_child(output: str) -> tuple[float, float] | None:
+    """(milliseconds, peak RSS in MiB) of the child that resolved kernel types on a cold start, if logged."""
+    match = _CHILD_LINE.search(output)
+    return (float(match["ms"]), float(match["mib"])) if match else None
+
+
 def probes_attached(output: str) -> str | None:
     """'tcp_lifecycle=tp_btf/inet_sock_set_state(bpf_link), ...' from the start-up line, if logged."""
     match = _PROBES_LINE.search(output)
@@ -74,8 +84,8 @@ class GespannMetrics:
         self.config.write_text(config_text(self.port, netns_path, attach_mode))
         self.url = f"http://127.0.0.1:{self.port}/metrics"
 
-    def start(self) -> tuple[Launched, Startup]:
-        launched = Launched([str(self.executable), "run", "--config", str(self.config)])
+    def start(self, env: dict | None = None) -> tuple[Launched, Startup]:
+        launched = Launched([str(self.executable), "run", "--config", str(self.config)], env=env)
         try:
             return launched, launched.wait_ready(lambda: self.scrape(timeout_s=0.5) is not None, STARTUP_TIMEOUT_S)
         except BaseException:

@@ -96,6 +96,15 @@ def table(peers: dict, trace: dict) -> list[list[str]]:
         row("Start-up CPU (s)", everywhere, lambda r: r.get("startup_cpu_s"), 3),
         row("Peak RSS (MiB)", everywhere, lambda r: r.get("peak_rss_bytes"), 1, 1 / MIB),
     ]
+    cold = peers.get("cold_starts", [])
+    if cold:
+        out += [row("Peak RSS, cold start: empty kernel-types cache (MiB)", cold, lambda r: r.get("peak_rss_bytes"),
+                    1, 1 / MIB, only=(GESPANN,)),
+                row("... its child resolving the kernel's BTF: peak RSS (MiB), while it runs", cold,
+                    lambda r: r.get("btf_child_peak_rss_bytes"), 1, 1 / MIB, only=(GESPANN,)),
+                row("... its child resolving the kernel's BTF: wall time (ms)", cold, lambda r: r.get("btf_child_ms"),
+                    only=(GESPANN,)),
+                row("Start-up, cold start (wall, s)", cold, lambda r: r.get("startup_wall_s"), 3, only=(GESPANN,))]
     tracepoints = sorted({tp for s in cost for name in COLUMNS for tp, c in s.get(name, {}).get("per_tracepoint",
                                                                                                    {}).items()
                           if c["runs"]}, key=lambda tp: (tp != STATE, tp))
@@ -166,6 +175,12 @@ def targets(peers: dict, trace: dict, bpftrace_cost: list[dict] | None = None) -
            _median_ratio(cost, GESPANN_TRACE, GESPANN, lambda r: ns_per_event(r, STATE)), 1.5)
     judged("peak RSS of gespann run (default config) <= 2x tcplife's",
            _median_ratio(peers.get("rounds", []), GESPANN, TCPLIFE, lambda r: r.get("peak_rss_bytes")), 2)
+    cold = spread(values(peers.get("cold_starts", []), GESPANN, lambda r: r.get("peak_rss_bytes")))
+    tcplife_rss = spread(values(peers.get("rounds", []), TCPLIFE, lambda r: r.get("peak_rss_bytes")))
+    if cold and tcplife_rss:
+        judged("peak RSS of gespann run, cold start (empty kernel-types cache) <= 2x tcplife's",
+               Spread(cold.median / tcplife_rss.median, cold.low / tcplife_rss.median,
+                      cold.high / tcplife_rss.median, cold.n), 2)
     for workload, key, tracer in (("TCP", "rounds", GESPANN), ("TCP+UDP", "udp_rounds", GESPANN_UDP)):
         measured = slowdowns(peers.get(key, []), GESPANN)
         judged(f"workload slowdown of gespann's default probe set <= 2 %, {workload}", measured, 0.02, "%")

@@ -1,8 +1,10 @@
 """The libbpf-tools comparison: gespann beside tcplife and tcpstates, CO-RE C loaded by libbpf.
 
 Measured in the bench's namespace, after the bpftrace rounds of the same run (or alone with
---peers-only, merged into bench.json), in four parts:
+--peers-only, merged into bench.json), in five parts:
 
+- cold starts of `gespann run`, with an empty kernel-types cache: peak RSS, and what the child
+  that resolved the kernel's types took;
 - rounds at the highest rate (the bench's TCP workload): no tracer, `gespann run`, tcplife and
   tcpstates take turns; start-up, peak RSS, slowdown round by round against the no-tracer run of the
   same round, and each tool's lines against the connections made (its losses);
@@ -39,6 +41,8 @@ FIXED_RATE_S = 5
 READER_STOPPED = ", reader stopped"
 #: ... and while its perf buffer still had room: "tcplife, reader stopped, room left".
 READER_STOPPED_ROOM = ", reader stopped, room left"
+#: Starts of `gespann run` with an empty kernel-types cache, for the peak RSS of a cold start.
+COLD_STARTS = 3
 #: UDP datagrams echoed per connection in the TCP+UDP rounds.
 UDP_PER_CONNECTION = 1
 
@@ -64,13 +68,19 @@ def run(gespann_executable: Path, workdir: Path, gespann: GespannMetrics, worklo
         return {"note": f"not measured: {' '.join(missing)} not installed (Debian {PACKAGE})"}
     tools = {tool.name: LibbpfTool(tool, workdir) for tool in TOOLS}
     result: dict = {"rate": rate, "rounds": [], "udp_rounds": [], "kernel_cost": [], "fixed_rate": [],
-                    "udp_per_connection": UDP_PER_CONNECTION, "programs": {}, "virtual_machine": virtual_machine()}
+                    "cold_starts": [], "udp_per_connection": UDP_PER_CONNECTION, "programs": {},
+                    "virtual_machine": virtual_machine()}
     for name, tool in tools.items():
         launched, _ = tool.start()
         try:
             result["programs"][name] = program_profile(launched.pid)
         finally:
             launched.stop()
+
+    for index in range(COLD_STARTS):
+        result["cold_starts"].append({GESPANN: runs.gespann_cold_start(gespann, workdir / "cold-cache")})
+        say(f"cold start {index + 1}/{COLD_STARTS}: peak RSS "
+            f"{result['cold_starts'][-1][GESPANN]['peak_rss_bytes'] / 2**20:.1f} MiB")
 
     tracers = {NONE: lambda: runs.baseline(workload), GESPANN: lambda: runs.gespann_metrics(gespann, workload),
                **{name: (lambda t=t: runs.libbpf_tool(t, workload)) for name, t in tools.items()}}

@@ -10,6 +10,7 @@ the workload (one per wakeup of a reader by its programs).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from . import bcc_tracer, bpfstats, libbpf_tools, loadgen, procfs
 from .bcc_tracer import Bcc
 from .bpftrace_tracer import Bpftrace
 from .counts import Counts
-from .gespann_tracer import GespannMetrics, probes_attached
+from .gespann_tracer import GespannMetrics, btf_child, probes_attached
 from .libbpf_tools import LibbpfTool
 from .process import Launched
 from .trace_mode import GespannTrace
@@ -93,6 +94,22 @@ def gespann_metrics(tracer: GespannMetrics, workload: Workload, stats: bool = Fa
     _startup(figures, startup)
     figures.update(probes=probes_attached(launched.output()) or "(start-up line not found)", counts=vars(counted), missing=counted.missing(load.connections),
                    counts_match=counted.matches(load.connections))
+    return figures
+
+
+def gespann_cold_start(tracer: GespannMetrics, cache_home: Path) -> dict:
+    """`gespann run` started with an empty kernel-types cache (a container whose cache does not persist):
+    start-up and peak RSS once its page is served, and what its BTF child took."""
+    shutil.rmtree(cache_home, ignore_errors=True)
+    launched, startup = tracer.start(env={**os.environ, "XDG_CACHE_HOME": str(cache_home)})
+    try:
+        figures = {"peak_rss_bytes": launched.usage().peak_rss_bytes}
+    finally:
+        launched.stop(signal.SIGTERM)
+    _startup(figures, startup)
+    child = btf_child(launched.output())
+    if child is not None:
+        figures.update(btf_child_ms=child[0], btf_child_peak_rss_bytes=round(child[1] * 2**20))
     return figures
 
 
