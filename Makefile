@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	PYTHON=$(PYTHON) tools/install-gespann.sh $(VENV) -e .
 	touch $@
 
-#: the test extra (pytest, hypothesis, pyroute2, prometheus-client), for the targets that run tests
+#: the test extra (pytest, hypothesis, pyroute2), for the targets that run tests
 $(VENV)/.tests-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@

@@ -3,7 +3,7 @@
 gespann writes the page itself rather than through prometheus-client: that
 library's import pulls in an HTTP client, ssl (and with it libcrypto), email,
 wsgiref and more, about 12 MiB of a sidecar's resident memory for a format
-that is a few lines of escaping. The output is what Prometheus's own parser
+that is a few lines of escaping. (It is still imported for TLS, only then.) The output is what Prometheus's own parser
 reads, and a test reads it back with prometheus-client's parser.
 
 Rules kept here: a counter's samples end in `_total` (its family is named

@@ -1,13 +1,14 @@
 """TLS for the metrics page, and client certificates where a node requires them.
 
-A server context of the ssl module's defaults for a server (TLS 1.2 and up),
-holding the certificate chain and its key; with a client CA, a client must
-present a certificate that chains to it. ssl is imported only here, and only
-when TLS is configured: it maps libcrypto, a few MiB that a plain-HTTP
-sidecar does not need. The settings are checked together at config time by
-building that context once: a key that does not match its certificate, or a CA
-file that holds no certificate, is a config error naming its key, not a failure
-at the first scrape.
+The context comes from prometheus-client's own helper (the one behind its
+`start_http_server(certfile=..., keyfile=..., client_cafile=...)`), so gespann
+serves TLS exactly as prometheus-client does. It, and ssl with it, are
+imported only here and only when TLS is configured: together they map
+libcrypto and about 12 MiB that a plain-HTTP sidecar does not need. The
+settings are checked together at config time by building that context once: a
+key that does not match its certificate, or a CA file that holds no
+certificate, is a config error naming its key, not a failure at the first
+scrape.
 """
 
 from __future__ import annotations
@@ -37,12 +38,10 @@ class TlsFiles:
         """Raises ssl.SSLError or OSError when a file does not load."""
         import ssl
 
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_file, self.key_file)
-        if self.client_ca_file is not None:
-            context.load_verify_locations(cafile=self.client_ca_file)
-            context.verify_mode = ssl.CERT_REQUIRED
-        return context
+        from prometheus_client.exposition import _get_ssl_ctx
+
+        return _get_ssl_ctx(certfile=self.cert_file, keyfile=self.key_file, protocol=ssl.PROTOCOL_TLS_SERVER,
+                            cafile=self.client_ca_file, client_auth_required=self.client_ca_file is not None)
 
 
 def from_settings(settings: Mapping[str, Any]) -> Optional[TlsFiles]:

@@ -4,8 +4,8 @@ gespann's memory and start-up are benchmarked against bpftrace and libbpf-tools
 (tools/bench.py); most of both went to imports. So the real process, started as
 a user starts it, writes the names of the modules it holds when it exits: a
 Prometheus-only run must not import the DataDog client (nor the HTTP stack it
-brings), nor a general netlink library, nor prometheus-client, nor ssl or
-hashlib (each maps libcrypto), nor construct (a quarter of the process's
+brings), nor a general netlink library, nor prometheus-client (needed only
+for TLS), nor ssl or hashlib (each maps libcrypto), nor construct (a quarter of the process's
 memory: maps and records decode with struct). It must not parse the kernel's
 BTF either: a warm start reads the kernel-types cache, and a cold one leaves
 the parsing to a child process (gespann/btf/apart.py), whose modules are its own.

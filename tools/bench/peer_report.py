@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .peers import (GESPANN, GESPANN_TRACE, GESPANN_UDP, NONE, READER_STOPPED, READER_STOPPED_ROOM, TCPLIFE,
                     TCPSTATES)
-from .summary import Spread, paired_ratios, slowdown, spread
+from .summary import Spread, noise_wider_than, paired_ratios, slowdown, spread
 
 STATE = "inet_sock_set_state"
 COLUMNS = (GESPANN, GESPANN_TRACE, TCPLIFE, TCPSTATES)
@@ -185,7 +185,7 @@ def targets(peers: dict, trace: dict, bpftrace_cost: list[dict] | None = None) -
         measured = slowdowns(peers.get(key, []), GESPANN)
         judged(f"workload slowdown of gespann's default probe set <= 2 %, {workload}", measured, 0.02, "%")
         per_connection = spread(values(cost, tracer, ns_per_connection))
-        if measured and measured.high - measured.low > 0.02:
+        if noise_wider_than(measured, 0.02):
             # noise wider than the target: a verdict on the median would be the noise's
             target, _, what = out[-1]
             stable = (f"gespann run's in-kernel {_fmt(per_connection)} ns per connection" if per_connection

@@ -42,6 +42,11 @@ def slowdown(rates: Sequence[float | None], baseline: Sequence[float | None]) ->
     return spread([1 - r for r in paired_ratios(rates, baseline)])
 
 
+def noise_wider_than(value: Spread | None, width: float) -> bool:
+    """Whether repeated rounds spread wider than `width`: then a verdict on their median is the noise's."""
+    return value is not None and value.n > 1 and value.high - value.low > width
+
+
 def per_10k(cpu_s: float, connections: int) -> float:
     """CPU milliseconds per 10,000 connections."""
     return cpu_s * 1e3 * 10_000 / connections
