@@ -8,16 +8,16 @@ are. The report is data first (`as_dict`), text second (`lines`).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from .bpf import features
 from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
-from .probes import (ALL_PROBES, AttachSettings, TrialResult, group_reasons, packet_drops, selected_probes, tcp_walk,
-                     trial_attach, udp_walk)
-from .probes.tcp_connections import ENTRIES
+from .probes import (AttachSettings, CheckContext, TrialResult, available_probes, group_reasons, selected_probes,
+                     trial_attach)
+from .probes.attach.probeset import OFF
 
 #: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).
 NEEDED_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON")
@@ -33,11 +33,9 @@ class CheckReport:
     type_information_error: Optional[str]
     features: list[features.FeatureStatus]
     probes: list[TrialResult]
-    #: How a collection reads open TCP connections, and the UDP flow map, and why that way.
-    open_connections: str = ""
-    udp_flows: str = ""
-    #: Whether dropped packets are counted by the kernel's reason, and why not.
-    drop_reasons: str = ""
+    #: What each probe says of the paths it takes here (Probe.checks), as (key, title, text): how open
+    #: connections are read, whether drops are named by reason...
+    paths: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def fatal(self) -> Optional[str]:
@@ -50,7 +48,9 @@ class CheckReport:
         return None
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "fatal": self.fatal}
+        report = asdict(self)
+        del report["paths"]
+        return {**report, **{key: text for key, _, text in self.paths}, "fatal": self.fatal}
 
     def lines(self) -> list[str]:
         out = [f"kernel          {self.kernel} ({self.machine})"]
@@ -69,12 +69,8 @@ class CheckReport:
                 out.append(f"  {probe.probe:<16} UNAVAILABLE")
             for flavours, why in group_reasons(probe.passed_over):
                 out.append(f"  {'':<16}   not {', '.join(flavours)}: {why}")
-        if self.open_connections:
-            out.append(f"open conns      {self.open_connections}")
-        if self.udp_flows:
-            out.append(f"udp flows       {self.udp_flows}")
-        if self.drop_reasons:
-            out.append(f"drop reasons    {self.drop_reasons}")
+        for _, title, text in self.paths:
+            out.append(f"{title:<16}{text}")
         out.append(f"verdict         {'cannot run: ' + self.fatal if self.fatal else 'ready'}")
         return out
 
@@ -94,52 +90,31 @@ def run_check(config: Config) -> CheckReport:
         type_information_error=types_error,
         features=[] if missing else features.report(),
         probes=(probes := _probes(config, missing)),
-        open_connections="" if missing else _open_connections(config, probes),
-        udp_flows="" if missing else _udp_flows(config),
-        drop_reasons=_drop_reasons(config),
+        paths=_paths(config, probes, missing),
     )
 
 
-def _drop_reasons(config: Config) -> str:
-    """Whether packet_drops names the kernel's reasons (see probes/packet_drops.py)."""
-    if config.probe_modes.get(packet_drops.PROBE.name) == "off":
-        return "not counted: attach.probes.packet_drops: off"
-    try:
-        types = kernel_types(config.btf_source)
-    except BTFError:
-        types = None
-    return packet_drops.reasons_available(types)
+def _paths(config: Config, trials: list[TrialResult], missing: list[str]) -> list[tuple[str, str, str]]:
+    """Each probe's own lines on the paths it takes (Probe.checks), in the probes' order; a probe the
+    config leaves out says why. Without the privileges nothing can be tried, and nothing is said."""
+    if missing:
+        return []
+    selected = selected_probes(config)
+    context = CheckContext(AttachSettings.from_config(config), selected, trials)
+    paths = []
+    for probe in available_probes(config.extra_probes):
+        for line in probe.checks:
+            if probe in selected:
+                paths.append((line.key, line.title, line.describe(context)))
+            else:
+                paths.append((line.key, line.title, f"{line.when_left_out}: {_left_out(probe, config)}"))
+    return paths
 
 
-def _open_connections(config: Config, probes: list[TrialResult]) -> str:
-    """The path `gespann run` takes to read open TCP connections (see probes/tcp_walk.py), and why."""
-    if "tcp" not in config.protocols:
-        return "not read: scope.protocols leaves out tcp"
-    fallback = "sock_diag, a dump per collection whose cost grows with the connections open"
-    if config.open_connections == "user_space":
-        return f"{fallback} (attach.open_connections: user_space)"
-    why = tcp_walk.unavailable_reason(config.btf_source)
-    if why is not None:
-        return f"{fallback}: {why}"
-    sharing = {probe.name for probe in ALL_PROBES if ENTRIES in probe.shared_maps}
-    for trial in probes:
-        if trial.probe in sharing and trial.flavour and not trial.flavour.startswith(tcp_walk.STORAGE_FLAVOURS):
-            return f"{fallback}: {trial.probe} attaches as {trial.flavour}, which cannot use socket storage"
-    return ("kernel walk (iter/tcp over socket storage): counted in the kernel, once, at any number of "
-            "connections; none evicted past limits.tcp_connections")
-
-
-def _udp_flows(config: Config) -> str:
-    """The path `gespann run` takes to read the UDP flow map (see probes/udp_walk.py), and why."""
-    if "udp" not in config.protocols:
-        return "not read: scope.protocols leaves out udp"
-    fallback = "one pass over the flow map in user space, whose cost grows with the flows"
-    if config.open_connections == "user_space":
-        return f"{fallback} (attach.open_connections: user_space)"
-    why = udp_walk.unavailable_reason(config.btf_source)
-    if why is not None:
-        return f"{fallback}: {why}"
-    return "kernel walk (iter/bpf_map_elem): counted in the kernel; only ended flows are read out"
+def _left_out(probe, config: Config) -> str:
+    if config.probe_modes.get(probe.name) == OFF:
+        return f"attach.probes.{probe.name}: off"
+    return f"scope.protocols leaves out {probe.protocol}"
 
 
 def _type_information(source: str) -> tuple[Optional[str], Optional[str]]:

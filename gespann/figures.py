@@ -100,8 +100,9 @@ class ConnectionEvent(NamedTuple):
     drop_reason: str = ""
 
 
-#: Metric name -> its series: what a probe's reader returns at each collection.
-Series = dict[str, dict[Labels, Value]]
+#: Metric (its MetricSpec, or its name) -> its series: what a probe's reader returns at each collection.
+#: The collector checks every metric and label name against what the probe declares.
+Series = dict[Union[str, "MetricSpec"], dict[Labels, Value]]
 
 #: Units a metric's name may end with (before `_total`): the unit is in the name, as Prometheus asks.
 UNITS = ("seconds", "bytes", "")
@@ -132,6 +133,17 @@ class MetricSpec:
             raise ValueError(f"metric {self.name}: counters, and only counters, end with _total")
         if not self.dogstatsd:
             object.__setattr__(self, "dogstatsd", stem)
+
+    def series(self, **values: str) -> Labels:
+        """One series' labels, by the declared names: `SPEC.series(role="client")`. A name not declared, or
+        one missing, is an error here, where the reader makes it, not a silent gap on the page."""
+        if values.keys() != set(self.labels):
+            raise UndeclaredSeries(f"metric {self.name} declares labels {self.labels}, not {tuple(sorted(values))}")
+        return labels(**values)
+
+
+class UndeclaredSeries(ValueError):
+    """A reader returned a metric, or labels, its probe does not declare."""
 
 
 def counter(name: str, labels: tuple[str, ...], help: str, unit: str = "", dogstatsd: str = "") -> MetricSpec:

@@ -26,11 +26,11 @@ from gespann.bpf.maps import U32, U64, ArrayMap, HashMap
 from gespann.bpf.syscall import UpdateFlags
 from gespann.figures import Series, counter, labels
 from gespann.probes import BuildTarget, Probe, ReadContext, Reader
-from gespann.probes.arguments import Arguments
-from gespann.probes.kernel_memory import emit_read_field
-from gespann.probes.map_calls import emit_increment, emit_map_lookup, emit_map_update
-from gespann.probes.netns import emit_netns_check
-from gespann.probes.socket_state import DERIVED, ESTABLISHED, FLAVOURS, IPPROTO_TCP, SYN_SENT
+from gespann.probes.toolkit.arguments import Arguments
+from gespann.probes.toolkit.kernel_memory import emit_read_field
+from gespann.probes.toolkit.map_calls import emit_increment, emit_map_lookup, emit_map_update
+from gespann.probes.toolkit.netns import emit_netns_check
+from gespann.probes.toolkit.socket_state import DERIVED, ESTABLISHED, FLAVOURS, IPPROTO_TCP, SYN_SENT
 
 #: Remote ports told apart; connections to more ports than this count under "other".
 CAPACITY = 1024

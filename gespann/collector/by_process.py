@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from ..figures import ConnectionEvent, Labels, Value, labels
-from ..probes.reading import OwnerCounts
+from ..probes.toolkit.reading import OwnerCounts
 from .containers import Cgroups
 
 log = logging.getLogger(__name__)

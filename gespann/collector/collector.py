@@ -25,10 +25,11 @@ from ..bpf.channel import RecordChannel
 from ..btf import BTFError
 from ..figures import ConnectionEvent, labels
 from ..probes import ProbeSet
-from ..probes.packet_drops import DropReasons
-from ..probes.reading import ReadContext, Reader
+from ..probes.drops.packet_drops import DropReasons
+from ..probes.toolkit.reading import ReadContext, Reader
 from .by_process import ByProcess, LabelSettings
 from .catalogue import catalogue
+from .declarations import DeclaredSeries
 from .containers import Cgroups
 from .model import Metric, Snapshot
 from .records import ConnectionRecords
@@ -58,17 +59,19 @@ class KernelCollector:
         self._cgroups = Cgroups() if records is not None or label_settings.container else None
         container_of = self._cgroups.container_id if self._cgroups is not None else None
         self._readers: list[Reader] = []
+        self._declared: list[DeclaredSeries] = []
         try:
-            for attached in probes.probes.values():
+            for name, attached in probes.probes.items():
                 if attached.probe.reader is not None:
                     self._readers.append(attached.probe.reader(ReadContext(
-                        attached, probes, netns_path, idle_timeout, udp_flow_timeout, container_of,
-                        label_settings.enabled)))
+                        attached, probes.walks.get(name), netns_path, idle_timeout, udp_flow_timeout,
+                        container_of, label_settings.enabled)))
+                    self._declared.append(DeclaredSeries(attached.probe))
         except BaseException:
             self.close()
             raise
         self._expired_at = 0.0
-        self._records = (ConnectionRecords(records, self._cgroups, _drop_reasons(probes)) if records is not None
+        self._records = (ConnectionRecords(records, _record_decoder(probes), self._cgroups) if records is not None
                          else None)
         self._by_process = ByProcess(label_settings, self._cgroups) if label_settings.enabled else None
         self._lock = threading.Lock()
@@ -78,8 +81,8 @@ class KernelCollector:
 
     def snapshot(self) -> Snapshot:
         series: dict[str, dict] = {}
-        for reader in self._readers:
-            for name, reader_series in reader.series().items():
+        for reader, declared in zip(self._readers, self._declared):
+            for name, reader_series in declared.check(reader.series()).items():
                 series.setdefault(name, {}).update(reader_series)
         if self._by_process is not None:
             self._by_process.set_owners(owner for reader in self._readers for owner in reader.owners())
@@ -150,11 +153,16 @@ class KernelCollector:
         self.close()
 
 
-def _drop_reasons(probes: ProbeSet) -> DropReasons:
-    """How records name the reason of a connection's latest drop: from the kernel types the probes were
-    built with."""
-    target = next((attached.target for attached in probes.probes.values() if attached.target is not None), None)
-    try:
-        return DropReasons.of(target.kernel_types if target is not None else None)
-    except BTFError:  # no kernel types: reasons by number
-        return DropReasons(None)
+def _record_decoder(probes: ProbeSet):
+    """The decoder of the records on the channel: that of the one attached probe that sends records."""
+    senders = [attached for attached in probes.probes.values() if attached.probe.records is not None]
+    if len(senders) > 1:
+        raise ValueError(f"a record channel carries the records of one probe; "
+                         f"{', '.join(a.probe.name for a in senders)} would each send theirs")
+    if not senders:
+        return _no_records
+    return senders[0].probe.records(senders[0].target)
+
+
+def _no_records(data: bytes, *_) -> ConnectionEvent:
+    raise ValueError(f"a record of {len(data)} bytes arrived, but no attached probe sends records")

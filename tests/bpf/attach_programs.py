@@ -21,7 +21,7 @@ from loopback import wait_for
 
 from gespann import btf
 from gespann.bpf import kprobes
-from gespann.probes.map_calls import emit_increment
+from gespann.probes.toolkit.map_calls import emit_increment
 
 BPFTOOL = "/usr/sbin/bpftool"
 CONNECTIONS = 3

@@ -9,9 +9,9 @@ from asm import R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, Slot, array,
 
 from gespann.bpf.channel import RecordChannel
 from gespann.bpf.tracefs import TracepointFormat
-from gespann.probes.arguments import emit_load_field
-from gespann.probes.map_calls import emit_increment
-from gespann.probes.record_output import emit_count_lost, emit_record_output
+from gespann.probes.toolkit.arguments import emit_load_field
+from gespann.probes.toolkit.map_calls import emit_increment
+from gespann.probes.toolkit.record_output import emit_count_lost, emit_record_output
 
 STORE_SIZES = {1: Size.B, 2: Size.H, 4: Size.W, 8: Size.DW}
 

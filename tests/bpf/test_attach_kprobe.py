@@ -12,7 +12,7 @@ from gespann.bpf import features, maps
 from gespann.bpf.errors import FeatureUnsupportedError, SymbolNotFoundError
 from gespann.bpf.links import AttachMode, KprobeSource, attach_kprobe
 from gespann.bpf.programs import load_program
-from gespann.probes.arguments import emit_load_arg, emit_load_return
+from gespann.probes.toolkit.arguments import emit_load_arg, emit_load_return
 from gespann.bpf.syscall import ProgType
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures(leaves_nothing_behind.__name__)]

@@ -71,10 +71,13 @@ def test_each_probe_reports_the_flavour_that_attaches_first(report):
 def test_the_path_for_open_connections_is_the_one_run_takes(report, tmp_path):
     """check names how open connections are read: the kernel walk exactly where attaching the TCP probes
     gives one, sock_diag (with the reason) elsewhere and where the config asks for it."""
-    from gespann.probes import ProbeSet, tcp_lifecycle, tcp_resets, tcp_walk
+    from gespann.probes import ProbeSet
+    from gespann.probes.tcp import lifecycle as tcp_lifecycle
+    from gespann.probes.tcp import resets as tcp_resets
+    from gespann.probes.tcp import walk as tcp_walk
 
     with ProbeSet.attach((tcp_lifecycle.PROBE, *tcp_resets.PROBES), AttachSettings()) as probes:
-        walks = probes.tcp_walk is not None
+        walks = probes.walks["tcp_lifecycle"] is not None
     assert report["open_connections"].startswith("kernel walk" if walks else "sock_diag"), report["open_connections"]
     if not walks:  # the reason is the kernel's refusal, or a TCP probe that cannot use socket storage
         why = tcp_walk.unavailable_reason()

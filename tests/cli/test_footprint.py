@@ -92,7 +92,7 @@ def test_a_prometheus_only_run_imports_neither_datadog_nor_a_netlink_library(tmp
         modules = imported_by_run(config, port, tmp_path, cache_home)
     finally:
         namespace.remove()
-    assert "gespann.exporters.prometheus" in modules and "gespann.probes.sock_diag" in modules
+    assert "gespann.exporters.prometheus" in modules and "gespann.probes.tcp.sock_diag" in modules
     assert {m for m in modules if m.split(".")[0] in NOT_NEEDED} == set()
     assert modules & PARSER == set()
     assert list((cache_home / "gespann").glob("btf-*.json")), "the child's result is cached like any other"

@@ -23,7 +23,9 @@ from gespann.bpf.channel import RecordChannel
 from gespann.collector.by_process import LabelSettings
 from gespann.collector.collector import KernelCollector
 from gespann.collector.containers import cgroup2_mount
-from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets
+from gespann.probes import AttachSettings, ProbeSet
+from gespann.probes.tcp import lifecycle as tcp_lifecycle
+from gespann.probes.tcp import resets as tcp_resets
 
 pytestmark = pytest.mark.root
 PROBES = (tcp_lifecycle.PROBE, *tcp_resets.PROBES)

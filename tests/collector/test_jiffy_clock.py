@@ -1,9 +1,9 @@
 """The kernel's HZ, as the idle count needs it: from the kernel's config, or measured from two walks."""
 import pytest
 
-from gespann.probes import tcp_metrics as tcp
-from gespann.probes.tcp_metrics import JiffyClock
-from gespann.probes.tcp_walk import WalkTotals
+from gespann.probes.tcp import metrics as tcp
+from gespann.probes.tcp.metrics import JiffyClock
+from gespann.probes.tcp.walk import WalkTotals
 
 
 def reading(jiffies: int, ktime_ns: int) -> WalkTotals:

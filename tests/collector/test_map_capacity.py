@@ -14,11 +14,14 @@ from loopback import wait_for
 from tcp_traffic import TcpTraffic
 
 from gespann.collector.collector import KernelCollector
-from gespann.probes.reading import ReadContext
-from gespann.probes.udp_metrics import UdpMetrics
-from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets, tcp_walk
+from gespann.probes.toolkit.reading import ReadContext
+from gespann.probes.udp.metrics import UdpMetrics
+from gespann.probes import AttachSettings, ProbeSet
+from gespann.probes.tcp import lifecycle as tcp_lifecycle
+from gespann.probes.tcp import resets as tcp_resets
+from gespann.probes.tcp import walk as tcp_walk
 from gespann.probes.udp import UDP_PROBES
-from gespann.probes.udp_flows import CAPACITY as UDP_FLOWS_DEFAULT
+from gespann.probes.udp.flows import CAPACITY as UDP_FLOWS_DEFAULT
 
 pytestmark = pytest.mark.root
 PAYLOAD = 20
@@ -48,7 +51,7 @@ def test_udp_totals_are_exact_past_the_flow_map_and_evictions_are_counted(namesp
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, capacities=capacities)) as probes:
         flow_map = probes["udp_send"].maps["udp_flows"]
         assert flow_map.max_entries == (capacity or UDP_FLOWS_DEFAULT)
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes, idle_timeout=60, udp_flow_timeout=120))
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"), idle_timeout=60, udp_flow_timeout=120))
         with namespace.enter():
             before = udp_mib()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
@@ -61,7 +64,7 @@ def test_udp_totals_are_exact_past_the_flow_map_and_evictions_are_counted(namesp
             kernel = {d: n - before[d] for d, n in udp_mib().items()}
         assert kernel == {"sent": datagrams, "received": datagrams}
 
-        with caplog.at_level(logging.WARNING, logger="gespann.probes.udp_metrics"):
+        with caplog.at_level(logging.WARNING, logger="gespann.probes.udp.metrics"):
             wait_for(lambda: counts(metrics.series(), "datagrams_total")
                      == {("sent",): datagrams, ("received",): datagrams})
             series = metrics.series()
@@ -97,7 +100,7 @@ def test_tcp_ends_past_the_connection_map_are_counted_as_untracked(namespace, ca
                               open_connections=open_connections)
     with ProbeSet.attach((tcp_lifecycle.PROBE, *tcp_resets.PROBES), settings) as probes, \
             KernelCollector(probes, namespace.path) as collector:
-        in_storage = probes.tcp_walk is not None
+        in_storage = probes.walks["tcp_lifecycle"] is not None
         if open_connections == "auto" and not in_storage:
             pytest.skip(f"n/a: {tcp_walk.unavailable_reason()}")
         if not in_storage:
@@ -122,7 +125,7 @@ def test_tcp_ends_past_the_connection_map_are_counted_as_untracked(namespace, ca
             return sum(snapshot[name].total() for name in ("connections_closed_total", "connections_reset_total",
                                                            "connection_ends_untracked_total"))
 
-        with caplog.at_level(logging.WARNING, logger="gespann.probes.tcp_metrics"):
+        with caplog.at_level(logging.WARNING, logger="gespann.probes.tcp.metrics"):
             wait_for(lambda: ended(collector.snapshot()) == 2 * n)
             snapshot = collector.snapshot()
         assert counts(snapshot, "connections_opened_total") == {("tcp", "client"): n, ("tcp", "server"): n}

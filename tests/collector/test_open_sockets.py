@@ -9,7 +9,7 @@ import pytest
 from namespaces import Namespace
 from tcp_traffic import TcpTraffic
 
-from gespann.probes.open_sockets import OpenSockets
+from gespann.probes.tcp.open_sockets import OpenSockets
 
 pytestmark = pytest.mark.root
 

@@ -23,7 +23,7 @@ from gespann.collector.collector import KernelCollector
 from gespann.config import Config
 from gespann.figures import labels
 from gespann.probes import AttachSettings, ProbeSet
-from gespann.probes.packet_drops import PROBE
+from gespann.probes.drops.packet_drops import PROBE
 
 pytestmark = pytest.mark.root
 PORT = 7777
@@ -166,7 +166,8 @@ def test_a_connections_dropped_packets_are_in_its_record(namespace, mode):
 
     from gespann.bpf import features
     from gespann.bpf.channel import RecordChannel
-    from gespann.probes import tcp_lifecycle, tcp_resets
+    from gespann.probes.tcp import lifecycle as tcp_lifecycle
+    from gespann.probes.tcp import resets as tcp_resets
 
     require({"tp_btf": features.tp_btf, "raw_tracepoint": features.raw_tracepoint,
              "tracepoint": features.tracepoint}[mode]())

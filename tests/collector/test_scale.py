@@ -17,8 +17,10 @@ import pytest
 from loopback import wait_for
 
 from gespann.collector.collector import KernelCollector
-from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets
-from gespann.probes.tcp_connections import CAPACITY
+from gespann.probes import AttachSettings, ProbeSet
+from gespann.probes.tcp import lifecycle as tcp_lifecycle
+from gespann.probes.tcp import resets as tcp_resets
+from gespann.probes.tcp.connections import CAPACITY
 
 pytestmark = [pytest.mark.root, pytest.mark.scale]
 HOLDERS, CONNECTIONS_EACH = 4, 9000
@@ -100,7 +102,7 @@ def test_72000_sockets_open_and_end_exactly_or_say_so(namespace):
         assert kernel["ActiveOpens"] - kernel["AttemptFails"] == SOCKETS // 2 == kernel["PassiveOpens"]
         assert ended(last) == SOCKETS
         untracked = last["connection_ends_untracked_total"].total()
-        if probes.tcp_walk is not None:  # connections kept in socket storage: nothing is evicted
+        if probes.walks["tcp_lifecycle"] is not None:  # connections kept in socket storage: nothing is evicted
             assert untracked == 0
         else:
             assert SOCKETS - CAPACITY <= untracked < SOCKETS // 4  # what the map could not keep, and no more

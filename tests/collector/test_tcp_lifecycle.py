@@ -25,7 +25,9 @@ from tcp_traffic import (
 )
 
 from gespann.collector.collector import KernelCollector
-from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets
+from gespann.probes import AttachSettings, ProbeSet
+from gespann.probes.tcp import lifecycle as tcp_lifecycle
+from gespann.probes.tcp import resets as tcp_resets
 
 pytestmark = pytest.mark.root
 PROBES = (tcp_lifecycle.PROBE, *tcp_resets.PROBES)
@@ -221,7 +223,7 @@ def test_connections_open_before_start_count_from_the_first_snapshot(namespace, 
             client.close()
             server.close()
         traffic.close()
-        with caplog.at_level("WARNING", logger="gespann.probes.tcp_metrics"):
+        with caplog.at_level("WARNING", logger="gespann.probes.tcp.metrics"):
             wait_for(lambda: counts(collector.snapshot(), "connections_open") == {})
             last = collector.snapshot()
         assert counts(last, "connections_open") == {}

@@ -22,7 +22,10 @@ from namespaces import Namespace
 from gespann.bpf.channel import RecordChannel
 from gespann.bpf.errors import FeatureUnsupportedError
 from gespann.collector.collector import KernelCollector
-from gespann.probes import AttachSettings, ProbeSet, tcp_lifecycle, tcp_resets, tcp_walk
+from gespann.probes import AttachSettings, ProbeSet
+from gespann.probes.tcp import lifecycle as tcp_lifecycle
+from gespann.probes.tcp import resets as tcp_resets
+from gespann.probes.tcp import walk as tcp_walk
 
 pytestmark = pytest.mark.root
 PROBES = (tcp_lifecycle.PROBE, *tcp_resets.PROBES)
@@ -39,13 +42,13 @@ def test_the_walk_is_taken_where_the_kernel_runs_it_and_sock_diag_where_asked(na
     require_walk()
     with ProbeSet.attach(PROBES, AttachSettings(netns=namespace.inode)) as probes:
         assert probes["tcp_lifecycle"].flavour.mode in tcp_walk.STORAGE_FLAVOURS
-        assert probes.tcp_walk is not None
+        assert probes.walks["tcp_lifecycle"] is not None
         assert tcp_walk.COUNTED_MAP in probes["tcp_lifecycle"].maps
     with ProbeSet.attach(PROBES, AttachSettings(netns=namespace.inode, open_connections="user_space")) as probes:
-        assert probes.tcp_walk is None and tcp_walk.COUNTED_MAP not in probes["tcp_lifecycle"].maps
+        assert probes.walks["tcp_lifecycle"] is None and tcp_walk.COUNTED_MAP not in probes["tcp_lifecycle"].maps
     forced = AttachSettings(mode="raw_tracepoint", netns=namespace.inode)
     with ProbeSet.attach(PROBES, forced) as probes:  # its sockets are not BTF pointers: no storage
-        assert probes.tcp_walk is None
+        assert probes.walks["tcp_lifecycle"] is None
     insisted = AttachSettings(mode="raw_tracepoint", netns=namespace.inode, open_connections="kernel_walk")
     with pytest.raises(FeatureUnsupportedError, match="socket storage needs the fentry or tp_btf flavour of every TCP probe"):
         ProbeSet.attach(PROBES, insisted)
@@ -118,7 +121,7 @@ def test_counters_never_go_down_and_end_equal_to_the_records_and_the_application
     settings = AttachSettings(netns=namespace.inode, open_connections=open_connections)
     with channel, ProbeSet.attach(PROBES, settings, records=channel) as probes, \
             KernelCollector(probes, namespace.path, records=channel) as collector:
-        assert (probes.tcp_walk is not None) == (open_connections == "kernel_walk")
+        assert (probes.walks["tcp_lifecycle"] is not None) == (open_connections == "kernel_walk")
         seen, stop, failures = [], threading.Event(), []
 
         def collect():  # collections all along, racing the ends
@@ -184,7 +187,7 @@ def test_a_socket_that_connects_again_counts_each_connection_once(namespace):
     require_walk()
     with ProbeSet.attach(PROBES, AttachSettings(netns=namespace.inode)) as probes, \
             KernelCollector(probes, namespace.path) as collector:
-        assert probes.tcp_walk is not None
+        assert probes.walks["tcp_lifecycle"] is not None
         with namespace.enter():
             first, second = (socket.create_server(("127.0.0.1", 0)) for _ in range(2))
             client = socket.create_connection(first.getsockname())

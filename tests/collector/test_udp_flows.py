@@ -22,11 +22,12 @@ from probe_flavours import FLAVOURS
 from pyroute2 import IPRoute
 
 from gespann.bpf.errors import FeatureUnsupportedError, KeyNotFoundError
-from gespann.probes.reading import ReadContext
-from gespann.probes.udp_metrics import UdpMetrics
-from gespann.probes import AttachSettings, ProbeSet, udp_walk
+from gespann.probes.toolkit.reading import ReadContext
+from gespann.probes.udp.metrics import UdpMetrics
+from gespann.probes import AttachSettings, ProbeSet
+from gespann.probes.udp import walk as udp_walk
 from gespann.probes.udp import UDP_PROBES
-from gespann.probes.udp_flows import CLIENT, FLOW, KEY, KEY_CODEC, SERVER, Totals
+from gespann.probes.udp.flows import CLIENT, FLOW, KEY, KEY_CODEC, SERVER, Totals
 
 FAMILIES = [pytest.param(socket.AF_INET, id="ipv4"), pytest.param(socket.AF_INET6, id="ipv6")]
 UDP_FLAVOURS = [flavour for flavour in FLAVOURS if flavour.values[0] in {f.mode for f in UDP_PROBES[0].flavours}]
@@ -195,7 +196,7 @@ def test_flows_made_and_evicted_between_two_reads_count_as_ended_and_evicted(cap
     for _ in range(3):
         flows.made_and_evicted(SERVER)
     flows.made_and_evicted(CLIENT)
-    with caplog.at_level("WARNING", logger="gespann.probes.udp_metrics"):
+    with caplog.at_level("WARNING", logger="gespann.probes.udp.metrics"):
         series = totals(metrics.series())
         metrics.series()
     assert series["connections_opened_total"] == {("udp", "client"): 2, ("udp", "server"): 3}
@@ -331,7 +332,7 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=watched.inode)
     with ProbeSet.attach(UDP_PROBES, settings) as probes:
         assert {a.flavour.mode for a in probes.probes.values()} == {mode}
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes, idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"), idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
         expected = make_traffic(watched, peer, family)
         wait_for(lambda: shown(metrics) == expected)
         assert shown(metrics) == expected
@@ -381,7 +382,7 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
 def test_loopback_flows_count_once_per_side_and_v4_mapped_sockets_give_ipv4_flows(namespaces):
     watched, _ = namespaces
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=watched.inode)) as probes:
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_receive"], probes, idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_receive"], None, idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
         with watched.enter():
             server = udp_socket(socket.AF_INET, "127.0.0.1")
             client = udp_socket(socket.AF_INET6)  # dual-stack: talks IPv4 through a v4-mapped address
@@ -416,9 +417,9 @@ def test_the_flow_map_is_walked_in_the_kernel_exactly_where_the_kernel_allows_it
     why = udp_walk.unavailable_reason()
     print(f"\nthe UDP flow map is walked {'in the kernel' if why is None else 'in user space: ' + why}")
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode)) as probes:
-        assert (probes.udp_walk is not None) == (why is None), why
+        assert (probes.walks["udp_send"] is not None) == (why is None), why
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, open_connections="user_space")) as probes:
-        assert probes.udp_walk is None
+        assert probes.walks["udp_send"] is None
     if why is not None:
         with pytest.raises(FeatureUnsupportedError, match="the kernel walk of UDP flows"):
             ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, open_connections="kernel_walk"))

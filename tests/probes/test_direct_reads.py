@@ -25,10 +25,10 @@ from gespann.probes import (
     udp_receive,
     udp_send,
 )
-from gespann.probes.arguments import Arguments
-from gespann.probes.flavours import BtfTracepoint
-from gespann.probes.kernel_memory import emit_read_field
-from gespann.probes.probe import BuildTarget, Probe
+from gespann.probes.toolkit.arguments import Arguments
+from gespann.probes.toolkit.flavours import BtfTracepoint
+from gespann.probes.toolkit.kernel_memory import emit_read_field
+from gespann.probes.toolkit.probe import BuildTarget, Probe
 
 PROBE_READ = f"call {HELPERS['probe_read_kernel']:#x}"
 

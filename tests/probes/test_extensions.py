@@ -73,7 +73,7 @@ def test_an_extra_probe_may_not_take_a_name_or_a_metric_already_there(tmp_path):
     from gespann.config import ConfigError, parse
 
     clash = tmp_path / "clash.py"
-    clash.write_text("from gespann.probes.tcp_lifecycle import PROBE\n")
+    clash.write_text("from gespann.probes.tcp.lifecycle import PROBE\n")
     with pytest.raises(ConfigError, match="a probe called tcp_lifecycle is already there"):
         parse({"extra_probes": [str(clash)]})
     unlike = tmp_path / "unlike.py"

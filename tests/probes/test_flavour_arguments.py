@@ -16,8 +16,8 @@ from gespann.bpf import syscall
 from gespann.bpf.programs import LoadedProgram, load_program
 from gespann.bpf.syscall import ProgType
 from gespann.probes import ALL_PROBES, EXAMPLE_PROBES
-from gespann.probes.arguments import Arg, ArrayArguments
-from gespann.probes.flavours import Fentry, Kprobe
+from gespann.probes.toolkit.arguments import Arg, ArrayArguments
+from gespann.probes.toolkit.flavours import Fentry, Kprobe
 
 pytestmark = pytest.mark.root
 BPF_PROG_TEST_RUN = 10

@@ -11,8 +11,10 @@ from kernel_features import require
 from loopback import CLOSE, Loopback, wait_for
 from probe_flavours import FLAVOURS
 
-from gespann.probes import AttachSettings, ProbeSet, ProbeUnavailable, tcp_states
-from gespann.probes.flavours import RawTracepoint, Tracepoint
+from gespann.probes import AttachSettings, ProbeSet, ProbeUnavailable
+
+from gespann.probes.examples import tcp_states
+from gespann.probes.toolkit.flavours import RawTracepoint, Tracepoint
 
 pytestmark = pytest.mark.root
 CONNECTIONS = 7

@@ -20,7 +20,8 @@ from loopback import CLOSE, Loopback, wait_for
 from namespaces import Namespace
 
 from gespann.btf import vendored
-from gespann.probes import AttachSettings, ProbeSet, ProbeUnavailable, tcp_states
+from gespann.probes import AttachSettings, ProbeSet, ProbeUnavailable
+from gespann.probes.examples import tcp_states
 
 pytestmark = pytest.mark.root
 RELEASE, MACHINE = os.uname().release, os.uname().machine

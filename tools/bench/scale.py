@@ -131,7 +131,7 @@ def _ss(ns: Namespace) -> dict:
 def _batch_read_floor(entries: int) -> dict:
     """A batch read of a flow map as large as gespann's with `entries` flows, keys and values left raw."""
     from gespann.bpf.maps import LruHashMap
-    from gespann.probes.udp_flows import FLOW, KEY
+    from gespann.probes.udp.flows import FLOW, KEY
 
     if not entries:
         return {"cpu_ms": 0.0, "wall_ms": 0.0}

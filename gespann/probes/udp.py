@@ -1,8 +1,0 @@
-"""The UDP probes, as one unit: they share the flow map, so they are attached in the same ProbeSet."""
-
-from __future__ import annotations
-
-from . import udp_receive, udp_send
-from .probe import Probe
-
-UDP_PROBES: tuple[Probe, ...] = (udp_send.PROBE, udp_receive.PROBE)
