@@ -10,6 +10,8 @@ open-ended ones are a failure's errno name and the opt-in process labels.
 from __future__ import annotations
 
 PROTOCOLS = ("tcp", "udp")
+#: The label value of everything past a cap (a map that is full, labels.max_series): counted, under one name.
+OTHER = "other"
 
 #: A connection's side: the one that opened it (TCP's connect, UDP's first datagram) or the other.
 ROLES = ("client", "server")

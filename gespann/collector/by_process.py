@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from ..vocabulary import OTHER
 from ..figures import ConnectionEvent, Labels, Value, labels
 from ..probes.toolkit.reading import OwnerCounts
 from .containers import Cgroups
@@ -27,7 +28,6 @@ from .containers import Cgroups
 log = logging.getLogger(__name__)
 
 #: The label value that stands for every label set beyond the cap.
-OTHER = "other"
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,12 @@ from gespann import btf
 from gespann.bpf import features
 from gespann.bpf.maps import U64, PerCpuArrayMap
 from gespann.btf import FieldLocation
-from gespann.probes import (
-    AttachSettings,
-    ProbeSet,
-    tcp_lifecycle,
-    tcp_resets,
-    tcp_states,
-    udp_receive,
-    udp_send,
-)
+from gespann.probes import AttachSettings, ProbeSet
+from gespann.probes.examples import tcp_states
+from gespann.probes.tcp import lifecycle as tcp_lifecycle
+from gespann.probes.tcp import resets as tcp_resets
+from gespann.probes.udp import receive as udp_receive
+from gespann.probes.udp import send as udp_send
 from gespann.probes.toolkit.arguments import Arguments
 from gespann.probes.toolkit.flavours import BtfTracepoint
 from gespann.probes.toolkit.kernel_memory import emit_read_field

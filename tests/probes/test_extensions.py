@@ -160,15 +160,14 @@ def test_ports_past_the_extra_probes_capacity_count_as_other(namespace):
 
     from tcp_traffic import TcpTraffic
 
-    from gespann.bpf.maps import U32, U64, ArrayMap, HashMap
     from gespann.collector.collector import KernelCollector
     from gespann.figures import labels
     from gespann.probes import AttachSettings, ProbeSet
+    from gespann.probes.authoring import U32, capped_count_maps
 
     example = runpy.run_path(str(EXAMPLE))
-    small = dataclasses.replace(example["PROBE"], maps={
-        example["PORTS"]: lambda: HashMap(U32, U64, 2, name="gsp_conn_ports"),
-        example["OTHER"]: lambda: ArrayMap(U64, 1, name="gsp_conn_other")})
+    small = dataclasses.replace(example["PROBE"], maps=capped_count_maps(example["PORTS"], example["OVERFLOW"], U32, 2,
+                                                                           "conn_port"))
     with ProbeSet.attach([small], AttachSettings(netns=namespace.inode)) as probes, \
             KernelCollector(probes, namespace.path) as collector:
         with namespace.enter():

@@ -31,6 +31,7 @@ from ...bpf.syscall import UpdateFlags
 from ...bpf.tracefs import read_format
 from ...btf import KernelTypes
 from ...figures import Series, counter, labels
+from ...vocabulary import OTHER
 from ..toolkit.arguments import Arguments
 from .reasons import NO_REASON, DropReasons, enum as _enum, reasons_available
 from ..toolkit.flavours import BtfTracepoint, RawTracepoint, Tracepoint
@@ -51,7 +52,7 @@ OVERFLOW = "drop_overflow"
 CAPACITY = 1024
 KEY = Record("drop_key", [("protocol", u32), ("reason", u32)])
 #: Protocol indices in the key; IP protocol numbers map onto them.
-PROTOCOLS = ("tcp", "udp", "other")
+PROTOCOLS = ("tcp", "udp", OTHER)
 TCP, UDP, OTHER = range(len(PROTOCOLS))
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 #: Frees that are not drops, by the enum's names.
@@ -250,12 +251,12 @@ class DropCounts(Reader):
     def series(self) -> Series:
         dropped: dict = {}
         for key, per_cpu in self._counts.items():
-            protocol = PROTOCOLS[key.protocol] if key.protocol < len(PROTOCOLS) else "other"
+            protocol = PROTOCOLS[key.protocol] if key.protocol < len(PROTOCOLS) else OTHER
             series = labels(protocol=protocol, reason=self.reason(key.reason))
             dropped[series] = dropped.get(series, 0) + sum(per_cpu)
         overflow = sum(self._overflow[0])
         if overflow:
-            dropped[labels(protocol="other", reason="other")] = overflow
+            dropped[labels(protocol=OTHER, reason=OTHER)] = overflow
         return {PACKETS_DROPPED.name: dropped}
 
 
