@@ -30,8 +30,8 @@ EXPORTERS_KEY, OLDER_EXPORTERS_KEY = "exporters", "adapters"
 DEFAULT_EXPORTERS = ({"type": "prometheus"},)
 EVENT_READERS = ("auto", "ringbuf", "perf")
 PERF_EVENT_ATTACH = ("auto", "link", "ioctl")
-#: attach.open_connections: how a collection reads open connections: a walk in the kernel (probes/tcp_walk.py,
-#: probes/udp_walk.py) or in user space (a sock_diag dump for TCP, a pass over the flow map for UDP).
+#: attach.open_connections: how a collection reads open connections: the kernel walks probes offer
+#: (Probe.walk) or in user space (a sock_diag dump for TCP, a pass over the flow map for UDP).
 OPEN_CONNECTIONS = ("auto", "kernel_walk", "user_space")
 ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
 BTF_SOURCES = ("auto", "btf", "vendored")

@@ -95,7 +95,7 @@ class ConnectionEvent(NamedTuple):
     container_id: str = ""
     #: Open before gespann started: its bytes and duration are those since the start.
     preexisting: bool = False
-    #: Its packets the kernel dropped (TCP, where packet_drops runs), and the kernel's reason for the latest.
+    #: Its packets the kernel dropped (TCP, where dropped packets are counted), and the kernel's reason for the latest.
     drops: int = 0
     drop_reason: str = ""
 

@@ -90,7 +90,7 @@ FIELDS: tuple[FieldRef, ...] = (
     # sk->__sk_common.skc_net.net->ns.inum is the inode of /proc/PID/ns/net.
     FieldRef("sock_common", "skc_net.net"),
     FieldRef("net", "ns.inum"),
-    # UDP flows, from the packet at the device (udp_send, udp_receive): the sending socket or the
+    # UDP flows, from the packet at the device (the UDP probes): the sending socket or the
     # receiving device's namespace, the headers, and the GSO/GRO segment count.
     FieldRef("sk_buff", "sk"),
     FieldRef("sk_buff", "dev"),

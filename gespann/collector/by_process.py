@@ -3,7 +3,7 @@
 The host-wide metrics carry bounded labels only. Which process or container a
 connection belonged to is known where it ends:
 - TCP ends are counted by the kernel as they happen, per owner (cgroup id and
-  comm: tcp_lifecycle's by-process map), exact at any rate; a collection reads
+  comm: the TCP probe's by-process map), exact at any rate; a collection reads
   those rows, a bounded number;
 - UDP flows end in user space (idle expiry), with the process that first sent.
 The cgroup id gives the container id. The first `max_series` label sets each

@@ -22,15 +22,12 @@ from typing import Iterator, Optional
 
 from .. import __version__
 from ..bpf.channel import RecordChannel
-from ..btf import BTFError
 from ..figures import ConnectionEvent, labels
-from ..probes import ProbeSet
-from ..probes.drops.packet_drops import DropReasons
-from ..probes.toolkit.reading import ReadContext, Reader
+from ..probes import ProbeSet, ReadContext, Reader
 from .by_process import ByProcess, LabelSettings
 from .catalogue import catalogue
-from .declarations import DeclaredSeries
 from .containers import Cgroups
+from .declarations import DeclaredSeries
 from .model import Metric, Snapshot
 from .records import ConnectionRecords
 

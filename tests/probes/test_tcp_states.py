@@ -104,3 +104,19 @@ def test_no_flavour_left_is_one_error_naming_each_reason():
         ProbeSet.attach([probe], AttachSettings())
     assert set(err.value.reasons) == {"raw_tracepoint/gespann_no_such_tracepoint", "tracepoint/gespann/no_such_event"}
     assert "gespann:no_such_event" in str(err.value)
+
+
+def test_its_reader_gives_the_kernels_counts_by_state_name(namespace):
+    """The complete probe: what the collector reads through its declared metric equals the map, by name."""
+    from gespann.collector.collector import KernelCollector
+
+    with ProbeSet.attach([tcp_states.PROBE], AttachSettings(netns=namespace.inode)) as probes, \
+            KernelCollector(probes, namespace.path) as collector:
+        with namespace.enter():
+            inside = Loopback()
+            inside.run(CONNECTIONS)
+            inside.listener.close()
+        expected = inside.expected_counts(CONNECTIONS)
+        wait_for(lambda: state_counts(probes).get(CLOSE) == expected[CLOSE])
+        series = dict(collector.snapshot()["tcp_state_transitions_total"].series)
+    assert series == {(("state", tcp_states.STATE_NAMES[state]),): n for state, n in expected.items()}

@@ -40,7 +40,7 @@ class AttachSettings:
     """How to attach: the config's `attach`, `btf` and `scope` sections."""
 
     #: "auto" tries every flavour in order; a mode name forces that flavour for every probe that
-    #: has one (a probe without it, e.g. tcp_resets without kprobes, tries its own in order).
+    #: has one (a probe without it, one on a tracepoint without kprobes, say, tries its own in order).
     mode: str = "auto"
     #: Per-probe forced modes, over `mode`.
     probe_modes: Mapping[str, str] = field(default_factory=dict)
@@ -192,7 +192,7 @@ class ProbeSet:
         return len(self.probes)
 
     def summary(self) -> str:
-        """`tcp_states=raw_tracepoint/inet_sock_set_state, ...` for the start-up log line, then how open
+        """`name=raw_tracepoint/inet_sock_set_state, ...` for the start-up log line, then how open
         connections are read."""
         probes = ", ".join(f"{name}={a.flavour}({a.path})" for name, a in self.probes.items())
         walks = [f"{self[name].probe.walk.subject} by {'the kernel walk' if walk else self[name].probe.walk.fallback}"

@@ -58,7 +58,7 @@ ENTRY = Record("tcp_connection", [
     # Only for an adopted connection (0 otherwise): its payload when gespann started, taken off at its end.
     ("sent_at_start", u64),
     ("received_at_start", u64),
-    # Packets of the connection the kernel dropped (packet_drops), and the reason of the latest.
+    # Packets of the connection the kernel dropped (counted where dropped packets are), and the reason of the latest.
     ("drops", u32),
     ("drop_reason", u32),
 ])

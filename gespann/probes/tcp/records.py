@@ -47,7 +47,7 @@ RECORD = Record("connection_record", [
     ("pid", u32),  # thread-group id: the process, as ps shows it
     ("srtt_us", u32),  # smoothed RTT at the end
     ("retransmits", u32),
-    ("drops", u32),  # its packets the kernel dropped (packet_drops), and the reason of the latest
+    ("drops", u32),  # its packets the kernel dropped (counted where dropped packets are), and the reason of the latest
     ("drop_reason", u32),
     ("family", u16),  # AF_INET or AF_INET6
     ("local_port", u16),  # host order

@@ -1,6 +1,6 @@
 """A probe: one probe point, its flavours, the maps its program writes, and the program's body.
 
-A probe module (one per probe point, e.g. `tcp_states.py`) declares a `Probe`;
+A probe module (one per probe point) declares a `Probe`;
 `ProbeSet` picks the first flavour the kernel accepts and attaches it.
 """
 
@@ -142,7 +142,7 @@ class Probe:
 
     `metrics` are what the probe contributes to the catalogue, and `reader` makes
     what turns its maps into their series at each collection (reading.py). A
-    probe whose maps another probe reads (udp_receive fills udp_send's) declares
+    probe whose maps another probe reads (UDP's receiving probe fills the sending one's) declares
     neither. Two probes may declare one metric (the same spec), each adding its
     own series.
     """
@@ -157,7 +157,7 @@ class Probe:
     #: Maps of `maps` made only when this says the build target needs them (their code is built only then).
     optional_maps: Mapping[str, Callable[[BuildTarget], bool]] = field(default_factory=dict)
     #: The traffic it watches ("tcp" or "udp"): `scope.protocols` leaves out the probes of the others.
-    #: None: packets of every protocol (packet_drops), attached whatever `scope.protocols` says.
+    #: None: packets of every protocol (dropped packets), attached whatever `scope.protocols` says.
     protocol: Optional[str] = "tcp"
     metrics: tuple[MetricSpec, ...] = ()
     #: A `reading.ReaderFactory`: called with a ReadContext, gives the probe's Reader.
