@@ -76,8 +76,15 @@ class AttachSettings:
         for walk in walks:
             forced = [f"{probe.name} attached as {self.candidates(probe)[0].mode}" for probe in probes
                       if walk.typed_sockets_for in probe.shared_maps and not self.candidates(probe)[0].btf_pointers]
-            why = (f"{forced[0]} cannot use socket storage (it needs the fentry or tp_btf flavour)" if forced
-                   else walk.missing_prerequisite(self.btf_source))
+            if forced:
+                if self.open_connections == "kernel_walk":
+                    raise FeatureUnsupportedError(f"the kernel walk of {walk.subject} with {forced[0]}", walk.since,
+                                                  reason="socket storage needs the fentry or tp_btf flavour of "
+                                                         "every probe that shares the connection state")
+                log.debug("%s are read with %s: %s cannot use socket storage", walk.subject, walk.fallback,
+                          forced[0])
+                return False
+            why = walk.missing_prerequisite(self.btf_source)
             if why is None:
                 continue
             if self.open_connections == "kernel_walk":
