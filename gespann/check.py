@@ -42,8 +42,8 @@ class CheckReport:
         """Why gespann cannot run at all, or None when it can (perhaps with fallbacks)."""
         if self.missing_capabilities:
             return f"missing {', '.join(self.missing_capabilities)}: run as root or grant them"
-        unavailable = [p.probe for p in self.probes if not p.flavour]
-        if unavailable:  # `gespann run` attaches every probe or none
+        unavailable = [p.probe for p in self.probes if not p.flavour and p.required]
+        if unavailable:  # `gespann run` attaches every probe it needs, or none
             return f"{', '.join(unavailable)} cannot attach on this kernel (reasons above)"
         return None
 
@@ -65,8 +65,10 @@ class CheckReport:
         for probe in self.probes:
             if probe.flavour:
                 out.append(f"  {probe.probe:<16} {probe.flavour} via {probe.path}")
-            else:
+            elif probe.required:
                 out.append(f"  {probe.probe:<16} UNAVAILABLE")
+            else:
+                out.append(f"  {probe.probe:<16} left out: no flavour attaches here, and gespann runs without it")
             for flavours, why in group_reasons(probe.passed_over):
                 out.append(f"  {'':<16}   not {', '.join(flavours)}: {why}")
         for _, title, text in self.paths:

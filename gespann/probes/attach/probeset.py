@@ -161,8 +161,8 @@ class ProbeSet:
             try:
                 with ExitStack() as stack:
                     shared: dict[str, Map] = dict(records.maps) if records is not None else {}
-                    attached = [_attach_first_flavour(probe, settings, target, stack, shared, typed)
-                                for probe in probes]
+                    attached = [a for a in (_attach_first_flavour(probe, settings, target, stack, shared, typed)
+                                            for probe in probes) if a is not None]
                     walks = {a.probe.name: _attach_walk(a, target, settings, stack)
                              for a in attached if a.probe.walk is not None}
                     return cls(attached, stack.pop_all(), walks)
@@ -234,22 +234,27 @@ class TrialResult:
     path: Optional[str]  # how the bpf layer attached it, e.g. "raw_tracepoint_open"
     passed_over: Mapping[str, str]
     error: Optional[str] = None
+    #: Whether `gespann run` needs it (Probe.required): one it can do without is left out, not fatal.
+    required: bool = True
 
 
 def trial_attach(probe: Probe, settings: AttachSettings) -> TrialResult:
     """Attach `probe` and detach it again: the kernel's own answer to "which flavour, and why"."""
+    trial = dataclasses.replace(probe, required=True)  # to hear why, where a run would leave it out
     try:
-        with ProbeSet.attach([probe], settings) as attached:
+        with ProbeSet.attach([trial], settings) as attached:
             a = attached[probe.name]
-            return TrialResult(probe.name, str(a.flavour), a.path, dict(a.passed_over))
+            return TrialResult(probe.name, str(a.flavour), a.path, dict(a.passed_over), required=probe.required)
     except ProbeUnavailable as err:
-        return TrialResult(probe.name, None, None, err.reasons, str(err))
+        return TrialResult(probe.name, None, None, err.reasons, str(err), required=probe.required)
     except BPFError as err:
-        return TrialResult(probe.name, None, None, {}, str(err))
+        return TrialResult(probe.name, None, None, {}, str(err), required=probe.required)
 
 
 def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildTarget,
-                          stack: ExitStack, shared: dict[str, Map], typed: set[str]) -> AttachedProbe:
+                          stack: ExitStack, shared: dict[str, Map], typed: set[str]) -> Optional[AttachedProbe]:
+    """The probe attached by its first flavour the kernel takes; None for a probe gespann can run without
+    (Probe.required False) that no flavour attaches, said in the log."""
     shared_wanted = [name for name in probe.shared_maps if probe.wants(name, target)]
     for name in shared_wanted:
         if name not in shared:
@@ -276,6 +281,9 @@ def _attach_first_flavour(probe: Probe, settings: AttachSettings, target: BuildT
         attached.passed_over = passed_over
         log.debug("probe %s attached as %s via %s", probe.name, flavour, attached.path)
         return attached
+    if not probe.required:
+        log.warning("%s; it is left out, and its figures with it", ProbeUnavailable(probe.name, passed_over))
+        return None
     raise ProbeUnavailable(probe.name, passed_over)
 
 

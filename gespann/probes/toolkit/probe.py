@@ -169,6 +169,10 @@ class Probe:
     walk: Optional[KernelWalk] = None
     #: What `gespann check` says about the paths this probe takes.
     checks: tuple[CheckLine, ...] = ()
+    #: Whether `gespann run` needs it. One that is not (its figures need a kernel feature some kernels lack)
+    #: is left out where no flavour attaches, with a log line naming each flavour's reason, and its metrics
+    #: are absent from the page; `gespann check` names it as left out, not as a reason not to run.
+    required: bool = True
 
     def __post_init__(self):
         if self.metrics and self.reader is None:
