@@ -120,3 +120,17 @@ def test_its_reader_gives_the_kernels_counts_by_state_name(namespace):
         wait_for(lambda: state_counts(probes).get(CLOSE) == expected[CLOSE])
         series = dict(collector.snapshot()["tcp_state_transitions_total"].series)
     assert series == {(("state", tcp_states.STATE_NAMES[state]),): n for state, n in expected.items()}
+
+
+def test_a_probe_gespann_can_run_without_is_left_out_with_its_reasons(caplog):
+    """Probe.required False: where no flavour attaches, the rest of the set attaches, and the log says why."""
+    from gespann.probes import trial_attach
+
+    absent = dataclasses.replace(tcp_states.PROBE, name="tcp_states_absent", required=False, flavours=(
+        RawTracepoint("gespann_no_such_tracepoint", args=("sk", "oldstate", "newstate")),))
+    with ProbeSet.attach([absent, tcp_states.PROBE], AttachSettings()) as probes:
+        assert list(probes.probes) == ["tcp_states"]
+    assert "probe tcp_states_absent cannot attach on this kernel" in caplog.text
+    assert "gespann_no_such_tracepoint" in caplog.text and "left out" in caplog.text
+    trial = trial_attach(absent, AttachSettings())
+    assert trial.flavour is None and not trial.required and "gespann_no_such_tracepoint" in trial.error
