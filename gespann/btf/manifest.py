@@ -98,6 +98,7 @@ FIELDS: tuple[FieldRef, ...] = (
     FieldRef("sk_buff", "data"),
     FieldRef("sk_buff", "end"),  # skb_shinfo() is at head + end (an offset on 64-bit kernels)
     FieldRef("sk_buff", "network_header"),
+    _optional("sk_buff", "transport_header"),  # where a received packet's TCP or UDP header starts
     FieldRef("sk_buff", "protocol"),
     FieldRef("sk_buff", "pkt_type"),  # a 3-bit bitfield
     FieldRef("skb_shared_info", "gso_size"),

@@ -11,7 +11,7 @@ labels equals every event counted.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Union
 
 from asm import DW, R0, R1, R10, W, Program, Slot
 
@@ -22,17 +22,18 @@ from ...vocabulary import OTHER
 from .map_calls import emit_increment, emit_map_lookup, emit_map_update
 
 
-def capped_count_maps(counts: str, overflow: str, key_codec, capacity: int, object_prefix: str) -> dict:
-    """The two maps' factories, for a probe's `maps`: `counts` (key -> u64, `capacity` keys) and the one-slot
+def capped_count_maps(counts: str, overflow: str, key_codec, capacity: int, object_prefix: str,
+                      overflow_slots: int = 1) -> dict:
+    """The two maps' factories, for a probe's `maps`: `counts` (key -> u64, `capacity` keys) and the
     `overflow` array. `object_prefix` names them in the kernel (`gsp_<prefix>_n`, `gsp_<prefix>_o`)."""
     return {counts: lambda: HashMap(key_codec, U64, capacity, name=f"gsp_{object_prefix}_n"[:15]),
-            overflow: lambda: ArrayMap(U64, 1, name=f"gsp_{object_prefix}_o"[:15])}
+            overflow: lambda: ArrayMap(U64, overflow_slots, name=f"gsp_{object_prefix}_o"[:15])}
 
 
-def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot) -> None:
-    """Emit `counts[key] += 1`, or `overflow[0] += 1` when `counts` has no room for a new key. The key is
-    in stack slot `key`, filled whole (padding zeroed); the overflow path overwrites its first 4 bytes.
-    Clobbers R0-R5."""
+def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot, slot: int = 0) -> None:
+    """Emit `counts[key] += 1`, or `overflow[slot] += 1` when `counts` has no room for a new key (an
+    overflow array of several slots keeps one `other` per kind: per protocol, say). The key is in stack
+    slot `key`, filled whole (padding zeroed); the overflow path overwrites its first 4 bytes. Clobbers R0-R5."""
     one = p.frame.alloc(f"{counts} first count", size=8)
     counted, done = p.new_label(f"{counts}.counted"), p.new_label(f"{counts}.done")
     emit_map_lookup(p, counts, key)
@@ -42,7 +43,7 @@ def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot) -> None
     p.jeq(R0, 0, done)
     emit_map_lookup(p, counts, key)  # another CPU made it first, or the map is full
     p.jne(R0, 0, counted)
-    p.st(W, R10, key.at(), 0)
+    p.st(W, R10, key.at(), slot)
     emit_increment(p, overflow, key)
     p.ja(done)
     p.label(counted)
@@ -52,16 +53,17 @@ def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot) -> None
 
 
 def read_capped_counts(counts, overflow, label_of: Callable[[object], Labels],
-                       other: Labels) -> dict[Labels, int]:
-    """The counts as series: each key's under `label_of(key)`, the overflow under `other` (the series whose
-    capped label is OTHER) when anything overflowed."""
+                       other: Union[Labels, Callable[[int], Labels]]) -> dict[Labels, int]:
+    """The counts as series: each key's under `label_of(key)`, each overflow slot that counted anything under
+    `other` (the series whose capped label is OTHER; a function of the slot where there are several)."""
     series: dict[Labels, int] = {}
     for key, n in counts.items():
         labels = label_of(key)
         series[labels] = series.get(labels, 0) + n
-    overflowed = overflow[0]
-    if overflowed:
-        series[other] = series.get(other, 0) + overflowed
+    for slot, overflowed in overflow.items():
+        if overflowed:
+            labels = other(slot) if callable(other) else other
+            series[labels] = series.get(labels, 0) + overflowed
     return series
 
 
