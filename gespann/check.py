@@ -62,13 +62,14 @@ class CheckReport:
             state = "yes" if feature.available else "no "
             out.append(f"  {state} {feature.description:<58} Linux {feature.since:<5} {feature.detail}")
         out.append("probes")
+        width = max([16, *(len(probe.probe) for probe in self.probes)])  # the longest name sets the column
         for probe in self.probes:
             if probe.flavour:
-                out.append(f"  {probe.probe:<16} {probe.flavour} via {probe.path}")
+                out.append(f"  {probe.probe:<{width}} {probe.flavour} via {probe.path}")
             else:
-                out.append(f"  {probe.probe:<16} UNAVAILABLE")
+                out.append(f"  {probe.probe:<{width}} UNAVAILABLE")
             for flavours, why in group_reasons(probe.passed_over):
-                out.append(f"  {'':<16}   not {', '.join(flavours)}: {why}")
+                out.append(f"  {'':<{width}}   not {', '.join(flavours)}: {why}")
         if self.open_connections:
             out.append(f"open conns      {self.open_connections}")
         if self.udp_flows:
