@@ -17,8 +17,8 @@ from typing import Any, Mapping
 import yaml
 
 from .exporters import KINDS, ExporterConfig
-from .settings import (ConfigError, choice, expect, flag, key_name, positive_int, reject_unknown, seconds,
-                       show)
+from .probes.flavours import MODES
+from .settings import ConfigError, choice, expect, flag, key_name, positive_int, reject_unknown, seconds, show
 from .vocabulary import PROTOCOLS
 
 __all__ = ["Config", "ConfigError", "ExporterConfig", "load", "parse"]
@@ -33,7 +33,8 @@ PERF_EVENT_ATTACH = ("auto", "link", "ioctl")
 #: attach.open_connections: how a collection reads open connections: a walk in the kernel (probes/tcp_walk.py,
 #: probes/udp_walk.py) or in user space (a sock_diag dump for TCP, a pass over the flow map for UDP).
 OPEN_CONNECTIONS = ("auto", "kernel_walk", "user_space")
-ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
+#: attach.mode: a flavour for every probe that has it, from the one table of modes, or the first the kernel accepts.
+ATTACH_MODES = ("auto", *MODES)
 BTF_SOURCES = ("auto", "btf", "vendored")
 #: limits.<map>: the kernel maps whose capacity the config sets (each a probe's map name).
 LIMITS = ("tcp_connections", "udp_flows")
@@ -139,7 +140,8 @@ def parse(document: Any) -> Config:
                                  "connections.udp_flow_timeout"),
         label_process=flag(_given(label_section, "process", False), "labels.process"),
         label_container=flag(_given(label_section, "container", False), "labels.container"),
-        label_max_series=positive_int(_given(label_section, "max_series", Config.label_max_series), "labels.max_series"),
+        label_max_series=positive_int(_given(label_section, "max_series", Config.label_max_series),
+                                      "labels.max_series"),
         map_capacities={name: _capacity(limits[name], f"limits.{name}") for name in LIMITS
                         if limits.get(name) is not None},
         deprecations=deprecations,
