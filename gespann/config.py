@@ -62,9 +62,10 @@ KEYS = Keys(
     Key("events.reader", "how connection records leave the kernel: the BPF ring buffer (5.8+) or the perf event "
         "array", "auto", EVENT_READERS),
     Key("attach.mode", "force one attach flavour for every probe that has it; `auto` takes the first the kernel "
-        "accepts (see docs/flavours.md)", "auto", ATTACH_MODES),
+        "accepts (see [Attach flavours](flavours.md))", "auto", ATTACH_MODES),
     Key("attach.probes", "force a flavour for one probe, or leave it out: `{packet_drops: off}` loads no drop probe "
-        "(its cost: see docs/benchmarks.md)", {}, values="`{PROBE: MODE}`, MODE a flavour, `auto` or `off`"),
+        "(its cost: see [Benchmarks](benchmarks.md))", {},
+        values="`{PROBE: MODE}`, MODE a flavour, `auto` or `off`"),
     Key("attach.perf_event", "attach tracepoint and kprobe programs to their perf event with a bpf_link (5.15+) or "
         "the perf ioctl", "auto", PERF_EVENT_ATTACH),
     Key("attach.open_connections", "how a scrape reads open connections: with walks in the kernel where the kernel "
@@ -78,8 +79,8 @@ KEYS = Keys(
     Key("scope.netns", "watch only sockets in that network namespace (a sidecar watching its pod); absent: every "
         "namespace", values="a namespace file, e.g. `/proc/1/ns/net`, `/run/netns/NAME`"),
     Key("scope.protocols", "the protocols watched. UDP's probes run on every packet (about 60 ns sent, 100 ns "
-        "received, TCP packets included: see docs/benchmarks.md), so a host that needs no UDP figures leaves `udp` "
-        "out and loads no UDP probe", PROTOCOLS, values="a list of: " + ", ".join(f"`{p}`" for p in PROTOCOLS)),
+        "received, TCP packets included: see [Benchmarks](benchmarks.md)), so a host that needs no UDP figures "
+        "leaves `udp` out and loads no UDP probe", PROTOCOLS, values="a list of: " + ", ".join(f"`{p}`" for p in PROTOCOLS)),
     Key("connections.idle_timeout", "an open connection with no payload for longer counts in "
         "`gespann_connections_idle`", 60.0, values="seconds"),
     Key("connections.udp_flow_timeout", "a UDP flow with no datagram for longer ends, and counts as closed", 120.0,
@@ -105,8 +106,8 @@ KEYS = Keys(
         "event lost (logged once, naming this key). A scrape reads the table in one pass and keeps nothing per "
         "flow", values="entries"),
     Key("extra_probes", "probes from outside gespann's tree, each file declaring `PROBE` or `PROBES`; attached "
-        "beside gespann's own, their metrics exported like gespann's (see docs/writing-a-probe.md). They run in "
-        "gespann's process with its privileges: name only code you trust", (),
+        "beside gespann's own, their metrics exported like gespann's (see [Writing a probe](writing-a-probe.md)). "
+        "They run in gespann's process with its privileges: name only code you trust", (),
         values="a list of Python files (`.py`) or module names"),
 )
 #: limits.<map>: the kernel maps whose capacity the config sets (each a probe's map name).
