@@ -80,7 +80,8 @@ KEYS = Keys(
         "namespace", values="a namespace file, e.g. `/proc/1/ns/net`, `/run/netns/NAME`"),
     Key("scope.protocols", "the protocols watched. UDP's probes run on every packet (about 60 ns sent, 100 ns "
         "received, TCP packets included: see [Benchmarks](benchmarks.md)), so a host that needs no UDP figures "
-        "leaves `udp` out and loads no UDP probe", PROTOCOLS, values="a list of: " + ", ".join(f"`{p}`" for p in PROTOCOLS)),
+        "leaves `udp` out and loads no UDP probe", PROTOCOLS,
+        values="a list of: " + ", ".join(f"`{protocol}`" for protocol in PROTOCOLS)),
     Key("connections.idle_timeout", "an open connection with no payload for longer counts in "
         "`gespann_connections_idle`", 60.0, values="seconds"),
     Key("connections.udp_flow_timeout", "a UDP flow with no datagram for longer ends, and counts as closed", 120.0,
