@@ -22,7 +22,7 @@ from .opcodes import Size
 from .program import Program
 from .record import Array, Field, Record, Scalar, array, s8, s16, s32, s64, u8, u16, u32, u64
 from .registers import R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, Register
-from .text import assemble, disassemble, format_instruction, parse_instruction
+from .text import assemble, disassemble, format_dsl, format_instruction, parse_instruction
 
 B, H, W, DW = Size.B, Size.H, Size.W, Size.DW
 
@@ -45,6 +45,7 @@ __all__ = [
     "assemble",
     "disassemble",
     "format_instruction",
+    "format_dsl",
     "parse_instruction",
     "Array",
     "Field",

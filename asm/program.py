@@ -32,7 +32,7 @@ from .opcodes import (
     Source,
 )
 from .registers import Register
-from .text import format_instruction
+from .text import format_dsl, format_instruction
 
 Operand = Union[Register, int]
 """A register selects the register form of an instruction, an int the immediate form."""
@@ -158,13 +158,19 @@ class Program:
 
     def __str__(self) -> str:
         """A listing in LLVM syntax with labels and symbols, which `asm.assemble` reads back."""
+        return self.listing()
+
+    def listing(self, dsl: bool = False) -> str:
+        """The program with its labels, jumps to them by name, and its maps by name; with `dsl`, helpers
+        by name and map loads as `map[name]` (`format_dsl`), for reading rather than `asm.assemble`."""
+        show = format_dsl if dsl else format_instruction
         at_slot: dict[int, list[str]] = {}
         for name, slot in self._labels.items():
             at_slot.setdefault(slot, []).append(f"{name}:")
         lines = []
         for slot, insn in with_slots(self._instructions):
             lines += at_slot.pop(slot, [])
-            lines.append(f"\t{format_instruction(insn)}")
+            lines.append(f"\t{show(insn)}")
         lines += at_slot.pop(len(self), [])
         return "".join(f"{line}\n" for line in lines)
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Union
 
 from .errors import AsmError
+from .helpers import HELPERS
 from .instruction import Instruction, decode, encode, to_s32, with_slots
+from .linker import is_map_ref, link
 from .opcodes import (
     FETCH,
     LD_IMM64,
@@ -36,7 +38,6 @@ from .opcodes import (
     Size,
     Source,
 )
-from .linker import link
 
 # -- numbers ------------------------------------------------------------
 
@@ -325,6 +326,23 @@ def format_instruction(insn: Instruction) -> str:
         if form.matches(insn):
             return form.show(insn)
     raise AsmError(f"{insn!r} is not a valid eBPF instruction")
+
+
+_HELPER_NAMES = {number: f"bpf_{name}" for name, number in HELPERS.items()}
+
+
+def format_dsl(insn: Instruction) -> str:
+    """One instruction as the DSL names things: a helper call by the helper's name, a map load as
+    `map[name]` (plus `[0]+offset` into its value), a jump by its label; the rest in LLVM syntax.
+
+    A listing for people reading a program: `assemble` does not read these spellings back.
+    """
+    if insn.is_call and insn.src == CallSrc.HELPER and insn.imm in _HELPER_NAMES:
+        return f"call {_HELPER_NAMES[insn.imm]}"
+    if is_map_ref(insn):
+        value = f"[0]+{insn.next_imm:#x}" if insn.src in (PseudoSrc.MAP_VALUE, PseudoSrc.MAP_IDX_VALUE) else ""
+        return f"r{insn.dst} = map[{insn.symbol}]{value}"
+    return format_instruction(insn)
 
 
 def disassemble(code: bytes) -> str:

@@ -62,15 +62,16 @@ class CheckReport:
             state = "yes" if feature.available else "no "
             out.append(f"  {state} {feature.description:<58} Linux {feature.since:<5} {feature.detail}")
         out.append("probes")
+        width = max([16, *(len(probe.probe) for probe in self.probes)])  # the longest name sets the column
         for probe in self.probes:
             if probe.flavour:
-                out.append(f"  {probe.probe:<16} {probe.flavour} via {probe.path}")
+                out.append(f"  {probe.probe:<{width}} {probe.flavour} via {probe.path}")
             elif probe.required:
-                out.append(f"  {probe.probe:<16} UNAVAILABLE")
+                out.append(f"  {probe.probe:<{width}} UNAVAILABLE")
             else:
-                out.append(f"  {probe.probe:<16} left out: no flavour attaches here, and gespann runs without it")
+                out.append(f"  {probe.probe:<{width}} left out: no flavour attaches here, and gespann runs without it")
             for flavours, why in group_reasons(probe.passed_over):
-                out.append(f"  {'':<16}   not {', '.join(flavours)}: {why}")
+                out.append(f"  {'':<{width}}   not {', '.join(flavours)}: {why}")
         for _, title, text in self.paths:
             out.append(f"{title:<16}{text}")
         out.append(f"verdict         {'cannot run: ' + self.fatal if self.fatal else 'ready'}")

@@ -240,11 +240,15 @@ def check(config_path: str | None, as_json: bool) -> None:
 @click.option("--mode", default=None, help="The flavour to show (default: the probe's first).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML config file whose extra_probes to look in too.")
-def disasm(probe_name: str, mode: str | None, config_path: str | None) -> None:
-    """Print PROBE's eBPF bytecode in llvm-objdump syntax.
+@click.option("--syntax", type=click.Choice(["llvm", "dsl"]), default="llvm", show_default=True,
+              help="llvm: llvm-objdump's, to diff against clang's objects; dsl: labels, map and helper names.")
+def disasm(probe_name: str, mode: str | None, config_path: str | None, syntax: str) -> None:
+    """Print PROBE's eBPF bytecode in llvm-objdump syntax, or as the DSL names things.
 
-    Offsets come from this kernel's tracefs and BTF; map references print as
-    unresolved loads (fd 0), since nothing is loaded.
+    Offsets come from this kernel's tracefs and BTF. In llvm syntax map
+    references print as unresolved loads (fd 0), since nothing is loaded, and
+    jumps and calls by offset and id; `--syntax dsl` prints the program's labels,
+    `map[name]` for a map and `call bpf_<helper>` for a helper.
     """
     import asm
 
@@ -264,6 +268,9 @@ def disasm(probe_name: str, mode: str | None, config_path: str | None) -> None:
     except (BPFError, BTFError) as err:
         _fail(str(err))
     click.echo(f"; {probe.name} as {flavour}")
+    if syntax == "dsl":
+        click.echo(program.listing(dsl=True), nl=False)
+        return
     code = program.assemble(maps={name: 0 for name in program.map_names})
     click.echo(asm.disassemble(code), nl=False)
 

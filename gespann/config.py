@@ -17,8 +17,20 @@ from typing import Any, Mapping
 import yaml
 
 from .exporters import KINDS, ExporterConfig
-from .settings import (ConfigError, choice, expect, flag, key_name, positive_int, reject_unknown, seconds,
-                       show)
+from .probes.toolkit.flavours import MODES
+from .settings import (
+    ConfigError,
+    Key,
+    Keys,
+    choice,
+    expect,
+    flag,
+    key_name,
+    positive_int,
+    reject_unknown,
+    seconds,
+    show,
+)
 from .vocabulary import PROTOCOLS
 
 __all__ = ["Config", "ConfigError", "ExporterConfig", "load", "parse"]
@@ -33,12 +45,74 @@ PERF_EVENT_ATTACH = ("auto", "link", "ioctl")
 #: attach.open_connections: how a collection reads open connections: the kernel walks probes offer
 #: (Probe.walk) or in user space (a sock_diag dump for TCP, a pass over the flow map for UDP).
 OPEN_CONNECTIONS = ("auto", "kernel_walk", "user_space")
-ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
+#: attach.mode: a flavour for every probe that has it, from the one table of modes, or the first the kernel accepts.
+ATTACH_MODES = ("auto", *MODES)
 BTF_SOURCES = ("auto", "btf", "vendored")
-#: limits.<map>: the kernel maps whose capacity the config sets (each a probe's map name).
-LIMITS = ("tcp_connections", "udp_flows")
 #: The largest capacity accepted: 2^24 entries is already about 2 GiB of kernel memory for these maps.
 MAX_CAPACITY = 1 << 24
+
+#: Every key of the file but the exporters' settings (each exporter kind declares those), in the file's order:
+#: the parser's defaults, choices and known keys, and docs/config.md (tools/gen_docs.py), come from here.
+KEYS = Keys(
+    Key("log_level", "what gespann logs", "info", LOG_LEVELS),
+    Key(EXPORTERS_KEY, "one exporter each, `{type: TYPE, settings: {...}}`; TYPE and its settings below",
+        DEFAULT_EXPORTERS, values="a list"),
+    Key(OLDER_EXPORTERS_KEY, f"the original gespann's name for `{EXPORTERS_KEY}`, still read, with one warning line "
+        "in the log; a file with both is an error naming both", values="a list"),
+    Key("events.reader", "how connection records leave the kernel: the BPF ring buffer (5.8+) or the perf event "
+        "array", "auto", EVENT_READERS),
+    Key("attach.mode", "force one attach flavour for every probe that has it; `auto` takes the first the kernel "
+        "accepts (see [Attach flavours](flavours.md))", "auto", ATTACH_MODES),
+    Key("attach.probes", "force a flavour for one probe, or leave it out: `{packet_drops: off}` loads no drop probe "
+        "(its cost: see [Benchmarks](benchmarks.md))", {},
+        values="`{PROBE: MODE}`, MODE a flavour, `auto` or `off`"),
+    Key("attach.perf_event", "attach tracepoint and kprobe programs to their perf event with a bpf_link (5.15+) or "
+        "the perf ioctl", "auto", PERF_EVENT_ATTACH),
+    Key("attach.open_connections", "how a scrape reads open connections: with walks in the kernel where the kernel "
+        "runs them (`kernel_walk` insists, and names what is missing), or in user space: a sock_diag dump of TCP "
+        "connections, one pass over the UDP flow map. The walk keeps 16 bytes in the storage of each connection it "
+        "has found open, plus the kernel's own bookkeeping for socket storage (a few hundred bytes per socket at "
+        "most), all freed with the socket. `gespann check` says which way is taken, and why", "auto",
+        OPEN_CONNECTIONS),
+    Key("btf.source", "where struct offsets come from: the running kernel's BTF, the tables in `vendored_vmlinux/`, "
+        "or a BTF/ELF file", "auto", BTF_SOURCES, values="or a file path"),
+    Key("scope.netns", "watch only sockets in that network namespace (a sidecar watching its pod); absent: every "
+        "namespace", values="a namespace file, e.g. `/proc/1/ns/net`, `/run/netns/NAME`"),
+    Key("scope.protocols", "the protocols watched. UDP's probes run on every packet (about 60 ns sent, 100 ns "
+        "received, TCP packets included: see [Benchmarks](benchmarks.md)), so a host that needs no UDP figures "
+        "leaves `udp` out and loads no UDP probe", PROTOCOLS,
+        values="a list of: " + ", ".join(f"`{protocol}`" for protocol in PROTOCOLS)),
+    Key("connections.idle_timeout", "an open connection with no payload for longer counts in "
+        "`gespann_connections_idle`", 60.0, values="seconds"),
+    Key("connections.udp_flow_timeout", "a UDP flow with no datagram for longer ends, and counts as closed", 120.0,
+        values="seconds"),
+    Key("labels.process", "opt-in label by process name on `gespann_process_connections_total` and "
+        "`gespann_process_bytes_total`. TCP ends are counted by the kernel per owner (cgroup and comm) as they "
+        "happen, exact at any rate, in a map of `4 × max_series + 1` owners (about 100 bytes each); past it, owners "
+        "count under `other` (logged once). UDP flows count when they end", False, values="`true`, `false`"),
+    Key("labels.container", "opt-in label by container id on the same metrics, counted the same way", False,
+        values="`true`, `false`"),
+    Key("labels.max_series", "most label sets per metric; connections of any later one count under `other`", 100,
+        values="a whole number"),
+    Key("limits.tcp_connections", "the kernel's table of TCP connections in flight (a preallocated hash, about 128 "
+        "bytes of kernel memory per entry: 8 MiB by default). Where the kernel walk runs (see "
+        "`attach.open_connections`), nothing is evicted: a connection the table has no room for keeps its entry in "
+        "its socket's storage (about 72 bytes plus the kernel's per-socket overhead, freed with the socket), at the "
+        "cost of one allocation. Elsewhere the table is an LRU: with more connections in flight the least recently "
+        "updated is evicted, and its end is counted in `gespann_connection_ends_untracked_total` instead of as "
+        "closed or reset (logged once, naming this key)", values="entries"),
+    Key("limits.udp_flows", "the kernel's table of UDP flows (an LRU hash, about 200 bytes per entry: 3.1 MiB by "
+        "default). Datagram, byte and flows-opened totals are counted beside it and stay exact past it; a flow "
+        "evicted before it goes idle counts as closed and in `gespann_flows_evicted_total`, its own figures and its "
+        "event lost (logged once, naming this key). A scrape reads the table in one pass and keeps nothing per "
+        "flow", values="entries"),
+    Key("extra_probes", "probes from outside gespann's tree, each file declaring `PROBE` or `PROBES`; attached "
+        "beside gespann's own, their metrics exported like gespann's (see [Writing a probe](writing-a-probe.md)). "
+        "They run in gespann's process with its privileges: name only code you trust", (),
+        values="a list of Python files (`.py`) or module names"),
+)
+#: limits.<map>: the kernel maps whose capacity the config sets (each a probe's map name).
+LIMITS = KEYS.under("limits")
 
 
 def _default_exporters() -> tuple[ExporterConfig, ...]:
@@ -47,36 +121,36 @@ def _default_exporters() -> tuple[ExporterConfig, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    log_level: str = "info"
+    log_level: str = KEYS["log_level"].default
     exporters: tuple[ExporterConfig, ...] = dataclasses.field(default_factory=_default_exporters)
     #: Which reader carries records out of the kernel: the ring buffer (5.8+) or the perf event array.
-    event_reader: str = "auto"
+    event_reader: str = KEYS["events.reader"].default
     #: Which flavour every probe attaches with ("auto": the first the kernel accepts).
-    attach_mode: str = "auto"
+    attach_mode: str = KEYS["attach.mode"].default
     #: Per-probe attach modes, over `attach_mode`.
     probe_modes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: How tracepoint and kprobe programs attach to their perf event: a bpf_link (5.15+) or the ioctl.
-    perf_event_attach: str = "auto"
+    perf_event_attach: str = KEYS["attach.perf_event"].default
     #: How open connections are read at a collection: the kernel walks where they run, or in user space.
-    open_connections: str = "auto"
+    open_connections: str = KEYS["attach.open_connections"].default
     #: Where kernel type information comes from: running kernel's BTF, vendored tables, or a file.
-    btf_source: str = "auto"
+    btf_source: str = KEYS["btf.source"].default
     #: A network-namespace file (/proc/PID/ns/net, /run/netns/NAME): watch only that namespace.
     netns: str | None = None
     #: The protocols watched. UDP's probes run on every packet, TCP's included: a host that
     #: needs no UDP figures saves that cost by leaving it out.
-    protocols: tuple[str, ...] = PROTOCOLS
+    protocols: tuple[str, ...] = KEYS["scope.protocols"].default
     #: Probes from outside gespann's tree: Python files or modules that declare PROBE or PROBES.
     extra_probes: tuple[str, ...] = ()
     #: Seconds without payload after which an open connection counts as idle (the idle gauge).
-    idle_timeout: float = 60.0
+    idle_timeout: float = KEYS["connections.idle_timeout"].default
     #: Seconds without a datagram after which a UDP flow ends (and is reported as closed).
-    udp_flow_timeout: float = 120.0
+    udp_flow_timeout: float = KEYS["connections.udp_flow_timeout"].default
     #: Opt-in labels on the per-process metrics: by process name (comm), by container id.
-    label_process: bool = False
-    label_container: bool = False
+    label_process: bool = KEYS["labels.process"].default
+    label_container: bool = KEYS["labels.container"].default
     #: Most label sets each per-process metric gets; beyond it, connections count under "other".
-    label_max_series: int = 100
+    label_max_series: int = KEYS["labels.max_series"].default
     #: Kernel map capacities, by map (limits.tcp_connections, limits.udp_flows); absent: the probes' defaults.
     map_capacities: Mapping[str, int] = dataclasses.field(default_factory=dict)
     #: What the file said in an older way that still works, one line each, for the log.
@@ -107,43 +181,43 @@ def load(path: str | Path | None) -> Config:
 def parse(document: Any) -> Config:
     """Validate an already-decoded YAML document."""
     expect(document, dict, "(top level)", "a mapping")
-    reject_unknown(document, ("log_level", EXPORTERS_KEY, OLDER_EXPORTERS_KEY, "events", "attach", "btf", "scope",
-                              "connections", "labels", "limits", "extra_probes"), "")
-    log_level = choice(_given(document, "log_level", "info"), LOG_LEVELS, "log_level")
+    reject_unknown(document, KEYS.top_level(), "")
+    log_level = _chosen(document, "log_level")
     exporters_key, deprecations = _exporters_key(document)
     exporters = _exporters(_given(document, exporters_key, list(DEFAULT_EXPORTERS)), exporters_key)
-    events = _section(document, "events", ("reader",))
-    attach = _section(document, "attach", ("mode", "probes", "perf_event", "open_connections"))
-    btf = _section(document, "btf", ("source",))
-    scope = _section(document, "scope", ("netns", "protocols"))
-    connections = _section(document, "connections", ("idle_timeout", "udp_flow_timeout"))
-    label_section = _section(document, "labels", ("process", "container", "max_series"))
-    limits = _section(document, "limits", LIMITS)
-    protocols = _protocols(_given(scope, "protocols", list(PROTOCOLS)), "scope.protocols")
-    extra_probes = _extra_probes(_given(document, "extra_probes", []))
+    events, attach, btf, scope, connections, label_section, limits = (
+        _section(document, name) for name in ("events", "attach", "btf", "scope", "connections", "labels", "limits"))
+    protocols = _protocols(_given(scope, "protocols", list(KEYS["scope.protocols"].default)), "scope.protocols")
+    extra_probes = _extra_probes(_given(document, "extra_probes", list(KEYS["extra_probes"].default)))
     return Config(
         log_level=log_level,
         exporters=exporters,
-        event_reader=choice(_given(events, "reader", "auto"), EVENT_READERS, "events.reader"),
-        attach_mode=choice(_given(attach, "mode", "auto"), ATTACH_MODES, "attach.mode", what="attach mode"),
+        event_reader=_chosen(events, "events.reader"),
+        attach_mode=_chosen(attach, "attach.mode", what="attach mode"),
         probe_modes=_probe_modes(_given(attach, "probes", {}), protocols, extra_probes),
-        perf_event_attach=choice(_given(attach, "perf_event", "auto"), PERF_EVENT_ATTACH, "attach.perf_event"),
-        open_connections=choice(_given(attach, "open_connections", "auto"), OPEN_CONNECTIONS,
-                                "attach.open_connections"),
-        btf_source=_btf_source(_given(btf, "source", "auto")),
+        perf_event_attach=_chosen(attach, "attach.perf_event"),
+        open_connections=_chosen(attach, "attach.open_connections"),
+        btf_source=_btf_source(_given(btf, "source", KEYS["btf.source"].default)),
         netns=_namespace_file(scope.get("netns"), "scope.netns"),
         protocols=protocols,
         extra_probes=extra_probes,
         idle_timeout=seconds(_given(connections, "idle_timeout", Config.idle_timeout), "connections.idle_timeout"),
         udp_flow_timeout=seconds(_given(connections, "udp_flow_timeout", Config.udp_flow_timeout),
                                  "connections.udp_flow_timeout"),
-        label_process=flag(_given(label_section, "process", False), "labels.process"),
-        label_container=flag(_given(label_section, "container", False), "labels.container"),
-        label_max_series=positive_int(_given(label_section, "max_series", Config.label_max_series), "labels.max_series"),
+        label_process=flag(_given(label_section, "process", Config.label_process), "labels.process"),
+        label_container=flag(_given(label_section, "container", Config.label_container), "labels.container"),
+        label_max_series=positive_int(_given(label_section, "max_series", Config.label_max_series),
+                                      "labels.max_series"),
         map_capacities={name: _capacity(limits[name], f"limits.{name}") for name in LIMITS
                         if limits.get(name) is not None},
         deprecations=deprecations,
     )
+
+
+def _chosen(section: dict, path: str, what: str = "value") -> str:
+    """The value of a key with choices (KEYS), its default when absent or empty."""
+    key = KEYS[path]
+    return choice(_given(section, key.name, key.default), key.choices, path, what=what)
 
 
 def _exporters_key(document: dict) -> tuple[str, tuple[str, ...]]:
@@ -283,8 +357,9 @@ def _given(mapping: dict, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def _section(document: dict, name: str, known: tuple[str, ...]) -> dict:
+def _section(document: dict, name: str) -> dict:
+    """The mapping under `name`, holding only the keys KEYS lists under it."""
     section = _given(document, name, {})
     expect(section, dict, name, "a mapping")
-    reject_unknown(section, known, name)
+    reject_unknown(section, KEYS.under(name), name)
     return section

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import reprlib
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping
 
 
 class ConfigError(ValueError):
@@ -152,3 +153,53 @@ def readable_file(description: str):
         return path
 
     return readable
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of the config file (exporter settings aside: each exporter kind declares its own).
+
+    The parser takes its default and choices from here, and docs/config.md is
+    generated from the same table, so what the docs list is what is accepted.
+    `values` says what it takes where `choices` cannot (a number, a path).
+    """
+
+    path: str  # dotted: section.name, or a top-level name
+    doc: str
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    values: str = ""
+
+    @property
+    def section(self) -> str:
+        """The top-level key it is under (itself when it is one)."""
+        return self.path.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        """Its name within its section."""
+        return self.path.rsplit(".", 1)[-1]
+
+
+class Keys(Mapping[str, Key]):
+    """A config's keys by dotted path, in the order the file's sections and their keys are listed."""
+
+    def __init__(self, *keys: Key):
+        self._keys = {key.path: key for key in keys}
+
+    def __getitem__(self, path: str) -> Key:
+        return self._keys[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def top_level(self) -> tuple[str, ...]:
+        """The names a file may have at its top, in order."""
+        return tuple(dict.fromkeys(key.section for key in self._keys.values()))
+
+    def under(self, section: str) -> tuple[str, ...]:
+        """The names the mapping `section` may hold, in order."""
+        return tuple(key.name for key in self._keys.values() if key.section == section and key.path != section)

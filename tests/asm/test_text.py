@@ -90,6 +90,23 @@ def test_program_listing_reads_back():
     assert assemble(str(p), maps={"counts": 9}) == p.assemble(maps={"counts": 9})
 
 
+
+def test_dsl_listing_names_helpers_and_maps_and_keeps_labels():
+    p = Program("dsl")
+    p.label("top")
+    p.ld_map(R1, "counts")
+    p.ld_map_value(R2, "config", 8)
+    p.call("map_lookup_elem")
+    p.call(5)
+    p.call_local("sub")
+    p.jne(R0, 0, "top")
+    p.label("sub")
+    p.exit()
+    assert p.listing(dsl=True).splitlines() == [
+        "top:", "\tr1 = map[counts]", "\tr2 = map[config][0]+0x8", "\tcall bpf_map_lookup_elem",
+        "\tcall bpf_ktime_get_ns", "\tcall sub", "\tif r0 != 0x0 goto top", "sub:", "\texit"]
+    assert p.listing() == str(p)  # the llvm listing stays what assemble reads back
+
 @pytest.mark.parametrize(
     "text, message",
     [

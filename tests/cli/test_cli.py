@@ -59,3 +59,63 @@ def test_unknown_probe_is_a_usage_error():
     result = CliRunner().invoke(main, ["disasm", "no_such_probe"])
     assert result.exit_code == 2
     assert "gespann probes" in result.output
+
+
+def disasm_lines(probe: str, *options: str) -> list[str]:
+    result = CliRunner().invoke(main, ["disasm", probe, "--mode", "raw_tracepoint", *options])
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()
+
+
+@pytest.mark.parametrize("probe", ["tcp_states", "tcp_lifecycle"])
+def test_disasm_in_llvm_syntax_is_the_default_and_is_the_assembled_bytecode(probe):
+    import asm
+    from gespann.probes import find_probe
+
+    found = find_probe(probe)
+    flavour = found.flavour("raw_tracepoint")
+    program = found.program(flavour)
+    expected = [f"; {probe} as {flavour}",
+                *asm.disassemble(program.assemble(maps={name: 0 for name in program.map_names})).splitlines()]
+    assert disasm_lines(probe) == expected
+    assert disasm_lines(probe, "--syntax", "llvm") == expected
+
+
+@pytest.mark.parametrize("probe", ["tcp_states", "tcp_lifecycle"])
+def test_disasm_in_dsl_syntax_names_labels_maps_and_helpers_where_llvm_syntax_has_numbers(probe):
+    """Line by line against the llvm listing: a helper's name is its id, a map load an fd-0 load, a label the
+    slot the jump's offset reaches; everything else is the same text."""
+    import asm
+
+    llvm = disasm_lines(probe)[1:]
+    dsl_lines = disasm_lines(probe, "--syntax", "dsl")[1:]
+    labels: dict[str, int] = {}
+    instructions: list[str] = []
+    slot_of: list[int] = []
+    slot = 0
+    for line in dsl_lines:
+        if not line.startswith("\t"):
+            labels[line.rstrip(":")] = slot
+            continue
+        instructions.append(line.strip())
+        slot_of.append(slot)
+        slot += 2 if "= map[" in line or line.endswith(" ll") or line.strip().startswith("ld_pseudo") else 1
+    assert len(instructions) == len(llvm)
+    named = {"helper": 0, "map": 0, "label": 0}
+    for at, dsl, plain in zip(slot_of, instructions, llvm):
+        if dsl.startswith("call bpf_"):
+            assert plain == f"call {asm.HELPERS[dsl[len('call bpf_'):]]:#x}", (dsl, plain)
+            named["helper"] += 1
+        elif "= map[" in dsl:
+            register = dsl.split(" = ")[0]
+            assert plain == f"ld_pseudo {register}, 0x1, 0x0", (dsl, plain)
+            named["map"] += 1
+        elif "goto " in dsl and not dsl.split("goto ")[1].startswith(("+", "-")):
+            prefix, label = dsl.split("goto ")
+            before, offset = plain.split("goto ")
+            assert before == prefix and labels[label] == at + 1 + int(offset, 16), (dsl, plain)
+            named["label"] += 1
+        else:
+            assert dsl == plain
+    assert all(named.values()), named
+    assert "call bpf_map_lookup_elem" in instructions

@@ -2,7 +2,7 @@
 
 `gespann.check.NEEDED_CAPABILITIES` is the set tests/cli/test_least_privilege.py proves
 sufficient and necessary; the systemd unit, every Kubernetes container running gespann and
-the README's Deployment section must grant exactly it, and every embedded config must be one
+docs/deployment.md must grant exactly it, and every embedded config must be one
 gespann accepts, serving on the port the scrape annotations name.
 """
 import re
@@ -146,18 +146,17 @@ def test_example_config_is_valid():
     assert config.netns is None and [a.type for a in config.exporters] == ["prometheus"]
 
 
-def test_readme_documents_the_same_set():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Deployment\n", 1)[1].split("\n## ", 1)[0]
+def test_the_deployment_doc_documents_the_same_set():
+    section = (ROOT / "docs" / "deployment.md").read_text()
     assert f"`{' + '.join(NEEDED_CAPABILITIES)}`" in section
     for path in (UNIT, *MANIFESTS):
         assert str(path.relative_to(ROOT)) in section
 
 
-def test_readme_installs_the_unit_with_the_lines_of_its_header():
-    """tests/deploy/test_systemd_unit.py runs the header's lines; README.md must show the same."""
+def test_the_deployment_doc_installs_the_unit_with_the_lines_of_its_header():
+    """tests/deploy/test_systemd_unit.py runs the header's lines; docs/deployment.md must show the same."""
     from systemd_machine import unit_install_lines
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "deployment.md").read_text()
     lines = unit_install_lines(UNIT)
     assert lines and f"```sh\n{chr(10).join(lines)}\n```" in readme

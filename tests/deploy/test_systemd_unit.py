@@ -5,7 +5,7 @@ It counts real loopback traffic made inside the container against the kernel's o
 container's network namespace (/proc/net/snmp); the service's process holds exactly CAP_BPF and
 CAP_PERFMON; stopping it unloads every BPF object it held; a bad config fails it once, with exit status 2,
 without a restart; it serves TLS to clients with a certificate, its root-only key handed over by
-LoadCredential=; `systemd-analyze security` rates it as README.md says.
+LoadCredential=; `systemd-analyze security` rates it as docs/deployment.md says.
 
 It builds a root file system (25 to 75 s here; Debian packages, and gespann's dependencies from PyPI), so it
 runs in `make deploy-systemd`, after the suite, not in a plain `pytest` run; it needs root.
@@ -302,12 +302,13 @@ def test_a_bad_config_fails_the_unit_with_status_2_without_a_restart(machine, ba
         machine.run("systemctl", "reset-failed", SERVICE, check=False)
 
 
-def test_systemd_analyze_security_rates_the_unit_as_readme_says(machine):
+def test_systemd_analyze_security_rates_the_unit_as_the_docs_say(machine):
     out = machine.run("systemd-analyze", "security", SERVICE, "--no-pager", check=False).stdout
     score = re.search(r"Overall exposure level for gespann\.service: (\d+\.\d+) (\w+)", out)
     assert score, out
     documented = re.search(r"`systemd-analyze security gespann\.service` rates its exposure (\d+\.\d+) \((\w+)\)",
-                           (REPO / "README.md").read_text())
-    assert documented, f"README.md does not give the unit's systemd-analyze security score, {score.group(1)}"
-    assert score.groups() == documented.groups(), f"measured {score.groups()}, README.md says {documented.groups()}"
+                           (REPO / "docs" / "deployment.md").read_text())
+    assert documented, f"docs/deployment.md does not give the unit's systemd-analyze security score, {score.group(1)}"
+    assert score.groups() == documented.groups(), \
+        f"measured {score.groups()}, docs/deployment.md says {documented.groups()}"
     print(f"\nsystemd-analyze security gespann.service: {score.group(1)} {score.group(2)}", file=sys.stderr)

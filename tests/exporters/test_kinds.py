@@ -13,7 +13,7 @@ from gespann.exporters import KINDS, JsonlExporter, build_exporters, wants_event
 from gespann.exporters.kinds import REQUIRED, ExporterKind, Setting
 from gespann.settings import positive_int, text
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIG_DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
 class KeptEvents:
@@ -110,10 +110,11 @@ def test_only_jsonl_consumes_events_among_the_kinds_gespann_has():
     assert [name for name in KINDS if KINDS[name].consumes_events] == ["jsonl"]
 
 
-def test_readme_documents_every_setting_of_every_kind():
-    readme = README.read_text()
+def test_the_config_doc_documents_every_setting_of_every_kind():
+    doc = CONFIG_DOC.read_text()
     for name in KINDS:
-        row = re.search(rf"^\| `exporters\[\]\.settings` \({name}\) \| (.*)$", readme, re.M)
-        assert row, f"README has no row for the {name} exporter's settings"
+        section = re.search(rf"^#### `{name}`\n(.*?)(?=^#|\Z)", doc, re.M | re.S)
+        assert section, f"docs/config.md has no section for the {name} exporter"
         for setting in KINDS[name].settings:
-            assert f"`{setting.name}`" in row.group(1), f"README's {name} row leaves out {setting.name}"
+            assert f"| `exporters[].settings.{setting.name}` |" in section.group(1), \
+                f"docs/config.md's {name} section leaves out {setting.name}"

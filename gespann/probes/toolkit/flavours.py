@@ -1,4 +1,4 @@
-"""Flavours: the different ways into one probe point, in gespann's order of preference.
+"""Flavours: the different ways into one probe point, and the table of attach modes they come in.
 
 Kernels differ in what they let a program attach to: this one has tracepoints
 but no kprobes, another has kprobes but lacks a tracepoint. A probe lists
@@ -7,17 +7,14 @@ probe's body reads the same named arguments whichever flavour runs), and
 attaches. A flavour may need several attachments (a kprobe on each of the
 functions that fire one tracepoint); the program is loaded once per target.
 
-Order of preference, cheapest first:
-  fentry          a BPF trampoline on a kernel function (BTF, 5.5+)
-  tp_btf          typed raw tracepoint (BTF, 5.5+): no record is formatted
-  raw_tracepoint  raw tracepoint arguments (4.17+): no record is formatted
-  tracepoint      the tracefs record through perf_event_open (4.7+)
-  kprobe          a breakpoint on a kernel function (pt_regs): the slowest, but almost always there
+`ATTACH_MODES` is the one table of modes: the config's choices, the guide's
+order of preference and the attach-flavour reference in docs/ come from it.
 """
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Callable, ClassVar, Mapping, Optional, Sequence
 
 from ...bpf.links import (
@@ -36,13 +33,48 @@ from ...bpf.tracefs import read_format
 from ...btf import KernelTypes
 from .arguments import (
     ArgSpec,
+    Arguments,
     ArrayArguments,
     Derivations,
-    Arguments,
     RegisterArguments,
     TracepointArguments,
     as_args,
 )
+
+
+@dataclass(frozen=True)
+class AttachModeInfo:
+    """One attach mode, as the config names it and the docs describe it."""
+
+    name: str
+    description: str
+    #: What the kernel must offer, asked of it by `gespann check` (never read from the version).
+    needs: str
+    #: The Linux release the mode first appeared in.
+    since: str
+    #: Whether the event's socket and packet arguments are BTF-typed pointers (read with direct loads).
+    btf_pointers: bool
+
+
+#: Every attach mode, in gespann's order of preference: each probe lists its flavours in this order, and
+#: `auto` takes the first the kernel accepts. Tracepoints come first because their arguments are a stable
+#: interface; fentry and kprobe hook kernel functions, whose names and arguments change between releases.
+ATTACH_MODES: tuple[AttachModeInfo, ...] = (
+    AttachModeInfo("tp_btf", "typed raw tracepoint: the arguments as the kernel passes them, no record formatted",
+                   "kernel BTF, BPF_PROG_TYPE_TRACING", "5.5", btf_pointers=True),
+    AttachModeInfo("raw_tracepoint", "raw tracepoint arguments, no record formatted",
+                   "BPF_RAW_TRACEPOINT_OPEN", "4.17", btf_pointers=False),
+    AttachModeInfo("tracepoint", "the tracefs record, through perf_event_open",
+                   "perf_event_open on a tracefs event; bpf_link from 5.15, else the ioctl", "4.7",
+                   btf_pointers=False),
+    AttachModeInfo("fentry", "a BPF trampoline on a kernel function",
+                   "BTF and BPF trampolines", "5.5", btf_pointers=True),
+    AttachModeInfo("kprobe", "a breakpoint on a kernel function (pt_regs): the slowest, but almost always there",
+                   "the kprobe PMU (4.17), else tracefs `kprobe_events`", "4.1", btf_pointers=False),
+)
+#: The modes' names, in order of preference.
+MODES: tuple[str, ...] = tuple(mode.name for mode in ATTACH_MODES)
+_MODE_INFO = {mode.name: mode for mode in ATTACH_MODES}
 
 #: config `attach.tracepoint` -> the bpf layer's mode for perf-event attachments (None lets it choose).
 PERF_EVENT_LINK_MODES: Mapping[str, Optional[AttachMode]] = {
@@ -59,8 +91,13 @@ class Flavour(abc.ABC):
 
     mode: ClassVar[str]
     prog_type: ClassVar[ProgType]
-    #: The event's pointer arguments are BTF-typed (see Arguments.btf_pointers).
+    #: The event's pointer arguments are BTF-typed (see Arguments.btf_pointers): the mode's, from ATTACH_MODES.
     btf_pointers: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("mode") in _MODE_INFO:
+            cls.btf_pointers = _MODE_INFO[cls.mode].btf_pointers
 
     def __init__(self, targets: Sequence[str]):
         self.targets = tuple(targets)
@@ -124,7 +161,6 @@ class BtfTracepoint(_ArgumentArrayFlavour):
     """tp_btf: the raw arguments, typed by the kernel's `btf_trace_<name>` (needs kernel BTF)."""
 
     mode, prog_type = "tp_btf", ProgType.TRACING
-    btf_pointers = True
 
     def __init__(self, name: str, args: Sequence[ArgSpec]):
         super().__init__((name,), args)
@@ -141,7 +177,6 @@ class Fentry(_ArgumentArrayFlavour):
     """fentry on each of `functions`, whose arguments are `args` (needs kernel BTF and trampolines)."""
 
     mode, prog_type = "fentry", ProgType.TRACING
-    btf_pointers = True
 
     def __init__(self, functions: Sequence[str], args: Sequence[ArgSpec]):
         super().__init__(functions, args)
@@ -169,6 +204,3 @@ class Kprobe(Flavour):
     def attach(self, program, target, perf_event_link="auto") -> Link:
         return attach_kprobe(program, target, mode=PERF_EVENT_LINK_MODES[perf_event_link])
 
-
-#: Every mode, in order of preference.
-MODES: tuple[str, ...] = ("fentry", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe")
