@@ -63,8 +63,8 @@ KEYS = Keys(
         "array", "auto", EVENT_READERS),
     Key("attach.mode", "force one attach flavour for every probe that has it; `auto` takes the first the kernel "
         "accepts (see [Attach flavours](flavours.md))", "auto", ATTACH_MODES),
-    Key("attach.probes", "force a flavour for one probe, or leave it out: `{packet_drops: off}` loads no drop probe "
-        "(its cost: see [Benchmarks](benchmarks.md))", {},
+    Key("attach.probes", "force a flavour for one probe, or leave it out (`off`), and its figures with it; `gespann "
+        "probes` lists the probes (their costs: see [Benchmarks](benchmarks.md))", {},
         values="`{PROBE: MODE}`, MODE a flavour, `auto` or `off`"),
     Key("attach.perf_event", "attach tracepoint and kprobe programs to their perf event with a bpf_link (5.15+) or "
         "the perf ioctl", "auto", PERF_EVENT_ATTACH),
@@ -106,6 +106,9 @@ KEYS = Keys(
         "evicted before it goes idle counts as closed and in `gespann_flows_evicted_total`, its own figures and its "
         "event lost (logged once, naming this key). A scrape reads the table in one pass and keeps nothing per "
         "flow", values="entries"),
+    Key("limits.refused_ports", "local ports whose refused connection attempts (`gespann_inbound_refused_total`) "
+        "are told apart, TCP's and UDP's together (a hash, about 100 bytes per entry); past it, ports count under "
+        "`local_port=\"other\"` (logged once, naming this key)", values="entries"),
     Key("extra_probes", "probes from outside gespann's tree, each file declaring `PROBE` or `PROBES`; attached "
         "beside gespann's own, their metrics exported like gespann's (see [Writing a probe](writing-a-probe.md)). "
         "They run in gespann's process with its privileges: name only code you trust", (),

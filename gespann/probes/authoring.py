@@ -8,8 +8,10 @@ keeps its names. docs/writing-a-probe.md walks through an example.
 
 The groups:
   the program     Program, registers R0-R10, sizes B H W DW, Record and its field types, Slot
-  the probe       Probe, BuildTarget, Arguments, Arg, the flavours, the socket state-change event
+  the probe       Probe, BuildTarget, Arguments, Arg, the flavours, the socket state-change event;
+                  FeatureUnsupportedError, for a flavour the kernel cannot build (the next one is tried)
   kernel memory   emit_read_field, emit_read_bytes (offsets from the running kernel's BTF)
+  packets         emit_packet_netns_check, emit_ip_protocol, emit_read_transport_header
   maps            map types and codecs, UpdateFlags, emit_map_lookup/update/delete, emit_increment, emit_zero
   scope           emit_netns_check: only the namespace the config scopes gespann to
   capped counts   emit_capped_count, capped_count_maps, read_capped_counts, OTHER
@@ -60,6 +62,7 @@ from ..bpf.maps import (
     PerCpuHashMap,
     StructCodec,
 )
+from ..bpf.errors import FeatureUnsupportedError
 from ..bpf.syscall import UpdateFlags
 from ..figures import Histogram, MetricSpec, Series, counter, gauge, histogram, labels
 from ..vocabulary import OTHER
@@ -70,6 +73,7 @@ from .toolkit.flavours import BtfTracepoint, Fentry, Flavour, Kprobe, RawTracepo
 from .toolkit.kernel_memory import emit_read_bytes, emit_read_field
 from .toolkit.map_calls import emit_increment, emit_map_delete, emit_map_lookup, emit_map_update
 from .toolkit.netns import emit_netns_check
+from .toolkit.packets import emit_ip_protocol, emit_packet_netns_check, emit_read_transport_header
 from .toolkit.probe import BuildTarget, Probe
 from .toolkit.reading import ReadContext, Reader
 from .toolkit.record_codec import RecordCodec
@@ -82,8 +86,11 @@ __all__ = [
     # the probe
     "Arg", "Arguments", "BtfTracepoint", "BuildTarget", "Fentry", "Flavour", "Kprobe", "Probe", "RawTracepoint",
     "Tracepoint", "socket_state",
+    "FeatureUnsupportedError",
     # kernel memory
     "emit_read_bytes", "emit_read_field",
+    # packets
+    "emit_ip_protocol", "emit_packet_netns_check", "emit_read_transport_header",
     # maps
     "U32", "U64", "ArrayMap", "HashMap", "LruHashMap", "PerCpuArrayMap", "PerCpuHashMap", "RecordCodec",
     "StructCodec", "UpdateFlags", "emit_increment", "emit_map_delete", "emit_map_lookup", "emit_map_update",

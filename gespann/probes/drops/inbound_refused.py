@@ -11,7 +11,7 @@ SYN (a stray ACK, a late segment of a closed connection) are refused as well,
 but are no connection attempt, and are left out.
 
 Counts are kept by (protocol, local port) in a hash map of CAPACITY ports
-(config limits.inbound_refused); a port that finds the map full counts under
+(config limits.refused_ports); a port that finds the map full counts under
 local_port="other", per protocol, and is logged once naming the key. Before
 5.17 the kernel passes no drop reason: the probe is left out there (it is not
 required), and `gespann check` says so.
@@ -56,7 +56,7 @@ from gespann.probes.authoring import (
 
 log = logging.getLogger(__name__)
 
-COUNTS, OVERFLOW = "inbound_refused", "inbound_refused_other"
+COUNTS, OVERFLOW = "refused_ports", "refused_other"
 #: Local ports told apart, TCP's and UDP's together; the rest count under "other".
 CAPACITY = 1024
 PROTOCOLS = ("tcp", "udp")
@@ -69,7 +69,7 @@ NO_SOCKET = "SKB_DROP_REASON_NO_SOCKET"
 REFUSED = counter(
     "inbound_refused_total", ("protocol", "local_port"),
     "Connection attempts this host refused because nothing listens on the port: TCP SYNs answered with a reset, "
-    "UDP datagrams answered with ICMP port unreachable, by local port; ports past limits.inbound_refused count "
+    "UDP datagrams answered with ICMP port unreachable, by local port; ports past limits.refused_ports count "
     "under local_port 'other'.", dogstatsd="inbound.refused")
 
 FLAVOURS = (
@@ -106,7 +106,6 @@ def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     if target.netns is not None:
         emit_packet_netns_check(p, R7, types, target.netns, out, scratch, direct)
     emit_ip_protocol(p, R8, R7, types, scratch, header, out, direct)
-    p.st(W, R10, header.at(TCP_FLAGS - TCP_FLAGS), 0)
     emit_read_transport_header(p, R7, types, scratch, header, 16, direct)
     p.jeq(R8, IPPROTO_UDP, udp)
     p.jne(R8, IPPROTO_TCP, out)
@@ -143,8 +142,9 @@ class RefusedPorts(Reader):
             lambda slot: REFUSED.series(protocol=PROTOCOLS[slot], local_port=OTHER))
         if not self._overflow_logged and any(dict(labels)["local_port"] == OTHER for labels in counts):
             self._overflow_logged = True
-            log.warning("more local ports refused connections than inbound_refused keeps (%d); the rest count "
-                        "under local_port=%s: raise limits.inbound_refused to tell them apart", CAPACITY, OTHER)
+            log.warning("more local ports refused connections than the probe keeps (%d); the rest count "
+                        "under local_port=%s: raise limits.refused_ports to tell them apart",
+                        self._counts.max_entries, OTHER)
         return {REFUSED: counts}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Union
 
-from asm import DW, R0, R1, R10, W, Program, Slot
+from asm import DW, R0, R1, R10, W, Program, Register, Slot
 
 from ...bpf.maps import U64, ArrayMap, HashMap
 from ...bpf.syscall import UpdateFlags
@@ -25,15 +25,17 @@ from .map_calls import emit_increment, emit_map_lookup, emit_map_update
 def capped_count_maps(counts: str, overflow: str, key_codec, capacity: int, object_prefix: str,
                       overflow_slots: int = 1) -> dict:
     """The two maps' factories, for a probe's `maps`: `counts` (key -> u64, `capacity` keys) and the
-    `overflow` array. `object_prefix` names them in the kernel (`gsp_<prefix>_n`, `gsp_<prefix>_o`)."""
-    return {counts: lambda: HashMap(key_codec, U64, capacity, name=f"gsp_{object_prefix}_n"[:15]),
+    `overflow` array. `object_prefix` names them in the kernel (`gsp_<prefix>_n`, `gsp_<prefix>_o`). The
+    config's `limits.<counts>` sets the capacity, where the config declares that key."""
+    return {counts: lambda capacity=capacity: HashMap(key_codec, U64, capacity, name=f"gsp_{object_prefix}_n"[:15]),
             overflow: lambda: ArrayMap(U64, overflow_slots, name=f"gsp_{object_prefix}_o"[:15])}
 
 
-def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot, slot: int = 0) -> None:
+def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot, slot: Union[int, Register] = 0) -> None:
     """Emit `counts[key] += 1`, or `overflow[slot] += 1` when `counts` has no room for a new key (an
     overflow array of several slots keeps one `other` per kind: per protocol, say). The key is in stack
-    slot `key`, filled whole (padding zeroed); the overflow path overwrites its first 4 bytes. Clobbers R0-R5."""
+    slot `key`, filled whole (padding zeroed); the overflow path overwrites its first 4 bytes. `slot` is a
+    number, or one of R6-R9 holding it. Clobbers R0-R5."""
     one = p.frame.alloc(f"{counts} first count", size=8)
     counted, done = p.new_label(f"{counts}.counted"), p.new_label(f"{counts}.done")
     emit_map_lookup(p, counts, key)
@@ -43,7 +45,10 @@ def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot, slot: i
     p.jeq(R0, 0, done)
     emit_map_lookup(p, counts, key)  # another CPU made it first, or the map is full
     p.jne(R0, 0, counted)
-    p.st(W, R10, key.at(), slot)
+    if isinstance(slot, Register):
+        p.stx(W, R10, key.at(), slot)
+    else:
+        p.st(W, R10, key.at(), slot)
     emit_increment(p, overflow, key)
     p.ja(done)
     p.label(counted)
