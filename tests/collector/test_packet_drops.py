@@ -215,3 +215,19 @@ def test_a_connections_dropped_packets_are_in_its_record(namespace, mode):
         # drop (QUEUE_PURGE on 6.18; no reason, so unknown, before 5.17): only the rule's drops are compared.
         if reason("NETFILTER_DROP") != "unknown":
             assert dropped(collector)[("tcp", "NETFILTER_DROP")] + missed == dropped_by_rule
+
+
+def test_protocols_past_the_known_and_the_overflow_are_labelled_other():
+    """No kernel needed: the reader over maps as they read back, a key of an unknown protocol index and a
+    count that found the map full."""
+    from collections import namedtuple
+
+    from gespann.probes.drops.packet_drops import PROTOCOLS, DropCounts
+    from gespann.probes.drops.reasons import DropReasons
+
+    key = namedtuple("key", "protocol reason")
+    counts = {key(0, 3): [1, 2], key(len(PROTOCOLS) + 5, 3): [4, 0]}
+    reader = DropCounts(counts, {0: [0, 7]}, DropReasons({3: "SKB_DROP_REASON_NO_SOCKET"}))
+    assert reader.series() == {"packets_dropped_total": {
+        labels(protocol="tcp", reason="NO_SOCKET"): 3, labels(protocol="other", reason="NO_SOCKET"): 4,
+        labels(protocol="other", reason="other"): 7}}

@@ -21,9 +21,9 @@ every reason of any kernel; a key it has no room for counts under reason
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Optional
 
-from asm import B, DW, R0, R1, R2, R3, R7, R8, R9, R10, W, Program, Record, Slot, u32
+from asm import DW, R0, R1, R7, R8, R9, R10, W, Program, Record, Slot, u32
 
 from ...bpf.errors import BPFError
 from ...bpf.maps import U64, PerCpuArrayMap, PerCpuHashMap
@@ -36,6 +36,7 @@ from ..toolkit.arguments import Arguments
 from .reasons import NO_REASON, DropReasons, enum as _enum, reasons_available
 from ..toolkit.flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from ..toolkit.kernel_memory import emit_read_field
+from ..toolkit.packets import emit_ip_protocol
 from ..toolkit.map_calls import emit_increment, emit_map_lookup, emit_map_update
 from ..toolkit.probe import BuildTarget, CheckContext, CheckLine, Probe
 from ..toolkit.reading import ReadContext, Reader
@@ -44,7 +45,7 @@ from ..tcp.connections import (
     ADOPTED, CONNECTION_MAPS_WANTED, ENTRIES, ENTRY, MAP_NAME, adopted_map, connections_map, emit_lookup_adopted,
     emit_lookup_connection, entries_map,
 )
-from ..udp.flows import ETH_P_IP, ETH_P_IPV6, emit_namespace, emit_ntohs
+from ..udp.flows import emit_namespace
 
 COUNTS = "drop_counts"
 OVERFLOW = "drop_overflow"
@@ -53,12 +54,10 @@ CAPACITY = 1024
 KEY = Record("drop_key", [("protocol", u32), ("reason", u32)])
 #: Protocol indices in the key; IP protocol numbers map onto them.
 PROTOCOLS = ("tcp", "udp", OTHER)
-TCP, UDP, OTHER = range(len(PROTOCOLS))
+TCP_INDEX, UDP_INDEX, OTHER_INDEX = range(len(PROTOCOLS))
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 #: Frees that are not drops, by the enum's names.
 NOT_DROPS = ("SKB_NOT_DROPPED_YET", "SKB_CONSUMED")
-#: IPv4's protocol byte and IPv6's next header, from the network header.
-IPV4_PROTOCOL, IPV6_NEXT_HEADER = 9, 6
 
 PACKETS_DROPPED = counter(
     "packets_dropped_total", ("protocol", "reason"),
@@ -163,45 +162,24 @@ def _emit_namespace_check(p: Program, types: KernelTypes, netns: int, direct: bo
 def _emit_protocol(p: Program, types: KernelTypes, direct: bool, scratch: Slot, header: Slot) -> None:
     """R9 = the packet's protocol index: from its IP header where skb->protocol says it has one, else its
     socket's (R8, 0 if none). skb in R7. Clobbers R0-R5."""
-    ipv4, read, by_socket, known, not_tcp, done = (p.new_label(name) for name in (
-        "proto.ipv4", "proto.read", "proto.socket", "proto.known", "proto.not_tcp", "proto.done"))
-    emit_read_field(p, R9, R7, types.field("sk_buff.protocol"), scratch, direct)
-    emit_ntohs(p, R9)
-    p.jeq(R9, ETH_P_IP, ipv4)
-    p.jne(R9, ETH_P_IPV6, by_socket)
-    p.st(DW, R10, header.at(), IPV6_NEXT_HEADER)
-    p.ja(read)
-    p.label(ipv4)
-    p.st(DW, R10, header.at(), IPV4_PROTOCOL)
-    p.label(read)  # the byte's address: head + the network header's offset + its offset in the header
-    emit_read_field(p, R1, R7, types.field("sk_buff.head"), scratch, direct)
-    p.ldx(DW, R2, R10, header.at())
-    p.add(R2, R1)
-    p.stx(DW, R10, header.at(), R2)
-    emit_read_field(p, R1, R7, types.field("sk_buff.network_header"), scratch, direct)
-    p.ldx(DW, R3, R10, header.at())
-    p.add(R3, R1)
-    p.st(DW, R10, header.at(), 0)
-    p.mov(R1, R10)
-    p.add(R1, header.at())
-    p.mov(R2, 1)
-    p.call("probe_read_kernel")
-    p.jne(R0, 0, by_socket)
-    p.ldx(B, R1, R10, header.at())
+    by_socket, known, not_tcp, done = (p.new_label(name) for name in (
+        "proto.socket", "proto.known", "proto.not_tcp", "proto.done"))
+    emit_ip_protocol(p, R9, R7, types, scratch, header, by_socket, direct)
+    p.mov(R1, R9)
     p.ja(known)
 
     p.label(by_socket)
-    p.mov(R9, OTHER)
+    p.mov(R9, OTHER_INDEX)
     p.jeq(R8, 0, done)
     emit_read_field(p, R1, R8, types.field("sock.sk_protocol"), scratch, direct)
 
     p.label(known)
-    p.mov(R9, OTHER)
+    p.mov(R9, OTHER_INDEX)
     p.jne(R1, IPPROTO_TCP, not_tcp)
-    p.mov(R9, TCP)
+    p.mov(R9, TCP_INDEX)
     p.label(not_tcp)
     p.jne(R1, IPPROTO_UDP, done)
-    p.mov(R9, UDP)
+    p.mov(R9, UDP_INDEX)
     p.label(done)
 
 

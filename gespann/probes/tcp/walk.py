@@ -57,7 +57,7 @@ from ...bpf.syscall import AttachType, ProgType
 from ...btf import KernelTypes
 from ..toolkit.map_calls import emit_map_delete, emit_map_lookup
 from ..toolkit.netns import in_namespace
-from ..toolkit.probe import CheckContext, CheckLine, KernelWalk
+from ..toolkit.probe import CheckContext, CheckLine, KernelWalk, walk_not_taken
 from ..toolkit.record_codec import RecordCodec
 from ..toolkit.socket_storage import CREATE, emit_storage_get, storage_map
 from .connections import ADOPTED, ENTRIES, ENTRY, MAP_NAME as CONNECTIONS, emit_lookup_connection, entries_map
@@ -416,17 +416,15 @@ def _attach(attached, target, stack) -> Optional[TcpWalk]:
 
 
 KERNEL_WALK = KernelWalk(subject="open TCP connections", fallback="sock_diag", since="5.12", attach=_attach,
-                  missing_prerequisite=missing_prerequisite, shapes_build=True, typed_sockets_for=ENTRIES)
+                         missing_prerequisite=missing_prerequisite, shapes_build=True, typed_sockets_for=ENTRIES)
 
 
 def _check(context: CheckContext) -> str:
     """The path `gespann run` takes to read open TCP connections, and why."""
     fallback = "sock_diag, a dump per collection whose cost grows with the connections open"
-    if context.settings.open_connections == "user_space":
-        return f"{fallback} (attach.open_connections: user_space)"
-    why = unavailable_reason(context.settings.btf_source)
-    if why is not None:
-        return f"{fallback}: {why}"
+    not_taken = walk_not_taken(context, fallback, unavailable_reason)
+    if not_taken is not None:
+        return not_taken
     sharing = {probe.name for probe in context.probes if ENTRIES in probe.shared_maps}
     for trial in context.trials:
         if trial.probe in sharing and trial.flavour and not trial.flavour.startswith(STORAGE_FLAVOURS):

@@ -114,6 +114,16 @@ class CheckContext:
     trials: Sequence["TrialResult"]
 
 
+def walk_not_taken(context: CheckContext, fallback: str, unavailable_reason: Callable[[str], Optional[str]]
+                   ) -> Optional[str]:
+    """A walk's check line when user space reads instead, as the config asks or because the kernel cannot
+    run the walk (`unavailable_reason(btf_source)`, tried for real); None when nothing rules the walk out."""
+    if context.settings.open_connections == "user_space":
+        return f"{fallback} (attach.open_connections: user_space)"
+    why = unavailable_reason(context.settings.btf_source)
+    return None if why is None else f"{fallback}: {why}"
+
+
 @dataclass(frozen=True)
 class CheckLine:
     """A line `gespann check` prints about a path the probe takes on this kernel, and why."""

@@ -29,7 +29,7 @@ from ...bpf.programs import LoadedProgram, load_program
 from ...bpf.syscall import AttachType, ProgType
 from ...btf import KernelTypes
 from ..toolkit.map_calls import emit_map_lookup
-from ..toolkit.probe import CheckContext, CheckLine, KernelWalk
+from ..toolkit.probe import CheckContext, CheckLine, KernelWalk, walk_not_taken
 from ..toolkit.record_codec import RecordCodec
 from .flows import CLIENT, FLOW, KEY, MAP_NAME, SERVER
 
@@ -173,11 +173,9 @@ KERNEL_WALK = KernelWalk(subject="UDP flows", fallback="a pass in user space", s
 def _check(context: CheckContext) -> str:
     """The path `gespann run` takes to read the UDP flow map, and why."""
     fallback = "one pass over the flow map in user space, whose cost grows with the flows"
-    if context.settings.open_connections == "user_space":
-        return f"{fallback} (attach.open_connections: user_space)"
-    why = unavailable_reason(context.settings.btf_source)
-    if why is not None:
-        return f"{fallback}: {why}"
+    not_taken = walk_not_taken(context, fallback, unavailable_reason)
+    if not_taken is not None:
+        return not_taken
     return "kernel walk (iter/bpf_map_elem): counted in the kernel; only ended flows are read out"
 
 
