@@ -81,3 +81,22 @@ def test_nothing_outside_a_probes_package_names_it(probe, module):
             naming.append(f"{name} names {probe}")
         naming.extend(f"{name} imports {target}" for target in imports(name, path) if target == module)
     assert naming == []
+
+
+AUTHORED_ON_THE_PUBLIC_MODULE = sorted([*(ROOT / "examples" / "probes").glob("*.py"),
+                                        ROOT / "gespann" / "probes" / "examples" / "tcp_states.py",
+                                        ROOT / "gespann" / "probes" / "drops" / "inbound_refused.py"])
+
+
+@pytest.mark.parametrize("path", AUTHORED_ON_THE_PUBLIC_MODULE, ids=lambda path: path.name)
+def test_example_probes_import_only_the_authoring_module(path):
+    """What a probe author sees: the examples, and the in-tree probes written as examples, import gespann only
+    through gespann.probes.authoring, so that internal modules may move without breaking them."""
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module if not node.level else "." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    ours = {name for name in imported if name.startswith((".", "gespann", "asm"))}
+    assert ours == {"gespann.probes.authoring"}
