@@ -6,6 +6,7 @@ CLI. A module may import its own layer and those below, at module level or
 inside a function alike: a lazy import that climbs is still a climb.
 """
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ LAYERS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def modules() -> dict[str, Path]:
     found = {}
     for path in [*(ROOT / "gespann").rglob("*.py"), *(ROOT / "asm").rglob("*.py")]:
@@ -30,7 +32,8 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imports(name: str, path: Path) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def imports(name: str, path: Path) -> frozenset[str]:
     """Every module `name` imports, resolved, wherever in the file the import is."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = set()
@@ -45,7 +48,7 @@ def imports(name: str, path: Path) -> set[str]:
                 base = ".".join(parts + ([base] if base else []))
             out.add(base)
             out.update(f"{base}.{alias.name}" for alias in node.names)
-    return {module for module in out if module.split(".")[0] in ("gespann", "asm")}
+    return frozenset(module for module in out if module.split(".")[0] in ("gespann", "asm"))
 
 
 def layer(module: str) -> int:
