@@ -1,4 +1,5 @@
-"""The metrics page's HTTP server, spoken to over real sockets: what a scraper, a browser or a stray client gets."""
+"""The metrics page's HTTP server, spoken to over real sockets: what a scraper, a browser or a stray client gets,
+and what it costs the server when clients come too many, too slow or too early."""
 
 from __future__ import annotations
 
@@ -11,18 +12,34 @@ import pytest
 from gespann.exporters.page_server import PageServer
 
 PAGE = b"# TYPE up gauge\nup 1.0\n" * 200
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Fixed:
+    """A rendering that is always PAGE (or `page`), in the text format."""
+
+    def __init__(self, page: bytes = PAGE):
+        self.page = page
+
+    def answer(self, accept: str) -> tuple[str, bytes]:
+        return TEXT, self.page
+
+
+def serve(render, **options) -> PageServer:
+    served = PageServer("127.0.0.1", 0, "/metrics", render, **options)
+    served.start()
+    return served
 
 
 @pytest.fixture
 def server():
     renders = []
 
-    def render() -> bytes:
+    def render() -> Fixed:
         renders.append(threading.current_thread().name)
-        return PAGE
+        return Fixed()
 
-    served = PageServer("127.0.0.1", 0, "/metrics", render, "text/plain; version=0.0.4; charset=utf-8")
-    served.start()
+    served = serve(render)
     served.renders = renders
     yield served
     served.close()
@@ -92,8 +109,7 @@ def test_a_render_that_fails_is_a_500_and_a_logged_traceback(caplog):
     def broken() -> bytes:
         raise KeyError("no such series")
 
-    served = PageServer("127.0.0.1", 0, "/metrics", broken, "text/plain")
-    served.start()
+    served = serve(broken)
     try:
         status, _, body = exchange(served.port, b"GET /metrics HTTP/1.0\r\n\r\n")
     finally:
@@ -103,12 +119,11 @@ def test_a_render_that_fails_is_a_500_and_a_logged_traceback(caplog):
 
 
 def test_close_frees_the_port_even_with_a_client_connected():
-    served = PageServer("127.0.0.1", 0, "/metrics", lambda: PAGE, "text/plain")
-    served.start()
+    served = serve(Fixed)
     idle = socket.create_connection(("127.0.0.1", served.port), timeout=10)
     try:
         served.close()
-        again = PageServer("127.0.0.1", served.port, "/metrics", lambda: b"again\n", "text/plain")
+        again = PageServer("127.0.0.1", served.port, "/metrics", lambda: Fixed(b"again\n"))
         again.start()
         try:
             assert exchange(again.port, b"GET /metrics HTTP/1.0\r\n\r\n")[2] == b"again\n"
