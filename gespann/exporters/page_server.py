@@ -351,7 +351,7 @@ class PageServer:
             return
         self.counts.auth_failures[refusal] += 1
         if refusal == WRONG_CREDENTIALS:
-            self._refusals.note(connection.peer, "a wrong user name or password (basic auth)")
+            self._refusals.note(connection.peer, refusal, "a wrong user name or password (basic auth)")
         self._answer(connection, "401 Unauthorized", b"Unauthorized\n",
                      ('WWW-Authenticate: Basic realm="gespann", charset="UTF-8"',))
 
@@ -430,7 +430,7 @@ class PageServer:
             log.debug("metrics page: %s left during the TLS handshake: %s", connection.peer, err)
             return
         self.counts.auth_failures[kind] += 1
-        self._refusals.note(connection.peer, what)
+        self._refusals.note(connection.peer, kind, what)
 
     def _sweep(self, now: float) -> None:
         """Drop connections past their deadline; accept again after a pause; log refusals' counts."""
@@ -574,15 +574,15 @@ def _close_quietly(sock: socket.socket) -> None:
 
 
 class _RefusalLog:
-    """Refused clients in the log: the first refusal of an address at once, then its count once a minute."""
+    """Refused clients in the log: a client's first refusal of each kind at once, then their count once a minute."""
 
     def __init__(self) -> None:
-        #: address -> [refusals not logged yet, when last logged, what the last one was]
-        self._clients: dict[str, list] = {}
+        #: (address, kind) -> [refusals not logged yet, when last logged, what the last one was]
+        self._clients: dict[tuple[str, str], list] = {}
         self._full = False
 
-    def note(self, peer: str, what: str) -> None:
-        client = self._clients.get(peer)
+    def note(self, peer: str, kind: str, what: str) -> None:
+        client = self._clients.get((peer, kind))
         if client is not None:
             client[0] += 1
             client[2] = what
@@ -593,12 +593,12 @@ class _RefusalLog:
                 log.warning("metrics page: refused more than %d clients; refusals of others are only counted, in "
                             "gespann_metrics_page_auth_failures_total", MAX_LOGGED_CLIENTS)
             return
-        self._clients[peer] = [0, time.monotonic(), what]
-        log.warning("metrics page: refused %s: %s; further refusals of it are logged once a minute, with their "
-                    "count", peer, what)
+        self._clients[peer, kind] = [0, time.monotonic(), what]
+        log.warning("metrics page: refused %s: %s; more refusals of it for this are logged once a minute, with "
+                    "their count", peer, what)
 
     def summarize(self, now: float) -> None:
-        for peer, client in self._clients.items():
+        for (peer, _kind), client in self._clients.items():
             if client[0] and now - client[1] >= REFUSAL_LOG_SECONDS:
                 log.warning("metrics page: refused %s %d more times in %.0fs, the last for %s", peer, client[0],
                             now - client[1], client[2])
