@@ -277,8 +277,13 @@ class PageServer:
         if self._tls is None:
             try:
                 sock.setblocking(False)
+                sock.recv(MAX_HEAD_BYTES)  # a request left unread would make close() a reset, losing the 503
+            except OSError:
+                pass
+            try:
                 sock.send(_response("503 Service Unavailable", b"too many connections; try again\n", _TEXT,
                                     ("Retry-After: 1",)))
+                sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
         _close_quietly(sock)

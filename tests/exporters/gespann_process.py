@@ -10,6 +10,7 @@ page: what a scrape costs is then the server's share alone.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -21,6 +22,16 @@ from typing import Optional
 
 from namespaces import Namespace
 from prometheus_server import free_port
+
+
+#: The soft limit on open files a process gets by default (the kernel's, and systemd's without LimitNOFILE=).
+DEFAULT_OPEN_FILES = 1024
+
+
+def _default_open_files_limit() -> None:
+    """gespann starts as a service would without LimitNOFILE=: it must raise the soft limit itself."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(DEFAULT_OPEN_FILES, hard), hard))
 
 
 class GespannProcess:
@@ -36,7 +47,8 @@ class GespannProcess:
                           f"attach: {{open_connections: user_space}}\n")
         self._stderr = (workdir / "gespann.stderr").open("w+")
         self.process = subprocess.Popen([sys.executable, "-m", "gespann", "run", "--config", str(config)],
-                                        stdout=subprocess.DEVNULL, stderr=self._stderr, text=True)
+                                        stdout=subprocess.DEVNULL, stderr=self._stderr, text=True,
+                                        preexec_fn=_default_open_files_limit)
         self.pid = self.process.pid
         deadline = time.monotonic() + 60
         while not (ready or self._serving)():

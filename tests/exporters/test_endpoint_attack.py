@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 import pytest
-from gespann_process import GespannProcess
+from gespann_process import DEFAULT_OPEN_FILES, GespannProcess
 from prometheus_server import free_port
+
+from gespann.exporters.page_server import ACCEPT_PAUSE_SECONDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import endpoint_attack  # noqa: E402  (tools/ holds scripts, not a package)
@@ -42,6 +44,13 @@ def gespann(tmp_path_factory):
     yield process
     err = process.stop()
     assert "Traceback" not in err
+
+
+def test_gespann_raises_its_soft_open_files_limit_to_the_hard_one(gespann):
+    """Started with the default soft limit of 1,024 (gespann_process.py), as a service without LimitNOFILE=."""
+    soft, hard = resource.prlimit(gespann.pid, resource.RLIMIT_NOFILE)
+    assert soft == hard > DEFAULT_OPEN_FILES
+    assert gespann.sample("process_max_fds") == hard
 
 
 def test_fifty_concurrent_scrapes_are_served_at_once(gespann):
@@ -91,7 +100,7 @@ def test_out_of_file_descriptors_the_server_waits_without_spinning_and_serves_ag
     soft, hard = resource.prlimit(gespann.pid, resource.RLIMIT_NOFILE)
     waiting = []
     try:
-        resource.prlimit(gespann.pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{gespann.pid}/fd")), hard))
+        resource.prlimit(gespann.pid, resource.RLIMIT_NOFILE, (lowest_free_descriptor(gespann.pid), hard))
         for _ in range(20):
             client = socket.create_connection(("127.0.0.1", gespann.port), timeout=10)
             client.sendall(endpoint_attack.request())
@@ -108,11 +117,18 @@ def test_out_of_file_descriptors_the_server_waits_without_spinning_and_serves_ag
         answers.append(b"".join(iter(lambda: client.recv(1 << 16), b"")).split(b" ", 2)[1])
         client.close()
     served_after = time.monotonic() - started
-    print(f"\ngespann out of descriptors: {share:.1%} of a core; the waiting clients served {served_after:.2f}s "
-          "after descriptors were free")
+    failures = gespann.sample('gespann_metrics_page_accept_errors_total{error="EMFILE"}') - before
+    print(f"\ngespann out of descriptors: {share:.1%} of a core, {failures:.0f} accept() failures; the waiting "
+          f"clients served {served_after:.2f}s after descriptors were free")
     assert share < 0.05
     assert answers == [b"200"] * 20 and served_after < 5
-    assert gespann.sample('gespann_metrics_page_accept_errors_total{error="EMFILE"}') > before
+    assert 1 <= failures <= 3 / ACCEPT_PAUSE_SECONDS + 5  # backing off: no more than one try per pause
+
+
+def lowest_free_descriptor(pid: int) -> int:
+    """A soft limit this low leaves a process no descriptor to open: every number below it is taken."""
+    taken = {int(name) for name in os.listdir(f"/proc/{pid}/fd")}
+    return next(number for number in range(len(taken) + 1) if number not in taken)
 
 
 @pytest.mark.skipif(NODE_EXPORTER is None, reason="needs Debian's prometheus-node-exporter (tools/setup-host.sh)")
