@@ -23,7 +23,6 @@ from typing import Optional
 from namespaces import Namespace
 from prometheus_server import free_port
 
-
 #: The soft limit on open files a process gets by default (the kernel's, and systemd's without LimitNOFILE=).
 DEFAULT_OPEN_FILES = 1024
 
