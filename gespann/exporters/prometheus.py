@@ -63,9 +63,6 @@ class SnapshotFamilies:
             yield Family(PREFIX + metric.name, metric.kind, metric.help, metric.series, metric.label_names)
         yield from self._process.families()
 
-    def page(self, format: Optional[Format] = None) -> bytes:
-        return render(self.families(), *(() if format is None else (format,)))
-
     def rendering(self) -> PageRendering:
         return PageRendering(self.families())
 

@@ -53,18 +53,26 @@ def test_gespann_raises_its_soft_open_files_limit_to_the_hard_one(gespann):
     assert gespann.sample("process_max_fds") == hard
 
 
+def concurrency_limits(single_ms: float) -> tuple[float, float]:
+    """(median, max) allowed for 50 simultaneous scrapes: 50 and 500 ms where one scrape alone takes up to 5 ms;
+    where other work slows the machine down so that it takes longer, 10 and 20 times that scrape. (Served one
+    thread per connection, the median was 300 times a single scrape, node_exporter's about 40 times.)"""
+    return max(50.0, 10 * single_ms), max(500.0, 20 * single_ms)
+
+
 def test_fifty_concurrent_scrapes_are_served_at_once(gespann):
-    """Median at most 50 ms and max at most 500 ms over 5 rounds of 50 (the best of up to 4 tries)."""
+    """Five rounds of 50 scrapes at once, judged beside a single scrape of the same try (the best of up to 4)."""
     tries = []
     for _ in range(4):
         figures = endpoint_attack.concurrency_figures(gespann.port, concurrent=50, rounds=5)
-        tries.append(figures)
-        if figures["median_ms"] <= 50 and figures["max_ms"] <= 500 and figures["answered_200"] == figures["count"]:
+        median_limit, max_limit = concurrency_limits(figures["single_ms"])
+        tries.append({**figures, "median_limit_ms": median_limit, "max_limit_ms": max_limit})
+        if figures["median_ms"] <= median_limit and figures["max_ms"] <= max_limit and figures["answered_200"] == 250:
             break
     print(f"\ngespann, 50 concurrent scrapes: {json.dumps(tries)}")
     best = tries[-1]
     assert best["answered_200"] == best["count"] == 250, tries
-    assert best["median_ms"] <= 50 and best["max_ms"] <= 500, tries
+    assert best["median_ms"] <= best["median_limit_ms"] and best["max_ms"] <= best["max_limit_ms"], tries
 
 
 def test_idle_and_slow_clients_cost_no_thread_and_no_memory(gespann):
@@ -100,7 +108,7 @@ def test_out_of_file_descriptors_the_server_waits_without_spinning_and_serves_ag
     soft, hard = resource.prlimit(gespann.pid, resource.RLIMIT_NOFILE)
     waiting = []
     try:
-        resource.prlimit(gespann.pid, resource.RLIMIT_NOFILE, (lowest_free_descriptor(gespann.pid), hard))
+        exhaust_descriptors(gespann.pid, hard)
         for _ in range(20):
             client = socket.create_connection(("127.0.0.1", gespann.port), timeout=10)
             client.sendall(endpoint_attack.request())
@@ -109,6 +117,7 @@ def test_out_of_file_descriptors_the_server_waits_without_spinning_and_serves_ag
         cpu, wall = endpoint_attack.cpu_seconds(gespann.pid), time.monotonic()
         time.sleep(3)
         share = (endpoint_attack.cpu_seconds(gespann.pid) - cpu) / (time.monotonic() - wall)
+        answered_meanwhile = sum(readable(client) for client in waiting)
     finally:
         resource.prlimit(gespann.pid, resource.RLIMIT_NOFILE, (soft, hard))
     started = time.monotonic()
@@ -120,7 +129,7 @@ def test_out_of_file_descriptors_the_server_waits_without_spinning_and_serves_ag
     failures = gespann.sample('gespann_metrics_page_accept_errors_total{error="EMFILE"}') - before
     print(f"\ngespann out of descriptors: {share:.1%} of a core, {failures:.0f} accept() failures; the waiting "
           f"clients served {served_after:.2f}s after descriptors were free")
-    assert share < 0.05
+    assert share < 0.05 and answered_meanwhile == 0
     assert answers == [b"200"] * 20 and served_after < 5
     assert 1 <= failures <= 3 / ACCEPT_PAUSE_SECONDS + 5  # backing off: no more than one try per pause
 
@@ -129,6 +138,25 @@ def lowest_free_descriptor(pid: int) -> int:
     """A soft limit this low leaves a process no descriptor to open: every number below it is taken."""
     taken = {int(name) for name in os.listdir(f"/proc/{pid}/fd")}
     return next(number for number in range(len(taken) + 1) if number not in taken)
+
+
+def readable(client: socket.socket) -> bool:
+    try:
+        return bool(client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+
+
+def exhaust_descriptors(pid: int, hard: int) -> None:
+    """The soft limit lowered to the lowest free descriptor until none frees below it (a descriptor closing
+    just after the listing, the last scrape's socket say, would leave a hole for one accept)."""
+    for _ in range(20):
+        limit = lowest_free_descriptor(pid)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, hard))
+        time.sleep(0.2)
+        if lowest_free_descriptor(pid) >= limit:
+            return
+    raise AssertionError(f"descriptors of {pid} keep closing: cannot exhaust them")
 
 
 @pytest.mark.skipif(NODE_EXPORTER is None, reason="needs Debian's prometheus-node-exporter (tools/setup-host.sh)")
