@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import shutil
 import socket
 import subprocess
@@ -141,10 +142,8 @@ def lowest_free_descriptor(pid: int) -> int:
 
 
 def readable(client: socket.socket) -> bool:
-    try:
-        return bool(client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except BlockingIOError:
-        return False
+    """Whether the server has answered (or closed) the connection yet."""
+    return bool(select.select([client], [], [], 0)[0])
 
 
 def exhaust_descriptors(pid: int, hard: int) -> None:
