@@ -67,6 +67,21 @@ def _foreign_namespace(path: str | None) -> str | None:
     return None if (own.st_dev, own.st_ino) == (target.st_dev, target.st_ino) else path
 
 
+def _raise_open_files_limit() -> None:
+    """The soft limit on open files up to the hard one: the metrics page may hold max_connections sockets
+    beside the BPF objects, and the default soft limit (1,024) is the kernel's, not a choice. Where it cannot
+    be raised (a seccomp filter, say) the page server backs off when accept() runs out, and counts it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or soft == resource.RLIM_INFINITY:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as err:
+        log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, err)
+
+
 def _stop_on_signals() -> threading.Event:
     """An event set by SIGINT or SIGTERM: the way every long-running command ends cleanly."""
     stop = threading.Event()
@@ -117,6 +132,7 @@ def run(config_path: str | None) -> None:
 
     config = _load_config(config_path)
     _start_logging(config)
+    _raise_open_files_limit()
     stop = _stop_on_signals()
     with ExitStack() as running:
         try:

@@ -13,6 +13,7 @@ packages=(
     nftables
     zstd             # the tools that build vendored_vmlinux tables unpack zstd-compressed kernels
     prometheus       # a real Prometheus scrapes gespann in the exporter tests (never started as a service)
+    prometheus-node-exporter  # the metrics page's attack tests measure it beside gespann (started on a free port)
     libcap2-bin      # capsh: the least-privilege tests drop capabilities
     openssl          # throwaway certificates for the metrics page over TLS (tests/exporters)
 )

@@ -1,28 +1,40 @@
-"""The Prometheus text exposition format (version 0.0.4): families in, the page's bytes out.
+"""The Prometheus text exposition format 0.0.4 and OpenMetrics 1.0.0: families in, the page's bytes out.
 
 gespann writes the page itself rather than through prometheus-client: that
 library's import pulls in an HTTP client, ssl (and with it libcrypto), email,
 wsgiref and more, about 12 MiB of a sidecar's resident memory for a format
-that is a few lines of escaping. (It is still imported for TLS, only then.) The output is what Prometheus's own parser
-reads, and a test reads it back with prometheus-client's parser.
+that is a few lines of escaping. The output is what Prometheus's own parsers
+read, and the tests read both formats back with prometheus-client's parsers.
 
-Rules kept here: a counter's samples end in `_total` (its family is named
-with it); histogram series are `_bucket` (with `le`, ending at `+Inf`),
-`_count` and `_sum`; HELP escapes backslash and newline; label values
-escape backslash, double quote and newline; numbers are written as Go
+Which format a scraper gets is negotiated as prometheus-client does it
+(`negotiate`): OpenMetrics 1.0.0 when the Accept header names
+`application/openmetrics-text` (without a version, or version 1.0.0, and not
+with q=0), the text format 0.0.4 otherwise.
+
+Rules kept in both: a counter's samples end in `_total`; histogram series
+are `_bucket` (with `le`, ending at `+Inf`), `_count` and `_sum`; label
+values escape backslash, double quote and newline; numbers are written as Go
 writes a float64, so a page reads the same as prometheus-client wrote it.
+The text format names a counter's family with its `_total` and escapes HELP's
+backslash and newline. OpenMetrics names the family without `_total`, escapes
+double quotes in HELP too, calls an untyped family `unknown`, gives `# UNIT`
+where the name ends in a unit (`_seconds`, `_bytes`: gespann's names carry
+their unit, gespann.figures.UNITS), and ends with `# EOF`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Optional, Union
 
 from gespann.collector import Histogram, Kind, Labels
 from gespann.collector.model import Value
+from gespann.figures import UNITS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 #: A family's kind as the TYPE line names it; "untyped" for a family the model has no kind for.
 UNTYPED = "untyped"
@@ -40,20 +52,60 @@ class Family:
     label_names: Sequence[str] = ()
 
 
-def render(families: Iterable[Family]) -> bytes:
+@dataclass(frozen=True)
+class Format:
+    """One exposition format: its media type, as the Content-Type header names it."""
+
+    content_type: str
+    openmetrics: bool
+
+
+TEXT = Format(CONTENT_TYPE, openmetrics=False)
+OPENMETRICS = Format(OPENMETRICS_CONTENT_TYPE, openmetrics=True)
+
+
+def negotiate(accept: str) -> Format:
+    """The format an Accept header asks for: OpenMetrics 1.0.0 where it names it, else text 0.0.4."""
+    for media_range in accept.split(","):
+        media_type, *parameters = (part.strip() for part in media_range.split(";"))
+        if media_type.lower() != "application/openmetrics-text":
+            continue
+        values = dict(_parameter(parameter) for parameter in parameters)
+        if values.get("version", "1.0.0") == "1.0.0" and _quality(values.get("q", "1")) > 0:
+            return OPENMETRICS
+    return TEXT
+
+
+def render(families: Iterable[Family], format: Format = TEXT) -> bytes:
     """The page, every family in the order given, its series sorted by labels."""
     lines: list[str] = []
     for family in families:
-        _write_family(lines, family)
+        _write_family(lines, family, format.openmetrics)
+    if format.openmetrics:
+        lines.append("# EOF\n")
     return "".join(lines).encode()
 
 
-def _write_family(lines: list[str], family: Family) -> None:
+def unit_of(name: str) -> Optional[str]:
+    """The unit a metric's name ends with (before `_total`), if it is one of gespann's units."""
+    stem = name.removesuffix("_total")
+    return next((unit for unit in UNITS if unit and stem.endswith(f"_{unit}")), None)
+
+
+def _write_family(lines: list[str], family: Family, openmetrics: bool) -> None:
     kind = family.kind.value if isinstance(family.kind, Kind) else family.kind
     name = family.name
     if family.kind is Kind.COUNTER and not name.endswith("_total"):
         name += "_total"
-    lines.append(f"# HELP {name} {_escape_help(family.help)}\n# TYPE {name} {kind}\n")
+    if openmetrics:
+        header = name[:-len("_total")] if family.kind is Kind.COUNTER else name
+        kind = "unknown" if kind == UNTYPED else kind
+        lines.append(f"# HELP {header} {_escape_label(family.help)}\n# TYPE {header} {kind}\n")
+        unit = unit_of(header)
+        if unit:
+            lines.append(f"# UNIT {header} {unit}\n")
+    else:
+        lines.append(f"# HELP {name} {_escape_help(family.help)}\n# TYPE {name} {kind}\n")
     for key, value in sorted(family.series.items()):
         pairs = {label: "" for label in family.label_names}
         pairs.update(key)
@@ -61,6 +113,18 @@ def _write_family(lines: list[str], family: Family) -> None:
             _write_histogram(lines, name, pairs, value)
         else:
             lines.append(f"{name}{_label_text(pairs)} {go_float(value)}\n")
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, _, value = text.partition("=")
+    return name.strip().lower(), value.strip().strip('"')
+
+
+def _quality(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
 
 
 def _write_histogram(lines: list[str], name: str, pairs: dict[str, str], histogram: Histogram) -> None:
@@ -86,7 +150,7 @@ def _escape_label(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def go_float(number: Union[int, float]) -> str:
+def go_float(number: float) -> str:
     """`number` as Go's strconv writes a float64: `+Inf`, `-Inf`, `NaN`, `0.005`, `1.0`, `1.2345678e+07`.
 
     Python's repr is the same shortest round-trip form, except that Go switches to an exponent from

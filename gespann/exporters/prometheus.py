@@ -4,11 +4,13 @@ Exposed families:
 - the original gespann's names, derived with correct semantics (see `legacy_names.py` for the table);
 - every catalogue metric as `gespann_<name>` with its labels (histograms in seconds);
 - self-metrics of other exporters (`gespann_datadog_unsent_total`), when they run;
-- the conventional `process_*` families for gespann's own CPU, memory and file descriptors.
+- the conventional `process_*` families for gespann's own CPU, memory and file descriptors;
+- what the page's own server refused, dropped and answered (`gespann_metrics_page_*`, page_metrics.py).
 
-The page is written in the text format by `exposition.py` and served by
-`page_server.py`, over plain HTTP, or over TLS with optional client
-certificates (tls.py).
+The page is written by `exposition.py`, in the text format or OpenMetrics as
+the scraper asks, and served by `page_server.py` over plain HTTP or TLS, with
+optional client certificates and basic auth configured as Prometheus'
+exporters configure them (web_config.py).
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Callable, Optional
 
-from gespann.collector import Collector
-from gespann.settings import port, readable_file, text
+from gespann.collector import Collector, Metric
+from gespann.settings import port, positive_int, readable_file, text
 
-from . import legacy_names, tls
+from . import legacy_names, tls, web_config
 from .base import ExporterError, SelfMetricSource
-from .exposition import CONTENT_TYPE, Family, render
+from .exposition import Family, Format, negotiate, render
 from .kinds import BuildContext, ExporterKind, Setting
-from .page_server import PageServer
+from .page_metrics import page_metrics
+from .page_server import DEFAULT_MAX_CONNECTIONS, PageServer
 from .process_metrics import ProcessMetrics
 from .tls import TlsFiles
+from .web_config import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +45,11 @@ class SnapshotFamilies:
     `self_metric_sources` is read at each scrape, not copied: exporters built after this one join it.
     """
 
-    def __init__(self, source: Collector, self_metric_sources: Sequence[SelfMetricSource] = ()):
+    def __init__(self, source: Collector, self_metric_sources: Sequence[SelfMetricSource] = (),
+                 own_metrics: Callable[[], Iterable[Metric]] = tuple):
         self._source = source
         self._self_metric_sources = self_metric_sources
+        self._own_metrics = own_metrics
         self._process = ProcessMetrics()
 
     def families(self) -> Iterator[Family]:
@@ -51,50 +58,70 @@ class SnapshotFamilies:
             yield Family(metric.name, metric.kind, metric.help, metric.samples(snapshot), metric.label_names)
         for metric in snapshot.metrics.values():
             yield Family(PREFIX + metric.name, metric.kind, metric.help, metric.series, metric.label_names)
-        for source in self._self_metric_sources:
-            for metric in source.self_metrics():
-                yield Family(PREFIX + metric.name, metric.kind, metric.help, metric.series)
+        for metric in (*(m for source in self._self_metric_sources for m in source.self_metrics()),
+                       *self._own_metrics()):
+            yield Family(PREFIX + metric.name, metric.kind, metric.help, metric.series, metric.label_names)
         yield from self._process.families()
 
-    def page(self) -> bytes:
-        return render(self.families())
+    def rendering(self) -> PageRendering:
+        return PageRendering(self.families())
+
+
+class PageRendering:
+    """One snapshot's families, written in each format scrapers ask for, each at most once."""
+
+    def __init__(self, families: Iterable[Family]):
+        self._families = list(families)
+        self._pages: dict[Format, bytes] = {}
+
+    def answer(self, accept: str) -> tuple[str, bytes]:
+        format = negotiate(accept)
+        if format not in self._pages:
+            self._pages[format] = render(self._families, format)
+        return format.content_type, self._pages[format]
 
 
 class PrometheusExporter:
-    """Serves the metrics page on one address, port and path, from a thread; `close()` stops it cleanly.
+    """Serves the metrics page on one address, port and path, from threads of its own; `close()` stops it.
 
-    With `tls`, only over TLS, and only to clients with a certificate when it names a client CA.
+    `web` says how: over TLS (and then only to clients with a certificate when it names a client CA), with
+    basic auth; `tls` alone is the older way of giving TLS. At most `max_connections` are open at once.
     """
 
     def __init__(self, collector: Collector, *, address: str = "0.0.0.0", port: int = 8080,
                  path: str = "/metrics", self_metric_sources: Sequence[SelfMetricSource] = (),
-                 tls: Optional[TlsFiles] = None):
+                 tls: Optional[TlsFiles] = None, web: Optional[WebConfig] = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS):
         self.address = address
         self.port = port
         self.path = path if path.startswith("/") else "/" + path
-        self.tls = tls
-        self.families = SnapshotFamilies(collector, self_metric_sources)
+        self.web = web if web is not None else WebConfig(tls)
+        self.tls = self.web.tls
+        self.max_connections = max_connections
         self._server: Optional[PageServer] = None
+        self.families = SnapshotFamilies(collector, self_metric_sources, self._page_metrics)
 
     def start(self) -> None:
-        wrap = None
+        context = auth = None
         if self.tls is not None:
             try:
                 context = self.tls.server_context()
             except OSError as err:  # an ssl.SSLError too; the config check loaded them, they changed since
                 raise ExporterError(f"prometheus: cannot load the TLS files: {err}") from None
+        if self.web.basic_auth_users:
+            from .basic_auth import BasicAuth
 
-            def wrap(listening: socket.socket) -> socket.socket:
-                """Each handshake waits for its connection's first read, in that connection's own thread:
-                a client that connects and sends nothing holds up no one else."""
-                return context.wrap_socket(listening, server_side=True, do_handshake_on_connect=False)
-
+            auth = BasicAuth(self.web.basic_auth_users)
         try:
-            self._server = PageServer(self.address, self.port, self.path, self.families.page, CONTENT_TYPE, wrap)
+            self._server = PageServer(self.address, self.port, self.path, self.families.rendering, tls=context,
+                                      auth=auth, max_connections=self.max_connections)
         except OSError as err:
             raise ExporterError(self._bind_problem(err)) from None
         self.port = self._server.port  # the real one when 0 asked for any free port
         self._server.start()
+
+    def _page_metrics(self) -> Iterable[Metric]:
+        return () if self._server is None else page_metrics(self._server.counts)
 
     def close(self) -> None:
         if self._server is not None:
@@ -102,7 +129,7 @@ class PrometheusExporter:
             self._server = None
 
     def describe(self) -> str:
-        return f"prometheus {self.url}"
+        return f"prometheus {self.url}" + (" with basic auth" if self.web.basic_auth_users else "")
 
     @property
     def url(self) -> str:
@@ -122,7 +149,7 @@ class PrometheusExporter:
 def _build(settings, context: BuildContext) -> PrometheusExporter:
     return PrometheusExporter(context.collector, address=settings["address"], port=settings["port"],
                               path=settings["path"], self_metric_sources=context.self_metric_sources,
-                              tls=tls.from_settings(settings))
+                              web=web_config.from_settings(settings), max_connections=settings["max_connections"])
 
 
 KIND = ExporterKind("prometheus", "the metrics page Prometheus scrapes", settings=(
@@ -134,4 +161,15 @@ KIND = ExporterKind("prometheus", "the metrics page Prometheus scrapes", setting
     Setting(tls.KEY_FILE, readable_file("a PEM file path"), "the private key of cert_file (PEM, unencrypted)"),
     Setting(tls.CLIENT_CA_FILE, readable_file("a PEM file path"),
             "the CA (PEM) that clients' certificates must chain to; with it, a client without one is refused"),
-), build=_build, check_together=tls.check_settings)
+    Setting(web_config.WEB_CONFIG_FILE, web_config.web_config_file,
+            "a web config file as Prometheus' exporters take it (node_exporter's --web.config.file): "
+            "tls_server_config and basic_auth_users"),
+    Setting(web_config.TLS_SERVER_CONFIG, web_config.tls_server_config,
+            "the web config file's tls_server_config, given here: cert_file, key_file, client_auth_type, "
+            "client_ca_file, min_version, max_version"),
+    Setting(web_config.BASIC_AUTH_USERS, web_config.basic_auth_users,
+            "user name -> bcrypt hash: the page is served only to requests with one of these users' passwords"),
+    Setting("max_connections", positive_int, "the most connections open at once; past it, a client that has not "
+                                             "sent its request makes room, or the new one is refused", 
+            DEFAULT_MAX_CONNECTIONS),
+), build=_build, check_together=web_config.check_settings)

@@ -19,7 +19,7 @@ def test_original_format_is_accepted_with_adapters_as_the_older_name(tmp_path):
     config = load(path)
     assert config.log_level == "info"
     assert config.exporters == (
-        ExporterConfig("prometheus", {"port": 8080, "address": "0.0.0.0", "path": "/metrics"}),
+        ExporterConfig("prometheus", {"port": 8080, "address": "0.0.0.0", "path": "/metrics", "max_connections": 128}),
         ExporterConfig("datadog", {"host": "localhost:8125", "prefix": "gespann", "tags": (), "flush_interval": 10.0}),
     )
     assert config.deprecations == ("config: adapters is the older name of exporters; rename the key to exporters",)

@@ -34,23 +34,26 @@ def free_port() -> int:
 
 
 class Prometheus:
-    """`tls_config` (the scrape job's, e.g. {"ca_file": ...}) makes it scrape over https."""
+    """`tls_config` (the scrape job's, e.g. {"ca_file": ...}) makes it scrape over https; `basic_auth` (the
+    job's, {"username": ..., "password": ...}) sends credentials; `flags` are more command-line flags."""
 
-    def __init__(self, target: str, metrics_path: str, workdir: Path, tls_config: Optional[dict] = None):
+    def __init__(self, target: str, metrics_path: str, workdir: Path, tls_config: Optional[dict] = None,
+                 basic_auth: Optional[dict] = None, flags: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = workdir / "prometheus.log"
         config = workdir / "prometheus.yml"
         tls = "" if tls_config is None else f"    scheme: https\n    tls_config: {json.dumps(tls_config)}\n"
+        auth = "" if basic_auth is None else f"    basic_auth: {json.dumps(basic_auth)}\n"
         config.write_text(
             "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
             "scrape_configs:\n"
-            f"  - job_name: gespann\n    metrics_path: {metrics_path}\n{tls}"
+            f"  - job_name: gespann\n    metrics_path: {metrics_path}\n{tls}{auth}"
             f"    static_configs: [{{targets: ['{target}']}}]\n")
         with self._log.open("w") as log:
             self._process = subprocess.Popen(
                 [BINARY, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                 f"--web.listen-address=127.0.0.1:{self.port}", *flags],
                 stdout=log, stderr=subprocess.STDOUT)
         self.wait_for(self._ready, "Prometheus to be ready")
 

@@ -61,6 +61,26 @@ def test_page_has_every_name_with_exact_values(serving):
         assert got == expected, name
 
 
+def test_a_scraper_asking_for_openmetrics_gets_the_same_samples_in_it(serving):
+    """Both pages of one snapshot, each read by prometheus-client's own parser for its format."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
+    _, exporter = serving
+    asked = urllib.request.Request(exporter.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    with urllib.request.urlopen(asked, timeout=5) as response:
+        assert response.headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        page = response.read().decode()
+    assert page.endswith("# EOF\n")
+    read = {sample.name: sample.value for family in openmetrics_families(page) for sample in family.samples
+            if not sample.name.startswith(("process_", "gespann_metrics_page_"))}
+    text = {name: value for name, series in samples(scrape(exporter.url)).items() for value in series.values()
+            if not name.startswith(("process_", "gespann_metrics_page_"))}
+    assert read.keys() == text.keys()
+    units = {family.name: family.unit for family in openmetrics_families(page) if family.unit}
+    assert units["gespann_rtt_seconds"] == "seconds" and units["process_resident_memory_bytes"] == "bytes"
+    assert units["gespann_bytes"] == "bytes"  # gespann_bytes_total, a counter: its family is named without _total
+
+
 def test_families_have_the_types_dashboards_rely_on(serving):
     _, exporter = serving
     declared = types(scrape(exporter.url))

@@ -97,7 +97,7 @@ def test_without_a_client_ca_any_tls_client_reads_the_page_and_plain_http_gets_n
 
 
 def test_a_client_that_never_starts_its_handshake_holds_up_no_one(serving, certs):
-    """The handshake runs in the request's thread, not in the one that accepts connections."""
+    """Handshakes are non-blocking steps of the event loop: one that never starts waits for no one."""
     with socket.create_connection(("127.0.0.1", serving.port), timeout=5):
         started = time.monotonic()
         status, _ = fetch(serving.url, client_context(certs))

@@ -19,9 +19,10 @@ SUITE=bookworm
 #: The image's user: a fixed uid, so that a runtime checking runAsNonRoot can tell without /etc/passwd.
 IMAGE_UID=999
 #: Debian packages of pyproject.toml's dependencies whose bookworm versions fit its pins (construct
-#: 2.10.68, click 8.1.3, PyYAML 6.0), and requests for datadog's wheel. prometheus-client (0.16 <
-#: 0.17) and datadog (not packaged) come from PyPI as wheels; pip checks every pin either way.
-DEBIAN_DEPENDENCIES=python3-construct,python3-click,python3-yaml,python3-requests
+#: 2.10.68, click 8.1.3, PyYAML 6.0), requests for datadog's wheel, and bcrypt (3.2.2) for basic auth on
+#: the metrics page (its `auth` extra, imported only when configured). datadog (not packaged) comes from
+#: PyPI as a wheel; pip checks every pin either way.
+DEBIAN_DEPENDENCIES=python3-construct,python3-click,python3-yaml,python3-requests,python3-bcrypt
 #: Present only while the image is built (python3 -m venv brings pip along): it and every package it
 #: brought are purged again.
 BUILD_ONLY=python3-venv
