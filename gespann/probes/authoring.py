@@ -10,6 +10,7 @@ The groups:
   the program     Program, registers R0-R10, sizes B H W DW, Record and its field types, Slot
   the probe       Probe, BuildTarget, Arguments, Arg, the flavours, the socket state-change event
   kernel memory   emit_read_field, emit_read_bytes (offsets from the running kernel's BTF)
+  kernel types    KernelNeeds, FieldRef: what a probe reads or attaches to beyond gespann's manifest (Probe(kernel=...))
   maps            map types and codecs, UpdateFlags, emit_map_lookup/update/delete, emit_increment, emit_zero
   scope           emit_netns_check: only the namespace the config scopes gespann to
   capped counts   emit_capped_count, capped_count_maps, read_capped_counts, OTHER
@@ -61,6 +62,7 @@ from ..bpf.maps import (
     StructCodec,
 )
 from ..bpf.syscall import UpdateFlags
+from ..btf.manifest import FieldRef, KernelNeeds
 from ..figures import Histogram, MetricSpec, Series, counter, gauge, histogram, labels
 from ..vocabulary import OTHER
 from .toolkit import socket_state
@@ -84,6 +86,8 @@ __all__ = [
     "Tracepoint", "socket_state",
     # kernel memory
     "emit_read_bytes", "emit_read_field",
+    # kernel types
+    "FieldRef", "KernelNeeds",
     # maps
     "U32", "U64", "ArrayMap", "HashMap", "LruHashMap", "PerCpuArrayMap", "PerCpuHashMap", "RecordCodec",
     "StructCodec", "UpdateFlags", "emit_increment", "emit_map_delete", "emit_map_lookup", "emit_map_update",

@@ -15,6 +15,7 @@ from asm import R1, R6, Program
 from ...bpf.channel import RecordChannel
 from ...bpf.maps import Map
 from ...btf import KernelTypes, kernel_types
+from ...btf.manifest import NO_NEEDS, KernelNeeds
 from ...figures import MetricSpec
 from .arguments import Derivations, Arguments
 from .flavours import Flavour
@@ -56,6 +57,9 @@ class BuildTarget:
     kernel_walk: bool = False
     #: labels.max_series: what a map of per-owner counts is sized from (a factory taking `target` reads it).
     max_series: int = 100
+    #: (probe name, what it needs from the kernel beyond gespann's manifest) of the probes built for this
+    #: target: resolved with the manifest.
+    kernel_needs: tuple[tuple[str, KernelNeeds], ...] = ()
 
     @property
     def knows_process(self) -> bool:
@@ -64,7 +68,7 @@ class BuildTarget:
 
     @functools.cached_property
     def kernel_types(self) -> KernelTypes:
-        return kernel_types(self.btf_source)
+        return kernel_types(self.btf_source, needs=dict(self.kernel_needs))
 
 
 Body = Callable[[Program, Arguments, BuildTarget], None]
@@ -169,6 +173,9 @@ class Probe:
     walk: Optional[KernelWalk] = None
     #: What `gespann check` says about the paths this probe takes.
     checks: tuple[CheckLine, ...] = ()
+    #: Kernel fields, functions, tracepoints and enums the probe uses beyond gespann's manifest, resolved
+    #: from the running kernel's BTF with it.
+    kernel: KernelNeeds = NO_NEEDS
 
     def __post_init__(self):
         if self.metrics and self.reader is None:
