@@ -158,3 +158,19 @@ def test_a_vendored_table_says_which_need_it_cannot_offer(tmp_path, running_kern
         f"sock.sk_mark, which the vendored table for kernel {os.uname().release} ({table}) does not carry (vendored "
         "tables hold gespann's manifest only); this kernel has BTF: set btf.source to auto (or btf) to resolve it "
         "from there")
+
+
+def test_a_probe_built_alone_is_built_with_its_own_needs(tmp_path):
+    """`gespann disasm --config` builds an extra probe without a probe set: its declarations still count."""
+    from click.testing import CliRunner
+
+    from gespann.cli import main
+
+    write_probe(tmp_path, "tcp_read_marks_disasm")
+    config = tmp_path / "gespann.yaml"
+    config.write_text(f"extra_probes:\n  - {tmp_path / 'tcp_read_marks_disasm.py'}\n")
+    result = CliRunner().invoke(main, ["disasm", "tcp_read_marks", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"; tcp_read_marks as tp_btf/{TRACEPOINT}\n")
+    # The field's load, at the offset bpftool reads: `w1 = *(u32 *)(r7 + OFFSET)`.
+    assert f"w1 = *(u32 *)(r7 + {oracle_offset('sock', 'sk_mark'):#x})" in result.output

@@ -196,8 +196,11 @@ class Probe:
                 return flavour
         raise KeyError(f"probe {self.name} has no {mode} flavour; it has {[f.mode for f in self.flavours]}")
 
-    def program(self, flavour: Flavour, target: BuildTarget = BuildTarget()) -> Program:
-        """The program for `flavour`, as this kernel lays out the event and its types."""
+    def program(self, flavour: Flavour, target: Optional[BuildTarget] = None) -> Program:
+        """The program for `flavour`, as this kernel lays out the event and its types; without a target
+        (`gespann disasm`), built alone, with the kernel names it declares."""
+        if target is None:
+            target = BuildTarget(kernel_needs=((self.name, self.kernel),) if self.kernel else ())
         p = Program(object_name(self.name))
         p.mov(R6, R1)
         args = flavour.arguments(R6, self.derived, lambda: target.kernel_types)
