@@ -216,10 +216,14 @@ def beyond_manifest(needs: Iterable[KernelNeeds]) -> KernelNeeds:
     """Everything `needs` ask for that the manifest does not list, each once, sorted: all that resolving
     them adds to resolving the manifest (nothing, for gespann's own probes)."""
     needs = tuple(needs)
-    listed = {"field": {ref.key for ref in FIELDS}, "function": {ref.name for ref in FUNCS},
-              "tracepoint": {ref.name for ref in TRACEPOINTS}, "enum": {ref.name for ref in ENUMS}}
-    extra = {kind: sorted({name for need in needs for name in need.names(kind)} - listed[kind]) for kind in KINDS}
+    extra = {kind: sorted({name for need in needs for name in need.names(kind)} - listed(kind)) for kind in KINDS}
     return KernelNeeds(**{KINDS[kind]: tuple(names) for kind, names in extra.items()})
+
+
+def listed(kind: str) -> set[str]:
+    """The names of one kind ("field", "function", "tracepoint", "enum") the manifest lists."""
+    refs = {"field": FIELDS, "function": FUNCS, "tracepoint": TRACEPOINTS, "enum": ENUMS}[kind]
+    return {ref.key if kind == "field" else ref.name for ref in refs}
 
 
 def digest(extra: KernelNeeds = NO_NEEDS) -> str:

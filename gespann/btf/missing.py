@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import BTFError, FieldNotFound, NotDeclared, TypeNotFound
-from .manifest import KINDS, KernelNeeds
+from .manifest import KINDS, KernelNeeds, listed
 from .sources import kernel_has_btf
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ def _beyond_table(types: KernelTypes, kind: str, name: str) -> BTFError:
         return TypeNotFound(f"{kind} {name} has no BTF id here: {_ATTACHES_BY_ID[kind]} by its id in the kernel's "
                             f"BTF, and kernel types come from {table}, which carries struct fields only; {remedy}")
     probes = declarers(types, kind, name)
+    if not probes and name in listed(kind):
+        return _error(kind)(f"{table} lacks {kind} {name} of gespann's manifest: it was made by an older gespann; "
+                            "make it again with tools/vmlinux_tables.py")
     if not probes:
         return NotDeclared(f"{_undeclared(kind, name)}; and {table} holds gespann's manifest only: {remedy}")
     return _error(kind)(f"{_probes(probes)} {'needs' if len(probes) == 1 else 'need'} {kind} {name}, which {table} "

@@ -54,6 +54,7 @@ def resolve_manifest(
         funcs=funcs,
         tracepoints=tracepoints,
         enums=enums,
+        btf=spec.name,
     )
 
 

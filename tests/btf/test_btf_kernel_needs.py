@@ -3,6 +3,7 @@ from the manifest's own entry, and, where it cannot be had, named with where it 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -182,3 +183,16 @@ def test_a_vendored_table_names_the_needs_it_cannot_offer(running_kernel_tables,
     assert types.offset("sock_common.skc_dport") > 0  # the manifest's own fields are there
     logged = [r.getMessage() for r in caplog.records]
     assert str(field.value) in logged and str(tracepoint.value) in logged
+
+
+def test_a_table_without_a_field_of_the_manifest_is_called_stale_not_undeclared(running_kernel_tables, tmp_path):
+    table = table_path(RELEASE, os.uname().machine, running_kernel_tables)
+    doc = json.loads(table.read_text())
+    del doc["fields"]["tcp_sock.delivered"]
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps(doc))
+    with pytest.raises(btf.FieldNotFound) as raised:
+        btf.kernel_types(stale).field("tcp_sock.delivered")
+    assert str(raised.value) == (f"the vendored table for kernel {RELEASE} ({stale}) lacks field tcp_sock.delivered "
+                                 "of gespann's manifest: it was made by an older gespann; make it again with "
+                                 "tools/vmlinux_tables.py")
