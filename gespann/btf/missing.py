@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from .errors import BTFError, FieldNotFound, NotDeclared, TypeNotFound
 from .manifest import KINDS, KernelNeeds, listed
@@ -59,8 +59,9 @@ def not_offered(types: KernelTypes) -> list[str]:
     """One line per probe need a vendored table cannot offer (empty for types from BTF)."""
     if types.btf is not None:
         return []
-    return [str(_beyond_table(types, kind, name)) for probe, need in types.needs.items() for kind in KINDS
-            for name in need.names(kind) if name not in types.held(kind)]
+    lines = [str(_beyond_table(types, kind, name)) for need in types.needs.values() for kind in KINDS
+             for name in need.names(kind) if name not in types.held(kind)]
+    return list(dict.fromkeys(lines))  # a name several probes need: one line naming them all
 
 
 def _beyond_table(types: KernelTypes, kind: str, name: str) -> BTFError:
@@ -87,7 +88,7 @@ def _undeclared(kind: str, name: str) -> str:
             f"(Probe(kernel=KernelNeeds({KINDS[kind]}=({name!r},))))")
 
 
-def _kernel_btf_has(types: KernelTypes, kind: str, name: str):
+def _kernel_btf_has(types: KernelTypes, kind: str, name: str) -> Optional[bool]:
     """Whether the BTF the types came from has `name`: True, False, or None when that cannot be told."""
     from .apart import resolve_apart  # a child process reads the BTF: only on this error path
 

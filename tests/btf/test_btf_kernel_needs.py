@@ -183,6 +183,7 @@ def test_a_vendored_table_names_the_needs_it_cannot_offer(running_kernel_tables,
     assert types.offset("sock_common.skc_dport") > 0  # the manifest's own fields are there
     logged = [r.getMessage() for r in caplog.records]
     assert str(field.value) in logged and str(tracepoint.value) in logged
+    assert len(logged) == len(set(logged)) == 5  # each need once: 2 fields, a function, a tracepoint, an enum
 
 
 def test_a_table_without_a_field_of_the_manifest_is_called_stale_not_undeclared(running_kernel_tables, tmp_path):
