@@ -17,10 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-from .errors import BTFError, FieldNotFound, MalformedBTF, NoKernelTypes, TypeNotFound
+from .errors import BTFError, FieldNotFound, MalformedBTF, NoKernelTypes, NotDeclared, TypeNotFound
 from .kernel import kernel_types
 from .kerneltypes import KernelTypes
 from .locations import FieldLocation, FuncParam, FuncSignature
+from .manifest import FieldRef, KernelNeeds
 from .sources import kernel_has_btf, load_bytes, load_file, load_module, load_vmlinux
 
 if TYPE_CHECKING:
@@ -29,9 +30,9 @@ if TYPE_CHECKING:
 BTFSource = Union["Spec", str, Path, None]
 
 __all__ = [
-    "BTFError", "FieldLocation", "FieldNotFound", "FuncParam", "FuncSignature", "KernelTypes",
-    "MalformedBTF", "NoKernelTypes", "Spec", "TypeNotFound", "func_signature", "kernel_has_btf",
-    "kernel_types", "load_bytes", "load_file", "load_module", "load_vmlinux", "offsetof",
+    "BTFError", "FieldLocation", "FieldNotFound", "FieldRef", "FuncParam", "FuncSignature", "KernelNeeds",
+    "KernelTypes", "MalformedBTF", "NoKernelTypes", "NotDeclared", "Spec", "TypeNotFound", "func_signature",
+    "kernel_has_btf", "kernel_types", "load_bytes", "load_file", "load_module", "load_vmlinux", "offsetof",
 ]
 
 

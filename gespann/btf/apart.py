@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import errors
 from .kerneltypes import KernelTypes
+from .manifest import NO_NEEDS, KernelNeeds
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,9 @@ _ERRORS = {cls.__name__: cls for cls in (errors.BTFError, errors.MalformedBTF, e
                                          errors.FieldNotFound, errors.NoKernelTypes)}
 
 
-def resolve_apart(path: Path, release: str, machine: str) -> KernelTypes:
-    """The manifest resolved from the BTF at `path` by a child process; here if no child can be made."""
+def resolve_apart(path: Path, release: str, machine: str, extra: KernelNeeds = NO_NEEDS) -> KernelTypes:
+    """The manifest, and the probes' needs beyond it, resolved from the BTF at `path` by a child process;
+    here if no child can be made."""
     started = time.monotonic()
     readable, writable = os.pipe()
     try:
@@ -42,10 +44,10 @@ def resolve_apart(path: Path, release: str, machine: str) -> KernelTypes:
         os.close(readable)
         os.close(writable)
         log.debug("resolving kernel types in this process: no child process (%s)", err.strerror or err)
-        return resolve_here(path, release, machine)
+        return resolve_here(path, release, machine, extra)
     if pid == 0:  # the child: never returns
         os.close(readable)
-        _child(writable, path, release, machine)
+        _child(writable, path, release, machine, extra)
     os.close(writable)
     with os.fdopen(readable, "rb") as pipe:
         answer = pipe.read()
@@ -55,18 +57,18 @@ def resolve_apart(path: Path, release: str, machine: str) -> KernelTypes:
     return _result(answer, status, str(path))
 
 
-def resolve_here(path: Path, release: str, machine: str) -> KernelTypes:
+def resolve_here(path: Path, release: str, machine: str, extra: KernelNeeds = NO_NEEDS) -> KernelTypes:
     from .resolve import resolve_manifest  # the parser and construct: imported only on a cache miss
     from .sources import load_bytes, read
 
-    return resolve_manifest(load_bytes(read(path), name=str(path)), release=release, machine=machine)
+    return resolve_manifest(load_bytes(read(path), name=str(path)), release=release, machine=machine, extra=extra)
 
 
-def _child(writable: int, path: Path, release: str, machine: str) -> None:
+def _child(writable: int, path: Path, release: str, machine: str, extra: KernelNeeds) -> None:
     code = 0
     try:
         try:
-            answer = {"types": resolve_here(path, release, machine).to_json()}
+            answer = {"types": resolve_here(path, release, machine, extra).to_json()}
         except errors.BTFError as err:
             answer = {"error": type(err).__name__, "message": str(err),
                       "close_names": list(getattr(err, "close_names", ()))}

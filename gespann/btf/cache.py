@@ -6,9 +6,10 @@ kernels carry a meaningless build-id note. The fingerprint is the file's
 length with its CRC-32 and Adler-32 (zlib's, about 2 ms for the kernel's
 5-6 MB, read in chunks: a warm start never holds the blob in memory). That
 tells kernel builds apart; no one chooses their BTF to collide with another,
-and hashlib would map libcrypto, a few MiB of resident memory, for it. The manifest
-digest and the document format are part of the key too, so a changed manifest
-never reads a stale entry.
+and hashlib would map libcrypto, a few MiB of resident memory, for it. The digest
+of the manifest and of the probes' needs beyond it, and the document format, are
+part of the key too, so a changed manifest, or a set of probes that needs more,
+never reads a stale entry; without such needs the key is the manifest's alone.
 
 Every failure here (unwritable directory, corrupt entry) silently means "no
 cache": the cache only ever saves time.
@@ -40,8 +41,9 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "gespann"
 
 
-def cache_key(btf: Path, release: str, machine: str) -> str:
-    """Names one resolution: the BTF in file `btf`, labelled with this release and machine, by this manifest."""
+def cache_key(btf: Path, release: str, machine: str, extra: manifest.KernelNeeds = manifest.NO_NEEDS) -> str:
+    """Names one resolution: the BTF in file `btf`, labelled with this release and machine, by this manifest
+    and the probes' needs beyond it (`extra`)."""
     length, crc, adler = 0, 0, 1
     try:
         with btf.open("rb") as file:
@@ -50,10 +52,12 @@ def cache_key(btf: Path, release: str, machine: str) -> str:
     except OSError as err:
         raise BTFError(f"{btf}: {err.strerror or err}") from None
     labels = zlib.crc32(f"{release}\0{machine}".encode())
-    return f"btf-{length:x}-{crc:08x}{adler:08x}-{labels:08x}-m{manifest.digest()}-f{FORMAT}"
+    return f"btf-{length:x}-{crc:08x}{adler:08x}-{labels:08x}-m{manifest.digest(extra)}-f{FORMAT}"
 
 
-def load(key: str, directory: Optional[Path] = None) -> Optional[KernelTypes]:
+def load(key: str, directory: Optional[Path] = None,
+         extra: manifest.KernelNeeds = manifest.NO_NEEDS) -> Optional[KernelTypes]:
+    """The entry under `key`, unless it is unreadable or lacks part of the manifest or of `extra`."""
     path = (directory or cache_dir()) / f"{key}.json"
     try:
         types = KernelTypes.from_json(path.read_text(), source=f"cache {path}")
@@ -61,7 +65,7 @@ def load(key: str, directory: Optional[Path] = None) -> Optional[KernelTypes]:
         if not isinstance(err, FileNotFoundError):
             log.debug("ignoring BTF cache entry %s: %s", path, err)
         return None
-    return None if types.missing_fields() or types.missing_enums() else types
+    return None if types.missing_fields() or types.missing_enums() or types.missing_needs(extra) else types
 
 
 def store(key: str, types: KernelTypes, directory: Optional[Path] = None) -> None:

@@ -29,3 +29,11 @@ class FieldNotFound(BTFError, LookupError):
 
 class NoKernelTypes(BTFError):
     """The host has no BTF and gespann has no vendored table for its kernel."""
+
+
+class NotDeclared(BTFError, KeyError):
+    """A probe looked up a kernel name that neither gespann's manifest lists nor any probe declared: it was
+    never resolved. A KeyError too, as looking up an unknown key always was."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)  # KeyError's own would quote the message

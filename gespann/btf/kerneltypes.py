@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, NamedTuple, Optional
 
+from . import missing
 from .errors import FieldNotFound, MalformedBTF, TypeNotFound
 from .locations import FieldLocation, FuncParam, FuncSignature
-from .manifest import ENUMS, FIELDS
+from .manifest import ENUMS, FIELDS, KINDS, NO_NEEDS, KernelNeeds
 
 #: Version of the JSON layout below; bump it when the layout changes. 2 added enums.
 FORMAT = 2
@@ -28,6 +29,10 @@ class KernelTypes(NamedTuple):
     fentry or tp_btf to attach to. enums (value -> enumerator name, as BTF spells
     it) are empty then too: a table does not carry them, and a probe reports
     such values as numbers.
+
+    A name looked up that is not there says what is missing from where
+    (missing.py): absent from the kernel's BTF, not declared by any probe, or
+    beyond what a vendored table carries.
     """
 
     release: str
@@ -38,44 +43,54 @@ class KernelTypes(NamedTuple):
     funcs: Mapping[str, Optional[FuncSignature]] = {}  # never mutated: a shared empty default is safe
     tracepoints: Mapping[str, Optional[int]] = {}  # btf_trace_* typedef ids
     enums: Mapping[str, Optional[Mapping[int, str]]] = {}  # enum name -> {value: enumerator name}
+    #: The BTF file these types were resolved from; None for a vendored table. Not kept in JSON.
+    btf: Optional[str] = None
+    #: What probes declared beyond the manifest (Probe(kernel=...)), by probe name, for messages. Not kept in JSON.
+    needs: Mapping[str, KernelNeeds] = {}
 
     def field(self, key: str) -> FieldLocation:
-        """The location of a manifest field ("tcp_sock.srtt_us"); FieldNotFound if this kernel lacks it."""
+        """The location of a manifest or declared field ("tcp_sock.srtt_us"); FieldNotFound if this kernel
+        lacks it."""
         location = self.optional_field(key)
         if location is None:
-            raise FieldNotFound(f"{key} does not exist on kernel {self.release} ({self.source})")
+            raise FieldNotFound(missing.absent(self, "field", key))
         return location
 
     def optional_field(self, key: str) -> Optional[FieldLocation]:
-        """The location of a manifest field, or None if this kernel lacks it."""
-        try:
+        """The location of a manifest or declared field, or None if this kernel lacks it."""
+        if key in self.fields:
             return self.fields[key]
-        except KeyError:
-            raise KeyError(f"{key} is not in gespann.btf.manifest.FIELDS; add it there first") from None
+        raise missing.not_resolved(self, "field", key)
 
     def offset(self, key: str) -> int:
         return self.field(key).offset
 
     def func(self, name: str) -> FuncSignature:
-        found = self.funcs.get(name)
+        """A manifest or declared function's BTF id and parameters; TypeNotFound if this kernel lacks it."""
+        if name not in self.funcs:
+            raise missing.not_resolved(self, "function", name)
+        found = self.funcs[name]
         if found is None:
-            raise TypeNotFound(f"no BTF for function {name} on kernel {self.release} ({self.source})")
+            raise TypeNotFound(missing.absent(self, "function", name))
         return found
 
     def tracepoint_id(self, name: str) -> int:
-        found = self.tracepoints.get(name)
+        """The id of a manifest or declared tracepoint's btf_trace_<name>; TypeNotFound if this kernel lacks it."""
+        if name not in self.tracepoints:
+            raise missing.not_resolved(self, "tracepoint", name)
+        found = self.tracepoints[name]
         if found is None:
-            raise TypeNotFound(f"no btf_trace_{name} on kernel {self.release} ({self.source})")
+            raise TypeNotFound(missing.absent(self, "tracepoint", name))
         return found
 
     def enum(self, name: str) -> Optional[Mapping[int, str]]:
-        """A manifest enum's enumerator names by value; None if this kernel lacks the enum, or the
+        """A manifest or declared enum's enumerator names by value; None if this kernel lacks the enum, or the
         types came from a vendored table (which carries no enums)."""
         if name in self.enums:
             return self.enums[name]
-        if any(ref.name == name for ref in ENUMS):
+        if self.btf is None and (any(ref.name == name for ref in ENUMS) or missing.declarers(self, "enum", name)):
             return None
-        raise KeyError(f"{name} is not in gespann.btf.manifest.ENUMS; add it there first")
+        raise missing.not_resolved(self, "enum", name)
 
     # -- JSON ------------------------------------------------------------------------
 
@@ -139,6 +154,14 @@ class KernelTypes(NamedTuple):
     def missing_enums(self) -> list[str]:
         """Manifest enums this document does not mention: stale, when it came from kernel BTF."""
         return [ref.name for ref in ENUMS if ref.name not in self.enums]
+
+    def missing_needs(self, extra: KernelNeeds = NO_NEEDS) -> list[str]:
+        """Entries of `extra` (needs beyond the manifest) this document does not mention."""
+        return [f"{kind} {name}" for kind in KINDS for name in extra.names(kind) if name not in self.held(kind)]
+
+    def held(self, kind: str) -> Mapping[str, Any]:
+        """The section holding names of one kind ("field", "function", "tracepoint", "enum"; manifest.KINDS)."""
+        return {"field": self.fields, "function": self.funcs, "tracepoint": self.tracepoints, "enum": self.enums}[kind]
 
 
 def _location_json(location: Optional[FieldLocation]) -> Optional[dict]:

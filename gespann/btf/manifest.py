@@ -9,13 +9,20 @@ then regenerates the tables (tools/vmlinux_tables.py).
 kernel without one is an error. Optional entries are recorded as absent.
 Functions, tracepoints and enums are resolved only from kernel BTF and never
 kept in vendored tables, so adding one needs no table regeneration.
+
+A probe from outside the tree cannot edit this list: it declares what it needs
+beyond it (`KernelNeeds`, `Probe(kernel=...)`), and those entries are resolved
+from the kernel's BTF with the manifest, always as optional: one the kernel
+lacks refuses that probe, not gespann. Vendored tables carry the manifest only.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import zlib
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple, Union
 
 
 class FieldRef(NamedTuple):
@@ -64,7 +71,8 @@ FIELDS: tuple[FieldRef, ...] = (
     FieldRef("sock", "sk_type"),
     FieldRef("sock", "sk_err"),
     FieldRef("sock_common", "skc_flags"),  # sk_flags; SOCK_DONE: the peer's FIN has arrived
-    FieldRef("sock_common", "skc_cookie.counter"),  # sk_cookie: the cookie sock_diag reports, once asked for: adoption at start
+    # sk_cookie: the cookie sock_diag reports, once asked for: adoption at start.
+    FieldRef("sock_common", "skc_cookie.counter"),
     _optional("sock", "sk_cgrp_data"),  # only with CONFIG_SOCK_CGROUP_DATA
     FieldRef("inet_sock", "inet_sport"),
     # struct tcp_sock: byte, segment and RTT counters.
@@ -140,7 +148,89 @@ ENUMS: tuple[EnumRef, ...] = (
 )
 
 
-def digest() -> str:
-    """A short hash of the manifest: resolutions of another manifest are never reused."""
+#: A member path as fieldpath.py reads it: names joined by dots, each with optional [index]es.
+_FIELD_PATH = re.compile(r"[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+@dataclass(frozen=True)
+class KernelNeeds:
+    """What one probe reads from or attaches to in the kernel beyond this manifest, declared in its own file:
+
+        Probe(..., kernel=KernelNeeds(fields=("sock.sk_mark",), tracepoints=("tcp_retransmit_synack",)))
+
+    fields are FieldRefs or "struct.path" strings; functions are fentry targets, tracepoints tp_btf targets,
+    enums enum names. They are resolved from the running kernel's BTF with the manifest, and read through
+    the build target's kernel types as the manifest's are. Entries the manifest already lists cost nothing.
+    """
+
+    fields: tuple[Union[FieldRef, str], ...] = ()
+    functions: tuple[str, ...] = ()
+    tracepoints: tuple[str, ...] = ()
+    enums: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for group in ("fields", "functions", "tracepoints", "enums"):
+            entries = getattr(self, group)
+            if isinstance(entries, str) or not isinstance(entries, Iterable):
+                raise TypeError(f"KernelNeeds({group}=...) takes a tuple of names, not {entries!r}")
+            object.__setattr__(self, group, tuple(_field_ref(e) if group == "fields" else _name(group, e)
+                                                  for e in entries))
+
+    def __bool__(self) -> bool:
+        return bool(self.fields or self.functions or self.tracepoints or self.enums)
+
+    def names(self, kind: str) -> tuple[str, ...]:
+        """The entries of one kind ("field", "function", "tracepoint", "enum") as kernel types key them."""
+        if kind == "field":
+            return tuple(ref.key for ref in self.fields)
+        return getattr(self, KINDS[kind])
+
+
+#: Kinds of kernel names, as error messages say them, and the KernelNeeds argument that declares each.
+KINDS = {"field": "fields", "function": "functions", "tracepoint": "tracepoints", "enum": "enums"}
+
+#: Nothing beyond the manifest: gespann's own probes.
+NO_NEEDS = KernelNeeds()
+
+
+def _field_ref(entry) -> FieldRef:
+    if isinstance(entry, FieldRef):
+        struct, path = entry.struct, entry.path
+    elif isinstance(entry, str):
+        struct, _, path = entry.partition(".")
+    else:
+        raise TypeError(f"KernelNeeds(fields=...): {entry!r} is neither a FieldRef nor a 'struct.path' string")
+    if not _NAME.fullmatch(struct) or not _FIELD_PATH.fullmatch(path):
+        raise ValueError(f"KernelNeeds(fields=...): {entry!r} is not STRUCT.MEMBER[.MEMBER...] (members may "
+                         "have [index]es, e.g. 'tcp_sock.rtt_min.s[0].v')")
+    return FieldRef(struct, path, required=False)
+
+
+def _name(group: str, entry) -> str:
+    if not isinstance(entry, str) or not _NAME.fullmatch(entry):
+        raise ValueError(f"KernelNeeds({group}=...): {entry!r} is not a kernel name")
+    return entry
+
+
+def beyond_manifest(needs: Iterable[KernelNeeds]) -> KernelNeeds:
+    """Everything `needs` ask for that the manifest does not list, each once, sorted: all that resolving
+    them adds to resolving the manifest (nothing, for gespann's own probes)."""
+    needs = tuple(needs)
+    extra = {kind: sorted({name for need in needs for name in need.names(kind)} - listed(kind)) for kind in KINDS}
+    return KernelNeeds(**{KINDS[kind]: tuple(names) for kind, names in extra.items()})
+
+
+def listed(kind: str) -> set[str]:
+    """The names of one kind ("field", "function", "tracepoint", "enum") the manifest lists."""
+    refs = {"field": FIELDS, "function": FUNCS, "tracepoint": TRACEPOINTS, "enum": ENUMS}[kind]
+    return {ref.key if kind == "field" else ref.name for ref in refs}
+
+
+def digest(extra: KernelNeeds = NO_NEEDS) -> str:
+    """A short hash of the manifest and the probes' needs beyond it: resolutions of another set are never
+    reused. Without needs it is the manifest's alone, as it always was."""
     content = [[tuple(ref) for ref in group] for group in (FIELDS, FUNCS, TRACEPOINTS, ENUMS)]
+    if extra:
+        content.append([list(extra.names(kind)) for kind in KINDS])
     return f"{zlib.crc32(json.dumps(content).encode()):08x}"

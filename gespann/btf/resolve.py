@@ -11,21 +11,26 @@ from .fieldpath import locate
 from .functions import TRACEPOINT_TYPEDEF_PREFIX, func_signature, tracepoint_typedef_id
 from .kerneltypes import KernelTypes
 from .kinds import Kind
-from .manifest import ENUMS, FIELDS, FUNCS, TRACEPOINTS
+from .manifest import ENUMS, FIELDS, FUNCS, NO_NEEDS, TRACEPOINTS, AttachRef, EnumRef, KernelNeeds
 from .spec import Spec
 
 
 def resolve_manifest(
-    spec: Spec, *, release: Optional[str] = None, machine: Optional[str] = None, attach: bool = True
+    spec: Spec, *, release: Optional[str] = None, machine: Optional[str] = None, attach: bool = True,
+    extra: KernelNeeds = NO_NEEDS,
 ) -> KernelTypes:
-    """Every manifest entry located in `spec`; raises FieldNotFound naming all missing required fields.
+    """Every manifest entry located in `spec`, and the probes' needs beyond it (`extra`, all optional: an
+    entry the kernel lacks is recorded as absent); raises FieldNotFound naming all missing required fields.
 
     attach=False skips functions, tracepoints and enums (vendored tables do not keep them).
     """
     uname = os.uname()
-    spec.lookup_names(_names_used())
+    funcs_wanted = (*FUNCS, *(AttachRef(name) for name in extra.functions))
+    tracepoints_wanted = (*TRACEPOINTS, *(AttachRef(name) for name in extra.tracepoints))
+    enums_wanted = (*ENUMS, *(EnumRef(name) for name in extra.enums))
+    spec.lookup_names(_names_used((*FIELDS, *extra.fields), funcs_wanted, tracepoints_wanted, enums_wanted))
     fields, missing = {}, []
-    for ref in FIELDS:
+    for ref in (*FIELDS, *extra.fields):
         try:
             fields[ref.key] = locate(spec, ref.struct, ref.path)
         except (FieldNotFound, TypeNotFound) as err:
@@ -36,9 +41,10 @@ def resolve_manifest(
         raise FieldNotFound(f"{spec.name} lacks fields gespann requires: " + "; ".join(missing))
     funcs, tracepoints, enums = {}, {}, {}
     if attach:
-        funcs = {ref.name: _optional(func_signature, spec, ref.name, ref.required) for ref in FUNCS}
-        tracepoints = {ref.name: _optional(tracepoint_typedef_id, spec, ref.name, ref.required) for ref in TRACEPOINTS}
-        enums = {ref.name: _optional(enum_names, spec, ref.name, ref.required) for ref in ENUMS}
+        funcs = {ref.name: _optional(func_signature, spec, ref.name, ref.required) for ref in funcs_wanted}
+        tracepoints = {ref.name: _optional(tracepoint_typedef_id, spec, ref.name, ref.required)
+                       for ref in tracepoints_wanted}
+        enums = {ref.name: _optional(enum_names, spec, ref.name, ref.required) for ref in enums_wanted}
     return KernelTypes(
         release=release or uname.release,
         machine=machine or uname.machine,
@@ -48,6 +54,7 @@ def resolve_manifest(
         funcs=funcs,
         tracepoints=tracepoints,
         enums=enums,
+        btf=spec.name,
     )
 
 
@@ -78,7 +85,7 @@ def _optional(lookup, spec: Spec, name: str, required: bool):
         return None
 
 
-def _names_used() -> set[str]:
-    """Every type name the manifest looks up, so one pass over the types finds them all."""
-    names = {ref.struct for ref in FIELDS} | {ref.name for ref in FUNCS} | {ref.name for ref in ENUMS}
-    return names | {TRACEPOINT_TYPEDEF_PREFIX + ref.name for ref in TRACEPOINTS}
+def _names_used(fields, funcs, tracepoints, enums) -> set[str]:
+    """Every type name the resolution looks up, so one pass over the types finds them all."""
+    names = {ref.struct for ref in fields} | {ref.name for ref in funcs} | {ref.name for ref in enums}
+    return names | {TRACEPOINT_TYPEDEF_PREFIX + ref.name for ref in tracepoints}

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from . import missing
 from .errors import NoKernelTypes
 from .kerneltypes import KernelTypes
 from .sources import VMLINUX_BTF, read
@@ -87,7 +88,7 @@ def nearest_table(release: str, machine: str, directory: Optional[Path] = None) 
 
 def load_table(path: Path) -> KernelTypes:
     path = Path(path)
-    return KernelTypes.from_json(read(path).decode(), source=f"vendored table {path}")
+    return KernelTypes.from_json(read(path).decode(), source=f"{missing.VENDORED}{path}")
 
 
 def no_types_message(release: str, machine: str, directory: Optional[Path] = None, *,

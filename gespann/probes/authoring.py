@@ -12,6 +12,7 @@ The groups:
                   FeatureUnsupportedError, for a flavour the kernel cannot build (the next one is tried)
   kernel memory   emit_read_field, emit_read_bytes (offsets from the running kernel's BTF)
   packets         emit_packet_netns_check, emit_ip_protocol, emit_read_transport_header
+  kernel types    KernelNeeds, FieldRef: what a probe reads or attaches to beyond gespann's manifest (Probe(kernel=...))
   maps            map types and codecs, UpdateFlags, emit_map_lookup/update/delete, emit_increment, emit_zero
   scope           emit_netns_check: only the namespace the config scopes gespann to
   capped counts   emit_capped_count, capped_count_maps, read_capped_counts, OTHER
@@ -64,6 +65,7 @@ from ..bpf.maps import (
 )
 from ..bpf.errors import FeatureUnsupportedError
 from ..bpf.syscall import UpdateFlags
+from ..btf.manifest import FieldRef, KernelNeeds
 from ..figures import Histogram, MetricSpec, Series, counter, gauge, histogram, labels
 from ..vocabulary import OTHER
 from .toolkit import socket_state
@@ -91,6 +93,8 @@ __all__ = [
     "emit_read_bytes", "emit_read_field",
     # packets
     "emit_ip_protocol", "emit_packet_netns_check", "emit_read_transport_header",
+    # kernel types
+    "FieldRef", "KernelNeeds",
     # maps
     "U32", "U64", "ArrayMap", "HashMap", "LruHashMap", "PerCpuArrayMap", "PerCpuHashMap", "RecordCodec",
     "StructCodec", "UpdateFlags", "emit_increment", "emit_map_delete", "emit_map_lookup", "emit_map_update",

@@ -34,7 +34,7 @@ def test_the_childs_error_is_raised_here_with_its_class_and_message(tmp_path):
 
 
 def test_a_bug_in_the_child_comes_back_with_its_traceback(tmp_path, monkeypatch):
-    def broken(path, release, machine):
+    def broken(path, release, machine, extra):
         raise ZeroDivisionError("a bug in the parser")
 
     monkeypatch.setattr(apart, "resolve_here", broken)  # the fork inherits it

@@ -102,7 +102,7 @@ def test_cache_round_trip_keeps_enums(tmp_path):
     doc["format"] = TABLE_FORMAT
     (tmp_path / "key.json").write_text(json.dumps(doc))
     assert cache.load("key", tmp_path) is None
-    with pytest.raises(KeyError, match="manifest.ENUMS"):
+    with pytest.raises(KeyError, match="no_such_enum is neither in gespann.s manifest"):
         types.enum("no_such_enum")
 
 

@@ -154,7 +154,8 @@ class ProbeSet:
         there (the caller owns the channel, and closes it after the set)."""
         probes = tuple(probes)
         target = BuildTarget(settings.btf_source, settings.netns, records, settings.by_process,
-                             settings.kernel_walk(probes), settings.max_series)
+                             settings.kernel_walk(probes), settings.max_series,
+                             tuple((probe.name, probe.kernel) for probe in probes if probe.kernel))
         typed = {probe.walk.typed_sockets_for for probe in probes
                  if probe.walk is not None and probe.walk.shapes_build and probe.walk.typed_sockets_for}
         while True:

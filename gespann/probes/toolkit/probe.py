@@ -15,6 +15,7 @@ from asm import R1, R6, Program
 from ...bpf.channel import RecordChannel
 from ...bpf.maps import Map
 from ...btf import KernelTypes, kernel_types
+from ...btf.manifest import NO_NEEDS, KernelNeeds
 from ...figures import MetricSpec
 from .arguments import Derivations, Arguments
 from .flavours import Flavour
@@ -56,6 +57,9 @@ class BuildTarget:
     kernel_walk: bool = False
     #: labels.max_series: what a map of per-owner counts is sized from (a factory taking `target` reads it).
     max_series: int = 100
+    #: (probe name, what it needs from the kernel beyond gespann's manifest) of the probes built for this
+    #: target: resolved with the manifest.
+    kernel_needs: tuple[tuple[str, KernelNeeds], ...] = ()
 
     @property
     def knows_process(self) -> bool:
@@ -64,7 +68,7 @@ class BuildTarget:
 
     @functools.cached_property
     def kernel_types(self) -> KernelTypes:
-        return kernel_types(self.btf_source)
+        return kernel_types(self.btf_source, needs=dict(self.kernel_needs))
 
 
 Body = Callable[[Program, Arguments, BuildTarget], None]
@@ -183,6 +187,9 @@ class Probe:
     #: is left out where no flavour attaches, with a log line naming each flavour's reason, and its metrics
     #: are absent from the page; `gespann check` names it as left out, not as a reason not to run.
     required: bool = True
+    #: Kernel fields, functions, tracepoints and enums the probe uses beyond gespann's manifest, resolved
+    #: from the running kernel's BTF with it.
+    kernel: KernelNeeds = NO_NEEDS
 
     def __post_init__(self):
         if self.metrics and self.reader is None:
@@ -203,8 +210,11 @@ class Probe:
                 return flavour
         raise KeyError(f"probe {self.name} has no {mode} flavour; it has {[f.mode for f in self.flavours]}")
 
-    def program(self, flavour: Flavour, target: BuildTarget = BuildTarget()) -> Program:
-        """The program for `flavour`, as this kernel lays out the event and its types."""
+    def program(self, flavour: Flavour, target: Optional[BuildTarget] = None) -> Program:
+        """The program for `flavour`, as this kernel lays out the event and its types; without a target
+        (`gespann disasm`), built alone, with the kernel names it declares."""
+        if target is None:
+            target = BuildTarget(kernel_needs=((self.name, self.kernel),) if self.kernel else ())
         p = Program(object_name(self.name))
         p.mov(R6, R1)
         args = flavour.arguments(R6, self.derived, lambda: target.kernel_types)
