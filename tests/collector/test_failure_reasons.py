@@ -163,6 +163,8 @@ def _fail_each_kind(network) -> collections.Counter:
         quick_timeout = [(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1), (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1)]
         connects.connect(("127.0.0.1", DROPPED_PORT), options=quick_timeout, count=TIMEOUTS)
         seen = connects.finish()
+        import mib
+        print("kernel", {k: v for k, v in mib.counters()["Tcp"].items() if k in ("ActiveOpens", "AttemptFails")})
         print(f"{sum(seen.values())} failures in {time.monotonic() - started:.1f} s: {dict(seen)}")
     return seen
 
