@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+import mib
 import pytest
 from kernel_features import require
 from loopback import wait_for
@@ -163,7 +164,6 @@ def _fail_each_kind(network) -> collections.Counter:
         quick_timeout = [(socket.IPPROTO_TCP, socket.TCP_SYNCNT, 1), (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1)]
         connects.connect(("127.0.0.1", DROPPED_PORT), options=quick_timeout, count=TIMEOUTS)
         seen = connects.finish()
-        import mib
         print("kernel", {k: v for k, v in mib.counters()["Tcp"].items() if k in ("ActiveOpens", "AttemptFails")})
         print(f"{sum(seen.values())} failures in {time.monotonic() - started:.1f} s: {dict(seen)}")
     return seen
