@@ -68,7 +68,8 @@ FIELDS: tuple[FieldRef, ...] = (
     FieldRef("sock", "sk_err_soft"),
     FieldRef("inet_connection_sock", "icsk_pending"),
     FieldRef("sock_common", "skc_flags"),  # sk_flags; SOCK_DONE: the peer's FIN has arrived
-    FieldRef("sock_common", "skc_cookie.counter"),  # sk_cookie: the cookie sock_diag reports, once asked for: adoption at start
+    # sk_cookie: the cookie sock_diag reports, once asked for: adoption at start
+    FieldRef("sock_common", "skc_cookie.counter"),
     _optional("sock", "sk_cgrp_data"),  # only with CONFIG_SOCK_CGROUP_DATA
     FieldRef("inet_sock", "inet_sport"),
     # struct tcp_sock: byte, segment and RTT counters.

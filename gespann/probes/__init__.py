@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from . import packet_drops, tcp_icmp_errors, tcp_lifecycle, tcp_resets, tcp_states
-from .udp import UDP_PROBES
 from .extensions import ExtensionError, load_probes
 from .probe import BuildTarget, Probe
-from .reading import OwnerCounts, ReadContext, Reader
 from .probeset import (
     AttachedProbe,
     AttachSettings,
@@ -19,10 +17,13 @@ from .probeset import (
     selected_probes,
     trial_attach,
 )
+from .reading import OwnerCounts, ReadContext, Reader
+from .udp import UDP_PROBES
 
 #: Every probe `gespann run` attaches, in attach order. A new probe of gespann's is one file and one entry here;
 #: one outside the tree is named in the config (extra_probes) instead.
-ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, tcp_icmp_errors.PROBE, *UDP_PROBES, packet_drops.PROBE)
+ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, tcp_icmp_errors.PROBE, *UDP_PROBES,
+                                 packet_drops.PROBE)
 
 #: Probes that are not part of the product: tcp_states is the smallest complete probe,
 #: the one to read (and copy) before writing a new one.

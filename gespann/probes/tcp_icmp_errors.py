@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import errno
 
-from asm import B, DW, R0, R1, R2, R3, R7, R8, R9, R10, W, Program, Record, u32, u64
+from asm import DW, R0, R1, R2, R3, R7, R8, R9, R10, B, Program, Record, W, u32, u64
 
 from ..bpf.maps import LruHashMap
 from ..bpf.syscall import UpdateFlags

@@ -76,44 +76,56 @@ from __future__ import annotations
 
 import errno
 
-from asm import B, DW, R0, R1, R2, R4, R6, R7, R8, R9, R10, H, Frame, Program, Record, Slot, W, array, u8, u64
+from asm import DW, R0, R1, R2, R4, R6, R7, R8, R9, R10, B, Frame, H, Program, Record, Slot, W, u64
 
-from ..bpf.maps import U32, U64, HashMap, StructCodec
+from ..bpf.maps import U32, U64, HashMap
 from ..bpf.syscall import UpdateFlags
+from ..figures import counter, histogram
+from ..vocabulary import ROLES
 from . import connection_records, socket_state, tcp_icmp_errors
-from .connection_records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses
 from .arguments import Arguments
+from .connection_metrics import SHARED
+from .connection_records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses
 from .kernel_memory import emit_read_field
 from .map_calls import emit_map_delete, emit_map_lookup, emit_map_update
 from .netns import emit_netns_check
-from ..figures import counter, histogram
-from .connection_metrics import SHARED
 from .probe import BuildTarget, Probe
-from .record_output import emit_record_output
-from .tcp_metrics import TcpMetrics
 from .record_codec import RecordCodec
-from .socket_state import IPPROTO_TCP
-from .tcp_walk import COUNTED, COUNTED_MAP, counted_map, emit_counted_get
+from .record_output import emit_record_output
+from .socket_state import (  # noqa: F401 - the states are part of this module's vocabulary
+    CLOSE,
+    CLOSE_WAIT,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT1,
+    FIN_WAIT2,
+    IPPROTO_TCP,
+    LAST_ACK,
+    LISTEN,
+    PEER_FIN_IN,
+    SYN_RECV,
+    SYN_SENT,
+)
 from .stack import emit_zero
 from .tcp_connections import (
     ADOPTED,
     CLIENT,
-    ENTRY,
+    CONNECTION_MAPS_WANTED,
     ENTRIES,
+    ENTRY,
     MAP_NAME,
     RESET_RECEIVED,
     RESET_SENT,
     SERVER,
     adopted_map,
     connections_map,
-    emit_lookup_adopted,
     emit_forget_connection,
+    emit_lookup_adopted,
     emit_lookup_connection,
     emit_store_connection,
     entries_map,
-    CONNECTION_MAPS_WANTED,
 )
-from ..vocabulary import FAILURE_REASONS, ROLES
+from .tcp_metrics import TcpMetrics
 from .tcp_totals import (
     BY_PROCESS,
     BY_PROCESS_COUNTS,
@@ -123,10 +135,9 @@ from .tcp_totals import (
     FAILURE_ERRNOS,
     OTHER_OWNER,
     OWNER,
-    OWNERS_PER_SERIES,
     STATS,
-    by_process_capacity,
     Totals,
+    by_process_capacity,
     emit_add,
     emit_add_indexed,
     emit_observe,
@@ -134,10 +145,8 @@ from .tcp_totals import (
     emit_saturating_sub,
     stats_map,
 )
+from .tcp_walk import COUNTED, COUNTED_MAP, counted_map, emit_counted_get
 
-from .socket_state import (  # noqa: F401 - the states are part of this module's vocabulary
-    CLOSE, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, LISTEN, PEER_FIN_IN, SYN_RECV, SYN_SENT,
-)
 #: States only an abort by this side leaves straight for CLOSE.
 ABORTED_FROM = (ESTABLISHED, SYN_RECV, CLOSE_WAIT, FIN_WAIT1)
 #: States whose CLOSE ends a connection (or a failed open) that has an entry, unless it was evicted
@@ -824,7 +833,8 @@ FAILURES = counter("connections_failed_total", ("reason",), "TCP active opens th
 RETRANSMITS = counter("retransmits_total", (), "TCP segments retransmitted.", dogstatsd="tcp.retransmits")
 RTT = histogram("rtt_seconds", (), "Smoothed TCP round-trip time of each connection, observed when it ends.",
                 dogstatsd="tcp.rtt_seconds")
-CONNECT_LATENCY = histogram("connect_latency_seconds", (), "Time from SYN sent to ESTABLISHED for each TCP active open.",
+CONNECT_LATENCY = histogram("connect_latency_seconds", (),
+                            "Time from SYN sent to ESTABLISHED for each TCP active open.",
                             dogstatsd="tcp.connect_latency_seconds")
 ENDS_UNTRACKED = counter(
     "connection_ends_untracked_total", ("protocol",),
