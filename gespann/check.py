@@ -15,8 +15,18 @@ from .bpf import features
 from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
-from .probes import (ALL_PROBES, AttachSettings, TrialResult, group_reasons, packet_drops, selected_probes, tcp_walk,
-                     trial_attach, udp_walk)
+from .probes import (
+    ALL_PROBES,
+    AttachSettings,
+    TrialResult,
+    group_reasons,
+    packet_drops,
+    selected_probes,
+    tcp_icmp_errors,
+    tcp_walk,
+    trial_attach,
+    udp_walk,
+)
 from .probes.tcp_connections import ENTRIES
 
 #: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).
@@ -38,6 +48,8 @@ class CheckReport:
     udp_flows: str = ""
     #: Whether dropped packets are counted by the kernel's reason, and why not.
     drop_reasons: str = ""
+    #: How exact a failed connect's reason is when the application reads SO_ERROR first, and what is left.
+    failure_reasons: str = ""
 
     @property
     def fatal(self) -> Optional[str]:
@@ -75,6 +87,8 @@ class CheckReport:
             out.append(f"udp flows       {self.udp_flows}")
         if self.drop_reasons:
             out.append(f"drop reasons    {self.drop_reasons}")
+        if self.failure_reasons:
+            out.append(f"failed reasons  {self.failure_reasons}")
         out.append(f"verdict         {'cannot run: ' + self.fatal if self.fatal else 'ready'}")
         return out
 
@@ -97,7 +111,22 @@ def run_check(config: Config) -> CheckReport:
         open_connections="" if missing else _open_connections(config, probes),
         udp_flows="" if missing else _udp_flows(config),
         drop_reasons=_drop_reasons(config),
+        failure_reasons="" if missing else _failure_reasons(config, probes),
     )
+
+
+def _failure_reasons(config: Config, probes: list[TrialResult]) -> str:
+    """Where a failed connect's reason comes from when the application took sk_err first (see
+    probes/tcp_lifecycle.py and probes/tcp_icmp_errors.py)."""
+    if "tcp" not in config.protocols:
+        return "not counted: scope.protocols leaves out tcp"
+    base = "refused and timeouts exact whatever the application reads"
+    left = "an ICMP error from another machine that the application reads first counts as aborted"
+    icmp = next((trial for trial in probes if trial.probe == tcp_icmp_errors.PROBE.name), None)
+    if icmp is None or not icmp.flavour:
+        why = "attach.probes.tcp_icmp_errors: off" if icmp is None else "tcp_icmp_errors cannot attach"
+        return f"{base}; any ICMP error the application reads first counts as aborted ({why})"
+    return f"{base}, and ICMP errors this host sends (tcp_icmp_errors: {icmp.flavour}); {left}"
 
 
 def _drop_reasons(config: Config) -> str:
