@@ -15,7 +15,13 @@ Where. icmp:icmp_send (6.11+) fires once the ICMP passed rate limiting, just
 before it goes out. Where it is missing, __icmp_send() itself (fentry, kprobe)
 also sees ICMPs that rate limiting then stops: a connect whose error was never
 sent ends by a timeout (counted so) or by the application (then counted under
-that ICMP's reason). IPv4 only: ICMPv6 has no such tracepoint.
+that ICMP's reason). IPv4 only: ICMPv6 has no such tracepoint (a failed
+neighbour discovery whose EHOSTUNREACH the application read first counts as
+`aborted`).
+
+Cost. The program runs once per ICMP error the host sends, never per
+connection: about 0.8 to 1 µs a run on the development machine (6.18, 2,000
+errors, kernel.bpf_stats_enabled), most of it the LRU map's insertion.
 
 Limits. An ICMP error from a router on another machine is not seen: a connect
 it ends, whose sk_err the application took first, counts as `aborted`.
