@@ -21,7 +21,7 @@ neighbour discovery whose EHOSTUNREACH the application read first counts as
 
 Cost. The program runs once per ICMP error the host sends, never per
 connection: about 0.8 to 1 µs a run on the development machine (6.18, 2,000
-errors, kernel.bpf_stats_enabled), most of it the LRU map's insertion.
+errors, kernel.bpf_stats_enabled).
 
 Limits. An ICMP error from a router on another machine is not seen: a connect
 it ends, whose sk_err the application took first, counts as `aborted`.
