@@ -828,8 +828,11 @@ def failed_errnos_map() -> HashMap:
 
 RESETS = counter("connections_reset_total", ("direction",), "TCP connections ended by a reset, by who sent it.",
                  dogstatsd="connections.reset")
-FAILURES = counter("connections_failed_total", ("reason",), "TCP active opens that never reached ESTABLISHED.",
-                   dogstatsd="connections.failed")
+FAILURES = counter(
+    "connections_failed_total", ("reason",),
+    "TCP active opens that never reached ESTABLISHED, by the errno the kernel ended them with (read before the "
+    "application can take it, but for an ICMP error from another machine); aborted: closed by the application.",
+    dogstatsd="connections.failed")
 RETRANSMITS = counter("retransmits_total", (), "TCP segments retransmitted.", dogstatsd="tcp.retransmits")
 RTT = histogram("rtt_seconds", (), "Smoothed TCP round-trip time of each connection, observed when it ends.",
                 dogstatsd="tcp.rtt_seconds")
