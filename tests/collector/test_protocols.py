@@ -20,7 +20,7 @@ from gespann.probes import ProbeSet
 pytestmark = pytest.mark.root
 
 #: packet_drops watches packets of every protocol: scope.protocols keeps it either way.
-TCP_PROBES = {"tcp_lifecycle", "tcp_reset_sent", "tcp_reset_received", "packet_drops"}
+TCP_PROBES = {"tcp_lifecycle", "tcp_reset_sent", "tcp_reset_received", "tcp_icmp_errors", "packet_drops"}
 UDP_PROBES = {"udp_send", "udp_receive", "packet_drops"}
 REQUEST, REPLY = 40, 9  # bytes of the TCP exchange and of the UDP datagram and its answer
 
