@@ -70,6 +70,10 @@ FIELDS: tuple[FieldRef, ...] = (
     FieldRef("sock", "sk_protocol"),
     FieldRef("sock", "sk_type"),
     FieldRef("sock", "sk_err"),
+    # What the kernel sets sk_err from, for a failed connect whose sk_err the application took first: the soft
+    # error a timeout reports, and whether the retransmission timer's handler is running (icsk_pending 0).
+    FieldRef("sock", "sk_err_soft"),
+    FieldRef("inet_connection_sock", "icsk_pending"),
     FieldRef("sock_common", "skc_flags"),  # sk_flags; SOCK_DONE: the peer's FIN has arrived
     # sk_cookie: the cookie sock_diag reports, once asked for: adoption at start.
     FieldRef("sock_common", "skc_cookie.counter"),
@@ -126,6 +130,7 @@ FUNCS = _optional_attach(
     "tcp_connect", "tcp_close", "tcp_set_state", "tcp_sendmsg", "tcp_cleanup_rbuf", "udp_sendmsg", "udp_recvmsg",
     # The two functions that fire sock:inet_sock_set_state: every socket state change passes one.
     "inet_sk_state_store", "inet_sk_set_state",
+    "__icmp_send",  # ICMP errors this host sends, where icmp:icmp_send is missing (before 6.11)
     # The target of gespann.bpf.features' fentry probe: a function that exists for testing.
     "bpf_fentry_test1",
     # Iterators (BPF_TRACE_ITER) attach by the id of their bpf_iter_<target> FUNC: the kernel walk of
@@ -137,6 +142,7 @@ FUNCS = _optional_attach(
 TRACEPOINTS = _optional_attach(
     "inet_sock_set_state", "inet_sk_error_report", "tcp_retransmit_skb", "tcp_send_reset",
     "tcp_receive_reset", "tcp_destroy_sock", "tcp_probe", "net_dev_queue", "netif_receive_skb", "kfree_skb",
+    "icmp_send",
     # The target of gespann.bpf.features' tp_btf probes: a tracepoint that only BPF_PROG_TEST_RUN fires.
     "bpf_test_finish",
 )

@@ -46,13 +46,30 @@ def test_the_report_is_about_this_kernel(report):
     assert {p["probe"] for p in report["probes"]} == {p.name for p in ALL_PROBES}
 
 
+def kernel_has(flavour) -> bool:
+    """Whether this kernel has the probe points `flavour` attaches to: its tracepoint (in tracefs), or its
+    functions (in kallsyms). A probe on a newer tracepoint (tcp_icmp_errors on icmp:icmp_send, 6.11) lacks it
+    on older kernels, whatever the mode."""
+    from gespann.bpf.tracefs import tracefs_root
+
+    if flavour.mode in ("fentry", "kprobe"):
+        with open("/proc/kallsyms") as f:
+            symbols = {line.split()[2] for line in f}
+        return all(target in symbols for target in flavour.targets)
+    events = os.path.join(tracefs_root(), "events")
+    names = {name for category in os.listdir(events) if os.path.isdir(os.path.join(events, category))
+             for name in os.listdir(os.path.join(events, category))}
+    return all(target.split("/")[-1] in names for target in flavour.targets)
+
+
 def test_reported_features_match_what_attaches(report):
-    """Each mode works for every probe that has it exactly where check says its feature is there."""
+    """Each mode works for every probe that has it exactly where check says its feature is there (and the
+    kernel has the probe's tracepoint or functions)."""
     available = {feature["name"]: feature["available"] for feature in report["features"]}
     for probe in ALL_PROBES:
         for flavour in probe.flavours:
             attached = attaches(probe, flavour.mode)
-            expected = any(available[name] for name in MODE_FEATURES[flavour.mode])
+            expected = any(available[name] for name in MODE_FEATURES[flavour.mode]) and kernel_has(flavour)
             assert attached == expected, f"{probe.name} as {flavour}: check says {expected}, attaching says {attached}"
 
 
@@ -144,3 +161,13 @@ def test_drop_reasons_say_whether_the_kernel_names_them(report, tmp_path):
     config.write_text("attach: {probes: {packet_drops: off}}\n")
     result = CliRunner().invoke(main, ["check", "--json", "--config", str(config)])
     assert json.loads(result.stdout)["drop_reasons"] == "not counted: attach.probes.packet_drops: off"
+
+
+def test_failure_reasons_say_where_icmp_errors_come_from(report, tmp_path):
+    trial = next(p for p in report["probes"] if p["probe"] == "tcp_icmp_errors")
+    assert trial["flavour"], trial
+    assert f"ICMP errors this host sends (tcp_icmp_errors: {trial['flavour']})" in report["failure_reasons"]
+    config = tmp_path / "off.yaml"
+    config.write_text("attach: {probes: {tcp_icmp_errors: off}}\n")
+    result = CliRunner().invoke(main, ["check", "--json", "--config", str(config)])
+    assert json.loads(result.stdout)["failure_reasons"].endswith("counts as aborted: attach.probes.tcp_icmp_errors: off")

@@ -5,7 +5,7 @@ whole story:
   CLOSE -> SYN_SENT           an active open starts: remember when
   SYN_SENT -> ESTABLISHED     opened, role client; connect latency observed
   SYN_RECV -> ESTABLISHED     opened, role server
-  SYN_SENT -> CLOSE           failed, the reason in sk->sk_err
+  SYN_SENT -> CLOSE           failed, the reason in sk->sk_err (or what set it: see below)
   (established) -> CLOSE      ended: close or reset; bytes, RTT, retransmits, duration
 
 How an end is told apart. A reset received marks the entry first
@@ -21,10 +21,21 @@ kernels have no tracepoint for it, so the abort itself is counted as a reset
 sent, the same way on 5.10 and 6.18. (A retransmission timeout also aborts
 without an RST; it is counted there too.)
 
-A failed open's reason is sk->sk_err as the state change finds it. The
-kernel sets it a moment before (the socket polls as failed from then on), so
-an application that reads SO_ERROR, which clears it, in those microseconds
-leaves no reason: that open counts as failed, reason "aborted" (errno 0).
+A failed open's reason is the errno the kernel ended it with. The kernel
+writes it to sk->sk_err a moment before the state change (the socket polls as
+failed from then on; since 6.10, and stable kernels with tcp_done_with_error(),
+sock:inet_sk_error_report fires only after CLOSE and reads sk_err again, so it
+cannot help), and an application that reads SO_ERROR in that moment clears it.
+So when CLOSE finds sk_err empty, the errno is taken from what the kernel set it
+from: a reset received (tcp_resets marked the entry before tcp_reset() wrote
+it): ECONNREFUSED; the SYN's retransmission timer giving up (its handler has
+cleared icsk_pending, which is never 0 in SYN_SENT otherwise): the soft error,
+else ETIMEDOUT; an ICMP error this host sent about the SYN after it went out
+(tcp_icmp_errors: neighbours that never answer, routers and firewalls on this
+host). Left: an ICMP error from another machine, taken by the application,
+counts as "aborted" (errno 0), as does a connect the application closes; and
+a timeout whose soft error the application also took (two reads in that
+moment) counts as ETIMEDOUT.
 
 Payload bytes. Sent means payload transmitted at least once: `bytes_sent`
 less `bytes_retrans` (4.19+), whatever the outcome. So a connection reset with
@@ -66,46 +77,59 @@ from __future__ import annotations
 import errno
 from typing import Optional
 
-from asm import B, DW, R0, R1, R2, R4, R6, R7, R8, R9, R10, H, Frame, Program, Record, Slot, W, array, u8, u64
+from asm import DW, R0, R1, R2, R4, R6, R7, R8, R9, R10, B, Frame, H, Program, Record, Slot, W, u64
 
-from ...bpf.maps import U32, U64, HashMap, StructCodec
+from ...bpf.maps import U32, U64, HashMap
 from ...bpf.syscall import UpdateFlags
-from . import records as connection_records
+from ...figures import counter, histogram
+from ...vocabulary import ROLES
+from ..connection_metrics import SHARED
 from ..toolkit import socket_state
-from .records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses
 from ..toolkit.arguments import Arguments
 from ..toolkit.kernel_memory import emit_read_field
 from ..toolkit.map_calls import emit_map_delete, emit_map_lookup, emit_map_update
 from ..toolkit.netns import emit_netns_check
-from ...figures import counter, histogram
-from ..connection_metrics import SHARED
 from ..toolkit.probe import BuildTarget, Probe
-from ..toolkit.record_output import emit_record_output
-from .metrics import TcpMetrics
 from ..toolkit.record_codec import RecordCodec
-from ..toolkit.socket_state import IPPROTO_TCP
-from . import walk as tcp_walk
-from .walk import COUNTED, COUNTED_MAP, counted_map, emit_counted_get
+from ..toolkit.record_output import emit_record_output
+from ..toolkit.socket_state import (  # noqa: F401 - the states are part of this module's vocabulary
+    CLOSE,
+    CLOSE_WAIT,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT1,
+    FIN_WAIT2,
+    IPPROTO_TCP,
+    LAST_ACK,
+    LISTEN,
+    PEER_FIN_IN,
+    SYN_RECV,
+    SYN_SENT,
+)
 from ..toolkit.stack import emit_zero
+from . import icmp_errors as tcp_icmp_errors
+from . import records as connection_records
+from . import walk as tcp_walk
 from .connections import (
     ADOPTED,
     CLIENT,
-    ENTRY,
+    CONNECTION_MAPS_WANTED,
     ENTRIES,
+    ENTRY,
     MAP_NAME,
     RESET_RECEIVED,
     RESET_SENT,
     SERVER,
     adopted_map,
     connections_map,
-    emit_lookup_adopted,
     emit_forget_connection,
+    emit_lookup_adopted,
     emit_lookup_connection,
     emit_store_connection,
     entries_map,
-    CONNECTION_MAPS_WANTED,
 )
-from ...vocabulary import FAILURE_REASONS, ROLES
+from .metrics import TcpMetrics
+from .records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses
 from .totals import (
     BY_PROCESS,
     BY_PROCESS_COUNTS,
@@ -115,10 +139,9 @@ from .totals import (
     FAILURE_ERRNOS,
     OTHER_OWNER,
     OWNER,
-    OWNERS_PER_SERIES,
     STATS,
-    by_process_capacity,
     Totals,
+    by_process_capacity,
     emit_add,
     emit_add_indexed,
     emit_observe,
@@ -126,10 +149,8 @@ from .totals import (
     emit_saturating_sub,
     stats_map,
 )
+from .walk import COUNTED, COUNTED_MAP, counted_map, emit_counted_get
 
-from ..toolkit.socket_state import (  # noqa: F401 - the states are part of this module's vocabulary
-    CLOSE, CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, LISTEN, PEER_FIN_IN, SYN_RECV, SYN_SENT,
-)
 #: States only an abort by this side leaves straight for CLOSE.
 ABORTED_FROM = (ESTABLISHED, SYN_RECV, CLOSE_WAIT, FIN_WAIT1)
 #: States whose CLOSE ends a connection (or a failed open) that has an entry, unless it was evicted
@@ -172,6 +193,7 @@ class _Slots:
         self.peer_fin_in = u64_slot("peer FIN in")
         self.row_key = u64_slot("row key")
         self.errno_key = frame.alloc("errno key", size=4)
+        self.icmp_key = frame.alloc("ICMP error key", tcp_icmp_errors.KEY)
         self.one = u64_slot("one")
         self.entry = frame.alloc("entry", ENTRY)
         self.record = frame.alloc("record", RECORD) if target.records is not None else None
@@ -724,7 +746,7 @@ def _emit_failed(b: _Build) -> None:
         p.st(DW, R10, s.outcome.at(), connection_records.FAILED)
         p.st(DW, R10, s.sent.at(), 0)
         p.st(DW, R10, s.received.at(), 0)
-    emit_read_field(p, R4, R7, b.types.field("sock.sk_err"), s.scratch, b.direct)
+    _emit_failure_errno(b)
     b.store_in_record(H, "reason", R4)
     for index, (reason, number) in enumerate(FAILURE_ERRNOS.items()):
         other = p.new_label(f"failed.not_{reason}")
@@ -733,6 +755,49 @@ def _emit_failed(b: _Build) -> None:
         p.ja(b.counted)
         p.label(other)
     _emit_count_errno(b)
+
+
+def _emit_failure_errno(b: _Build) -> None:
+    """R4 = the errno a failed open (entry at R8, socket at R7) ended with. sk_err while the application has
+    not taken it; otherwise what the kernel set it from: a reset received (ECONNREFUSED), or the SYN's
+    retransmission timer giving up (the soft error, else ETIMEDOUT). Else 0: closed by the application,
+    or an ICMP error the application took (see the module docstring). Clobbers R0-R5."""
+    p, s, types = b.p, b.s, b.types
+    known, timer = p.new_label("failed.errno"), p.new_label("failed.timer")
+    emit_read_field(p, R4, R7, types.field("sock.sk_err"), s.scratch, b.direct)
+    p.jne(R4, 0, known)
+    p.mov(R4, errno.ECONNREFUSED)  # tcp_reset() marks the entry (tcp_resets) before it sets sk_err
+    p.ldx(W, R1, R8, ENTRY.offset("reset"))
+    p.jeq(R1, RESET_RECEIVED, known)
+    # In SYN_SENT the retransmission timer is always pending, but while its handler runs: the handler
+    # clears icsk_pending before tcp_retransmit_timer(), which gives up through tcp_write_err().
+    emit_read_field(p, R4, R7, types.field("inet_connection_sock.icsk_pending"), s.scratch)
+    p.jeq(R4, 0, timer)
+    _emit_icmp_errno(b, known)
+    p.label(timer)
+    emit_read_field(p, R4, R7, types.field("sock.sk_err_soft"), s.scratch)
+    p.jne(R4, 0, known)
+    p.mov(R4, errno.ETIMEDOUT)
+    p.label(known)
+
+
+def _emit_icmp_errno(b: _Build, known: str) -> None:
+    """R4 = the errno of an ICMP error this host sent about the failed open's SYN after it was sent
+    (tcp_icmp_errors), or 0; then a jump to `known`. Clobbers R0-R5."""
+    p, s, types = b.p, b.s, b.types
+    key = s.icmp_key
+    for field, at in (("sock_common.skc_rcv_saddr", key.at("saddr")), ("sock_common.skc_daddr", key.at("daddr")),
+                      ("inet_sock.inet_sport", key.at("ports")), ("sock_common.skc_dport", key.at("ports") + 2)):
+        emit_read_field(p, R1, R7, types.field(field), s.scratch)
+        p.stx(W if field.endswith("addr") else H, R10, at, R1)
+    emit_map_lookup(p, tcp_icmp_errors.MAP_NAME, key)
+    p.mov(R4, 0)
+    p.jeq(R0, 0, known)
+    p.ldx(DW, R1, R0, tcp_icmp_errors.VALUE.offset("sent_ns"))
+    p.ldx(DW, R2, R8, ENTRY.offset("syn_sent_ns"))
+    p.jlt(R1, R2, known)  # about a segment of an earlier connection with the same addresses and ports
+    p.ldx(W, R4, R0, tcp_icmp_errors.VALUE.offset("errno"))
+    p.ja(known)
 
 
 def _emit_count_errno(b: _Build) -> None:
@@ -770,12 +835,16 @@ def failed_errnos_map() -> HashMap:
 
 RESETS = counter("connections_reset_total", ("direction",), "TCP connections ended by a reset, by who sent it.",
                  dogstatsd="connections.reset")
-FAILURES = counter("connections_failed_total", ("reason",), "TCP active opens that never reached ESTABLISHED.",
-                   dogstatsd="connections.failed")
+FAILURES = counter(
+    "connections_failed_total", ("reason",),
+    "TCP active opens that never reached ESTABLISHED, by the errno the kernel ended them with (read before the "
+    "application can take it, but for an ICMP error from another machine); aborted: closed by the application.",
+    dogstatsd="connections.failed")
 RETRANSMITS = counter("retransmits_total", (), "TCP segments retransmitted.", dogstatsd="tcp.retransmits")
 RTT = histogram("rtt_seconds", (), "Smoothed TCP round-trip time of each connection, observed when it ends.",
                 dogstatsd="tcp.rtt_seconds")
-CONNECT_LATENCY = histogram("connect_latency_seconds", (), "Time from SYN sent to ESTABLISHED for each TCP active open.",
+CONNECT_LATENCY = histogram("connect_latency_seconds", (),
+                            "Time from SYN sent to ESTABLISHED for each TCP active open.",
                             dogstatsd="tcp.connect_latency_seconds")
 ENDS_UNTRACKED = counter(
     "connection_ends_untracked_total", ("protocol",),
@@ -792,7 +861,8 @@ PROBE = Probe(
     derived=socket_state.DERIVED,
     maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map, BY_PROCESS: by_process_map,
           COUNTED_MAP: counted_map},
-    shared_maps={MAP_NAME: connections_map, ENTRIES: entries_map, ADOPTED: adopted_map},
+    shared_maps={MAP_NAME: connections_map, ENTRIES: entries_map, ADOPTED: adopted_map,
+                 tcp_icmp_errors.MAP_NAME: tcp_icmp_errors.errors_map},
     optional_maps={BY_PROCESS: lambda target: target.by_process, COUNTED_MAP: lambda target: target.kernel_walk,
                    **CONNECTION_MAPS_WANTED},
     metrics=(*SHARED, RESETS, FAILURES, RETRANSMITS, RTT, CONNECT_LATENCY, ENDS_UNTRACKED),
