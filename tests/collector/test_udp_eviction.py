@@ -144,23 +144,28 @@ def run_rounds(namespace, capacity: int | None, senders: int, datagrams_each: in
 
 
 def assert_exact(last, scraper: Scraper, kernel: dict, sent: int) -> None:
-    assert kernel == {"sent": sent, "received": sent}
+    """Every datagram the namespace received is a server flow, every one it sent a client flow. A slow
+    machine may drop some at loopback's backlog, before any probe or counter sees them: the kernel's
+    counters say how many arrived."""
+    assert kernel["sent"] == sent and 0.9 * sent <= kernel["received"] <= sent
     assert scraper.violations == [], scraper.violations[:10]
     assert by_label(last, "datagrams_total", "direction") == kernel
-    assert by_label(last, "bytes_total", "direction") == {"sent": PAYLOAD * sent, "received": PAYLOAD * sent}
-    assert by_label(last, "connections_opened_total", "role") == {"client": sent, "server": sent}
+    assert by_label(last, "bytes_total", "direction") == {d: PAYLOAD * n for d, n in kernel.items()}
+    assert by_label(last, "connections_opened_total", "role") == {"client": kernel["sent"],
+                                                                   "server": kernel["received"]}
+    flows = kernel["sent"] + kernel["received"]
     closed = sum(last["connections_closed_total"].values())
     (open_now,) = last["connections_open"].values()
-    assert 0 <= open_now <= 2 * sent and closed + open_now == 2 * sent
+    assert 0 <= open_now <= flows and closed + open_now == flows
     assert sum(last["flows_evicted_total"].values()) == closed  # none went idle: every end was an eviction
     failed = by_label(last, "flow_inserts_failed_total", "role")
-    print(f"\n{sent} datagrams: {scraper.scrapes} scrapes, {closed} flows evicted, {open_now} open, "
-          f"inserts refused {failed}")
+    print(f"\n{sent} datagrams sent, {kernel['received']} received: {scraper.scrapes} scrapes, {closed} flows "
+          f"evicted, {open_now} open, inserts refused {failed}")
 
 
 @pytest.mark.parametrize("capacity, senders, datagrams_each, rounds", [
-    pytest.param(64, 2, 2000, 4, id="two-cpus-64-flow-map"),
-    pytest.param(64, 1, 4000, 4, id="one-socket-64-flow-map"),
+    pytest.param(64, 2, 1000, 3, id="two-cpus-64-flow-map"),
+    pytest.param(64, 1, 2000, 3, id="one-socket-64-flow-map"),
     pytest.param(None, 1, 30000, 4, id="one-socket-30000-ports-default-flow-map", marks=pytest.mark.scale),
     pytest.param(None, 2, 15000, 4, id="two-cpus-30000-ports-default-flow-map", marks=pytest.mark.scale),
 ])
@@ -172,7 +177,7 @@ def test_flows_opened_are_exact_under_eviction_and_open_is_opened_less_closed_at
 def test_flows_the_lru_map_refuses_are_counted_opened_refused_and_evicted(namespace):
     """One entry, two CPUs inserting: the kernel may refuse some inserts (how many is up to timing;
     none on one CPU). Flows opened are exact only if each refusal is counted once."""
-    last, scraper, kernel, sent = run_rounds(namespace, 1, 2, 2000, 4)
+    last, scraper, kernel, sent = run_rounds(namespace, 1, 2, 1000, 3)
     assert_exact(last, scraper, kernel, sent)
     failed = sum(by_label(last, "flow_inserts_failed_total", "role").values())
     assert failed <= sum(last["flows_evicted_total"].values())
