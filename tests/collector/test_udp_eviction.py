@@ -165,7 +165,7 @@ def assert_exact(last, scraper: Scraper, kernel: dict, sent: int) -> None:
 
 @pytest.mark.parametrize("capacity, senders, datagrams_each, rounds", [
     pytest.param(64, 2, 1000, 3, id="two-cpus-64-flow-map"),
-    pytest.param(64, 1, 2000, 3, id="one-socket-64-flow-map"),
+    pytest.param(64, 1, 2000, 3, id="one-socket-64-flow-map", marks=pytest.mark.scale),  # minutes in a VM
     pytest.param(None, 1, 30000, 4, id="one-socket-30000-ports-default-flow-map", marks=pytest.mark.scale),
     pytest.param(None, 2, 15000, 4, id="two-cpus-30000-ports-default-flow-map", marks=pytest.mark.scale),
 ])
