@@ -42,10 +42,17 @@ thread, and not in an interrupt as far as cpu_context can tell. UDP transmits
 within sendmsg(), so that is the sender; but a first datagram that waited for
 neighbour resolution leaves from a softirq, and if that softirq interrupted a
 task in user mode, that task is named (a later datagram does not correct it).
+A socket that sends to its own address and port (a datagram to itself) has
+one flow: both directions have the same key, so its received datagrams count
+in its client flow, and no server flow is made.
 The totals. Datagrams and payload bytes each way, and flows made by role,
 are also added to one per-CPU row (`udp_totals`) as each datagram is seen, so
 the totals are exact whatever happens to the flow entries: the flow map bounds
-only what is kept per flow, never what is counted.
+only what is kept per flow, never what is counted. A flow the LRU map refuses
+(no entry reclaimable at that instant, or its bucket lock refused) is counted
+as made and as refused (`Totals.INSERTS_FAILED`); -EEXIST (another CPU made the
+same flow first) is not a failure. A datagram's flow is counted before the
+datagram, so a reader that sees a datagram sees the flow it made.
 
 The kernel only adds; user space (probes/udp_metrics.py) reads the map when asked, ends flows idle past the flow
 timeout by deleting them, and keeps their totals. The map is LRU, its capacity
@@ -56,6 +63,7 @@ since that flow's own figures (and its args) are lost with it.
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Callable
 
@@ -89,7 +97,8 @@ class Totals:
     DATAGRAMS = 0  # + direction index
     BYTES = DATAGRAMS + len(DIRECTION_INDEX)  # + direction index
     FLOWS_MADE = BYTES + len(DIRECTION_INDEX)  # + role
-    SLOTS = FLOWS_MADE + 2
+    INSERTS_FAILED = FLOWS_MADE + 2  # + role: flows made that the map refused (also in FLOWS_MADE)
+    SLOTS = INSERTS_FAILED + 2
 
 
 TOTALS_ROW = StructCodec(f"={Totals.SLOTS}Q")
@@ -196,8 +205,10 @@ def emit_flow_update(p: Program, args: Arguments, s: FlowSlots, skb: Register, i
     namespace(p, R9)
     p.stx(W, R10, s.key.at("netns"), R9)
     _emit_datagrams(p, s, skb, target.kernel_types, args.btf_pointers)
-    _emit_totals(p, s, direction, skip)
-    _emit_find_or_make_flow(p, s, direction, skip)
+    _emit_totals_row(p, s, skip)
+    _emit_find_or_make_flow(p, s, direction)
+    _emit_totals(p, s, direction)
+    p.jeq(R8, 0, skip)  # no entry to add to: the totals have it all
     p.call("ktime_get_ns")
     p.stx(DW, R8, FLOW.offset("last_ns"), R0)
     p.ldx(DW, R1, R10, s.payload.at())
@@ -295,12 +306,18 @@ def _emit_datagrams(p: Program, s: FlowSlots, skb: Register, types: KernelTypes,
     p.label(counted)
 
 
-def _emit_totals(p: Program, s: FlowSlots, direction: str, skip: str) -> None:
-    """The totals first: they must not depend on the flow entry. R9 keeps the row."""
+def _emit_totals_row(p: Program, s: FlowSlots, skip: str) -> None:
+    """R9 = this CPU's totals row, looked up before the flow: a flow made is counted in it."""
     p.st(DW, R10, s.row_key.at(), 0)
     emit_map_lookup(p, TOTALS, s.row_key)
     p.jeq(R0, 0, skip)
     p.mov(R9, R0)
+
+
+def _emit_totals(p: Program, s: FlowSlots, direction: str) -> None:
+    """The datagrams and bytes into the row at R9, whether or not the flow has an entry, and after the
+    flow was counted: the row is copied out in slot order, datagrams before flows, so a reader that
+    sees a datagram also sees the flow it made (on x86, whose stores are seen in program order)."""
     p.ldx(DW, R1, R10, s.datagrams.at())
     p.atomic_add(DW, R9, 8 * (Totals.DATAGRAMS + DIRECTION_INDEX[direction]), R1)
     p.ldx(DW, R1, R10, s.payload.at())
@@ -318,31 +335,42 @@ def _emit_read(p: Program, dst: Slot, size: int, address: Slot, skip: str) -> No
     p.jne(R0, 0, skip)
 
 
-def _emit_lookup(p: Program, s: FlowSlots, missing: str) -> None:
-    emit_map_lookup(p, MAP_NAME, s.key)
-    p.jeq(R0, 0, missing)
-    p.mov(R8, R0)
+def _emit_find_or_make_flow(p: Program, s: FlowSlots, direction: str) -> None:
+    """R8 = the flow's entry, made first (counts zero, role by direction) if there is none; 0 if it has none.
 
-
-def _emit_find_or_make_flow(p: Program, s: FlowSlots, direction: str, skip: str) -> None:
-    """R8 = the flow's entry, made first (counts zero, role by direction) if there is none; a flow
-    made here is counted in the totals row at R9, by its role."""
+    A flow made here is counted in the totals row at R9, by its role, whether the map takes it or not.
+    The insert (BPF_NOEXIST) fails with -EEXIST when another CPU made the same flow first: that CPU
+    counted it, and its entry is looked up (0 if evicted already). Any other failure is the LRU map's:
+    no entry could be reclaimed (-ENOMEM: the LRU hands entries to each CPU in batches, and an entry
+    another CPU took but has not filled in yet cannot be taken back), or the bucket's lock was refused
+    (-EBUSY on a CPU already inside the map, before 6.15; -EDEADLK or -ETIMEDOUT from 6.15). That
+    flow is counted as made and as refused; user space, finding it neither open nor ended, counts it
+    as evicted. The flow's next datagram tries again, and counts a new flow if it gets in.
+    """
     role = CLIENT if direction == SENT else SERVER
-    new_flow, made_elsewhere, found = p.new_label("new_flow"), p.new_label("made_elsewhere"), p.new_label("found")
-    _emit_lookup(p, s, new_flow)
-    p.ja(found)
+    new_flow, look_up, done = p.new_label("new_flow"), p.new_label("look_up"), p.new_label("flow_done")
+    emit_map_lookup(p, MAP_NAME, s.key)
+    p.mov(R8, R0)
+    p.jeq(R8, 0, new_flow)
+    p.ja(done)
     p.label(new_flow)
     emit_zero(p, s.flow)
     p.call("ktime_get_ns")
     p.stx(DW, R10, s.flow.at("first_ns"), R0)
+    p.stx(DW, R10, s.flow.at("last_ns"), R0)  # a walk may see the flow before its datagram: young, not expired
     p.st(W, R10, s.flow.at("role"), role)
-    emit_map_update(p, MAP_NAME, s.key, s.flow, UpdateFlags.NOEXIST)  # made first elsewhere? Either way, look it up
-    p.jne(R0, 0, made_elsewhere)
+    emit_map_update(p, MAP_NAME, s.key, s.flow, UpdateFlags.NOEXIST)
+    p.jeq(R0, -errno.EEXIST, look_up)
     p.mov(R1, 1)
     p.atomic_add(DW, R9, 8 * (Totals.FLOWS_MADE + role), R1)
-    p.label(made_elsewhere)
-    _emit_lookup(p, s, skip)
-    p.label(found)
+    p.jeq(R0, 0, look_up)
+    p.atomic_add(DW, R9, 8 * (Totals.INSERTS_FAILED + role), R1)
+    p.mov(R8, 0)
+    p.ja(done)
+    p.label(look_up)
+    emit_map_lookup(p, MAP_NAME, s.key)  # ours, or the other CPU's; 0 if evicted already
+    p.mov(R8, R0)
+    p.label(done)
 
 
 def _emit_note_sender(p: Program, args: Arguments, target: BuildTarget, s: FlowSlots, skip: str) -> None:

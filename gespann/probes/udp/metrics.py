@@ -11,11 +11,17 @@ Each collection reads the row, then the whole map once, and:
   counts come with the removal), its duration (first to last datagram) goes to
   the histogram, and an event is queued for `ended()`;
 - counts the flows open, by role, and the idle ones;
-- counts as ended, and evicted, the flows the kernel evicted from a full map:
+- counts as ended, and evicted, the flows the kernel evicted from a full map
+  (or could not add to it at all: counted apart too, as inserts failed):
   every flow made is open (in the map), or ended by user space, or evicted.
   The row is read before the map, so a flow made between the two reads can
   only lower that count for one collection, never raise it; the count is held
   at its highest. An evicted flow has no event: its figures went with it.
+- reports as open the flows made less those ended, as of the row's read: so
+  opened minus closed is open at every collection, also while flows are made
+  during the read (the map may already hold some the row does not count yet;
+  the next collection counts them). It equals the flows in the map once no
+  flow is made during the read.
 A read keeps nothing per flow. Where the kernel runs it, the read is a walk in
 the kernel (probes/udp_walk.py) that counts, and hands out only the keys of
 the flows to end. Elsewhere user space decodes each flow's last time and role
@@ -174,9 +180,13 @@ class UdpMetrics(Reader):
             row = [sum(per_cpu) for per_cpu in zip(*self._totals[0])]  # before the map: see the docstring
             self._scan()
             opened = {role: row[Totals.FLOWS_MADE + i] for i, role in enumerate(ROLES)}
+            closed, open_now = {}, {}
             for role in ROLES:
                 unseen = opened[role] - self._closed[role] - self._open_by_role[role]
                 self._ended_unseen[role] = max(self._ended_unseen[role], unseen)
+                closed[role] = self._closed[role] + self._ended_unseen[role]
+                # As of the row's read: the map may hold flows made since, counted next time.
+                open_now[role] = max(opened[role] - closed[role], 0)
             evicted = sum(self._ended_unseen.values())
             if evicted and not self._eviction_logged:
                 self._eviction_logged = True
@@ -186,15 +196,16 @@ class UdpMetrics(Reader):
                             self._map.max_entries)
             udp = labels(protocol="udp")
             return {
-                "connections_open": {udp: sum(self._open_by_role.values())},
+                "connections_open": {udp: sum(open_now.values())},
                 "connections_opened_total": {labels(protocol="udp", role=r): n for r, n in opened.items()},
-                "connections_closed_total": {labels(protocol="udp", role=r): self._closed[r] + self._ended_unseen[r]
-                                             for r in ROLES},
+                "connections_closed_total": {labels(protocol="udp", role=r): n for r, n in closed.items()},
                 "connections_idle": {udp: self._idle},
                 "bytes_total": {labels(protocol="udp", direction=d): row[Totals.BYTES + i]
                                 for i, d in enumerate(DIRECTIONS)},
                 "datagrams_total": {labels(direction=d): row[Totals.DATAGRAMS + i] for i, d in enumerate(DIRECTIONS)},
                 "flows_evicted_total": {udp: evicted},
+                "flow_inserts_failed_total": {labels(protocol="udp", role=r): row[Totals.INSERTS_FAILED + i]
+                                              for i, r in enumerate(ROLES)},
                 "connection_duration_seconds": {udp: Histogram(BOUNDS_SECONDS, tuple(self._durations),
                                                                self._duration_sum_ns * 1e-9)},
             }

@@ -69,7 +69,14 @@ DATAGRAMS = counter("datagrams_total", ("direction",), "UDP datagrams.", dogstat
 FLOWS_EVICTED = counter(
     "flows_evicted_total", ("protocol",),
     "UDP flows the kernel evicted from the full flow map (config limits.udp_flows) before they went idle: counted "
-    "as closed, their own figures incomplete; datagram and byte totals stay exact.", dogstatsd="udp.flows_evicted")
+    "as closed, their own figures incomplete; datagram and byte totals stay exact. Includes the flows the map "
+    "refused at once (gespann_flow_inserts_failed_total).", dogstatsd="udp.flows_evicted")
+FLOW_INSERTS_FAILED = counter(
+    "flow_inserts_failed_total", ("protocol", "role"),
+    "New UDP flows the kernel's LRU flow map refused to add: it had no entry it could reclaim at that instant, "
+    "or its bucket lock was refused (the map's own limits, under eviction by several CPUs at once). Each is "
+    "counted as opened and at once as closed and evicted; its datagrams and bytes are in the totals.",
+    dogstatsd="udp.flow_inserts_failed")
 
 #: The reader of both UDP probes' maps: udp_receive fills the same flows and totals, and declares nothing.
 PROBE = Probe(
@@ -79,7 +86,7 @@ PROBE = Probe(
     body=body,
     shared_maps={MAP_NAME: flows_map, TOTALS: totals_map},
     protocol="udp",
-    metrics=(*SHARED, DATAGRAMS, FLOWS_EVICTED),
+    metrics=(*SHARED, DATAGRAMS, FLOWS_EVICTED, FLOW_INSERTS_FAILED),
     reader=UdpMetrics.from_context,
     walk=udp_walk.KERNEL_WALK,
     checks=(udp_walk.CHECK,),
