@@ -15,6 +15,7 @@ import json
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -97,12 +98,14 @@ def transfer(listener: socket.socket, retransmitted: Counter) -> None:
     client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     server, _ = listener.accept()
     server.settimeout(TIMEOUT)
-    client.sendall(b"r" * PAYLOAD)
+    sender = threading.Thread(target=client.sendall, args=(b"r" * PAYLOAD,))  # more than the buffers hold
+    sender.start()
     received = 0
     while received < PAYLOAD:
         chunk = server.recv(1 << 16)
         assert chunk, "the client's data stopped short"
         received += len(chunk)
+    sender.join(TIMEOUT)
     server.sendall(b"k")
     assert client.recv(1) == b"k"
     retransmitted[port] += total_retrans(client)
