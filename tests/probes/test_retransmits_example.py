@@ -59,8 +59,12 @@ def test_the_example_loads_from_the_config_with_its_metric_and_flavours():
 
 # --- in the kernel ---------------------------------------------------------------------------------------
 
+#: Seconds nft may take: the first rule in a guest under emulation loads nf_tables, which took over 30 s.
+NFT_TIMEOUT = 180
+
+
 def nft(rules: str) -> None:
-    subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True, timeout=30)
+    subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True, timeout=NFT_TIMEOUT)
 
 
 def drop_data_packets(every: dict[int, int]) -> None:
@@ -75,13 +79,13 @@ def drop_data_packets(every: dict[int, int]) -> None:
 
 def dropped_packets() -> int:
     listing = json.loads(subprocess.run(["nft", "-j", "list", "chain", "inet", "gespann_rtx", "in"],
-                                        capture_output=True, text=True, check=True, timeout=30).stdout)
+                                        capture_output=True, text=True, check=True, timeout=NFT_TIMEOUT).stdout)
     return sum(expression["counter"]["packets"] for item in listing["nftables"]
                for expression in item.get("rule", {}).get("expr", []) if "counter" in expression)
 
 
 def loopback_mtu(mtu: int) -> None:
-    subprocess.run(["ip", "link", "set", "lo", "mtu", str(mtu)], check=True, timeout=30)
+    subprocess.run(["ip", "link", "set", "lo", "mtu", str(mtu)], check=True, timeout=NFT_TIMEOUT)
 
 
 def total_retrans(sock: socket.socket) -> int:
@@ -187,9 +191,11 @@ def test_retransmitted_segments_by_remote_port_are_exact(namespace, mode, perf_e
         assert probes[PROBE_NAME].flavour.mode == mode
         by_port, segments, dropped = retransmissions_in(namespace, len(DROP_EVERY), DROP_EVERY)
         series = series_by_port(collector, segments)
+    expected = {str(port): n for port, n in by_port.items()}
+    figures = f"probe {series}, connections {expected}, RetransSegs less TCPRetransFail {segments}"
     assert dropped > 0 and segments > 0, "the drops forced no retransmission"
-    assert sum(series.values()) == segments, "the sum is the namespace's RetransSegs less TCPRetransFail"
-    assert series == {str(port): n for port, n in by_port.items()}, "each port as its connections counted"
+    assert sum(series.values()) == segments, f"the sum is the namespace's count: {figures}"
+    assert series == expected, f"each port as its connections counted: {figures}"
 
 
 @pytest.mark.root
@@ -208,10 +214,11 @@ def test_ports_past_the_capacity_count_as_other_and_the_sum_stays_exact(namespac
             KernelCollector(probes, namespace.path) as collector:
         by_port, segments, _ = retransmissions_in(namespace, 4, (3, 4, 5, 6))
         series = series_by_port(collector, segments)
+    figures = f"probe {series}, connections {dict(by_port)}, RetransSegs less TCPRetransFail {segments}"
     assert len(by_port) >= 3, f"retransmissions to {len(by_port)} ports: too few to fill the map"
     other = series.pop("other")
-    assert len(series) == 2, "the two ports the map holds"
+    assert len(series) == 2, f"the two ports the map holds: {figures}"
     for port, n in series.items():
-        assert by_port[int(port)] == n
-    assert other == sum(by_port.values()) - sum(series.values()) > 0, "the rest counts as other"
-    assert other + sum(series.values()) == segments
+        assert by_port[int(port)] == n, f"port {port} as its connections counted: {figures}"
+    assert other == sum(by_port.values()) - sum(series.values()) > 0, f"the rest counts as other: {figures}"
+    assert other + sum(series.values()) == segments, f"the sum is the namespace's count: {figures}"
