@@ -59,12 +59,12 @@ def test_the_example_loads_from_the_config_with_its_metric_and_flavours():
 
 # --- in the kernel ---------------------------------------------------------------------------------------
 
-#: Seconds nft may take: the first rule in a guest under emulation loads nf_tables, which took over 30 s.
-NFT_TIMEOUT = 180
+#: Seconds nft or ip may take: the first nft rule in a guest under emulation loads nf_tables, which took over 30 s.
+COMMAND_TIMEOUT = 180
 
 
 def nft(rules: str) -> None:
-    subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True, timeout=NFT_TIMEOUT)
+    subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True, timeout=COMMAND_TIMEOUT)
 
 
 def drop_data_packets(every: dict[int, int]) -> None:
@@ -79,13 +79,13 @@ def drop_data_packets(every: dict[int, int]) -> None:
 
 def dropped_packets() -> int:
     listing = json.loads(subprocess.run(["nft", "-j", "list", "chain", "inet", "gespann_rtx", "in"],
-                                        capture_output=True, text=True, check=True, timeout=NFT_TIMEOUT).stdout)
+                                        capture_output=True, text=True, check=True, timeout=COMMAND_TIMEOUT).stdout)
     return sum(expression["counter"]["packets"] for item in listing["nftables"]
                for expression in item.get("rule", {}).get("expr", []) if "counter" in expression)
 
 
 def loopback_mtu(mtu: int) -> None:
-    subprocess.run(["ip", "link", "set", "lo", "mtu", str(mtu)], check=True, timeout=NFT_TIMEOUT)
+    subprocess.run(["ip", "link", "set", "lo", "mtu", str(mtu)], check=True, timeout=COMMAND_TIMEOUT)
 
 
 def total_retrans(sock: socket.socket) -> int:
