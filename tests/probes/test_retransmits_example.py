@@ -161,14 +161,16 @@ def retransmissions_in(namespace, ports: int, drop_every) -> tuple[Counter, int,
     return by_port, segments, dropped
 
 
-def series_by_port(collector, expected_total: int) -> dict[str, int]:
+def series_by_port(collector, expected_total: int) -> tuple[dict[str, int], int]:
     """The metric's series as {remote_port: segments}, once their sum reaches `expected_total` (the counts
-    are made in the kernel as the retransmissions happen; this only bounds a slow reader)."""
+    are made in the kernel as the retransmissions happen; this only bounds a slow reader), and the runs of
+    the probe's program the kernel says it skipped (probe_runs_missed_total), for the failure message."""
     deadline = time.monotonic() + 5
     while True:
-        series = {dict(labels)["remote_port"]: n for labels, n in collector.snapshot()[METRIC].series.items()}
+        snapshot = collector.snapshot()
+        series = {dict(labels)["remote_port"]: n for labels, n in snapshot[METRIC].series.items()}
         if sum(series.values()) >= expected_total or time.monotonic() > deadline:
-            return series
+            return series, snapshot["probe_runs_missed_total"].value(probe=PROBE_NAME)
         time.sleep(0.05)
 
 
@@ -190,9 +192,10 @@ def test_retransmitted_segments_by_remote_port_are_exact(namespace, mode, perf_e
             KernelCollector(probes, namespace.path) as collector:
         assert probes[PROBE_NAME].flavour.mode == mode
         by_port, segments, dropped = retransmissions_in(namespace, len(DROP_EVERY), DROP_EVERY)
-        series = series_by_port(collector, segments)
+        series, missed = series_by_port(collector, segments)
     expected = {str(port): n for port, n in by_port.items()}
-    figures = f"probe {series}, connections {expected}, RetransSegs less TCPRetransFail {segments}"
+    figures = (f"probe {series}, connections {expected}, RetransSegs less TCPRetransFail {segments}, "
+               f"runs the kernel skipped {missed}")
     assert dropped > 0 and segments > 0, "the drops forced no retransmission"
     assert sum(series.values()) == segments, f"the sum is the namespace's count: {figures}"
     assert series == expected, f"each port as its connections counted: {figures}"
@@ -213,8 +216,9 @@ def test_ports_past_the_capacity_count_as_other_and_the_sum_stays_exact(namespac
     with ProbeSet.attach([small], AttachSettings(netns=namespace.inode)) as probes, \
             KernelCollector(probes, namespace.path) as collector:
         by_port, segments, _ = retransmissions_in(namespace, 4, (3, 4, 5, 6))
-        series = series_by_port(collector, segments)
-    figures = f"probe {series}, connections {dict(by_port)}, RetransSegs less TCPRetransFail {segments}"
+        series, missed = series_by_port(collector, segments)
+    figures = (f"probe {series}, connections {dict(by_port)}, RetransSegs less TCPRetransFail {segments}, "
+               f"runs the kernel skipped {missed}")
     assert len(by_port) >= 3, f"retransmissions to {len(by_port)} ports: too few to fill the map"
     other = series.pop("other")
     assert len(series) == 2, f"the two ports the map holds: {figures}"
