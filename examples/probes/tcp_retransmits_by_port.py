@@ -24,14 +24,8 @@ Ports past CAPACITY count under remote_port="other", so the sum is always the to
 
 from __future__ import annotations
 
-import functools
 import socket
 
-# Not in gespann.probes.authoring (yet): a field outside gespann's manifest, and whether an event
-# carries an argument on the running kernel.
-from gespann.bpf.errors import BPFError
-from gespann.bpf.tracefs import read_format
-from gespann.btf import offsetof
 from gespann.probes.authoring import (
     DW,
     OTHER,
@@ -47,23 +41,22 @@ from gespann.probes.authoring import (
     BtfTracepoint,
     BuildTarget,
     H,
+    KernelNeeds,
     Probe,
     Program,
     RawTracepoint,
     ReadContext,
     Reader,
     Series,
-    Slot,
     Tracepoint,
-    UpdateFlags,
     W,
     capped_count_maps,
     counter,
-    emit_map_lookup,
-    emit_map_update,
+    emit_capped_count,
     emit_netns_check,
     emit_read_bytes,
     emit_read_field,
+    event_fields,
     read_capped_counts,
 )
 
@@ -82,18 +75,14 @@ RETRANSMITTED = counter(
 ARGS = ("sk", "skb", Arg.c_int("err"))
 
 
-def carries_err() -> bool:
-    """Whether this kernel's tcp:tcp_retransmit_skb passes `err`, by its tracefs record's fields."""
-    try:
-        return any(field.name == "err" for field in read_format("tcp", "tcp_retransmit_skb").fields)
-    except BPFError as err:
-        raise BPFError(f"tcp_retransmits_by_port reads tcp:tcp_retransmit_skb's format from tracefs: {err}") from None
+#: Fields outside gespann's manifest, declared here and resolved from the running kernel's BTF with it.
+NEEDS = KernelNeeds(fields=("sk_buff.cb", "tcp_skb_cb.tcp_gso_segs"))
 
 
-@functools.lru_cache(maxsize=None)
-def segments_offset() -> int:
-    """Where TCP_SKB_CB(skb)->tcp_gso_segs is in a struct sk_buff, from the running kernel's BTF."""
-    return offsetof("sk_buff", "cb").offset + offsetof("tcp_skb_cb", "tcp_gso_segs").offset
+def segments_offset(target: BuildTarget) -> int:
+    """Where TCP_SKB_CB(skb)->tcp_gso_segs is in a struct sk_buff: the control block, then its field."""
+    types = target.kernel_types
+    return types.field("sk_buff.cb").offset + types.field("tcp_skb_cb.tcp_gso_segs").offset
 
 
 def body(p: Program, args: Arguments, target: BuildTarget) -> None:
@@ -101,7 +90,7 @@ def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     segments = p.frame.alloc("segments", size=8)
     scratch = p.frame.alloc("read scratch", size=8)
     out = p.new_label("out")
-    if carries_err():
+    if "err" in event_fields("tcp", "tcp_retransmit_skb"):
         args.load(p, R2, "err")
         p.jne(R2, 0, out)
     args.load(p, R7, "sk")
@@ -112,30 +101,12 @@ def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     p.stx(H, R10, port.at(), R1)
     args.load(p, R7, "skb")
     p.st(DW, R10, segments.at(), 0)
-    emit_read_bytes(p, R7, segments_offset(), 2, segments.at())  # u16 tcp_gso_segs
+    emit_read_bytes(p, R7, segments_offset(target), 2, segments.at())  # u16 tcp_gso_segs
     p.ldx(H, R8, R10, segments.at())
-    emit_capped_add(p, port, segments, R8)
+    emit_capped_count(p, PORTS, OVERFLOW, port, amount=R8)
     p.label(out)
     p.mov(R0, 0)
     p.exit()
-
-
-def emit_capped_add(p: Program, key: Slot, amount: Slot, value) -> None:
-    """PORTS[key] += value (a callee-saved register, also in slot `amount`), or OVERFLOW[0] += value when
-    PORTS has no room for a new key: emit_capped_count, by an amount rather than by one."""
-    counted, done = p.new_label("counted"), p.new_label("done")
-    emit_map_lookup(p, PORTS, key)
-    p.jne(R0, 0, counted)
-    emit_map_update(p, PORTS, key, amount, UpdateFlags.NOEXIST)
-    p.jeq(R0, 0, done)
-    emit_map_lookup(p, PORTS, key)  # another CPU made it first, or the map is full
-    p.jne(R0, 0, counted)
-    p.st(W, R10, key.at(), 0)
-    emit_map_lookup(p, OVERFLOW, key)
-    p.jeq(R0, 0, done)
-    p.label(counted)
-    p.atomic_add(DW, R0, 0, value)
-    p.label(done)
 
 
 class RetransmitsByPort(Reader):
@@ -160,6 +131,7 @@ PROBE = Probe(
     ),
     body=body,
     maps=capped_count_maps(PORTS, OVERFLOW, U32, CAPACITY, "rtx_port"),
+    kernel=NEEDS,
     metrics=(RETRANSMITTED,),
     reader=RetransmitsByPort,
 )

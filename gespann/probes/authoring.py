@@ -9,6 +9,7 @@ keeps its names. docs/writing-a-probe.md walks through an example.
 The groups:
   the program     Program, registers R0-R10, sizes B H W DW, Record and its field types, Slot
   the probe       Probe, BuildTarget, Arguments, Arg, the flavours, the socket state-change event;
+                  event_fields: which arguments an event passes on the running kernel;
                   FeatureUnsupportedError, for a flavour the kernel cannot build (the next one is tried)
   kernel memory   emit_read_field, emit_read_bytes (offsets from the running kernel's BTF)
   packets         emit_packet_netns_check, emit_ip_protocol, emit_read_transport_header
@@ -71,7 +72,7 @@ from ..vocabulary import OTHER
 from .toolkit import socket_state
 from .toolkit.arguments import Arg, Arguments
 from .toolkit.capped_count import capped_count_maps, emit_capped_count, read_capped_counts
-from .toolkit.flavours import BtfTracepoint, Fentry, Flavour, Kprobe, RawTracepoint, Tracepoint
+from .toolkit.flavours import BtfTracepoint, Fentry, Flavour, Kprobe, RawTracepoint, Tracepoint, event_fields
 from .toolkit.kernel_memory import emit_read_bytes, emit_read_field
 from .toolkit.map_calls import emit_increment, emit_map_delete, emit_map_lookup, emit_map_update
 from .toolkit.netns import emit_netns_check
@@ -87,7 +88,7 @@ __all__ = [
     "Program", "Record", "Register", "Slot", "array", "s8", "s16", "s32", "s64", "u8", "u16", "u32", "u64",
     # the probe
     "Arg", "Arguments", "BtfTracepoint", "BuildTarget", "Fentry", "Flavour", "Kprobe", "Probe", "RawTracepoint",
-    "Tracepoint", "socket_state",
+    "Tracepoint", "event_fields", "socket_state",
     "FeatureUnsupportedError",
     # kernel memory
     "emit_read_bytes", "emit_read_field",

@@ -19,7 +19,7 @@ from ...bpf.maps import U64, ArrayMap, HashMap
 from ...bpf.syscall import UpdateFlags
 from ...figures import Labels
 from ...vocabulary import OTHER
-from .map_calls import emit_increment, emit_map_lookup, emit_map_update
+from .map_calls import emit_map_lookup, emit_map_update
 
 
 def capped_count_maps(counts: str, overflow: str, key_codec, capacity: int, object_prefix: str,
@@ -31,16 +31,21 @@ def capped_count_maps(counts: str, overflow: str, key_codec, capacity: int, obje
             overflow: lambda: ArrayMap(U64, overflow_slots, name=f"gsp_{object_prefix}_o"[:15])}
 
 
-def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot, slot: Union[int, Register] = 0) -> None:
+def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot, slot: Union[int, Register] = 0,
+                      amount: Union[int, Register] = 1) -> None:
     """Emit `counts[key] += 1`, or `overflow[slot] += 1` when `counts` has no room for a new key (an
     overflow array of several slots keeps one `other` per kind: per protocol, say). The key is in stack
-    slot `key`, filled whole (padding zeroed); the overflow path overwrites its first 4 bytes. `slot` is a
-    number, or one of R6-R9 holding it. Clobbers R0-R5."""
-    one = p.frame.alloc(f"{counts} first count", size=8)
+    slot `key`, filled whole (padding zeroed); the overflow path overwrites its first 4 bytes. `slot` and
+    `amount` (what is added: 1, or a number of segments, bytes...) are numbers, or R6-R9 holding them.
+    Clobbers R0-R5."""
+    one = p.frame.alloc(f"{counts} first amount", size=8)
     counted, done = p.new_label(f"{counts}.counted"), p.new_label(f"{counts}.done")
     emit_map_lookup(p, counts, key)
     p.jne(R0, 0, counted)
-    p.st(DW, R10, one.at(), 1)
+    if isinstance(amount, Register):
+        p.stx(DW, R10, one.at(), amount)
+    else:
+        p.st(DW, R10, one.at(), amount)
     emit_map_update(p, counts, key, one, UpdateFlags.NOEXIST)
     p.jeq(R0, 0, done)
     emit_map_lookup(p, counts, key)  # another CPU made it first, or the map is full
@@ -49,11 +54,14 @@ def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot, slot: U
         p.stx(W, R10, key.at(), slot)
     else:
         p.st(W, R10, key.at(), slot)
-    emit_increment(p, overflow, key)
-    p.ja(done)
+    emit_map_lookup(p, overflow, key)
+    p.jeq(R0, 0, done)
     p.label(counted)
-    p.mov(R1, 1)
-    p.atomic_add(DW, R0, 0, R1)
+    if isinstance(amount, Register):
+        p.atomic_add(DW, R0, 0, amount)
+    else:
+        p.mov(R1, amount)
+        p.atomic_add(DW, R0, 0, R1)
     p.label(done)
 
 

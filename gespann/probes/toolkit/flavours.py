@@ -204,3 +204,10 @@ class Kprobe(Flavour):
     def attach(self, program, target, perf_event_link="auto") -> Link:
         return attach_kprobe(program, target, mode=PERF_EVENT_LINK_MODES[perf_event_link])
 
+
+
+def event_fields(category: str, name: str) -> frozenset[str]:
+    """The fields of tracepoint `category:name`'s record on the running kernel, from its tracefs format: which
+    of an event's arguments this kernel passes, for events that gained some over releases (the raw arguments
+    follow the record's fields). BPFError naming tracefs where it cannot be read."""
+    return frozenset(field.name for field in read_format(category, name).fields)
