@@ -218,6 +218,10 @@ def markdown(results: dict) -> str:
         from .peer_report import markdown as peers_markdown
 
         lines += peers_markdown(results["peers"], trace, results.get("kernel_cost"))
+    if results.get("breakdown"):
+        from .breakdown import markdown as breakdown_markdown
+
+        lines += breakdown_markdown(results["breakdown"])
     if results.get("drops"):
         from .drops import markdown as drops_markdown
 

@@ -1,0 +1,347 @@
+"""The breakdown: what each of gespann's programs costs one loopback connection, and the floor under it.
+
+Per program: ns per event (run_time_ns / run_cnt), events per connection (run_cnt / connections) and
+their product, ns per connection. Added up, against a bare loopback connection's CPU (the load
+generator's own, kernel work included, measured in the same rounds with no tracer), they are the
+share the monitored workload pays. The floor is an empty program (`r0 = 0; exit`) of the same
+flavour on the same tracepoint for each of gespann's programs, attached by the bench's own process
+and measured in the same rounds: what running anything at all there costs, so what the share cannot
+go under. bpftrace (connections.bt) and libbpf-tools' tcplife take their turn in the same rounds.
+
+Per event kind: a counting run (bpftrace, run statistics ignored) tells how many of the
+inet_sock_set_state events are ones tcp_lifecycle acts on (the state entered is SYN_SENT,
+ESTABLISHED or CLOSE) and how many it leaves at its first instructions, and kfree_skb's events by
+drop reason. A variant of the floor that does only tcp_lifecycle's first instructions (read the
+state entered, compare it three times) gives the cost of an event left there, so what the events it
+acts on cost follows from its total.
+
+Runs are host-wide (a program runs wherever its tracepoint fires); connections are the bench's.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from asm import DW, R0, R1, R2, Program
+
+from . import runs
+from .bpftrace_tracer import Bpftrace, parse_maps
+from .libbpf_tools import TCPLIFE, LibbpfTool
+from .process import Launched
+from .summary import Spread, spread
+
+NONE, GESPANN, FLOOR, BPFTRACE = "none", "gespann", "floor", "bpftrace"
+TCPLIFE_NAME = TCPLIFE.name
+#: The floor's variant doing tcp_lifecycle's first instructions only.
+LIFECYCLE_FILTER = "tcp_lifecycle filter"
+LIFECYCLE = "tcp_lifecycle"
+STATE_TRACEPOINT = "inet_sock_set_state"
+#: The states entered that tcp_lifecycle acts on (include/net/tcp_states.h): ESTABLISHED, SYN_SENT, CLOSE.
+LIFECYCLE_STATES = (1, 2, 7)
+#: tcp_lifecycle's argument slot of the state entered: (sk, oldstate, newstate), 8 bytes each.
+NEWSTATE_OFFSET = 16
+_ITEM = re.compile(r"(?P<probe>\w+)=(?P<mode>\w+)/(?P<tracepoint>\w+)")
+STATE_NAMES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+               7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
+
+#: The counting run's script: events per kind, host-wide, as the programs see them.
+KINDS_SCRIPT = """
+BEGIN { printf("ready\\n"); }
+tracepoint:sock:inet_sock_set_state /args->protocol == 6/ { @state[args->oldstate, args->newstate] = count(); }
+tracepoint:sock:inet_sock_set_state /args->protocol != 6/ { @state_other = count(); }
+tracepoint:skb:kfree_skb { @drop[args->reason] = count(); }
+tracepoint:net:net_dev_queue { @xmit = count(); }
+tracepoint:net:netif_receive_skb { @receive = count(); }
+"""
+
+
+def attached(probes_line: str) -> list[tuple[str, str, str]]:
+    """(probe, mode, tracepoint) of each program in gespann's start-up line
+    ('tcp_lifecycle=tp_btf/inet_sock_set_state(bpf_link), ...')."""
+    return [(m["probe"], m["mode"], m["tracepoint"]) for m in _ITEM.finditer(probes_line)]
+
+
+def empty_program(name: str, filter_states: tuple[int, ...] = ()) -> Program:
+    """`r0 = 0; exit`, or with `filter_states`: first read the state entered and compare it with each,
+    every way out the same (what tcp_lifecycle does with an event it leaves)."""
+    p = Program(name)
+    out = p.new_label("out")
+    if filter_states:
+        p.ldx(DW, R2, R1, NEWSTATE_OFFSET)
+        for state in filter_states:
+            p.jeq32(R2, state, out)
+    p.label(out)
+    p.mov(R0, 0)
+    p.exit()
+    return p
+
+
+class Floor:
+    """Empty programs of the same flavours on the same tracepoints as gespann's, held by this process
+    while the workload runs; and the variant of tcp_lifecycle's first instructions."""
+
+    def __init__(self, programs: list[tuple[str, str, str]]):
+        self.programs = programs
+        self._loaded: dict[str, tuple[str, object, object]] = {}  # name -> (tracepoint, program, link)
+
+    def __enter__(self) -> Floor:
+        from gespann.bpf.links import attach_raw_tracepoint, attach_tp_btf
+        from gespann.bpf.programs import load_program
+        from gespann.bpf.syscall import AttachType, ProgType
+
+        spec = None
+        wanted = [(probe, mode, tp, ()) for probe, mode, tp in self.programs]
+        wanted += [(LIFECYCLE_FILTER, mode, tp, LIFECYCLE_STATES) for probe, mode, tp in self.programs
+                   if probe == LIFECYCLE]
+        try:
+            for index, (probe, mode, tracepoint, states) in enumerate(wanted):
+                program = empty_program(f"floor{index}", states)
+                if mode == "tp_btf":
+                    if spec is None:
+                        from gespann.btf import load_vmlinux
+                        from gespann.btf.functions import tracepoint_typedef_id
+
+                        spec = load_vmlinux()
+                    loaded = load_program(program, ProgType.TRACING, expected_attach_type=AttachType.TRACE_RAW_TP,
+                                          attach_btf_id=tracepoint_typedef_id(spec, tracepoint))
+                    link = attach_tp_btf(loaded)
+                elif mode == "raw_tracepoint":
+                    loaded = load_program(program, ProgType.RAW_TRACEPOINT)
+                    link = attach_raw_tracepoint(loaded, tracepoint)
+                else:
+                    raise ValueError(f"floor: no empty program for attach mode {mode!r} ({probe})")
+                self._loaded[probe] = (tracepoint, loaded, link)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def snapshot(self) -> dict[str, tuple[str, int, int]]:
+        """name -> (tracepoint, run_cnt, run_time_ns) now."""
+        out = {}
+        for name, (tracepoint, program, _) in self._loaded.items():
+            info = program.info()
+            out[name] = (tracepoint, info.run_cnt, info.run_time_ns)
+        return out
+
+    def close(self) -> None:
+        for _, program, link in self._loaded.values():
+            link.close()
+            program.close()
+        self._loaded.clear()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def by_probe(run: dict, programs: list[tuple[str, str, str]]) -> dict:
+    """gespann's run with its programs named by probe, not by the kernel's 15-character object name."""
+    from gespann.probes.toolkit.probe import object_name
+
+    names = {object_name(probe): probe for probe, _, _ in programs}
+    run["per_program"] = {names.get(name, name): cost for name, cost in run.get("per_program", {}).items()}
+    return run
+
+
+def floor_run(floor: Floor, workload: runs.Workload) -> dict:
+    """The workload under the floor's programs (run statistics on): per program, runs and run time."""
+    before = floor.snapshot()
+    load = workload.run()
+    after = floor.snapshot()
+    return {"rate": load.per_second, "connections": load.connections,
+            "load_cpu_us_per_connection": load.cpu_us_per_connection,
+            "per_program": {name: {"tracepoint": tp, "runs": cnt - before[name][1],
+                                   "run_time_ns": ns - before[name][2]} for name, (tp, cnt, ns) in after.items()}}
+
+
+def count_kinds(workload: runs.Workload, workdir: Path) -> dict:
+    """One workload run under the counting script: events per kind, host-wide."""
+    script = workdir / "kinds.bt"
+    script.write_text(KINDS_SCRIPT)
+    launched = Launched(["bpftrace", "-B", "line", str(script)])
+    try:
+        launched.wait_line(lambda line: line.strip() == "ready", 120)
+        load = workload.run()
+        time.sleep(0.2)
+    finally:
+        launched.stop()
+    maps = parse_maps(launched.output())
+    states = {key.replace(" ", ""): n for (name, key), n in maps.items() if name == "state"}
+    return {"connections": load.connections, "states": states, "state_other": maps.get(("state_other", ""), 0),
+            "drops": {key: n for (name, key), n in maps.items() if name == "drop"},
+            "xmit": maps.get(("xmit", ""), 0), "receive": maps.get(("receive", ""), 0)}
+
+
+def run(gespann, workload: runs.Workload, workdir: Path, netns_inode: int, rounds: int,
+        say: Callable[[str], None]) -> dict:
+    """`rounds` rounds (run statistics must be on): no tracer, gespann run, the floor, bpftrace and
+    tcplife in turn; then the counting run."""
+    first = runs.gespann_metrics(gespann, workload, stats=True)  # a warm-up that names the programs
+    programs = attached(first["probes"])
+    result: dict = {"probes": first["probes"], "rounds": []}
+    tcplife = LibbpfTool(TCPLIFE, workdir)
+    with Floor(programs) as floor:
+        tracers = {NONE: lambda: runs.baseline(workload),
+                   GESPANN: lambda: by_probe(runs.gespann_metrics(gespann, workload, stats=True), programs),
+                   FLOOR: lambda: floor_run(floor, workload),
+                   BPFTRACE: lambda: runs.bpftrace(Bpftrace(netns_inode), workload, stats=True),
+                   TCPLIFE_NAME: lambda: runs.libbpf_tool(tcplife, workload, stats=True)}
+        if not _has("bpftrace"):
+            del tracers[BPFTRACE]
+        if not _has(TCPLIFE.program):
+            del tracers[TCPLIFE_NAME]
+        order = list(tracers)
+        for index in range(rounds):
+            measured = {name: tracers[name]() for name in runs.rotated(order, index)}
+            result["rounds"].append(measured)
+            total = _per_connection(measured[GESPANN])
+            say(f"breakdown round {index + 1}/{rounds}: gespann {total:.0f} ns per connection, floor "
+                f"{_per_connection(measured[FLOOR], without=(LIFECYCLE_FILTER,)):.0f}")
+    if _has("bpftrace"):
+        result["kinds"] = count_kinds(workload, workdir)
+    return result
+
+
+def _has(program: str) -> bool:
+    from .libbpf_tools import locate
+
+    return locate(program) is not None
+
+
+def _per_connection(run: dict, without: tuple[str, ...] = ()) -> float:
+    costs = run.get("per_program") or run.get("per_tracepoint", {})
+    return sum(c["run_time_ns"] for name, c in costs.items() if name not in without) / run["connections"]
+
+
+# --- figures -------------------------------------------------------------------------------------------------
+
+
+def _program_spreads(rounds: list[dict], tracer: str, name: str) -> tuple[Spread | None, Spread | None,
+                                                                          Spread | None]:
+    """ns per event, events per connection, ns per connection of one program, over the rounds."""
+    per_event, events, per_conn = [], [], []
+    for r in rounds:
+        run = r.get(tracer)
+        cost = run and run.get("per_program", {}).get(name)
+        if not cost or not run["connections"]:
+            continue
+        if cost["runs"]:
+            per_event.append(cost["run_time_ns"] / cost["runs"])
+        events.append(cost["runs"] / run["connections"])
+        per_conn.append(cost["run_time_ns"] / run["connections"])
+    return spread(per_event), spread(events), spread(per_conn)
+
+
+def figures(result: dict) -> dict:
+    """Everything the table shows, as medians (and spreads) over the rounds."""
+    rounds = result["rounds"]
+    names = list(dict.fromkeys(name for r in rounds for name in r.get(GESPANN, {}).get("per_program", {})))
+    bare = spread([r[NONE]["load_cpu_us_per_connection"] for r in rounds if NONE in r])
+    programs = {}
+    for name in names:
+        g = _program_spreads(rounds, GESPANN, name)
+        f = _program_spreads(rounds, FLOOR, name)
+        programs[name] = {"tracepoint": next(r[GESPANN]["per_program"][name]["tracepoint"] for r in rounds
+                                             if name in r.get(GESPANN, {}).get("per_program", {})),
+                          "gespann": g, "floor": f}
+    totals = {GESPANN: spread([_per_connection(r[GESPANN]) for r in rounds if GESPANN in r]),
+              FLOOR: spread([_per_connection(r[FLOOR], without=(LIFECYCLE_FILTER,)) for r in rounds if FLOOR in r])}
+    for peer in (BPFTRACE, TCPLIFE_NAME):
+        values = [_per_connection(r[peer]) for r in rounds if peer in r and r[peer].get("per_tracepoint")]
+        totals[peer] = spread(values)
+    out = {"bare_us": bare, "programs": programs, "totals": totals,
+           "filter": _program_spreads(rounds, FLOOR, LIFECYCLE_FILTER)}
+    if bare and bare.median:
+        out["shares"] = {name: _scaled(total, 1 / (bare.median * 1e3)) for name, total in totals.items()}
+    kinds = result.get("kinds")
+    if kinds and kinds["connections"]:
+        out["kinds"] = _kinds(kinds, programs.get(LIFECYCLE), out["filter"])
+    return out
+
+
+def _scaled(value: Spread | None, factor: float) -> Spread | None:
+    return Spread(value.median * factor, value.low * factor, value.high * factor, value.n) if value else None
+
+
+def _kinds(kinds: dict, lifecycle: dict | None, left_cost: tuple) -> dict:
+    """inet_sock_set_state events per connection by kind (acted on by tcp_lifecycle or left), and
+    what each kind costs: an event left costs what the filter variant costs; the rest is the acted-on ones'."""
+    connections = kinds["connections"]
+    per_kind = {}
+    for key, n in kinds["states"].items():
+        old, new = (int(v) for v in key.split(","))
+        per_kind[f"{STATE_NAMES.get(old, old)} -> {STATE_NAMES.get(new, new)}"] = (n / connections,
+                                                                                  new in LIFECYCLE_STATES)
+    acted = sum(n for n, act in per_kind.values() if act)
+    left = sum(n for n, act in per_kind.values() if not act)
+    out = {"transitions": per_kind, "acted_per_connection": acted, "left_per_connection": left,
+           "drops": {reason: n / connections for reason, n in kinds["drops"].items()},
+           "xmit_per_connection": kinds["xmit"] / connections,
+           "receive_per_connection": kinds["receive"] / connections}
+    filter_ns = left_cost[0].median if left_cost[0] else None
+    if lifecycle and lifecycle["gespann"][2] and filter_ns is not None and acted:
+        total = lifecycle["gespann"][2].median
+        out["left_ns"] = filter_ns
+        out["acted_ns"] = (total - left * filter_ns) / acted
+    return out
+
+
+def _fmt(value: Spread | None, digits: int = 0, scale: float = 1.0) -> str:
+    if value is None:
+        return "—"
+    text = f"{value.median * scale:.{digits}f}"
+    if value.n > 1 and value.low != value.high:
+        text += f" ({value.low * scale:.{digits}f}–{value.high * scale:.{digits}f})"
+    return text
+
+
+def markdown(result: dict) -> list[str]:
+    f = figures(result)
+    measured = result.get("measured", {})
+    lines = ["", "### Breakdown: what each program costs a loopback connection, and the floor", "",
+             (f"Measured {measured.get('date', '?')} on kernel {measured.get('kernel', '?')}, "
+              f"{measured.get('cpus', '?')} CPUs, commit {measured.get('commit', '?')}, load average "
+              f"{measured.get('load_before', '?')}; medians of {len(result['rounds'])} rounds (min–max in brackets), "
+              "each a turn of: no tracer, `gespann run` (default probes), the floor (an empty program of the "
+              "same flavour on the same tracepoint for each of gespann's programs, `r0 = 0; exit`), bpftrace, "
+              "tcplife; BPF run statistics on. Runs are host-wide, connections the bench's. "
+              f"gespann probes: {result.get('probes', '?')}."), "",
+             "| program (tracepoint) | ns per event | events per connection | ns per connection | floor: ns per "
+             "event | floor: ns per connection |",
+             "|---|---|---|---|---|---|"]
+    for name, p in f["programs"].items():
+        g, fl = p["gespann"], p["floor"]
+        lines.append(f"| {name} ({p['tracepoint']}) | {_fmt(g[0])} | {_fmt(g[1], 2)} | {_fmt(g[2])} | "
+                     f"{_fmt(fl[0])} | {_fmt(fl[2])} |")
+    totals, shares = f["totals"], f.get("shares", {})
+    lines.append(f"| **all programs** | | | **{_fmt(totals[GESPANN])}** | | **{_fmt(totals[FLOOR])}** |")
+    lines += ["", "| per loopback connection | ns in the kernel | share of a bare connection's CPU |", "|---|---|---|"]
+    lines.append(f"| bare loopback connection, no tracer (the load generator's CPU, kernel work included) | "
+                 f"{_fmt(f['bare_us'], scale=1e3)} | 100 % |")
+    for name, label in ((GESPANN, "gespann run, every default program"), (FLOOR, "the floor: empty programs"),
+                        (BPFTRACE, "bpftrace (connections.bt)"), (TCPLIFE_NAME, "tcplife (libbpf-tools)")):
+        lines.append(f"| {label} | {_fmt(totals.get(name))} | {_fmt(shares.get(name), 2, 100)} % |")
+    g, fl = shares.get(GESPANN), shares.get(FLOOR)
+    if g and fl:
+        lines += ["", f"- share of a bare connection's CPU, every default program: {g.median * 100:.2f} % "
+                      f"(target <= 2 %: {'met' if g.median <= 0.02 else 'MISSED'}); the floor leaves "
+                      f"{fl.median * 100:.2f} %, so {(g.median - fl.median) * 100:.2f} points are the programs' "
+                      "own work"]
+    kinds = f.get("kinds")
+    if kinds:
+        lines += ["", f"inet_sock_set_state events per connection (TCP, both sides, counted in one more run): "
+                      f"{kinds['acted_per_connection']:.2f} tcp_lifecycle acts on, {kinds['left_per_connection']:.2f} "
+                      "it leaves at its first instructions: " + ", ".join(
+                          f"{k} {n:.2f}{'' if act else ' (left)'}" for k, (n, act) in
+                          sorted(kinds["transitions"].items(), key=lambda kv: -kv[1][0]) if n >= 0.01) + "."]
+        if "acted_ns" in kinds:
+            lines.append(f"An event left costs what the floor's variant of those first instructions costs, "
+                         f"{kinds['left_ns']:.0f} ns; so one it acts on costs {kinds['acted_ns']:.0f} ns.")
+        drops = ", ".join(f"reason {r} {n:.2f}" for r, n in sorted(kinds["drops"].items(), key=lambda kv: -kv[1])
+                          if n >= 0.01)
+        lines.append(f"kfree_skb per connection by drop reason: {drops or 'none'}; net_dev_queue "
+                     f"{kinds['xmit_per_connection']:.2f}, netif_receive_skb {kinds['receive_per_connection']:.2f} "
+                     "per connection (every one a TCP packet the UDP probes leave).")
+    return lines
