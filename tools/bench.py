@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "floor, the share of a bare connection's CPU, beside bpftrace and tcplife "
                              "(--cost-rounds rounds of --connections; about 10 s a round at 10000); merges into "
                              "the existing bench.json")
+    parser.add_argument("--compare", action="append", default=[], metavar="LABEL=EXECUTABLE",
+                        help="in the breakdown, another gespann (a build to compare) takes its turn in each round; "
+                             "may be given more than once")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: write bench.md and bench.png again from the existing bench.json")
     # Inside the VM (bench/vm.py): where to write the figures, the load generator built by the host, the headers.
@@ -102,6 +105,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if sum((args.vm_only, args.scale_only, args.drops_only, args.peers_only, args.breakdown_only)) > 1:
         parser.error("--vm-only, --scale-only, --drops-only, --peers-only and --breakdown-only each measure one "
                      "part: give one")
+    for item in args.compare:
+        label, _, executable = item.partition("=")
+        if not label or not executable or not Path(executable).exists():
+            parser.error(f"--compare {item!r}: give LABEL=EXECUTABLE, an existing gespann executable")
     if args.rate <= 0:
         parser.error("--rate must be above 0")
     for name in ("rounds", "cost_rounds", "connections", "threads"):
@@ -181,8 +188,8 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
                 say(f"cost round {index + 1}/{args.cost_rounds} done")
             results["drops"] = {**drops.run(gespann, ns, lambda: workload.run().connections, args.cost_rounds, say),
                                 "measured": stamp(args)}
-            results["breakdown"] = {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say),
-                                    "measured": stamp(args)}
+            results["breakdown"] = {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say,
+                                                    compared(args, workdir, ns.path)), "measured": stamp(args)}
         results["meta"].update(report.probe_sets(results))
 
         if trace_available(args.gespann):
@@ -233,8 +240,19 @@ def breakdown_only(args: argparse.Namespace, workdir: Path) -> dict:
         runs.baseline(workload)  # warm-up, as in the full run
         gespann = GespannMetrics(args.gespann, workdir, ns.path)
         with enable_run_stats():
-            return {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say),
-                    "measured": stamp(args)}
+            return {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say,
+                                    compared(args, workdir, ns.path)), "measured": stamp(args)}
+
+
+def compared(args: argparse.Namespace, workdir: Path, netns_path: str) -> dict[str, GespannMetrics]:
+    """label -> `gespann run` of each --compare build, each with a config of its own."""
+    variants = {}
+    for index, item in enumerate(args.compare):
+        label, _, executable = item.partition("=")
+        own = workdir / f"compare-{index}"
+        own.mkdir(exist_ok=True)
+        variants[label] = GespannMetrics(Path(executable), own, netns_path)
+    return variants
 
 
 def bcc_on_host(workdir: Path) -> dict[str, str]:

@@ -27,8 +27,8 @@ def test_programs_on_one_tracepoint_keep_their_own_counts():
         "gsp_packet_drop": {"tracepoint": "kfree_skb", "runs": 20, "run_time_ns": 4000}}
 
 
-def program(runs, ns, tracepoint="inet_sock_set_state"):
-    return {"tracepoint": tracepoint, "runs": runs, "run_time_ns": runs * ns}
+def program(runs, ns, tracepoint="inet_sock_set_state", kind=None):
+    return {"tracepoint": tracepoint, "runs": runs, "run_time_ns": runs * ns, **({"kind": kind} if kind else {})}
 
 
 def sample(lifecycle_ns, floor_ns, bare_us, connections=1000):
@@ -37,9 +37,13 @@ def sample(lifecycle_ns, floor_ns, bare_us, connections=1000):
                 "tcp_lifecycle": program(10 * connections, lifecycle_ns),
                 "udp_send": program(10 * connections, 40, "net_dev_queue")}},
             breakdown.FLOOR: {"connections": connections, "per_program": {
-                "tcp_lifecycle": program(10 * connections, floor_ns),
-                "udp_send": program(10 * connections, floor_ns, "net_dev_queue"),
-                breakdown.LIFECYCLE_FILTER: program(10 * connections, floor_ns + 5)}},
+                "tcp_lifecycle": program(10 * connections, floor_ns, kind=breakdown.SAME),
+                "udp_send": program(10 * connections, floor_ns, "net_dev_queue", kind=breakdown.SAME),
+                breakdown.LIFECYCLE_FILTER: program(10 * connections, floor_ns + 5, kind=breakdown.FILTER),
+                "tcp_lifecycle (raw_tracepoint)": program(10 * connections, floor_ns + 20, kind=breakdown.OTHER)}},
+            breakdown.VARIANT + "lean": {"connections": connections, "per_program": {
+                "tcp_lifecycle": program(10 * connections, lifecycle_ns - 50),
+                "udp_send": program(10 * connections, 40, "net_dev_queue")}},
             breakdown.TCPLIFE_NAME: {"connections": connections,
                                      "per_tracepoint": {"inet_sock_set_state": program(10 * connections, 2000)}}}
 
@@ -57,7 +61,10 @@ def test_figures_are_medians_per_program_and_the_share_is_of_the_bare_connection
     assert lifecycle["gespann"][1].median == pytest.approx(10)
     assert lifecycle["gespann"][2].median == pytest.approx(1100)
     assert figures["totals"][breakdown.GESPANN].median == pytest.approx(1100 + 400)
-    assert figures["totals"][breakdown.FLOOR].median == pytest.approx(2 * 350)  # the filter variant left out
+    assert figures["totals"][breakdown.FLOOR].median == pytest.approx(2 * 350)  # its other programs left out
+    assert figures["totals"][breakdown.VARIANT + "lean"].median == pytest.approx(600 + 400)
+    assert lifecycle["other_flavour"][0] == "raw_tracepoint"
+    assert lifecycle["other_flavour"][1][0].median == pytest.approx(55)
     assert figures["shares"][breakdown.GESPANN].median == pytest.approx(1500 / 50_000)
     assert figures["shares"][breakdown.TCPLIFE_NAME].median == pytest.approx(20_000 / 50_000)
     kinds = figures["kinds"]
@@ -70,7 +77,9 @@ def test_figures_are_medians_per_program_and_the_share_is_of_the_bare_connection
 def test_the_table_gives_each_program_the_totals_and_the_verdict():
     result = {"rounds": [sample(100, 30, 50.0)], "kinds": KINDS, "probes": LINE}
     text = "\n".join(breakdown.markdown(result))
-    assert "| tcp_lifecycle (inet_sock_set_state) | 100 | 10.00 | 1000 | 30 | 300 |" in text
+    assert "| tcp_lifecycle (inet_sock_set_state) | 100 | 10.00 | 1000 | 30 | 300 | 50 (raw_tracepoint) |" in text
+    assert "| tcp_lifecycle | 1000 (100) | 500 (50) |" in text
+    assert "| **all programs** | 1400 | 900 |" in text
     assert "| gespann run, every default program | 1400 | 2.80 % |" in text
     assert "target <= 2 %: MISSED" in text
     assert "ESTABLISHED -> FIN_WAIT1 1.00 (left)" in text
@@ -92,8 +101,10 @@ def test_the_floors_programs_load_attach_and_count_the_events(mode):
             server.close()
         after = floor.snapshot()
     listener.close()
-    assert set(after) == {"tcp_lifecycle", breakdown.LIFECYCLE_FILTER}
+    other = breakdown.OTHER_FLAVOUR[mode]
+    assert set(after) == {"tcp_lifecycle", breakdown.LIFECYCLE_FILTER, f"tcp_lifecycle ({other})"}
+    assert [after[name][1] for name in sorted(after)] == [breakdown.SAME, breakdown.FILTER, breakdown.OTHER]
     for name in after:
-        runs = after[name][1] - before[name][1]
+        runs = after[name][2] - before[name][2]
         assert runs >= 6 * connections  # at least SYN_SENT, ESTABLISHED, and the close's, both sides
-        assert after[name][2] > before[name][2]
+        assert after[name][3] > before[name][3]

@@ -33,9 +33,15 @@ from .process import Launched
 from .summary import Spread, spread
 
 NONE, GESPANN, FLOOR, BPFTRACE = "none", "gespann", "floor", "bpftrace"
+#: A round's key of a variant of gespann (--compare LABEL=EXECUTABLE): "variant: LABEL".
+VARIANT = "variant: "
 TCPLIFE_NAME = TCPLIFE.name
 #: The floor's variant doing tcp_lifecycle's first instructions only.
-LIFECYCLE_FILTER = "tcp_lifecycle filter"
+LIFECYCLE_FILTER = "tcp_lifecycle (first instructions)"
+#: What a floor program stands for: the floor of one of gespann's programs (same flavour, same tracepoint),
+#: tcp_lifecycle's first instructions, or the empty program of the other BTF-or-not flavour beside it.
+SAME, FILTER, OTHER = "same flavour", "first instructions", "other flavour"
+OTHER_FLAVOUR = {"tp_btf": "raw_tracepoint", "raw_tracepoint": "tp_btf"}
 LIFECYCLE = "tcp_lifecycle"
 STATE_TRACEPOINT = "inet_sock_set_state"
 #: The states entered that tcp_lifecycle acts on (include/net/tcp_states.h): ESTABLISHED, SYN_SENT, CLOSE.
@@ -92,11 +98,13 @@ class Floor:
         from gespann.bpf.syscall import AttachType, ProgType
 
         spec = None
-        wanted = [(probe, mode, tp, ()) for probe, mode, tp in self.programs]
-        wanted += [(LIFECYCLE_FILTER, mode, tp, LIFECYCLE_STATES) for probe, mode, tp in self.programs
+        wanted = [(probe, mode, tp, (), SAME) for probe, mode, tp in self.programs]
+        wanted += [(LIFECYCLE_FILTER, mode, tp, LIFECYCLE_STATES, FILTER) for probe, mode, tp in self.programs
                    if probe == LIFECYCLE]
+        wanted += [(f"{probe} ({OTHER_FLAVOUR[mode]})", OTHER_FLAVOUR[mode], tp, (), OTHER)
+                   for probe, mode, tp in self.programs if mode in OTHER_FLAVOUR]
         try:
-            for index, (probe, mode, tracepoint, states) in enumerate(wanted):
+            for index, (probe, mode, tracepoint, states, kind) in enumerate(wanted):
                 program = empty_program(f"floor{index}", states)
                 if mode == "tp_btf":
                     if spec is None:
@@ -112,22 +120,22 @@ class Floor:
                     link = attach_raw_tracepoint(loaded, tracepoint)
                 else:
                     raise ValueError(f"floor: no empty program for attach mode {mode!r} ({probe})")
-                self._loaded[probe] = (tracepoint, loaded, link)
+                self._loaded[probe] = (tracepoint, kind, loaded, link)
         except BaseException:
             self.close()
             raise
         return self
 
-    def snapshot(self) -> dict[str, tuple[str, int, int]]:
-        """name -> (tracepoint, run_cnt, run_time_ns) now."""
+    def snapshot(self) -> dict[str, tuple[str, str, int, int]]:
+        """name -> (tracepoint, kind, run_cnt, run_time_ns) now."""
         out = {}
-        for name, (tracepoint, program, _) in self._loaded.items():
+        for name, (tracepoint, kind, program, _) in self._loaded.items():
             info = program.info()
-            out[name] = (tracepoint, info.run_cnt, info.run_time_ns)
+            out[name] = (tracepoint, kind, info.run_cnt, info.run_time_ns)
         return out
 
     def close(self) -> None:
-        for _, program, link in self._loaded.values():
+        for _, _, program, link in self._loaded.values():
             link.close()
             program.close()
         self._loaded.clear()
@@ -152,8 +160,9 @@ def floor_run(floor: Floor, workload: runs.Workload) -> dict:
     after = floor.snapshot()
     return {"rate": load.per_second, "connections": load.connections,
             "load_cpu_us_per_connection": load.cpu_us_per_connection,
-            "per_program": {name: {"tracepoint": tp, "runs": cnt - before[name][1],
-                                   "run_time_ns": ns - before[name][2]} for name, (tp, cnt, ns) in after.items()}}
+            "per_program": {name: {"tracepoint": tp, "kind": kind, "runs": cnt - before[name][2],
+                                   "run_time_ns": ns - before[name][3]}
+                            for name, (tp, kind, cnt, ns) in after.items()}}
 
 
 def count_kinds(workload: runs.Workload, workdir: Path) -> dict:
@@ -175,9 +184,10 @@ def count_kinds(workload: runs.Workload, workdir: Path) -> dict:
 
 
 def run(gespann, workload: runs.Workload, workdir: Path, netns_inode: int, rounds: int,
-        say: Callable[[str], None]) -> dict:
+        say: Callable[[str], None], variants: dict | None = None) -> dict:
     """`rounds` rounds (run statistics must be on): no tracer, gespann run, the floor, bpftrace and
-    tcplife in turn; then the counting run."""
+    tcplife in turn, and each of `variants` (label -> another `gespann run`, a build to compare);
+    then the counting run."""
     first = runs.gespann_metrics(gespann, workload, stats=True)  # a warm-up that names the programs
     programs = attached(first["probes"])
     result: dict = {"probes": first["probes"], "rounds": []}
@@ -188,6 +198,9 @@ def run(gespann, workload: runs.Workload, workdir: Path, netns_inode: int, round
                    FLOOR: lambda: floor_run(floor, workload),
                    BPFTRACE: lambda: runs.bpftrace(Bpftrace(netns_inode), workload, stats=True),
                    TCPLIFE_NAME: lambda: runs.libbpf_tool(tcplife, workload, stats=True)}
+        for label, variant in (variants or {}).items():
+            tracers[VARIANT + label] = (lambda v=variant: by_probe(runs.gespann_metrics(v, workload, stats=True),
+                                                                   programs))
         if not _has("bpftrace"):
             del tracers[BPFTRACE]
         if not _has(TCPLIFE.program):
@@ -198,7 +211,8 @@ def run(gespann, workload: runs.Workload, workdir: Path, netns_inode: int, round
             result["rounds"].append(measured)
             total = _per_connection(measured[GESPANN])
             say(f"breakdown round {index + 1}/{rounds}: gespann {total:.0f} ns per connection, floor "
-                f"{_per_connection(measured[FLOOR], without=(LIFECYCLE_FILTER,)):.0f}")
+                f"{_per_connection(measured[FLOOR]):.0f}" + "".join(
+                    f", {name} {_per_connection(r):.0f}" for name, r in measured.items() if name.startswith(VARIANT)))
     if _has("bpftrace"):
         result["kinds"] = count_kinds(workload, workdir)
     return result
@@ -210,9 +224,10 @@ def _has(program: str) -> bool:
     return locate(program) is not None
 
 
-def _per_connection(run: dict, without: tuple[str, ...] = ()) -> float:
+def _per_connection(run: dict) -> float:
+    """ns per connection of every program of the run; of the floor, only its programs of the same flavour."""
     costs = run.get("per_program") or run.get("per_tracepoint", {})
-    return sum(c["run_time_ns"] for name, c in costs.items() if name not in without) / run["connections"]
+    return sum(c["run_time_ns"] for c in costs.values() if c.get("kind", SAME) == SAME) / run["connections"]
 
 
 # --- figures -------------------------------------------------------------------------------------------------
@@ -243,11 +258,19 @@ def figures(result: dict) -> dict:
     for name in names:
         g = _program_spreads(rounds, GESPANN, name)
         f = _program_spreads(rounds, FLOOR, name)
+        other = next((f"{name} ({o})" for o in OTHER_FLAVOUR.values()
+                      if any(f"{name} ({o})" in r.get(FLOOR, {}).get("per_program", {}) for r in rounds)), None)
         programs[name] = {"tracepoint": next(r[GESPANN]["per_program"][name]["tracepoint"] for r in rounds
                                              if name in r.get(GESPANN, {}).get("per_program", {})),
-                          "gespann": g, "floor": f}
+                          "gespann": g, "floor": f,
+                          "other_flavour": (other.split("(")[1].rstrip(")"),
+                                            _program_spreads(rounds, FLOOR, other)) if other else None,
+                          "variants": {key[len(VARIANT):]: _program_spreads(rounds, key, name)
+                                       for key in _variants(rounds)}}
     totals = {GESPANN: spread([_per_connection(r[GESPANN]) for r in rounds if GESPANN in r]),
-              FLOOR: spread([_per_connection(r[FLOOR], without=(LIFECYCLE_FILTER,)) for r in rounds if FLOOR in r])}
+              FLOOR: spread([_per_connection(r[FLOOR]) for r in rounds if FLOOR in r])}
+    for key in _variants(rounds):
+        totals[key] = spread([_per_connection(r[key]) for r in rounds if key in r])
     for peer in (BPFTRACE, TCPLIFE_NAME):
         values = [_per_connection(r[peer]) for r in rounds if peer in r and r[peer].get("per_tracepoint")]
         totals[peer] = spread(values)
@@ -259,6 +282,10 @@ def figures(result: dict) -> dict:
     if kinds and kinds["connections"]:
         out["kinds"] = _kinds(kinds, programs.get(LIFECYCLE), out["filter"])
     return out
+
+
+def _variants(rounds: list[dict]) -> list[str]:
+    return list(dict.fromkeys(key for r in rounds for key in r if key.startswith(VARIANT)))
 
 
 def _scaled(value: Spread | None, factor: float) -> Spread | None:
@@ -309,14 +336,25 @@ def markdown(result: dict) -> list[str]:
               "tcplife; BPF run statistics on. Runs are host-wide, connections the bench's. "
               f"gespann probes: {result.get('probes', '?')}."), "",
              "| program (tracepoint) | ns per event | events per connection | ns per connection | floor: ns per "
-             "event | floor: ns per connection |",
-             "|---|---|---|---|---|---|"]
+             "event | floor: ns per connection | empty program of the other flavour: ns per event |",
+             "|---|---|---|---|---|---|---|"]
     for name, p in f["programs"].items():
-        g, fl = p["gespann"], p["floor"]
+        g, fl, other = p["gespann"], p["floor"], p["other_flavour"]
         lines.append(f"| {name} ({p['tracepoint']}) | {_fmt(g[0])} | {_fmt(g[1], 2)} | {_fmt(g[2])} | "
-                     f"{_fmt(fl[0])} | {_fmt(fl[2])} |")
+                     f"{_fmt(fl[0])} | {_fmt(fl[2])} | {f'{_fmt(other[1][0])} ({other[0]})' if other else '—'} |")
     totals, shares = f["totals"], f.get("shares", {})
-    lines.append(f"| **all programs** | | | **{_fmt(totals[GESPANN])}** | | **{_fmt(totals[FLOOR])}** |")
+    lines.append(f"| **all programs** | | | **{_fmt(totals[GESPANN])}** | | **{_fmt(totals[FLOOR])}** | |")
+    variants = _variants(result["rounds"])
+    if variants:
+        lines += ["", "Against other builds of gespann, in the same rounds: ns per connection (ns per event).", "",
+                  "| program | this build | " + " | ".join(v[len(VARIANT):] for v in variants) + " |",
+                  "|---|---|" + "---|" * len(variants)]
+        for name, p in f["programs"].items():
+            cells = [f"{_fmt(p['gespann'][2])} ({_fmt(p['gespann'][0])})"]
+            cells += [f"{_fmt(p['variants'][v[len(VARIANT):]][2])} ({_fmt(p['variants'][v[len(VARIANT):]][0])})"
+                      for v in variants]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("| **all programs** | " + " | ".join(_fmt(totals[k]) for k in (GESPANN, *variants)) + " |")
     lines += ["", "| per loopback connection | ns in the kernel | share of a bare connection's CPU |", "|---|---|---|"]
     lines.append(f"| bare loopback connection, no tracer (the load generator's CPU, kernel work included) | "
                  f"{_fmt(f['bare_us'], scale=1e3)} | 100 % |")
