@@ -74,6 +74,21 @@ def test_figures_are_medians_per_program_and_the_share_is_of_the_bare_connection
     assert kinds["acted_ns"] == pytest.approx((1100 - 5 * 40) / 5)
 
 
+def test_events_per_connection_are_the_namespaces_own_when_counted():
+    crowded = sample(100, 30, 50.0)
+    crowded[breakdown.GESPANN]["per_program"]["tcp_lifecycle"] = program(30_000, 100)  # others' events too
+    kinds = {**KINDS, "own": {"inet_sock_set_state": 10_000, "net_dev_queue": 10_000},
+             "host": {"inet_sock_set_state": 30_000, "net_dev_queue": 10_000}}
+    figures = breakdown.figures({"rounds": [crowded], "kinds": kinds})
+    lifecycle = figures["programs"]["tcp_lifecycle"]["gespann"]
+    assert lifecycle[1].median == pytest.approx(10)
+    assert lifecycle[2].median == pytest.approx(1000)
+    assert figures["totals"][breakdown.GESPANN].median == pytest.approx(1000 + 400)
+    assert figures["totals"][breakdown.TCPLIFE_NAME].median == pytest.approx(20_000)
+    assert breakdown.figures({"rounds": [crowded]})["programs"]["tcp_lifecycle"]["gespann"][2].median == \
+        pytest.approx(3000)  # uncounted: the host-wide runs
+
+
 def test_the_table_gives_each_program_the_totals_and_the_verdict():
     result = {"rounds": [sample(100, 30, 50.0)], "kinds": KINDS, "probes": LINE}
     text = "\n".join(breakdown.markdown(result))

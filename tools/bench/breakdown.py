@@ -52,14 +52,36 @@ _ITEM = re.compile(r"(?P<probe>\w+)=(?P<mode>\w+)/(?P<tracepoint>\w+)")
 STATE_NAMES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
                7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
 
-#: The counting run's script: events per kind, host-wide, as the programs see them.
-KINDS_SCRIPT = """
-BEGIN { printf("ready\\n"); }
-tracepoint:sock:inet_sock_set_state /args->protocol == 6/ { @state[args->oldstate, args->newstate] = count(); }
-tracepoint:sock:inet_sock_set_state /args->protocol != 6/ { @state_other = count(); }
-tracepoint:skb:kfree_skb { @drop[args->reason] = count(); }
-tracepoint:net:net_dev_queue { @xmit = count(); }
-tracepoint:net:netif_receive_skb { @receive = count(); }
+#: The counting run's script: events per kind, of the bench's namespace ($1, its inode) and host-wide.
+KINDS_SCRIPT = r"""
+BEGIN { printf("ready\n"); }
+tracepoint:sock:inet_sock_set_state
+{
+	@all["inet_sock_set_state"] = count();
+	if (args->protocol == 6 && ((struct sock *)args->skaddr)->__sk_common.skc_net.net->ns.inum == $1) {
+		@state[args->oldstate, args->newstate] = count();
+	}
+}
+tracepoint:skb:kfree_skb
+{
+	@all["kfree_skb"] = count();
+	$skb = (struct sk_buff *)args->skbaddr;
+	if ($skb->sk != 0) {
+		if ($skb->sk->__sk_common.skc_net.net->ns.inum == $1) { @drop[args->reason] = count(); }
+	} else if ($skb->dev != 0) {
+		if ($skb->dev->nd_net.net->ns.inum == $1) { @drop[args->reason] = count(); }
+	}
+}
+tracepoint:net:net_dev_queue
+{
+	@all["net_dev_queue"] = count();
+	if (((struct sk_buff *)args->skbaddr)->dev->nd_net.net->ns.inum == $1) { @own["net_dev_queue"] = count(); }
+}
+tracepoint:net:netif_receive_skb
+{
+	@all["netif_receive_skb"] = count();
+	if (((struct sk_buff *)args->skbaddr)->dev->nd_net.net->ns.inum == $1) { @own["netif_receive_skb"] = count(); }
+}
 """
 
 
@@ -165,11 +187,12 @@ def floor_run(floor: Floor, workload: runs.Workload) -> dict:
                             for name, (tp, kind, cnt, ns) in after.items()}}
 
 
-def count_kinds(workload: runs.Workload, workdir: Path) -> dict:
-    """One workload run under the counting script: events per kind, host-wide."""
+def count_kinds(workload: runs.Workload, workdir: Path, netns_inode: int) -> dict:
+    """One workload run under the counting script: events per kind of the bench's namespace, and
+    every event of each tracepoint on the host."""
     script = workdir / "kinds.bt"
     script.write_text(KINDS_SCRIPT)
-    launched = Launched(["bpftrace", "-B", "line", str(script)])
+    launched = Launched(["bpftrace", "-B", "line", str(script), str(netns_inode)])
     try:
         launched.wait_line(lambda line: line.strip() == "ready", 120)
         load = workload.run()
@@ -178,9 +201,11 @@ def count_kinds(workload: runs.Workload, workdir: Path) -> dict:
         launched.stop()
     maps = parse_maps(launched.output())
     states = {key.replace(" ", ""): n for (name, key), n in maps.items() if name == "state"}
-    return {"connections": load.connections, "states": states, "state_other": maps.get(("state_other", ""), 0),
-            "drops": {key: n for (name, key), n in maps.items() if name == "drop"},
-            "xmit": maps.get(("xmit", ""), 0), "receive": maps.get(("receive", ""), 0)}
+    drops = {key: n for (name, key), n in maps.items() if name == "drop"}
+    own = {STATE_TRACEPOINT: sum(states.values()), "kfree_skb": sum(drops.values()),
+           **{key: n for (name, key), n in maps.items() if name == "own"}}
+    return {"connections": load.connections, "states": states, "drops": drops, "own": own,
+            "host": {key: n for (name, key), n in maps.items() if name == "all"}}
 
 
 def run(gespann, workload: runs.Workload, workdir: Path, netns_inode: int, rounds: int,
@@ -214,7 +239,7 @@ def run(gespann, workload: runs.Workload, workdir: Path, netns_inode: int, round
                 f"{_per_connection(measured[FLOOR]):.0f}" + "".join(
                     f", {name} {_per_connection(r):.0f}" for name, r in measured.items() if name.startswith(VARIANT)))
     if _has("bpftrace"):
-        result["kinds"] = count_kinds(workload, workdir)
+        result["kinds"] = count_kinds(workload, workdir, netns_inode)
     return result
 
 
@@ -250,31 +275,37 @@ def _program_spreads(rounds: list[dict], tracer: str, name: str) -> tuple[Spread
 
 
 def figures(result: dict) -> dict:
-    """Everything the table shows, as medians (and spreads) over the rounds."""
+    """Everything the table shows, as medians (and spreads) over the rounds.
+
+    A program's ns per connection is its ns per event times the events per connection of the bench's
+    own namespace (the counting run): the run counts are host-wide, and other work on the machine
+    adds events of its own to some rounds. Without a counting run, the host-wide runs are used."""
     rounds = result["rounds"]
+    own = _own_events(result.get("kinds"))
     names = list(dict.fromkeys(name for r in rounds for name in r.get(GESPANN, {}).get("per_program", {})))
     bare = spread([r[NONE]["load_cpu_us_per_connection"] for r in rounds if NONE in r])
     programs = {}
     for name in names:
-        g = _program_spreads(rounds, GESPANN, name)
-        f = _program_spreads(rounds, FLOOR, name)
+        tracepoint = next(r[GESPANN]["per_program"][name]["tracepoint"] for r in rounds
+                          if name in r.get(GESPANN, {}).get("per_program", {}))
         other = next((f"{name} ({o})" for o in OTHER_FLAVOUR.values()
                       if any(f"{name} ({o})" in r.get(FLOOR, {}).get("per_program", {}) for r in rounds)), None)
-        programs[name] = {"tracepoint": next(r[GESPANN]["per_program"][name]["tracepoint"] for r in rounds
-                                             if name in r.get(GESPANN, {}).get("per_program", {})),
-                          "gespann": g, "floor": f,
+        programs[name] = {"tracepoint": tracepoint,
+                          "gespann": _with_own(_program_spreads(rounds, GESPANN, name), own.get(tracepoint)),
+                          "floor": _with_own(_program_spreads(rounds, FLOOR, name), own.get(tracepoint)),
                           "other_flavour": (other.split("(")[1].rstrip(")"),
                                             _program_spreads(rounds, FLOOR, other)) if other else None,
-                          "variants": {key[len(VARIANT):]: _program_spreads(rounds, key, name)
+                          "variants": {key[len(VARIANT):]: _with_own(_program_spreads(rounds, key, name),
+                                                                     own.get(tracepoint))
                                        for key in _variants(rounds)}}
-    totals = {GESPANN: spread([_per_connection(r[GESPANN]) for r in rounds if GESPANN in r]),
-              FLOOR: spread([_per_connection(r[FLOOR]) for r in rounds if FLOOR in r])}
+    totals = {GESPANN: _sum(p["gespann"][2] for p in programs.values()),
+              FLOOR: _sum(p["floor"][2] for p in programs.values())}
     for key in _variants(rounds):
-        totals[key] = spread([_per_connection(r[key]) for r in rounds if key in r])
+        totals[key] = _sum(p["variants"][key[len(VARIANT):]][2] for p in programs.values())
     for peer in (BPFTRACE, TCPLIFE_NAME):
-        values = [_per_connection(r[peer]) for r in rounds if peer in r and r[peer].get("per_tracepoint")]
-        totals[peer] = spread(values)
-    out = {"bare_us": bare, "programs": programs, "totals": totals,
+        tracepoints = sorted({tp for r in rounds for tp in r.get(peer, {}).get("per_tracepoint", {})})
+        totals[peer] = _sum(_with_own(_tracepoint_spreads(rounds, peer, tp), own.get(tp))[2] for tp in tracepoints)
+    out = {"bare_us": bare, "programs": programs, "totals": totals, "own_events": bool(own),
            "filter": _program_spreads(rounds, FLOOR, LIFECYCLE_FILTER)}
     if bare and bare.median:
         out["shares"] = {name: _scaled(total, 1 / (bare.median * 1e3)) for name, total in totals.items()}
@@ -282,6 +313,46 @@ def figures(result: dict) -> dict:
     if kinds and kinds["connections"]:
         out["kinds"] = _kinds(kinds, programs.get(LIFECYCLE), out["filter"])
     return out
+
+
+def _own_events(kinds: dict | None) -> dict[str, float]:
+    """tracepoint -> its events per connection in the bench's namespace, from the counting run."""
+    if not kinds or not kinds.get("connections") or "own" not in kinds:
+        return {}
+    return {tp: n / kinds["connections"] for tp, n in kinds["own"].items()}
+
+
+def _with_own(spreads: tuple, events: float | None) -> tuple:
+    """(ns per event, events per connection, ns per connection): the last two of the namespace's own events
+    when counted, else as run (host-wide)."""
+    per_event = spreads[0]
+    if events is None:
+        return spreads
+    return per_event, Spread(events, events, events, 1), _scaled(per_event, events) if per_event else \
+        Spread(0.0, 0.0, 0.0, 1)
+
+
+def _tracepoint_spreads(rounds: list[dict], tracer: str, tracepoint: str) -> tuple:
+    per_event, events, per_conn = [], [], []
+    for r in rounds:
+        run = r.get(tracer)
+        cost = run and run.get("per_tracepoint", {}).get(tracepoint)
+        if not cost or not run["connections"]:
+            continue
+        if cost["runs"]:
+            per_event.append(cost["run_time_ns"] / cost["runs"])
+        events.append(cost["runs"] / run["connections"])
+        per_conn.append(cost["run_time_ns"] / run["connections"])
+    return spread(per_event), spread(events), spread(per_conn)
+
+
+def _sum(values) -> Spread | None:
+    """Medians, lows and highs added up (the range is the widest the parts allow)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return Spread(sum(v.median for v in present), sum(v.low for v in present), sum(v.high for v in present),
+                  max(v.n for v in present))
 
 
 def _variants(rounds: list[dict]) -> list[str]:
@@ -305,8 +376,8 @@ def _kinds(kinds: dict, lifecycle: dict | None, left_cost: tuple) -> dict:
     left = sum(n for n, act in per_kind.values() if not act)
     out = {"transitions": per_kind, "acted_per_connection": acted, "left_per_connection": left,
            "drops": {reason: n / connections for reason, n in kinds["drops"].items()},
-           "xmit_per_connection": kinds["xmit"] / connections,
-           "receive_per_connection": kinds["receive"] / connections}
+           "own": {tp: n / connections for tp, n in kinds.get("own", {}).items()},
+           "host": {tp: n / connections for tp, n in kinds.get("host", {}).items()}}
     filter_ns = left_cost[0].median if left_cost[0] else None
     if lifecycle and lifecycle["gespann"][2] and filter_ns is not None and acted:
         total = lifecycle["gespann"][2].median
@@ -333,7 +404,9 @@ def markdown(result: dict) -> list[str]:
               f"{measured.get('load_before', '?')}; medians of {len(result['rounds'])} rounds (min–max in brackets), "
               "each a turn of: no tracer, `gespann run` (default probes), the floor (an empty program of the "
               "same flavour on the same tracepoint for each of gespann's programs, `r0 = 0; exit`), bpftrace, "
-              "tcplife; BPF run statistics on. Runs are host-wide, connections the bench's. "
+              "tcplife; BPF run statistics on. ns per event is each program's run_time_ns over run_cnt; "
+              "events per connection are the bench's own namespace's, counted in one more run (bpftrace), "
+              "since the programs run for every event on the host, others' work included. "
               f"gespann probes: {result.get('probes', '?')}."), "",
              "| program (tracepoint) | ns per event | events per connection | ns per connection | floor: ns per "
              "event | floor: ns per connection | empty program of the other flavour: ns per event |",
@@ -379,7 +452,10 @@ def markdown(result: dict) -> list[str]:
                          f"{kinds['left_ns']:.0f} ns; so one it acts on costs {kinds['acted_ns']:.0f} ns.")
         drops = ", ".join(f"reason {r} {n:.2f}" for r, n in sorted(kinds["drops"].items(), key=lambda kv: -kv[1])
                           if n >= 0.01)
-        lines.append(f"kfree_skb per connection by drop reason: {drops or 'none'}; net_dev_queue "
-                     f"{kinds['xmit_per_connection']:.2f}, netif_receive_skb {kinds['receive_per_connection']:.2f} "
-                     "per connection (every one a TCP packet the UDP probes leave).")
+        lines.append(f"kfree_skb per connection by drop reason (the kernel's enum skb_drop_reason): "
+                     f"{drops or 'none'}. Events per connection in the bench's namespace / on the whole host "
+                     "during the counting run: " + ", ".join(
+                         f"{tp} {n:.2f} / {kinds['host'].get(tp, 0):.2f}" for tp, n in sorted(kinds["own"].items()))
+                     + "; every net_dev_queue and netif_receive_skb event of this workload is a TCP packet, "
+                     "which the UDP probes leave.")
     return lines
