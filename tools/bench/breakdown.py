@@ -1,21 +1,23 @@
 """The breakdown: what each of gespann's programs costs one loopback connection, and the floor under it.
 
-Per program: ns per event (run_time_ns / run_cnt), events per connection (run_cnt / connections) and
-their product, ns per connection. Added up, against a bare loopback connection's CPU (the load
-generator's own, kernel work included, measured in the same rounds with no tracer), they are the
-share the monitored workload pays. The floor is an empty program (`r0 = 0; exit`) of the same
-flavour on the same tracepoint for each of gespann's programs, attached by the bench's own process
-and measured in the same rounds: what running anything at all there costs, so what the share cannot
-go under. bpftrace (connections.bt) and libbpf-tools' tcplife take their turn in the same rounds.
+Per program: ns per event (run_time_ns / run_cnt), events per connection and their product, ns per
+connection. Added up, against a bare loopback connection's CPU (the load generator's own, kernel
+work included, measured in the same rounds with no tracer), they are the share the monitored
+workload pays. The floor is an empty program (`r0 = 0; exit`) of the same flavour on the same
+tracepoint for each of gespann's programs, attached by the bench's own process and measured in the
+same rounds: what running anything at all there costs (with run statistics on, as every figure
+here), so what the share cannot go under. Beside each, the empty program of the other flavour
+(raw_tracepoint for tp_btf and back) tells what the flavour itself costs. bpftrace (connections.bt)
+and libbpf-tools' tcplife take their turn in the same rounds, and so does any other build of
+gespann given with --compare, to measure a change before and after in the same rounds.
 
-Per event kind: a counting run (bpftrace, run statistics ignored) tells how many of the
-inet_sock_set_state events are ones tcp_lifecycle acts on (the state entered is SYN_SENT,
-ESTABLISHED or CLOSE) and how many it leaves at its first instructions, and kfree_skb's events by
-drop reason. A variant of the floor that does only tcp_lifecycle's first instructions (read the
-state entered, compare it three times) gives the cost of an event left there, so what the events it
-acts on cost follows from its total.
-
-Runs are host-wide (a program runs wherever its tracepoint fires); connections are the bench's.
+The programs run for every event on the host, others' work included, so events per connection come
+from a counting run (bpftrace) that counts the events of the bench's own namespace, by kind: the
+inet_sock_set_state events tcp_lifecycle acts on (the state entered is SYN_SENT, ESTABLISHED or
+CLOSE) and those it leaves at its first instructions, and kfree_skb's by drop reason. A variant of
+the floor that does only tcp_lifecycle's first instructions (read the state entered, compare it
+three times) gives the cost of an event left there, so what an event it acts on costs follows from
+its total.
 """
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ class Floor:
 
     def __init__(self, programs: list[tuple[str, str, str]]):
         self.programs = programs
-        self._loaded: dict[str, tuple[str, object, object]] = {}  # name -> (tracepoint, program, link)
+        self._loaded: dict[str, tuple] = {}  # name -> (tracepoint, kind, program, link)
 
     def __enter__(self) -> Floor:
         from gespann.bpf.links import attach_raw_tracepoint, attach_tp_btf
