@@ -98,6 +98,9 @@ def test_the_table_gives_each_program_the_totals_and_the_verdict():
     assert "| gespann run, every default program | 1400 | 2.80 % |" in text
     assert "target <= 2 %: MISSED" in text
     assert "ESTABLISHED -> FIN_WAIT1 1.00 (left)" in text
+    assert breakdown.verdicts(result) == {
+        "share of a bare loopback connection's CPU, every default program <= 2 %": False}
+    assert list(breakdown.verdicts({"rounds": [sample(10, 5, 100.0)]}).values()) == [True]  # 500 ns of 100 µs
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs")

@@ -273,6 +273,10 @@ def verdicts(results: dict) -> dict[str, bool | None]:
 
         judged.update({f"libbpf-tools: {target}": met for target, met in
                        peers_verdicts(results["peers"], results.get("trace", {}), results.get("kernel_cost")).items()})
+    if results.get("breakdown"):
+        from .breakdown import verdicts as breakdown_verdicts
+
+        judged.update({f"breakdown: {target}": met for target, met in breakdown_verdicts(results["breakdown"]).items()})
     if results.get("drops"):
         from .drops import verdicts as drops_verdicts
 

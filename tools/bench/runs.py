@@ -94,8 +94,8 @@ def gespann_metrics(tracer: GespannMetrics, workload: Workload, stats: bool = Fa
     finally:
         launched.stop(signal.SIGTERM)
     _startup(figures, startup)
-    figures.update(probes=probes_attached(launched.output()) or "(start-up line not found)", counts=vars(counted), missing=counted.missing(load.connections),
-                   counts_match=counted.matches(load.connections))
+    figures.update(probes=probes_attached(launched.output()) or "(start-up line not found)", counts=vars(counted),
+                   missing=counted.missing(load.connections), counts_match=counted.matches(load.connections))
     return figures
 
 
