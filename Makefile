@@ -58,7 +58,9 @@ deploy-systemd: $(VENV)/.tests-installed
 	tools/setup-host.sh systemd
 	GESPANN_DEPLOY_SYSTEMD=1 timeout 900 $(BIN)/python -m pytest -p no:cacheprovider -s tests/deploy/test_systemd_unit.py
 
-## bench: gespann side by side with bpftrace, and bcc in a Debian 6.1 VM; writes results/bench/ (not part of test)
+## bench: gespann side by side with bpftrace, and bcc in a Debian 6.1 VM; writes results/bench/ (not part of test).
+## BENCH_ARGS=--breakdown-only: only what each program costs a loopback connection, the floor and the share
+## (about 4 min with --cost-rounds 7 --connections 10000); add --compare LABEL=EXECUTABLE to set another build beside
 BENCH_ARGS ?= --vm
 bench: $(VENV)/.installed
 	tools/setup-host.sh bench

@@ -20,13 +20,16 @@ scale section (tools/bench/scale.py): CPU, wall time and RSS of one scrape at 0 
 100,000 open sockets and 0 and 100,000 UDP flows, beside `ss -tin` and a batch map read. And the
 drop section (tools/bench/drops.py): packet_drops' in-kernel ns per dropped packet beside
 udp_send's and udp_receive's per packet, over the same datagrams to a closed port, and how often
-kfree_skb ran per packet of ordinary TCP and UDP traffic.
+kfree_skb ran per packet of ordinary TCP and UDP traffic. And the breakdown (tools/bench/breakdown.py):
+per program, ns per event, events per connection and ns per connection, their sum as a share of a bare
+loopback connection's CPU, the floor (empty programs of the same flavours on the same tracepoints),
+and bpftrace and tcplife beside them, all in the same rounds.
 
 Writes results/bench/bench.md, bench.json and bench.png; prints the table.
 Needs root, bpftrace, bpftool and gcc (tools/setup-host.sh bench).
 
     python3 tools/bench.py [--rounds 9] [--cost-rounds 3] [--connections 30000] [--rate 2000] [--vm]
-                           [--no-scale | --scale-only] [--drops-only] [--peers-only]
+                           [--no-scale | --scale-only] [--drops-only] [--peers-only] [--breakdown-only]
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import bcc_tracer, chart, drops, loadgen, peers, report, runs, scale
+from bench import bcc_tracer, breakdown, chart, drops, loadgen, peers, report, runs, scale
 from bench.bpftrace_tracer import Bpftrace
 from bench.bpftrace_tracer import version as bpftrace_version
 from bench.gespann_tracer import GespannMetrics
@@ -84,6 +87,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers-only", action="store_true",
                         help="only the libbpf-tools section (tcplife, tcpstates beside gespann, about 6 min with "
                              "the default rounds); merges into the existing bench.json")
+    parser.add_argument("--breakdown-only", action="store_true",
+                        help="only the breakdown: per program ns per event, events and ns per connection, the "
+                             "floor, the share of a bare connection's CPU, beside bpftrace and tcplife "
+                             "(--cost-rounds rounds of --connections; about 10 s a round at 10000); merges into "
+                             "the existing bench.json")
+    parser.add_argument("--compare", action="append", default=[], metavar="LABEL=EXECUTABLE",
+                        help="in the breakdown, another gespann (a build to compare) takes its turn in each round; "
+                             "may be given more than once")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: write bench.md and bench.png again from the existing bench.json")
     # Inside the VM (bench/vm.py): where to write the figures, the load generator built by the host, the headers.
@@ -91,8 +102,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loadgen", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--kernel-source", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if sum((args.vm_only, args.scale_only, args.drops_only, args.peers_only)) > 1:
-        parser.error("--vm-only, --scale-only, --drops-only and --peers-only each measure one part: give one")
+    if sum((args.vm_only, args.scale_only, args.drops_only, args.peers_only, args.breakdown_only)) > 1:
+        parser.error("--vm-only, --scale-only, --drops-only, --peers-only and --breakdown-only each measure one "
+                     "part: give one")
+    for item in args.compare:
+        label, _, executable = item.partition("=")
+        if not label or not executable or not Path(executable).exists():
+            parser.error(f"--compare {item!r}: give LABEL=EXECUTABLE, an existing gespann executable")
     if args.rate <= 0:
         parser.error("--rate must be above 0")
     for name in ("rounds", "cost_rounds", "connections", "threads"):
@@ -172,6 +188,8 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
                 say(f"cost round {index + 1}/{args.cost_rounds} done")
             results["drops"] = {**drops.run(gespann, ns, lambda: workload.run().connections, args.cost_rounds, say),
                                 "measured": stamp(args)}
+            results["breakdown"] = {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say,
+                                                    compared(args, workdir, ns.path)), "measured": stamp(args)}
         results["meta"].update(report.probe_sets(results))
 
         if trace_available(args.gespann):
@@ -212,6 +230,31 @@ def drops_only(args: argparse.Namespace, workdir: Path) -> dict:
                     "measured": stamp(args)}
 
 
+def breakdown_only(args: argparse.Namespace, workdir: Path) -> dict:
+    """The breakdown alone, in a namespace of its own: `--cost-rounds` rounds."""
+    from gespann.bpf.programs import enable_run_stats
+
+    binary = loadgen.build(workdir / "loadgen")
+    with Namespace() as ns:
+        workload = runs.Workload(binary, args.connections, args.seconds, args.threads, tuple(ns.exec_prefix))
+        runs.baseline(workload)  # warm-up, as in the full run
+        gespann = GespannMetrics(args.gespann, workdir, ns.path)
+        with enable_run_stats():
+            return {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say,
+                                    compared(args, workdir, ns.path)), "measured": stamp(args)}
+
+
+def compared(args: argparse.Namespace, workdir: Path, netns_path: str) -> dict[str, GespannMetrics]:
+    """label -> `gespann run` of each --compare build, each with a config of its own."""
+    variants = {}
+    for index, item in enumerate(args.compare):
+        label, _, executable = item.partition("=")
+        own = workdir / f"compare-{index}"
+        own.mkdir(exist_ok=True)
+        variants[label] = GespannMetrics(Path(executable), own, netns_path)
+    return variants
+
+
 def bcc_on_host(workdir: Path) -> dict[str, str]:
     """Each bcc tool tried for real; what became of it, in one line."""
     outcome = {}
@@ -249,17 +292,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        preflight(args.gespann, scale_only=args.scale_only, drops_only=args.drops_only, peers_only=args.peers_only)
+        preflight(args.gespann, scale_only=args.scale_only, drops_only=args.drops_only or args.breakdown_only,
+                  peers_only=args.peers_only)
     except CannotRun as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2
     results = {"meta": meta(args), "rounds": [], "kernel_cost": []}
-    merging = args.vm_only or args.scale_only or args.drops_only or args.peers_only
+    merging = args.vm_only or args.scale_only or args.drops_only or args.peers_only or args.breakdown_only
     if merging:
         try:
             results = json.loads((args.results / "bench.json").read_text())
         except (OSError, ValueError) as err:
-            print(f"bench: --vm-only, --scale-only, --drops-only and --peers-only need an earlier "
+            print(f"bench: --vm-only, --scale-only, --drops-only, --peers-only and --breakdown-only need an earlier "
                   f"{args.results / 'bench.json'}: {err}", file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="gespann-bench-") as tmp:
@@ -271,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
             results["drops"] = drops_only(args, workdir)
         if args.peers_only:
             results["peers"] = peers_only(args, workdir)
-        if args.scale_only or not (args.vm_only or args.no_scale or args.drops_only or args.peers_only):
+        if args.breakdown_only:
+            results["breakdown"] = breakdown_only(args, workdir)
+            sys.stderr.write("\n".join(breakdown.markdown(results["breakdown"])) + "\n")
+        if args.scale_only or not (args.vm_only or args.no_scale or args.drops_only or args.peers_only
+                                   or args.breakdown_only):
             results["scale"] = {**scale.run(args.gespann, workdir, say), "measured": stamp(args)}
         if args.vm or args.vm_only:
             from bench import vm

@@ -55,8 +55,8 @@ def test_programs_are_found_by_owner_and_named_by_tracepoint():
     assert bpfstats.attachments(PERF_SHOW, 10) == {41: "inet_sock_set_state", 42: "tcp_send_reset"}
     assert bpfstats.attachments(PERF_SHOW, 11) == {50: "inet_sock_set_state"}  # the kprobe has no tracepoint
     runs = bpfstats.program_runs(PROG_SHOW, bpfstats.attachments(PERF_SHOW, 10))
-    assert runs == [bpfstats.ProgramRuns(41, "inet_sock_set_state", 10_000, 3_000_000),
-                    bpfstats.ProgramRuns(42, "tcp_send_reset", 0, 0)]
+    assert runs == [bpfstats.ProgramRuns(41, "inet_sock_set_state", 10_000, 3_000_000, "gsp_tcp_lifecyc"),
+                    bpfstats.ProgramRuns(42, "tcp_send_reset", 0, 0, "gsp_tcp_reset_s")]
 
 
 def test_costs_are_differences_added_up_per_tracepoint():

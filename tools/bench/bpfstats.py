@@ -25,6 +25,7 @@ class ProgramRuns:
     tracepoint: str
     run_cnt: int
     run_time_ns: int
+    name: str = ""  # the kernel's object name (15 characters at most)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def attachments(perf_show: list[dict], pid: int) -> dict[int, str]:
 
 def program_runs(prog_show: list[dict], attached: Mapping[int, str]) -> list[ProgramRuns]:
     """The counters of the `attached` programs (bpftool prog show -j); absent counters are 0."""
-    return [ProgramRuns(p["id"], attached[p["id"]], p.get("run_cnt", 0), p.get("run_time_ns", 0))
+    return [ProgramRuns(p["id"], attached[p["id"]], p.get("run_cnt", 0), p.get("run_time_ns", 0), p.get("name", ""))
             for p in prog_show if p.get("id") in attached]
 
 
@@ -61,6 +62,20 @@ def costs(before: list[ProgramRuns], after: list[ProgramRuns]) -> dict[str, Cost
         runs, time_ns = totals.setdefault(prog.tracepoint, [0, 0])
         totals[prog.tracepoint] = [runs + prog.run_cnt - start.run_cnt, time_ns + prog.run_time_ns - start.run_time_ns]
     return {tp: Cost(tp, runs, time_ns) for tp, (runs, time_ns) in sorted(totals.items())}
+
+
+def program_costs(before: list[ProgramRuns], after: list[ProgramRuns]) -> dict[str, dict]:
+    """Per program (by its kernel name), its tracepoint, runs and run time between two snapshots; programs
+    of one name added up."""
+    earlier = {p.prog_id: p for p in before}
+    out: dict[str, dict] = {}
+    for prog in after:
+        start = earlier.get(prog.prog_id, ProgramRuns(prog.prog_id, prog.tracepoint, 0, 0))
+        row = out.setdefault(prog.name or str(prog.prog_id), {"tracepoint": prog.tracepoint, "runs": 0,
+                                                               "run_time_ns": 0})
+        row["runs"] += prog.run_cnt - start.run_cnt
+        row["run_time_ns"] += prog.run_time_ns - start.run_time_ns
+    return dict(sorted(out.items()))
 
 
 def snapshot(pid: int) -> list[ProgramRuns]:

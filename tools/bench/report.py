@@ -218,6 +218,10 @@ def markdown(results: dict) -> str:
         from .peer_report import markdown as peers_markdown
 
         lines += peers_markdown(results["peers"], trace, results.get("kernel_cost"))
+    if results.get("breakdown"):
+        from .breakdown import markdown as breakdown_markdown
+
+        lines += breakdown_markdown(results["breakdown"])
     if results.get("drops"):
         from .drops import markdown as drops_markdown
 
@@ -269,6 +273,10 @@ def verdicts(results: dict) -> dict[str, bool | None]:
 
         judged.update({f"libbpf-tools: {target}": met for target, met in
                        peers_verdicts(results["peers"], results.get("trace", {}), results.get("kernel_cost")).items()})
+    if results.get("breakdown"):
+        from .breakdown import verdicts as breakdown_verdicts
+
+        judged.update({f"breakdown: {target}": met for target, met in breakdown_verdicts(results["breakdown"]).items()})
     if results.get("drops"):
         from .drops import verdicts as drops_verdicts
 

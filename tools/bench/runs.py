@@ -72,8 +72,10 @@ def _measure(launched: Launched, workload: Workload, stats: bool, connections: i
     figures = {"rate": load.per_second, "connections": load.connections, "cpu_s": cpu_s,
                "load_cpu_us_per_connection": load.cpu_us_per_connection, "irq_work": irq_work, "wakeups": wakeups}
     if stats:
-        costs = bpfstats.costs(runs_before, bpfstats.snapshot(launched.pid))
+        runs_after = bpfstats.snapshot(launched.pid)
+        costs = bpfstats.costs(runs_before, runs_after)
         figures["per_tracepoint"] = {tp: {"runs": c.runs, "run_time_ns": c.run_time_ns} for tp, c in costs.items()}
+        figures["per_program"] = bpfstats.program_costs(runs_before, runs_after)
     return figures, load
 
 
@@ -92,8 +94,8 @@ def gespann_metrics(tracer: GespannMetrics, workload: Workload, stats: bool = Fa
     finally:
         launched.stop(signal.SIGTERM)
     _startup(figures, startup)
-    figures.update(probes=probes_attached(launched.output()) or "(start-up line not found)", counts=vars(counted), missing=counted.missing(load.connections),
-                   counts_match=counted.matches(load.connections))
+    figures.update(probes=probes_attached(launched.output()) or "(start-up line not found)", counts=vars(counted),
+                   missing=counted.missing(load.connections), counts_match=counted.matches(load.connections))
     return figures
 
 
