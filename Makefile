@@ -32,11 +32,12 @@ $(MIN_VENV)/.installed: pyproject.toml
 	$(MIN_VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-## test: install what the tests need (Debian packages, virtualenvs), run the whole suite, the systemd
-## unit under systemd, the suite again under the oldest Python gespann declares, the image and pod
-## deployment tests, then the kernel matrix
+## test: install what the tests need (Debian packages, virtualenvs), run the whole suite beside another
+## gespann (tools/beside_gespann.py: the suite must share its machine), the systemd unit under systemd,
+## the suite again under the oldest Python gespann declares, the image and pod deployment tests, then
+## the kernel matrix
 test: host-deps $(VENV)/.tests-installed
-	$(BIN)/python -m pytest
+	$(BIN)/python tools/beside_gespann.py --gespann $(BIN)/gespann -- $(BIN)/python -m pytest
 	$(MAKE) --no-print-directory deploy-systemd
 	$(MAKE) --no-print-directory minimum-python
 	$(MAKE) --no-print-directory deploy-tests
