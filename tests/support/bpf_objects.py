@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from typing import Iterable
 
 BPFTOOL = "/usr/sbin/bpftool"
@@ -40,9 +41,15 @@ def held_by(pid: int) -> set[BpfObject]:
     return held
 
 
-def _listing(kind: str) -> list[dict]:
-    out = subprocess.run([BPFTOOL, "-j", kind, "list"], capture_output=True, text=True, check=True, timeout=60).stdout
-    return json.loads(out or "[]")
+def _listing(kind: str, attempts: int = 5) -> list[dict]:
+    """bpftool's list of one kind. An object freed between bpftool finding its id and opening it fails
+    the whole listing (bpftool 7.1 `link list`): another process's, most likely; listed again."""
+    for attempt in range(attempts):
+        done = subprocess.run([BPFTOOL, "-j", kind, "list"], capture_output=True, text=True, timeout=60)
+        if done.returncode == 0:
+            return json.loads(done.stdout or "[]")
+        time.sleep(0.05)
+    raise AssertionError(f"bpftool {kind} list failed {attempts} times: {done.stderr.strip()}")
 
 
 def loaded() -> set[BpfObject]:
