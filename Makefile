@@ -59,8 +59,10 @@ deploy-systemd: $(VENV)/.tests-installed
 	tools/setup-host.sh systemd
 	GESPANN_DEPLOY_SYSTEMD=1 timeout 900 $(BIN)/python -m pytest -p no:cacheprovider -s tests/deploy/test_systemd_unit.py
 
-## bench: gespann side by side with bpftrace, and bcc in a Debian 6.1 VM; writes results/bench/ (not part of test)
-BENCH_ARGS ?= --vm
+## bench: gespann side by side with bpftrace, and bcc in a Debian 6.1 VM, then an hour's soak with records
+## and per-process labels on; writes results/bench/ (not part of test). A short soak alone:
+## make bench BENCH_ARGS="--soak-only --soak 300"
+BENCH_ARGS ?= --vm --soak 3600
 bench: $(VENV)/.installed
 	tools/setup-host.sh bench
 	$(BIN)/pip install -q -e '.[bench]'
