@@ -2,14 +2,15 @@
 """Run a command with another `gespann run` on the host: how `make test` proves the suite shares its machine.
 
 Whoever runs gespann as a service runs the suite beside it: the same program and map names loaded, the same
-tracepoints attached, the host's connections counted twice. This starts the installed gespann (Prometheus on
-127.0.0.1:PORT, below the ephemeral ports the tests' servers take, and a jsonl file, so that its record
-channel is loaded too), runs the command, then checks the neighbour still serves a page with figures on it,
-and stops it by its PID.
+tracepoints attached, the host's connections counted twice. This starts the installed gespann as a service
+runs it by default (Prometheus only, here on 127.0.0.1:PORT, below the ephemeral ports the tests' servers
+take), runs the command, then checks the neighbour still serves a page with figures on it, and stops it by
+its PID. With --records it writes connection records to a jsonl file too (its record channel loaded, a
+record sent for every connection the suite makes: more CPU, and timing-sensitive tests feel it).
 
 Exits with the command's status; 1 when the neighbour could not start, died, or served an empty page.
 
-    tools/beside_gespann.py [--gespann .venv/bin/gespann] [--port 9469] -- COMMAND [ARG...]
+    tools/beside_gespann.py [--gespann .venv/bin/gespann] [--port 9469] [--records] -- COMMAND [ARG...]
 """
 from __future__ import annotations
 
@@ -46,13 +47,14 @@ def samples(page: str) -> list[str]:
 class Neighbour:
     """`gespann run` in a directory of its own; its log is shown when it fails."""
 
-    def __init__(self, gespann: Path, port: int, workdir: Path):
+    def __init__(self, gespann: Path, port: int, workdir: Path, records: bool = False):
         self.url = f"http://127.0.0.1:{port}/metrics"
         self.log = workdir / "gespann.log"
         config = workdir / "gespann.yaml"
         config.write_text("exporters:\n"
                           f"  - {{type: prometheus, settings: {{address: 127.0.0.1, port: {port}}}}}\n"
-                          f"  - {{type: jsonl, settings: {{path: {workdir / 'records.jsonl'}}}}}\n")
+                          + (f"  - {{type: jsonl, settings: {{path: {workdir / 'records.jsonl'}}}}}\n" if records
+                             else ""))
         with self.log.open("w") as log:
             self.process = subprocess.Popen([str(gespann), "run", "--config", str(config)], stdout=log, stderr=log,
                                             stdin=subprocess.DEVNULL)
@@ -84,13 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gespann", type=Path, default=REPO / ".venv" / "bin" / "gespann",
                         help="the installed gespann to run beside the command (default: %(default)s)")
     parser.add_argument("--port", type=int, default=9469, help="its metrics port on 127.0.0.1 (default: %(default)s)")
+    parser.add_argument("--records", action="store_true", help="the neighbour writes connection records too")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")
     with tempfile.TemporaryDirectory(prefix="gespann-beside-") as workdir:
-        neighbour = Neighbour(args.gespann, args.port, Path(workdir))
+        neighbour = Neighbour(args.gespann, args.port, Path(workdir), args.records)
         try:
             if not neighbour.wait_serving():
                 say(f"the neighbouring gespann did not serve {neighbour.url}:\n{neighbour.tail()}")

@@ -1,6 +1,7 @@
 """gespann stopped (SIGSTOP) while connections come and go, then resumed: the kernel keeps counting
 meanwhile, so the figures stay exact against the namespace's own counters (/proc/net/snmp), no counter
 goes back, and records that found the kernel's buffer full are counted as lost, never silently missing."""
+import contextlib
 import os
 import signal
 import socket
@@ -33,18 +34,16 @@ def exchanges(namespace, count: int, traffic: TcpTraffic) -> dict[str, int]:
     return {name: after[name] - before[name] for name in ("ActiveOpens", "PassiveOpens")}
 
 
+@contextlib.contextmanager
 def stopped_for(process: GespannRun, seconds: float):
     """SIGSTOP now; the caller's work runs; SIGCONT once `seconds` have passed since the stop."""
-    class Stop:
-        def __enter__(self):
-            self.start = time.monotonic()
-            os.kill(process.pid, signal.SIGSTOP)
-            return self
-
-        def __exit__(self, *exc):
-            time.sleep(max(0.0, self.start + seconds - time.monotonic()))
-            os.kill(process.pid, signal.SIGCONT)
-    return Stop()
+    start = time.monotonic()
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        time.sleep(max(0.0, start + seconds - time.monotonic()))
+        os.kill(process.pid, signal.SIGCONT)
 
 
 def test_a_full_ring_buffer_while_the_reader_is_stopped_is_counted_lost_and_metrics_stay_exact(namespace, tmp_path):
