@@ -242,6 +242,8 @@ def markdown(soak: dict) -> list[str]:
              f"(malformed: {soak['records_bad']}) |",
              f"| records lost (gespann_records_lost_total) | {soak['records_lost']:,.0f} "
              f"{' '.join(f'{k} {v:,.0f}' for k, v in soak.get('records_lost_by_reader', {}).items())} |",
+             f"| records read + counted lost, against expected | "
+             f"{soak['records'] + soak['records_lost']:,.0f} / {soak['records_expected']:,} |",
              f"| opened client / server, counted vs /proc/net/snmp ActiveOpens / PassiveOpens | "
              f"{counted['opened_client']:,} / {counted['opened_server']:,} vs {soak['active_opens']:,} / "
              f"{soak['passive_opens']:,} |",
