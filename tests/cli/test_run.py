@@ -147,13 +147,14 @@ def test_port_in_use_is_one_line_and_nonzero(tmp_path):
 
 
 @pytest.mark.parametrize("jsonl", [False, True], ids=["prometheus only", "with jsonl"])
-def test_records_are_asked_for_exactly_when_an_exporter_consumes_events(tmp_path, jsonl):
+def test_records_are_asked_for_exactly_when_an_exporter_consumes_events(namespace, tmp_path, jsonl):
     """The record channel (gsp_records) is made only for a jsonl exporter; `adapters:`, the older name, still runs."""
     port = free_port()
     config = tmp_path / "gespann.yaml"
     config.write_text(f"adapters:\n  - type: prometheus\n    settings: {{port: {port}, address: 127.0.0.1}}\n"
                       + (f"  - type: jsonl\n    settings: {{path: {tmp_path / 'events.jsonl'}}}\n" if jsonl else "")
-                      + "scope: {protocols: [tcp]}\n")
+                      # In a namespace of its own: the host's traffic (others') brings warnings of its own.
+                      + f"scope: {{protocols: [tcp], netns: {namespace.path}}}\n")
     gespann = subprocess.Popen([sys.executable, "-m", "gespann", "run", "--config", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
