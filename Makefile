@@ -32,11 +32,12 @@ $(MIN_VENV)/.installed: pyproject.toml
 	$(MIN_VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-## test: install what the tests need (Debian packages, virtualenvs), run the whole suite, the systemd
-## unit under systemd, the suite again under the oldest Python gespann declares, the image and pod
-## deployment tests, then the kernel matrix
+## test: install what the tests need (Debian packages, virtualenvs), run the whole suite beside another
+## gespann (tools/beside_gespann.py: the suite must share its machine), the systemd unit under systemd,
+## the suite again under the oldest Python gespann declares, the image and pod deployment tests, then
+## the kernel matrix
 test: host-deps $(VENV)/.tests-installed
-	$(BIN)/python -m pytest
+	$(BIN)/python tools/beside_gespann.py --gespann $(BIN)/gespann -- $(BIN)/python -m pytest
 	$(MAKE) --no-print-directory deploy-systemd
 	$(MAKE) --no-print-directory minimum-python
 	$(MAKE) --no-print-directory deploy-tests
@@ -58,10 +59,12 @@ deploy-systemd: $(VENV)/.tests-installed
 	tools/setup-host.sh systemd
 	GESPANN_DEPLOY_SYSTEMD=1 timeout 900 $(BIN)/python -m pytest -p no:cacheprovider -s tests/deploy/test_systemd_unit.py
 
-## bench: gespann side by side with bpftrace, and bcc in a Debian 6.1 VM; writes results/bench/ (not part of test).
+## bench: gespann side by side with bpftrace, and bcc in a Debian 6.1 VM, then an hour's soak with records
+## and per-process labels on; writes results/bench/ (not part of test). A short soak alone:
+## make bench BENCH_ARGS="--soak-only --soak 300"
 ## BENCH_ARGS=--breakdown-only: only what each program costs a loopback connection, the floor and the share
 ## (about 4 min with --cost-rounds 7 --connections 10000); add --compare LABEL=EXECUTABLE to set another build beside
-BENCH_ARGS ?= --vm
+BENCH_ARGS ?= --vm --soak 3600
 bench: $(VENV)/.installed
 	tools/setup-host.sh bench
 	$(BIN)/pip install -q -e '.[bench]'

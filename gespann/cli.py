@@ -82,6 +82,21 @@ def _raise_open_files_limit() -> None:
         log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, err)
 
 
+def _start_failure(err, config) -> NoReturn:
+    """A start that the kernel refused: one line. Memory the kernel would not give the maps is a matter
+    of configuration (the limits) or of the memory cgroup's limit: the line names both."""
+    import errno
+
+    from .bpf.errors import MemoryLimitError
+    from .config import LIMITS
+
+    if err.errno == errno.ENOMEM:
+        set_here = ", ".join(f"{name} {n}" for name, n in sorted(config.map_capacities.items()))
+        sizing = " and ".join(f"limits.{name}" for name in LIMITS) + (f" (set: {set_here})" if set_here else "")
+        _fail(str(MemoryLimitError(err, sizing)), EXIT_USAGE)
+    _fail(str(err))
+
+
 def _stop_on_signals() -> threading.Event:
     """An event set by SIGINT or SIGTERM: the way every long-running command ends cleanly."""
     stop = threading.Event()
@@ -141,7 +156,9 @@ def run(config_path: str | None) -> None:
             for exporter in exporters:
                 exporter.start()
                 running.callback(exporter.close)  # closed (and flushed) first, in reverse order
-        except (BPFError, ExporterError) as err:
+        except BPFError as err:
+            _start_failure(err, config)
+        except ExporterError as err:
             _fail(str(err))
         endpoints = "; ".join(exporter.describe() for exporter in exporters) or "no exporters"
         log.info("gespann %s running: probes %s; exporting to %s", __version__, probes.summary(), endpoints)
@@ -180,7 +197,7 @@ def trace(config_path: str | None, as_json: bool, count: int | None) -> None:
         try:
             _, collector = _attach(config, running, records=True)
         except BPFError as err:
-            _fail(str(err))
+            _start_failure(err, config)
         if not as_json:
             click.echo(table_header())
         format_line = json_line if as_json else table_line

@@ -23,13 +23,16 @@ udp_send's and udp_receive's per packet, over the same datagrams to a closed por
 kfree_skb ran per packet of ordinary TCP and UDP traffic. And the breakdown (tools/bench/breakdown.py):
 per program, ns per event, events per connection and ns per connection, their sum as a share of a bare
 loopback connection's CPU, the floor (empty programs of the same flavours on the same tracepoints),
-and bpftrace and tcplife beside them, all in the same rounds.
+and bpftrace and tcplife beside them, all in the same rounds. With --soak SECONDS (`make bench`: an hour),
+the soak section (tools/bench/soak.py): gespann with records and per-process labels on, at the highest
+loopback connection rate for that long; its RSS over time, records lost, metrics against the kernel's.
 
 Writes results/bench/bench.md, bench.json and bench.png; prints the table.
 Needs root, bpftrace, bpftool and gcc (tools/setup-host.sh bench).
 
     python3 tools/bench.py [--rounds 9] [--cost-rounds 3] [--connections 30000] [--rate 2000] [--vm]
                            [--no-scale | --scale-only] [--drops-only] [--peers-only] [--breakdown-only]
+                           [--soak SECONDS] [--soak-only]
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import bcc_tracer, breakdown, chart, drops, loadgen, peers, report, runs, scale
+from bench import bcc_tracer, breakdown, chart, drops, loadgen, peers, report, runs, scale, soak
 from bench.bpftrace_tracer import Bpftrace
 from bench.bpftrace_tracer import version as bpftrace_version
 from bench.gespann_tracer import GespannMetrics
@@ -95,6 +98,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare", action="append", default=[], metavar="LABEL=EXECUTABLE",
                         help="in the breakdown, another gespann (a build to compare) takes its turn in each round; "
                              "may be given more than once")
+    parser.add_argument("--soak", type=float, default=0, metavar="SECONDS",
+                        help="also run the soak: gespann with records and per-process labels on, this long at the "
+                             "highest loopback connection rate (make bench: 3600; default: no soak)")
+    parser.add_argument("--soak-only", action="store_true",
+                        help="only the soak (--soak SECONDS, default then 3600); merges into the existing bench.json")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: write bench.md and bench.png again from the existing bench.json")
     # Inside the VM (bench/vm.py): where to write the figures, the load generator built by the host, the headers.
@@ -102,13 +110,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loadgen", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--kernel-source", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if sum((args.vm_only, args.scale_only, args.drops_only, args.peers_only, args.breakdown_only)) > 1:
-        parser.error("--vm-only, --scale-only, --drops-only, --peers-only and --breakdown-only each measure one "
-                     "part: give one")
+    if sum((args.vm_only, args.scale_only, args.drops_only, args.peers_only, args.breakdown_only,
+            args.soak_only)) > 1:
+        parser.error("--vm-only, --scale-only, --drops-only, --peers-only, --breakdown-only and --soak-only each "
+                     "measure one part: give one")
     for item in args.compare:
         label, _, executable = item.partition("=")
         if not label or not executable or not Path(executable).exists():
             parser.error(f"--compare {item!r}: give LABEL=EXECUTABLE, an existing gespann executable")
+    if args.soak_only and not args.soak:
+        args.soak = 3600
+    if args.soak < 0:
+        parser.error("--soak must be 0 (no soak) or more seconds")
     if args.rate <= 0:
         parser.error("--rate must be above 0")
     for name in ("rounds", "cost_rounds", "connections", "threads"):
@@ -292,18 +305,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        preflight(args.gespann, scale_only=args.scale_only, drops_only=args.drops_only or args.breakdown_only,
+        preflight(args.gespann, scale_only=args.scale_only,
+                  drops_only=args.drops_only or args.breakdown_only or args.soak_only,
                   peers_only=args.peers_only)
     except CannotRun as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2
     results = {"meta": meta(args), "rounds": [], "kernel_cost": []}
-    merging = args.vm_only or args.scale_only or args.drops_only or args.peers_only or args.breakdown_only
+    merging = (args.vm_only or args.scale_only or args.drops_only or args.peers_only or args.breakdown_only
+               or args.soak_only)
     if merging:
         try:
             results = json.loads((args.results / "bench.json").read_text())
         except (OSError, ValueError) as err:
-            print(f"bench: --vm-only, --scale-only, --drops-only, --peers-only and --breakdown-only need an earlier "
+            print(f"bench: --vm-only, --scale-only, --drops-only, --peers-only, --breakdown-only and --soak-only "
+                  f"need an earlier "
                   f"{args.results / 'bench.json'}: {err}", file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="gespann-bench-") as tmp:
@@ -319,12 +335,16 @@ def main(argv: list[str] | None = None) -> int:
             results["breakdown"] = breakdown_only(args, workdir)
             sys.stderr.write("\n".join(breakdown.markdown(results["breakdown"])) + "\n")
         if args.scale_only or not (args.vm_only or args.no_scale or args.drops_only or args.peers_only
-                                   or args.breakdown_only):
+                                   or args.breakdown_only or args.soak_only):
             results["scale"] = {**scale.run(args.gespann, workdir, say), "measured": stamp(args)}
         if args.vm or args.vm_only:
             from bench import vm
 
             results["vm"] = vm.run(REPO, args, say)
+        if args.soak and (args.soak_only or not merging):
+            say(f"soak: {args.soak:.0f} s with records and per-process labels on")
+            results["soak"] = {**soak.run(args.gespann, workdir, loadgen.build(workdir / "loadgen"), args.soak,
+                                          args.threads, say), "measured": stamp(args)}
     write(results, args.results)
     missed = [name for name, met in report.verdicts(results).items() if met is False]
     say(f"targets missed: {'; '.join(missed)}" if missed else "every judged target met")

@@ -138,3 +138,58 @@ class KeyNotFoundError(BPFError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class MemoryLimitError(BPFError):
+    """The kernel could not allocate memory for a map or program (ENOMEM). Since 5.11 it charges them to the
+    memory cgroup of the process that creates them: the message names that cgroup's limit and its value (or
+    says none was found), and `sizing`, the settings that size the maps."""
+
+    def __init__(self, cause: BPFError, sizing: str, limit: Optional[tuple[str, int, int]] = None):
+        self.limit = memory_cgroup_limit() if limit is None else limit
+        if self.limit:
+            path, allowed, used = self.limit
+            where = (f"the kernel charges BPF maps to the memory cgroup (Linux 5.11+), and {path} allows "
+                     f"{_mebibytes(allowed)}, {_mebibytes(used)} in use; raise that limit, or lower {sizing}")
+        else:
+            where = f"no memory cgroup limits this process, so the host is short of memory; lower {sizing}"
+        super().__init__(f"{cause}; {where}", cause.errno)
+
+
+def _mebibytes(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+#: A v1 memory cgroup "without limit" reads PAGE_COUNTER_MAX pages, about 2**63 bytes.
+_UNLIMITED = 1 << 62
+
+
+def memory_cgroup_limit(proc_cgroup: str = "/proc/self/cgroup",
+                        root: str = "/sys/fs/cgroup") -> Optional[tuple[str, int, int]]:
+    """(limit file, bytes allowed, bytes in use) of the tightest memory limit on this process's cgroup and
+    its ancestors (cgroup v2 memory.max, or v1 memory.limit_in_bytes); None if none limits it or the files
+    cannot be read."""
+    try:
+        with open(proc_cgroup) as cgroups:
+            lines = [line.rstrip("\n").split(":", 2) for line in cgroups]
+    except OSError:
+        return None
+    candidates = []
+    for _, controllers, path in lines:
+        if controllers == "":  # v2: memory.max, where the memory controller is enabled
+            candidates += [(f"{base}{path}", "memory.max", "memory.current")
+                           for base in (root, f"{root}/unified")]
+        elif "memory" in controllers.split(","):
+            candidates.append((f"{root}/memory{path}", "memory.limit_in_bytes", "memory.usage_in_bytes"))
+    tightest = None
+    for directory, limit_file, usage_file in candidates:
+        while directory.startswith(root):
+            try:
+                with open(f"{directory}/{limit_file}") as limit, open(f"{directory}/{usage_file}") as usage:
+                    allowed, used = limit.read().strip(), int(usage.read())
+                if allowed != "max" and int(allowed) < _UNLIMITED and (tightest is None or int(allowed) < tightest[1]):
+                    tightest = (f"{directory}/{limit_file}", int(allowed), used)
+            except (OSError, ValueError):
+                pass
+            directory = directory.rsplit("/", 1)[0]
+    return tightest

@@ -1,8 +1,12 @@
-"""After the Python objects are closed, nothing gespann loaded stays in the kernel (bpftool as the oracle)."""
-import json
-import subprocess
+"""After the Python objects are closed, nothing gespann loaded stays in the kernel (bpftool as the oracle).
+
+The same suite may run beside this one, with the same names: this test's objects are the ones this
+process came to hold descriptors of while it made them, told by id (bpf_objects).
+"""
+import os
 
 import pytest
+from bpf_objects import held_by, loaded, names
 from loopback import wait_for
 from sock_programs import count_new_states, send_state_changes
 
@@ -12,18 +16,10 @@ from gespann.bpf.links import AttachMode, attach_tracepoint
 from gespann.bpf.programs import load_program
 
 pytestmark = pytest.mark.root
-BPFTOOL = "/usr/sbin/bpftool"
-
-
-def ours(kind: str) -> set[str]:
-    """Names of the loaded programs or maps made by these tests (prefix gt_)."""
-    listing = json.loads(subprocess.run([BPFTOOL, "-j", kind, "list"], check=True, capture_output=True,
-                                        text=True).stdout or "[]")
-    return {entry["name"] for entry in listing if entry.get("name", "").startswith("gt_")}
 
 
 def test_nothing_stays_loaded(loopback, state_format):
-    assert ours("prog") == set() and ours("map") == set(), "left over from an earlier run"
+    before = held_by(os.getpid())
     counts = maps.ArrayMap(maps.U64, 16, name="gt_counts")
     ring, perf = RecordChannel("gt_ring"), RecordChannel("gt_perf", force_perf=True)
     count = load_program(count_new_states(state_format, loopback.port), maps={"counts": counts})
@@ -36,11 +32,12 @@ def test_nothing_stays_loaded(loopback, state_format):
              attach_tracepoint(send_perf, "sock", "inet_sock_set_state")]
     loopback.run(1)
     assert len(ring.reader.read(100)) == len(perf.reader.read(100)) == 11
-    assert ours("prog") == {"gt_count", "gt_send_ring", "gt_send_perf"}
-    assert ours("map") == {"gt_counts", "gt_ring", "gt_ring_lost", "gt_perf"}
+    made = held_by(os.getpid()) - before
+    assert names(obj for obj in made if obj[0] == "prog") == {"gt_count", "gt_send_ring", "gt_send_perf"}
+    assert names(obj for obj in made if obj[0] == "map") == {"gt_counts", "gt_ring", "gt_ring_lost", "gt_perf"}
 
     for obj in [*links, count, send_ring, send_perf, counts, ring, perf]:
         obj.close()
     # Programs go at once; the maps they used follow after an RCU grace period.
-    wait_for(lambda: not ours("prog") and not ours("map"))
-    assert ours("prog") == set() and ours("map") == set()
+    wait_for(lambda: not made & loaded())
+    assert not made & loaded()

@@ -5,8 +5,8 @@ import sys
 import pytest
 from identities import require_interpreter_usable_by
 
-from gespann.bpf.errors import (FeatureUnsupportedError, PermissionDeniedError, VerifierError,
-                                effective_capabilities, errno_name)
+from gespann.bpf.errors import (BPFError, FeatureUnsupportedError, MemoryLimitError, PermissionDeniedError,
+                                VerifierError, effective_capabilities, errno_name, memory_cgroup_limit)
 
 
 def test_effective_capabilities_from_proc_status(tmp_path):
@@ -106,3 +106,34 @@ def test_memlock_limit_of_old_kernels_is_named():
                             env={"PYTHONPATH": ":".join(p for p in sys.path if p)})
     assert "bpf(BPF_MAP_CREATE): Operation not permitted (EPERM); needs CAP_SYS_RESOURCE" in result.stdout, result.stderr
     assert "RLIMIT_MEMLOCK, here 0 bytes" in result.stdout and "lacks CAP_SYS_RESOURCE" in result.stdout
+
+
+def _cgroup_files(root, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_the_tightest_memory_limit_above_the_process_is_found_in_v2_and_v1(tmp_path):
+    root = tmp_path / "cgroup"
+    _cgroup_files(root, {"a/memory.max": "209715200\n", "a/memory.current": "1048576\n",
+                         "a/b/memory.max": "max\n", "a/b/memory.current": "1024\n"})
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("0::/a/b\n")
+    assert memory_cgroup_limit(str(proc), str(root)) == (f"{root}/a/memory.max", 200 << 20, 1 << 20)
+    _cgroup_files(root, {"memory/x/memory.limit_in_bytes": "104857600\n", "memory/x/memory.usage_in_bytes": "5\n",
+                         "memory/memory.limit_in_bytes": "9223372036854771712\n",
+                         "memory/memory.usage_in_bytes": "7\n"})
+    proc.write_text("4:memory:/x\n1:cpu:/\n0::/\n")
+    assert memory_cgroup_limit(str(proc), str(root)) == (f"{root}/memory/x/memory.limit_in_bytes", 100 << 20, 5)
+    proc.write_text("4:memory:/\n")
+    assert memory_cgroup_limit(str(proc), str(root)) is None  # v1's "no limit" is a page count near 2**63
+
+
+def test_an_enomem_names_the_limit_and_the_settings():
+    cause = BPFError("bpf(BPF_MAP_CREATE): Cannot allocate memory (ENOMEM)", 12)
+    limited = MemoryLimitError(cause, "limits.udp_flows", limit=("/sys/fs/cgroup/x/memory.max", 100 << 20, 3 << 19))
+    assert str(limited) == ("bpf(BPF_MAP_CREATE): Cannot allocate memory (ENOMEM); the kernel charges BPF maps to "
+                            "the memory cgroup (Linux 5.11+), and /sys/fs/cgroup/x/memory.max allows 100.0 MiB, "
+                            "1.5 MiB in use; raise that limit, or lower limits.udp_flows")
+    assert limited.errno == 12

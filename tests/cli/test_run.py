@@ -2,7 +2,8 @@
 
 gespann is scoped to a namespace the test makes, the traffic runs there, and
 the metrics page must show exactly that traffic; SIGTERM must leave nothing of
-gespann's loaded in the kernel.
+gespann's loaded in the kernel. Another gespann may run on the host meanwhile,
+with the same program names: what is this test's is told by id (bpf_objects).
 """
 import json
 import signal
@@ -13,25 +14,19 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 import mib
+import pytest
+from bpf_objects import held_by, loaded, names, newest_ids, unheld_since
 from loopback import wait_for
 from tcp_traffic import TcpTraffic, refused
 
 pytestmark = [pytest.mark.root, pytest.mark.process]
-BPFTOOL = "/usr/sbin/bpftool"
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def loaded_programs() -> set[str]:
-    listing = json.loads(subprocess.run([BPFTOOL, "-j", "prog", "list"], capture_output=True, text=True,
-                                        check=True).stdout or "[]")
-    return {p.get("name", "") for p in listing if p.get("name", "").startswith("gsp_")}
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -42,9 +37,6 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path):
-    # The kernel frees a program some time after its last fd closes: an earlier test's may still show.
-    wait_for(lambda: loaded_programs() == set(), timeout=10)
-    assert loaded_programs() == set(), "gsp_ programs loaded before the test"
     port = free_port()
     config = tmp_path / "gespann.yaml"
     config.write_text(f"log_level: info\n"
@@ -56,6 +48,7 @@ def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path)
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         wait_for(lambda: _serving(url), timeout=30)
+        held = held_by(gespann.pid)
         with namespace.enter():
             traffic = TcpTraffic()
             for sent, replied in ((10, 20), (300, 4000), (0, 1)):
@@ -83,8 +76,10 @@ def test_run_serves_exact_figures_and_leaves_nothing_behind(namespace, tmp_path)
         + [("close", "server", r, s) for s, r in ((10, 20), (300, 4000), (0, 1))]
         + [("failed", "client", 0, 0)])  # every connection, once, written out before exit
     assert "Traceback" not in err
-    wait_for(lambda: loaded_programs() == set(), timeout=5)
-    assert loaded_programs() == set()
+    assert {kind for kind, _ in held} >= {"prog", "map"}, held
+    # The kernel frees a map after the programs using it, from a workqueue: give it a moment.
+    wait_for(lambda: not held & loaded(), timeout=10)
+    assert not held & loaded(), "gespann left programs, maps or links loaded"
 
 
 EXAMPLE_PROBE = Path(__file__).resolve().parents[2] / "examples" / "probes" / "tcp_connects_by_port.py"
@@ -139,36 +134,32 @@ def test_port_in_use_is_one_line_and_nonzero(tmp_path):
         port = busy.getsockname()[1]
         config = tmp_path / "gespann.yaml"
         config.write_text(f"exporters: [{{type: prometheus, settings: {{port: {port}, address: 127.0.0.1}}}}]\n")
+        before = newest_ids()
         result = subprocess.run([sys.executable, "-m", "gespann", "run", "--config", str(config)],
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("gespann: ")]
     assert len(errors) == 1 and str(port) in errors[0] and "in use" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
-    wait_for(lambda: loaded_programs() == set(), timeout=10)
-    assert loaded_programs() == set()
-
-
-def loaded_maps() -> set[str]:
-    listing = json.loads(subprocess.run([BPFTOOL, "-j", "map", "list"], capture_output=True, text=True,
-                                        check=True).stdout or "[]")
-    return {m.get("name", "") for m in listing if m.get("name", "").startswith("gsp_")}
+    # It attached its probes before it tried the port: gone with it, held by no process left.
+    wait_for(lambda: not unheld_since(before), timeout=10)
+    assert not unheld_since(before), "gespann left programs, maps or links loaded"
 
 
 @pytest.mark.parametrize("jsonl", [False, True], ids=["prometheus only", "with jsonl"])
-def test_records_are_asked_for_exactly_when_an_exporter_consumes_events(tmp_path, jsonl):
+def test_records_are_asked_for_exactly_when_an_exporter_consumes_events(namespace, tmp_path, jsonl):
     """The record channel (gsp_records) is made only for a jsonl exporter; `adapters:`, the older name, still runs."""
-    wait_for(lambda: "gsp_records" not in loaded_maps(), timeout=10)
     port = free_port()
     config = tmp_path / "gespann.yaml"
     config.write_text(f"adapters:\n  - type: prometheus\n    settings: {{port: {port}, address: 127.0.0.1}}\n"
                       + (f"  - type: jsonl\n    settings: {{path: {tmp_path / 'events.jsonl'}}}\n" if jsonl else "")
-                      + "scope: {protocols: [tcp]}\n")
+                      # In a namespace of its own: the host's traffic (others') brings warnings of its own.
+                      + f"scope: {{protocols: [tcp], netns: {namespace.path}}}\n")
     gespann = subprocess.Popen([sys.executable, "-m", "gespann", "run", "--config", str(config)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _serving(f"http://127.0.0.1:{port}/metrics"), timeout=30)
-        maps = loaded_maps()
+        maps = names(held_by(gespann.pid))
     finally:
         gespann.send_signal(signal.SIGTERM)
         _, err = gespann.communicate(timeout=30)

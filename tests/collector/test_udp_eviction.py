@@ -28,10 +28,10 @@ import pytest
 from loopback import wait_for
 
 from gespann.probes import AttachSettings, ProbeSet
-from gespann.probes.reading import ReadContext
+from gespann.probes.toolkit.reading import ReadContext
 from gespann.probes.udp import UDP_PROBES
-from gespann.probes.udp_flows import CAPACITY as DEFAULT_CAPACITY
-from gespann.probes.udp_metrics import UdpMetrics
+from gespann.probes.udp.flows import CAPACITY as DEFAULT_CAPACITY
+from gespann.probes.udp.metrics import UdpMetrics
 
 pytestmark = pytest.mark.root
 PAYLOAD = 20
@@ -114,7 +114,7 @@ def run_rounds(namespace, capacity: int | None, senders: int, datagrams_each: in
     capacities = {} if capacity is None else {"udp_flows": capacity}
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, capacities=capacities)) as probes:
         assert probes["udp_send"].maps["udp_flows"].max_entries == (capacity or DEFAULT_CAPACITY)
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes, idle_timeout=60,
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"), idle_timeout=60,
                                                       udp_flow_timeout=120))
         before = udp_mib(namespace)
         scraper = Scraper(metrics)
@@ -186,7 +186,7 @@ def test_flows_the_lru_map_refuses_are_counted_opened_refused_and_evicted(namesp
 def test_a_socket_sending_to_itself_makes_one_client_flow(namespace):
     """Both directions of a datagram to oneself have the same key: one flow, sent and received."""
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode)) as probes:
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes, idle_timeout=60,
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"), idle_timeout=60,
                                                       udp_flow_timeout=120))
         with namespace.enter(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 0))

@@ -1,16 +1,11 @@
-"""What the deployment tests read from a running gespann: its capabilities, the BPF objects it
-holds and whether the kernel still has them, and its metrics page."""
+"""What the deployment tests read from a running gespann: its capabilities and its metrics page (the BPF
+objects it holds, and whether the kernel still has them: bpf_objects)."""
 from __future__ import annotations
 
-import json
-import os
 import socket
-import subprocess
 from pathlib import Path
 
 from gespann.bpf.errors import CAPABILITIES
-
-BPFTOOL = "/usr/sbin/bpftool"
 
 
 def capability_sets(pid: int) -> dict[str, set[str]]:
@@ -23,27 +18,6 @@ def capability_sets(pid: int) -> dict[str, set[str]]:
             mask = int(value, 16)
             sets[field] = {names.get(bit, str(bit)) for bit in range(64) if mask >> bit & 1}
     return sets
-
-
-def held_bpf_objects(pid: int) -> set[tuple[str, int]]:
-    """(kind, id) of every BPF program, map and link the process holds a descriptor of."""
-    held = set()
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
-                          if ":" in line)
-        except OSError:
-            continue
-        held |= {(kind, int(fields[f"{kind}_id"])) for kind in ("link", "prog", "map") if f"{kind}_id" in fields}
-    return held
-
-
-def loaded_bpf_objects() -> set[tuple[str, int]]:
-    loaded = set()
-    for kind in ("prog", "map", "link"):
-        out = subprocess.run([BPFTOOL, "-j", kind, "list"], capture_output=True, text=True, check=True).stdout
-        loaded |= {(kind, item["id"]) for item in json.loads(out or "[]")}
-    return loaded
 
 
 def scrape(address: str, port: int) -> tuple[dict[str, float], int]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pod_checks import capability_sets, held_bpf_objects, loaded_bpf_objects, scrape
+from bpf_objects import held_by, loaded
+from pod_checks import capability_sets, scrape
 from tcp_traffic import TcpTraffic, refused
 
 from gespann.check import NEEDED_CAPABILITIES
@@ -89,7 +90,7 @@ def test_daemonset_pod_watches_the_node(engine, tmp_path, namespace):
         mounts = [line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
         tracing = next(fields for fields in mounts if fields[4] == "/sys/kernel/tracing")
         assert "ro" in tracing[5].split(",")
-        held = held_bpf_objects(pid)
+        held = held_by(pid)
         assert {kind for kind, _ in held} >= {"prog", "map"}
 
         before, _ = scrape("127.0.0.1", METRICS_PORT)
@@ -107,4 +108,4 @@ def test_daemonset_pod_watches_the_node(engine, tmp_path, namespace):
         assert all(grown[name] >= made[name] for name in made), (grown, made)
     finally:
         engine("kube", "down", str(manifest), timeout=120)
-    assert wait_for(lambda: not held & loaded_bpf_objects(), timeout=10), "gespann left programs, maps or links loaded"
+    assert wait_for(lambda: not held & loaded(), timeout=10), "gespann left programs, maps or links loaded"

@@ -24,7 +24,8 @@ import yaml
 from pyroute2 import netns
 from tcp_traffic import TcpTraffic, refused
 
-from pod_checks import capability_sets, held_bpf_objects, loaded_bpf_objects, scrape
+from bpf_objects import held_by, loaded
+from pod_checks import capability_sets, scrape
 
 from gespann.check import NEEDED_CAPABILITIES
 
@@ -109,7 +110,7 @@ def test_sidecar_pod_counts_the_pods_traffic_exactly(engine, tmp_path):
         assert Path(f"/proc/{pid}/ns/mnt").resolve() != Path(f"/proc/{infra_pid}/ns/mnt").resolve()
         assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/proc/{infra_pid}/ns/net").st_ino
         assert os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
-        held = held_bpf_objects(pid)
+        held = held_by(pid)
         assert {kind for kind, _ in held} >= {"prog", "map"}
 
         address = next(iter(infra["NetworkSettings"]["Networks"].values()))["IPAddress"]
@@ -156,4 +157,4 @@ def test_sidecar_pod_counts_the_pods_traffic_exactly(engine, tmp_path):
     finally:
         engine("kube", "down", str(manifest), timeout=120)
     # The kernel frees a map after the programs using it, from a workqueue: give it a moment.
-    assert wait_for(lambda: not held & loaded_bpf_objects(), timeout=10), "gespann left programs, maps or links loaded"
+    assert wait_for(lambda: not held & loaded(), timeout=10), "gespann left programs, maps or links loaded"

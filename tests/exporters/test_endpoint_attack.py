@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gespann_process import DEFAULT_OPEN_FILES, GespannProcess
+from served_gespann import DEFAULT_OPEN_FILES, GespannProcess
 from prometheus_server import free_port
 
 from gespann.exporters.page_server import ACCEPT_PAUSE_SECONDS
@@ -48,7 +48,7 @@ def gespann(tmp_path_factory):
 
 
 def test_gespann_raises_its_soft_open_files_limit_to_the_hard_one(gespann):
-    """Started with the default soft limit of 1,024 (gespann_process.py), as a service without LimitNOFILE=."""
+    """Started with the default soft limit of 1,024 (served_gespann.py), as a service without LimitNOFILE=."""
     soft, hard = resource.prlimit(gespann.pid, resource.RLIMIT_NOFILE)
     assert soft == hard > DEFAULT_OPEN_FILES
     assert gespann.sample("process_max_fds") == hard

@@ -64,3 +64,36 @@ def test_an_unwritable_path_is_an_error_naming_it(tmp_path):
 
 def test_describe(tmp_path):
     assert JsonlExporter(FedCollector(FIGURES_A), "/var/log/gespann.jsonl").describe() == "jsonl /var/log/gespann.jsonl"
+
+
+@pytest.mark.root
+def test_a_full_disk_leaves_out_whole_batches_counted_and_writing_resumes(tmp_path, caplog):
+    """On a tmpfs of 64 KiB: what does not fit is counted, the file holds whole lines only, one error is
+    logged however many batches fail, and lines are appended again once a filler file is deleted."""
+    from tiny_disk import fill, tiny_tmpfs
+
+    with tiny_tmpfs(tmp_path / "disk") as disk:
+        path = disk / "events.jsonl"
+        exporter = JsonlExporter(FedCollector(FIGURES_A), str(path))
+        exporter.start()
+        try:
+            filler = fill(disk)
+            batches = [[event(pid=n * 10 + k) for k in range(5)] for n in range(40)]
+            with caplog.at_level("INFO", logger="gespann.exporters.jsonl"):
+                for batch in batches[:20]:
+                    exporter.write_batch(batch)
+                written = read_lines(path) if path.exists() else []
+                assert exporter.unwritten() + len(written) == 100
+                assert exporter.unwritten() >= 5 and exporter.unwritten() % 5 == 0  # whole batches
+                assert path.read_text().endswith("\n") or not written
+                filler.unlink()
+                for batch in batches[20:]:
+                    exporter.write_batch(batch)
+            errors = [r for r in caplog.records if r.levelname == "ERROR"]
+            assert len(errors) == 1 and "No space left on device" in errors[0].getMessage(), errors
+            assert any("writing to" in r.getMessage() and "again" in r.getMessage() for r in caplog.records)
+            assert [line["pid"] for line in read_lines(path)[-100:]] == [e.pid for b in batches[20:] for e in b]
+            (metric,) = exporter.self_metrics()
+            assert metric.name == "jsonl_unwritten_total" and metric.series[()] == exporter.unwritten()
+        finally:
+            exporter.close()

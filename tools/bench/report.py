@@ -233,6 +233,10 @@ def markdown(results: dict) -> str:
         from .scale import markdown as scale_markdown
 
         lines += scale_markdown(results["scale"])
+    if results.get("soak"):
+        from .soak import markdown as soak_markdown
+
+        lines += soak_markdown(results["soak"])
     return "\n".join(lines) + "\n"
 
 
@@ -281,4 +285,8 @@ def verdicts(results: dict) -> dict[str, bool | None]:
         from .drops import verdicts as drops_verdicts
 
         judged.update({f"drops: {target}": met for target, met in drops_verdicts(results["drops"]).items()})
+    if results.get("soak"):
+        from .soak import verdicts as soak_verdicts
+
+        judged.update({f"soak: {target}": met for target, met in soak_verdicts(results["soak"]).items()})
     return judged
