@@ -36,7 +36,7 @@ OPEN_CONNECTIONS = ("auto", "kernel_walk", "user_space")
 ATTACH_MODES = ("auto", "tp_btf", "raw_tracepoint", "tracepoint", "kprobe", "fentry")
 BTF_SOURCES = ("auto", "btf", "vendored")
 #: limits.<map>: the kernel maps whose capacity the config sets (each a probe's map name).
-LIMITS = ("tcp_connections", "udp_flows")
+LIMITS = ("tcp_connections", "udp_flows", "tcp_peers")
 #: The largest capacity accepted: 2^24 entries is already about 2 GiB of kernel memory for these maps.
 MAX_CAPACITY = 1 << 24
 
@@ -77,6 +77,10 @@ class Config:
     label_container: bool = False
     #: Most label sets each per-process metric gets; beyond it, connections count under "other".
     label_max_series: int = 100
+    #: Opt-in TCP figures by peer (remote endpoint of a client, local port of a server), capped by
+    #: limits.tcp_peers; remote addresses grouped by the named networks (name -> CIDRs).
+    label_peers: bool = False
+    label_networks: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Kernel map capacities, by map (limits.tcp_connections, limits.udp_flows); absent: the probes' defaults.
     map_capacities: Mapping[str, int] = dataclasses.field(default_factory=dict)
     #: What the file said in an older way that still works, one line each, for the log.
@@ -117,7 +121,7 @@ def parse(document: Any) -> Config:
     btf = _section(document, "btf", ("source",))
     scope = _section(document, "scope", ("netns", "protocols"))
     connections = _section(document, "connections", ("idle_timeout", "udp_flow_timeout"))
-    label_section = _section(document, "labels", ("process", "container", "max_series"))
+    label_section = _section(document, "labels", ("process", "container", "max_series", "peers", "networks"))
     limits = _section(document, "limits", LIMITS)
     protocols = _protocols(_given(scope, "protocols", list(PROTOCOLS)), "scope.protocols")
     extra_probes = _extra_probes(_given(document, "extra_probes", []))
@@ -140,6 +144,8 @@ def parse(document: Any) -> Config:
         label_process=flag(_given(label_section, "process", False), "labels.process"),
         label_container=flag(_given(label_section, "container", False), "labels.container"),
         label_max_series=positive_int(_given(label_section, "max_series", Config.label_max_series), "labels.max_series"),
+        label_peers=flag(_given(label_section, "peers", False), "labels.peers"),
+        label_networks=_networks(_given(label_section, "networks", {})),
         map_capacities={name: _capacity(limits[name], f"limits.{name}") for name in LIMITS
                         if limits.get(name) is not None},
         deprecations=deprecations,
@@ -194,6 +200,30 @@ def _protocols(value: Any, key: str) -> tuple[str, ...]:
 
 
 
+
+
+def _networks(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """labels.networks: name -> list of CIDRs (IPv4 or IPv6), each a valid network."""
+    import ipaddress
+
+    expect(value, dict, "labels.networks", "a mapping of network name to a list of CIDRs")
+    networks = []
+    for name, cidrs in value.items():
+        key = f"labels.networks.{key_name(name)}"
+        if not isinstance(name, str) or not name or not name.isprintable():
+            raise ConfigError(key, f"a network's name must be a non-empty string, got {show(name)}")
+        expect(cidrs, list, key, "a list of CIDRs such as 10.0.0.0/8")
+        if not cidrs:
+            raise ConfigError(key, "empty: give at least one CIDR")
+        for index, cidr in enumerate(cidrs):
+            try:
+                if not isinstance(cidr, str):
+                    raise TypeError(cidr)
+                ipaddress.ip_network(cidr, strict=False)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key}[{index}]", f"expected a CIDR such as 10.0.0.0/8, got {show(cidr)}") from None
+        networks.append((name, tuple(str(cidr) for cidr in cidrs)))
+    return tuple(networks)
 
 
 def _capacity(value: Any, key: str) -> int:

@@ -56,6 +56,10 @@ class BuildTarget:
     kernel_walk: bool = False
     #: labels.max_series: what a map of per-owner counts is sized from (a factory taking `target` reads it).
     max_series: int = 100
+    #: Count TCP figures by peer in the kernel (labels.peers), with remote addresses grouped by these named
+    #: networks (labels.networks): (name, (CIDR, ...)) each.
+    peers: bool = False
+    networks: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def knows_process(self) -> bool:
@@ -169,6 +173,8 @@ class Probe:
     walk: Optional[KernelWalk] = None
     #: What `gespann check` says about the paths this probe takes.
     checks: tuple[CheckLine, ...] = ()
+    #: Whether a config has gespann attach it at all (a probe that serves an opt-in feature only).
+    wanted: Callable[[Any], bool] = lambda config: True
 
     def __post_init__(self):
         if self.metrics and self.reader is None:
