@@ -168,3 +168,51 @@ def test_named_networks_group_addresses_and_the_cap_counts_the_rest_under_other(
         assert grouped == 0 or by(snapshot, "peer_connections_opened_total", role="client", network="fleet",
                                   peer_address="") == grouped
         assert "limits.tcp_peers" in caplog.text
+
+
+@pytest.mark.scale
+def test_churn_past_the_cap_adds_up_at_every_scrape_and_loses_nothing(namespace, tmp_path):
+    """Loopback load generators, each to its own listener (a peer each way), past a cap of 4 peers, at
+    least 10,000 connections a second in all: every scrape's sums over peers (OTHER included) are its
+    totals, and at the end every connection the generators completed is counted, per the kernel too."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "tools"))
+    from bench import loadgen
+
+    binary = loadgen.build(tmp_path / "loadgen")
+    generators, seconds = 6, 4.0
+    with watching(namespace, capacities={peers.PEERS: 4}) as probes, \
+            KernelCollector(probes, namespace.path) as collector:
+        runs = [subprocess.Popen(["ip", "netns", "exec", namespace.name, str(binary), "100000000", str(seconds),
+                                  "1", "16"], stdout=subprocess.PIPE, text=True) for _ in range(generators)]
+        scrapes = 0
+        try:
+            deadline = time.monotonic() + seconds + 30
+            while any(run.poll() is None for run in runs) and time.monotonic() < deadline:
+                assert_sums_match(collector.snapshot())
+                scrapes += 1
+            results = [loadgen.parse(run.communicate(timeout=30)[0]) for run in runs]
+        finally:
+            for run in runs:
+                if run.poll() is None:
+                    run.kill()
+                    run.wait()
+        completed = sum(result.connections for result in results)
+        rate = completed / max(result.seconds for result in results)
+        assert sum(result.errors for result in results) == 0
+        wait_for(lambda: by(collector.snapshot(), "peer_connections_closed_total") == 2 * completed, timeout=10)
+        snapshot = collector.snapshot()
+        assert_sums_match(snapshot)
+        with namespace.enter():
+            kernel = mib.counters()["Tcp"]
+        assert by(snapshot, "peer_connections_opened_total", role="client") == kernel["ActiveOpens"] == completed
+        assert by(snapshot, "peer_connections_opened_total", role="server") == kernel["PassiveOpens"] == completed
+        assert by(snapshot, "peer_connections_closed_total", role="client", peer_address="other") > 0
+        assert by(snapshot, "peer_bytes_total", direction="sent") == 2 * 16 * completed
+        assert kernel_row_matches(collector, snapshot)
+        print(f"{completed} connections at {rate:.0f}/s, {scrapes} scrapes")
+        assert rate >= 10_000 and scrapes >= 10
