@@ -15,6 +15,10 @@ packages=(
     prometheus       # a real Prometheus scrapes gespann in the exporter tests (never started as a service)
     libcap2-bin      # capsh: the least-privilege tests drop capabilities
     openssl          # throwaway certificates for the metrics page over TLS (tests/exporters)
+    nginx-light      # backends behind a Service-like DNAT (tests/collector/test_peers_nat.py)
+    curl             # ... and the clients that dial the Service
+    apache2-utils    # ab: many connections to the Service
+    gcc              # tests/collector/test_tcp_peers.py builds tools/bench/loadgen.c for its churn
 )
 if [ "${1:-}" = "matrix" ] || [ "${1:-}" = "bench" ]; then   # Debian kernels booted under qemu with virtme-ng
     packages+=(qemu-system-x86 kmod busybox-static)

@@ -32,6 +32,7 @@ from .attach.probeset import (
 from .drops import packet_drops
 from .examples import tcp_states
 from .tcp import lifecycle as tcp_lifecycle
+from .tcp import nat as tcp_nat
 from .tcp import resets as tcp_resets
 from .toolkit.probe import BuildTarget, CheckContext, CheckLine, KernelWalk, Probe, RecordDecoder, object_name
 from .toolkit.reading import OwnerCounts, ReadContext, Reader
@@ -39,7 +40,8 @@ from .udp import UDP_PROBES
 
 #: Every probe `gespann run` attaches, in attach order. A new probe of gespann's is one file and one entry here;
 #: one outside the tree is named in the config (extra_probes) instead.
-ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, *UDP_PROBES, packet_drops.PROBE)
+ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, *UDP_PROBES, packet_drops.PROBE,
+                                 tcp_nat.PROBE)
 
 #: Probes that are not part of the product: tcp_states is the smallest complete probe,
 #: the one to read (and copy) before writing a new one.

@@ -84,6 +84,7 @@ from ..toolkit.record_output import emit_record_output
 from .metrics import TcpMetrics
 from . import peers
 from .peers import PeerSlots, emit_peer_count, emit_peer_key, emit_peer_other
+from .nat import CHECK as nat_check
 from ..toolkit.record_codec import RecordCodec
 from ..toolkit.socket_state import IPPROTO_TCP
 from . import walk as tcp_walk
@@ -859,5 +860,5 @@ PROBE = Probe(
     reader=TcpMetrics.from_context,
     records=connection_records.decoder,
     walk=tcp_walk.KERNEL_WALK,
-    checks=(tcp_walk.CHECK,),
+    checks=(tcp_walk.CHECK, nat_check),
 )
