@@ -18,6 +18,8 @@ log (request and response bytes), and the nft counters.
 
 import signal
 import subprocess
+import time
+from collections import Counter
 from pathlib import Path
 
 import mib
@@ -25,6 +27,7 @@ import pytest
 from loopback import wait_for
 from namespaces import Namespace, link
 
+from gespann.bpf.channel import RecordChannel
 from gespann.collector.collector import KernelCollector
 from gespann.probes import AttachSettings, ProbeSet
 from gespann.probes.tcp import lifecycle as tcp_lifecycle
@@ -184,13 +187,24 @@ def test_service_and_backend_are_both_labelled_exact_against_each_backend(topolo
     settings = AttachSettings(netns=namespace.inode, peers=True)
     before_mib = [mib_of(backend) for backend in topology.backends]
     before_nft = topology.counters()
-    with ProbeSet.attach(PROBES, settings) as probes, KernelCollector(probes, namespace.path) as collector:
+    events = []
+    with RecordChannel.for_reader("auto", "gsp_records") as channel, \
+            ProbeSet.attach(PROBES, settings, records=channel) as probes, \
+            KernelCollector(probes, namespace.path, records=channel) as collector:
         codes = curls(namespace, SERVICE, CURLS)
         empty_codes = curls(namespace, EMPTY_SERVICE, EMPTY_CURLS)
         wait_for(lambda: by(collector.snapshot(), "peer_connections_closed_total") +
                  by(collector.snapshot(), "peer_connections_failed_total") +
                  by(collector.snapshot(), "peer_connections_reset_total") >= CURLS + EMPTY_CURLS, timeout=5)
         snapshot = collector.snapshot()
+        deadline = time.monotonic() + 5
+        while len(events) < CURLS + EMPTY_CURLS and time.monotonic() < deadline:
+            events.extend(collector.events(0.1))
+    # Records name the service (the remote address) and the backend.
+    named = Counter((e.remote_address, e.remote_port, e.backend_address, e.backend_port, e.outcome) for e in events)
+    assert named == Counter({**{(SERVICE, 80, address, 80, "close"): CURLS // 3 for address in BACKENDS[:2]},
+                             (SERVICE, 80, CLOSED, 80, "failed"): CURLS // 3,
+                             (EMPTY_SERVICE, 80, "", 0, "failed"): EMPTY_CURLS})
     after_nft = topology.counters()
     service = dict(role="client", peer_address=SERVICE, peer_port="80")
     served = 0

@@ -208,7 +208,9 @@ class _Build:
                                                            ("close.entry", "adopted", "untracked"))
         self.failed, self.forget = p.new_label("failed"), p.new_label("forget")
         self.by_process_step = p.new_label("by_process") if self.by_process else None
-        self.peer = PeerSlots(p.frame) if target.peers else None  # counts by peer (peers.py)
+        # Counts by peer (peers.py); its key slots lent by the per-process step, which comes after it.
+        self.peer = (PeerSlots(p.frame, *((self.s.new_row, self.s.owner) if self.by_process else (None, None)),
+                               scratch=self.s.scratch) if target.peers else None)
         self.peers_step = p.new_label("peers") if target.peers else None
         self.record_step = p.new_label("record") if self.records else None
         #: Where a counted end goes next: its owner's counts, its record, then the entry is forgotten.
@@ -581,6 +583,11 @@ def _emit_count_by_peer(b: _Build) -> None:
     p.ldx(W, R1, R8, ENTRY.offset("role"))
     p.ldx(H, R2, R8, ENTRY.offset("local_port"))
     emit_peer_key(p, b.peer, R7, b.types, b.direct)
+    if b.records:  # now: the key's slot may be lent to the next step
+        p.ldx(H, R1, R10, b.peer.key.at("backend_port"))
+        b.store_in_record(H, "backend_port", R1)
+        p.ldx(W, R1, R10, b.peer.key.at("backend"))
+        b.store_in_record(W, "backend_address", R1)
     next_step = b.by_process_step or b.record_step or b.forget
     emit_peer_count(p, b.peer, next_step)
     p.ja(next_step)

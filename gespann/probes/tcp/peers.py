@@ -36,23 +36,24 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from typing import Mapping
+from typing import Mapping, Optional
 
-from asm import DW, R0, R1, R2, R10, B, Frame, H, Program, Record, Register, W, array, u8, u16, u32
+from asm import DW, R0, R1, R2, R3, R4, R10, B, Frame, H, Program, Record, Register, Slot, W, array, u8, u16, u32
 
-from ...bpf.maps import U32, HashMap, LpmTrieMap, LruHashMap, Map, StructCodec
+from ...bpf.maps import U32, ArrayMap, HashMap, LpmTrieMap, LruHashMap, Map, StructCodec
 from ...bpf.syscall import UpdateFlags
 from ...btf import KernelTypes
 from ...figures import Labels, counter
 from ...vocabulary import CLIENT, FAILURE_REASONS, OTHER, RESET_DIRECTIONS, ROLES, SERVER
 from ..toolkit.kernel_memory import emit_read_bytes, emit_read_field
-from ..toolkit.map_calls import emit_map_lookup, emit_map_update
+from ..toolkit.map_calls import emit_map_lookup
 from ..toolkit.record_codec import RecordCodec
 from ..toolkit.stack import emit_zero
 
 log = logging.getLogger(__name__)
 
 PEERS = "tcp_peers"
+ZERO_ROW = "tcp_peer_zero"
 NETWORKS = "tcp_networks"
 NAT = "tcp_nat"
 #: Peers counted by default (config limits.tcp_peers), beyond which new ones count under OTHER.
@@ -138,14 +139,19 @@ def nat_map(capacity: int = NAT_CAPACITY) -> LruHashMap:
 
 
 class PeerSlots:
-    """A program's stack slots for counting by peer: the key, the lookups', and what one event adds."""
+    """A program's stack slots for counting by peer: the key, the lookups' key, and what one event adds.
 
-    def __init__(self, frame: Frame):
-        self.key = frame.alloc("peer", PEER)
-        self.network = frame.alloc("network key", NETWORK_KEY)
-        self.nat = frame.alloc("nat key", NAT_KEY)
-        self.scratch = frame.alloc("peer scratch", size=8)
-        self.new_row = frame.alloc("new peer's row", size=ROW.sizeof())
+    The stack is 512 bytes, and a program with records and per-process counts has little left: it may
+    lend slots its later steps fill only after the peer is counted (`key` and `lookup`, at least PEER's
+    and NETWORK_KEY's size) and a read scratch slot. The network and NAT lookups share one key slot (the
+    network is looked up first)."""
+
+    def __init__(self, frame: Frame, key: Optional[Slot] = None, lookup: Optional[Slot] = None,
+                 scratch: Optional[Slot] = None):
+        self.key = _view(key, PEER) if key is not None else frame.alloc("peer", PEER)
+        self.network = _view(lookup, NETWORK_KEY) if lookup is not None else frame.alloc("peer lookup", NETWORK_KEY)
+        self.nat = _view(self.network, NAT_KEY)
+        self.scratch = scratch if scratch is not None else frame.alloc("peer scratch", size=8)
         #: The slot (Slots) the event counts one in, or NONE; then what it adds to the bytes, etc.
         self.outcome, self.sent, self.received, self.retransmits, self.drops = (
             frame.alloc(f"peer {name}", size=8) for name in ("outcome", "sent", "received", "retransmits", "drops"))
@@ -157,6 +163,13 @@ class PeerSlots:
         p.st(DW, R10, self.outcome.at(), self.NONE)
         for slot in (self.sent, self.received, self.retransmits, self.drops):
             p.st(DW, R10, slot.at(), 0)
+
+
+def _view(slot: Slot, record: Record) -> Slot:
+    """`slot`'s stack bytes seen as `record`: one slot lent to two steps that never need it at once."""
+    if slot.size < record.size:
+        raise ValueError(f"slot {slot.name!r} ({slot.size} bytes) cannot hold {record.name} ({record.size})")
+    return Slot(slot._frame, f"{slot.name} as {record.name}", slot.offset, record.size, record)
 
 
 def emit_peer_key(p: Program, s: PeerSlots, sk: Register, types: KernelTypes, direct: bool) -> None:
@@ -255,8 +268,15 @@ def emit_peer_count(p: Program, s: PeerSlots, done: str) -> None:
     emit_map_lookup(p, PEERS, s.key)
     p.jne(R0, 0, found)
     # A new peer gets a zeroed row. Full (E2BIG), or made by another CPU first (EEXIST): look again.
-    emit_zero(p, s.new_row)
-    emit_map_update(p, PEERS, s.key, s.new_row, UpdateFlags.NOEXIST)
+    p.st(W, R10, s.scratch.at(), 0)
+    emit_map_lookup(p, ZERO_ROW, s.scratch)  # a zeroed row to copy, where the stack has no room for one
+    p.jeq(R0, 0, done)
+    p.mov(R3, R0)
+    p.ld_map(R1, PEERS)
+    p.mov(R2, R10)
+    p.add(R2, s.key.at())
+    p.mov(R4, UpdateFlags.NOEXIST)
+    p.call("map_update_elem")
     emit_map_lookup(p, PEERS, s.key)
     p.jne(R0, 0, found)
     p.ldx(B, R1, R10, s.key.at("role"))  # the map is full: the role's OTHER row
@@ -280,9 +300,9 @@ def emit_peer_count(p: Program, s: PeerSlots, done: str) -> None:
         p.atomic_add(DW, R0, 8 * at, R1)
 
 
-MAPS = {PEERS: peers_map, NETWORKS: networks_map}
+MAPS = {PEERS: peers_map, NETWORKS: networks_map, ZERO_ROW: lambda: ArrayMap(ROW, 1, name="gsp_tcp_pzero")}
 SHARED_MAPS = {NAT: nat_map}  # tcp_nat fills it
-MAPS_WANTED = {name: (lambda target: target.peers) for name in (PEERS, NETWORKS, NAT)}
+MAPS_WANTED = {name: (lambda target: target.peers) for name in (PEERS, NETWORKS, NAT, ZERO_ROW)}
 
 #: The labels of every per-peer series: see docs/peers.md. A client's row has peer_address (or network),
 #: peer_port and, behind a DNAT, backend_address and backend_port; a server's has local_port (and network).
