@@ -204,9 +204,10 @@ def test_churn_past_the_cap_adds_up_at_every_scrape_and_loses_nothing(namespace,
         completed = sum(result.connections for result in results)
         rate = completed / max(result.seconds for result in results)
         assert sum(result.errors for result in results) == 0
-        wait_for(lambda: by(collector.snapshot(), "peer_connections_closed_total") == 2 * completed, timeout=10)
+        wait_for(lambda: by(collector.snapshot(), "peer_connections_closed_total") == 2 * completed, timeout=20)
         snapshot = collector.snapshot()
         assert_sums_match(snapshot)
+        assert by(snapshot, "peer_connections_closed_total") == 2 * completed
         with namespace.enter():
             kernel = mib.counters()["Tcp"]
         assert by(snapshot, "peer_connections_opened_total", role="client") == kernel["ActiveOpens"] == completed
