@@ -241,3 +241,19 @@ def mib_of(namespace: Namespace) -> dict[str, int]:
 
 
 
+
+
+def test_check_names_the_fallback_where_conntrack_types_cannot_be_read():
+    from gespann.probes.toolkit.probe import CheckContext
+
+    def line(**settings) -> str:
+        return tcp_nat.describe(CheckContext(AttachSettings(**settings), PROBES, ()))
+
+    assert line() == "not resolved: labels.peers is off"
+    assert line(peers=True).startswith("service and backend: conntrack entries read")
+    vendored = line(peers=True, btf_source="vendored")
+    assert vendored.startswith("by the address dialed only (backends not resolved): btf.source is vendored")
+
+    class Config:
+        label_peers, btf_source = True, "vendored"
+    assert not tcp_nat.PROBE.wanted(Config())  # left out, so that the rest attaches
