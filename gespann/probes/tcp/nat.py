@@ -44,15 +44,15 @@ import functools
 import socket
 from typing import NamedTuple, Union
 
-from asm import R0, R1, R6, R7, R10, H, Program, W
+from asm import DW, R0, R1, R6, R7, R10, H, Program, W
 
 from ...bpf.syscall import UpdateFlags
 from ..toolkit.arguments import Arguments
 from ..toolkit.flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from ..toolkit.kernel_memory import emit_read_field
-from ..toolkit.map_calls import emit_map_update
+from ..toolkit.map_calls import emit_map_lookup, emit_map_update
 from ..toolkit.probe import BuildTarget, CheckContext, CheckLine, Probe
-from .peers import NAT, NAT_BACKEND, NAT_KEY, nat_map
+from .peers import NAT, NAT_BACKEND, NAT_KEY, NAT_SEEN, SHARED_MAPS
 
 #: enum ip_conntrack_status bits, and the low bits of skb->_nfct that hold the ctinfo (NFCT_INFOMASK).
 IPS_SEEN_REPLY, IPS_DST_NAT = 1 << 1, 1 << 5
@@ -149,6 +149,10 @@ def body(p: Program, args: Arguments, target: BuildTarget) -> None:
         p.stx(size, R10, slot.at(field), R1)
     p.st(H, R10, backend.at("pad"), 0)
     emit_map_update(p, NAT, key, backend, UpdateFlags.ANY)
+    p.st(W, R10, scratch.at(), 0)
+    emit_map_lookup(p, NAT_SEEN, scratch)  # tcp_lifecycle looks backends up from now on
+    p.jeq(R0, 0, out)
+    p.st(DW, R0, 0, 1)
     p.label(out)
     p.mov(R0, 0)
     p.exit()
@@ -177,7 +181,7 @@ PROBE = Probe(
     summary="the backend a DNAT (a Service's virtual IP) sent each TCP connection to, for per-peer labels",
     flavours=FLAVOURS,
     body=body,
-    shared_maps={NAT: nat_map},
+    shared_maps=SHARED_MAPS,
     wanted=_wanted,
 )
 

@@ -40,7 +40,7 @@ from typing import Mapping, Optional
 
 from asm import DW, R0, R1, R2, R3, R4, R10, B, Frame, H, Program, Record, Register, Slot, W, array, u8, u16, u32
 
-from ...bpf.maps import U32, ArrayMap, HashMap, LpmTrieMap, LruHashMap, Map, StructCodec
+from ...bpf.maps import U32, U64, ArrayMap, LpmTrieMap, LruHashMap, Map, PerCpuHashMap, StructCodec
 from ...bpf.syscall import UpdateFlags
 from ...btf import KernelTypes
 from ...figures import Labels, counter
@@ -56,6 +56,9 @@ PEERS = "tcp_peers"
 ZERO_ROW = "tcp_peer_zero"
 NETWORKS = "tcp_networks"
 NAT = "tcp_nat"
+#: One u64, set to 1 by tcp_nat with the first translation it keeps: until then a connection's peer needs no
+#: lookup in NAT (an array lookup the verifier inlines, instead of a hash lookup per event).
+NAT_SEEN = "tcp_nat_seen"
 #: Peers counted by default (config limits.tcp_peers), beyond which new ones count under OTHER.
 CAPACITY = 1024
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
@@ -106,9 +109,9 @@ def other_key(role: int) -> dict:
             "backend_port": 0, "pad": 0, "backend": bytes(4)}
 
 
-def peers_map(capacity: int = CAPACITY) -> HashMap:
+def peers_map(capacity: int = CAPACITY) -> PerCpuHashMap:
     """Peer -> counts, `capacity` peers and each role's OTHER row (made here, first)."""
-    rows = HashMap(RecordCodec(PEER), ROW, capacity + len(ROLES), name="gsp_tcp_peers")
+    rows = PerCpuHashMap(RecordCodec(PEER), ROW, capacity + len(ROLES), name="gsp_tcp_peers")
     for role in range(len(ROLES)):
         rows[other_key(role)] = (0,) * Slots.COUNT
     return rows
@@ -172,22 +175,24 @@ def _view(slot: Slot, record: Record) -> Slot:
     return Slot(slot._frame, f"{slot.name} as {record.name}", slot.offset, record.size, record)
 
 
-def emit_peer_key(p: Program, s: PeerSlots, sk: Register, types: KernelTypes, direct: bool) -> None:
+def emit_peer_key(p: Program, s: PeerSlots, sk: Register, types: KernelTypes, direct: bool,
+                  networks: bool = True) -> None:
     """s.key = the peer of the socket `sk` (a callee-saved register) for the role in R1 and the local port
-    (host order) in R2. Clobbers R0-R5."""
+    (host order) in R2; `networks`: named networks are configured (without, no lookup). Clobbers R0-R5."""
     server, addressed, nat_done = (p.new_label(f"peer.{name}") for name in ("server", "addressed", "nat_done"))
     emit_zero(p, s.key)
-    emit_zero(p, s.network)
+    if networks:
+        emit_zero(p, s.network)
     p.stx(B, R10, s.key.at("role"), R1)
     p.stx(H, R10, s.key.at("port"), R2)  # a server's; a client's is the remote port, below
-    _emit_remote_address(p, s, sk, types, direct)
-    # The named network of the remote address, if any.
-    p.st(W, R10, s.network.at("prefixlen"), 128)
-    emit_map_lookup(p, NETWORKS, s.network)
-    p.jeq(R0, 0, addressed)
-    p.ldx(W, R1, R0, 0)
-    p.stx(W, R10, s.key.at("network"), R1)
-    _emit_no_address(p, s)  # grouped: no address of its own
+    _emit_remote_address(p, s, sk, types, direct, networks)
+    if networks:  # the named network of the remote address, if any
+        p.st(W, R10, s.network.at("prefixlen"), 128)
+        emit_map_lookup(p, NETWORKS, s.network)
+        p.jeq(R0, 0, addressed)
+        p.ldx(W, R1, R0, 0)
+        p.stx(W, R10, s.key.at("network"), R1)
+        _emit_no_address(p, s)  # grouped: no address of its own
     p.label(addressed)
     p.ldx(B, R1, R10, s.key.at("role"))
     p.jne(R1, CLIENT, server)
@@ -206,8 +211,10 @@ def _emit_no_address(p: Program, s: PeerSlots) -> None:
     p.st(B, R10, s.key.at("family"), 0)
 
 
-def _emit_remote_address(p: Program, s: PeerSlots, sk: Register, types: KernelTypes, direct: bool) -> None:
-    """The socket's family and remote address into s.key, and the address v4-mapped into s.network."""
+def _emit_remote_address(p: Program, s: PeerSlots, sk: Register, types: KernelTypes, direct: bool,
+                         networks: bool) -> None:
+    """The socket's family and remote address into s.key, and with `networks` the address v4-mapped into
+    s.network."""
     emit_read_field(p, R1, sk, types.field("sock_common.skc_family"), s.scratch, direct)
     p.stx(B, R10, s.key.at("family"), R1)
     v6 = types.optional_field("sock_common.skc_v6_daddr")
@@ -216,15 +223,16 @@ def _emit_remote_address(p: Program, s: PeerSlots, sk: Register, types: KernelTy
         ipv4 = p.new_label("peer.ipv4")
         p.jne(R1, AF_INET6, ipv4)
         emit_read_bytes(p, sk, v6.offset, 16, s.key.at("address"), direct)
-        for offset in (0, 4, 8, 12):  # the trie key's address is 4-byte aligned
+        for offset in (0, 4, 8, 12) if networks else ():  # the trie key's address is 4-byte aligned
             p.ldx(W, R1, R10, s.key.at("address", offset))
             p.stx(W, R10, s.network.at("address", offset), R1)
         p.ja(done)
         p.label(ipv4)
     emit_read_bytes(p, sk, types.field("sock_common.skc_daddr").offset, 4, s.key.at("address"), direct)
-    p.ldx(W, R1, R10, s.key.at("address"))
-    p.stx(W, R10, s.network.at("address", 12), R1)
-    p.st(H, R10, s.network.at("address", 10), 0xFFFF)
+    if networks:
+        p.ldx(W, R1, R10, s.key.at("address"))
+        p.stx(W, R10, s.network.at("address", 12), R1)
+        p.st(H, R10, s.network.at("address", 10), 0xFFFF)
     p.label(done)
 
 
@@ -233,12 +241,23 @@ def _emit_backend(p: Program, s: PeerSlots, sk: Register, types: KernelTypes, di
     tuple (IPv4), into s.key; a jump to `none` if there is none."""
     p.ldx(B, R1, R10, s.key.at("family"))
     p.jne(R1, AF_INET, none)
+    p.st(W, R10, s.scratch.at(), 0)
+    emit_map_lookup(p, NAT_SEEN, s.scratch)
+    p.jeq(R0, 0, none)
+    p.ldx(DW, R1, R0, 0)
+    p.jeq(R1, 0, none)
     emit_read_field(p, R1, sk, types.field("sock_common.skc_rcv_saddr"), s.scratch, direct)
     p.stx(W, R10, s.nat.at("saddr"), R1)
     emit_read_field(p, R1, sk, types.field("sock_common.skc_daddr"), s.scratch, direct)
     p.stx(W, R10, s.nat.at("daddr"), R1)
-    # Past struct sock_common and struct sock: a socket typed as either takes no direct load there.
+    # The local port as the kernel keeps it (host order, a direct load where the socket is typed), into
+    # network order; where the kernel has released it, inet_sport (past struct sock: a probe read).
+    sport = p.new_label("peer.sport")
+    emit_read_field(p, R1, sk, types.field("sock_common.skc_num"), s.scratch, direct)
+    p.to_be(R1, 16)
+    p.jne(R1, 0, sport)
     emit_read_field(p, R1, sk, types.field("inet_sock.inet_sport"), s.scratch)
+    p.label(sport)
     p.stx(H, R10, s.nat.at("sport"), R1)
     p.ldx(H, R1, R10, s.key.at("port"))
     p.stx(H, R10, s.nat.at("dport"), R1)
@@ -260,7 +279,7 @@ def emit_peer_other(p: Program, s: PeerSlots, role: Register | int) -> None:
     p.st(W, R10, s.key.at("network"), -1)
 
 
-def emit_peer_count(p: Program, s: PeerSlots, done: str) -> None:
+def emit_peer_count(p: Program, s: PeerSlots, done: str, figures: bool = True) -> None:
     """Add what s says (one in s.outcome's slot, then the bytes, retransmits and drops) to s.key's row,
     made zeroed if new, or to its role's OTHER row once the map is full. Clobbers R0-R5. Falls through when
     done, or jumps to `done` (when the OTHER row is missing, which user space made first)."""
@@ -295,14 +314,14 @@ def emit_peer_count(p: Program, s: PeerSlots, done: str) -> None:
     p.atomic_add(DW, R2, 0, R1)
     p.label(skip)
     for slot, at in ((s.sent, Slots.BYTES_SENT), (s.received, Slots.BYTES_RECEIVED),
-                     (s.retransmits, Slots.RETRANSMITS), (s.drops, Slots.DROPS)):
+                     (s.retransmits, Slots.RETRANSMITS), (s.drops, Slots.DROPS)) if figures else ():
         p.ldx(DW, R1, R10, slot.at())
         p.atomic_add(DW, R0, 8 * at, R1)
 
 
 MAPS = {PEERS: peers_map, NETWORKS: networks_map, ZERO_ROW: lambda: ArrayMap(ROW, 1, name="gsp_tcp_pzero")}
-SHARED_MAPS = {NAT: nat_map}  # tcp_nat fills it
-MAPS_WANTED = {name: (lambda target: target.peers) for name in (PEERS, NETWORKS, NAT, ZERO_ROW)}
+SHARED_MAPS = {NAT: nat_map, NAT_SEEN: lambda: ArrayMap(U64, 1, name="gsp_tcp_natseen")}  # tcp_nat fills them
+MAPS_WANTED = {name: (lambda target: target.peers) for name in (PEERS, NETWORKS, NAT, NAT_SEEN, ZERO_ROW)}
 
 #: The labels of every per-peer series: see docs/peers.md. A client's row has peer_address (or network),
 #: peer_port and, behind a DNAT, backend_address and backend_port; a server's has local_port (and network).
@@ -346,7 +365,8 @@ class PeerRows:
         """(series by metric name, the sum of every row's slots by role)."""
         series: dict[str, dict[Labels, int]] = {spec.name: {} for spec in METRICS}
         total = [[0] * Slots.COUNT for _ in ROLES]
-        for key, row in self._rows.items():
+        for key, per_cpu in self._rows.items():
+            row = [sum(values) for values in zip(*per_cpu)]
             if not any(row):
                 continue
             peer = self._peer_labels(key)

@@ -115,9 +115,9 @@ def walk_map() -> ArrayMap:
     return ArrayMap(RecordCodec(WALK), 1, name="gsp_tcp_walk")
 
 
-def program(types: KernelTypes, stats: str, peers: bool = False) -> Program:
+def program(types: KernelTypes, stats: str, peers: bool = False, networks: bool = False) -> Program:
     """The iter/tcp program: `stats` names tcp_lifecycle's per-CPU row; with `peers`, what it adds goes to
-    each connection's peer row too (peers.py)."""
+    each connection's peer row too (peers.py), its remote address looked up in named networks if `networks`."""
     p = Program("gsp_tcp_walk")
     s = _Slots.of(p.frame)
     peer = PeerSlots(p.frame) if peers else None
@@ -131,7 +131,7 @@ def program(types: KernelTypes, stats: str, peers: bool = False) -> Program:
     _emit_payload(p, types, state, s)
     _emit_count(p, types, stats, s, out)
     if peer is not None:
-        _emit_count_by_peer(p, types, s, peer, out)
+        _emit_count_by_peer(p, types, s, peer, out, networks)
     p.ja(out)
 
     p.label(last)
@@ -221,7 +221,8 @@ def _emit_count(p: Program, types: KernelTypes, stats: str, s: _Slots, done: str
     p.atomic_add(DW, R0, 8 * Totals.BYTES_RECEIVED, R1)
 
 
-def _emit_count_by_peer(p: Program, types: KernelTypes, s: _Slots, peer: PeerSlots, done: str) -> None:
+def _emit_count_by_peer(p: Program, types: KernelTypes, s: _Slots, peer: PeerSlots, done: str,
+                        networks: bool) -> None:
     """What _emit_count added to the row, added to the connection's peer row too: its entry gives the role
     and local port (one without an entry, ending as the walk runs, counts in the clients' OTHER row, as its
     end will)."""
@@ -238,7 +239,7 @@ def _emit_count_by_peer(p: Program, types: KernelTypes, s: _Slots, peer: PeerSlo
     emit_lookup_connection(p, s.socket, other, storage_sk=R8)
     p.ldx(W, R1, R0, ENTRY.offset("role"))
     p.ldx(H, R2, R0, ENTRY.offset("local_port"))
-    emit_peer_key(p, peer, R8, types, direct=True)
+    emit_peer_key(p, peer, R8, types, direct=True, networks=networks)
     p.ja(key)
     p.label(other)
     emit_peer_other(p, peer, CLIENT)
@@ -358,12 +359,12 @@ class TcpWalk(Closable):
     """The walk, loaded and linked over tcp_lifecycle's maps; `run()` makes one pass in `netns_path`
     (the watched namespace; None: gespann's own) and returns its totals."""
 
-    def __init__(self, maps: Mapping[str, Map], stats: str, types: KernelTypes):
+    def __init__(self, maps: Mapping[str, Map], stats: str, types: KernelTypes, networks: bool = False):
         self._lock = threading.Lock()
         self._unchanged_before = 0  # the last walk's start, in jiffies
         self._walk = walk_map()
         try:
-            code = program(types, stats, peers=PEERS in maps)
+            code = program(types, stats, peers=PEERS in maps, networks=networks)
             self._program: LoadedProgram = load_program(
                 code, ProgType.TRACING, maps={**maps, WALK_MAP: self._walk},
                 expected_attach_type=AttachType.TRACE_ITER, attach_btf_id=types.func(ITERATOR).btf_id)
@@ -443,7 +444,7 @@ def _attach(attached, target, stack) -> Optional[TcpWalk]:
 
     if COUNTED_MAP not in attached.maps:
         return None
-    return stack.enter_context(TcpWalk(attached.maps, STATS, target.kernel_types))
+    return stack.enter_context(TcpWalk(attached.maps, STATS, target.kernel_types, bool(target.networks)))
 
 
 KERNEL_WALK = KernelWalk(subject="open TCP connections", fallback="sock_diag", since="5.12", attach=_attach,
