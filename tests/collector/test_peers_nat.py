@@ -17,7 +17,9 @@ log (request and response bytes), and the nft counters.
 """
 
 import signal
+import struct
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -257,3 +259,34 @@ def test_check_names_the_fallback_where_conntrack_types_cannot_be_read():
     class Config:
         label_peers, btf_source = True, "vendored"
     assert not tcp_nat.PROBE.wanted(Config())  # left out, so that the rest attaches
+
+
+def test_the_backend_outlives_the_conntrack_entry(topology):
+    """A connection through the Service whose conntrack entry the node flushes before it ends: its end still
+    counts under its backend (gespann keeps the translation; conntrack has forgotten it)."""
+    import socket as sockets
+
+    settings = AttachSettings(netns=topology.pod.inode, peers=True)
+    with ProbeSet.attach(PROBES, settings) as probes, KernelCollector(probes, topology.pod.path) as collector:
+        with topology.pod.enter():
+            client = sockets.create_connection((SERVICE, 80), timeout=5)
+        assert client.getpeername() == (SERVICE, 80)  # the socket knows only the Service
+        client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := client.recv(4096):  # to nginx's FIN
+            reply += chunk
+        flush = ("from pyroute2 import Conntrack\n"
+                 "with Conntrack() as ct:\n    print(ct.count()); ct.flush(); print(ct.count())")
+        entries = run(topology.node, sys.executable, "-c", flush).stdout.split()
+        assert int(entries[0]) >= 1 and int(entries[1]) == 0
+        client.setsockopt(sockets.SOL_SOCKET, sockets.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # ends it here at once (a reset sent): no packet of its needs the flushed entry
+        backend = BACKENDS[int(reply.rsplit(b"backend b", 1)[1][:1])]  # nginx says which one it is
+        ended = dict(role="client", peer_address=SERVICE)
+        wait_for(lambda: by(collector.snapshot(), "peer_connections_closed_total", **ended) +
+                 by(collector.snapshot(), "peer_connections_reset_total", **ended) == 1, timeout=5)
+        snapshot = collector.snapshot()
+    labels = dict(ended, peer_port="80", backend_address=backend, backend_port="80")
+    assert by(snapshot, "peer_connections_opened_total", **labels) == 1
+    assert by(snapshot, "peer_connections_reset_total", **labels, direction="sent") == 1
+    assert by(snapshot, "peer_bytes_total", **labels, direction="received") == len(reply)
