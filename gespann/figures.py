@@ -100,7 +100,7 @@ class ConnectionEvent(NamedTuple):
     drop_reason: str = ""
     #: Where a destination NAT (a Service's virtual IP) sent it: the backend that answered, refused or reset
     #: (the remote address is what the application dialed). Empty where no translation was seen (TCP, with
-    #: labels.peers on: the tcp_nat probe).
+    #: labels.peers on, where conntrack's types can be read).
     backend_address: str = ""
     backend_port: int = 0
 
