@@ -59,6 +59,11 @@ comm: by outcome, with its payload bytes. Counted when it happens, exact at any
 rate (records, which user space reads later, are lost when their buffer is
 full). The map is capped; once full, a new owner is counted under the OTHER
 key, which user space made at the start, so nothing goes uncounted.
+
+By peer. When per-peer labels are asked for (labels.peers), each open, end and
+failed open is also counted in its peer's row (peers.py: a client's remote
+endpoint, and the backend behind a DNAT; a server's local port), the same
+amounts the totals row gets, at the same moment.
 """
 
 from __future__ import annotations
