@@ -131,8 +131,15 @@ class Topology:
         process = subprocess.Popen(["ip", "netns", "exec", backend.name, "nginx", "-p", str(directory), "-c",
                                     str(directory / "nginx.conf")], stderr=subprocess.DEVNULL)
         self.nginx.append(process)
-        wait_for(lambda: any(f":{port:04X} " in line and line.split()[3] == "0A"
-                             for line in run(backend, "cat", "/proc/net/tcp").stdout.splitlines()[1:]), timeout=10)
+
+        def listening() -> bool:
+            return any(f":{port:04X} " in line and line.split()[3] == "0A"
+                       for line in run(backend, "cat", "/proc/net/tcp").stdout.splitlines()[1:])
+        wait_for(listening, timeout=60)  # minutes under emulation are seconds here
+        if not listening():
+            log = directory / "error.log"
+            raise RuntimeError(f"nginx in {backend.name} does not listen on {port}: exit {process.poll()}, "
+                               f"{log.read_text()[-500:] if log.exists() else 'no error log'}")
 
     def access_log(self, index: int) -> tuple[int, int, int]:
         """(requests, request bytes, response bytes) nginx logged on backend `index`."""
