@@ -6,7 +6,7 @@ each program (statistics on only while this runs) give ns per run. With peers on
 packet handed to a device (net_dev_queue) and is reported apart: on loopback it finds no conntrack entry,
 so its figure is the price every packet pays.
 
-    python3 tools/bench/peer_cost.py [CONNECTIONS [ROUNDS]]
+    python3 tools/bench/peer_cost.py [--worst] [CONNECTIONS [ROUNDS]]
 """
 from __future__ import annotations
 
@@ -24,12 +24,21 @@ from bench import loadgen  # noqa: E402
 from gespann.bpf.programs import enable_run_stats  # noqa: E402
 from gespann.probes import AttachSettings, ProbeSet  # noqa: E402
 from gespann.probes.tcp import lifecycle, nat, resets  # noqa: E402
+from gespann.probes.tcp import peers as peers_module  # noqa: E402
+
+#: --worst: every address in a named network (a trie lookup per event), and translations seen (a NAT lookup
+#: per client event), as on a Kubernetes node with labels.networks set.
+WORST = (("loopback", ("127.0.0.0/8",)),)
 
 
-def one_run(binary: Path, namespace: str, inode: int, peers: bool, connections: int) -> dict[str, float]:
+def one_run(binary: Path, namespace: str, inode: int, peers: bool, connections: int,
+            worst: bool = False) -> dict[str, float]:
     """ns per run of each program, over one load of `connections` connections."""
     probes = (lifecycle.PROBE, *resets.PROBES, *((nat.PROBE,) if peers else ()))
-    with ProbeSet.attach(probes, AttachSettings(netns=inode, peers=peers)) as attached:
+    settings = AttachSettings(netns=inode, peers=peers, networks=WORST if worst and peers else ())
+    with ProbeSet.attach(probes, settings) as attached:
+        if worst and peers:
+            attached["tcp_lifecycle"].maps[peers_module.NAT_SEEN][0] = 1
         before = {name: [p.info() for p in a.programs] for name, a in attached.probes.items()}
         loadgen.run(binary, connections, 60, 2, prefix=["ip", "netns", "exec", namespace])
         found = {}
@@ -42,8 +51,10 @@ def one_run(binary: Path, namespace: str, inode: int, peers: bool, connections: 
 
 
 def main() -> None:
-    connections = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    worst = "--worst" in sys.argv
+    argv = [arg for arg in sys.argv if arg != "--worst"]
+    connections = int(argv[1]) if len(argv) > 1 else 20000
+    rounds = int(argv[2]) if len(argv) > 2 else 5
     name = f"gespann-cost-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
@@ -54,7 +65,7 @@ def main() -> None:
             results: dict[bool, list[dict]] = {False: [], True: []}
             for _ in range(rounds):
                 for peers in (False, True):
-                    results[peers].append(one_run(binary, name, inode, peers, connections))
+                    results[peers].append(one_run(binary, name, inode, peers, connections, worst))
         off = [r["tcp_lifecycle"] for r in results[False]]
         on = [r["tcp_lifecycle"] for r in results[True]]
         for label, values in (("off", off), ("on: ", on)):
