@@ -2,7 +2,7 @@
 
 Where it goes wrong is a question about peers. A client's connections are told
 apart by the remote endpoint (address and port), a server's by the local port
-it accepted them on. Each key has a row in `tcp_peers`, a hash of u64 counts:
+it accepted them on. Each key has a row in `tcp_peers`, a per-CPU hash of counts:
 opened, closed, reset by direction, failed by reason, payload bytes each way,
 retransmits and dropped packets. tcp_lifecycle adds to the row of the
 connection's peer at the same moments it adds to its unlabelled totals row,
