@@ -73,12 +73,13 @@ def kernel_row_matches(collector, snapshot) -> bool:
             and row[Totals.BYTES_RECEIVED] == by(snapshot, "peer_bytes_total", direction="received"))
 
 
+@pytest.mark.parametrize("family", [pytest.param(socket.AF_INET, id="ipv4"), pytest.param(socket.AF_INET6, id="ipv6")])
 @pytest.mark.parametrize("mode, perf_event_link, needed", FLAVOURS)
-def test_per_peer_counts_are_exact_and_add_up(namespace, mode, perf_event_link, needed):
+def test_per_peer_counts_are_exact_and_add_up(namespace, mode, perf_event_link, needed, family):
     require(*(feature() for feature in needed))
     with watching(namespace, mode, perf_event_link) as probes, KernelCollector(probes, namespace.path) as collector:
         with namespace.enter():
-            traffic = TcpTraffic()
+            traffic = TcpTraffic(family)
             open_client, open_server = traffic.connect()  # open across the collection: its bytes while open
             open_client.sendall(b"x" * 12345)
             open_server.recv(12345, socket.MSG_WAITALL)
@@ -88,7 +89,7 @@ def test_per_peer_counts_are_exact_and_add_up(namespace, mode, perf_event_link, 
                 for _ in range(RESETS):
                     traffic.reset(by_client)
             for _ in range(REFUSED):
-                refused(socket.AF_INET)
+                refused(family)
         n, k = len(EXCHANGES), 2 * RESETS
 
         def settled():
@@ -102,7 +103,7 @@ def test_per_peer_counts_are_exact_and_add_up(namespace, mode, perf_event_link, 
         with namespace.enter():
             kernel = mib.counters()["Tcp"]
         port = str(traffic.port)
-        client = dict(role="client", peer_address="127.0.0.1", peer_port=port)
+        client = dict(role="client", peer_address=traffic.address, peer_port=port)
         assert by(snapshot, "peer_connections_opened_total", **client) == kernel["ActiveOpens"] - \
             kernel["AttemptFails"] == n + k + 1
         assert by(snapshot, "peer_connections_opened_total", role="server", local_port=port) == \
@@ -110,7 +111,7 @@ def test_per_peer_counts_are_exact_and_add_up(namespace, mode, perf_event_link, 
         assert by(snapshot, "peer_connections_closed_total", **client) == n
         assert by(snapshot, "peer_connections_reset_total", **client, direction="sent") == RESETS
         assert by(snapshot, "peer_connections_reset_total", **client, direction="received") == RESETS
-        assert by(snapshot, "peer_connections_failed_total", role="client", peer_address="127.0.0.1",
+        assert by(snapshot, "peer_connections_failed_total", role="client", peer_address=traffic.address,
                   peer_port=str(CLOSED_PORT), reason="refused") == REFUSED == kernel["AttemptFails"]
         payload = sum(sent for sent, _ in EXCHANGES)
         replies = sum(replied for _, replied in EXCHANGES)
