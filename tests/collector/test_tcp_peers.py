@@ -218,3 +218,32 @@ def test_churn_past_the_cap_adds_up_at_every_scrape_and_loses_nothing(namespace,
         assert kernel_row_matches(collector, snapshot)
         print(f"{completed} connections at {rate:.0f}/s, {scrapes} scrapes")
         assert rate >= 10_000 and scrapes >= 10
+
+
+def test_peers_beside_per_process_counts_and_records(namespace):
+    """All three at once fit the program's stack (the peer step borrows the per-process step's slots) and
+    each stays exact."""
+    from gespann.bpf.channel import RecordChannel
+    from gespann.collector.by_process import LabelSettings
+
+    settings = AttachSettings(netns=namespace.inode, peers=True, by_process=True)
+    with RecordChannel.for_reader("auto", "gsp_records") as channel, \
+            ProbeSet.attach(PROBES, settings, records=channel) as probes, \
+            KernelCollector(probes, namespace.path, records=channel,
+                            label_settings=LabelSettings(process=True)) as collector:
+        events = list(collector.events(0))  # from now on, records are kept for this consumer
+        with namespace.enter():
+            traffic = TcpTraffic()
+            for sent, replied in EXCHANGES:
+                traffic.exchange(sent, replied)
+            traffic.close()
+        n = len(EXCHANGES)
+        wait_for(lambda: by(collector.snapshot(), "peer_connections_closed_total") == 2 * n)
+        snapshot = collector.snapshot()
+        events += collector.events(0.5)
+    port = str(traffic.port)
+    assert by(snapshot, "peer_connections_closed_total", role="client", peer_address="127.0.0.1", peer_port=port) == n
+    assert by(snapshot, "peer_connections_closed_total", role="server", local_port=port) == n
+    assert by(snapshot, "process_connections_total", outcome="close") == 2 * n
+    assert by(snapshot, "peer_bytes_total", direction="sent") == by(snapshot, "process_bytes_total", direction="sent")
+    assert len(events) == 2 * n and all(event.backend_address == "" for event in events)
