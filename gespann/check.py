@@ -117,7 +117,9 @@ def _paths(config: Config, trials: list[TrialResult], missing: list[str]) -> lis
 def _left_out(probe, config: Config) -> str:
     if config.probe_modes.get(probe.name) == OFF:
         return f"attach.probes.{probe.name}: off"
-    return f"scope.protocols leaves out {probe.protocol}"
+    if not probe.watches(config.protocols):
+        return f"scope.protocols leaves out {probe.protocol}"
+    return "the config asks for nothing it serves"
 
 
 def _type_information(source: str) -> tuple[Optional[str], Optional[str]]:

@@ -94,6 +94,11 @@ KEYS = Keys(
         values="`true`, `false`"),
     Key("labels.max_series", "most label sets per metric; connections of any later one count under `other`", 100,
         values="a whole number"),
+    Key("labels.peers", "opt-in TCP figures by peer (`gespann_peer_*`): a client's by remote endpoint (and the "
+        "backend behind a DNAT), a server's by local port, counted in the kernel as they happen and adding up to the "
+        "totals; see [Finding the failing upstream](peers.md)", False, values="`true`, `false`"),
+    Key("labels.networks", "with `labels.peers`: remote addresses in a named network count as that network, not "
+        "one peer each (a fleet of clients fits the cap)", {}, values="`{NAME: [CIDR, ...]}`"),
     Key("limits.tcp_connections", "the kernel's table of TCP connections in flight (a preallocated hash, about 128 "
         "bytes of kernel memory per entry: 8 MiB by default). Where the kernel walk runs (see "
         "`attach.open_connections`), nothing is evicted: a connection the table has no room for keeps its entry in "
@@ -106,6 +111,8 @@ KEYS = Keys(
         "evicted before it goes idle counts as closed and in `gespann_flows_evicted_total`, its own figures and its "
         "event lost (logged once, naming this key). A scrape reads the table in one pass and keeps nothing per "
         "flow", values="entries"),
+    Key("limits.tcp_peers", "the kernel's per-peer rows (a per-CPU hash, 104 bytes per peer and CPU: 1024 by "
+        "default); a new peer past it counts under `other` (logged once, naming this key)", values="peers"),
     Key("limits.refused_ports", "local ports whose refused connection attempts (`gespann_inbound_refused_total`) "
         "are told apart, TCP's and UDP's together (a hash, about 100 bytes per entry); past it, ports count under "
         "`local_port=\"other\"` (logged once, naming this key)", values="entries"),
@@ -154,6 +161,10 @@ class Config:
     label_container: bool = KEYS["labels.container"].default
     #: Most label sets each per-process metric gets; beyond it, connections count under "other".
     label_max_series: int = KEYS["labels.max_series"].default
+    #: Opt-in TCP figures by peer (remote endpoint of a client, local port of a server), capped by
+    #: limits.tcp_peers; remote addresses grouped by the named networks (name -> CIDRs).
+    label_peers: bool = KEYS["labels.peers"].default
+    label_networks: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Kernel map capacities, by map (limits.tcp_connections, limits.udp_flows); absent: the probes' defaults.
     map_capacities: Mapping[str, int] = dataclasses.field(default_factory=dict)
     #: What the file said in an older way that still works, one line each, for the log.
@@ -211,6 +222,8 @@ def parse(document: Any) -> Config:
         label_container=flag(_given(label_section, "container", Config.label_container), "labels.container"),
         label_max_series=positive_int(_given(label_section, "max_series", Config.label_max_series),
                                       "labels.max_series"),
+        label_peers=flag(_given(label_section, "peers", Config.label_peers), "labels.peers"),
+        label_networks=_networks(_given(label_section, "networks", {})),
         map_capacities={name: _capacity(limits[name], f"limits.{name}") for name in LIMITS
                         if limits.get(name) is not None},
         deprecations=deprecations,
@@ -271,6 +284,30 @@ def _protocols(value: Any, key: str) -> tuple[str, ...]:
 
 
 
+
+
+def _networks(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """labels.networks: name -> list of CIDRs (IPv4 or IPv6), each a valid network."""
+    import ipaddress
+
+    expect(value, dict, "labels.networks", "a mapping of network name to a list of CIDRs")
+    networks = []
+    for name, cidrs in value.items():
+        key = f"labels.networks.{key_name(name)}"
+        if not isinstance(name, str) or not name or not name.isprintable():
+            raise ConfigError(key, f"a network's name must be a non-empty string, got {show(name)}")
+        expect(cidrs, list, key, "a list of CIDRs such as 10.0.0.0/8")
+        if not cidrs:
+            raise ConfigError(key, "empty: give at least one CIDR")
+        for index, cidr in enumerate(cidrs):
+            try:
+                if not isinstance(cidr, str):
+                    raise TypeError(cidr)
+                ipaddress.ip_network(cidr, strict=False)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key}[{index}]", f"expected a CIDR such as 10.0.0.0/8, got {show(cidr)}") from None
+        networks.append((name, tuple(str(cidr) for cidr in cidrs)))
+    return tuple(networks)
 
 
 def _capacity(value: Any, key: str) -> int:

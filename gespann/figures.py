@@ -98,6 +98,11 @@ class ConnectionEvent(NamedTuple):
     #: Its packets the kernel dropped (TCP, where dropped packets are counted), and the kernel's reason for the latest.
     drops: int = 0
     drop_reason: str = ""
+    #: Where a destination NAT (a Service's virtual IP) sent it: the backend that answered, refused or reset
+    #: (the remote address is what the application dialed). Empty where no translation was seen (TCP, with
+    #: labels.peers on, where conntrack's types can be read).
+    backend_address: str = ""
+    backend_port: int = 0
 
 
 #: Metric (its MetricSpec, or its name) -> its series: what a probe's reader returns at each collection.

@@ -16,6 +16,9 @@ packages=(
     prometheus-node-exporter  # the metrics page's attack tests measure it beside gespann (started on a free port)
     libcap2-bin      # capsh: the least-privilege tests drop capabilities
     openssl          # throwaway certificates for the metrics page over TLS (tests/exporters)
+    nginx-light      # backends behind a Service-like DNAT (tests/collector/test_peers_nat.py)
+    curl             # ... and the client that dials the Service
+    gcc              # tests/collector/test_tcp_peers.py builds tools/bench/loadgen.c for its churn
 )
 if [ "${1:-}" = "matrix" ] || [ "${1:-}" = "bench" ]; then   # Debian kernels booted under qemu with virtme-ng
     packages+=(qemu-system-x86 kmod busybox-static)

@@ -389,6 +389,17 @@ class LruPerCpuHashMap(KeyValueMap):
     map_type, per_cpu = MapType.LRU_PERCPU_HASH, True
 
 
+class LpmTrieMap(KeyValueMap):
+    """Longest-prefix match: each key starts with its prefix length in bits (u32), then the data it
+    matches (an address); a lookup with a full-length key finds the longest stored prefix of it. The kernel
+    wants BPF_F_NO_PREALLOC for it."""
+    map_type = MapType.LPM_TRIE
+    NO_PREALLOC = 1
+
+    def __init__(self, key: Encoding, value: Encoding, max_entries: int, *, name: str = ""):
+        super().__init__(key, value, max_entries, flags=self.NO_PREALLOC, name=name)
+
+
 class ArrayMap(KeyValueMap):
     """max_entries preallocated, zeroed values indexed 0..max_entries-1 (keys are ints by default)."""
     map_type = MapType.ARRAY

@@ -63,6 +63,7 @@ class MapType(enum.IntEnum):
     PERCPU_ARRAY = 6
     LRU_HASH = 9
     LRU_PERCPU_HASH = 10
+    LPM_TRIE = 11
     SK_STORAGE = 24
     RINGBUF = 27
 

@@ -23,6 +23,7 @@ JSON_KEYS = (
     "local_address", "local_port", "remote_address", "remote_port",
     "bytes_sent", "bytes_received", "duration_seconds", "rtt_seconds", "retransmits",
     "datagrams_sent", "datagrams_received", "cgroup_id", "container_id", "preexisting", "drops", "drop_reason",
+    "backend_address", "backend_port",
 )
 
 
@@ -57,7 +58,8 @@ def json_line(event: ConnectionEvent) -> str:
             f'"retransmits":{e.retransmits:d},"datagrams_sent":{e.datagrams_sent:d},'
             f'"datagrams_received":{e.datagrams_received:d},"cgroup_id":{e.cgroup_id:d},'
             f'"container_id":{s(e.container_id)},"preexisting":{"true" if e.preexisting else "false"},'
-            f'"drops":{e.drops:d},"drop_reason":{s(e.drop_reason)}}}')
+            f'"drops":{e.drops:d},"drop_reason":{s(e.drop_reason)},'
+            f'"backend_address":{s(e.backend_address)},"backend_port":{e.backend_port:d}}}')
 
 
 @dataclass(frozen=True)

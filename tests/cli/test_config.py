@@ -69,6 +69,11 @@ def test_gespann_keys(tmp_path):
     limits = parse({"limits": {"tcp_connections": 8, "udp_flows": 1 << 20}}).map_capacities
     assert limits == {"tcp_connections": 8, "udp_flows": 1 << 20}
     assert parse({"limits": {"udp_flows": None}}).map_capacities == {}
+    peers = parse({"labels": {"peers": True, "networks": {"pods": ["10.0.0.0/8", "fd00::/8"], "lb": ["192.0.2.7"]}},
+                   "limits": {"tcp_peers": 50}})
+    assert (peers.label_peers, peers.map_capacities) == (True, {"tcp_peers": 50})
+    assert peers.label_networks == (("pods", ("10.0.0.0/8", "fd00::/8")), ("lb", ("192.0.2.7",)))
+    assert (Config().label_peers, Config().label_networks) == (False, ())
 
 
 @pytest.mark.parametrize("document, key, words", [
@@ -146,6 +151,14 @@ def test_gespann_keys(tmp_path):
     ({"limits": {"udp_flows": "lots"}}, "limits.udp_flows", "at least 1"),
     ({"limits": {"udp_flows": 1 << 30}}, "limits.udp_flows", "at most 16777216 entries"),
     ({"limits": {"records": 5}}, "limits.records", "unknown key; expected one of: tcp_connections, udp_flows"),
+    ({"limits": {"tcp_peers": 0}}, "limits.tcp_peers", "at least 1"),
+    ({"labels": {"peers": "on"}}, "labels.peers", "true or false"),
+    ({"labels": {"networks": ["10.0.0.0/8"]}}, "labels.networks", "a mapping of network name to a list of CIDRs"),
+    ({"labels": {"networks": {"pods": "10.0.0.0/8"}}}, "labels.networks.pods", "a list of CIDRs"),
+    ({"labels": {"networks": {"pods": []}}}, "labels.networks.pods", "at least one CIDR"),
+    ({"labels": {"networks": {"pods": ["10.0.0.0/33"]}}}, "labels.networks.pods[0]", "expected a CIDR"),
+    ({"labels": {"networks": {"pods": [8]}}}, "labels.networks.pods[0]", "expected a CIDR"),
+    ({"labels": {"networks": {7: ["10.0.0.0/8"]}}}, "labels.networks.7", "non-empty string"),
     (["log_level"], "(top level)", "expected a mapping"),
 ])
 def test_bad_config_names_the_key(document, key, words):

@@ -68,6 +68,19 @@ def _bytes(tcp_sent: int, tcp_received: int, udp_sent: int, udp_received: int) -
             labels(protocol="udp", direction="sent"): udp_sent, labels(protocol="udp", direction="received"): udp_received}
 
 
+def _peer(**values: str) -> Labels:
+    """A per-peer series' labels: every peer label, empty but for those given."""
+    from gespann.probes.tcp.peers import PEER_LABELS
+
+    return labels(**{**dict.fromkeys(PEER_LABELS, ""), **values})
+
+
+SERVICE = dict(role="client", peer_address="10.96.0.10", peer_port="80")
+BACKEND_A = dict(SERVICE, backend_address="10.2.1.2", backend_port="80")
+BACKEND_B = dict(SERVICE, backend_address="10.2.3.2", backend_port="80")
+SERVED = dict(role="server", local_port="8080")
+
+
 FIGURES_A = snapshot(
     1_700_000_000.0,
     connections_open={TCP: 3, UDP: 2},
@@ -92,6 +105,13 @@ FIGURES_A = snapshot(
     process_connections_total={labels(comm="curl", container="4f1d", protocol="tcp", outcome="close"): 4},
     process_bytes_total={labels(comm="curl", container="4f1d", protocol="tcp", direction="sent"): 700},
     probe_runs_missed_total={labels(probe="tcp_lifecycle"): 0, labels(probe="packet_drops"): 1},
+    peer_connections_failed_total={_peer(**BACKEND_B, reason="refused"): 2, _peer(**BACKEND_A, reason="timeout"): 1},
+    peer_bytes_total={_peer(**BACKEND_A, direction="sent"): 600, _peer(**SERVED, direction="received"): 400},
+    peer_connections_opened_total={_peer(**BACKEND_A): 5, _peer(**SERVED): 3},
+    peer_connections_closed_total={_peer(**BACKEND_A): 4, _peer(**SERVED): 3},
+    peer_connections_reset_total={_peer(**BACKEND_A, direction="received"): 1},
+    peer_retransmits_total={_peer(**BACKEND_A): 2},
+    peer_drops_total={_peer(**SERVED): 1},
     probe_info=PROBES,
     build_info={labels(version="0.1.0"): 1},
 )
@@ -123,6 +143,13 @@ FIGURES_B = snapshot(
                                labels(comm="other", container="4f1d", protocol="tcp", outcome="reset"): 1},
     process_bytes_total={labels(comm="curl", container="4f1d", protocol="tcp", direction="sent"): 900},
     probe_runs_missed_total={labels(probe="tcp_lifecycle"): 0, labels(probe="packet_drops"): 2},
+    peer_connections_failed_total={_peer(**BACKEND_B, reason="refused"): 3, _peer(**BACKEND_A, reason="timeout"): 1},
+    peer_bytes_total={_peer(**BACKEND_A, direction="sent"): 900, _peer(**SERVED, direction="received"): 600},
+    peer_connections_opened_total={_peer(**BACKEND_A): 10, _peer(**SERVED): 6},
+    peer_connections_closed_total={_peer(**BACKEND_A): 8, _peer(**SERVED): 6},
+    peer_connections_reset_total={_peer(**BACKEND_A, direction="received"): 2},
+    peer_retransmits_total={_peer(**BACKEND_A): 4},
+    peer_drops_total={_peer(**SERVED): 2},
     probe_info=PROBES,
     build_info={labels(version="0.1.0"): 1},
 )
@@ -191,10 +218,12 @@ ORIGINAL_COUNTERS = sorted(name for name in ORIGINAL_A if name not in (
 
 
 def catalogue_samples(figures: Snapshot) -> dict[str, dict[frozenset, float]]:
-    """The figures as Prometheus samples: `gespann_<name>`, histograms as cumulative _bucket plus _sum and _count."""
+    """The figures as Prometheus samples: `gespann_<name>`, histograms as cumulative _bucket plus _sum and _count;
+    an empty label is no label, as Prometheus stores it."""
     samples: dict[str, dict[frozenset, float]] = {}
     for name, metric in figures.metrics.items():
         for key, value in metric.series.items():
+            key = tuple((label, text) for label, text in key if text != "")
             if isinstance(value, Histogram):
                 for bound, count in value.cumulative():
                     le = "+Inf" if bound == float("inf") else repr(bound)

@@ -206,3 +206,37 @@ def test_unresolvable_agent_host_counts_every_unsent_line():
 def test_describe():
     exporter = DogStatsdExporter(FedCollector(FIGURES_A), host="agent", port=8125, interval=10)
     assert exporter.describe() == "datadog dogstatsd agent:8125 every 10s as gespann.*"
+
+
+@pytest.mark.root
+def test_per_peer_series_go_out_with_the_same_labels_as_tags_under_the_same_cap(agent, namespace):
+    """Real per-peer counts (limits.tcp_peers 1): the one peer that fits under its own tags, the rest under
+    other; what Prometheus would show, series for series."""
+    import socket
+
+    from loopback import wait_for
+
+    from gespann.collector.collector import KernelCollector
+    from gespann.probes import AttachSettings, ProbeSet
+    from gespann.probes.tcp import lifecycle
+
+    settings = AttachSettings(netns=namespace.inode, peers=True, capacities={"tcp_peers": 1})
+    with ProbeSet.attach((lifecycle.PROBE,), settings) as probes, KernelCollector(probes, namespace.path) as collector:
+        with namespace.enter():
+            listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+            for listener in listeners:
+                socket.create_connection(listener.getsockname()).close()
+                listener.accept()[0].close()
+                listener.close()
+        wait_for(lambda: collector.snapshot()["peer_connections_closed_total"].total() == 4)
+        exporter = DogStatsdExporter(collector, host="127.0.0.1", port=agent.port, interval=3600)
+        exporter.flush()
+        snapshot = collector.snapshot()
+    sent = {frozenset(line.tags): line.value for line in agent.lines()
+            if line.name == "gespann.peer.connections.opened" and line.value}
+    shown = {frozenset(f"{name}:{value}" for name, value in key if value): n
+             for key, n in snapshot["peer_connections_opened_total"].series.items() if n}
+    assert sent == shown and sum(sent.values()) == 4
+    assert {"role:client", "peer_address:other"} in [set(tags) for tags in sent] or \
+        {"role:server", "local_port:other"} in [set(tags) for tags in sent]
+    assert len(sent) == 3  # the one peer that fits, and the two roles' other rows

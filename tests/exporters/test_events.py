@@ -83,7 +83,7 @@ _events = st.builds(
     remote_address=_text, remote_port=st.integers(0, 65535), bytes_sent=_count, bytes_received=_count,
     duration_seconds=_seconds, rtt_seconds=st.none() | _seconds, retransmits=_count, datagrams_sent=_count,
     datagrams_received=_count, cgroup_id=_count, container_id=_text, preexisting=st.booleans(), drops=_count,
-    drop_reason=_text)
+    drop_reason=_text, backend_address=_text, backend_port=st.integers(0, 65535))
 
 
 @given(_events)

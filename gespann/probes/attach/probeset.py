@@ -57,13 +57,16 @@ class AttachSettings:
     open_connections: str = "auto"
     #: labels.max_series, which maps of per-owner counts are sized from.
     max_series: int = 100
+    #: labels.peers and labels.networks: TCP figures by peer, counted in the kernel.
+    peers: bool = False
+    networks: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @classmethod
     def from_config(cls, config) -> "AttachSettings":
         return cls(config.attach_mode, dict(config.probe_modes), config.perf_event_attach, config.btf_source,
                    namespace_inode(config.netns) if config.netns else None, dict(config.map_capacities),
                    config.label_process or config.label_container, config.open_connections,
-                   config.label_max_series)
+                   config.label_max_series, config.label_peers, config.label_networks)
 
     def kernel_walk(self, probes: Iterable[Probe]) -> bool:
         """Whether to build for the walks that shape the build (state in socket storage): asked for, and
@@ -155,7 +158,8 @@ class ProbeSet:
         probes = tuple(probes)
         target = BuildTarget(settings.btf_source, settings.netns, records, settings.by_process,
                              settings.kernel_walk(probes), settings.max_series,
-                             tuple((probe.name, probe.kernel) for probe in probes if probe.kernel))
+                             kernel_needs=tuple((probe.name, probe.kernel) for probe in probes if probe.kernel),
+                             peers=settings.peers, networks=settings.networks)
         typed = {probe.walk.typed_sockets_for for probe in probes
                  if probe.walk is not None and probe.walk.shapes_build and probe.walk.typed_sockets_for}
         while True:
@@ -223,7 +227,7 @@ def selected_probes(config) -> list[Probe]:
     from .. import available_probes
 
     return [probe for probe in available_probes(config.extra_probes)
-            if probe.watches(config.protocols) and config.probe_modes.get(probe.name) != OFF]
+            if probe.watches(config.protocols) and config.probe_modes.get(probe.name) != OFF and probe.wanted(config)]
 
 
 @dataclass(frozen=True)

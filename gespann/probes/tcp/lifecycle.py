@@ -70,6 +70,11 @@ comm: by outcome, with its payload bytes. Counted when it happens, exact at any
 rate (records, which user space reads later, are lost when their buffer is
 full). The map is capped; once full, a new owner is counted under the OTHER
 key, which user space made at the start, so nothing goes uncounted.
+
+By peer. When per-peer labels are asked for (labels.peers), each open, end and
+failed open is also counted in its peer's row (peers.py: a client's remote
+endpoint, and the backend behind a DNAT; a server's local port), the same
+amounts the totals row gets, at the same moment.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ from __future__ import annotations
 import errno
 from typing import Optional
 
-from asm import DW, R0, R1, R2, R4, R6, R7, R8, R9, R10, B, Frame, H, Program, Record, Slot, W, u64
+from asm import DW, R0, R1, R2, R4, R6, R7, R8, R9, R10, B, Frame, H, Program, Record, Register, Slot, W, u64
 
 from ...bpf.maps import U32, U64, HashMap
 from ...bpf.syscall import UpdateFlags
@@ -90,6 +95,9 @@ from ..toolkit.kernel_memory import emit_read_field
 from ..toolkit.map_calls import emit_map_delete, emit_map_lookup, emit_map_update
 from ..toolkit.netns import emit_netns_check
 from ..toolkit.probe import BuildTarget, Probe
+from . import peers
+from .nat import CHECK as nat_check
+from .peers import PeerSlots, emit_peer_count, emit_peer_key, emit_peer_other
 from ..toolkit.record_codec import RecordCodec
 from ..toolkit.record_output import emit_record_output
 from ..toolkit.socket_state import (  # noqa: F401 - the states are part of this module's vocabulary
@@ -192,8 +200,10 @@ class _Slots:
         self.our_fin_acked = u64_slot("our FIN acked")
         self.peer_fin_in = u64_slot("peer FIN in")
         self.row_key = u64_slot("row key")
-        self.errno_key = frame.alloc("errno key", size=4)
         self.icmp_key = frame.alloc("ICMP error key", tcp_icmp_errors.KEY)
+        # A failed open's errno, as the errno map's key: in the ICMP key's first bytes, whose lookup is over by
+        # then (the stack holds every slot of records, per-process and per-peer counts together only so).
+        self.errno_key = self.icmp_key
         self.one = u64_slot("one")
         self.entry = frame.alloc("entry", ENTRY)
         self.record = frame.alloc("record", RECORD) if target.records is not None else None
@@ -208,6 +218,7 @@ class _Slots:
         self.absolute = u64_slot("absolute payload")
         self.counted_sent = u64_slot("counted sent")
         self.counted_received = u64_slot("counted received")
+        self.untracked_sent = u64_slot("untracked sent") if target.peers else None
 
 
 class _Build:
@@ -226,9 +237,13 @@ class _Build:
                                                            ("close.entry", "adopted", "untracked"))
         self.failed, self.forget = p.new_label("failed"), p.new_label("forget")
         self.by_process_step = p.new_label("by_process") if self.by_process else None
+        # Counts by peer (peers.py); its key slots lent by the per-process step, which comes after it.
+        self.peer = (PeerSlots(p.frame, *((self.s.new_row, self.s.owner) if self.by_process else (None, None)),
+                               scratch=self.s.scratch) if target.peers else None)
+        self.peers_step = p.new_label("peers") if target.peers else None
         self.record_step = p.new_label("record") if self.records else None
         #: Where a counted end goes next: its owner's counts, its record, then the entry is forgotten.
-        self.counted = self.by_process_step or self.record_step or self.forget
+        self.counted = self.peers_step or self.by_process_step or self.record_step or self.forget
 
     @property
     def types(self):
@@ -237,6 +252,15 @@ class _Build:
     def store_in_record(self, size, field: str, value) -> None:
         if self.records:
             self.p.stx(size, R10, self.s.record.at(field), value)
+
+    def store_for_peer(self, field: str, value) -> None:
+        """What the event adds to its peer's row (PeerSlots), when peers are counted."""
+        if self.peer is not None:
+            slot = getattr(self.peer, field)
+            if isinstance(value, Register):  # a Register is an int too: test it first
+                self.p.stx(DW, R10, slot.at(), value)
+            else:
+                self.p.st(DW, R10, slot.at(), value)
 
 
 def body(p: Program, args: Arguments, target: BuildTarget) -> None:
@@ -337,6 +361,15 @@ def _emit_count_opened(b: _Build) -> None:
     emit_row_pointer(p, STATS, R9, s.row_key, b.out)
     p.ldx(W, R8, R10, s.entry.at("role"))
     emit_add_indexed(p, R9, Totals.OPENED, R8, len(ROLES), 1, b.out)
+    if b.peer is not None:
+        counted = p.new_label("opened.peer")
+        b.peer.clear(p)
+        b.store_for_peer("outcome", peers.Slots.OPENED)
+        p.mov(R1, R8)
+        p.ldx(H, R2, R10, s.entry.at("local_port"))
+        emit_peer_key(p, b.peer, R7, b.types, b.direct, bool(b.target.networks))
+        emit_peer_count(p, b.peer, counted, figures=False)
+        p.label(counted)
     p.ldx(DW, R1, R10, s.entry.at("syn_sent_ns"))
     p.jeq(R1, 0, b.out)
     p.ldx(DW, R4, R10, s.entry.at("established_ns"))
@@ -356,6 +389,8 @@ def _emit_close(b: _Build, at: str) -> None:
     if b.records:
         emit_zero(p, s.record)
     emit_row_pointer(p, STATS, R9, s.row_key, b.forget)
+    if b.peer is not None:
+        b.peer.clear(p)
     p.ldx(DW, R1, R10, s.oldstate.at())
     p.jeq32(R1, SYN_SENT, b.failed)
     p.ldx(DW, R1, R8, ENTRY.offset("established_ns"))
@@ -368,6 +403,8 @@ def _emit_close(b: _Build, at: str) -> None:
     p.ja(b.counted)
 
     _emit_failed(b)
+    if b.peer is not None:
+        _emit_count_by_peer(b)
     if b.by_process:
         _emit_count_by_process(b)
     if b.records:
@@ -398,6 +435,7 @@ def _emit_outcome(b: _Build, done: str) -> None:
     p.label(orderly)
     p.ldx(W, R4, R8, ENTRY.offset("role"))
     emit_add_indexed(p, R9, Totals.CLOSED, R4, len(ROLES), 1, b.forget)
+    b.store_for_peer("outcome", peers.Slots.CLOSED)
     if b.records:
         p.st(B, R10, s.record.at("outcome"), connection_records.CLOSE)
     if b.by_process:
@@ -418,6 +456,10 @@ def _emit_reset(b: _Build, done: str) -> None:
     p.sub(R1, RESET_SENT)  # the mark, as an index into RESET_DIRECTIONS
     p.mov(R4, R1)
     emit_add_indexed(p, R9, Totals.RESET, R4, RESET_RECEIVED - RESET_SENT + 1, 1, b.forget)
+    if b.peer is not None:
+        p.mov(R1, R4)
+        p.add(R1, peers.Slots.RESET)
+        b.store_for_peer("outcome", R1)
     if b.records:
         p.stx(H, R10, s.record.at("reason"), R4)
         p.st(B, R10, s.record.at("outcome"), connection_records.RESET)
@@ -456,6 +498,7 @@ def _emit_end_figures(b: _Build) -> None:
     _emit_payload(b, "received_at_start", s.counted_received, "received", "bytes_received", Totals.BYTES_RECEIVED)
     p.ldx(DW, R4, R10, s.counters.at("total_retrans"))
     b.store_in_record(W, "retransmits", R4)
+    b.store_for_peer("retransmits", R4)
     emit_add(p, R9, Totals.RETRANSMITS, R4)
     p.ldx(DW, R4, R10, s.counters.at("srtt_us"))
     p.rsh(R4, 3)
@@ -556,6 +599,27 @@ def _emit_payload(b: _Build, at_start: str, counted: Slot, way: str, record_fiel
     p.ldx(DW, R2, R10, counted.at())
     emit_saturating_sub(p, R4, R2)
     emit_add(p, R9, row_slot, R4)
+    b.store_for_peer(way, R4)
+
+
+def _emit_count_by_peer(b: _Build) -> None:
+    """The end just counted, counted again in its peer's row (peers.py): the entry (R8) gives the role,
+    the local port and the drops. Goes on to the owner's counts, the record, or to forget the entry."""
+    p = b.p
+    p.label(b.peers_step)
+    p.ldx(W, R1, R8, ENTRY.offset("drops"))
+    b.store_for_peer("drops", R1)
+    p.ldx(W, R1, R8, ENTRY.offset("role"))
+    p.ldx(H, R2, R8, ENTRY.offset("local_port"))
+    emit_peer_key(p, b.peer, R7, b.types, b.direct, bool(b.target.networks))
+    if b.records:  # now: the key's slot may be lent to the next step
+        p.ldx(H, R1, R10, b.peer.key.at("backend_port"))
+        b.store_in_record(H, "backend_port", R1)
+        p.ldx(W, R1, R10, b.peer.key.at("backend"))
+        b.store_in_record(W, "backend_address", R1)
+    next_step = b.by_process_step or b.record_step or b.forget
+    emit_peer_count(p, b.peer, next_step)
+    p.ja(next_step)
 
 
 def _emit_count_by_process(b: _Build) -> None:
@@ -663,12 +727,21 @@ def _emit_untracked_payload(b: _Build) -> None:
     p.ldx(DW, R2, R10, s.counted_sent.at())
     emit_saturating_sub(p, R4, R2)
     emit_add(p, R9, Totals.BYTES_SENT, R4)
+    if b.peer is not None:
+        p.stx(DW, R10, s.untracked_sent.at(), R4)
     p.ldx(DW, R4, R0, types.field("tcp_sock.bytes_received").offset)
     p.ldx(DW, R2, R10, s.peer_fin_in.at())
     emit_saturating_sub(p, R4, R2)
     p.ldx(DW, R2, R10, s.counted_received.at())
     emit_saturating_sub(p, R4, R2)
     emit_add(p, R9, Totals.BYTES_RECEIVED, R4)
+    if b.peer is not None:  # no entry, so no role nor peer: counted in the clients' OTHER row
+        b.peer.clear(p)
+        b.store_for_peer("received", R4)
+        p.ldx(DW, R4, R10, s.untracked_sent.at())
+        b.store_for_peer("sent", R4)
+        emit_peer_other(p, b.peer, CLIENT)
+        emit_peer_count(p, b.peer, b.out)
 
 
 def _emit_read_tcp_counters(b: _Build) -> None:
@@ -752,6 +825,7 @@ def _emit_failed(b: _Build) -> None:
         other = p.new_label(f"failed.not_{reason}")
         p.jne32(R4, number, other)
         emit_add(p, R9, Totals.FAILED + index, 1)
+        b.store_for_peer("outcome", peers.Slots.FAILED + index)
         p.ja(b.counted)
         p.label(other)
     _emit_count_errno(b)
@@ -804,6 +878,7 @@ def _emit_count_errno(b: _Build) -> None:
     """A failed open's errno (R4) without a reason of its own, counted in the errno map."""
     p, s = b.p, b.s
     count = p.new_label("failed.count")
+    b.store_for_peer("outcome", peers.Slots.FAILED_OTHER)
     p.stx(W, R10, s.errno_key.at(), R4)
     emit_map_lookup(p, FAILED_ERRNOS, s.errno_key)
     p.jne(R0, 0, count)
@@ -860,14 +935,14 @@ PROBE = Probe(
     body=body,
     derived=socket_state.DERIVED,
     maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map, BY_PROCESS: by_process_map,
-          COUNTED_MAP: counted_map},
+          COUNTED_MAP: counted_map, **peers.MAPS},
     shared_maps={MAP_NAME: connections_map, ENTRIES: entries_map, ADOPTED: adopted_map,
-                 tcp_icmp_errors.MAP_NAME: tcp_icmp_errors.errors_map},
+                 tcp_icmp_errors.MAP_NAME: tcp_icmp_errors.errors_map, **peers.SHARED_MAPS},
     optional_maps={BY_PROCESS: lambda target: target.by_process, COUNTED_MAP: lambda target: target.kernel_walk,
-                   **CONNECTION_MAPS_WANTED},
-    metrics=(*SHARED, RESETS, FAILURES, RETRANSMITS, RTT, CONNECT_LATENCY, ENDS_UNTRACKED),
+                   **CONNECTION_MAPS_WANTED, **peers.MAPS_WANTED},
+    metrics=(*SHARED, RESETS, FAILURES, RETRANSMITS, RTT, CONNECT_LATENCY, ENDS_UNTRACKED, *peers.METRICS),
     reader=TcpMetrics.from_context,
     records=connection_records.decoder,
     walk=tcp_walk.KERNEL_WALK,
-    checks=(tcp_walk.CHECK,),
+    checks=(tcp_walk.CHECK, nat_check),
 )

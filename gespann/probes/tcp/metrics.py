@@ -69,6 +69,7 @@ from .totals import (
     BY_PROCESS, BYTES_RECEIVED_SLOT, BYTES_SENT_SLOT, FAILED_ERRNOS, FAILURE_ERRNOS, OTHER_OWNER, STATS, HistogramSlots,
     Totals,
 )
+from .peers import PEERS, PeerRows, derive_totals
 from .walk import TcpWalk, WalkTotals
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,11 @@ class TcpMetrics(Reader):
     walk where there is one (`walk`, run in `netns_path`), from sock_diag otherwise."""
 
     def __init__(self, maps: Mapping[str, Map], open_sockets: OpenSockets, idle_timeout: float = 60.0,
-                 walk: Optional[TcpWalk] = None, netns_path: Optional[str] = None):
+                 walk: Optional[TcpWalk] = None, netns_path: Optional[str] = None,
+                 networks: tuple[tuple[str, tuple[str, ...]], ...] = ()):
         self._idle_timeout = idle_timeout
+        #: Per-peer rows (labels.peers): the unlabelled figures they cover are read from them, see PeerRows.
+        self._peers = PeerRows(maps[PEERS], networks) if PEERS in maps else None
         self._row, self._errnos = maps[STATS], maps[FAILED_ERRNOS]
         self._connections = maps[MAP_NAME]
         self._owners = maps.get(BY_PROCESS)
@@ -153,8 +157,9 @@ class TcpMetrics(Reader):
     def from_context(cls, context: ReadContext) -> "TcpMetrics":
         if context.by_process and BY_PROCESS not in context.maps:
             raise ValueError("per-process labels need tcp_lifecycle attached with by-process counts")
+        target = context.attached.target
         return cls(context.maps, OpenSockets(context.netns_path), context.idle_timeout, context.walk,
-                   context.netns_path)
+                   context.netns_path, target.networks if target is not None else ())
 
     def owners(self) -> list[OwnerCounts]:
         """The kernel's by-process rows: ends by outcome and payload bytes, per cgroup and comm."""
@@ -169,14 +174,15 @@ class TcpMetrics(Reader):
         self._open_sockets.close()
 
     def series(self) -> Series:
+        peer_series: Series = {}
         if self._walk is not None:
             walked = self._run_walk()
-            row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]  # after the walk, which adds to it
+            row = self._read_row(peer_series)  # after the walk, which adds to it
             open_count, idle_count = walked.open, walked.idle
             bytes_total = {labels(protocol="tcp", direction="sent"): row[Totals.BYTES_SENT],
                            labels(protocol="tcp", direction="received"): row[Totals.BYTES_RECEIVED]}
         else:
-            row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]
+            row = self._read_row(peer_series)
             open_now = self._open_sockets.connections()  # after the row: see the module docstring
             roles = self._roles() if any(c.needs_role for c in open_now) else {}
             bytes_total = self._bytes_total(row, open_now, roles)
@@ -201,7 +207,22 @@ class TcpMetrics(Reader):
             "rtt_seconds": {(): _histogram(row, Totals.RTT)},
             "connection_duration_seconds": {tcp: _histogram(row, Totals.DURATION)},
             "connect_latency_seconds": {(): _histogram(row, Totals.CONNECT_LATENCY)},
+            **peer_series,
         }
+
+    def _read_row(self, peer_series: dict) -> list[int]:
+        """The totals row summed over CPUs; with per-peer rows, the figures they cover taken from them instead
+        (their series into `peer_series`), so that the sum over peers is the total at every collection."""
+        row = [sum(per_cpu) for per_cpu in zip(*self._row[0])]
+        if self._peers is not None:
+            series, by_role = self._peers.read()
+            peer_series.update(series)
+            derive_totals(row, by_role, Totals)
+        return row
+
+    def kernel_row(self) -> list[int]:
+        """The kernel's own totals row, summed over CPUs: what tests hold the per-peer rows against."""
+        return [sum(per_cpu) for per_cpu in zip(*self._row[0])]
 
     def _run_walk(self) -> WalkTotals:
         """One kernel walk with the idle threshold in jiffies; the first also measures HZ, with a walk

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import sys
 from typing import Callable, Optional, Union
 
 from asm import DW, R0, R1, R2, R10, H, Program, Record, Register, Slot, W, array, u8, u16, u32, u64
@@ -56,6 +57,9 @@ RECORD = Record("connection_record", [
     ("role", u8),  # index in ROLES
     ("outcome", u8),  # index in OUTCOMES
     ("preexisting", u8),  # 1: open before gespann started (adopted); its bytes are those since the start
+    # The backend a destination NAT sent it to (tcp_nat, with labels.peers), IPv4; port 0: none seen.
+    ("backend_port", u16),  # network order
+    ("backend_address", u32),  # the address's bytes, as they are in memory (network order)
 ])
 
 #: The process fields a connection entry keeps, where records can find them.
@@ -181,6 +185,8 @@ def decode(data: bytes, clock_offset: float, container_of: Optional[Callable[[in
         preexisting=bool(r.preexisting),
         drops=r.drops,
         drop_reason=drop_reason(r.drop_reason) if r.drops else "",
+        backend_address=_address(AF_INET, r.backend_address.to_bytes(4, sys.byteorder)) if r.backend_port else "",
+        backend_port=socket.ntohs(r.backend_port),
     )
 
 

@@ -46,7 +46,7 @@ import functools
 import threading
 from typing import Mapping, NamedTuple, Optional
 
-from asm import B, DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, W, Frame, Program, Record, Register, Slot, u64
+from asm import B, DW, H, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, W, Frame, Program, Record, Register, Slot, u64
 
 from ...bpf.errors import BPFError, PermissionDeniedError
 from ...bpf.fd import Closable
@@ -63,6 +63,8 @@ from ..toolkit.socket_storage import CREATE, emit_storage_get, storage_map
 from .connections import ADOPTED, ENTRIES, ENTRY, MAP_NAME as CONNECTIONS, emit_lookup_connection, entries_map
 from ..toolkit.socket_state import OPEN_STATES, PEER_FIN_IN
 from .totals import Totals, emit_saturating_sub
+from .peers import PEERS, PeerSlots, emit_peer_count, emit_peer_key, emit_peer_other
+from ...vocabulary import CLIENT
 
 #: Socket storage: payload of the connection already in tcp_lifecycle's row, in the socket's own terms.
 COUNTED = Record("tcp_counted", [("sent", u64), ("received", u64)])
@@ -113,10 +115,12 @@ def walk_map() -> ArrayMap:
     return ArrayMap(RecordCodec(WALK), 1, name="gsp_tcp_walk")
 
 
-def program(types: KernelTypes, stats: str) -> Program:
-    """The iter/tcp program: `stats` names tcp_lifecycle's per-CPU row."""
+def program(types: KernelTypes, stats: str, peers: bool = False, networks: bool = False) -> Program:
+    """The iter/tcp program: `stats` names tcp_lifecycle's per-CPU row; with `peers`, what it adds goes to
+    each connection's peer row too (peers.py), its remote address looked up in named networks if `networks`."""
     p = Program("gsp_tcp_walk")
     s = _Slots.of(p.frame)
+    peer = PeerSlots(p.frame) if peers else None
     out, last = p.new_label("out"), p.new_label("last")
     p.ldx(DW, R7, R1, 8)  # struct bpf_iter__tcp: meta, then sk_common (NULL on the last call)
     _emit_walk_row(p, s, out)
@@ -126,6 +130,8 @@ def program(types: KernelTypes, stats: str) -> Program:
     _emit_idle(p, types, out)
     _emit_payload(p, types, state, s)
     _emit_count(p, types, stats, s, out)
+    if peer is not None:
+        _emit_count_by_peer(p, types, s, peer, out, networks)
     p.ja(out)
 
     p.label(last)
@@ -213,6 +219,32 @@ def _emit_count(p: Program, types: KernelTypes, stats: str, s: _Slots, done: str
     p.atomic_add(DW, R0, 8 * Totals.BYTES_SENT, R1)
     p.ldx(DW, R1, R10, s.delta_received.at())
     p.atomic_add(DW, R0, 8 * Totals.BYTES_RECEIVED, R1)
+
+
+def _emit_count_by_peer(p: Program, types: KernelTypes, s: _Slots, peer: PeerSlots, done: str,
+                        networks: bool) -> None:
+    """What _emit_count added to the row, added to the connection's peer row too: its entry gives the role
+    and local port (one without an entry, ending as the walk runs, counts in the clients' OTHER row, as its
+    end will)."""
+    other, key = p.new_label("walk.peer_other"), p.new_label("walk.peer_key")
+    p.ldx(DW, R1, R10, s.delta_sent.at())
+    p.ldx(DW, R2, R10, s.delta_received.at())
+    p.or_(R1, R2)
+    p.jeq(R1, 0, done)
+    peer.clear(p)
+    for field, slot in (("sent", s.delta_sent), ("received", s.delta_received)):
+        p.ldx(DW, R1, R10, slot.at())
+        p.stx(DW, R10, getattr(peer, field).at(), R1)
+    p.stx(DW, R10, s.socket.at(), R7)
+    emit_lookup_connection(p, s.socket, other, storage_sk=R8)
+    p.ldx(W, R1, R0, ENTRY.offset("role"))
+    p.ldx(H, R2, R0, ENTRY.offset("local_port"))
+    emit_peer_key(p, peer, R8, types, direct=True, networks=networks)
+    p.ja(key)
+    p.label(other)
+    emit_peer_other(p, peer, CLIENT)
+    p.label(key)
+    emit_peer_count(p, peer, done)
 
 
 def _emit_skip_if_no_payload(p: Program, s: _Slots, skip: str) -> None:
@@ -327,12 +359,12 @@ class TcpWalk(Closable):
     """The walk, loaded and linked over tcp_lifecycle's maps; `run()` makes one pass in `netns_path`
     (the watched namespace; None: gespann's own) and returns its totals."""
 
-    def __init__(self, maps: Mapping[str, Map], stats: str, types: KernelTypes):
+    def __init__(self, maps: Mapping[str, Map], stats: str, types: KernelTypes, networks: bool = False):
         self._lock = threading.Lock()
         self._unchanged_before = 0  # the last walk's start, in jiffies
         self._walk = walk_map()
         try:
-            code = program(types, stats)
+            code = program(types, stats, peers=PEERS in maps, networks=networks)
             self._program: LoadedProgram = load_program(
                 code, ProgType.TRACING, maps={**maps, WALK_MAP: self._walk},
                 expected_attach_type=AttachType.TRACE_ITER, attach_btf_id=types.func(ITERATOR).btf_id)
@@ -412,7 +444,7 @@ def _attach(attached, target, stack) -> Optional[TcpWalk]:
 
     if COUNTED_MAP not in attached.maps:
         return None
-    return stack.enter_context(TcpWalk(attached.maps, STATS, target.kernel_types))
+    return stack.enter_context(TcpWalk(attached.maps, STATS, target.kernel_types, bool(target.networks)))
 
 
 KERNEL_WALK = KernelWalk(subject="open TCP connections", fallback="sock_diag", since="5.12", attach=_attach,

@@ -60,6 +60,10 @@ class BuildTarget:
     #: (probe name, what it needs from the kernel beyond gespann's manifest) of the probes built for this
     #: target: resolved with the manifest.
     kernel_needs: tuple[tuple[str, KernelNeeds], ...] = ()
+    #: Count TCP figures by peer in the kernel (labels.peers), with remote addresses grouped by these named
+    #: networks (labels.networks): (name, (CIDR, ...)) each.
+    peers: bool = False
+    networks: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def knows_process(self) -> bool:
@@ -190,6 +194,8 @@ class Probe:
     #: Kernel fields, functions, tracepoints and enums the probe uses beyond gespann's manifest, resolved
     #: from the running kernel's BTF with it.
     kernel: KernelNeeds = NO_NEEDS
+    #: Whether a config has gespann attach it at all (a probe that serves an opt-in feature only).
+    wanted: Callable[[Any], bool] = lambda config: True
 
     def __post_init__(self):
         if self.metrics and self.reader is None:
