@@ -251,16 +251,6 @@ def _exporters(value: Any, key: str) -> tuple[ExporterConfig, ...]:
     return tuple(exporters)
 
 
-
-
-
-
-
-
-
-
-
-
 def _protocols(value: Any, key: str) -> tuple[str, ...]:
     expect(value, list, key, f"a list of protocols ({', '.join(PROTOCOLS)})")
     if not value:
@@ -269,17 +259,11 @@ def _protocols(value: Any, key: str) -> tuple[str, ...]:
     return tuple(protocol for protocol in PROTOCOLS if protocol in chosen)
 
 
-
-
-
-
 def _capacity(value: Any, key: str) -> int:
     number = positive_int(value, key)
     if number > MAX_CAPACITY:
         raise ConfigError(key, f"at most {MAX_CAPACITY} entries, got {number}")
     return number
-
-
 
 
 def _btf_source(value: Any) -> str:

@@ -5,8 +5,13 @@ import sys
 import pytest
 from identities import require_interpreter_usable_by
 
-from gespann.bpf.errors import (FeatureUnsupportedError, PermissionDeniedError, VerifierError,
-                                effective_capabilities, errno_name)
+from gespann.bpf.errors import (
+    FeatureUnsupportedError,
+    PermissionDeniedError,
+    VerifierError,
+    effective_capabilities,
+    errno_name,
+)
 
 
 def test_effective_capabilities_from_proc_status(tmp_path):

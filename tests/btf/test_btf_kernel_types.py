@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from gespann import btf
-from gespann.btf import KernelTypes, NoKernelTypes, kernel
-from gespann.btf import vendored
+from gespann.btf import KernelTypes, NoKernelTypes, kernel, vendored
 from gespann.btf.manifest import FIELDS
 from gespann.btf.resolve import resolve_manifest
 from gespann.btf.sources import VMLINUX_BTF

@@ -9,9 +9,9 @@ from btf_oracle import dump
 
 from gespann.btf import load_bytes
 from gespann.btf.writer import storage_types
-from gespann.probes.toolkit.socket_storage import _members
 from gespann.probes.tcp.connections import ENTRY
 from gespann.probes.tcp.walk import COUNTED
+from gespann.probes.toolkit.socket_storage import _members
 
 
 @pytest.mark.parametrize("record", [COUNTED, ENTRY], ids=lambda r: r.name)

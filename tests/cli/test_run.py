@@ -13,8 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 import mib
+import pytest
 from loopback import wait_for
 from tcp_traffic import TcpTraffic, refused
 

@@ -14,14 +14,14 @@ from loopback import wait_for
 from tcp_traffic import TcpTraffic
 
 from gespann.collector.collector import KernelCollector
-from gespann.probes.toolkit.reading import ReadContext
-from gespann.probes.udp.metrics import UdpMetrics
 from gespann.probes import AttachSettings, ProbeSet
 from gespann.probes.tcp import lifecycle as tcp_lifecycle
 from gespann.probes.tcp import resets as tcp_resets
 from gespann.probes.tcp import walk as tcp_walk
+from gespann.probes.toolkit.reading import ReadContext
 from gespann.probes.udp import UDP_PROBES
 from gespann.probes.udp.flows import CAPACITY as UDP_FLOWS_DEFAULT
+from gespann.probes.udp.metrics import UdpMetrics
 
 pytestmark = pytest.mark.root
 PAYLOAD = 20

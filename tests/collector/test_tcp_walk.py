@@ -17,7 +17,6 @@ import time
 
 import pytest
 from loopback import wait_for
-from namespaces import Namespace
 
 from gespann.bpf.channel import RecordChannel
 from gespann.bpf.errors import FeatureUnsupportedError

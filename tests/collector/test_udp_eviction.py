@@ -25,13 +25,13 @@ import threading
 
 import mib
 import pytest
+from gespann.probes.reading import ReadContext
+from gespann.probes.udp_flows import CAPACITY as DEFAULT_CAPACITY
+from gespann.probes.udp_metrics import UdpMetrics
 from loopback import wait_for
 
 from gespann.probes import AttachSettings, ProbeSet
-from gespann.probes.reading import ReadContext
 from gespann.probes.udp import UDP_PROBES
-from gespann.probes.udp_flows import CAPACITY as DEFAULT_CAPACITY
-from gespann.probes.udp_metrics import UdpMetrics
 
 pytestmark = pytest.mark.root
 PAYLOAD = 20

@@ -22,12 +22,12 @@ from probe_flavours import FLAVOURS
 from pyroute2 import IPRoute
 
 from gespann.bpf.errors import FeatureUnsupportedError, KeyNotFoundError
-from gespann.probes.toolkit.reading import ReadContext
-from gespann.probes.udp.metrics import UdpMetrics
 from gespann.probes import AttachSettings, ProbeSet
-from gespann.probes.udp import walk as udp_walk
+from gespann.probes.toolkit.reading import ReadContext
 from gespann.probes.udp import UDP_PROBES
+from gespann.probes.udp import walk as udp_walk
 from gespann.probes.udp.flows import CLIENT, FLOW, KEY, KEY_CODEC, SERVER, Totals
+from gespann.probes.udp.metrics import UdpMetrics
 
 FAMILIES = [pytest.param(socket.AF_INET, id="ipv4"), pytest.param(socket.AF_INET6, id="ipv6")]
 UDP_FLAVOURS = [flavour for flavour in FLAVOURS if flavour.values[0] in {f.mode for f in UDP_PROBES[0].flavours}]

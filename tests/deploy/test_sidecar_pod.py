@@ -21,14 +21,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from deploy.podman import Podman, wait_for
+from pod_checks import capability_sets, held_bpf_objects, loaded_bpf_objects, scrape
 from pyroute2 import netns
 from tcp_traffic import TcpTraffic, refused
 
-from pod_checks import capability_sets, held_bpf_objects, loaded_bpf_objects, scrape
-
 from gespann.check import NEEDED_CAPABILITIES
-
-from deploy.podman import Podman, wait_for
 
 pytestmark = pytest.mark.deploy(seconds=240)
 

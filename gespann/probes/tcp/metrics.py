@@ -62,11 +62,18 @@ from ...bpf.maps import Map
 from ...bpf.syscall import UpdateFlags
 from ...figures import Histogram, Labels, Series, Value, labels
 from ...vocabulary import ABORTED, BOUNDS_SECONDS, FAILURE_REASONS, OUTCOMES, RESET_DIRECTIONS, ROLES
-from .open_sockets import OpenConnection, OpenSockets
 from ..toolkit.reading import OwnerCounts, ReadContext, Reader
 from .connections import ADOPTED, CLIENT, ENTRY, MAP_NAME, SERVER
+from .open_sockets import OpenConnection, OpenSockets
 from .totals import (
-    BY_PROCESS, BYTES_RECEIVED_SLOT, BYTES_SENT_SLOT, FAILED_ERRNOS, FAILURE_ERRNOS, OTHER_OWNER, STATS, HistogramSlots,
+    BY_PROCESS,
+    BYTES_RECEIVED_SLOT,
+    BYTES_SENT_SLOT,
+    FAILED_ERRNOS,
+    FAILURE_ERRNOS,
+    OTHER_OWNER,
+    STATS,
+    HistogramSlots,
     Totals,
 )
 from .walk import TcpWalk, WalkTotals
