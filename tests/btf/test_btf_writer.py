@@ -22,7 +22,8 @@ def test_a_records_layout_is_written_as_bpftool_reads_it(tmp_path, record):
     path.write_bytes(types.blob)
     seen = dump(str(path))
     key, value = seen[types.key_type_id], seen[types.value_type_id]
-    assert (key["kind"], key["size"], key["bits_offset"], key["nr_bits"], key["encoding"]) == ("INT", 4, 0, 32, "SIGNED")
+    assert ((key["kind"], key["size"], key["bits_offset"], key["nr_bits"], key["encoding"])
+            == ("INT", 4, 0, 32, "SIGNED"))
     assert (value["kind"], value["name"], value["size"]) == ("STRUCT", f"gsp_{record.name}", record.size)
     written = [(m["name"], seen[m["type_id"]]["size"], m["bits_offset"] // 8) for m in value["members"]]
     assert written == members

@@ -51,7 +51,8 @@ def test_udp_totals_are_exact_past_the_flow_map_and_evictions_are_counted(namesp
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, capacities=capacities)) as probes:
         flow_map = probes["udp_send"].maps["udp_flows"]
         assert flow_map.max_entries == (capacity or UDP_FLOWS_DEFAULT)
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"), idle_timeout=60, udp_flow_timeout=120))
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"),
+                                                      idle_timeout=60, udp_flow_timeout=120))
         with namespace.enter():
             before = udp_mib()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:

@@ -332,7 +332,8 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=watched.inode)
     with ProbeSet.attach(UDP_PROBES, settings) as probes:
         assert {a.flavour.mode for a in probes.probes.values()} == {mode}
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"), idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"),
+                                                      idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
         expected = make_traffic(watched, peer, family)
         wait_for(lambda: shown(metrics) == expected)
         assert shown(metrics) == expected
@@ -382,7 +383,8 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
 def test_loopback_flows_count_once_per_side_and_v4_mapped_sockets_give_ipv4_flows(namespaces):
     watched, _ = namespaces
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=watched.inode)) as probes:
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_receive"], None, idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_receive"], None,
+                                                      idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
         with watched.enter():
             server = udp_socket(socket.AF_INET, "127.0.0.1")
             client = udp_socket(socket.AF_INET6)  # dual-stack: talks IPv4 through a v4-mapped address

@@ -13,9 +13,10 @@ ends between the two reads is in neither: the bytes total dips by at most
 what those connections moved, for one collection. The total is held at its
 highest value so far, so a counter never goes down, and the next collection,
 which finds them in the row, is exact again. One over-count stays: the dump
-reads a socket's state without the socket's lock and its counters under it, so a peer's FIN that lands between the two is counted as a
-received byte of a connection the state says has no FIN yet, and the hold
-keeps that byte until real traffic outgrows it. The kernel walk has neither.
+reads a socket's state without the socket's lock and its counters under it,
+so a peer's FIN that lands between the two is counted as a received byte of
+a connection the state says has no FIN yet, and the hold keeps that byte
+until real traffic outgrows it. The kernel walk has neither.
 
 Sent bytes are payload transmitted at least once (tcpi_bytes_sent less
 tcpi_bytes_retrans), as the kernel counts them at the end. Only before 4.19,
