@@ -6,14 +6,14 @@ CONFIG ?=
 #: The oldest Python pyproject.toml declares gets a virtualenv of its own, and the whole suite.
 MIN_VENV ?= .venv-min
 
-.PHONY: run test host-deps minimum-python kernel-matrix bench image deploy-tests deploy-systemd clean
+.PHONY: run test lint host-deps minimum-python kernel-matrix bench image deploy-tests deploy-systemd clean
 
 #: gespann and what it needs to run, nothing more: the install path the image takes too
 $(VENV)/.installed: pyproject.toml
 	PYTHON=$(PYTHON) tools/install-gespann.sh $(VENV) -e .
 	touch $@
 
-#: the test extra (pytest, hypothesis, pyroute2), for the targets that run tests
+#: the test extra (pytest, hypothesis, pyroute2, ruff), for the targets that run tests
 $(VENV)/.tests-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
@@ -32,16 +32,21 @@ $(MIN_VENV)/.installed: pyproject.toml
 	$(MIN_VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-## test: install what the tests need (Debian packages, virtualenvs), run the whole suite beside another
-## gespann (tools/beside_gespann.py: the suite must share its machine), the systemd unit under systemd,
-## the suite again under the oldest Python gespann declares, the image and pod deployment tests, then
-## the kernel matrix
+## test: install what the tests need (Debian packages, virtualenvs), run the linter, the whole suite beside
+## another gespann (tools/beside_gespann.py: the suite must share its machine), the systemd unit under
+## systemd, the suite again under the oldest Python gespann declares, the image and pod deployment tests,
+## then the kernel matrix
 test: host-deps $(VENV)/.tests-installed
+	$(BIN)/ruff check .
 	$(BIN)/python tools/beside_gespann.py --gespann $(BIN)/gespann -- $(BIN)/python -m pytest
 	$(MAKE) --no-print-directory deploy-systemd
 	$(MAKE) --no-print-directory minimum-python
 	$(MAKE) --no-print-directory deploy-tests
 	$(MAKE) --no-print-directory kernel-matrix
+
+## lint: ruff over the whole tree, with pyproject.toml's [tool.ruff] rules
+lint: $(VENV)/.tests-installed
+	$(BIN)/ruff check .
 
 ## minimum-python: the whole suite under the oldest Python that pyproject.toml's requires-python allows
 minimum-python: $(MIN_VENV)/.installed
@@ -82,4 +87,4 @@ deploy-tests: $(VENV)/.tests-installed
 	$(BIN)/python -m pytest -m deploy tests/deploy
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(MIN_VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache

@@ -236,4 +236,3 @@ def helper_id(helper: Union[str, int]) -> int:
     if number is None:
         raise AsmError(f"unknown helper {helper!r}")
     return number
-

@@ -22,7 +22,11 @@ def is_map_ref(insn: Instruction) -> bool:
 
 def _offset_field(insn: Instruction) -> str:
     """Where the offset to a label goes: `off` for jumps, `imm` for long jumps, local calls and function pointers."""
-    if insn.is_long_jump or (insn.is_call and insn.src == CallSrc.LOCAL) or (insn.is_ld_imm64 and insn.src == PseudoSrc.FUNC):
+    if (
+        insn.is_long_jump
+        or (insn.is_call and insn.src == CallSrc.LOCAL)
+        or (insn.is_ld_imm64 and insn.src == PseudoSrc.FUNC)
+    ):
         return "imm"
     if insn.insn_class in (InsnClass.JMP, InsnClass.JMP32) and insn.op not in (JmpOp.CALL, JmpOp.EXIT):
         return "off"

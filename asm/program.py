@@ -299,7 +299,8 @@ class Program:
     # -- memory ---------------------------------------------------------
 
     def _memory(
-        self, class_and_mode: int, size: Size, allowed: tuple[Size, ...], dst: Register, src: Register, off: int, imm: int = 0
+        self, class_and_mode: int, size: Size, allowed: tuple[Size, ...],
+        dst: Register, src: Register, off: int, imm: int = 0,
     ) -> None:
         """A register-to-memory or memory-to-register instruction; `imm` selects an atomic operation."""
         opcode = class_and_mode | _sizes(size, allowed)
@@ -361,7 +362,9 @@ class Program:
 
     # -- 64-bit immediate loads -----------------------------------------
 
-    def _ld_imm64(self, dst: Register, pseudo: PseudoSrc, imm: int, next_imm: int = 0, symbol: Optional[str] = None) -> None:
+    def _ld_imm64(
+        self, dst: Register, pseudo: PseudoSrc, imm: int, next_imm: int = 0, symbol: Optional[str] = None
+    ) -> None:
         self.emit(Instruction(LD_IMM64, _register(dst, "dst"), pseudo, imm=imm, next_imm=next_imm, symbol=symbol))
 
     @_names_errors

@@ -261,7 +261,9 @@ def _jump_forms() -> list[_Form]:
         reg = _REGISTER_LETTER[insn_class]
         for op, symbol in _JMP_SYMBOLS.items():
             forms.append(_Form(insn_class | op | Source.K, f"if {{dst:{reg}}} {symbol} {{imm:imm}} goto {{off:jump}}"))
-            forms.append(_Form(insn_class | op | Source.X, f"if {{dst:{reg}}} {symbol} {{src:{reg}}} goto {{off:jump}}"))
+            forms.append(
+                _Form(insn_class | op | Source.X, f"if {{dst:{reg}}} {symbol} {{src:{reg}}} goto {{off:jump}}")
+            )
     return forms
 
 
@@ -287,16 +289,25 @@ def _memory_forms() -> list[_Form]:
 
 def _atomic_forms() -> list[_Form]:
     forms = []
-    for size, reg, xchg, cmpxchg in ((Size.W, "w", "xchg32_32", "cmpxchg32_32"), (Size.DW, "r", "xchg_64", "cmpxchg_64")):
+    for size, reg, xchg, cmpxchg in (
+        (Size.W, "w", "xchg32_32", "cmpxchg32_32"),
+        (Size.DW, "r", "xchg_64", "cmpxchg_64"),
+    ):
         opcode = InsnClass.STX | size | Mode.ATOMIC
         address = "({dst:r} {off:mem})"
         for op, symbol in _ATOMIC_SYMBOLS.items():
-            forms += _with_r_alias(_Form(opcode, f"lock *(u{size.bits} *){address} {symbol} {{src:{reg}}}", (("imm", op),)))
+            forms += _with_r_alias(
+                _Form(opcode, f"lock *(u{size.bits} *){address} {symbol} {{src:{reg}}}", (("imm", op),))
+            )
             fetch = f"{{src:{reg}}} = atomic_fetch_{op.name.lower()}((u{size.bits} *){address}, {{src:{reg}}})"
             forms.append(_Form(opcode, fetch, (("imm", op | FETCH),)))
         forms += [
             _Form(opcode, f"{{src:{reg}}} = {xchg}({{dst:r}} {{off:mem}}, {{src:{reg}}})", (("imm", AtomicOp.XCHG),)),
-            _Form(opcode, f"{reg}0 = {cmpxchg}({{dst:r}} {{off:mem}}, {reg}0, {{src:{reg}}})", (("imm", AtomicOp.CMPXCHG),)),
+            _Form(
+                opcode,
+                f"{reg}0 = {cmpxchg}({{dst:r}} {{off:mem}}, {reg}0, {{src:{reg}}})",
+                (("imm", AtomicOp.CMPXCHG),),
+            ),
         ]
     return forms
 
@@ -310,7 +321,9 @@ def _load_imm64_forms() -> list[_Form]:
 
 
 _FORMS = _arithmetic_forms() + _jump_forms() + _memory_forms() + _atomic_forms() + _load_imm64_forms()
-_KEYWORDS = frozenset(token.text for form in _FORMS for token in form.parts() if isinstance(token, _Token) and token.kind == "word")
+_KEYWORDS = frozenset(
+    token.text for form in _FORMS for token in form.parts() if isinstance(token, _Token) and token.kind == "word"
+)
 
 # -- disassembly --------------------------------------------------------
 

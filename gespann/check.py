@@ -15,8 +15,15 @@ from .bpf import features
 from .bpf.errors import effective_capabilities
 from .btf import BTFError, kernel_types
 from .config import Config
-from .probes import (AttachSettings, CheckContext, TrialResult, available_probes, group_reasons, selected_probes,
-                     trial_attach)
+from .probes import (
+    AttachSettings,
+    CheckContext,
+    TrialResult,
+    available_probes,
+    group_reasons,
+    selected_probes,
+    trial_attach,
+)
 from .probes.attach.probeset import OFF
 
 #: Capabilities gespann needs (CAP_SYS_ADMIN covers both, as it does in the kernel).

@@ -323,7 +323,8 @@ def offsetof(struct: str, field_path: str, btf_file: str | None) -> None:
 
     Example: gespann btf offsetof sock __sk_common.skc_dport
     """
-    from .btf import BTFError, offsetof as resolve
+    from .btf import BTFError
+    from .btf import offsetof as resolve
 
     try:
         location = resolve(struct, field_path, btf=btf_file)

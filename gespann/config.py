@@ -264,26 +264,12 @@ def _exporters(value: Any, key: str) -> tuple[ExporterConfig, ...]:
     return tuple(exporters)
 
 
-
-
-
-
-
-
-
-
-
-
 def _protocols(value: Any, key: str) -> tuple[str, ...]:
     expect(value, list, key, f"a list of protocols ({', '.join(PROTOCOLS)})")
     if not value:
         raise ConfigError(key, "empty: watch at least one protocol")
     chosen = {choice(item, PROTOCOLS, f"{key}[{index}]", what="protocol") for index, item in enumerate(value)}
     return tuple(protocol for protocol in PROTOCOLS if protocol in chosen)
-
-
-
-
 
 
 def _networks(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -315,8 +301,6 @@ def _capacity(value: Any, key: str) -> int:
     if number > MAX_CAPACITY:
         raise ConfigError(key, f"at most {MAX_CAPACITY} entries, got {number}")
     return number
-
-
 
 
 def _btf_source(value: Any) -> str:

@@ -128,7 +128,9 @@ def suite_for(series: str) -> str:
     try:
         return SUITES[series]
     except KeyError:
-        raise DebianKernelError(f"no Debian suite known for kernel series {series!r}; known: {sorted(SUITES)}") from None
+        raise DebianKernelError(
+            f"no Debian suite known for kernel series {series!r}; known: {sorted(SUITES)}"
+        ) from None
 
 
 class PrivateArchive:

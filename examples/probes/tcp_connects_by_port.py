@@ -21,7 +21,6 @@ from __future__ import annotations
 import socket
 
 from gespann.probes.authoring import (
-    H,
     OTHER,
     R0,
     R1,
@@ -29,14 +28,15 @@ from gespann.probes.authoring import (
     R7,
     R10,
     U32,
-    W,
     Arguments,
     BuildTarget,
+    H,
     Probe,
     Program,
     ReadContext,
     Reader,
     Series,
+    W,
     capped_count_maps,
     counter,
     emit_capped_count,

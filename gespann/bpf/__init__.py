@@ -9,13 +9,43 @@ saying what to do.
 """
 from .channel import RecordChannel
 from .cpus import online_cpus, possible_cpus
-from .errors import (BPFError, FeatureUnsupportedError, KeyNotFoundError, PermissionDeniedError,
-                     SymbolNotFoundError, TracepointNotFoundError, VerifierError)
+from .errors import (
+                     BPFError,
+                     FeatureUnsupportedError,
+                     KeyNotFoundError,
+                     PermissionDeniedError,
+                     SymbolNotFoundError,
+                     TracepointNotFoundError,
+                     VerifierError,
+)
 from .features import FeatureStatus, has_perf_link, has_ringbuf
-from .links import (AttachMode, KprobeSource, Link, attach_fentry, attach_fexit, attach_kprobe, attach_raw_tracepoint,
-                    attach_tp_btf, attach_tracepoint)
-from .maps import (U32, U64, ArrayMap, HashMap, KeyValueMap, LruHashMap, LruPerCpuHashMap, Map, MapInfo,
-                   PerCpuArrayMap, PerCpuHashMap, PerfEventArrayMap, RingBufMap, StructCodec)
+from .links import (
+                     AttachMode,
+                     KprobeSource,
+                     Link,
+                     attach_fentry,
+                     attach_fexit,
+                     attach_kprobe,
+                     attach_raw_tracepoint,
+                     attach_tp_btf,
+                     attach_tracepoint,
+)
+from .maps import (
+                     U32,
+                     U64,
+                     ArrayMap,
+                     HashMap,
+                     KeyValueMap,
+                     LruHashMap,
+                     LruPerCpuHashMap,
+                     Map,
+                     MapInfo,
+                     PerCpuArrayMap,
+                     PerCpuHashMap,
+                     PerfEventArrayMap,
+                     RingBufMap,
+                     StructCodec,
+)
 from .perfbuf import PerfBufReader
 from .programs import LoadedProgram, ProgramInfo, enable_run_stats, load_program
 from .pt_regs import PT_REGS_ARG_OFFSETS, PT_REGS_RETURN_OFFSET, PtRegsLayout, pt_regs_layout

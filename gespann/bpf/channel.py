@@ -16,7 +16,6 @@ from .reader import RecordReader
 from .ringbuf import RingBufReader, lost_counter_map
 from .syscall import OBJ_NAME_LEN
 
-
 #: Room for bursts the reader cannot follow at once: a 1 MiB ring holds about 8,700 connection
 #: records, a quarter of a second at the highest rate measured here (30,000 records/s, tools/bench.py).
 RINGBUF_SIZE = 1 << 20

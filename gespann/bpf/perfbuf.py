@@ -18,9 +18,9 @@ from . import perf_event
 from .cpus import online_cpus
 from .errors import BPFError
 from .maps import PerfEventArrayMap
-from .reader import RecordReader
 from .memory import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
 from .perf_event import PerfEventAttr
+from .reader import RecordReader
 
 # Offsets in struct perf_event_mmap_page.
 _DATA_HEAD, _DATA_TAIL, _DATA_OFFSET, _DATA_SIZE = 1024, 1032, 1040, 1048

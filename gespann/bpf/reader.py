@@ -14,7 +14,6 @@ from typing import Callable, Iterator
 from .errors import BPFError
 from .fd import Closable
 
-
 #: How long records gather after a read took some, before the reader waits on the kernel again. A
 #: reader that waits at once is woken for nearly every record (the ring buffer notifies a consumer that
 #: has caught up, and a perf buffer every event), and the wakeup costs the program writing the record

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from . import types as t
 from .errors import FieldNotFound, MalformedBTF, TypeNotFound
-from .typeinfo import MAX_DEPTH, describe, sizeof, strip_aliases, type_name
 from .kinds import Kind
 from .locations import FieldLocation
+from .typeinfo import MAX_DEPTH, describe, sizeof, strip_aliases, type_name
 
 if TYPE_CHECKING:
     from .spec import Spec

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from . import types as t
 from .errors import MalformedBTF
-from .typeinfo import type_name
 from .kinds import Kind
 from .locations import FuncParam, FuncSignature
+from .typeinfo import type_name
 
 if TYPE_CHECKING:
     from .spec import Spec

@@ -121,6 +121,7 @@ FIELDS: tuple[FieldRef, ...] = (
     FieldRef("pt_regs", "sp"),  # a perf tracepoint's frame, from the pt_regs perf fills in
 )
 
+
 def _optional_attach(*names: str) -> tuple[AttachRef, ...]:
     return tuple(AttachRef(name) for name in names)
 

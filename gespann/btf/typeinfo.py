@@ -26,7 +26,9 @@ def strip_aliases(spec: Spec, type_id: int) -> t.Type:
         if not isinstance(typ, t.ALIASES):
             return typ
         type_id = typ.type
-    raise MalformedBTF(f"{spec.name}: type [{type_id}] is behind more than {MAX_DEPTH} typedefs or qualifiers (a cycle?)")
+    raise MalformedBTF(
+        f"{spec.name}: type [{type_id}] is behind more than {MAX_DEPTH} typedefs or qualifiers (a cycle?)"
+    )
 
 
 def sizeof(spec: Spec, type_id: int) -> int:

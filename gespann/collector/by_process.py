@@ -20,9 +20,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from ..vocabulary import OTHER
 from ..figures import ConnectionEvent, Labels, Value, labels
 from ..probes.toolkit.reading import OwnerCounts
+from ..vocabulary import OTHER
 from .containers import Cgroups
 
 log = logging.getLogger(__name__)

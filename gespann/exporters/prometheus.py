@@ -170,6 +170,6 @@ KIND = ExporterKind("prometheus", "the metrics page Prometheus scrapes", setting
     Setting(web_config.BASIC_AUTH_USERS, web_config.basic_auth_users,
             "user name -> bcrypt hash: the page is served only to requests with one of these users' passwords"),
     Setting("max_connections", positive_int, "the most connections open at once; past it, a client that has not "
-                                             "sent its request makes room, or the new one is refused", 
+                                             "sent its request makes room, or the new one is refused",
             DEFAULT_MAX_CONNECTIONS),
 ), build=_build, check_together=web_config.check_settings)

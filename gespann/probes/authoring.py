@@ -54,6 +54,7 @@ from asm import (
     u64,
 )
 
+from ..bpf.errors import FeatureUnsupportedError
 from ..bpf.maps import (
     U32,
     U64,
@@ -64,7 +65,6 @@ from ..bpf.maps import (
     PerCpuHashMap,
     StructCodec,
 )
-from ..bpf.errors import FeatureUnsupportedError
 from ..bpf.syscall import UpdateFlags
 from ..btf.manifest import FieldRef, KernelNeeds
 from ..figures import Histogram, MetricSpec, Series, counter, gauge, histogram, labels

@@ -125,7 +125,8 @@ def _load_imm64_kinds() -> list:
     kinds = [Kind("ld_imm64", 0x18, (("src", 0),), ("dst", "imm", "next_imm"))]
     for src in range(1, 7):
         kinds.append(Kind(f"ld_imm64 pseudo {src}", 0x18, (("src", src),), ("dst", "imm")))
-        kinds.append(Kind(f"ld_imm64 pseudo {src} +next_imm", 0x18, (("src", src),), ("dst", "imm", "next_imm"), llvm=False))
+        kinds.append(Kind(f"ld_imm64 pseudo {src} +next_imm", 0x18, (("src", src),), ("dst", "imm", "next_imm"),
+                          llvm=False))
     return kinds
 
 

@@ -69,7 +69,8 @@ def test_labels_resolve_as_llvm_mc_resolves_them(llvm, tally):
 
 
 @settings(max_examples=BATCHES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(batch=st.lists(st.lists(instructions(LLVM_KINDS), min_size=10, max_size=40), min_size=STREAMS_PER_BATCH, max_size=STREAMS_PER_BATCH))
+@given(batch=st.lists(st.lists(instructions(LLVM_KINDS), min_size=10, max_size=40),
+                      min_size=STREAMS_PER_BATCH, max_size=STREAMS_PER_BATCH))
 def test_random_streams_agree_with_llvm(llvm, tally, batch):
     check_against_llvm(llvm, [insn for stream in batch for insn in stream])
     tally["random instruction streams of 10-40 instructions"] += len(batch)

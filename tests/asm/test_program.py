@@ -1,7 +1,7 @@
 """The `Program` DSL: encodings, label and map resolution, and its error messages."""
 import pytest
 
-from asm import B, DW, H, R0, R1, R2, R3, R6, R10, W, AsmError, Instruction, Program, decode
+from asm import DW, R0, R1, R2, R3, R6, R10, AsmError, B, H, Instruction, Program, W, decode
 
 
 def single(build) -> Instruction:

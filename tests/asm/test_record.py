@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asm import DW, H, AsmError, Record, array, s16, s64, u8, u16, u32, u64
+from asm import DW, AsmError, H, Record, array, s16, s64, u8, u16, u32, u64
 
 ConnEvent = Record(
     "conn_event",

@@ -90,7 +90,6 @@ def test_program_listing_reads_back():
     assert assemble(str(p), maps={"counts": 9}) == p.assemble(maps={"counts": 9})
 
 
-
 def test_dsl_listing_names_helpers_and_maps_and_keeps_labels():
     p = Program("dsl")
     p.label("top")
@@ -106,6 +105,7 @@ def test_dsl_listing_names_helpers_and_maps_and_keeps_labels():
         "top:", "\tr1 = map[counts]", "\tr2 = map[config][0]+0x8", "\tcall bpf_map_lookup_elem",
         "\tcall bpf_ktime_get_ns", "\tcall sub", "\tif r0 != 0x0 goto top", "sub:", "\texit"]
     assert p.listing() == str(p)  # the llvm listing stays what assemble reads back
+
 
 @pytest.mark.parametrize(
     "text, message",

@@ -16,9 +16,9 @@ from typing import Callable
 
 import pytest
 from kernel_features import require  # noqa: F401 - re-exported for the attach tests
-from asm import DW, H, R0, R1, R2, R3, R6, R7, R10, W, Program, Register, Slot
 from loopback import wait_for
 
+from asm import DW, R0, R1, R2, R3, R6, R7, R10, H, Program, Register, Slot, W
 from gespann import btf
 from gespann.bpf import kprobes
 from gespann.probes.toolkit.map_calls import emit_increment

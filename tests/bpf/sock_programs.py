@@ -6,7 +6,6 @@ looks at transitions of sockets on the test's own port.
 from typing import Optional
 
 from asm import R0, R1, R2, R3, R6, R7, R10, Program, Record, Size, Slot, array, u8, u16, u32
-
 from gespann.bpf.channel import RecordChannel
 from gespann.bpf.tracefs import TracepointFormat
 from gespann.probes.toolkit.arguments import emit_load_field

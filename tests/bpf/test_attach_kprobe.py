@@ -4,16 +4,15 @@ Each path is forced (`source`, `mode`), so every one the kernel offers is
 tested; one it lacks skips as n/a with the feature probe's reason.
 """
 import pytest
-from asm import R1, R6
-from attach_programs import (CONNECTIONS, count_sockets_on_port, leaves_nothing_behind, our_kprobe_events,
-                             require)
+from attach_programs import CONNECTIONS, count_sockets_on_port, leaves_nothing_behind, our_kprobe_events, require
 
+from asm import R1, R6
 from gespann.bpf import features, maps
 from gespann.bpf.errors import FeatureUnsupportedError, SymbolNotFoundError
 from gespann.bpf.links import AttachMode, KprobeSource, attach_kprobe
 from gespann.bpf.programs import load_program
-from gespann.probes.toolkit.arguments import emit_load_arg, emit_load_return
 from gespann.bpf.syscall import ProgType
+from gespann.probes.toolkit.arguments import emit_load_arg, emit_load_return
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures(leaves_nothing_behind.__name__)]
 

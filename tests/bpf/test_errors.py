@@ -5,8 +5,16 @@ import sys
 import pytest
 from identities import require_interpreter_usable_by
 
-from gespann.bpf.errors import (BPFError, FeatureUnsupportedError, MemoryLimitError, PermissionDeniedError,
-                                VerifierError, effective_capabilities, errno_name, memory_cgroup_limit)
+from gespann.bpf.errors import (
+    BPFError,
+    FeatureUnsupportedError,
+    MemoryLimitError,
+    PermissionDeniedError,
+    VerifierError,
+    effective_capabilities,
+    errno_name,
+    memory_cgroup_limit,
+)
 
 
 def test_effective_capabilities_from_proc_status(tmp_path):
@@ -104,7 +112,8 @@ def test_memlock_limit_of_old_kernels_is_named():
                              f"--inh-caps={caps}", f"--ambient-caps={caps}", sys.executable, "-c", script],
                             capture_output=True, text=True, timeout=120,
                             env={"PYTHONPATH": ":".join(p for p in sys.path if p)})
-    assert "bpf(BPF_MAP_CREATE): Operation not permitted (EPERM); needs CAP_SYS_RESOURCE" in result.stdout, result.stderr
+    assert ("bpf(BPF_MAP_CREATE): Operation not permitted (EPERM); needs CAP_SYS_RESOURCE"
+            in result.stdout), result.stderr
     assert "RLIMIT_MEMLOCK, here 0 bytes" in result.stdout and "lacks CAP_SYS_RESOURCE" in result.stdout
 
 

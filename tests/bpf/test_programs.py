@@ -4,10 +4,10 @@ import re
 import subprocess
 
 import pytest
-from asm import DW, R0, R2, Program
 from kernel_features import kernel_at_least
 from sock_programs import count_new_states
 
+from asm import DW, R0, R2, Program
 from gespann.bpf import maps, programs
 from gespann.bpf.errors import FeatureUnsupportedError, VerifierError
 from gespann.bpf.programs import load_program

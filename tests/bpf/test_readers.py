@@ -3,7 +3,7 @@ import os
 import select
 
 import pytest
-from loopback import ESTABLISHED, LISTEN, LOOPBACK, SYN_RECV, wait_for
+from loopback import ESTABLISHED, LISTEN, SYN_RECV, wait_for
 from sock_programs import StateChange, reserve_state_changes, send_state_changes
 
 from gespann.bpf import maps

@@ -2,11 +2,11 @@
 import os
 
 import pytest
-from asm import R10, W, Program
 from kernel_features import require
 from loopback import wait_for
 from sock_programs import count, count_new_states
 
+from asm import R10, Program, W
 from gespann.bpf import features, maps
 from gespann.bpf.errors import TracepointNotFoundError
 from gespann.bpf.links import AttachMode, attach_raw_tracepoint, attach_tracepoint

@@ -14,8 +14,8 @@ from gespann.btf import BTFError, MalformedBTF
 from gespann.btf import types as t
 from gespann.btf.fieldpath import locate, member_names
 from gespann.btf.functions import func_signature
-from gespann.btf.typeinfo import sizeof, type_name
 from gespann.btf.spec import Spec
+from gespann.btf.typeinfo import sizeof, type_name
 
 BLOB, IDS = sample_blob()
 HEADER = 24

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from gespann import btf
-from gespann.btf import KernelTypes, NoKernelTypes, kernel
-from gespann.btf import vendored
+from gespann.btf import KernelTypes, NoKernelTypes, kernel, vendored
 from gespann.btf.manifest import FIELDS
 from gespann.btf.resolve import resolve_manifest
 from gespann.btf.sources import VMLINUX_BTF
@@ -164,7 +163,8 @@ def test_only_the_exact_build_is_used_and_the_nearest_is_named(tmp_path, monkeyp
 def test_json_round_trip_and_stale_documents():
     location = btf.FieldLocation("sock", "sk_protocol", 516, 4, 4136, 8, "unsigned int")
     signature = btf.FuncSignature("f", 7, "int", (btf.FuncParam("sk", "struct sock *"),))
-    types = KernelTypes("r", "x86_64", True, "test", {"sock.sk_protocol": location}, {"f": signature, "g": None}, {"t": 3})
+    types = KernelTypes("r", "x86_64", True, "test", {"sock.sk_protocol": location}, {"f": signature, "g": None},
+                        {"t": 3})
     again = KernelTypes.from_json(types.to_json(), source="test")
     assert again == types
     assert again.missing_fields()  # a document of another manifest is stale

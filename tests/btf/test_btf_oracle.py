@@ -75,7 +75,8 @@ def _assert_same(got: t.Type, want: dict) -> None:
     elif kind == "VAR":
         assert got.type == want["type_id"]
     elif kind == "DATASEC":
-        assert [(v.type, v.offset, v.size) for v in got.vars] == [(v["type_id"], v["offset"], v["size"]) for v in want["vars"]]
+        assert [(v.type, v.offset, v.size) for v in got.vars] == [
+            (v["type_id"], v["offset"], v["size"]) for v in want["vars"]]
     elif kind == "DECL_TAG":
         assert (got.type, got.component_idx) == (want["type_id"], want["component_idx"])
     elif kind == "FLOAT":
@@ -92,7 +93,8 @@ def test_loaded_module_btf_matches_bpftool(module):
     """Split BTF of loaded modules (Debian's module BTF is also checked, in test_btf_tables.py)."""
     spec = load_module(module)
     oracle = {**dump(str(VMLINUX_BTF)), **dump(str(SYSFS_BTF / module), str(VMLINUX_BTF))}  # -B: split types only
-    own = [i for i in oracle if i >= spec.first_id and oracle[i]["kind"] in ("STRUCT", "UNION") and oracle[i]["members"]]
+    own = [i for i in oracle
+           if i >= spec.first_id and oracle[i]["kind"] in ("STRUCT", "UNION") and oracle[i]["members"]]
     for type_id in [i for i in oracle if i >= spec.first_id]:
         assert spec.kind_of(type_id).name == oracle[type_id]["kind"] and spec.name_of(type_id) == name(oracle[type_id])
     check_composites(spec, oracle, own)

@@ -10,8 +10,8 @@ from gespann.btf import types as t
 from gespann.btf.fieldpath import locate
 from gespann.btf.functions import func_signature, tracepoint_typedef_id
 from gespann.btf.kinds import Kind
-from gespann.btf.typeinfo import sizeof, type_name
 from gespann.btf.spec import Spec
+from gespann.btf.typeinfo import sizeof, type_name
 
 
 @pytest.fixture(scope="module", params=["little", "big"])

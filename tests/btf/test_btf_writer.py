@@ -9,9 +9,9 @@ from btf_oracle import dump
 
 from gespann.btf import load_bytes
 from gespann.btf.writer import storage_types
-from gespann.probes.toolkit.socket_storage import _members
 from gespann.probes.tcp.connections import ENTRY
 from gespann.probes.tcp.walk import COUNTED
+from gespann.probes.toolkit.socket_storage import _members
 
 
 @pytest.mark.parametrize("record", [COUNTED, ENTRY], ids=lambda r: r.name)
@@ -22,7 +22,8 @@ def test_a_records_layout_is_written_as_bpftool_reads_it(tmp_path, record):
     path.write_bytes(types.blob)
     seen = dump(str(path))
     key, value = seen[types.key_type_id], seen[types.value_type_id]
-    assert (key["kind"], key["size"], key["bits_offset"], key["nr_bits"], key["encoding"]) == ("INT", 4, 0, 32, "SIGNED")
+    assert ((key["kind"], key["size"], key["bits_offset"], key["nr_bits"], key["encoding"])
+            == ("INT", 4, 0, 32, "SIGNED"))
     assert (value["kind"], value["name"], value["size"]) == ("STRUCT", f"gsp_{record.name}", record.size)
     written = [(m["name"], seen[m["type_id"]]["size"], m["bits_offset"] // 8) for m in value["members"]]
     assert written == members

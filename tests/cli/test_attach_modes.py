@@ -1,4 +1,5 @@
-"""One table of attach modes (gespann/probes/toolkit/flavours.py): the config's choices and every probe's order follow it."""
+"""One table of attach modes (gespann/probes/toolkit/flavours.py): the config's choices and every probe's order
+follow it."""
 import pytest
 
 from gespann import config

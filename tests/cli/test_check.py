@@ -175,4 +175,5 @@ def test_failure_reasons_say_where_icmp_errors_come_from(report, tmp_path):
     config = tmp_path / "off.yaml"
     config.write_text("attach: {probes: {tcp_icmp_errors: off}}\n")
     result = CliRunner().invoke(main, ["check", "--json", "--config", str(config)])
-    assert json.loads(result.stdout)["failure_reasons"].endswith("counts as aborted: attach.probes.tcp_icmp_errors: off")
+    assert json.loads(result.stdout)["failure_reasons"].endswith(
+        "counts as aborted: attach.probes.tcp_icmp_errors: off")

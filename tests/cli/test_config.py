@@ -61,7 +61,8 @@ def test_gespann_keys(tmp_path):
     assert parse({}).protocols == ("tcp", "udp")
     assert parse({"scope": {"protocols": ["udp", "tcp", "udp"]}}).protocols == ("tcp", "udp")
     assert parse({"scope": {"protocols": ["tcp"]}}).protocols == ("tcp",)
-    forced = parse({"attach": {"mode": "tracepoint", "probes": {"tcp_lifecycle": "raw_tracepoint", "udp_send": "auto"}}})
+    forced = parse({"attach": {"mode": "tracepoint",
+                               "probes": {"tcp_lifecycle": "raw_tracepoint", "udp_send": "auto"}}})
     assert (forced.attach_mode, forced.probe_modes) == ("tracepoint", {"tcp_lifecycle": "raw_tracepoint",
                                                                        "udp_send": "auto"})
     assert parse({"attach": None, "scope": {"protocols": None}, "exporters": None}) == Config()

@@ -221,4 +221,3 @@ def test_root_only_tracefs_needs_dac_read_search_for_other_uids(namespace, write
         err = stop(gespann)
     assert gespann.returncode == 0, err
     assert "tcp_lifecycle=tracepoint/" in started
-

@@ -282,7 +282,8 @@ def test_per_process_counts_are_exact_whatever_records_are_lost(namespace):
         deadline = time.monotonic() + 10
         while True:
             snapshot = watching.collector.snapshot()
-            connections = {tuple(v for _, v in key): n for key, n in snapshot["process_connections_total"].series.items()}
+            connections = {tuple(v for _, v in key): n
+                           for key, n in snapshot["process_connections_total"].series.items()}
             if sum(connections.values()) >= 2 * n or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -317,7 +318,8 @@ def test_per_process_counts_are_capped_with_the_rest_under_other(namespace, max_
         deadline = time.monotonic() + 5
         while True:
             snapshot = watching.collector.snapshot()
-            connections = {tuple(v for _, v in key): n for key, n in snapshot["process_connections_total"].series.items()}
+            connections = {tuple(v for _, v in key): n
+                           for key, n in snapshot["process_connections_total"].series.items()}
             if sum(connections.values()) >= 4 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)

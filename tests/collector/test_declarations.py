@@ -5,7 +5,7 @@ import pytest
 
 from gespann.collector.declarations import DeclaredSeries
 from gespann.figures import UndeclaredSeries, counter, labels
-from gespann.probes.authoring import BuildTarget, Probe, Program, R0, socket_state
+from gespann.probes.authoring import R0, BuildTarget, Probe, Program, socket_state
 
 SENT = counter("example_sent_bytes_total", ("role",), "Bytes sent, by role.", unit="bytes")
 OTHER_SPEC = counter("example_sent_bytes_total", ("direction",), "The same name, other labels.", unit="bytes")

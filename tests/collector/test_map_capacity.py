@@ -14,14 +14,14 @@ from loopback import wait_for
 from tcp_traffic import TcpTraffic
 
 from gespann.collector.collector import KernelCollector
-from gespann.probes.toolkit.reading import ReadContext
-from gespann.probes.udp.metrics import UdpMetrics
 from gespann.probes import AttachSettings, ProbeSet
 from gespann.probes.tcp import lifecycle as tcp_lifecycle
 from gespann.probes.tcp import resets as tcp_resets
 from gespann.probes.tcp import walk as tcp_walk
+from gespann.probes.toolkit.reading import ReadContext
 from gespann.probes.udp import UDP_PROBES
 from gespann.probes.udp.flows import CAPACITY as UDP_FLOWS_DEFAULT
+from gespann.probes.udp.metrics import UdpMetrics
 
 pytestmark = pytest.mark.root
 PAYLOAD = 20
@@ -51,7 +51,8 @@ def test_udp_totals_are_exact_past_the_flow_map_and_evictions_are_counted(namesp
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=namespace.inode, capacities=capacities)) as probes:
         flow_map = probes["udp_send"].maps["udp_flows"]
         assert flow_map.max_entries == (capacity or UDP_FLOWS_DEFAULT)
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"), idle_timeout=60, udp_flow_timeout=120))
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"),
+                                                      idle_timeout=60, udp_flow_timeout=120))
         with namespace.enter():
             before = udp_mib()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:

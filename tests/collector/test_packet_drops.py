@@ -14,7 +14,6 @@ import time
 
 import mib
 import pytest
-from loopback import wait_for
 from namespaces import Namespace
 from probe_flavours import FLAVOURS
 

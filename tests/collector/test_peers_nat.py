@@ -249,9 +249,6 @@ def mib_of(namespace: Namespace) -> dict[str, int]:
         return mib.counters()["Tcp"]
 
 
-
-
-
 def test_check_names_the_fallback_where_conntrack_types_cannot_be_read():
     from gespann.probes.toolkit.probe import CheckContext
 

@@ -11,8 +11,8 @@ from namespaces import Namespace
 from pyroute2 import DiagSocket as OracleSocket
 from pyroute2 import netns
 
-from gespann.probes.tcp.sock_diag import DiagSocket
 from gespann.probes.tcp.lifecycle import CLOSE_WAIT, ESTABLISHED, FIN_WAIT2
+from gespann.probes.tcp.sock_diag import DiagSocket
 
 pytestmark = pytest.mark.root
 

@@ -17,7 +17,6 @@ import time
 
 import pytest
 from loopback import wait_for
-from namespaces import Namespace
 
 from gespann.bpf.channel import RecordChannel
 from gespann.bpf.errors import FeatureUnsupportedError
@@ -50,7 +49,8 @@ def test_the_walk_is_taken_where_the_kernel_runs_it_and_sock_diag_where_asked(na
     with ProbeSet.attach(PROBES, forced) as probes:  # its sockets are not BTF pointers: no storage
         assert probes.walks["tcp_lifecycle"] is None
     insisted = AttachSettings(mode="raw_tracepoint", netns=namespace.inode, open_connections="kernel_walk")
-    with pytest.raises(FeatureUnsupportedError, match="socket storage needs the fentry or tp_btf flavour of every probe that shares"):
+    with pytest.raises(FeatureUnsupportedError,
+                       match="socket storage needs the fentry or tp_btf flavour of every probe that shares"):
         ProbeSet.attach(PROBES, insisted)
 
 

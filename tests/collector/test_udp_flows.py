@@ -22,12 +22,12 @@ from probe_flavours import FLAVOURS
 from pyroute2 import IPRoute
 
 from gespann.bpf.errors import FeatureUnsupportedError, KeyNotFoundError
-from gespann.probes.toolkit.reading import ReadContext
-from gespann.probes.udp.metrics import UdpMetrics
 from gespann.probes import AttachSettings, ProbeSet
-from gespann.probes.udp import walk as udp_walk
+from gespann.probes.toolkit.reading import ReadContext
 from gespann.probes.udp import UDP_PROBES
+from gespann.probes.udp import walk as udp_walk
 from gespann.probes.udp.flows import CLIENT, FLOW, KEY, KEY_CODEC, SERVER, Totals
+from gespann.probes.udp.metrics import UdpMetrics
 
 FAMILIES = [pytest.param(socket.AF_INET, id="ipv4"), pytest.param(socket.AF_INET6, id="ipv6")]
 UDP_FLAVOURS = [flavour for flavour in FLAVOURS if flavour.values[0] in {f.mode for f in UDP_PROBES[0].flavours}]
@@ -332,7 +332,8 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=watched.inode)
     with ProbeSet.attach(UDP_PROBES, settings) as probes:
         assert {a.flavour.mode for a in probes.probes.values()} == {mode}
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"), idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_send"], probes.walks.get("udp_send"),
+                                                      idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
         expected = make_traffic(watched, peer, family)
         wait_for(lambda: shown(metrics) == expected)
         assert shown(metrics) == expected
@@ -382,7 +383,8 @@ def test_flows_bytes_datagrams_and_expiry_are_exact(namespaces, mode, perf_event
 def test_loopback_flows_count_once_per_side_and_v4_mapped_sockets_give_ipv4_flows(namespaces):
     watched, _ = namespaces
     with ProbeSet.attach(UDP_PROBES, AttachSettings(netns=watched.inode)) as probes:
-        metrics = UdpMetrics.from_context(ReadContext(probes["udp_receive"], None, idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
+        metrics = UdpMetrics.from_context(ReadContext(probes["udp_receive"], None,
+                                                      idle_timeout=IDLE_TIMEOUT, udp_flow_timeout=FLOW_TIMEOUT))
         with watched.enter():
             server = udp_socket(socket.AF_INET, "127.0.0.1")
             client = udp_socket(socket.AF_INET6)  # dual-stack: talks IPv4 through a v4-mapped address

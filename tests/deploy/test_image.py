@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from deploy.podman import Podman
 from image.sizes import sizes, version_tag
 

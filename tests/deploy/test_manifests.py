@@ -48,7 +48,8 @@ def gespann_containers(template: dict) -> list[dict]:
 
 
 def config_maps(manifest: str) -> dict[str, dict]:
-    return {doc["metadata"]["name"]: doc for name, doc in documents() if name == manifest and doc["kind"] == "ConfigMap"}
+    return {doc["metadata"]["name"]: doc
+            for name, doc in documents() if name == manifest and doc["kind"] == "ConfigMap"}
 
 
 def test_there_is_a_daemonset_and_a_sidecar():

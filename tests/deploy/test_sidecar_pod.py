@@ -21,15 +21,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bpf_objects import held_by, loaded
+from deploy.podman import Podman, wait_for
+from pod_checks import capability_sets, scrape
 from pyroute2 import netns
 from tcp_traffic import TcpTraffic, refused
 
-from bpf_objects import held_by, loaded
-from pod_checks import capability_sets, scrape
-
 from gespann.check import NEEDED_CAPABILITIES
-
-from deploy.podman import Podman, wait_for
 
 pytestmark = pytest.mark.deploy(seconds=240)
 

@@ -26,8 +26,16 @@ import throwaway_certs
 import yaml
 from bpf_objects import held_by, loaded
 from loopback import wait_for
-from systemd_machine import (REPO, SETUP_HINT, Machine, build_rootfs, copy_checkout, missing_commands, run_unbooted,
-                             unit_install_lines)
+from systemd_machine import (
+    REPO,
+    SETUP_HINT,
+    Machine,
+    build_rootfs,
+    copy_checkout,
+    missing_commands,
+    run_unbooted,
+    unit_install_lines,
+)
 
 from gespann.bpf.errors import CAPABILITIES
 from gespann.check import NEEDED_CAPABILITIES

@@ -64,8 +64,10 @@ def _opened(tcp_client: int, tcp_server: int, udp_client: int) -> dict:
 
 
 def _bytes(tcp_sent: int, tcp_received: int, udp_sent: int, udp_received: int) -> dict:
-    return {labels(protocol="tcp", direction="sent"): tcp_sent, labels(protocol="tcp", direction="received"): tcp_received,
-            labels(protocol="udp", direction="sent"): udp_sent, labels(protocol="udp", direction="received"): udp_received}
+    return {labels(protocol="tcp", direction="sent"): tcp_sent,
+            labels(protocol="tcp", direction="received"): tcp_received,
+            labels(protocol="udp", direction="sent"): udp_sent,
+            labels(protocol="udp", direction="received"): udp_received}
 
 
 def _peer(**values: str) -> Labels:
@@ -95,7 +97,8 @@ FIGURES_A = snapshot(
     connection_ends_untracked_total={TCP: 3},
     flows_evicted_total={UDP: 0},
     flow_inserts_failed_total={labels(protocol="udp", role="client"): 0, labels(protocol="udp", role="server"): 0},
-    packets_dropped_total={labels(protocol="tcp", reason="NETFILTER_DROP"): 3, labels(protocol="udp", reason="NO_SOCKET"): 1},
+    packets_dropped_total={labels(protocol="tcp", reason="NETFILTER_DROP"): 3,
+                           labels(protocol="udp", reason="NO_SOCKET"): 1},
     inbound_refused_total={labels(protocol="tcp", local_port="22"): 2, labels(protocol="udp", local_port="53"): 1},
     rtt_seconds={(): Histogram(RTT_BOUNDS, (1, 2, 1, 0), 0.0078125)},
     connection_duration_seconds={TCP: Histogram(DURATION_BOUNDS, (0, 1, 2, 0, 0), 2.5),
@@ -130,7 +133,8 @@ FIGURES_B = snapshot(
     connection_ends_untracked_total={TCP: 4},
     flows_evicted_total={UDP: 2},
     flow_inserts_failed_total={labels(protocol="udp", role="client"): 0, labels(protocol="udp", role="server"): 1},
-    packets_dropped_total={labels(protocol="tcp", reason="NETFILTER_DROP"): 5, labels(protocol="udp", reason="NO_SOCKET"): 1,
+    packets_dropped_total={labels(protocol="tcp", reason="NETFILTER_DROP"): 5,
+                           labels(protocol="udp", reason="NO_SOCKET"): 1,
                            labels(protocol="other", reason="unknown"): 2},
     inbound_refused_total={labels(protocol="tcp", local_port="22"): 4, labels(protocol="udp", local_port="53"): 1,
                            labels(protocol="tcp", local_port="other"): 7},

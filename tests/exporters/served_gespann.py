@@ -41,7 +41,8 @@ class GespannProcess:
         self._namespace = Namespace()
         config = workdir / "gespann.yaml"
         more = f", {settings}" if settings else ""
-        config.write_text(f"exporters: [{{type: prometheus, settings: {{port: {self.port}, address: 127.0.0.1{more}}}}}]\n"
+        config.write_text(f"exporters: [{{type: prometheus, settings: "
+                          f"{{port: {self.port}, address: 127.0.0.1{more}}}}}]\n"
                           f"scope: {{netns: {self._namespace.path}, protocols: [tcp]}}\n"
                           f"attach: {{open_connections: user_space}}\n")
         self._stderr = (workdir / "gespann.stderr").open("w+")

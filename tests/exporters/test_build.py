@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import urllib.request
 
-import pytest
 from dogstatsd_agent import FakeAgent
 from exporter_figures import FIGURES_A, FedCollector
 from prometheus_server import free_port

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import pytest
-from served_gespann import DEFAULT_OPEN_FILES, GespannProcess
 from prometheus_server import free_port
+from served_gespann import DEFAULT_OPEN_FILES, GespannProcess
 
 from gespann.exporters.page_server import ACCEPT_PAUSE_SECONDS
 

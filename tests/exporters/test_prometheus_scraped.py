@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from exporter_figures import FIGURES_A, FIGURES_B, NO_LABELS, ORIGINAL_A, ORIGINAL_B, ORIGINAL_COUNTERS, catalogue_samples
+from exporter_figures import (
+    FIGURES_A,
+    FIGURES_B,
+    NO_LABELS,
+    ORIGINAL_A,
+    ORIGINAL_B,
+    ORIGINAL_COUNTERS,
+    catalogue_samples,
+)
 
 from gespann.collector import CATALOGUE, Kind
 

@@ -146,9 +146,11 @@ CLOSED = ("read: connection reset by peer", "write: broken pipe", ": EOF")
 
 
 @requiring_client_certificates
-@pytest.mark.parametrize("who, error", [("no certificate", "remote error: tls: certificate required"),
-                                        ("a stranger's certificate", "remote error: tls: unknown certificate authority")],
-                         ids=["no-certificate", "stranger"])
+@pytest.mark.parametrize(
+    "who, error",
+    [("no certificate", "remote error: tls: certificate required"),
+     ("a stranger's certificate", "remote error: tls: unknown certificate authority")],
+    ids=["no-certificate", "stranger"])
 def test_prometheus_without_a_client_certificate_of_the_ca_is_refused(serving, certs, prometheus_of, who, error):
     tls_config = {"ca_file": str(certs.ca.cert)}
     if who != "no certificate":

@@ -206,8 +206,8 @@ def test_a_password_check_holds_up_no_other_client(guarded):
 @pytest.mark.root
 @pytest.mark.process
 def test_prometheus_scrapes_gespann_run_with_basic_auth_and_tls_and_the_rest_are_refused(certs, tmp_path):
-    from served_gespann import GespannProcess
     from prometheus_server import BINARY, SKIP_REASON, Prometheus
+    from served_gespann import GespannProcess
 
     if BINARY is None:
         pytest.skip(SKIP_REASON)

@@ -20,12 +20,12 @@ from gespann.probes import AttachSettings, ProbeSet
 from gespann.probes.examples import tcp_states
 from gespann.probes.tcp import lifecycle as tcp_lifecycle
 from gespann.probes.tcp import resets as tcp_resets
-from gespann.probes.udp import receive as udp_receive
-from gespann.probes.udp import send as udp_send
 from gespann.probes.toolkit.arguments import Arguments
 from gespann.probes.toolkit.flavours import BtfTracepoint
 from gespann.probes.toolkit.kernel_memory import emit_read_field
 from gespann.probes.toolkit.probe import BuildTarget, Probe
+from gespann.probes.udp import receive as udp_receive
+from gespann.probes.udp import send as udp_send
 
 PROBE_READ = f"call {HELPERS['probe_read_kernel']:#x}"
 

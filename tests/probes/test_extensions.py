@@ -57,7 +57,6 @@ def test_a_missing_file_or_module_is_named():
         load_probes("no_such_gespann_module")
 
 
-
 # --- the config: extra_probes ---------------------------------------------------------------------------
 
 def test_the_config_names_an_extra_probe_that_does_not_load(tmp_path):
@@ -108,6 +107,7 @@ def test_the_cli_disassembles_an_extra_probe_and_refuses_a_bad_one(tmp_path):
     assert "extra_probes[0]: /nonexistent/probe.py: no such file" in refused.stderr
 
 # --- in the kernel: the example probe beside gespann's own, against the kernel's own count ---------------
+
 
 def _connect_to(ports: dict[int, int], traffics) -> None:
     """`ports[port]` connections to each listener, each exchanging a byte and closed."""

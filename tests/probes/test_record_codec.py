@@ -3,11 +3,11 @@ import random
 
 import pytest
 
-from asm import Record, array, s32, u8, u16, u32, u64
-from gespann.probes.toolkit.record_codec import RecordCodec, struct_format
-from gespann.probes.tcp.records import RECORD
+from asm import Record, array, s32, u8, u16, u64
 from gespann.probes.tcp.connections import ENTRY
 from gespann.probes.tcp.lifecycle import OWNER
+from gespann.probes.tcp.records import RECORD
+from gespann.probes.toolkit.record_codec import RecordCodec, struct_format
 from gespann.probes.udp.flows import FLOW, KEY
 
 PADDED = Record("padded", [("a", u8), ("b", u64), ("c", u16), ("name", array(u8, 3)), ("d", s32)])

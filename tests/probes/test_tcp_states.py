@@ -12,7 +12,6 @@ from loopback import CLOSE, Loopback, wait_for
 from probe_flavours import FLAVOURS
 
 from gespann.probes import AttachSettings, ProbeSet, ProbeUnavailable
-
 from gespann.probes.examples import tcp_states
 from gespann.probes.toolkit.flavours import RawTracepoint, Tracepoint
 

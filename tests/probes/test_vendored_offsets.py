@@ -64,7 +64,8 @@ def test_another_builds_table_is_refused_naming_it(near_only):
         ProbeSet.attach([tcp_states.PROBE], AttachSettings(mode="raw_tracepoint", btf_source="vendored"))
     message = str(raised.value)
     assert f"holds no table for kernel {RELEASE} ({MACHINE})" in message
-    assert f"the nearest, {OTHER_BUILD}, is another build, whose struct offsets may differ, so it is not used" in message
+    assert (f"the nearest, {OTHER_BUILD}, is another build, whose struct offsets may differ, so it is not used"
+            in message)
     assert "python3 tools/vmlinux_tables.py --out" in message and " running" in message
     assert f"name it as btf.source: {near_only}" in message
     assert message.count("btf.source 'vendored' was asked for") == 1

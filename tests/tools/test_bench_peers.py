@@ -13,7 +13,8 @@ TCPLIFE_OUT = """PID     COMM             LADDR           LPORT RADDR           
 77      python           10.0.0.2        40000 10.0.0.9        443   0.10   0.20   3.00
 """
 TCPSTATES_OUT = ("SKADDR           PID     COMM       LADDR           LPORT RADDR           RPORT OLDSTATE    -> "
-                 "NEWSTATE    MS\n") + """ffff88814ab89bc0 17689   loadgen    127.0.0.1       40000 0.0.0.0         0     CLOSE       -> LISTEN      0.000
+                 "NEWSTATE    MS\n") + """\
+ffff88814ab89bc0 17689   loadgen    127.0.0.1       40000 0.0.0.0         0     CLOSE       -> LISTEN      0.000
 ffff88819bf0ef00 17689   loadgen    127.0.0.1       0     127.0.0.1       40000 CLOSE       -> SYN_SENT    0.000
 ffff88819bf0ef00 17689   loadgen    127.0.0.1       60276 127.0.0.1       40000 SYN_SENT    -> ESTABLISHED 0.078
 """

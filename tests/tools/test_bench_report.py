@@ -124,7 +124,8 @@ def test_markdown_table_and_notes():
 def test_trace_mode_rows_when_measured():
     run = {"cpu_s": 1.2, "connections": 30000, "lost": 100, "rate": 15000.0, "per_connection": 2.0,
            "expected_records": 61000, "reported_lost": 100}
-    rows = report.rows({**RESULTS, "trace": {"available": True, "runs": [run, dict(run, lost=300, reported_lost=None)]}})
+    rows = report.rows({**RESULTS,
+                        "trace": {"available": True, "runs": [run, dict(run, lost=300, reported_lost=None)]}})
     assert by_figure(rows, "Userspace CPU per 10,000 connections, trace").gespann.median == pytest.approx(400)
     lost = by_figure(rows, "Trace mode: records lost")  # the worst run's: one lossy run is a loss
     assert lost.figure.endswith("worst of 2 runs") and lost.gespann.median == 300 and lost.met is False

@@ -235,8 +235,8 @@ def markdown(drops: dict) -> list[str]:
         frees = figures["frees"][phase]
         reasons = f" ({', '.join(frees['reasons'])})" if frees["reasons"] else ""
         lines.append(f"| {phase} | {_ns(frees['units'])} {unit} | {_ns(frees['packets'])} | {_ns(frees['runs'])} | "
-                     f"{_ns(frees['per_packet'], 3)} | {_ns(frees['per_unit'], 3)} | {_ns(frees['ns_per_packet'], 1)} | "
-                     f"{_ns(frees['counted'])}{reasons} |")
+                     f"{_ns(frees['per_packet'], 3)} | {_ns(frees['per_unit'], 3)} | "
+                     f"{_ns(frees['ns_per_packet'], 1)} | {_ns(frees['counted'])}{reasons} |")
     lines += ["", f"- {verdict_line(figures)}; off with `{OFF_KEY}`"]
     return lines
 

@@ -6,8 +6,7 @@ other in the same round) before their median, as the main table's slowdowns are.
 """
 from __future__ import annotations
 
-from .peers import (GESPANN, GESPANN_TRACE, GESPANN_UDP, NONE, READER_STOPPED, READER_STOPPED_ROOM, TCPLIFE,
-                    TCPSTATES)
+from .peers import GESPANN, GESPANN_TRACE, GESPANN_UDP, NONE, READER_STOPPED, READER_STOPPED_ROOM, TCPLIFE, TCPSTATES
 from .summary import Spread, noise_wider_than, paired_ratios, slowdown, spread
 
 STATE = "inet_sock_set_state"

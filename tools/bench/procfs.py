@@ -51,7 +51,6 @@ def usage(pid: int) -> Usage:
     return Usage(user + system, user, system, peak)
 
 
-
 @dataclass(frozen=True)
 class CpuSample:
     """The process's CPU time two ways: per live thread in ns (schedstat), and in all in ticks (stat)."""
@@ -125,4 +124,3 @@ def voluntary_switches(pid: int) -> int:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total
-

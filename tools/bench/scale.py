@@ -192,7 +192,8 @@ def markdown(scale: dict) -> list[str]:
             cpu, wall = spread(figures["cpu_ms"]), spread(figures["wall_ms"])
             lines.append(f"| {figures['state']:,} {'open sockets' if kind == 'sockets' else 'UDP flows'} | "
                          f"{cpu.median:.1f} | {wall.median:.1f} | {figures.get('first_cpu_ms', float('nan')):.0f} | "
-                         f"{figures['rss_mib']:.1f} | {figures[floor]['cpu_ms']:.1f} | {figures[floor]['wall_ms']:.1f} |")
+                         f"{figures['rss_mib']:.1f} | {figures[floor]['cpu_ms']:.1f} | "
+                         f"{figures[floor]['wall_ms']:.1f} |")
     lines.append("")
     for verdict in verdicts(scale).items():
         lines.append(f"- {verdict[0]}: {'met' if verdict[1] else 'MISSED'}")

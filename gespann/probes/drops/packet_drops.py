@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from asm import DW, R0, R1, R7, R8, R9, R10, W, Program, Record, Slot, u32
+from asm import DW, R0, R1, R7, R8, R9, R10, Program, Record, Slot, W, u32
 
 from ...bpf.errors import BPFError
 from ...bpf.maps import U64, PerCpuArrayMap, PerCpuHashMap
@@ -32,20 +32,29 @@ from ...bpf.tracefs import read_format
 from ...btf import KernelTypes
 from ...figures import Series, counter, labels
 from ...vocabulary import OTHER
+from ..tcp.connections import (
+    ADOPTED,
+    CONNECTION_MAPS_WANTED,
+    ENTRIES,
+    ENTRY,
+    MAP_NAME,
+    adopted_map,
+    connections_map,
+    emit_lookup_adopted,
+    emit_lookup_connection,
+    entries_map,
+)
 from ..toolkit.arguments import Arguments
-from .reasons import NO_REASON, DropReasons, enum as _enum, reasons_available
 from ..toolkit.flavours import BtfTracepoint, RawTracepoint, Tracepoint
 from ..toolkit.kernel_memory import emit_read_field
-from ..toolkit.packets import emit_ip_protocol
 from ..toolkit.map_calls import emit_increment, emit_map_lookup, emit_map_update
+from ..toolkit.packets import emit_ip_protocol
 from ..toolkit.probe import BuildTarget, CheckContext, CheckLine, Probe
 from ..toolkit.reading import ReadContext, Reader
 from ..toolkit.record_codec import RecordCodec
-from ..tcp.connections import (
-    ADOPTED, CONNECTION_MAPS_WANTED, ENTRIES, ENTRY, MAP_NAME, adopted_map, connections_map, emit_lookup_adopted,
-    emit_lookup_connection, entries_map,
-)
 from ..udp.flows import emit_namespace
+from .reasons import NO_REASON, DropReasons, reasons_available
+from .reasons import enum as _enum
 
 COUNTS = "drop_counts"
 OVERFLOW = "drop_overflow"

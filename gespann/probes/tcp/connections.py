@@ -95,7 +95,6 @@ def adopted_map(capacity: int = CAPACITY) -> HashMap:
     return HashMap(U64, ENTRY_CODEC, capacity, flags=NO_PREALLOC, name="gsp_tcp_adopted")
 
 
-
 def emit_lookup_adopted(p: Program, sk: Register, cookie_field, cookie: Slot, scratch: Slot,
                         direct: bool, missing: str) -> None:
     """Emit `R0 = adopted[sk's cookie]`, the cookie kept in stack slot `cookie`, or a jump to `missing`

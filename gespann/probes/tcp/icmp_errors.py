@@ -154,4 +154,3 @@ PROBE = Probe(
                       when_left_out=f"{EXACT}; any ICMP error the application reads first counts as aborted"),),
     required=False,
 )
-

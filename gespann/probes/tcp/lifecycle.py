@@ -95,9 +95,6 @@ from ..toolkit.kernel_memory import emit_read_field
 from ..toolkit.map_calls import emit_map_delete, emit_map_lookup, emit_map_update
 from ..toolkit.netns import emit_netns_check
 from ..toolkit.probe import BuildTarget, Probe
-from . import peers
-from .nat import CHECK as nat_check
-from .peers import PeerSlots, emit_peer_count, emit_peer_key, emit_peer_other
 from ..toolkit.record_codec import RecordCodec
 from ..toolkit.record_output import emit_record_output
 from ..toolkit.socket_state import (  # noqa: F401 - the states are part of this module's vocabulary
@@ -116,6 +113,7 @@ from ..toolkit.socket_state import (  # noqa: F401 - the states are part of this
 )
 from ..toolkit.stack import emit_zero
 from . import icmp_errors as tcp_icmp_errors
+from . import peers
 from . import records as connection_records
 from . import walk as tcp_walk
 from .connections import (
@@ -137,6 +135,8 @@ from .connections import (
     entries_map,
 )
 from .metrics import TcpMetrics
+from .nat import CHECK as nat_check
+from .peers import PeerSlots, emit_peer_count, emit_peer_key, emit_peer_other
 from .records import RECORD, emit_capture_process, emit_copy_process, emit_read_addresses
 from .totals import (
     BY_PROCESS,

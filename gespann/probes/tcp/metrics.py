@@ -13,9 +13,10 @@ ends between the two reads is in neither: the bytes total dips by at most
 what those connections moved, for one collection. The total is held at its
 highest value so far, so a counter never goes down, and the next collection,
 which finds them in the row, is exact again. One over-count stays: the dump
-reads a socket's state without the socket's lock and its counters under it, so a peer's FIN that lands between the two is counted as a
-received byte of a connection the state says has no FIN yet, and the hold
-keeps that byte until real traffic outgrows it. The kernel walk has neither.
+reads a socket's state without the socket's lock and its counters under it,
+so a peer's FIN that lands between the two is counted as a received byte of
+a connection the state says has no FIN yet, and the hold keeps that byte
+until real traffic outgrows it. The kernel walk has neither.
 
 Sent bytes are payload transmitted at least once (tcpi_bytes_sent less
 tcpi_bytes_retrans), as the kernel counts them at the end. Only before 4.19,
@@ -62,14 +63,21 @@ from ...bpf.maps import Map
 from ...bpf.syscall import UpdateFlags
 from ...figures import Histogram, Labels, Series, Value, labels
 from ...vocabulary import ABORTED, BOUNDS_SECONDS, FAILURE_REASONS, OUTCOMES, RESET_DIRECTIONS, ROLES
-from .open_sockets import OpenConnection, OpenSockets
 from ..toolkit.reading import OwnerCounts, ReadContext, Reader
 from .connections import ADOPTED, CLIENT, ENTRY, MAP_NAME, SERVER
+from .open_sockets import OpenConnection, OpenSockets
+from .peers import PEERS, PeerRows, derive_totals
 from .totals import (
-    BY_PROCESS, BYTES_RECEIVED_SLOT, BYTES_SENT_SLOT, FAILED_ERRNOS, FAILURE_ERRNOS, OTHER_OWNER, STATS, HistogramSlots,
+    BY_PROCESS,
+    BYTES_RECEIVED_SLOT,
+    BYTES_SENT_SLOT,
+    FAILED_ERRNOS,
+    FAILURE_ERRNOS,
+    OTHER_OWNER,
+    STATS,
+    HistogramSlots,
     Totals,
 )
-from .peers import PEERS, PeerRows, derive_totals
 from .walk import TcpWalk, WalkTotals
 
 log = logging.getLogger(__name__)

@@ -184,4 +184,3 @@ PROBE = Probe(
     shared_maps=SHARED_MAPS,
     wanted=_wanted,
 )
-

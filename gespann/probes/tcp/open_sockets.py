@@ -18,13 +18,13 @@ import socket
 from typing import NamedTuple, Optional
 
 from ..toolkit.socket_state import (
-    LISTEN,
     CLOSE_WAIT,
     CLOSING,
     ESTABLISHED,
     FIN_WAIT1,
     FIN_WAIT2,
     LAST_ACK,
+    LISTEN,
     PEER_FIN_IN,
 )
 from .sock_diag import DiagSocket

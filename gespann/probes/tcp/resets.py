@@ -5,10 +5,11 @@ tcp:tcp_send_reset fires when an RST goes out for a socket. Both carry the
 socket first (`sk`, `skaddr` in the record) on every kernel gespann supports;
 tcp_send_reset gained a reason in 6.10, and its socket is NULL for an RST no
 socket owns. Only a connection tcp_lifecycle is following (by address, or
-adopted at start by cookie) is marked, and only with the first reset seen; tcp_lifecycle counts the reset when the connection
-ends, so a connection is never counted twice, and a reset sent after the
-state change (tcp_send_active_reset() after tcp_disconnect() on 6.10+) finds
-no entry left to mark. See tcp_lifecycle for resets no tracepoint reports.
+adopted at start by cookie) is marked, and only with the first reset seen;
+tcp_lifecycle counts the reset when the connection ends, so a connection is
+never counted twice, and a reset sent after the state change
+(tcp_send_active_reset() after tcp_disconnect() on 6.10+) finds no entry
+left to mark. See tcp_lifecycle for resets no tracepoint reports.
 """
 
 from __future__ import annotations

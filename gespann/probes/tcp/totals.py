@@ -79,6 +79,7 @@ OTHER_OWNER = {"cgroup_id": (1 << 64) - 1, "comm": bytes(16)}
 BY_PROCESS_COUNTS = StructCodec("=5Q")
 BYTES_SENT_SLOT, BYTES_RECEIVED_SLOT = 3, 4
 
+
 def by_process_capacity(max_series: int) -> int:
     """Owners the by-process map keeps for `labels.max_series` label sets, OTHER_OWNER's row included."""
     return OWNERS_PER_SERIES * max_series + 1

@@ -46,7 +46,7 @@ import functools
 import threading
 from typing import Mapping, NamedTuple, Optional
 
-from asm import B, DW, H, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, W, Frame, Program, Record, Register, Slot, u64
+from asm import DW, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, B, Frame, H, Program, Record, Register, Slot, W, u64
 
 from ...bpf.errors import BPFError, PermissionDeniedError
 from ...bpf.fd import Closable
@@ -55,16 +55,17 @@ from ...bpf.maps import U64, ArrayMap, HashMap, Map, SocketStorageMap
 from ...bpf.programs import LoadedProgram, load_program
 from ...bpf.syscall import AttachType, ProgType
 from ...btf import KernelTypes
+from ...vocabulary import CLIENT
 from ..toolkit.map_calls import emit_map_delete, emit_map_lookup
 from ..toolkit.netns import in_namespace
 from ..toolkit.probe import CheckContext, CheckLine, KernelWalk, walk_not_taken
 from ..toolkit.record_codec import RecordCodec
-from ..toolkit.socket_storage import CREATE, emit_storage_get, storage_map
-from .connections import ADOPTED, ENTRIES, ENTRY, MAP_NAME as CONNECTIONS, emit_lookup_connection, entries_map
 from ..toolkit.socket_state import OPEN_STATES, PEER_FIN_IN
-from .totals import Totals, emit_saturating_sub
+from ..toolkit.socket_storage import CREATE, emit_storage_get, storage_map
+from .connections import ADOPTED, ENTRIES, ENTRY, emit_lookup_connection, entries_map
+from .connections import MAP_NAME as CONNECTIONS
 from .peers import PEERS, PeerSlots, emit_peer_count, emit_peer_key, emit_peer_other
-from ...vocabulary import CLIENT
+from .totals import Totals, emit_saturating_sub
 
 #: Socket storage: payload of the connection already in tcp_lifecycle's row, in the socket's own terms.
 COUNTED = Record("tcp_counted", [("sent", u64), ("received", u64)])
@@ -90,6 +91,7 @@ WALK_MAP = "tcp_walk"
 ITERATOR = "bpf_iter_tcp"
 #: tcp_lifecycle's flavours whose sockets are BTF pointers, as bpf_sk_storage_get takes them.
 STORAGE_FLAVOURS = ("tp_btf", "fentry")
+
 
 class _Slots(NamedTuple):
     """The walk's stack slots."""

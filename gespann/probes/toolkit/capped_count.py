@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Union
 
-from asm import DW, R0, R1, R10, W, Program, Register, Slot
+from asm import DW, R0, R1, R10, Program, Register, Slot, W
 
 from ...bpf.maps import U64, ArrayMap, HashMap
 from ...bpf.syscall import UpdateFlags

@@ -205,7 +205,6 @@ class Kprobe(Flavour):
         return attach_kprobe(program, target, mode=PERF_EVENT_LINK_MODES[perf_event_link])
 
 
-
 def event_fields(category: str, name: str) -> frozenset[str]:
     """The fields of tracepoint `category:name`'s record on the running kernel, from its tracefs format: which
     of an event's arguments this kernel passes, for events that gained some over releases (the raw arguments

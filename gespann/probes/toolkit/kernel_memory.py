@@ -11,7 +11,7 @@ nanosecond, a helper call twenty or more.
 
 from __future__ import annotations
 
-from asm import DW, R1, R2, R3, R10, W, Program, Register, Size, Slot
+from asm import DW, R1, R2, R3, R10, Program, Register, Size, Slot, W
 
 from ...btf import FieldLocation
 

@@ -9,7 +9,7 @@ header bytes are read with bpf_probe_read_kernel whatever the flavour: a
 
 from __future__ import annotations
 
-from asm import B, DW, R0, R1, R2, R3, R10, Program, Register, Slot
+from asm import DW, R0, R1, R2, R3, R10, B, Program, Register, Slot
 
 from ...btf import KernelTypes
 from .kernel_memory import emit_read_field

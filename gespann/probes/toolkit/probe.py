@@ -17,7 +17,7 @@ from ...bpf.maps import Map
 from ...btf import KernelTypes, kernel_types
 from ...btf.manifest import NO_NEEDS, KernelNeeds
 from ...figures import MetricSpec
-from .arguments import Derivations, Arguments
+from .arguments import Arguments, Derivations
 from .flavours import Flavour
 
 if TYPE_CHECKING:

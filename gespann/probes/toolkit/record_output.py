@@ -7,7 +7,7 @@ record the ring has no room for, or bpf_perf_event_output.
 
 from __future__ import annotations
 
-from asm import R0, R1, R2, R3, R4, R5, R10, W, Program, Register, Slot
+from asm import R0, R1, R2, R3, R4, R5, R10, Program, Register, Slot, W
 
 from ...bpf.channel import RecordChannel
 from ...bpf.syscall import BPF_F_CURRENT_CPU

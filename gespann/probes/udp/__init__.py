@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..toolkit.probe import Probe
 from . import receive as udp_receive
 from . import send as udp_send
-from ..toolkit.probe import Probe
 
 UDP_PROBES: tuple[Probe, ...] = (udp_send.PROBE, udp_receive.PROBE)

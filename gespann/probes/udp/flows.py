@@ -67,14 +67,36 @@ import errno
 import socket
 from typing import Callable
 
-from asm import DW, R0, R1, R2, R3, R8, R9, R10, B, H, Frame, Program, Record, Register, Slot, W, array, u8, u16, u32, u64
+from asm import (
+    DW,
+    R0,
+    R1,
+    R2,
+    R3,
+    R8,
+    R9,
+    R10,
+    B,
+    Frame,
+    H,
+    Program,
+    Record,
+    Register,
+    Slot,
+    W,
+    array,
+    u8,
+    u16,
+    u32,
+    u64,
+)
 
 from ...bpf.maps import LruHashMap, PerCpuArrayMap, StructCodec
 from ...bpf.syscall import UpdateFlags
 from ...btf import KernelTypes
 from ...vocabulary import CLIENT, DIRECTIONS, SERVER
-from ..toolkit.cpu_context import emit_skip_in_interrupt
 from ..toolkit.arguments import Arguments
+from ..toolkit.cpu_context import emit_skip_in_interrupt
 from ..toolkit.kernel_memory import emit_read_field
 from ..toolkit.map_calls import emit_map_lookup, emit_map_update
 from ..toolkit.probe import BuildTarget

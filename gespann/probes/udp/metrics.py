@@ -52,7 +52,8 @@ from typing import Any, Callable
 from ...bpf.errors import KeyNotFoundError
 from ...bpf.maps import Map
 from ...figures import ConnectionEvent, Histogram, Series, labels
-from ...vocabulary import BOUNDS_NS as _BOUNDS_NS, BOUNDS_SECONDS, CLIENT, DIRECTIONS, ROLES
+from ...vocabulary import BOUNDS_NS as _BOUNDS_NS
+from ...vocabulary import BOUNDS_SECONDS, CLIENT, DIRECTIONS, ROLES
 from ..toolkit.reading import ReadContext, Reader
 from .flows import FLOW, KEY_CODEC, MAP_NAME, TOTALS, Totals
 from .walk import UdpWalk

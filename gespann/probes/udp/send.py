@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from asm import R1, R6, R7, R8, Program
 
-from ..toolkit.cpu_context import emit_save_context
-from ..toolkit.arguments import Arguments
-from ..toolkit.flavours import BtfTracepoint, RawTracepoint, Tracepoint
-from ..toolkit.kernel_memory import emit_read_field
 from ...figures import counter
 from ..connection_metrics import SHARED
+from ..toolkit.arguments import Arguments
+from ..toolkit.cpu_context import emit_save_context
+from ..toolkit.flavours import BtfTracepoint, RawTracepoint, Tracepoint
+from ..toolkit.kernel_memory import emit_read_field
 from ..toolkit.probe import BuildTarget, Probe
 from . import walk as udp_walk
-from .metrics import UdpMetrics
 from .flows import (
     IPPROTO_UDP,
     MAP_NAME,
@@ -34,6 +33,7 @@ from .flows import (
     flows_map,
     totals_map,
 )
+from .metrics import UdpMetrics
 
 FLAVOURS = (
     BtfTracepoint("net_dev_queue", args=("skb",)),

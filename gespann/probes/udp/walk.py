@@ -19,7 +19,7 @@ import functools
 import threading
 from typing import NamedTuple, Optional
 
-from asm import DW, R0, R1, R2, R3, R6, R7, R8, R9, R10, W, Program, Record, u64
+from asm import DW, R0, R1, R2, R3, R6, R7, R8, R9, R10, Program, Record, W, u64
 
 from ...bpf.errors import BPFError, FeatureUnsupportedError, PermissionDeniedError
 from ...bpf.fd import Closable
