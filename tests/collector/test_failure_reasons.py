@@ -18,6 +18,7 @@ import time
 
 import mib
 import pytest
+from emulation import scaled
 from kernel_features import require
 from loopback import wait_for
 from namespaces import Namespace, link
@@ -34,8 +35,9 @@ pytestmark = pytest.mark.root
 
 REASONS = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout", errno.EHOSTUNREACH: "host_unreachable",
            errno.ENETUNREACH: "network_unreachable"}
-#: Connects of each kind (at least 1,000 failures in all).
-REFUSED, SILENT_NEIGHBOUR, ROUTER_HOST, ROUTER_NET, TIMEOUTS = 700, 300, 25, 25, 200
+#: Connects of each kind (at least 1,000 failures in all; a tenth in the matrix's emulated VMs).
+REFUSED, SILENT_NEIGHBOUR, ROUTER_HOST, ROUTER_NET, TIMEOUTS = (scaled(700, 70), scaled(300, 30), scaled(25, 5),
+                                                              scaled(25, 5), scaled(200, 20))
 #: The client's link to a neighbour that never answers (its far end has no address), and to a router.
 SILENT_NET, SILENT_HOSTS = "10.71.0", range(2, 250)
 ROUTER_LINK, HOST_UNREACHABLE, NET_UNREACHABLE = "10.72.0", "10.73.1", "10.73.2"

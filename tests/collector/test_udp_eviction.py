@@ -25,6 +25,7 @@ import threading
 
 import mib
 import pytest
+from emulation import scaled
 from loopback import wait_for
 
 from gespann.probes import AttachSettings, ProbeSet
@@ -164,7 +165,7 @@ def assert_exact(last, scraper: Scraper, kernel: dict, sent: int) -> None:
 
 
 @pytest.mark.parametrize("capacity, senders, datagrams_each, rounds", [
-    pytest.param(64, 2, 1000, 3, id="two-cpus-64-flow-map"),
+    pytest.param(64, 2, scaled(1000, 300), 3, id="two-cpus-64-flow-map"),
     pytest.param(64, 1, 2000, 3, id="one-socket-64-flow-map", marks=pytest.mark.scale),  # minutes in a VM
     pytest.param(None, 1, 30000, 4, id="one-socket-30000-ports-default-flow-map", marks=pytest.mark.scale),
     pytest.param(None, 2, 15000, 4, id="two-cpus-30000-ports-default-flow-map", marks=pytest.mark.scale),
@@ -177,7 +178,7 @@ def test_flows_opened_are_exact_under_eviction_and_open_is_opened_less_closed_at
 def test_flows_the_lru_map_refuses_are_counted_opened_refused_and_evicted(namespace):
     """One entry, two CPUs inserting: the kernel may refuse some inserts (how many is up to timing;
     none on one CPU). Flows opened are exact only if each refusal is counted once."""
-    last, scraper, kernel, sent = run_rounds(namespace, 1, 2, 1000, 3)
+    last, scraper, kernel, sent = run_rounds(namespace, 1, 2, scaled(1000, 300), 3)
     assert_exact(last, scraper, kernel, sent)
     failed = sum(by_label(last, "flow_inserts_failed_total", "role").values())
     assert failed <= sum(last["flows_evicted_total"].values())

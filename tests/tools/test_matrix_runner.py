@@ -177,3 +177,10 @@ def process_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "gone"
+
+
+def test_a_vm_tells_its_tests_they_run_emulated_and_the_host_does_not(settings):
+    files = runner._Files(settings.outdir, "6.1")
+    assert f"{runner.EMULATED}=1 PYTHONDONTWRITEBYTECODE=1" in runner.guest_script(settings, files, "root",
+                                                                                 emulated=True)
+    assert runner.EMULATED not in runner.guest_script(settings, files, "root")

@@ -100,8 +100,15 @@ class _Files:
             path.unlink(missing_ok=True)
 
 
-def guest_script(settings: Settings, files: _Files, markers: str, prologue: Sequence[str] = ()) -> str:
-    """The POSIX shell script that runs the tests `markers` selects and leaves its markers, after `prologue`."""
+#: Set in a VM's environment: the tests then scale their traffic down to what software emulation runs in
+#: their time (tests/support/emulation.py); every figure stays exact, on fewer events.
+EMULATED = "GESPANN_TEST_EMULATED"
+
+
+def guest_script(settings: Settings, files: _Files, markers: str, prologue: Sequence[str] = (),
+                 emulated: bool = False) -> str:
+    """The POSIX shell script that runs the tests `markers` selects and leaves its markers, after `prologue`;
+    `emulated`: in a VM, which the tests are told (EMULATED)."""
     pytest = [str(settings.python), "-m", "pytest", "-m", markers, *settings.pytest_args,
               "-p", "no:cacheprovider", f"--junitxml={files.junit}"]
     return "\n".join([
@@ -109,7 +116,8 @@ def guest_script(settings: Settings, files: _Files, markers: str, prologue: Sequ
         f"cd {_quote(settings.repo)} || exit 1",
         f": > {_quote(files.started)}",
         # The host's root is read-only in the guest: no bytecode caches to write.
-        f"PYTHONDONTWRITEBYTECODE=1 {shlex.join(pytest)} > {_quote(files.pytest_log)} 2>&1",
+        f"{EMULATED + '=1 ' if emulated else ''}PYTHONDONTWRITEBYTECODE=1 {shlex.join(pytest)} "
+        f"> {_quote(files.pytest_log)} 2>&1",
         f"echo $? > {_quote(files.exit)}",
     ])
 
@@ -126,7 +134,7 @@ def run(target: Target, settings: Settings, virtme: VirtmeNg, say: Callable[[str
     # A file, not --exec's text: vng passes that on the kernel's command line, which holds 2 KiB.
     # The guest reads it through the host's root before the shares are mounted.
     markers = settings.host_markers if target.is_host else settings.guest_markers
-    files.script.write_text(guest_script(settings, files, markers, prologue) + "\n")
+    files.script.write_text(guest_script(settings, files, markers, prologue, emulated=not target.is_host) + "\n")
     script = f"sh {_quote(files.script)}"
     if target.is_host:
         say("running the tests on the host")
