@@ -265,10 +265,17 @@ def _per_connection(run: dict) -> float:
 def _program_spreads(rounds: list[dict], tracer: str, name: str) -> tuple[Spread | None, Spread | None,
                                                                           Spread | None]:
     """ns per event, events per connection, ns per connection of one program, over the rounds."""
+    return _cost_spreads(rounds, tracer, "per_program", name)
+
+
+def _cost_spreads(rounds: list[dict], tracer: str, by: str, name: str) -> tuple[Spread | None, Spread | None,
+                                                                                Spread | None]:
+    """ns per event, events per connection, ns per connection of the costs `by` (per_program,
+    per_tracepoint) keeps under `name`, over the rounds."""
     per_event, events, per_conn = [], [], []
     for r in rounds:
         run = r.get(tracer)
-        cost = run and run.get("per_program", {}).get(name)
+        cost = run and run.get(by, {}).get(name)
         if not cost or not run["connections"]:
             continue
         if cost["runs"]:
@@ -337,17 +344,8 @@ def _with_own(spreads: tuple, events: float | None) -> tuple:
 
 
 def _tracepoint_spreads(rounds: list[dict], tracer: str, tracepoint: str) -> tuple:
-    per_event, events, per_conn = [], [], []
-    for r in rounds:
-        run = r.get(tracer)
-        cost = run and run.get("per_tracepoint", {}).get(tracepoint)
-        if not cost or not run["connections"]:
-            continue
-        if cost["runs"]:
-            per_event.append(cost["run_time_ns"] / cost["runs"])
-        events.append(cost["runs"] / run["connections"])
-        per_conn.append(cost["run_time_ns"] / run["connections"])
-    return spread(per_event), spread(events), spread(per_conn)
+    """The same figures for everything on one tracepoint."""
+    return _cost_spreads(rounds, tracer, "per_tracepoint", tracepoint)
 
 
 def _sum(values) -> Spread | None:
