@@ -37,6 +37,7 @@ Needs root, bpftrace, bpftool and gcc (tools/setup-host.sh bench).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -218,13 +219,19 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
     results["bcc_host"] = bcc_on_host(workdir)
 
 
-def peers_only(args: argparse.Namespace, workdir: Path) -> dict:
-    """The libbpf-tools section alone, in a namespace of its own."""
+@contextlib.contextmanager
+def _section(args: argparse.Namespace, workdir: Path):
+    """A section run alone: a namespace of its own, its warmed-up workload, and gespann to start in it."""
     binary = loadgen.build(workdir / "loadgen")
     with Namespace() as ns:
         workload = runs.Workload(binary, args.connections, args.seconds, args.threads, tuple(ns.exec_prefix))
         runs.baseline(workload)  # warm-up, as in the full run
-        gespann = GespannMetrics(args.gespann, workdir, ns.path)
+        yield ns, workload, GespannMetrics(args.gespann, workdir, ns.path)
+
+
+def peers_only(args: argparse.Namespace, workdir: Path) -> dict:
+    """The libbpf-tools section alone, in a namespace of its own."""
+    with _section(args, workdir) as (ns, workload, gespann):
         return {**peers.run(args.gespann, workdir, gespann, workload, args.rounds, args.cost_rounds, args.rate, say),
                 "measured": stamp(args)}
 
@@ -233,28 +240,18 @@ def drops_only(args: argparse.Namespace, workdir: Path) -> dict:
     """The drop section alone, in a namespace of its own: `--cost-rounds` rounds."""
     from gespann.bpf.programs import enable_run_stats
 
-    binary = loadgen.build(workdir / "loadgen")
-    with Namespace() as ns:
-        workload = runs.Workload(binary, args.connections, args.seconds, args.threads, tuple(ns.exec_prefix))
-        runs.baseline(workload)  # warm-up, as in the full run
-        gespann = GespannMetrics(args.gespann, workdir, ns.path)
-        with enable_run_stats():
-            return {**drops.run(gespann, ns, lambda: workload.run().connections, args.cost_rounds, say),
-                    "measured": stamp(args)}
+    with _section(args, workdir) as (ns, workload, gespann), enable_run_stats():
+        return {**drops.run(gespann, ns, lambda: workload.run().connections, args.cost_rounds, say),
+                "measured": stamp(args)}
 
 
 def breakdown_only(args: argparse.Namespace, workdir: Path) -> dict:
     """The breakdown alone, in a namespace of its own: `--cost-rounds` rounds."""
     from gespann.bpf.programs import enable_run_stats
 
-    binary = loadgen.build(workdir / "loadgen")
-    with Namespace() as ns:
-        workload = runs.Workload(binary, args.connections, args.seconds, args.threads, tuple(ns.exec_prefix))
-        runs.baseline(workload)  # warm-up, as in the full run
-        gespann = GespannMetrics(args.gespann, workdir, ns.path)
-        with enable_run_stats():
-            return {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say,
-                                    compared(args, workdir, ns.path)), "measured": stamp(args)}
+    with _section(args, workdir) as (ns, workload, gespann), enable_run_stats():
+        return {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say,
+                                compared(args, workdir, ns.path)), "measured": stamp(args)}
 
 
 def compared(args: argparse.Namespace, workdir: Path, netns_path: str) -> dict[str, GespannMetrics]:
