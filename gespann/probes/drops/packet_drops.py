@@ -28,7 +28,6 @@ from asm import DW, R0, R1, R7, R8, R9, R10, Program, Record, Slot, W, u32
 from ...bpf.errors import BPFError
 from ...bpf.maps import U64, PerCpuArrayMap, PerCpuHashMap
 from ...bpf.syscall import UpdateFlags
-from ...bpf.tracefs import read_format
 from ...btf import KernelTypes
 from ...figures import Series, counter, labels
 from ...vocabulary import OTHER
@@ -45,7 +44,7 @@ from ..tcp.connections import (
     entries_map,
 )
 from ..toolkit.arguments import Arguments
-from ..toolkit.flavours import BtfTracepoint, RawTracepoint, Tracepoint
+from ..toolkit.flavours import BtfTracepoint, RawTracepoint, Tracepoint, event_fields
 from ..toolkit.kernel_memory import emit_read_field
 from ..toolkit.map_calls import emit_increment, emit_map_lookup, emit_map_update
 from ..toolkit.packets import emit_ip_protocol
@@ -88,7 +87,7 @@ def carries(argument: str, types: Optional[KernelTypes]) -> bool:
     which follow its arguments; without tracefs to read (a process without CAP_DAC_READ_SEARCH), by BTF:
     the reason comes with `enum skb_drop_reason`, and rx_sk is then taken as absent."""
     try:
-        fields = {field.name for field in read_format("skb", "kfree_skb").fields}
+        fields = event_fields("skb", "kfree_skb")
     except BPFError:
         return argument == "reason" and _enum(types) is not None
     return argument in fields
