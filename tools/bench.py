@@ -255,8 +255,10 @@ def breakdown_only(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def compared(args: argparse.Namespace, workdir: Path, netns_path: str) -> dict[str, GespannMetrics]:
-    """label -> `gespann run` of each --compare build, each with a config of its own."""
-    variants = {}
+    """label -> `gespann run` of this build with per-peer counts on, and of each --compare build, each with
+    a config of its own."""
+    variants = {breakdown.PEERS_ON: GespannMetrics(args.gespann, workdir, netns_path, extra=breakdown.PEERS_CONFIG,
+                                                   name="peers")}
     for index, item in enumerate(args.compare):
         label, _, executable = item.partition("=")
         own = workdir / f"compare-{index}"

@@ -18,6 +18,7 @@ packages=(
     openssl          # throwaway certificates for the metrics page over TLS (tests/exporters)
     nginx-light      # backends behind a Service-like DNAT (tests/collector/test_peers_nat.py)
     curl             # ... and the client that dials the Service
+    apache2-utils    # ... and ab, the load of many connections through it
     gcc              # tests/collector/test_tcp_peers.py builds tools/bench/loadgen.c for its churn
 )
 if [ "${1:-}" = "matrix" ] || [ "${1:-}" = "bench" ]; then   # Debian kernels booted under qemu with virtme-ng

@@ -14,6 +14,8 @@ counter (probes/record_output.py writes that code), and the reader's `lost` sums
 """
 from __future__ import annotations
 
+import struct
+
 from .maps import U64, PerCpuArrayMap, RingBufMap
 from .memory import PAGE_SIZE, PROT_READ, PROT_WRITE, MemoryMapping
 from .reader import RecordReader
@@ -21,6 +23,7 @@ from .reader import RecordReader
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
+_U32, _U64 = struct.Struct("=I").unpack_from, struct.Struct("=Q").unpack_from
 
 
 def lost_counter_map(name: str) -> PerCpuArrayMap:
@@ -39,6 +42,7 @@ class RingBufReader(RecordReader):
         self._consumer = MemoryMapping(fd, PAGE_SIZE, PROT_READ | PROT_WRITE)
         try:
             self._producer = MemoryMapping(fd, PAGE_SIZE + 2 * self._size, PROT_READ, offset=PAGE_SIZE)
+            self._data = self._producer.view()
             self._watch(fd)
         except BaseException:
             self.close()
@@ -49,19 +53,22 @@ class RingBufReader(RecordReader):
         return sum(self._lost_counter[0]) if self._lost_counter is not None else 0
 
     def _drain(self) -> list[bytes]:
+        """Every committed record, copied out. The producer page and the data are read through a
+        memoryview (a record costs a struct unpack and a slice, not ctypes calls); aligned 4- and 8-byte
+        loads, which x86-64 makes atomic and keeps in order."""
         records: list[bytes] = []
-        consumer, mask = self._consumer.u64(0), self._size - 1
-        read_u32, read = self._producer.u32, self._producer.read
-        while consumer < (producer := self._producer.u64(0)):
+        data, consumer, mask = self._data, self._consumer.u64(0), self._size - 1
+        while consumer < (producer := _U64(data, 0)[0]):
             try:
                 while consumer < producer:
                     at = PAGE_SIZE + (consumer & mask)
-                    header = read_u32(at)
+                    header = _U32(data, at)[0]
                     if header & BUSY_BIT:
                         return records
                     length = header & ~(BUSY_BIT | DISCARD_BIT)
                     if not header & DISCARD_BIT:
-                        records.append(read(at + HEADER_SIZE, length))
+                        start = at + HEADER_SIZE
+                        records.append(data[start:start + length].tobytes())
                     consumer += (length + HEADER_SIZE + 7) & ~7
             finally:  # once per batch: the kernel sees the room freed when the batch is taken
                 self._consumer.set_u64(0, consumer)
@@ -69,6 +76,10 @@ class RingBufReader(RecordReader):
 
     def close(self) -> None:
         super().close()
+        data = getattr(self, "_data", None)
+        if data is not None:
+            data.release()
+            self._data = None
         for mapping in (getattr(self, "_producer", None), self._consumer):
             if mapping is not None:
                 mapping.close()

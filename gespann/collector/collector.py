@@ -133,11 +133,10 @@ class KernelCollector:
                 for event in ended:
                     self._by_process.add(event)
             if self._events_wanted:
-                for event in (*events, *ended):
-                    if len(self._backlog) < self.BACKLOG:
-                        self._backlog.append(event)
-                    else:
-                        self._backlog_lost += 1
+                arrived = [*events, *ended] if ended else events
+                room = max(0, self.BACKLOG - len(self._backlog))
+                self._backlog.extend(arrived[:room])
+                self._backlog_lost += max(0, len(arrived) - room)
 
     def close(self) -> None:
         for reader in self._readers:

@@ -36,30 +36,31 @@ def json_object(event: ConnectionEvent) -> dict:
 _string = functools.lru_cache(maxsize=4096)(encode_basestring)
 
 
-def _float(value: float) -> str:
-    """A number as json.dumps writes it (float's repr; NaN and infinities as JSON's extensions)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return json.dumps(value)
-    return repr(value)
-
-
 def json_line(event: ConnectionEvent) -> str:
     """One line of JSON, no trailing newline: exactly `json.dumps(json_object(event))` with compact
     separators and non-ASCII kept, written out field by field, since trace mode and the jsonl exporter
-    write one a record and json.dumps costs three times as much. The keys are JSON_KEYS, in order."""
-    e, s = event, _string
-    return (f'{{"timestamp":{_float(e.timestamp)},"protocol":{s(e.protocol)},"role":{s(e.role)},'
-            f'"outcome":{s(e.outcome)},"reason":{s(e.reason)},"pid":{e.pid:d},"comm":{s(e.comm)},'
-            f'"local_address":{s(e.local_address)},"local_port":{e.local_port:d},'
-            f'"remote_address":{s(e.remote_address)},"remote_port":{e.remote_port:d},'
-            f'"bytes_sent":{e.bytes_sent:d},"bytes_received":{e.bytes_received:d},'
-            f'"duration_seconds":{_float(e.duration_seconds)},'
-            f'"rtt_seconds":{"null" if e.rtt_seconds is None else _float(e.rtt_seconds)},'
-            f'"retransmits":{e.retransmits:d},"datagrams_sent":{e.datagrams_sent:d},'
-            f'"datagrams_received":{e.datagrams_received:d},"cgroup_id":{e.cgroup_id:d},'
-            f'"container_id":{s(e.container_id)},"preexisting":{"true" if e.preexisting else "false"},'
-            f'"drops":{e.drops:d},"drop_reason":{s(e.drop_reason)},'
-            f'"backend_address":{s(e.backend_address)},"backend_port":{e.backend_port:d}}}')
+    write one a record and json.dumps costs three times as much. The keys are JSON_KEYS, in order.
+
+    The event unpacks into locals in its fields' order (ConnectionEvent's order is JSON_KEYS'), and
+    floats print as their repr, which is what json.dumps prints for a finite float; a NaN or an
+    infinity, which json.dumps spells otherwise, takes json.dumps itself."""
+    (timestamp, protocol, role, outcome, reason, pid, comm, local_address, local_port, remote_address, remote_port,
+     bytes_sent, bytes_received, duration, rtt, retransmits, datagrams_sent, datagrams_received, cgroup_id,
+     container_id, preexisting, drops, drop_reason, backend_address, backend_port) = event
+    if not math.isfinite(timestamp + duration + (rtt or 0.0)):
+        return json.dumps(json_object(event), separators=(",", ":"), ensure_ascii=False)
+    s = _string
+    return (f'{{"timestamp":{timestamp!r},"protocol":{s(protocol)},"role":{s(role)},'
+            f'"outcome":{s(outcome)},"reason":{s(reason)},"pid":{pid:d},"comm":{s(comm)},'
+            f'"local_address":{s(local_address)},"local_port":{local_port:d},'
+            f'"remote_address":{s(remote_address)},"remote_port":{remote_port:d},'
+            f'"bytes_sent":{bytes_sent:d},"bytes_received":{bytes_received:d},'
+            f'"duration_seconds":{duration!r},"rtt_seconds":{"null" if rtt is None else repr(rtt)},'
+            f'"retransmits":{retransmits:d},"datagrams_sent":{datagrams_sent:d},'
+            f'"datagrams_received":{datagrams_received:d},"cgroup_id":{cgroup_id:d},'
+            f'"container_id":{s(container_id)},"preexisting":{"true" if preexisting else "false"},'
+            f'"drops":{drops:d},"drop_reason":{s(drop_reason)},'
+            f'"backend_address":{s(backend_address)},"backend_port":{backend_port:d}}}')
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,13 @@ The node holds nftables rules of the shape kube-proxy's nftables mode writes:
 the Service 10.96.0.10:80 goes to one of the three backends, round-robin, each
 through its own endpoint chain (with a counter) in PREROUTING (pods) and
 OUTPUT (the host network); the Service 10.96.0.11:80 has no endpoints and is
-rejected with a TCP reset. curl runs in the pod and in the node itself.
+rejected with a TCP reset; the Service 10.96.0.12:80 goes to the two backends
+that serve, for ApacheBench's many connections (ab stops at the first refused
+connect). curl runs in the pod and in the node itself, ab in the pod.
 
 The oracles: each backend's own Tcp PassiveOpens and OutRsts, nginx's access
-log (request and response bytes), and the nft counters.
+log (request and response bytes), the nft counters, and ab's own count of
+requests completed and bytes transferred.
 """
 
 import signal
@@ -24,6 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import emulation
 import mib
 import pytest
 from loopback import wait_for
@@ -37,7 +41,7 @@ from gespann.probes.tcp import nat as tcp_nat
 from gespann.probes.tcp import resets as tcp_resets
 
 pytestmark = pytest.mark.root
-SERVICE, EMPTY_SERVICE = "10.96.0.10", "10.96.0.11"
+SERVICE, EMPTY_SERVICE, SERVING_SERVICE = "10.96.0.10", "10.96.0.11", "10.96.0.12"
 BACKENDS = ("10.2.1.2", "10.2.2.2", "10.2.3.2")
 CLOSED = BACKENDS[2]
 PROBES = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, tcp_nat.PROBE)
@@ -51,10 +55,13 @@ table ip gespann_svc {
   chain services {
     ip daddr %(service)s tcp dport 80 numgen inc mod 3 \\
       vmap { 0 : jump endpoint0, 1 : jump endpoint1, 2 : jump endpoint2 }
+    ip daddr %(serving)s tcp dport 80 numgen inc mod 2 vmap { 0 : jump serving0, 1 : jump serving1 }
   }
   chain endpoint0 { meta l4proto tcp counter dnat to %(b0)s:80; }
   chain endpoint1 { meta l4proto tcp counter dnat to %(b1)s:80; }
   chain endpoint2 { meta l4proto tcp counter dnat to %(b2)s:80; }
+  chain serving0 { meta l4proto tcp counter dnat to %(b0)s:80; }
+  chain serving1 { meta l4proto tcp counter dnat to %(b1)s:80; }
   chain forward { type filter hook forward priority filter; policy accept; jump reject_empty; }
   chain local_out { type filter hook output priority filter; policy accept; jump reject_empty; }
   chain reject_empty { ip daddr %(empty)s tcp dport 80 counter reject with tcp reset; }
@@ -120,7 +127,7 @@ class Topology:
             self.backends.append(backend)
             self._start_nginx(backend, f"b{index}", 8080 if address == CLOSED else 80)
         rules = self.tmp / "rules.nft"
-        rules.write_text(RULES % {"service": SERVICE, "empty": EMPTY_SERVICE,
+        rules.write_text(RULES % {"service": SERVICE, "empty": EMPTY_SERVICE, "serving": SERVING_SERVICE,
                                   **{f"b{i}": address for i, address in enumerate(BACKENDS)}})
         run(self.node, "nft", "-f", str(rules))
 
@@ -242,6 +249,47 @@ def test_service_and_backend_are_both_labelled_exact_against_each_backend(topolo
     assert empty_codes == [7] * EMPTY_CURLS
     # Every client series behind the Service names a backend.
     assert by(snapshot, "peer_connections_opened_total", **service, backend_address="") == 0
+
+
+def test_apache_bench_through_the_service_is_exact_per_backend(topology):
+    """ab's many concurrent connections to a Service of two backends: per backend, opened equals its
+    PassiveOpens and the nft counter, bytes equal nginx's log, and all of it adds up to what ab counted.
+    (ab may open a connection or two more than it sends requests on: connections are the kernel's to count,
+    requests nginx's.)"""
+    requests = emulation.scaled(400, 100)
+    settings = AttachSettings(netns=topology.pod.inode, peers=True)
+    before_mib = [mib_of(backend) for backend in topology.backends[:2]]
+    before_nft, before_log = topology.counters(), [topology.access_log(index) for index in range(2)]
+    service = dict(role="client", peer_address=SERVING_SERVICE, peer_port="80")
+
+    def ended(snapshot) -> bool:
+        opened = by(snapshot, "peer_connections_opened_total", **service)
+        return opened >= requests and by(snapshot, "peer_connections_closed_total", **service) == opened
+
+    with ProbeSet.attach(PROBES, settings) as probes, KernelCollector(probes, topology.pod.path) as collector:
+        report = run(topology.pod, "ab", "-q", "-n", str(requests), "-c", "8", "-s", "10",
+                     f"http://{SERVING_SERVICE}/").stdout
+        wait_for(lambda: ended(collector.snapshot()), timeout=10)
+        snapshot = collector.snapshot()
+    completed = int(report.split("Complete requests:")[1].split()[0])
+    failed = int(report.split("Failed requests:")[1].split()[0])
+    transferred = int(report.split("Total transferred:")[1].split()[0])
+    assert (completed, failed) == (requests, 0), report
+    after_nft, logged_requests, received = topology.counters(), 0, 0
+    for index, backend in enumerate(topology.backends[:2]):
+        labels = dict(service, backend_address=BACKENDS[index], backend_port="80")
+        opened = by(snapshot, "peer_connections_opened_total", **labels)
+        logged = [now - then for now, then in zip(topology.access_log(index), before_log[index])]
+        assert opened == mib_of(backend)["PassiveOpens"] - before_mib[index]["PassiveOpens"] > 0
+        assert opened == after_nft[f"serving{index}"] - before_nft.get(f"serving{index}", 0)
+        assert by(snapshot, "peer_connections_closed_total", **labels) == opened
+        assert by(snapshot, "peer_bytes_total", **labels, direction="sent") == logged[1]
+        assert by(snapshot, "peer_bytes_total", **labels, direction="received") == logged[2]
+        logged_requests += logged[0]
+        received += logged[2]
+    assert logged_requests == requests
+    assert by(snapshot, "peer_bytes_total", **service, direction="received") == received == transferred
+    assert by(snapshot, "peer_connections_failed_total", **service) == 0
 
 
 def mib_of(namespace: Namespace) -> dict[str, int]:

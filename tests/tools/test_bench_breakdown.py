@@ -126,3 +126,34 @@ def test_the_floors_programs_load_attach_and_count_the_events(mode):
         runs = after[name][2] - before[name][2]
         assert runs >= 6 * connections  # at least SYN_SENT, ESTABLISHED, and the close's, both sides
         assert after[name][3] > before[name][3]
+
+
+def with_peers(lifecycle_off_ns, lifecycle_on_ns, connections=1000):
+    """A round with the per-peer variant: tcp_lifecycle dearer, and tcp_nat, which only it attaches."""
+    out = sample(lifecycle_off_ns, 30, 50.0, connections)
+    out[breakdown.VARIANT + breakdown.PEERS_ON] = {"connections": connections, "per_program": {
+        "tcp_lifecycle": program(10 * connections, lifecycle_on_ns),
+        "udp_send": program(10 * connections, 40, "net_dev_queue"),
+        "tcp_nat": program(10 * connections, 20, "net_dev_queue")}}
+    return out
+
+
+def test_per_peer_counts_are_judged_on_tcp_lifecycles_ns_per_event_round_by_round():
+    result = {"rounds": [with_peers(100, 120), with_peers(110, 140), with_peers(90, 117)]}
+    peers = breakdown.peers_cost(result)
+    assert peers["ratio"].median == pytest.approx(1.27, abs=0.005)  # 1.2, 1.27, 1.3
+    assert peers["per_connection_ratio"].median == pytest.approx((1400 + 400 + 200) / (1100 + 400))
+    target = "labels.peers on: tcp_lifecycle ns per event <= 1.3x off"
+    assert breakdown.verdicts(result)[target] is True
+    result["rounds"] += [with_peers(100, 150) for _ in range(3)]  # median now 1.5x
+    assert breakdown.verdicts(result)[target] is False
+    figures = breakdown.figures(result)
+    assert figures["programs"]["tcp_nat"]["tracepoint"] == "net_dev_queue"  # a variant's own program is shown
+    text = "\n".join(breakdown.markdown({**result, "probes": LINE}))
+    assert "per-peer counts (labels.peers on" in text and "(target <= 1.3x: MISSED)" in text
+
+
+def test_without_the_per_peer_variant_nothing_is_judged_of_it():
+    assert breakdown.peers_cost({"rounds": [sample(100, 30, 50.0)]}) is None
+    assert list(breakdown.verdicts({"rounds": [sample(100, 30, 50.0)]})) == [
+        "share of a bare loopback connection's CPU, every default program <= 2 %"]

@@ -46,6 +46,13 @@ SAME, FILTER, OTHER = "same flavour", "first instructions", "other flavour"
 OTHER_FLAVOUR = {"tp_btf": "raw_tracepoint", "raw_tracepoint": "tp_btf"}
 #: The most of a bare loopback connection's CPU every default program together may take.
 SHARE_TARGET = 0.02
+#: The variant of gespann with per-peer counts on (labels.peers), in every round: its in-kernel cost per
+#: event against the default's. A named network takes loopback's addresses, so every event also looks its
+#: remote address up in the networks' trie: the dearer way per-peer counts go.
+PEERS_ON = "labels.peers on"
+PEERS_CONFIG = "labels:\n  peers: true\n  networks: {loopback: [127.0.0.0/8, '::1/128']}\n"
+#: The most per-peer counts may multiply tcp_lifecycle's ns per event.
+PEERS_TARGET = 1.3
 LIFECYCLE = "tcp_lifecycle"
 STATE_TRACEPOINT = "inet_sock_set_state"
 #: The states entered that tcp_lifecycle acts on (include/net/tcp_states.h): ESTABLISHED, SYN_SENT, CLOSE.
@@ -293,12 +300,13 @@ def figures(result: dict) -> dict:
     adds events of its own to some rounds. Without a counting run, the host-wide runs are used."""
     rounds = result["rounds"]
     own = _own_events(result.get("kinds"))
-    names = list(dict.fromkeys(name for r in rounds for name in r.get(GESPANN, {}).get("per_program", {})))
+    builds = (GESPANN, *_variants(rounds))  # a variant may attach a program the default does not (tcp_nat)
+    names = list(dict.fromkeys(name for r in rounds for b in builds for name in r.get(b, {}).get("per_program", {})))
     bare = spread([r[NONE]["load_cpu_us_per_connection"] for r in rounds if NONE in r])
     programs = {}
     for name in names:
-        tracepoint = next(r[GESPANN]["per_program"][name]["tracepoint"] for r in rounds
-                          if name in r.get(GESPANN, {}).get("per_program", {}))
+        tracepoint = next(r[b]["per_program"][name]["tracepoint"] for r in rounds for b in builds
+                          if name in r.get(b, {}).get("per_program", {}))
         other = next((f"{name} ({o})" for o in OTHER_FLAVOUR.values()
                       if any(f"{name} ({o})" in r.get(FLOOR, {}).get("per_program", {}) for r in rounds)), None)
         programs[name] = {"tracepoint": tracepoint,
@@ -436,6 +444,13 @@ def markdown(result: dict) -> list[str]:
     for name, label in ((GESPANN, "gespann run, every default program"), (FLOOR, "the floor: empty programs"),
                         (BPFTRACE, "bpftrace (connections.bt)"), (TCPLIFE_NAME, "tcplife (libbpf-tools)")):
         lines.append(f"| {label} | {_fmt(totals.get(name))} | {_fmt(shares.get(name), 2, 100)} % |")
+    peers = peers_cost(result)
+    if peers and peers["ratio"]:
+        lines += ["", f"- per-peer counts ({PEERS_ON}, a named network taking every loopback address): "
+                      f"tcp_lifecycle {_fmt(peers['on_ns'])} ns per event against {_fmt(peers['off_ns'])} off, "
+                      f"{_fmt(peers['ratio'], 2)}x round by round (target <= {PEERS_TARGET:g}x: "
+                      f"{'met' if peers['ratio'].median <= PEERS_TARGET else 'MISSED'}); every program per "
+                      f"connection, tcp_nat included: {_fmt(peers['per_connection_ratio'], 2)}x"]
     g, fl = shares.get(GESPANN), shares.get(FLOOR)
     if g and fl:
         lines += ["", f"- share of a bare connection's CPU, every default program: {g.median * 100:.2f} % "
@@ -463,8 +478,33 @@ def markdown(result: dict) -> list[str]:
     return lines
 
 
+def peers_cost(result: dict) -> dict | None:
+    """Per-peer counts on against off, round by round: tcp_lifecycle's ns per event, and every program's
+    ns per connection (tcp_nat, which only per-peer counts attach, included)."""
+    rounds = [r for r in result["rounds"] if VARIANT + PEERS_ON in r and GESPANN in r]
+    if not rounds:
+        return None
+
+    def per_event(run: dict) -> float | None:
+        cost = run.get("per_program", {}).get(LIFECYCLE)
+        return cost["run_time_ns"] / cost["runs"] if cost and cost["runs"] else None
+
+    on, off = ([per_event(r[k]) for r in rounds] for k in (VARIANT + PEERS_ON, GESPANN))
+    paired = [a / b for a, b in zip(on, off) if a and b]
+    totals = [_per_connection(r[VARIANT + PEERS_ON]) / _per_connection(r[GESPANN]) for r in rounds
+              if _per_connection(r[GESPANN])]
+    return {"on_ns": spread([v for v in on if v]), "off_ns": spread([v for v in off if v]),
+            "ratio": spread(paired), "per_connection_ratio": spread(totals)}
+
+
 def verdicts(result: dict) -> dict[str, bool | None]:
-    """The share's target: every default program together, at most 2 % of a bare connection's CPU."""
+    """The share's target: every default program together, at most 2 % of a bare connection's CPU; and
+    per-peer counts at most 1.3x tcp_lifecycle's ns per event without them."""
     share = figures(result).get("shares", {}).get(GESPANN)
-    return {"share of a bare loopback connection's CPU, every default program <= 2 %":
-            None if share is None else share.median <= SHARE_TARGET}
+    out = {"share of a bare loopback connection's CPU, every default program <= 2 %":
+           None if share is None else share.median <= SHARE_TARGET}
+    peers = peers_cost(result)
+    if peers is not None:
+        out[f"labels.peers on: tcp_lifecycle ns per event <= {PEERS_TARGET:g}x off"] = \
+            None if peers["ratio"] is None else peers["ratio"].median <= PEERS_TARGET
+    return out

@@ -28,14 +28,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def config_text(port: int, netns_path: str | None, attach_mode: str | None = None) -> str:
+def config_text(port: int, netns_path: str | None, attach_mode: str | None = None, extra: str = "") -> str:
+    """The bench's config; `extra` is more top-level YAML (a `labels:` section, say)."""
     lines = ["log_level: info", "exporters:", "  - type: prometheus",
              f"    settings: {{port: {port}, address: 127.0.0.1}}"]
     if netns_path:
         lines += ["scope:", f"  netns: {netns_path}"]
     if attach_mode:
         lines += ["attach:", f"  mode: {attach_mode}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + extra
 
 
 def counts_from_metrics(text: str) -> Counts:
@@ -77,11 +78,13 @@ def probes_attached(output: str) -> str | None:
 class GespannMetrics:
     """`gespann run` in metrics mode."""
 
-    def __init__(self, executable: Path, workdir: Path, netns_path: str | None, attach_mode: str | None = None):
+    def __init__(self, executable: Path, workdir: Path, netns_path: str | None, attach_mode: str | None = None,
+                 extra: str = "", name: str = ""):
+        """`extra`: more of the config (see config_text), under a config file of its own `name`."""
         self.executable = executable
         self.port = free_port()
-        self.config = workdir / f"gespann-{attach_mode or 'auto'}.yaml"
-        self.config.write_text(config_text(self.port, netns_path, attach_mode))
+        self.config = workdir / f"gespann-{name or attach_mode or 'auto'}.yaml"
+        self.config.write_text(config_text(self.port, netns_path, attach_mode, extra))
         self.url = f"http://127.0.0.1:{self.port}/metrics"
 
     def start(self, env: dict | None = None) -> tuple[Launched, Startup]:

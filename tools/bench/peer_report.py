@@ -14,6 +14,11 @@ COLUMNS = (GESPANN, GESPANN_TRACE, TCPLIFE, TCPSTATES)
 HEADS = ("gespann run", "gespann trace", "tcplife", "tcpstates")
 MIB = 2 ** 20
 
+#: gespann trace's user-space CPU per record, at most this many times tcplife's.
+TRACE_CPU_TARGET = 1.5
+#: In the kernel, records (gespann trace) at most this many times metrics only, per inet_sock_set_state event.
+RECORDS_TARGET = 1.2
+
 
 def values(samples: list[dict], tracer: str, value) -> list:
     out = []
@@ -166,12 +171,12 @@ def targets(peers: dict, trace: dict, bpftrace_cost: list[dict] | None = None) -
                        f" ({value.low:.3g}–{value.high:.3g}x)") if value.n > 1 else ""
         out.append((target, value.median <= limit, f"{shown}{spread_text}, {value.n} round{'s' * (value.n != 1)}"))
 
-    judged("gespann trace user-space CPU per record <= 3x tcplife's (fixed rate, round by round)",
-           _median_ratio(fixed, GESPANN_TRACE, TCPLIFE, cpu_per_record_us), 3)
+    judged(f"gespann trace user-space CPU per record <= {TRACE_CPU_TARGET:g}x tcplife's (fixed rate, round by round)",
+           _median_ratio(fixed, GESPANN_TRACE, TCPLIFE, cpu_per_record_us), TRACE_CPU_TARGET)
     judged(f"gespann trace in-kernel ns per event on {STATE} <= tcplife's",
            _median_ratio(cost, GESPANN_TRACE, TCPLIFE, lambda r: ns_per_event(r, STATE)), 1)
-    judged(f"gespann trace in-kernel ns per event on {STATE} <= 1.5x gespann run's (metrics only)",
-           _median_ratio(cost, GESPANN_TRACE, GESPANN, lambda r: ns_per_event(r, STATE)), 1.5)
+    judged(f"gespann trace in-kernel ns per event on {STATE} <= {RECORDS_TARGET:g}x gespann run's (metrics only)",
+           _median_ratio(cost, GESPANN_TRACE, GESPANN, lambda r: ns_per_event(r, STATE)), RECORDS_TARGET)
     judged("peak RSS of gespann run (default config) <= 2x tcplife's",
            _median_ratio(peers.get("rounds", []), GESPANN, TCPLIFE, lambda r: r.get("peak_rss_bytes")), 2)
     cold = spread(values(peers.get("cold_starts", []), GESPANN, lambda r: r.get("peak_rss_bytes")))

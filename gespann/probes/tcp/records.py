@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import socket
 import sys
+from socket import ntohs
 from typing import Callable, Optional, Union
 
 from asm import DW, R0, R1, R2, R10, H, Program, Record, Register, Slot, W, array, u8, u16, u32, u64
@@ -128,11 +129,14 @@ def emit_read_addresses(p: Program, sk: Register, types: KernelTypes, record: Sl
 
 
 @functools.lru_cache(maxsize=4096)
-def _address(family: int, raw: bytes) -> str:
+def _ipv4(raw: bytes) -> str:
     """An address as text; cached, since a busy host's records repeat a few peers."""
-    if family == AF_INET6:
-        return socket.inet_ntop(socket.AF_INET6, raw)
     return socket.inet_ntop(socket.AF_INET, raw[:4])
+
+
+@functools.lru_cache(maxsize=4096)
+def _ipv6(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -140,61 +144,74 @@ def _comm(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=1024)
 def _reason(outcome: int, code: int) -> str:
     if outcome == RESET:
         return name_of(RESET_DIRECTIONS, code, "direction")
     if outcome == FAILED:
-        from .metrics import failure_reason  # here, not per record: an import statement costs a µs each time
+        from .metrics import failure_reason  # here, not at import: metrics imports this module
 
         return failure_reason(code)
     return ""
 
 
+@functools.lru_cache(maxsize=64)
+def _name(names: tuple[str, ...], index: int, what: str) -> str:
+    return name_of(names, index, what)
+
+
 _CODEC = RecordCodec(RECORD)
+_unpack = _CODEC.unpack_from
+#: The order `decode` unpacks the fields in: the record's own, checked here so the two cannot drift apart.
+_ORDER = ("end_ns", "duration_ns", "bytes_sent", "bytes_received", "cgroup_id", "local_address", "remote_address",
+          "comm", "pid", "srtt_us", "retransmits", "drops", "drop_reason", "family", "local_port", "remote_port",
+          "reason", "role", "outcome", "preexisting", "backend_port", "backend_address")
+assert _ORDER == _CODEC.tuple._fields, "decode's field order is not RECORD's"
+_event = functools.partial(tuple.__new__, ConnectionEvent)
 
 
 def decode(data: bytes, clock_offset: float, container_of: Optional[Callable[[int], str]] = None,
            drop_reason: Callable[[int], str] = str) -> ConnectionEvent:
     """One record as an event; `clock_offset` turns the kernel's monotonic clock into wall-clock seconds.
 
-    Trace mode decodes every record, so this is a hot path: the record parses
-    with struct into a named tuple, and the text that repeats (addresses,
-    process names, container ids) comes from caches.
+    Trace mode decodes every record, so this is a hot path: the record unpacks
+    with struct straight into locals, the event is built positionally (its
+    fields in ConnectionEvent's order), and the text that repeats (addresses,
+    names, process names, container ids) comes from caches.
     """
-    r = _CODEC.parse_from(data)
-    outcome, cgroup_id = r.outcome, r.cgroup_id
-    return ConnectionEvent(
-        timestamp=r.end_ns / 1e9 + clock_offset,
-        protocol="tcp",
-        role=name_of(ROLES, r.role, "role"),
-        outcome=name_of(OUTCOMES, outcome, "outcome"),
-        reason=_reason(outcome, r.reason),
-        pid=r.pid,
-        comm=_comm(r.comm),
-        local_address=_address(r.family, r.local_address),
-        local_port=r.local_port,
-        remote_address=_address(r.family, r.remote_address),
-        remote_port=socket.ntohs(r.remote_port),
-        bytes_sent=r.bytes_sent,
-        bytes_received=r.bytes_received,
-        duration_seconds=r.duration_ns / 1e9,
-        rtt_seconds=None if outcome == FAILED else r.srtt_us / 1e6,
-        retransmits=r.retransmits,
-        cgroup_id=cgroup_id,
-        container_id=container_of(cgroup_id) if container_of is not None and cgroup_id else "",
-        preexisting=bool(r.preexisting),
-        drops=r.drops,
-        drop_reason=drop_reason(r.drop_reason) if r.drops else "",
-        backend_address=_address(AF_INET, r.backend_address.to_bytes(4, sys.byteorder)) if r.backend_port else "",
-        backend_port=socket.ntohs(r.backend_port),
-    )
+    (end_ns, duration_ns, bytes_sent, bytes_received, cgroup_id, local_address, remote_address, comm, pid, srtt_us,
+     retransmits, drops, drop_code, family, local_port, remote_port, reason, role, outcome, preexisting,
+     backend_port, backend_address) = _unpack(data)
+    address = _ipv6 if family == AF_INET6 else _ipv4
+    return _event((
+        end_ns / 1e9 + clock_offset,  # timestamp
+        "tcp",
+        _name(ROLES, role, "role"),
+        _name(OUTCOMES, outcome, "outcome"),
+        _reason(outcome, reason),
+        pid,
+        _comm(comm),
+        address(local_address),
+        local_port,
+        address(remote_address),
+        ntohs(remote_port),
+        bytes_sent,
+        bytes_received,
+        duration_ns / 1e9,  # duration_seconds
+        None if outcome == FAILED else srtt_us / 1e6,  # rtt_seconds
+        retransmits,
+        0,  # datagrams_sent
+        0,  # datagrams_received
+        cgroup_id,
+        container_of(cgroup_id) if container_of is not None and cgroup_id else "",
+        preexisting != 0,
+        drops,
+        drop_reason(drop_code) if drops else "",
+        _ipv4(backend_address.to_bytes(4, sys.byteorder)) if backend_port else "",  # backend_address
+        ntohs(backend_port),
+    ))
 
 
 def decoder(target: BuildTarget) -> RecordDecoder:
     """The decoder of this probe's records, naming drop reasons from the kernel types `target` was built with."""
-    drop_reason = DropReasons.of_target(lambda: target.kernel_types)
-
-    def decode_record(data: bytes, clock_offset: float, container_of=None) -> ConnectionEvent:
-        return decode(data, clock_offset, container_of, drop_reason)
-
-    return decode_record
+    return functools.partial(decode, drop_reason=DropReasons.of_target(lambda: target.kernel_types))
