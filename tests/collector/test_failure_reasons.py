@@ -212,6 +212,8 @@ def test_failure_reasons_are_exact_while_the_application_reads_so_error(network,
         # own on one CPU (counted as missed, host-wide), and, rarely, one that the state-change event
         # skipped without a miss (one in a thousand or so, on this code and the code before it alike).
         uncounted = sum((expected - counted).values())  # Counter.total() is 3.10+
-        print(f"uncounted {uncounted}, tcp_lifecycle runs missed {missed}")
+        untracked = snapshot["connection_ends_untracked_total"].total()
+        print(f"uncounted {uncounted}, tcp_lifecycle runs missed {missed}, ends untracked {untracked}, "
+              f"aborted {aborted}; counted {dict(counted)}, seen {dict(expected)}")
         assert uncounted <= missed + UNEXPLAINED, \
             f"gespann counted {dict(counted)} ({missed} runs missed), the application saw {dict(expected)}"
