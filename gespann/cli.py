@@ -116,7 +116,8 @@ def _attach(config, stack, *, records: bool):
     from .probes import ProbeSet
 
     label_settings = LabelSettings(config.label_process, config.label_container, config.label_max_series)
-    channel = stack.enter_context(RecordChannel.for_reader(config.event_reader, "gsp_records")) if records else None
+    channel = (stack.enter_context(RecordChannel.for_reader(config.event_reader, "gsp_records", config.ringbuf_bytes))
+               if records else None)
     probes = stack.enter_context(ProbeSet.attach_all(config, records=channel))
     try:
         collector = stack.enter_context(KernelCollector(probes, _foreign_namespace(config.netns), records=channel,

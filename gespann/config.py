@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .bpf.channel import RINGBUF_SIZE
 from .exporters import KINDS, ExporterConfig
 from .probes.toolkit.flavours import MODES
 from .settings import (
@@ -50,6 +51,8 @@ ATTACH_MODES = ("auto", *MODES)
 BTF_SOURCES = ("auto", "btf", "vendored")
 #: The largest capacity accepted: 2^24 entries is already about 2 GiB of kernel memory for these maps.
 MAX_CAPACITY = 1 << 24
+#: events.ringbuf_bytes: the kernel wants a power of two and whole pages; past 1 GiB is a mistake, not a need.
+RINGBUF_MIN, RINGBUF_MAX = 4096, 1 << 30
 
 #: Every key of the file but the exporters' settings (each exporter kind declares those), in the file's order:
 #: the parser's defaults, choices and known keys, and docs/config.md (tools/gen_docs.py), come from here.
@@ -61,6 +64,11 @@ KEYS = Keys(
         "in the log; a file with both is an error naming both", values="a list"),
     Key("events.reader", "how connection records leave the kernel: the BPF ring buffer (5.8+) or the perf event "
         "array", "auto", EVENT_READERS),
+    Key("events.ringbuf_bytes", "the ring buffer's size: room for the records of bursts the reader cannot follow "
+        "at once (a record takes 136 bytes: the default holds about 30,000, over half a second at the highest rate "
+        "measured). Kernel memory, taken only while records are on (`gespann trace`, an event exporter); a record "
+        "the ring has no room for is counted in `gespann_records_lost_total`", RINGBUF_SIZE,
+        values=f"bytes: a power of two from {RINGBUF_MIN} to {RINGBUF_MAX}"),
     Key("attach.mode", "force one attach flavour for every probe that has it; `auto` takes the first the kernel "
         "accepts (see [Attach flavours](flavours.md))", "auto", ATTACH_MODES),
     Key("attach.probes", "force a flavour for one probe, or leave it out (`off`), and its figures with it; `gespann "
@@ -135,6 +143,7 @@ class Config:
     exporters: tuple[ExporterConfig, ...] = dataclasses.field(default_factory=_default_exporters)
     #: Which reader carries records out of the kernel: the ring buffer (5.8+) or the perf event array.
     event_reader: str = KEYS["events.reader"].default
+    ringbuf_bytes: int = KEYS["events.ringbuf_bytes"].default
     #: Which flavour every probe attaches with ("auto": the first the kernel accepts).
     attach_mode: str = KEYS["attach.mode"].default
     #: Per-probe attach modes, over `attach_mode`.
@@ -207,6 +216,7 @@ def parse(document: Any) -> Config:
         log_level=log_level,
         exporters=exporters,
         event_reader=_chosen(events, "events.reader"),
+        ringbuf_bytes=_ringbuf_bytes(_given(events, "ringbuf_bytes", Config.ringbuf_bytes)),
         attach_mode=_chosen(attach, "attach.mode", what="attach mode"),
         probe_modes=_probe_modes(_given(attach, "probes", {}), protocols, extra_probes),
         perf_event_attach=_chosen(attach, "attach.perf_event"),
@@ -300,6 +310,14 @@ def _capacity(value: Any, key: str) -> int:
     number = positive_int(value, key)
     if number > MAX_CAPACITY:
         raise ConfigError(key, f"at most {MAX_CAPACITY} entries, got {number}")
+    return number
+
+
+def _ringbuf_bytes(value: Any) -> int:
+    number = positive_int(value, "events.ringbuf_bytes")
+    if number & (number - 1) or not RINGBUF_MIN <= number <= RINGBUF_MAX:
+        raise ConfigError("events.ringbuf_bytes", f"expected a power of two from {RINGBUF_MIN} to {RINGBUF_MAX} "
+                                                  f"bytes, got {number}")
     return number
 
 

@@ -16,9 +16,11 @@ from .reader import RecordReader
 from .ringbuf import RingBufReader, lost_counter_map
 from .syscall import OBJ_NAME_LEN
 
-#: Room for bursts the reader cannot follow at once: a 1 MiB ring holds about 8,700 connection
-#: records, a quarter of a second at the highest rate measured here (30,000 records/s, tools/bench.py).
-RINGBUF_SIZE = 1 << 20
+#: Room for bursts the reader cannot follow at once: a 4 MiB ring holds about 30,000 connection records
+#: (128 bytes and an 8-byte header each), over half a second at the highest rate measured here (53,000
+#: records a second, tools/bench.py's soak), where 1 MiB lost records whenever the reader was held off the
+#: CPU for a fifth of a second. The config's events.ringbuf_bytes sets it.
+RINGBUF_SIZE = 4 << 20
 PERF_PAGES_PER_CPU = 32
 
 
@@ -45,12 +47,12 @@ class RecordChannel(Closable):
             raise
 
     @classmethod
-    def for_reader(cls, reader: str, name: str = "events") -> "RecordChannel":
+    def for_reader(cls, reader: str, name: str = "events", ringbuf_size: int = RINGBUF_SIZE) -> "RecordChannel":
         """The channel the config's `events.reader` asks for: "auto", "ringbuf" (an error where the
-        kernel has none) or "perf"."""
+        kernel has none) or "perf"; a ring buffer of `ringbuf_size` bytes (events.ringbuf_bytes)."""
         if reader == "ringbuf":
             features.ringbuf().require()
-        return cls(name, force_perf=reader == "perf")
+        return cls(name, ringbuf_size=ringbuf_size, force_perf=reader == "perf")
 
     @property
     def maps(self) -> dict[str, Map]:

@@ -89,6 +89,13 @@ def test_ring_buffer_counts_failed_reserves_and_wraps(loopback, state_format):
         assert reader.lost == lost_before
 
 
+def test_the_channel_takes_the_configured_ring_size():
+    for size in (1 << 16, 4 << 20):
+        with RecordChannel.for_reader("ringbuf", "gt_sized", ringbuf_size=size) as channel:
+            assert channel.map.max_entries == size
+            assert channel.map.info().max_entries == size  # the kernel's own word for it
+
+
 def test_ring_buffer_skips_discarded_records(loopback, state_format):
     """Only ESTABLISHED transitions are submitted; the other eight of each connection are discarded."""
     program = reserve_state_changes(state_format, loopback.port, discard_unless=ESTABLISHED)

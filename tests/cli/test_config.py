@@ -54,6 +54,8 @@ def test_empty_file_gives_defaults(tmp_path):
 def test_gespann_keys(tmp_path):
     config = parse({"events": {"reader": "perf"}, "attach": {"perf_event": "ioctl"}, "btf": {"source": "vendored"}})
     assert (config.event_reader, config.perf_event_attach, config.btf_source) == ("perf", "ioctl", "vendored")
+    assert parse({}).ringbuf_bytes == 4 << 20
+    assert parse({"events": {"ringbuf_bytes": 1 << 16}}).ringbuf_bytes == 1 << 16
     table = tmp_path / "6.1.0-56-amd64.json"
     table.write_text("{}")
     assert parse({"btf": {"source": str(table)}}).btf_source == str(table)
@@ -161,6 +163,9 @@ def test_gespann_keys(tmp_path):
     ({"labels": {"networks": {"pods": [8]}}}, "labels.networks.pods[0]", "expected a CIDR"),
     ({"labels": {"networks": {7: ["10.0.0.0/8"]}}}, "labels.networks.7", "non-empty string"),
     (["log_level"], "(top level)", "expected a mapping"),
+    ({"events": {"ringbuf_bytes": 3 << 20}}, "events.ringbuf_bytes", "a power of two from 4096 to 1073741824"),
+    ({"events": {"ringbuf_bytes": 2048}}, "events.ringbuf_bytes", "a power of two from 4096"),
+    ({"events": {"ringbuf_bytes": "4MiB"}}, "events.ringbuf_bytes", "at least 1"),
 ])
 def test_bad_config_names_the_key(document, key, words):
     with pytest.raises(ConfigError) as err:
