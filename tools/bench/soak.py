@@ -197,6 +197,8 @@ def run(gespann: Path, workdir: Path, binary: Path, seconds: float, threads: int
         "records": records.lines, "records_bad": records.bad, "records_bytes": records.bytes,
         "records_lost": _samples(page, "gespann_records_lost_total"), "records_expected": 2 * opened,
         "records_lost_by_reader": _series(page, "gespann_records_lost_total"),
+        "untracked": _samples(page, "gespann_connection_ends_untracked_total"),
+        "runs_missed": _samples(page, "gespann_probe_runs_missed_total"),
         "gespann_cpu_s": cpu_s, "exit_status": status, "sockets_left": left,
         "rss_samples": [(round(t, 1), r) for t, r in rss], **rss_figures(rss),
     }
@@ -219,6 +221,10 @@ def verdicts(soak: dict) -> dict[str, bool | None]:
         and soak["records_bad"] == 0,
         "metrics exact against /proc/net/snmp": soak["counted_exact"],
     }
+
+
+def _count(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:,.0f}"
 
 
 def markdown(soak: dict) -> list[str]:
@@ -249,6 +255,9 @@ def markdown(soak: dict) -> list[str]:
              f"{soak['passive_opens']:,} |",
              f"| closed client / server; by process (sum) | {counted['closed_client']:,} / "
              f"{counted['closed_server']:,}; {soak['by_process']:,.0f} |",
+             f"| ends without gespann's entry (gespann_connection_ends_untracked_total); program runs the kernel "
+             f"skipped (gespann_probe_runs_missed_total) | {_count(soak.get('untracked'))}; "
+             f"{_count(soak.get('runs_missed'))} |",
              f"| TCP sockets of the namespace not closed at the end (not LISTEN, not TIME-WAIT) | "
              f"{soak.get('sockets_left') or 'none'} |", ""]
     lines += [f"- {target}: {'met' if met else 'MISSED'}" for target, met in verdicts(soak).items()]
