@@ -19,7 +19,7 @@ from probe_flavours import FLAVOURS
 from tcp_traffic import CLOSED_PORT, LOOPBACK, TcpTraffic, refused
 
 from gespann.bpf import features
-from gespann.bpf.channel import RecordChannel
+from gespann.bpf.channel import RINGBUF_SIZE, RecordChannel
 from gespann.collector.by_process import LabelSettings
 from gespann.collector.collector import KernelCollector
 from gespann.collector.containers import cgroup2_mount
@@ -38,8 +38,8 @@ class Watching:
     """Probes scoped to a namespace, with a record channel, and the collector over them."""
 
     def __init__(self, namespace: Namespace, mode="auto", perf_event_link="auto", reader="auto", idle_timeout=60.0,
-                 label_settings=LabelSettings(), capacities=None):
-        self.channel = RecordChannel.for_reader(reader, "gsp_records")
+                 label_settings=LabelSettings(), capacities=None, ringbuf_size=RINGBUF_SIZE):
+        self.channel = RecordChannel.for_reader(reader, "gsp_records", ringbuf_size)
         settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=namespace.inode,
                                   by_process=label_settings.enabled, capacities=capacities or {})
         self.probes = ProbeSet.attach(PROBES, settings, records=self.channel)
@@ -272,8 +272,8 @@ def test_connections_open_before_the_start_end_once_with_a_record_marked_pre_exi
 def test_per_process_counts_are_exact_whatever_records_are_lost(namespace):
     """12,000 ends while nobody reads records: the ring buffer overflows (and says so), but the kernel
     counts every end by its owner, so the per-process figures stay exact."""
-    n = 6000  # each ends on both sides: 12,000 records of 112 bytes, more than the 1 MiB ring holds
-    with Watching(namespace, label_settings=LabelSettings(process=True)) as watching:
+    n = 6000  # each ends on both sides: 12,000 records of 136 bytes, more than a 1 MiB ring holds
+    with Watching(namespace, label_settings=LabelSettings(process=True), ringbuf_size=1 << 20) as watching:
         with namespace.enter():
             traffic = TcpTraffic()
             for _ in range(n):

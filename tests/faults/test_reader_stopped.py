@@ -14,9 +14,9 @@ from tcp_traffic import TcpTraffic, refused
 
 pytestmark = [pytest.mark.root, pytest.mark.process]
 
-#: 1 MiB ring buffer, 128 bytes a record with its header: 8,192 records fit. 6,000 connections end
-#: twice each (client and server), half again as many as fit.
-CONNECTIONS = 6000
+#: A 1 MiB ring buffer (events.ringbuf_bytes; the default holds four times as much), 136 bytes a record
+#: with its header: 7,710 records fit. 6,000 connections end twice each (client and server), more than fit.
+RING_BYTES, CONNECTIONS = 1 << 20, 6000
 
 
 def config(port: int, namespace, *extra: str) -> str:
@@ -49,7 +49,8 @@ def stopped_for(process: GespannRun, seconds: float):
 def test_a_full_ring_buffer_while_the_reader_is_stopped_is_counted_lost_and_metrics_stay_exact(namespace, tmp_path):
     port = free_port()
     records = tmp_path / "records.jsonl"
-    with GespannRun(config(port, namespace, f"  - {{type: jsonl, settings: {{path: {records}}}}}"), tmp_path,
+    with GespannRun(config(port, namespace, f"  - {{type: jsonl, settings: {{path: {records}}}}}",
+                           f"events: {{ringbuf_bytes: {RING_BYTES}}}"), tmp_path,
                     port) as gespann:
         gespann.wait_serving()
         with namespace.enter():
