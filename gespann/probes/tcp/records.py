@@ -155,18 +155,9 @@ def _reason(outcome: int, code: int) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=64)
-def _name(names: tuple[str, ...], index: int, what: str) -> str:
-    return name_of(names, index, what)
-
-
 _CODEC = RecordCodec(RECORD)
+#: Unpacks a record's fields in RECORD's order (tests/probes/test_connection_record_decode.py holds decode to it).
 _unpack = _CODEC.unpack_from
-#: The order `decode` unpacks the fields in: the record's own, checked here so the two cannot drift apart.
-_ORDER = ("end_ns", "duration_ns", "bytes_sent", "bytes_received", "cgroup_id", "local_address", "remote_address",
-          "comm", "pid", "srtt_us", "retransmits", "drops", "drop_reason", "family", "local_port", "remote_port",
-          "reason", "role", "outcome", "preexisting", "backend_port", "backend_address")
-assert _ORDER == _CODEC.tuple._fields, "decode's field order is not RECORD's"
 _event = functools.partial(tuple.__new__, ConnectionEvent)
 
 
@@ -177,7 +168,7 @@ def decode(data: bytes, clock_offset: float, container_of: Optional[Callable[[in
     Trace mode decodes every record, so this is a hot path: the record unpacks
     with struct straight into locals, the event is built positionally (its
     fields in ConnectionEvent's order), and the text that repeats (addresses,
-    names, process names, container ids) comes from caches.
+    process names, container ids) comes from caches.
     """
     (end_ns, duration_ns, bytes_sent, bytes_received, cgroup_id, local_address, remote_address, comm, pid, srtt_us,
      retransmits, drops, drop_code, family, local_port, remote_port, reason, role, outcome, preexisting,
@@ -186,8 +177,8 @@ def decode(data: bytes, clock_offset: float, container_of: Optional[Callable[[in
     return _event((
         end_ns / 1e9 + clock_offset,  # timestamp
         "tcp",
-        _name(ROLES, role, "role"),
-        _name(OUTCOMES, outcome, "outcome"),
+        name_of(ROLES, role, "role"),
+        name_of(OUTCOMES, outcome, "outcome"),
         _reason(outcome, reason),
         pid,
         _comm(comm),
