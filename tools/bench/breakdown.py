@@ -491,8 +491,8 @@ def peers_cost(result: dict) -> dict | None:
 
     on, off = ([per_event(r[k]) for r in rounds] for k in (VARIANT + PEERS_ON, GESPANN))
     paired = [a / b for a, b in zip(on, off) if a and b]
-    totals = [_per_connection(r[VARIANT + PEERS_ON]) / _per_connection(r[GESPANN]) for r in rounds
-              if _per_connection(r[GESPANN])]
+    totals = [_per_connection(r[VARIANT + PEERS_ON]) / without for r in rounds
+              if (without := _per_connection(r[GESPANN]))]
     return {"on_ns": spread([v for v in on if v]), "off_ns": spread([v for v in off if v]),
             "ratio": spread(paired), "per_connection_ratio": spread(totals)}
 
