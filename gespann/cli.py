@@ -212,7 +212,8 @@ def trace(config_path: str | None, as_json: bool, count: int | None) -> None:
                 printed += len(events)
         lost = collector.snapshot()["records_lost_total"].total()
     if lost:
-        click.echo(f"gespann: {lost} connection records were lost (the kernel's buffer was full)", err=True)
+        click.echo(f"gespann: {lost} connection records were lost (the kernel's buffer was full; "
+                   "events.ringbuf_bytes makes the ring buffer larger)", err=True)
     sys.exit(0)
 
 

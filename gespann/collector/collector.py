@@ -15,6 +15,7 @@ buffer.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -30,6 +31,8 @@ from .containers import Cgroups
 from .declarations import DeclaredSeries
 from .model import Metric, Snapshot
 from .records import ConnectionRecords
+
+log = logging.getLogger(__name__)
 
 
 class KernelCollector:
@@ -74,6 +77,7 @@ class KernelCollector:
         self._lock = threading.Lock()
         self._backlog: deque[ConnectionEvent] = deque()
         self._backlog_lost = 0
+        self._said_ring_full = False
         self._events_wanted = False
 
     def snapshot(self) -> Snapshot:
@@ -87,6 +91,7 @@ class KernelCollector:
             series.update(self._by_process.series())
         if self._records is not None:
             lost = {labels(reader=self._records.channel.kind): self._records.lost}
+            self._say_ring_full(self._records.lost)
             backlog_lost = self._backlog_lost + sum(reader.events_dropped for reader in self._readers)
             if backlog_lost:
                 lost[labels(reader="backlog")] = backlog_lost
@@ -137,6 +142,15 @@ class KernelCollector:
                 room = max(0, self.BACKLOG - len(self._backlog))
                 self._backlog.extend(arrived[:room])
                 self._backlog_lost += max(0, len(arrived) - room)
+
+    def _say_ring_full(self, lost: int) -> None:
+        """Once, the first time the kernel's buffer had no room for a record: the count is in the metric,
+        and for the ring buffer the key that makes it larger."""
+        if lost and not self._said_ring_full:
+            self._said_ring_full = True
+            remedy = "; events.ringbuf_bytes makes the ring larger" if self._records.channel.kind == "ringbuf" else ""
+            log.warning("connection records lost: the kernel's %s buffer was full while the reader fell behind "
+                        "(counted in gespann_records_lost_total)%s", self._records.channel.kind, remedy)
 
     def close(self) -> None:
         for reader in self._readers:

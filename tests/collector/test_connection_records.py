@@ -269,7 +269,7 @@ def test_connections_open_before_the_start_end_once_with_a_record_marked_pre_exi
             ("sent", "tcp"): 20, ("received", "tcp"): 20}
 
 
-def test_per_process_counts_are_exact_whatever_records_are_lost(namespace):
+def test_per_process_counts_are_exact_whatever_records_are_lost(namespace, caplog):
     """12,000 ends while nobody reads records: the ring buffer overflows (and says so), but the kernel
     counts every end by its owner, so the per-process figures stay exact."""
     n = 6000  # each ends on both sides: 12,000 records of 136 bytes, more than a 1 MiB ring holds
@@ -288,6 +288,9 @@ def test_per_process_counts_are_exact_whatever_records_are_lost(namespace):
                 break
             time.sleep(0.05)
         assert snapshot["records_lost_total"].total() > 0, "the ring buffer did not overflow: the test proves nothing"
+        watching.collector.snapshot()  # said once, not at every scrape
+        said = [r.getMessage() for r in caplog.records if "connection records lost" in r.getMessage()]
+        assert len(said) == 1 and "events.ringbuf_bytes" in said[0], said
         assert connections == {(COMM, "", "close", "tcp"): 2 * n}
         payload = {tuple(v for _, v in key): n for key, n in snapshot["process_bytes_total"].series.items()}
         assert payload == {(COMM, "", "sent", "tcp"): 8 * n, (COMM, "", "received", "tcp"): 8 * n}
