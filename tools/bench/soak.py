@@ -35,6 +35,8 @@ CHUNK_S = 60
 #: RSS is flat when the last quarter's median is within this of the first steady quarter's (after warm-up).
 FLAT_MIB = 4.0
 SETTLE_S = 60
+#: After a load generator run, how long its last connections' ends may take to be counted.
+CHECKPOINT_SETTLE_S = 3
 
 
 class RecordCounter:
@@ -162,11 +164,13 @@ def run(gespann: Path, workdir: Path, binary: Path, seconds: float, threads: int
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             connections = runs = 0
+            checkpoints: list[dict] = []
             cpu_before = launched.usage().cpu_s
             while (left := seconds - (time.monotonic() - started)) > 1:
                 result = loadgen.run(binary, 10 ** 9, min(CHUNK_S, left), threads, ns.exec_prefix)
                 connections += result.connections
                 runs += 1
+                checkpoints.append(_checkpoint(url, ns, tcp_before, time.monotonic() - started))
                 say(f"soak: {time.monotonic() - started:.0f}/{seconds:.0f} s, {result.per_second:.0f} "
                     f"connections/s, RSS {rss[-1][1] / MIB if rss else 0:.1f} MiB, {records.lines} records")
             load_s = time.monotonic() - started
@@ -201,7 +205,38 @@ def run(gespann: Path, workdir: Path, binary: Path, seconds: float, threads: int
         "runs_missed": _samples(page, "gespann_probe_runs_missed_total"),
         "gespann_cpu_s": cpu_s, "exit_status": status, "sockets_left": left,
         "rss_samples": [(round(t, 1), r) for t, r in rss], **rss_figures(rss),
+        "runs_missed_by_probe": _series(page, "gespann_probe_runs_missed_total"), "checkpoints": checkpoints,
     }
+
+
+def _checkpoint(url: str, namespace: Namespace, tcp_before: dict[str, int], at_s: float) -> dict:
+    """The counts after one load generator run, against the kernel's: where in the soak a shortfall began,
+    and what the kernel said of the programs' runs by then (each probe's skipped runs)."""
+    deadline = time.monotonic() + CHECKPOINT_SETTLE_S
+    while True:
+        tcp = _tcp_counters(namespace)
+        page = _scrape(url) or ""
+        counts = counts_from_metrics(page)
+        opened = tcp["ActiveOpens"] - tcp_before["ActiveOpens"]
+        passive = tcp["PassiveOpens"] - tcp_before["PassiveOpens"]
+        if (counts.closed_client == opened and counts.closed_server == passive) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return {"at_s": round(at_s, 1), "active_opens": opened, "passive_opens": passive,
+            "closed_client": counts.closed_client, "closed_server": counts.closed_server,
+            "untracked": _samples(page, "gespann_connection_ends_untracked_total"),
+            "runs_missed_by_probe": _series(page, "gespann_probe_runs_missed_total")}
+
+
+def shortfalls(soak: dict) -> list[dict]:
+    """The checkpoints at which the ends counted fell further behind the kernel's count."""
+    found, before = [], (0, 0)
+    for point in soak.get("checkpoints", []):
+        short = (point["active_opens"] - point["closed_client"], point["passive_opens"] - point["closed_server"])
+        if short != before:
+            found.append({**point, "short_client": short[0], "short_server": short[1]})
+        before = short
+    return found
 
 
 def _scrape(url: str) -> str | None:
@@ -225,6 +260,17 @@ def verdicts(soak: dict) -> dict[str, bool | None]:
 
 def _count(value: float | None) -> str:
     return "not recorded" if value is None else f"{value:,.0f}"
+
+
+def _shortfall_cells(soak: dict) -> str:
+    if "checkpoints" not in soak:
+        return "not recorded"
+    found = shortfalls(soak)
+    if not found:
+        return f"never, at {len(soak['checkpoints'])} checkpoints"
+    return "; ".join(f"{p['at_s']:.0f} s: {p['short_client']} / {p['short_server']}, "
+                     + (", ".join(f"{k} {v:,.0f}" for k, v in p["runs_missed_by_probe"].items()) or "none")
+                     for p in found)
 
 
 def markdown(soak: dict) -> list[str]:
@@ -258,6 +304,8 @@ def markdown(soak: dict) -> list[str]:
              f"| ends without gespann's entry (gespann_connection_ends_untracked_total); program runs the kernel "
              f"skipped (gespann_probe_runs_missed_total) | {_count(soak.get('untracked'))}; "
              f"{_count(soak.get('runs_missed'))} |",
+             f"| where the ends fell short (after a load generator run: seconds in, short client / server, "
+             f"runs skipped by probe) | {_shortfall_cells(soak)} |",
              f"| TCP sockets of the namespace not closed at the end (not LISTEN, not TIME-WAIT) | "
              f"{soak.get('sockets_left') or 'none'} |", ""]
     lines += [f"- {target}: {'met' if met else 'MISSED'}" for target, met in verdicts(soak).items()]
