@@ -210,10 +210,15 @@ def trace(config_path: str | None, as_json: bool, count: int | None) -> None:
                 sys.stdout.write("".join(f"{format_line(event)}\n" for event in events))
                 sys.stdout.flush()
                 printed += len(events)
-        lost = collector.snapshot()["records_lost_total"].total()
+        snapshot = collector.snapshot()
+    lost = snapshot["records_lost_total"].total()
     if lost:
         click.echo(f"gespann: {lost} connection records were lost (the kernel's buffer was full; "
                    "events.ringbuf_bytes makes the ring buffer larger)", err=True)
+    unseen = snapshot.metrics.get("connection_ends_unseen_total")
+    if unseen is not None and unseen.total():
+        click.echo(f"gespann: {unseen.total()} TCP connection ends went unseen and have no line (the kernel "
+                   "skipped gespann's program at their CLOSE; found when their sockets were freed)", err=True)
     sys.exit(0)
 
 

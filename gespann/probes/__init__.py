@@ -35,14 +35,16 @@ from .tcp import icmp_errors as tcp_icmp_errors
 from .tcp import lifecycle as tcp_lifecycle
 from .tcp import nat as tcp_nat
 from .tcp import resets as tcp_resets
+from .tcp import unseen_ends as tcp_unseen_ends
 from .toolkit.probe import BuildTarget, CheckContext, CheckLine, KernelWalk, Probe, RecordDecoder, object_name
 from .toolkit.reading import OwnerCounts, ReadContext, Reader
 from .udp import UDP_PROBES
 
 #: Every probe `gespann run` attaches, in attach order. A new probe of gespann's is one file and one entry here;
 #: one outside the tree is named in the config (extra_probes) instead.
-ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, tcp_icmp_errors.PROBE, *UDP_PROBES,
-                                 packet_drops.PROBE, inbound_refused.PROBE, tcp_nat.PROBE)
+ALL_PROBES: tuple[Probe, ...] = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, tcp_icmp_errors.PROBE,
+                                 tcp_unseen_ends.PROBE, *UDP_PROBES, packet_drops.PROBE, inbound_refused.PROBE,
+                                 tcp_nat.PROBE)
 
 #: Probes that are not part of the product: tcp_states is the smallest complete probe,
 #: the one to read (and copy) before writing a new one.

@@ -116,7 +116,7 @@ def test_gespann_keys(tmp_path):
      "probe udp_send has no 'kprobe' flavour; its flavours are: auto, tp_btf, raw_tracepoint, tracepoint"),
     ({"attach": {"probes": {"tcp_lifecyle": "tp_btf"}}}, "attach.probes.tcp_lifecyle",
      "no probe is called 'tcp_lifecyle'; the probes are: tcp_lifecycle, tcp_reset_sent, tcp_reset_received, "
-     "tcp_icmp_errors, udp_send, udp_receive"),
+     "tcp_icmp_errors, tcp_unseen_ends, udp_send, udp_receive"),
     ({"attach": {"probes": {"tcp_states": "tp_btf"}}}, "attach.probes.tcp_states", "no probe is called"),
     ({"attach": {"probes": {3: "tp_btf"}}}, "attach.probes.3", "no probe is called 3"),
     ({"attach": {"probes": {"udp_send": "tp_btf"}}, "scope": {"protocols": ["tcp"]}}, "attach.probes.udp_send",

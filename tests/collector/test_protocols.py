@@ -20,8 +20,8 @@ from gespann.probes import ProbeSet
 pytestmark = pytest.mark.root
 
 #: packet_drops and inbound_refused watch packets of every protocol: scope.protocols keeps them either way.
-TCP_PROBES = {"tcp_lifecycle", "tcp_reset_sent", "tcp_reset_received", "tcp_icmp_errors", "packet_drops",
-              "inbound_refused"}
+TCP_PROBES = {"tcp_lifecycle", "tcp_reset_sent", "tcp_reset_received", "tcp_icmp_errors", "tcp_unseen_ends",
+              "packet_drops", "inbound_refused"}
 UDP_PROBES = {"udp_send", "udp_receive", "packet_drops", "inbound_refused"}
 REQUEST, REPLY = 40, 9  # bytes of the TCP exchange and of the UDP datagram and its answer
 

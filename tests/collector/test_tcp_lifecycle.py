@@ -28,9 +28,10 @@ from gespann.collector.collector import KernelCollector
 from gespann.probes import AttachSettings, ProbeSet
 from gespann.probes.tcp import lifecycle as tcp_lifecycle
 from gespann.probes.tcp import resets as tcp_resets
+from gespann.probes.tcp import unseen_ends as tcp_unseen_ends
 
 pytestmark = pytest.mark.root
-PROBES = (tcp_lifecycle.PROBE, *tcp_resets.PROBES)
+PROBES = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, tcp_unseen_ends.PROBE)
 FAMILIES = [pytest.param(socket.AF_INET, id="ipv4"), pytest.param(socket.AF_INET6, id="ipv6")]
 #: (client sends, server replies) per orderly connection
 EXCHANGES = [(1, 0), (0, 7), (1000, 3), (65536 + 17, 4096), (5, 250000)]
@@ -83,6 +84,10 @@ def test_opens_ends_failures_and_bytes_are_exact(namespace, mode, perf_event_lin
         assert counts(snapshot, "connections_closed_total") == {("tcp", "client"): n, ("tcp", "server"): n}
         assert counts(snapshot, "connections_reset_total") == {("sent",): k, ("received",): k}
         assert counts(snapshot, "connections_failed_total") == {("refused",): REFUSED}
+        # Every end seen at its CLOSE left nothing for the socket's free to find.
+        assert not counts(snapshot, "connection_ends_unseen_total")
+        assert not counts(snapshot, "connection_opens_unseen_total")
+        assert not counts(snapshot, "connection_ends_untracked_total")
         payload = sum(sent + replied for sent, replied in EXCHANGES)
         assert counts(snapshot, "bytes_total") == {("sent", "tcp"): payload, ("received", "tcp"): payload}
         # A slow machine retransmits even on loopback (a tail loss probe): as many as the kernel counted.

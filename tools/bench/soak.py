@@ -117,6 +117,15 @@ def _series(text: str, name: str) -> dict[str, float]:
             if line.startswith(name + "{")}
 
 
+def _by_role(text: str, name: str) -> dict[str, float]:
+    """{role: value} of a metric labelled by role (client, server)."""
+    found: dict[str, float] = {}
+    for labels, value in _series(text, name).items():
+        role = labels.partition('role="')[2].partition('"')[0]
+        found[role] = found.get(role, 0) + value
+    return found
+
+
 def slope_mib_per_hour(samples: list[tuple[float, int]]) -> float:
     """Least-squares slope of RSS over time."""
     if len(samples) < 2:
@@ -183,7 +192,8 @@ def run(gespann: Path, workdir: Path, binary: Path, seconds: float, threads: int
             while time.monotonic() < deadline:
                 page = _scrape(url) or ""
                 lost = _samples(page, "gespann_records_lost_total")
-                if records.lines + lost >= 2 * opened and counts_from_metrics(page).matches(opened):
+                unseen = _samples(page, "gespann_connection_ends_unseen_total")
+                if records.lines + lost + unseen >= 2 * opened and _ends_accounted(page, opened, opened):
                     break
                 time.sleep(0.5)
             page = _scrape(url) or ""
@@ -194,6 +204,7 @@ def run(gespann: Path, workdir: Path, binary: Path, seconds: float, threads: int
     passive = tcp_after["PassiveOpens"] - tcp_before["PassiveOpens"]
     exact = (counts.opened_client == counts.closed_client == opened and counts.resets == counts.failed == 0
              and counts.opened_server == counts.closed_server == passive)
+    unseen = _by_role(page, "gespann_connection_ends_unseen_total")
     return {
         "seconds": load_s, "loadgen_runs": runs, "connections": connections, "per_second": connections / load_s,
         "active_opens": opened, "passive_opens": passive, "counted": dataclasses.asdict(counts), "counted_exact": exact,
@@ -203,10 +214,21 @@ def run(gespann: Path, workdir: Path, binary: Path, seconds: float, threads: int
         "records_lost_by_reader": _series(page, "gespann_records_lost_total"),
         "untracked": _samples(page, "gespann_connection_ends_untracked_total"),
         "runs_missed": _samples(page, "gespann_probe_runs_missed_total"),
+        "unseen_ends": unseen, "opens_unseen": _samples(page, "gespann_connection_opens_unseen_total"),
+        "ends_accounted": _ends_accounted(page, opened, passive),
         "gespann_cpu_s": cpu_s, "exit_status": status, "sockets_left": left,
         "rss_samples": [(round(t, 1), r) for t, r in rss], **rss_figures(rss),
         "runs_missed_by_probe": _series(page, "gespann_probe_runs_missed_total"), "checkpoints": checkpoints,
     }
+
+
+def _ends_accounted(page: str, opened: int, passive: int) -> bool:
+    """Whether every end is counted, as closed or as unseen (gespann_connection_ends_unseen_total: the kernel
+    skipped the program at that CLOSE, and the socket's free found the entry), and nothing else happened."""
+    counts, unseen = counts_from_metrics(page), _by_role(page, "gespann_connection_ends_unseen_total")
+    return (counts.opened_client == opened and counts.opened_server == passive and counts.resets == counts.failed == 0
+            and counts.closed_client + unseen.get("client", 0) == opened
+            and counts.closed_server + unseen.get("server", 0) == passive)
 
 
 def _checkpoint(url: str, namespace: Namespace, tcp_before: dict[str, int], at_s: float) -> dict:
@@ -219,11 +241,13 @@ def _checkpoint(url: str, namespace: Namespace, tcp_before: dict[str, int], at_s
         counts = counts_from_metrics(page)
         opened = tcp["ActiveOpens"] - tcp_before["ActiveOpens"]
         passive = tcp["PassiveOpens"] - tcp_before["PassiveOpens"]
-        if (counts.closed_client == opened and counts.closed_server == passive) or time.monotonic() > deadline:
+        if _ends_accounted(page, opened, passive) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
+    unseen = _by_role(page, "gespann_connection_ends_unseen_total")
     return {"at_s": round(at_s, 1), "active_opens": opened, "passive_opens": passive,
             "closed_client": counts.closed_client, "closed_server": counts.closed_server,
+            "unseen_client": unseen.get("client", 0), "unseen_server": unseen.get("server", 0),
             "untracked": _samples(page, "gespann_connection_ends_untracked_total"),
             "runs_missed_by_probe": _series(page, "gespann_probe_runs_missed_total")}
 
@@ -255,11 +279,28 @@ def verdicts(soak: dict) -> dict[str, bool | None]:
         "no record lost, every record read": soak["records_lost"] == 0 and soak["records"] == soak["records_expected"]
         and soak["records_bad"] == 0,
         "metrics exact against /proc/net/snmp": soak["counted_exact"],
+        "every end counted, closed or said unseen (gespann_connection_ends_unseen_total)": soak.get("ends_accounted"),
+        "every record read, or its loss counted (records lost, unseen ends)": _records_accounted(soak),
     }
+
+
+def _records_accounted(soak: dict) -> bool | None:
+    """Records read, plus those counted lost, plus one per unseen end (its record went with the skipped run)."""
+    if "unseen_ends" not in soak:
+        return None
+    accounted = soak["records"] + soak["records_lost"] + sum(soak["unseen_ends"].values())
+    return soak["records_bad"] == 0 and accounted == soak["records_expected"]
 
 
 def _count(value: float | None) -> str:
     return "not recorded" if value is None else f"{value:,.0f}"
+
+
+def _unseen_cells(soak: dict) -> str:
+    if "unseen_ends" not in soak:
+        return "not recorded"
+    unseen = soak["unseen_ends"]
+    return f"{unseen.get('client', 0):,.0f} / {unseen.get('server', 0):,.0f}; {soak['opens_unseen']:,.0f}"
 
 
 def _shortfall_cells(soak: dict) -> str:
@@ -268,7 +309,8 @@ def _shortfall_cells(soak: dict) -> str:
     found = shortfalls(soak)
     if not found:
         return f"never, at {len(soak['checkpoints'])} checkpoints"
-    return "; ".join(f"{p['at_s']:.0f} s: {p['short_client']} / {p['short_server']}, "
+    return "; ".join(f"{p['at_s']:.0f} s: {p['short_client']} / {p['short_server']} (unseen "
+                     f"{p.get('unseen_client', '?')} / {p.get('unseen_server', '?')}), "
                      + (", ".join(f"{k} {v:,.0f}" for k, v in p["runs_missed_by_probe"].items()) or "none")
                      for p in found)
 
@@ -304,9 +346,12 @@ def markdown(soak: dict) -> list[str]:
              f"| ends without gespann's entry (gespann_connection_ends_untracked_total); program runs the kernel "
              f"skipped (gespann_probe_runs_missed_total) | {_count(soak.get('untracked'))}; "
              f"{_count(soak.get('runs_missed'))} |",
+             f"| ends unseen, client / server (gespann_connection_ends_unseen_total); active opens unseen | "
+             f"{_unseen_cells(soak)} |",
              f"| where the ends fell short (after a load generator run: seconds in, short client / server, "
              f"runs skipped by probe) | {_shortfall_cells(soak)} |",
              f"| TCP sockets of the namespace not closed at the end (not LISTEN, not TIME-WAIT) | "
              f"{soak.get('sockets_left') or 'none'} |", ""]
-    lines += [f"- {target}: {'met' if met else 'MISSED'}" for target, met in verdicts(soak).items()]
+    lines += [f"- {target}: {'not recorded' if met is None else 'met' if met else 'MISSED'}"
+              for target, met in verdicts(soak).items()]
     return lines

@@ -142,18 +142,12 @@ def emit_store_connection(p: Program, key: Slot, entry: Slot, storage_sk: Option
     p.label(done)
 
 
-def emit_forget_connection(p: Program, key: Slot, storage_sk: Optional[Register] = None) -> None:
-    """Emit the removal of the connection's entry. Clobbers R0-R5.
+def emit_forget_connection(p: Program, key: Slot, entry: Register) -> None:
+    """Emit the removal of the connection's entry, `entry` as its lookup gave it. Clobbers R0-R5.
 
-    An entry in storage is not freed but emptied (its times zeroed: no connection): freeing costs far
-    more than the stores, the socket frees it anyway, and one that connects again overwrites it."""
+    Its times are zeroed first (no connection): an entry in socket storage is so emptied rather than freed
+    (freeing costs far more than the stores, the socket frees it anyway, and one that connects again
+    overwrites it), and one the map fails to delete reads as ended, so tcp_unseen_ends never counts it."""
+    p.st(DW, entry, ENTRY.offset("syn_sent_ns"), 0)
+    p.st(DW, entry, ENTRY.offset("established_ns"), 0)
     emit_map_delete(p, MAP_NAME, key)
-    if storage_sk is None:
-        return
-    done = p.new_label("forget_connection.done")
-    p.jeq(R0, 0, done)  # it was in the map
-    emit_storage_get(p, ENTRIES, storage_sk)
-    p.jeq(R0, 0, done)
-    p.st(DW, R0, ENTRY.offset("syn_sent_ns"), 0)
-    p.st(DW, R0, ENTRY.offset("established_ns"), 0)
-    p.label(done)

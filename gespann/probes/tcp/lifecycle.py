@@ -75,6 +75,13 @@ By peer. When per-peer labels are asked for (labels.peers), each open, end and
 failed open is also counted in its peer's row (peers.py: a client's remote
 endpoint, and the backend behind a DNAT; a server's local port), the same
 amounts the totals row gets, at the same moment.
+
+Events never seen. The kernel does not run this program for an event that
+fires while it is already running on that CPU (gespann_probe_runs_missed_total
+counts those), and the bench's soak met ends that no program saw with no such
+skip counted. An end never seen leaves its entry, which tcp_unseen_ends counts
+when the socket is freed; an ESTABLISHED never seen leaves an active open's
+SYN_SENT entry, whose end then counts as untracked (its open was never counted).
 """
 
 from __future__ import annotations
@@ -235,7 +242,7 @@ class _Build:
         # CLOSE's steps
         self.close_entry, self.adopted, self.untracked = (p.new_label(name) for name in
                                                            ("close.entry", "adopted", "untracked"))
-        self.failed, self.forget = p.new_label("failed"), p.new_label("forget")
+        self.failed, self.forget, self.unopened = p.new_label("failed"), p.new_label("forget"), p.new_label("unopened")
         self.by_process_step = p.new_label("by_process") if self.by_process else None
         # Counts by peer (peers.py); its key slots lent by the per-process step, which comes after it.
         self.peer = (PeerSlots(p.frame, *((self.s.new_row, self.s.owner) if self.by_process else (None, None)),
@@ -394,7 +401,7 @@ def _emit_close(b: _Build, at: str) -> None:
     p.ldx(DW, R1, R10, s.oldstate.at())
     p.jeq32(R1, SYN_SENT, b.failed)
     p.ldx(DW, R1, R8, ENTRY.offset("established_ns"))
-    p.jeq(R1, 0, b.forget)
+    p.jeq(R1, 0, b.unopened)
 
     figures = p.new_label("ended")
     _emit_outcome(b, figures)
@@ -410,6 +417,7 @@ def _emit_close(b: _Build, at: str) -> None:
     if b.records:
         _emit_record(b)
     _emit_forget(b)  # the record falls through to here
+    _emit_unopened(b)
     _emit_adopted(b)
     _emit_untracked(b)
 
@@ -434,7 +442,7 @@ def _emit_outcome(b: _Build, done: str) -> None:
     _emit_peer_fin_arrived(b, b.direct)
     p.label(orderly)
     p.ldx(W, R4, R8, ENTRY.offset("role"))
-    emit_add_indexed(p, R9, Totals.CLOSED, R4, len(ROLES), 1, b.forget)
+    emit_add_indexed(p, R9, Totals.CLOSED, R4, len(ROLES), 1, b.unopened)  # no role: said, as untracked
     b.store_for_peer("outcome", peers.Slots.CLOSED)
     if b.records:
         p.st(B, R10, s.record.at("outcome"), connection_records.CLOSE)
@@ -455,7 +463,7 @@ def _emit_reset(b: _Build, done: str) -> None:
     peer_fin, peer_fin_in = p.new_label("reset.peer_fin"), p.new_label("reset.peer_fin_in")
     p.sub(R1, RESET_SENT)  # the mark, as an index into RESET_DIRECTIONS
     p.mov(R4, R1)
-    emit_add_indexed(p, R9, Totals.RESET, R4, RESET_RECEIVED - RESET_SENT + 1, 1, b.forget)
+    emit_add_indexed(p, R9, Totals.RESET, R4, RESET_RECEIVED - RESET_SENT + 1, 1, b.unopened)
     if b.peer is not None:
         p.mov(R1, R4)
         p.add(R1, peers.Slots.RESET)
@@ -539,7 +547,7 @@ def _emit_forget(b: _Build) -> None:
     p.label(b.forget)
     p.ldx(DW, R1, R10, s.adopted.at())
     p.jne(R1, 0, adopted)
-    emit_forget_connection(p, s.key, b.entry_in)
+    emit_forget_connection(p, s.key, R8)
     p.ja(b.out)
     p.label(adopted)
     emit_map_delete(p, ADOPTED, s.cookie)
@@ -660,6 +668,15 @@ def _emit_owner_lookup(b: _Build, found: str) -> None:
     """R0 = tcp_by_process[the owner in s.owner]; a jump to `found` if there is one. Clobbers R0-R5."""
     emit_map_lookup(b.p, BY_PROCESS, b.s.owner)
     b.p.jne(R0, 0, found)
+
+
+def _emit_unopened(b: _Build) -> None:
+    """CLOSE of an entry that cannot be counted as an end: an active open whose ESTABLISHED went unseen (the
+    open was never counted), or an entry without a role. Its entry goes, and the end is counted as untracked,
+    bytes and all: said, never silent."""
+    b.p.label(b.unopened)
+    emit_forget_connection(b.p, b.s.key, R8)
+    b.p.ja(b.untracked)
 
 
 def _emit_adopted(b: _Build) -> None:
@@ -924,8 +941,9 @@ CONNECT_LATENCY = histogram("connect_latency_seconds", (),
 ENDS_UNTRACKED = counter(
     "connection_ends_untracked_total", ("protocol",),
     "TCP connection ends seen without gespann's entry for the connection, so not counted as closed or reset: "
-    "evicted from a full connection map (config limits.tcp_connections), or open before gespann started and not "
-    "adopted (the adopted map, as large, was full).", dogstatsd="connections.untracked")
+    "evicted from a full connection map (config limits.tcp_connections), open before gespann started and not "
+    "adopted (the adopted map, as large, was full), or an active open whose ESTABLISHED no run of gespann's "
+    "program saw (see gespann_connection_ends_unseen_total).", dogstatsd="connections.untracked")
 
 
 PROBE = Probe(

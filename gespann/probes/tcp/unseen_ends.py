@@ -1,0 +1,135 @@
+"""TCP connections whose end tcp_lifecycle never saw, found when the kernel frees their socket.
+
+tcp_lifecycle counts an end at the socket's CLOSE state change and removes the
+connection's entry there. An end it never sees keeps the entry: the kernel
+skips a program's run when the same program is already running on that CPU
+(an interrupt taking softirq work inside it; gespann_probe_runs_missed_total),
+and the bench's hour-long soak met, about once in 45 million loopback
+connections, both sides of one connection ending with no run of tcp_lifecycle
+counting them and no skipped run counted either.
+
+Every TCP socket passes tcp:tcp_destroy_sock when it is freed, after CLOSE
+(inet_csk_destroy_sock() insists on it). An entry still there is an end never
+seen: counted here, by role, and removed. So the loss is counted, never silent,
+and no stale entry stays behind to be taken for a later socket at the same
+address. An entry that never reached ESTABLISHED is an active open whose
+outcome went unseen, counted apart: it was counted neither opened nor failed.
+
+Not recovered: the outcome (close or reset), the bytes, the record and the
+per-process counts of such an end. Connections adopted at start (by cookie)
+are not looked for here.
+"""
+
+from __future__ import annotations
+
+from gespann.probes.authoring import (
+    DW,
+    R0,
+    R1,
+    R7,
+    R8,
+    R10,
+    U64,
+    Arguments,
+    BtfTracepoint,
+    BuildTarget,
+    PerCpuArrayMap,
+    Probe,
+    Program,
+    RawTracepoint,
+    ReadContext,
+    Reader,
+    Series,
+    Tracepoint,
+    W,
+    counter,
+    emit_increment,
+    emit_netns_check,
+)
+
+from ...vocabulary import ROLES
+from .connections import (
+    CONNECTION_MAPS_WANTED,
+    ENTRIES,
+    ENTRY,
+    MAP_NAME,
+    connections_map,
+    emit_forget_connection,
+    emit_lookup_connection,
+    entries_map,
+)
+
+COUNTS = "tcp_unseen"
+#: The counts' slots: one per role (ROLES), then active opens that never reached ESTABLISHED.
+OPENING = len(ROLES)
+SLOTS = OPENING + 1
+
+ENDS_UNSEEN = counter(
+    "connection_ends_unseen_total", ("protocol", "role"),
+    "TCP connections counted as opened whose end (close or reset) no run of gespann's program saw, found when the "
+    "socket was freed: not counted as closed or reset, and without a record or per-process counts.",
+    dogstatsd="connections.unseen_ends")
+OPENS_UNSEEN = counter(
+    "connection_opens_unseen_total", ("protocol",),
+    "TCP active opens whose outcome (established or failed) no run of gespann's program saw, found when the "
+    "socket was freed: counted neither as opened nor as failed.", dogstatsd="connections.unseen_opens")
+
+
+def body(p: Program, args: Arguments, target: BuildTarget) -> None:
+    key, slot = p.frame.alloc("socket address", size=8), p.frame.alloc("slot", size=8)
+    scratch = p.frame.alloc("read scratch", size=8)
+    out, count, opening = p.new_label("out"), p.new_label("count"), p.new_label("opening")
+    storage_sk = R7 if args.btf_pointers and target.kernel_walk else None
+    args.load(p, R7, "sk")
+    p.jeq(R7, 0, out)
+    if target.netns is not None:  # a few loads, and every socket of the host is freed through here
+        emit_netns_check(p, R7, target.kernel_types, target.netns, out, scratch, args.btf_pointers)
+    p.stx(DW, R10, key.at(), R7)
+    emit_lookup_connection(p, key, out, storage_sk)
+    p.mov(R8, R0)
+    p.ldx(DW, R1, R8, ENTRY.offset("established_ns"))
+    p.jeq(R1, 0, opening)
+    p.ldx(W, R1, R8, ENTRY.offset("role"))
+    p.jge(R1, len(ROLES), out)
+    p.stx(DW, R10, slot.at(), R1)
+    p.ja(count)
+    p.label(opening)
+    p.ldx(DW, R1, R8, ENTRY.offset("syn_sent_ns"))
+    p.jeq(R1, 0, out)  # an entry emptied by its end (socket storage): seen
+    p.st(DW, R10, slot.at(), OPENING)
+    p.label(count)
+    emit_increment(p, COUNTS, slot)
+    emit_forget_connection(p, key, R8)
+    p.label(out)
+    p.mov(R0, 0)
+    p.exit()
+
+
+class UnseenCounts(Reader):
+    """The CPUs' counts summed, every series present from the start (0 until an end goes unseen)."""
+
+    def __init__(self, context: ReadContext):
+        self._counts = context.maps[COUNTS]
+
+    def series(self) -> Series:
+        counts = {slot: sum(per_cpu) for slot, per_cpu in self._counts.items()}
+        return {ENDS_UNSEEN: {ENDS_UNSEEN.series(protocol="tcp", role=role): counts.get(index, 0)
+                              for index, role in enumerate(ROLES)},
+                OPENS_UNSEEN: {OPENS_UNSEEN.series(protocol="tcp"): counts.get(OPENING, 0)}}
+
+
+PROBE = Probe(
+    name="tcp_unseen_ends",
+    summary="TCP connection ends no run of tcp_lifecycle saw, found when the kernel frees the socket",
+    flavours=(
+        BtfTracepoint("tcp_destroy_sock", args=("sk",)),
+        RawTracepoint("tcp_destroy_sock", args=("sk",)),
+        Tracepoint("tcp", "tcp_destroy_sock", fields={"sk": "skaddr"}),
+    ),
+    body=body,
+    maps={COUNTS: lambda: PerCpuArrayMap(U64, SLOTS, name="gsp_tcp_unseen")},
+    shared_maps={MAP_NAME: connections_map, ENTRIES: entries_map},
+    optional_maps=CONNECTION_MAPS_WANTED,
+    metrics=(ENDS_UNSEEN, OPENS_UNSEEN),
+    reader=UnseenCounts,
+)
