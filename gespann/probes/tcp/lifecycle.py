@@ -78,8 +78,7 @@ amounts the totals row gets, at the same moment.
 
 Events never seen. The kernel does not run this program for an event that
 fires while it is already running on that CPU (gespann_probe_runs_missed_total
-counts those), and the bench's soak met ends that no program saw with no such
-skip counted. An end never seen leaves its entry, which tcp_unseen_ends counts
+counts those). An end never seen leaves its entry, which tcp_unseen_ends counts
 when the socket is freed; an ESTABLISHED never seen leaves an active open's
 SYN_SENT entry, whose end then counts as untracked (its open was never counted).
 """

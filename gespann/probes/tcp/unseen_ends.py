@@ -1,23 +1,24 @@
-"""TCP connections whose end tcp_lifecycle never saw, found when the kernel frees their socket.
+"""TCP connections whose end no run of tcp_lifecycle saw, found when the kernel frees their socket.
 
 tcp_lifecycle counts an end at the socket's CLOSE state change and removes the
 connection's entry there. An end it never sees keeps the entry: the kernel
 skips a program's run when the same program is already running on that CPU
-(an interrupt taking softirq work inside it; gespann_probe_runs_missed_total),
-and the bench's hour-long soak met, about once in 45 million loopback
-connections, both sides of one connection ending with no run of tcp_lifecycle
-counting them and no skipped run counted either.
+(an interrupt taking softirq work inside it), and counts the skip
+(gespann_probe_runs_missed_total) without saying which figure lost an event.
 
 Every TCP socket passes tcp:tcp_destroy_sock when it is freed, after CLOSE
 (inet_csk_destroy_sock() insists on it). An entry still there is an end never
-seen: counted here, by role, and removed. So the loss is counted, never silent,
-and no stale entry stays behind to be taken for a later socket at the same
-address. An entry that never reached ESTABLISHED is an active open whose
+seen: counted here, by role, and removed. So such a loss is counted, never
+silent, and no stale entry stays behind to be taken for a later socket at the
+same address. An entry that never reached ESTABLISHED is an active open whose
 outcome went unseen, counted apart: it was counted neither opened nor failed.
 
 Not recovered: the outcome (close or reset), the bytes, the record and the
 per-process counts of such an end. Connections adopted at start (by cookie)
-are not looked for here.
+are not looked for here. Not this kind: the bench's soak meets, about once in
+20 to 45 million loopback connections, both sides of one connection ending
+uncounted with no skipped run, no untracked end, and no entry left at the
+socket's free (docs/benchmarks.md, Soak); its cause is not known yet.
 """
 
 from __future__ import annotations
