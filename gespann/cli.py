@@ -217,8 +217,8 @@ def trace(config_path: str | None, as_json: bool, count: int | None) -> None:
                    "events.ringbuf_bytes makes the ring buffer larger)", err=True)
     unseen = snapshot.metrics.get("connection_ends_unseen_total")
     if unseen is not None and unseen.total():
-        click.echo(f"gespann: {unseen.total()} TCP connection ends went unseen and have no line (the kernel "
-                   "skipped gespann's program at their CLOSE; found when their sockets were freed)", err=True)
+        click.echo(f"gespann: {unseen.total()} TCP connection ends went unseen and have no line (no run of "
+                   "gespann's program saw their CLOSE; found when their sockets were freed)", err=True)
     sys.exit(0)
 
 

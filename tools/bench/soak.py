@@ -188,12 +188,13 @@ def run(gespann: Path, workdir: Path, binary: Path, seconds: float, threads: int
             sampler.join()
             tcp_after = _tcp_counters(ns)
             opened = tcp_after["ActiveOpens"] - tcp_before["ActiveOpens"]
+            passive = tcp_after["PassiveOpens"] - tcp_before["PassiveOpens"]
             deadline = time.monotonic() + SETTLE_S
             while time.monotonic() < deadline:
                 page = _scrape(url) or ""
                 lost = _samples(page, "gespann_records_lost_total")
                 unseen = _samples(page, "gespann_connection_ends_unseen_total")
-                if records.lines + lost + unseen >= 2 * opened and _ends_accounted(page, opened, opened):
+                if records.lines + lost + unseen >= 2 * opened and _ends_accounted(page, opened, passive):
                     break
                 time.sleep(0.5)
             page = _scrape(url) or ""
@@ -201,7 +202,6 @@ def run(gespann: Path, workdir: Path, binary: Path, seconds: float, threads: int
             status = launched.stop()
         records.join(30)
     counts: Counts = counts_from_metrics(page)
-    passive = tcp_after["PassiveOpens"] - tcp_before["PassiveOpens"]
     exact = (counts.opened_client == counts.closed_client == opened and counts.resets == counts.failed == 0
              and counts.opened_server == counts.closed_server == passive)
     unseen = _by_role(page, "gespann_connection_ends_unseen_total")
@@ -223,8 +223,8 @@ def run(gespann: Path, workdir: Path, binary: Path, seconds: float, threads: int
 
 
 def _ends_accounted(page: str, opened: int, passive: int) -> bool:
-    """Whether every end is counted, as closed or as unseen (gespann_connection_ends_unseen_total: the kernel
-    skipped the program at that CLOSE, and the socket's free found the entry), and nothing else happened."""
+    """Whether every end is counted, as closed or as unseen (gespann_connection_ends_unseen_total: no run of
+    tcp_lifecycle saw that CLOSE, and the socket's free found the entry), and nothing else happened."""
     counts, unseen = counts_from_metrics(page), _by_role(page, "gespann_connection_ends_unseen_total")
     return (counts.opened_client == opened and counts.opened_server == passive and counts.resets == counts.failed == 0
             and counts.closed_client + unseen.get("client", 0) == opened
