@@ -7,14 +7,19 @@ entry, and lets the kernel go on: the socket's CLOSE has already passed (a reset
 the application's hands) when the entry is put back, as if that CLOSE had gone unseen; then close() frees
 the socket without another state change, and tcp:tcp_destroy_sock finds the entry.
 """
+import ctypes
+import errno
+import os
 import socket
 import struct
+import subprocess
 
 import pytest
 from loopback import wait_for
 from namespaces import Namespace
-from tcp_traffic import TcpTraffic
+from tcp_traffic import TcpTraffic, drop_syns_to
 
+from gespann.bpf.syscall import libc
 from gespann.collector.collector import KernelCollector
 from gespann.probes import AttachSettings, ProbeSet
 from gespann.probes.tcp import connections as tcp_connections
@@ -111,3 +116,123 @@ def test_an_end_whose_open_went_unseen_counts_as_untracked_not_closed(namespace)
         assert not _entries(probes)
         assert _total(collector, "connection_ends_unseen_total") == 0
         assert _total(collector, "connection_opens_unseen_total") == 0
+
+
+# A socket freed with neither its CLOSE nor its free seen leaves its entry at an address the kernel soon gives
+# to a new socket (the bench's soak meets it: docs/benchmarks.md, Soak). tcp_lifecycle finds it there when the
+# new connection's entry goes in, and counts it as unseen by the stale entry's role before overwriting it.
+
+def _disconnect(sock: socket.socket) -> None:
+    """connect(AF_UNSPEC): the socket, in CLOSE already, may connect again (no state change)."""
+    unspec = ctypes.create_string_buffer(16)  # sa_family 0
+    assert libc.connect(sock.fileno(), unspec, len(unspec)) == 0, ctypes.get_errno()
+
+
+def test_a_stale_entry_at_a_reconnecting_socket_is_an_unseen_end(namespace):
+    """A client socket whose end went unseen connects again: its SYN_SENT finds the old entry."""
+    with _watching(namespace) as probes, KernelCollector(probes, namespace.path) as collector:
+        connections = probes["tcp_lifecycle"].maps[tcp_connections.MAP_NAME]
+        with namespace.enter():
+            traffic = TcpTraffic()
+            kept, key, entry = _reset_by_peer(traffic, probes, tcp_connections.CLIENT)
+            connections[key] = entry  # as if its CLOSE, and its free, went unseen
+            _disconnect(kept)
+            kept.connect((traffic.address, traffic.port))
+            server, _ = traffic.listener.accept()
+            wait_for(lambda: _total(collector, "connection_ends_unseen_total") == 1)
+            assert _entries(probes)[key].established_ns > entry.established_ns  # the new connection's own
+            kept.close()
+            assert server.recv(1) == b""
+            server.close()
+            traffic.close()
+        wait_for(lambda: _total(collector, "connections_closed_total") == 2)
+        assert _total(collector, "connection_ends_unseen_total", role="client") == 1
+        assert _total(collector, "connection_ends_unseen_total") == 1
+        assert _total(collector, "connection_opens_unseen_total") == 0
+        # The reset counted before, the new connection closed on both sides; nothing untracked.
+        assert _total(collector, "connections_reset_total") == 2
+        assert _total(collector, "connections_closed_total", role="client") == 1
+        assert _total(collector, "connections_opened_total", role="client") == 2
+        assert _total(collector, "connection_ends_untracked_total") == 0
+        assert not _entries(probes)
+
+
+def test_a_stale_entry_at_an_address_a_server_socket_takes_is_an_unseen_end(namespace):
+    """A server socket freed, its entry put back at its address as an unseen end leaves it, and the next
+    connection's server socket made on that CPU: the allocator hands out the address just freed, so the new
+    entry lands on the stale one. Tried a few times, as another socket may take the address first."""
+    with _watching(namespace) as probes, KernelCollector(probes, namespace.path) as collector:
+        connections = probes["tcp_lifecycle"].maps[tcp_connections.MAP_NAME]
+        cpu = min(os.sched_getaffinity(0))
+        with namespace.enter(), _pinned(cpu):
+            traffic = TcpTraffic()
+            for attempt in range(20):
+                kept, key, entry = _reset_by_peer(traffic, probes, tcp_connections.SERVER)
+                client = socket.socket(traffic.family)  # made before the address is free
+                kept.close()
+                connections[key] = entry
+                client.connect((traffic.address, traffic.port))
+                server, _ = traffic.listener.accept()
+                wait_for(lambda: len(_entries(probes)) >= 2)
+                taken = key in _entries(probes) and _entries(probes)[key].established_ns > entry.established_ns
+                if not taken:
+                    connections.delete(key)
+                client.close()
+                assert server.recv(1) == b""
+                server.close()
+                wait_for(lambda: not _entries(probes))
+                if taken:
+                    break
+            traffic.close()
+        assert taken, "no new server socket took the freed address in 20 attempts"
+        assert _total(collector, "connection_ends_unseen_total", role="server") == 1
+        assert _total(collector, "connection_ends_unseen_total") == 1
+        assert _total(collector, "connection_opens_unseen_total") == 0
+        assert _total(collector, "connection_ends_untracked_total") == 0
+        assert _total(collector, "connections_closed_total", role="server") == attempt + 1
+
+
+def test_a_stale_entry_found_at_an_established_client_is_an_unseen_end(namespace):
+    """An active open whose SYN_SENT went unseen, at an address an earlier socket's unseen end left its entry
+    at: ESTABLISHED finds an entry with an ESTABLISHED of its own, counts it unseen, and opens anew."""
+    with _watching(namespace) as probes, KernelCollector(probes, namespace.path) as collector:
+        connections = probes["tcp_lifecycle"].maps[tcp_connections.MAP_NAME]
+        with namespace.enter():
+            traffic = TcpTraffic()
+            drop_syns_to(traffic.port)  # the first SYN: the open waits in SYN_SENT for its retransmission
+            client = socket.socket(traffic.family)
+            client.setblocking(False)
+            assert client.connect_ex((traffic.address, traffic.port)) == errno.EINPROGRESS
+            wait_for(lambda: len(_entries(probes)) == 1)
+            (key, entry), = _entries(probes).items()
+            stale_ns = entry.syn_sent_ns - 1_000_000
+            connections[key] = entry._replace(syn_sent_ns=stale_ns - 1000, established_ns=stale_ns)
+            subprocess.run(["nft", "delete", "table", "inet", "gespann_test"], check=True)
+            client.setblocking(True)
+            client.settimeout(10)
+            server, _ = traffic.listener.accept()  # the SYN retransmitted after a second
+            wait_for(lambda: _total(collector, "connection_ends_unseen_total") == 1)
+            client.close()
+            assert server.recv(1) == b""
+            server.close()
+            traffic.close()
+        wait_for(lambda: _total(collector, "connections_closed_total") == 2)
+        assert _total(collector, "connection_ends_unseen_total", role="client") == 1
+        assert _total(collector, "connections_opened_total", role="client") == 1
+        assert _total(collector, "connections_closed_total", role="client") == 1
+        assert _total(collector, "connection_ends_untracked_total") == 0
+        assert not _entries(probes)
+
+
+class _pinned:
+    """The calling thread on one CPU, for the allocator's per-CPU reuse; its CPUs back on exit."""
+
+    def __init__(self, cpu: int):
+        self.cpu = cpu
+
+    def __enter__(self):
+        self.before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {self.cpu})
+
+    def __exit__(self, *exc):
+        os.sched_setaffinity(0, self.before)

@@ -27,6 +27,8 @@ each of them ends once, with the bytes it moved since gespann started.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
 from typing import Optional
 
 from asm import DW, R0, R1, R2, R10, Program, Record, Register, Slot, array, u8, u16, u32, u64
@@ -125,11 +127,28 @@ def emit_lookup_connection(p: Program, key: Slot, missing: str, storage_sk: Opti
     p.label(found)
 
 
-def emit_store_connection(p: Program, key: Slot, entry: Slot, storage_sk: Optional[Register] = None) -> None:
+def emit_store_connection(p: Program, key: Slot, entry: Slot, storage_sk: Optional[Register] = None,
+                          on_stale: Optional[Callable[[Program], None]] = None) -> None:
     """Emit `connections[sk] = the ENTRY in stack slot `entry``; with `storage_sk`, an entry the map has no
     room for goes into that socket's storage (made if need be; without memory for it the connection goes
-    unfollowed, and its end untracked). Clobbers R0-R5."""
-    emit_map_update(p, MAP_NAME, key, entry, UpdateFlags.ANY)
+    unfollowed, and its end untracked). Clobbers R0-R5.
+
+    With `on_stale` (a new connection: no entry at its address can be its own), an entry already there
+    belongs to an earlier socket at the same address whose end no program saw, neither at CLOSE nor at
+    its free: `on_stale(p)` is emitted with R0 pointing to it, before it is overwritten. The insert asks
+    for a new key (BPF_NOEXIST), so the usual case costs nothing more."""
+    if on_stale is None:
+        emit_map_update(p, MAP_NAME, key, entry, UpdateFlags.ANY)
+    else:
+        stored, overwrite = p.new_label("store_connection.stored"), p.new_label("store_connection.overwrite")
+        emit_map_update(p, MAP_NAME, key, entry, UpdateFlags.NOEXIST)
+        p.jne(R0, -errno.EEXIST, stored)  # stored, or the map is full: as below
+        emit_map_lookup(p, MAP_NAME, key)
+        p.jeq(R0, 0, overwrite)  # gone meanwhile
+        on_stale(p)
+        p.label(overwrite)
+        emit_map_update(p, MAP_NAME, key, entry, UpdateFlags.ANY)
+        p.label(stored)
     if storage_sk is None:
         return
     done = p.new_label("store_connection.done")

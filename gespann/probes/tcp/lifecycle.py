@@ -81,6 +81,9 @@ fires while it is already running on that CPU (gespann_probe_runs_missed_total
 counts those). An end never seen leaves its entry, which tcp_unseen_ends counts
 when the socket is freed; an ESTABLISHED never seen leaves an active open's
 SYN_SENT entry, whose end then counts as untracked (its open was never counted).
+A socket freed with neither its CLOSE nor its free seen leaves its entry to the
+next socket at its address: a new connection's entry is stored only as new
+(BPF_NOEXIST), and one found there is counted unseen before it is overwritten.
 """
 
 from __future__ import annotations
@@ -163,6 +166,8 @@ from .totals import (
     emit_saturating_sub,
     stats_map,
 )
+from .unseen_ends import COUNTS as UNSEEN_COUNTS
+from .unseen_ends import emit_count_unseen, unseen_map
 from .walk import COUNTED, COUNTED_MAP, counted_map, emit_counted_get
 
 #: States only an abort by this side leaves straight for CLOSE.
@@ -251,6 +256,11 @@ class _Build:
         #: Where a counted end goes next: its owner's counts, its record, then the entry is forgotten.
         self.counted = self.peers_step or self.by_process_step or self.record_step or self.forget
 
+    def count_stale(self, p: Program) -> None:
+        """An entry (R0) found where a new connection's goes: an earlier socket at the address whose end
+        (or open's outcome) no program saw, counted as unseen before it is overwritten. Clobbers R0-R5."""
+        emit_count_unseen(p, R0, self.s.row_key)
+
     @property
     def types(self):
         return self.target.kernel_types
@@ -315,14 +325,14 @@ def _emit_syn_sent(b: _Build, at: str) -> None:
     p.stx(DW, R10, s.entry.at("syn_sent_ns"), R0)
     if b.target.knows_process:
         emit_capture_process(p, s.entry, ENTRY)
-    emit_store_connection(p, s.key, s.entry, b.entry_in)
+    emit_store_connection(p, s.key, s.entry, b.entry_in, on_stale=b.count_stale)
     p.ja(b.out)
 
 
 def _emit_established(b: _Build, at: str) -> None:
     """A new connection: entry with its start, role and ports; opened counted; connect latency."""
     p, s = b.p, b.s
-    client, server, fill = (p.new_label(f"established.{name}") for name in ("client", "server", "fill"))
+    client, server, fill, stale = (p.new_label(f"established.{name}") for name in ("client", "server", "fill", "stale"))
     p.label(at)
     emit_zero(p, s.entry)
     p.ldx(DW, R1, R10, s.oldstate.at())
@@ -333,10 +343,15 @@ def _emit_established(b: _Build, at: str) -> None:
     p.label(client)
     p.st(W, R10, s.entry.at("role"), CLIENT)
     emit_lookup_connection(p, s.key, fill, b.entry_in)
+    p.ldx(DW, R1, R0, ENTRY.offset("established_ns"))
+    p.jne(R1, 0, stale)  # not this open's SYN_SENT entry (that run went unseen): an earlier socket's
     p.ldx(DW, R1, R0, ENTRY.offset("syn_sent_ns"))
     p.stx(DW, R10, s.entry.at("syn_sent_ns"), R1)
     if b.target.knows_process:
         emit_copy_process(p, R0, ENTRY, s.entry)
+    p.ja(fill)
+    p.label(stale)
+    b.count_stale(p)
     p.ja(fill)
 
     p.label(server)
@@ -356,7 +371,14 @@ def _emit_new_entry(b: _Build) -> None:
     p.stx(H, R10, s.entry.at("local_port"), R1)
     emit_read_field(p, R1, R7, b.types.field("sock_common.skc_dport"), s.scratch, b.direct)
     p.stx(H, R10, s.entry.at("remote_port"), R1)
-    emit_store_connection(p, s.key, s.entry, b.entry_in)
+    client, stored = p.new_label("new_entry.client"), p.new_label("new_entry.stored")
+    p.ldx(W, R1, R10, s.entry.at("role"))
+    p.jeq(R1, CLIENT, client)
+    emit_store_connection(p, s.key, s.entry, b.entry_in, on_stale=b.count_stale)  # a new socket
+    p.ja(stored)
+    p.label(client)
+    emit_store_connection(p, s.key, s.entry, b.entry_in)  # over its own SYN_SENT entry
+    p.label(stored)
     if b.storage:
         _emit_storage_reset(p)
 
@@ -954,7 +976,8 @@ PROBE = Probe(
     maps={STATS: stats_map, FAILED_ERRNOS: failed_errnos_map, BY_PROCESS: by_process_map,
           COUNTED_MAP: counted_map, **peers.MAPS},
     shared_maps={MAP_NAME: connections_map, ENTRIES: entries_map, ADOPTED: adopted_map,
-                 tcp_icmp_errors.MAP_NAME: tcp_icmp_errors.errors_map, **peers.SHARED_MAPS},
+                 tcp_icmp_errors.MAP_NAME: tcp_icmp_errors.errors_map, UNSEEN_COUNTS: unseen_map,
+                 **peers.SHARED_MAPS},
     optional_maps={BY_PROCESS: lambda target: target.by_process, COUNTED_MAP: lambda target: target.kernel_walk,
                    **CONNECTION_MAPS_WANTED, **peers.MAPS_WANTED},
     metrics=(*SHARED, RESETS, FAILURES, RETRANSMITS, RTT, CONNECT_LATENCY, ENDS_UNTRACKED, *peers.METRICS),
