@@ -18,14 +18,15 @@ per-process counts of such an end. Connections adopted at start (by cookie)
 are not looked for here.
 
 Some ends pass neither point. The bench's soak meets, about once in 20 to 45
-million loopback connections, both sockets of one connection (one that waited
-on a retransmission, some 270 ms old) freed with no program seeing their CLOSE
-or their tcp_destroy_sock, not gespann's and not an independent bpftrace's on
-the same tracepoints; the kernel counts no skipped run for it. Their entries
-stay until the kernel hands the address to a new socket, which at that rate
-takes milliseconds. So tcp_lifecycle counts an entry it finds where a new
-connection's goes the same way, here (emit_count_unseen), before it overwrites
-it. Until an address is taken again, its lost end is not yet counted.
+million loopback connections, both sockets of one connection whose CLOSE no
+program on sock:inet_sock_set_state sees, gespann's or an independent
+bpftrace's, with no skipped run counted by the kernel (docs/benchmarks.md,
+Soak). Sometimes their free is seen, and counted here; sometimes not, and
+their entries stay until the kernel hands the address to a new socket, which
+at that rate takes milliseconds. So tcp_lifecycle counts an entry it finds
+where a new connection's goes the same way (emit_count_unseen), before it
+overwrites it. Until an address is taken again, its lost end is not yet
+counted.
 """
 
 from __future__ import annotations
