@@ -173,7 +173,8 @@ def test_a_stale_entry_at_an_address_a_server_socket_takes_is_an_unseen_end(name
                 connections[key] = entry
                 client.connect((traffic.address, traffic.port))
                 server, _ = traffic.listener.accept()
-                wait_for(lambda: len(_entries(probes)) >= 2)
+                # Both of the new connection's entries in: accept() can return before the server's ESTABLISHED.
+                wait_for(lambda: sum(e.established_ns > entry.established_ns for e in _entries(probes).values()) == 2)
                 taken = key in _entries(probes) and _entries(probes)[key].established_ns > entry.established_ns
                 if not taken:
                     connections.delete(key)
