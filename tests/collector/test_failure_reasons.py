@@ -31,6 +31,7 @@ from gespann.probes import AttachSettings, ProbeSet
 from gespann.probes.tcp import icmp_errors as tcp_icmp_errors
 from gespann.probes.tcp import lifecycle as tcp_lifecycle
 from gespann.probes.tcp import resets as tcp_resets
+from gespann.probes.tcp import unseen_ends as tcp_unseen_ends
 
 pytestmark = pytest.mark.root
 
@@ -189,7 +190,8 @@ def test_failure_reasons_are_exact_while_the_application_reads_so_error(network,
     # tcp_icmp_errors attaches by the first flavour this kernel has: icmp:icmp_send came in 6.11.
     settings = AttachSettings(mode=mode, perf_event_link=perf_event_link, netns=network.inode,
                               probe_modes={tcp_icmp_errors.PROBE.name: "auto"})
-    with ProbeSet.attach((tcp_lifecycle.PROBE, *tcp_resets.PROBES, tcp_icmp_errors.PROBE), settings) as probes, \
+    probe_set = (tcp_lifecycle.PROBE, *tcp_resets.PROBES, tcp_icmp_errors.PROBE, tcp_unseen_ends.PROBE)
+    with ProbeSet.attach(probe_set, settings) as probes, \
             KernelCollector(probes, network.path) as collector:
         assert probes["tcp_lifecycle"].flavour.mode == mode
         seen = _failures(network)
@@ -197,7 +199,7 @@ def test_failure_reasons_are_exact_while_the_application_reads_so_error(network,
         assert seen[errno.ECONNREFUSED] == REFUSED and seen[errno.ETIMEDOUT] >= TIMEOUTS
         expected = collections.Counter({REASONS.get(number, str(number)): n for number, n in seen.items()})
         wait_for(lambda: sum(_by_label(collector.snapshot(), "connections_failed_total").values())
-                 >= sum(expected.values()), timeout=3)
+                 + collector.snapshot()["connection_opens_unseen_total"].total() >= sum(expected.values()), timeout=3)
         snapshot = collector.snapshot()
         counted = _by_label(snapshot, "connections_failed_total")
         missed = _by_label(snapshot, "probe_runs_missed_total")["tcp_lifecycle"]
@@ -208,12 +210,16 @@ def test_failure_reasons_are_exact_while_the_application_reads_so_error(network,
         aborted = wrong.pop("aborted", 0)
         assert not wrong and aborted <= UNEXPLAINED, \
             f"gespann counted {dict(counted)}, the application saw {dict(expected)}"
-        # And every failure is counted, but for runs of the program the kernel skipped: a run nested in its
-        # own on one CPU (counted as missed, host-wide), and, rarely, one that the state-change event
-        # skipped without a miss (one in a thousand or so, on this code and the code before it alike).
+        # And every failure is counted, or said: an open whose CLOSE no run of the program saw is counted
+        # unseen when the application frees the socket (tcp_unseen_ends), by no reason. The kernel runs no
+        # program for events it handles in softirq on top of some tasks, and counts no miss (kernel_skips.py):
+        # a timer that ends a batch of SYN timeouts there loses the whole batch's CLOSEs.
         uncounted = sum((expected - counted).values())  # Counter.total() is 3.10+
+        unseen = snapshot["connection_opens_unseen_total"].total()
         untracked = snapshot["connection_ends_untracked_total"].total()
-        print(f"uncounted {uncounted}, tcp_lifecycle runs missed {missed}, ends untracked {untracked}, "
-              f"aborted {aborted}; counted {dict(counted)}, seen {dict(expected)}")
-        assert uncounted <= missed + UNEXPLAINED, \
-            f"gespann counted {dict(counted)} ({missed} runs missed), the application saw {dict(expected)}"
+        print(f"uncounted {uncounted}, said unseen {unseen}, tcp_lifecycle runs missed {missed}, "
+              f"ends untracked {untracked}, aborted {aborted}; counted {dict(counted)}, seen {dict(expected)}")
+        assert unseen <= uncounted, "an open counted both as failed and as unseen"
+        assert uncounted <= unseen + missed + UNEXPLAINED, \
+            f"gespann counted {dict(counted)} ({unseen} said unseen, {missed} runs missed), " \
+            f"the application saw {dict(expected)}"

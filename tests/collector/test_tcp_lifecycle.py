@@ -175,7 +175,11 @@ def test_connects_whose_syns_are_dropped_fail_by_timeout(namespace, mode, perf_e
         with namespace.enter():
             syn_timeouts([socket.AF_INET, socket.AF_INET6] * (TIMEOUTS // 2))
         snapshot = collector.snapshot()
-        assert counts(snapshot, "connections_failed_total") == {("timeout",): TIMEOUTS}
+        # Each failed by timeout, or said unseen: the timer that ends them may run on top of a task the kernel
+        # runs no program for (kernel_skips.py); tcp_unseen_ends counts such an open when close() frees it.
+        unseen = snapshot["connection_opens_unseen_total"].total()
+        assert counts(snapshot, "connections_failed_total") == ({("timeout",): TIMEOUTS - unseen} if unseen < TIMEOUTS
+                                                                 else {})
         assert counts(snapshot, "connections_opened_total") == {}
 
 
