@@ -49,6 +49,13 @@ def _total(collector: KernelCollector, name: str, **labels) -> int:
     return sum(n for key, n in family.series.items() if labels.items() <= dict(key).items())
 
 
+def _close_orderly(client: socket.socket, server: socket.socket) -> None:
+    """The client closes first, the server reads its FIN and closes: an orderly end on both sides."""
+    client.close()
+    assert server.recv(1) == b""
+    server.close()
+
+
 def _reset_by_peer(traffic: TcpTraffic, probes: ProbeSet, role: int) -> tuple[socket.socket, int, tuple]:
     """A connection whose `role` side is reset by its peer and left open in the test's hands, in CLOSE:
     that side's socket, its address (the connection map's key) and its entry as it was while open."""
@@ -104,9 +111,7 @@ def test_an_end_whose_open_went_unseen_counts_as_untracked_not_closed(namespace)
             key, entry = next((k, e) for k, e in _entries(probes).items() if e.role == tcp_connections.CLIENT)
             assert entry.syn_sent_ns and entry.established_ns
             connections[key] = entry._replace(established_ns=0)
-            client.close()
-            assert server.recv(1) == b""
-            server.close()
+            _close_orderly(client, server)
             traffic.close()
         wait_for(lambda: _total(collector, "connections_closed_total") == 1
                  and _total(collector, "connection_ends_untracked_total") == 1)
@@ -141,9 +146,7 @@ def test_a_stale_entry_at_a_reconnecting_socket_is_an_unseen_end(namespace):
             server, _ = traffic.listener.accept()
             wait_for(lambda: _total(collector, "connection_ends_unseen_total") == 1)
             assert _entries(probes)[key].established_ns > entry.established_ns  # the new connection's own
-            kept.close()
-            assert server.recv(1) == b""
-            server.close()
+            _close_orderly(kept, server)
             traffic.close()
         wait_for(lambda: _total(collector, "connections_closed_total") == 2)
         assert _total(collector, "connection_ends_unseen_total", role="client") == 1
@@ -178,21 +181,18 @@ def test_a_stale_entry_at_an_address_a_server_socket_takes_is_an_unseen_end(name
                 taken = key in _entries(probes) and _entries(probes)[key].established_ns > entry.established_ns
                 if not taken:
                     connections.delete(key)
-                client.close()
-                assert server.recv(1) == b""
-                server.close()
+                _close_orderly(client, server)
                 wait_for(lambda: not _entries(probes))
                 if taken:
                     break
             traffic.close()
-        # Every server socket's entry went in and its end was counted, whether or not an address came back.
+        # The allocator hands the freed address to the next socket made on the CPU (every kernel of the matrix
+        # does). A new entry that fails to go in over the stale one shows here: the stale one kept and taken
+        # for the new connection's (so not taken, below), or its end untracked.
+        assert taken, f"no new server socket's entry went in over the stale one in {attempt + 1} attempts"
         assert _total(collector, "connection_ends_untracked_total") == 0
         assert _total(collector, "connections_closed_total", role="server") == attempt + 1
         assert _total(collector, "connection_opens_unseen_total") == 0
-        if not taken:
-            assert _total(collector, "connection_ends_unseen_total") == 0
-            pytest.skip("this kernel's allocator gave the freed address to no new server socket in 20 attempts "
-                        "(it does not hand a freed address out again at once there): the case cannot be arranged here")
         assert _total(collector, "connection_ends_unseen_total", role="server") == 1
         assert _total(collector, "connection_ends_unseen_total") == 1
 
@@ -217,9 +217,7 @@ def test_a_stale_entry_found_at_an_established_client_is_an_unseen_end(namespace
             client.settimeout(10)
             server, _ = traffic.listener.accept()  # the SYN retransmitted after a second
             wait_for(lambda: _total(collector, "connection_ends_unseen_total") == 1)
-            client.close()
-            assert server.recv(1) == b""
-            server.close()
+            _close_orderly(client, server)
             traffic.close()
         wait_for(lambda: _total(collector, "connections_closed_total") == 2)
         assert _total(collector, "connection_ends_unseen_total", role="client") == 1

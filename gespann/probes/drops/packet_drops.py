@@ -203,7 +203,7 @@ def _emit_count(p: Program, key: Slot, one: Slot) -> None:
     p.label(full)  # new: made with this CPU's 1 (the others' 0), unless the map is full
     p.st(DW, R10, one.at(), 1)
     emit_map_update(p, COUNTS, key, one, UpdateFlags.NOEXIST)
-    p.jeq(R0, 0, counted)
+    p.jeq32(R0, 0, counted)
     emit_map_lookup(p, COUNTS, key)  # made meanwhile by another CPU: count in ours
     p.jeq(R0, 0, overflow)
     p.ldx(DW, R1, R0, 0)

@@ -142,7 +142,7 @@ def emit_store_connection(p: Program, key: Slot, entry: Slot, storage_sk: Option
     else:
         stored, overwrite = p.new_label("store_connection.stored"), p.new_label("store_connection.overwrite")
         emit_map_update(p, MAP_NAME, key, entry, UpdateFlags.NOEXIST)
-        p.jne(R0, -errno.EEXIST, stored)  # stored, or the map is full: as below
+        p.jne32(R0, -errno.EEXIST, stored)  # stored, or the map is full: as below
         emit_map_lookup(p, MAP_NAME, key)
         p.jeq(R0, 0, overwrite)  # gone meanwhile
         on_stale(p)
@@ -152,7 +152,7 @@ def emit_store_connection(p: Program, key: Slot, entry: Slot, storage_sk: Option
     if storage_sk is None:
         return
     done = p.new_label("store_connection.done")
-    p.jeq(R0, 0, done)  # in the map; otherwise it is full (E2BIG)
+    p.jeq32(R0, 0, done)  # in the map; otherwise it is full (E2BIG)
     emit_storage_get(p, ENTRIES, storage_sk, CREATE)
     p.jeq(R0, 0, done)
     for offset, word in enumerate(entry.words()):

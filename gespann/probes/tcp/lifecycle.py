@@ -922,7 +922,7 @@ def _emit_count_errno(b: _Build) -> None:
     p.jne(R0, 0, count)
     p.st(DW, R10, s.one.at(), 1)
     emit_map_update(p, FAILED_ERRNOS, s.errno_key, s.one, UpdateFlags.NOEXIST)
-    p.jeq(R0, 0, b.counted)
+    p.jeq32(R0, 0, b.counted)
     emit_map_lookup(p, FAILED_ERRNOS, s.errno_key)  # another CPU inserted it first: add to its count
     p.jeq(R0, 0, b.counted)
     p.label(count)

@@ -21,7 +21,8 @@ Some ends pass neither point. The bench's soak meets, about once in 20 to 45
 million loopback connections, both sockets of one connection whose CLOSE no
 program on sock:inet_sock_set_state sees, gespann's or an independent
 bpftrace's, with no skipped run counted by the kernel (docs/benchmarks.md,
-Soak). Sometimes their free is seen, and counted here; sometimes not, and
+Soak: likely a kernel that runs no program for an event handled in softirq
+on top of certain tasks, which tracefs still records). Sometimes their free is seen, and counted here; sometimes not, and
 their entries stay until the kernel hands the address to a new socket, which
 at that rate takes milliseconds. So tcp_lifecycle counts an entry it finds
 where a new connection's goes the same way (emit_count_unseen), before it
@@ -31,11 +32,12 @@ counted.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from gespann.probes.authoring import (
     DW,
     R0,
     R1,
-    R2,
     R7,
     R8,
     R10,
@@ -95,10 +97,11 @@ def unseen_map() -> PerCpuArrayMap:
     return PerCpuArrayMap(U64, SLOTS, name="gsp_tcp_unseen")
 
 
-def emit_count_unseen(p: Program, entry: Register, slot: Slot) -> None:
+def emit_count_unseen(p: Program, entry: Register, slot: Slot, seen: Optional[str] = None) -> None:
     """Count the connection entry at `entry` as one whose outcome no program saw: an end by its role, or an
     open if it never reached ESTABLISHED. An entry emptied by its end (times 0: socket storage, or a delete
-    the map refused) was seen, and is not counted. Clobbers R0-R5."""
+    the map refused) was seen, and is not counted: then a jump to `seen` if given, else a fall through, as
+    after a count. Clobbers R0-R5."""
     count, opening, done = p.new_label("unseen.count"), p.new_label("unseen.opening"), p.new_label("unseen.done")
     p.ldx(DW, R1, entry, ENTRY.offset("established_ns"))
     p.jeq(R1, 0, opening)
@@ -108,7 +111,7 @@ def emit_count_unseen(p: Program, entry: Register, slot: Slot) -> None:
     p.ja(count)
     p.label(opening)
     p.ldx(DW, R1, entry, ENTRY.offset("syn_sent_ns"))
-    p.jeq(R1, 0, done)
+    p.jeq(R1, 0, seen or done)
     p.st(DW, R10, slot.at(), OPENING)
     p.label(count)
     emit_increment(p, COUNTS, slot)
@@ -127,11 +130,7 @@ def body(p: Program, args: Arguments, target: BuildTarget) -> None:
     p.stx(DW, R10, key.at(), R7)
     emit_lookup_connection(p, key, out, storage_sk)
     p.mov(R8, R0)
-    p.ldx(DW, R1, R8, ENTRY.offset("syn_sent_ns"))
-    p.ldx(DW, R2, R8, ENTRY.offset("established_ns"))
-    p.or_(R1, R2)
-    p.jeq(R1, 0, out)  # an entry emptied by its end (socket storage): seen
-    emit_count_unseen(p, R8, slot)
+    emit_count_unseen(p, R8, slot, seen=out)  # an entry emptied by its end (socket storage) stays as it is
     emit_forget_connection(p, key, R8)
     p.label(out)
     p.mov(R0, 0)

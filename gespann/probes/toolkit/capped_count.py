@@ -47,7 +47,7 @@ def emit_capped_count(p: Program, counts: str, overflow: str, key: Slot, slot: U
     else:
         p.st(DW, R10, one.at(), amount)
     emit_map_update(p, counts, key, one, UpdateFlags.NOEXIST)
-    p.jeq(R0, 0, done)
+    p.jeq32(R0, 0, done)
     emit_map_lookup(p, counts, key)  # another CPU made it first, or the map is full
     p.jne(R0, 0, counted)
     if isinstance(slot, Register):

@@ -18,7 +18,9 @@ def emit_map_lookup(p: Program, map_name: str, key: Slot) -> None:
 
 
 def emit_map_update(p: Program, map_name: str, key: Slot, value: Slot, flags: int) -> None:
-    """map_name[the key in slot `key`] = the value in slot `value`; R0 = 0 or -errno. Clobbers R0-R5."""
+    """map_name[the key in slot `key`] = the value in slot `value`; R0 = 0 or -errno in its low 32 bits, so
+    test it with the 32-bit jumps (jeq32, jne32): before 6.5 the verifier calls the map's update directly,
+    which returns an int, and the upper half of R0 is then undefined. Clobbers R0-R5."""
     p.ld_map(R1, map_name)
     p.mov(R2, R10)
     p.add(R2, key.at())
@@ -29,7 +31,8 @@ def emit_map_update(p: Program, map_name: str, key: Slot, value: Slot, flags: in
 
 
 def emit_map_delete(p: Program, map_name: str, key: Slot) -> None:
-    """Delete map_name[the key in stack slot `key`]; R0 = 0 or -errno. Clobbers R0-R5."""
+    """Delete map_name[the key in stack slot `key`]; R0 = 0 or -errno in its low 32 bits (see
+    emit_map_update). Clobbers R0-R5."""
     p.ld_map(R1, map_name)
     p.mov(R2, R10)
     p.add(R2, key.at())

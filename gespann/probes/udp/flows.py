@@ -382,10 +382,10 @@ def _emit_find_or_make_flow(p: Program, s: FlowSlots, direction: str) -> None:
     p.stx(DW, R10, s.flow.at("last_ns"), R0)  # a walk may see the flow before its datagram: young, not expired
     p.st(W, R10, s.flow.at("role"), role)
     emit_map_update(p, MAP_NAME, s.key, s.flow, UpdateFlags.NOEXIST)
-    p.jeq(R0, -errno.EEXIST, look_up)
+    p.jeq32(R0, -errno.EEXIST, look_up)
     p.mov(R1, 1)
     p.atomic_add(DW, R9, 8 * (Totals.FLOWS_MADE + role), R1)
-    p.jeq(R0, 0, look_up)
+    p.jeq32(R0, 0, look_up)
     p.atomic_add(DW, R9, 8 * (Totals.INSERTS_FAILED + role), R1)
     p.mov(R8, 0)
     p.ja(done)
