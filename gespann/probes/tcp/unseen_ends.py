@@ -22,12 +22,12 @@ million loopback connections, both sockets of one connection whose CLOSE no
 program on sock:inet_sock_set_state sees, gespann's or an independent
 bpftrace's, with no skipped run counted by the kernel (docs/benchmarks.md,
 Soak: likely a kernel that runs no program for an event handled in softirq
-on top of certain tasks, which tracefs still records). Sometimes their free is seen, and counted here; sometimes not, and
-their entries stay until the kernel hands the address to a new socket, which
-at that rate takes milliseconds. So tcp_lifecycle counts an entry it finds
-where a new connection's goes the same way (emit_count_unseen), before it
-overwrites it. Until an address is taken again, its lost end is not yet
-counted.
+on top of certain tasks, which tracefs still records). Sometimes their free
+is seen, and counted here; sometimes not, and their entries stay until the
+kernel hands the address to a new socket, which at that rate takes
+milliseconds. So tcp_lifecycle counts an entry it finds where a new
+connection's goes the same way (emit_count_unseen), before it overwrites it.
+Until an address is taken again, its lost end is not yet counted.
 """
 
 from __future__ import annotations
