@@ -16,7 +16,7 @@ import pytest
 from kernel_features import require
 from namespaces import Namespace
 from probe_flavours import FLAVOURS
-from tcp_traffic import CLOSED_PORT, LOOPBACK, TcpTraffic, refused
+from tcp_traffic import CLOSED_PORT, LOOPBACK, TcpTraffic, close_orderly, refused
 
 from gespann.bpf import features
 from gespann.bpf.channel import RINGBUF_SIZE, RecordChannel
@@ -142,9 +142,7 @@ def _exchange(traffic, sent, replied):
     server.recv(sent, socket.MSG_WAITALL)
     server.sendall(b"b" * replied)
     client.recv(replied, socket.MSG_WAITALL)
-    client.close()
-    assert server.recv(1) == b""
-    server.close()
+    close_orderly(client, server)
     return ports
 
 
@@ -254,9 +252,7 @@ def test_connections_open_before_the_start_end_once_with_a_record_marked_pre_exi
             server.recv(7, socket.MSG_WAITALL)
             server.sendall(b"z" * 3)
             client.recv(3, socket.MSG_WAITALL)
-            client.close()
-            assert server.recv(1) == b""
-            server.close()
+            close_orderly(client, server)
         traffic.close()
         events = watching.events(4)
         assert sorted((e.role, e.outcome, e.bytes_sent, e.bytes_received, e.preexisting) for e in events) == [

@@ -11,7 +11,7 @@ import socket
 import mib
 import pytest
 from loopback import wait_for
-from tcp_traffic import TcpTraffic
+from tcp_traffic import TcpTraffic, close_orderly
 
 from gespann.collector.collector import KernelCollector
 from gespann.probes import AttachSettings, ProbeSet
@@ -114,9 +114,7 @@ def test_tcp_ends_past_the_connection_map_are_counted_as_untracked(namespace, ca
         with namespace.enter():
             exchange(pairs, after)
             for client, server in pairs:
-                client.close()
-                assert server.recv(1) == b""
-                server.close()
+                close_orderly(client, server)
             traffic.close()
         with namespace.enter():
             tcp = mib.counters()["Tcp"]

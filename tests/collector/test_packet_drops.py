@@ -164,7 +164,7 @@ def test_a_connections_dropped_packets_are_in_its_record(namespace, mode):
     """Packets of an open connection dropped mid-stream (an nftables rule on output, then lifted): the
     client's record carries as many drops as the rule's counter, with the reason; the server's none."""
     from kernel_features import require
-    from tcp_traffic import TcpTraffic
+    from tcp_traffic import TcpTraffic, close_orderly
 
     from gespann.bpf import features
     from gespann.bpf.channel import RecordChannel
@@ -197,9 +197,7 @@ def test_a_connections_dropped_packets_are_in_its_record(namespace, mode):
             received = b""
             while len(received) < 1000:  # the next retransmission goes through
                 received += server.recv(4096)
-            client.close()
-            assert server.recv(1) == b""
-            server.close()
+            close_orderly(client, server)
             traffic.close()
         assert dropped_by_rule >= 1
         # A run the kernel skipped (the program already running on that CPU) is the kernel's own count of

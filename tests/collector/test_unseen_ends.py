@@ -17,7 +17,7 @@ import subprocess
 import pytest
 from loopback import wait_for
 from namespaces import Namespace
-from tcp_traffic import TcpTraffic, drop_syns_to
+from tcp_traffic import TcpTraffic, close_orderly, drop_syns_to
 
 from gespann.bpf.syscall import libc
 from gespann.collector.collector import KernelCollector
@@ -47,13 +47,6 @@ def _entries(probes: ProbeSet) -> dict:
 def _total(collector: KernelCollector, name: str, **labels) -> int:
     family = collector.snapshot()[name]
     return sum(n for key, n in family.series.items() if labels.items() <= dict(key).items())
-
-
-def _close_orderly(client: socket.socket, server: socket.socket) -> None:
-    """The client closes first, the server reads its FIN and closes: an orderly end on both sides."""
-    client.close()
-    assert server.recv(1) == b""
-    server.close()
 
 
 def _reset_by_peer(traffic: TcpTraffic, probes: ProbeSet, role: int) -> tuple[socket.socket, int, tuple]:
@@ -111,7 +104,7 @@ def test_an_end_whose_open_went_unseen_counts_as_untracked_not_closed(namespace)
             key, entry = next((k, e) for k, e in _entries(probes).items() if e.role == tcp_connections.CLIENT)
             assert entry.syn_sent_ns and entry.established_ns
             connections[key] = entry._replace(established_ns=0)
-            _close_orderly(client, server)
+            close_orderly(client, server)
             traffic.close()
         wait_for(lambda: _total(collector, "connections_closed_total") == 1
                  and _total(collector, "connection_ends_untracked_total") == 1)
@@ -146,7 +139,7 @@ def test_a_stale_entry_at_a_reconnecting_socket_is_an_unseen_end(namespace):
             server, _ = traffic.listener.accept()
             wait_for(lambda: _total(collector, "connection_ends_unseen_total") == 1)
             assert _entries(probes)[key].established_ns > entry.established_ns  # the new connection's own
-            _close_orderly(kept, server)
+            close_orderly(kept, server)
             traffic.close()
         wait_for(lambda: _total(collector, "connections_closed_total") == 2)
         assert _total(collector, "connection_ends_unseen_total", role="client") == 1
@@ -181,7 +174,7 @@ def test_a_stale_entry_at_an_address_a_server_socket_takes_is_an_unseen_end(name
                 taken = key in _entries(probes) and _entries(probes)[key].established_ns > entry.established_ns
                 if not taken:
                     connections.delete(key)
-                _close_orderly(client, server)
+                close_orderly(client, server)
                 wait_for(lambda: not _entries(probes))
                 if taken:
                     break
@@ -217,7 +210,7 @@ def test_a_stale_entry_found_at_an_established_client_is_an_unseen_end(namespace
             client.settimeout(10)
             server, _ = traffic.listener.accept()  # the SYN retransmitted after a second
             wait_for(lambda: _total(collector, "connection_ends_unseen_total") == 1)
-            _close_orderly(client, server)
+            close_orderly(client, server)
             traffic.close()
         wait_for(lambda: _total(collector, "connections_closed_total") == 2)
         assert _total(collector, "connection_ends_unseen_total", role="client") == 1

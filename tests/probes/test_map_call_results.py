@@ -5,11 +5,11 @@ map's own operation, which returns an int: the upper half of R0 is then undefine
 of -EEXIST never matches there (5.10 and 6.1 in the matrix: a stale entry went uncounted and was kept).
 This reads every built-in probe's bytecode, as this kernel builds it, for such a test.
 """
-import struct
-
 import pytest
 
+from asm import Instruction, decode
 from asm.helpers import HELPERS
+from asm.opcodes import InsnClass, JmpOp
 from gespann.bpf.errors import BPFError
 from gespann.btf import BTFError
 from gespann.probes import ALL_PROBES
@@ -17,35 +17,26 @@ from gespann.probes.toolkit.probe import BuildTarget
 
 pytestmark = pytest.mark.root  # in the matrix too: each kernel's types build each probe its own way
 RESULT_CALLS = {HELPERS["map_update_elem"], HELPERS["map_delete_elem"]}
-CALL, LD_IMM64 = 0x85, 0x18
-JMP, JMP32 = 0x05, 0x06
-UNCONDITIONAL = {0x00, 0x80, 0x90}  # ja, call, exit: the jump op's upper four bits
 TARGETS = {"alone": None, "every option": BuildTarget(kernel_walk=True, by_process=True, peers=True, netns=1)}
 
 
-def _instructions(code: bytes):
-    """(opcode, dst, imm) of each instruction; the second half of a 64-bit load is skipped."""
-    at = 0
-    while at < len(code):
-        opcode, regs, _, imm = struct.unpack_from("<BBhi", code, at)
-        yield opcode, regs & 0x0F, imm
-        at += 16 if opcode == LD_IMM64 else 8
+def _returns_a_result(insn: Instruction) -> bool:
+    return insn.is_call and insn.imm in RESULT_CALLS
 
 
 def _wide_tests_of_results(code: bytes) -> list[int]:
     """Indexes of 64-bit conditional jumps on R0 while R0 still holds a map update's or delete's result."""
     found, holding = [], False
-    for index, (opcode, dst, imm) in enumerate(_instructions(code)):
-        op_class = opcode & 0x07
-        if opcode == CALL:
-            holding = imm in RESULT_CALLS
-        elif op_class == JMP and (opcode & 0xF0) not in UNCONDITIONAL:
-            if holding and dst == 0:
-                found.append(index)
-        elif op_class == JMP and (opcode & 0xF0) in (0x00, 0x90):
+    for index, insn in enumerate(decode(code)):
+        if insn.is_call:
+            holding = _returns_a_result(insn)
+        elif insn.insn_class == InsnClass.JMP and insn.op in (JmpOp.JA, JmpOp.EXIT):
             holding = False  # the path goes elsewhere: a later test of R0 is about something else
-        elif dst == 0 and op_class not in (JMP, JMP32, 0x02, 0x03):  # writes R0 (stores, class 2 and 3, do not)
-            holding = False
+        elif insn.insn_class == InsnClass.JMP:
+            if holding and insn.dst == 0:
+                found.append(index)
+        elif insn.dst == 0 and insn.insn_class not in (InsnClass.JMP32, InsnClass.ST, InsnClass.STX):
+            holding = False  # R0 written (stores and 32-bit tests write no register)
     return found
 
 
@@ -65,15 +56,15 @@ def test_no_probe_tests_a_map_call_result_with_a_64_bit_jump():
     checked, calls, wide = 0, 0, {}
     for name, code in _programs():
         checked += 1
-        calls += sum(opcode == CALL and imm in RESULT_CALLS for opcode, _, imm in _instructions(code))
+        calls += sum(map(_returns_a_result, decode(code)))
         if found := _wide_tests_of_results(code):
             wide[name] = found
     assert checked >= len(ALL_PROBES) and calls, "no program was built: the check read nothing"
     assert not wide, f"64-bit tests of a map call's result (instruction indexes): {wide}"
 
 
-@pytest.mark.parametrize("jump, flagged", [(0x55, True), (0x56, False)])  # jne (64-bit), jne32
-def test_the_check_tells_a_64_bit_test_from_a_32_bit_one(jump, flagged):
-    call = struct.pack("<BBhi", CALL, 0, 0, HELPERS["map_update_elem"])
-    test = struct.pack("<BBhi", jump, 0, 1, -17)
-    assert bool(_wide_tests_of_results(call + test)) is flagged
+@pytest.mark.parametrize("jump_class, flagged", [(InsnClass.JMP, True), (InsnClass.JMP32, False)])
+def test_the_check_tells_a_64_bit_test_from_a_32_bit_one(jump_class, flagged):
+    call = Instruction(InsnClass.JMP | JmpOp.CALL, imm=HELPERS["map_update_elem"])
+    test = Instruction(jump_class | JmpOp.JNE, dst=0, off=1, imm=-17)
+    assert bool(_wide_tests_of_results(call.encode() + test.encode())) is flagged

@@ -40,9 +40,7 @@ class TcpTraffic:
         _receive(server, sent)
         server.sendall(b"b" * replied)
         _receive(client, replied)
-        client.close()
-        assert server.recv(1) == b""  # the client's FIN: no simultaneous close
-        server.close()
+        close_orderly(client, server)
 
     def reset(self, by_client: bool) -> None:
         """A connection ended by an RST from one side: close() with SO_LINGER 0."""
@@ -58,6 +56,14 @@ class TcpTraffic:
 
     def close(self) -> None:
         self.listener.close()
+
+
+def close_orderly(client: socket.socket, server: socket.socket) -> None:
+    """The client closes first, the server reads its FIN and closes: an orderly end on both sides, never a
+    simultaneous close."""
+    client.close()
+    assert server.recv(1) == b""
+    server.close()
 
 
 def _receive(sock: socket.socket, n: int) -> None:
