@@ -18,6 +18,7 @@ import concurrent.futures
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -111,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernel_matrix: {err}", file=sys.stderr)
         return 2
     targets, runs = _targets(args, progress)
+    before = signal.signal(signal.SIGTERM, _interrupt)
     try:
         runs.update(_run_all(targets, settings, virtme, args.jobs, progress))
     except KeyboardInterrupt:
         print("kernel_matrix: interrupted; its VMs are stopped", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, before)
     ordered = [runs[name] for name in args.kernels]
     report = Report(rows(MODES), ordered, verdicts.matrix({r.name: r.results for r in ordered}),
                     commit=_commit(), wall_s=time.monotonic() - progress.start)
@@ -126,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         progress.say("matrix", f"logs, scripts and junit XML are in {logs}")
     progress.say("matrix", f"{'passed' if report.passed else 'FAILED'}; wrote {args.results / 'kernel-matrix.md'}")
     return 0 if report.passed else 1
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM (a CI job's time limit, `kill`) stops the VMs as Ctrl-C does: without it, Python
+    would die without running the runners' cleanup, and vng with its qemu would live on."""
+    raise KeyboardInterrupt
 
 
 def _settings(args: argparse.Namespace, logs: Path, progress: Progress) -> runner.Settings:

@@ -1,10 +1,14 @@
 """tools/kernel_matrix.py end to end on the host column alone, which needs no VM."""
 import json
+import os
+import signal
+import subprocess
 import sys
 import textwrap
 
 import kernel_matrix
 import pytest
+from process_state import process_state, wait_until
 
 
 @pytest.mark.parametrize("kernels", ["4.19", "6.1,6.1", ""])
@@ -65,3 +69,32 @@ def test_a_missing_interpreter_is_named(tmp_path, capsys):
     assert kernel_matrix.main(["--kernels", "host", "--python", str(tmp_path / "python"),
                                "--results", str(tmp_path)]) == 2
     assert f"no interpreter at {tmp_path / 'python'}" in capsys.readouterr().err
+
+
+def test_sigterm_stops_the_runs_as_ctrl_c_does(tmp_path):
+    """A CI job's time limit ends the matrix with SIGTERM: what it started must not live on."""
+    pid_file = tmp_path / "pytest.pid"
+    (tmp_path / "test_kernel.py").write_text(textwrap.dedent(f"""
+        import os, time, pytest
+
+        @pytest.mark.root
+        def test_sleeps():
+            open({str(pid_file)!r}, "w").write(str(os.getpid()))
+            time.sleep(60)
+    """))
+    matrix = subprocess.Popen([sys.executable, kernel_matrix.__file__, "--kernels", "host",
+                               "--python", sys.executable, "--results", str(tmp_path / "results"),
+                               "--tests", str(tmp_path / "test_kernel.py")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(pid_file.exists, 60), "the test never started"
+        matrix.send_signal(signal.SIGTERM)
+        _, err = matrix.communicate(timeout=30)
+        assert matrix.returncode == 130
+        assert "interrupted; its VMs are stopped" in err
+        test_pid = int(pid_file.read_text())
+        assert wait_until(lambda: process_state(test_pid) in ("gone", "Z"), 10), process_state(test_pid)
+    finally:
+        matrix.kill()
+        if pid_file.exists() and process_state(int(pid_file.read_text())) not in ("gone", "Z"):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # what the matrix failed to stop

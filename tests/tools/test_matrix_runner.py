@@ -17,6 +17,7 @@ from matrix.kernels import Target
 from matrix.runner import Settings, Status
 from matrix.shares import Share
 from matrix.virtme import VirtmeNg
+from process_state import process_state, wait_until
 
 SUITE = """
     import os, time, pytest
@@ -144,7 +145,7 @@ def test_the_deadline_ends_the_whole_run(settings, tmp_path, monkeypatch):
     assert done.status is Status.TIMED_OUT
     assert done.detail.startswith("stopped after 3 s, during the tests")
     pid = int(pid_file.read_text())  # the "guest" pytest goes with its session: SIGKILL takes effect soon
-    assert wait_for(lambda: process_state(pid) in ("gone", "Z")), process_state(pid)
+    assert wait_until(lambda: process_state(pid) in ("gone", "Z")), process_state(pid)
 
 
 def test_stop_from_another_thread_interrupts(settings, tmp_path, monkeypatch):
@@ -162,21 +163,6 @@ def test_the_guest_script_runs_from_the_repository_and_leaves_markers_in_the_sha
     assert "-m pytest -m 'root and not process' test_suite.py -p no:cacheprovider" in script
     assert f"--junitxml={settings.outdir}/6.1.xml" in script
     assert script.splitlines()[-1] == f"echo $? > {settings.outdir}/6.1.exit"
-
-
-def wait_for(condition, seconds: float = 5) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return condition()
-
-
-def process_state(pid: int) -> str:
-    """The state letter of a process ("Z" for a zombie that its new parent has yet to reap), or "gone"."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "gone"
 
 
 def test_a_vm_tells_its_tests_they_run_emulated_and_the_host_does_not(settings):
