@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import bcc_tracer, breakdown, chart, drops, loadgen, peers, report, runs, scale, soak
@@ -170,6 +171,13 @@ def stamp(args: argparse.Namespace) -> dict:
     return {key: now[key] for key in ("date", "kernel", "cpus", "commit", "load_before")}
 
 
+def stamped(args: argparse.Namespace, run: Callable[[], dict]) -> dict:
+    """A section's results with its stamp, taken before it runs: its load average is the machine's
+    before the section, not the section's own."""
+    measured = stamp(args)
+    return {**run(), "measured": measured}
+
+
 def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -200,10 +208,11 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
                 results["kernel_cost"].append({name: tracers[name](stats=True)
                                                for name in (report.GESPANN, report.GESPANN_TP, report.BPFTRACE)})
                 say(f"cost round {index + 1}/{args.cost_rounds} done")
-            results["drops"] = {**drops.run(gespann, ns, lambda: workload.run().connections, args.cost_rounds, say),
-                                "measured": stamp(args)}
-            results["breakdown"] = {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say,
-                                                    compared(args, workdir, ns.path)), "measured": stamp(args)}
+            results["drops"] = stamped(args, lambda: drops.run(gespann, ns, lambda: workload.run().connections,
+                                                               args.cost_rounds, say))
+            results["breakdown"] = stamped(args, lambda: breakdown.run(gespann, workload, workdir, ns.inode,
+                                                                       args.cost_rounds, say,
+                                                                       compared(args, workdir, ns.path)))
         results["meta"].update(report.probe_sets(results))
 
         if trace_available(args.gespann):
@@ -214,8 +223,8 @@ def host_bench(args: argparse.Namespace, workdir: Path, results: dict) -> None:
         else:
             results["trace"] = {"available": False, "note": NOT_AVAILABLE}
             say(NOT_AVAILABLE)
-        results["peers"] = {**peers.run(args.gespann, workdir, gespann, workload, args.rounds, args.cost_rounds,
-                                        args.rate, say), "measured": stamp(args)}
+        results["peers"] = stamped(args, lambda: peers.run(args.gespann, workdir, gespann, workload, args.rounds,
+                                                           args.cost_rounds, args.rate, say))
     results["bcc_host"] = bcc_on_host(workdir)
 
 
@@ -232,8 +241,8 @@ def _section(args: argparse.Namespace, workdir: Path):
 def peers_only(args: argparse.Namespace, workdir: Path) -> dict:
     """The libbpf-tools section alone, in a namespace of its own."""
     with _section(args, workdir) as (ns, workload, gespann):
-        return {**peers.run(args.gespann, workdir, gespann, workload, args.rounds, args.cost_rounds, args.rate, say),
-                "measured": stamp(args)}
+        return stamped(args, lambda: peers.run(args.gespann, workdir, gespann, workload, args.rounds, args.cost_rounds,
+                                               args.rate, say))
 
 
 def drops_only(args: argparse.Namespace, workdir: Path) -> dict:
@@ -241,8 +250,7 @@ def drops_only(args: argparse.Namespace, workdir: Path) -> dict:
     from gespann.bpf.programs import enable_run_stats
 
     with _section(args, workdir) as (ns, workload, gespann), enable_run_stats():
-        return {**drops.run(gespann, ns, lambda: workload.run().connections, args.cost_rounds, say),
-                "measured": stamp(args)}
+        return stamped(args, lambda: drops.run(gespann, ns, lambda: workload.run().connections, args.cost_rounds, say))
 
 
 def breakdown_only(args: argparse.Namespace, workdir: Path) -> dict:
@@ -250,8 +258,8 @@ def breakdown_only(args: argparse.Namespace, workdir: Path) -> dict:
     from gespann.bpf.programs import enable_run_stats
 
     with _section(args, workdir) as (ns, workload, gespann), enable_run_stats():
-        return {**breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say,
-                                compared(args, workdir, ns.path)), "measured": stamp(args)}
+        return stamped(args, lambda: breakdown.run(gespann, workload, workdir, ns.inode, args.cost_rounds, say,
+                                                   compared(args, workdir, ns.path)))
 
 
 def compared(args: argparse.Namespace, workdir: Path, netns_path: str) -> dict[str, GespannMetrics]:
@@ -335,15 +343,15 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write("\n".join(breakdown.markdown(results["breakdown"])) + "\n")
         if args.scale_only or not (args.vm_only or args.no_scale or args.drops_only or args.peers_only
                                    or args.breakdown_only or args.soak_only):
-            results["scale"] = {**scale.run(args.gespann, workdir, say), "measured": stamp(args)}
+            results["scale"] = stamped(args, lambda: scale.run(args.gespann, workdir, say))
         if args.vm or args.vm_only:
             from bench import vm
 
             results["vm"] = vm.run(REPO, args, say)
         if args.soak and (args.soak_only or not merging):
             say(f"soak: {args.soak:.0f} s with records and per-process labels on")
-            results["soak"] = {**soak.run(args.gespann, workdir, loadgen.build(workdir / "loadgen"), args.soak,
-                                          args.threads, say), "measured": stamp(args)}
+            results["soak"] = stamped(args, lambda: soak.run(args.gespann, workdir, loadgen.build(workdir / "loadgen"),
+                                                             args.soak, args.threads, say))
     write(results, args.results)
     missed = [name for name, met in report.verdicts(results).items() if met is False]
     say(f"targets missed: {'; '.join(missed)}" if missed else "every judged target met")
