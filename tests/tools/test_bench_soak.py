@@ -59,3 +59,14 @@ def test_shortfalls_are_where_the_counts_fell_further_behind():
               {"at_s": 180, "active_opens": 30, "passive_opens": 30, "closed_client": 29, "closed_server": 29}]
     found = soak.shortfalls({"checkpoints": points})
     assert [(p["at_s"], p["short_client"], p["short_server"]) for p in found] == [(120, 1, 1)]
+
+
+def test_a_shortfall_says_its_unseen_ends_as_whole_numbers():
+    missed = {'{probe="tcp_lifecycle"}': 0.0}
+    points = [{"at_s": 60, "active_opens": 10, "passive_opens": 10, "closed_client": 10, "closed_server": 10},
+              {"at_s": 120.1, "active_opens": 20, "passive_opens": 20, "closed_client": 19, "closed_server": 19,
+               "unseen_client": 1.0, "unseen_server": 1.0, "runs_missed_by_probe": missed}]
+    cells = soak._shortfall_cells({"checkpoints": points})
+    assert cells == '120 s: 1 / 1 (unseen 1 / 1), {probe="tcp_lifecycle"} 0'
+    points[1] = {key: value for key, value in points[1].items() if not key.startswith("unseen")}
+    assert "(unseen ? / ?)" in soak._shortfall_cells({"checkpoints": points})

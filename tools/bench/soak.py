@@ -310,9 +310,14 @@ def _shortfall_cells(soak: dict) -> str:
     if not found:
         return f"never, at {len(soak['checkpoints'])} checkpoints"
     return "; ".join(f"{p['at_s']:.0f} s: {p['short_client']} / {p['short_server']} (unseen "
-                     f"{p.get('unseen_client', '?')} / {p.get('unseen_server', '?')}), "
+                     f"{_count(p.get('unseen_client'))} / {_count(p.get('unseen_server'))}), "
                      + (", ".join(f"{k} {v:,.0f}" for k, v in p["runs_missed_by_probe"].items()) or "none")
                      for p in found)
+
+
+def _count(value: float | None) -> str:
+    """A count read from the exposition (a float), as a whole number; "?" where not recorded."""
+    return "?" if value is None else f"{value:,.0f}"
 
 
 def markdown(soak: dict) -> list[str]:

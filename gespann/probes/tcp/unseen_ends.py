@@ -17,12 +17,13 @@ Not recovered: the outcome (close or reset), the bytes, the record and the
 per-process counts of such an end. Connections adopted at start (by cookie)
 are not looked for here.
 
-Some ends pass neither point. The bench's soak meets, about once in 20 to 45
+Some ends pass neither point. The bench's soak meets, about once in 10 to 45
 million loopback connections, both sockets of one connection whose CLOSE no
 program on sock:inet_sock_set_state sees, gespann's or an independent
 bpftrace's, with no skipped run counted by the kernel (docs/benchmarks.md,
-Soak: likely a kernel that runs no program for an event handled in softirq
-on top of certain tasks, which tracefs still records). Sometimes their free
+Soak: a kernel that runs no program for an event handled in softirq over
+certain tasks, which tracefs still records, as it did each client's CLOSE
+there). Sometimes their free
 is seen, and counted here; sometimes not, and their entries stay until the
 kernel hands the address to a new socket, which at that rate takes
 milliseconds. So tcp_lifecycle counts an entry it finds where a new
